@@ -1,0 +1,67 @@
+# Gondolin for containerd. `make demo` and `make test` are the two entry points;
+# everything else is a step they take.
+SHELL := /bin/bash
+.DEFAULT_GOAL := build
+
+GO       ?= go
+OUT      := $(CURDIR)/_output
+CACHE    := $(CURDIR)/.cache
+BIN      := $(OUT)/bin
+SHARE    := $(OUT)/share/gondolin
+AGENT    := $(OUT)/lib/gondolin/gondolin-agent
+PREFIX   ?= /usr/local
+GOFLAGS_BUILD := -trimpath -buildvcs=false
+
+export PATH := $(BIN):$(CACHE)/tools/bin:/usr/local/go/bin:$(PATH)
+
+.PHONY: build shim agent images deps tools dev-up dev-down demo test unit integration bench install clean proto
+
+build: shim images
+
+## deps: Debian packages and Go-built tools (containerd, ctr) the project needs.
+deps:
+	hack/install-deps.sh
+
+tools:
+	hack/build-tools.sh $(CACHE)/tools
+
+shim:
+	$(GO) build $(GOFLAGS_BUILD) -o $(BIN)/containerd-shim-gondolin-v1 ./shim/cmd/containerd-shim-gondolin-v1
+
+# The agent is PID 1 of the guest: static, no cgo.
+agent:
+	CGO_ENABLED=0 $(GO) build $(GOFLAGS_BUILD) -ldflags '-s -w' -o $(AGENT) ./guest-agent/cmd/gondolin-agent
+
+## images: guest kernel + initramfs (with the agent) and their manifest.
+images: agent
+	$(GO) run ./images/cmd/gondolin-mkimage --agent $(AGENT) --out $(SHARE) --cache $(CACHE)/images
+
+proto:
+	cd guest-agent/api && protoc -I. --go_out=paths=source_relative:. --go-ttrpc_out=paths=source_relative:. agent.proto
+
+dev-up: build tools
+	hack/dev-up.sh
+
+dev-down:
+	hack/dev-down.sh
+
+demo: deps build tools
+	hack/demo.sh
+
+unit:
+	$(GO) vet ./...
+	$(GO) test ./guest-agent/... ./images/... ./oci/... ./vmm/... ./runtime/... ./shim/... ./policy/...
+
+integration: build tools
+	hack/integration.sh
+
+test: deps unit integration
+
+install: build
+	install -D -m 0755 $(BIN)/containerd-shim-gondolin-v1 $(PREFIX)/bin/containerd-shim-gondolin-v1
+	install -D -m 0644 $(SHARE)/vmlinuz $(PREFIX)/share/gondolin/vmlinuz
+	install -D -m 0644 $(SHARE)/initrd.img $(PREFIX)/share/gondolin/initrd.img
+	install -D -m 0644 $(SHARE)/manifest.json $(PREFIX)/share/gondolin/manifest.json
+
+clean:
+	rm -rf $(OUT)
