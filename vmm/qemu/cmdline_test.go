@@ -1,0 +1,93 @@
+package qemu
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/earendil-works/gondolin-containerd/vmm"
+)
+
+func testConfig() vmm.Config {
+	return vmm.Config{
+		ID: "c1", StateDir: "/run/g/x", Kernel: "/k", Initrd: "/i",
+		MemoryMiB: 512, CPUs: 2, Accelerator: vmm.AccelTCG,
+		ConsoleLog: "/b/console.log", ChannelSocket: "/run/g/x/ch.sock", ChannelName: "io.gondolin.channel",
+		Shares:     []vmm.Share{{Tag: "rootfs", Socket: "/run/g/x/fs0.sock"}},
+		KernelArgs: []string{"gondolin.debug=1"},
+	}
+}
+
+func argAfter(args []string, flag string) []string {
+	var vals []string
+	for i := 0; i+1 < len(args); i++ {
+		if args[i] == flag {
+			vals = append(vals, args[i+1])
+		}
+	}
+	return vals
+}
+
+func TestArgsTCG(t *testing.T) {
+	args, err := Args(testConfig(), "/run/g/x/qmp.sock")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := argAfter(args, "-accel"); len(got) != 1 || !strings.HasPrefix(got[0], "tcg") {
+		t.Errorf("-accel = %v, want tcg", got)
+	}
+	if got := argAfter(args, "-cpu"); len(got) != 1 || got[0] != "max" {
+		t.Errorf("-cpu = %v, want max", got)
+	}
+	if got := argAfter(args, "-m"); got[0] != "512M" {
+		t.Errorf("-m = %v", got)
+	}
+	if got := argAfter(args, "-smp"); got[0] != "2" {
+		t.Errorf("-smp = %v", got)
+	}
+	if got := argAfter(args, "-object"); got[0] != "memory-backend-memfd,id=mem,size=512M,share=on" {
+		t.Errorf("-object = %v", got)
+	}
+	appendArg := argAfter(args, "-append")[0]
+	if !strings.HasPrefix(appendArg, "console=ttyS0") || !strings.HasSuffix(appendArg, " gondolin.debug=1") {
+		t.Errorf("-append = %q", appendArg)
+	}
+	devices := strings.Join(argAfter(args, "-device"), " ")
+	for _, want := range []string{"virtserialport,bus=ser0.0,chardev=channel,name=io.gondolin.channel", "vhost-user-fs-pci,chardev=fs0,tag=rootfs"} {
+		if !strings.Contains(devices, want) {
+			t.Errorf("devices %q lack %q", devices, want)
+		}
+	}
+	chardevs := strings.Join(argAfter(args, "-chardev"), " ")
+	if !strings.Contains(chardevs, "socket,id=fs0,path=/run/g/x/fs0.sock") || !strings.Contains(chardevs, "file,id=console,path=/b/console.log") {
+		t.Errorf("chardevs = %q", chardevs)
+	}
+}
+
+func TestArgsKVM(t *testing.T) {
+	cfg := testConfig()
+	cfg.Accelerator = vmm.AccelKVM
+	args, err := Args(cfg, "/q")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := argAfter(args, "-cpu"); got[0] != "host" {
+		t.Errorf("-cpu = %v, want host", got)
+	}
+}
+
+func TestArgsRejects(t *testing.T) {
+	for name, mutate := range map[string]func(*vmm.Config){
+		"auto accel":      func(c *vmm.Config) { c.Accelerator = vmm.AccelAuto },
+		"tiny memory":     func(c *vmm.Config) { c.MemoryMiB = 16 },
+		"no cpus":         func(c *vmm.Config) { c.CPUs = 0 },
+		"comma in kernel": func(c *vmm.Config) { c.Kernel = "/a,b" },
+		"comma in tag":    func(c *vmm.Config) { c.Shares[0].Tag = "a,b" },
+		"no initrd":       func(c *vmm.Config) { c.Initrd = "" },
+	} {
+		cfg := testConfig()
+		mutate(&cfg)
+		if _, err := Args(cfg, "/q"); err == nil {
+			t.Errorf("%s: Args accepted a bad config", name)
+		}
+	}
+}

@@ -1,0 +1,230 @@
+package qemu
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/containerd/log"
+	"github.com/digitalocean/go-qemu/qmp"
+
+	"github.com/earendil-works/gondolin-containerd/vmm"
+)
+
+// DefaultBinary is QEMU's system emulator for this architecture.
+const DefaultBinary = "qemu-system-x86_64"
+
+// VM is a QEMU process running one guest.
+type VM struct {
+	cmd       *exec.Cmd
+	qmpSocket string
+	stderr    *tailBuffer
+
+	done    chan struct{}
+	exitErr error
+
+	mu  sync.Mutex
+	mon *qmp.SocketMonitor
+}
+
+var _ vmm.VM = (*VM)(nil)
+
+// Start launches QEMU for cfg. It returns once the process runs and its
+// monitor socket exists; the guest boots in the background.
+func Start(ctx context.Context, binary string, cfg vmm.Config) (*VM, error) {
+	if binary == "" {
+		binary = DefaultBinary
+	}
+	path, err := exec.LookPath(binary)
+	if err != nil {
+		return nil, fmt.Errorf("QEMU (%s) is not installed: install Debian's qemu-system-x86 package (make deps) or set qemu_path in the runtime config: %w", binary, err)
+	}
+	for _, f := range []struct{ what, path string }{{"kernel", cfg.Kernel}, {"initrd", cfg.Initrd}} {
+		if _, err := os.Stat(f.path); err != nil {
+			return nil, fmt.Errorf("guest %s %s is missing: build it with `make images` (and `make install`) or set %s_path in the runtime config: %w", f.what, f.path, f.what, err)
+		}
+	}
+	qmpSocket := filepath.Join(cfg.StateDir, "qmp.sock")
+	args, err := Args(cfg, qmpSocket)
+	if err != nil {
+		return nil, err
+	}
+	log.G(ctx).WithField("accel", cfg.Accelerator).Debugf("starting %s %v", path, args)
+
+	vm := &VM{
+		cmd:       exec.Command(path, args...),
+		qmpSocket: qmpSocket,
+		stderr:    newTailBuffer(8 << 10),
+		done:      make(chan struct{}),
+	}
+	vm.cmd.Stderr = vm.stderr
+	vm.cmd.Stdout = vm.stderr
+	// QEMU must not outlive the shim that manages it; containerd's cleanup
+	// (shim delete) covers the case where the shim is killed.
+	vm.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	if err := vm.cmd.Start(); err != nil {
+		return nil, fmt.Errorf("start %s: %w", path, err)
+	}
+	go func() {
+		vm.exitErr = vm.cmd.Wait()
+		close(vm.done)
+	}()
+
+	if err := vm.waitForSocket(ctx, qmpSocket, 10*time.Second); err != nil {
+		_ = vm.kill()
+		return nil, err
+	}
+	return vm, nil
+}
+
+func (vm *VM) waitForSocket(ctx context.Context, path string, timeout time.Duration) error {
+	deadline := time.NewTimer(timeout)
+	defer deadline.Stop()
+	tick := time.NewTicker(5 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		if _, err := os.Stat(path); err == nil {
+			return nil
+		}
+		select {
+		case <-vm.done:
+			return fmt.Errorf("qemu exited during start-up (%v): %s", vm.exitErr, vm.Stderr())
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-deadline.C:
+			return fmt.Errorf("qemu did not create its monitor socket %s within %s: %s", path, timeout, vm.Stderr())
+		case <-tick.C:
+		}
+	}
+}
+
+// Pid is QEMU's host process ID.
+func (vm *VM) Pid() int { return vm.cmd.Process.Pid }
+
+// Done is closed when QEMU has exited.
+func (vm *VM) Done() <-chan struct{} { return vm.done }
+
+// ExitError is QEMU's exit status, valid once Done is closed.
+func (vm *VM) ExitError() error {
+	select {
+	case <-vm.done:
+		if vm.exitErr != nil {
+			return fmt.Errorf("%w: %s", vm.exitErr, vm.Stderr())
+		}
+		return nil
+	default:
+		return nil
+	}
+}
+
+// Stderr is the tail of what QEMU printed.
+func (vm *VM) Stderr() string { return string(bytes.TrimSpace(vm.stderr.Bytes())) }
+
+func (vm *VM) monitor() (*qmp.SocketMonitor, error) {
+	vm.mu.Lock()
+	defer vm.mu.Unlock()
+	if vm.mon != nil {
+		return vm.mon, nil
+	}
+	mon, err := qmp.NewSocketMonitor("unix", vm.qmpSocket, 2*time.Second)
+	if err != nil {
+		return nil, fmt.Errorf("connect to QMP at %s: %w", vm.qmpSocket, err)
+	}
+	if err := mon.Connect(); err != nil {
+		return nil, fmt.Errorf("QMP handshake at %s: %w", vm.qmpSocket, err)
+	}
+	vm.mon = mon
+	return mon, nil
+}
+
+func (vm *VM) run(cmd string) error {
+	mon, err := vm.monitor()
+	if err != nil {
+		return err
+	}
+	if _, err := mon.Run([]byte(`{"execute":"` + cmd + `"}`)); err != nil {
+		return fmt.Errorf("QMP %s: %w", cmd, err)
+	}
+	return nil
+}
+
+// Pause stops the guest's vCPUs (QMP stop).
+func (vm *VM) Pause(ctx context.Context) error { return vm.run("stop") }
+
+// Resume lets the guest run again (QMP cont).
+func (vm *VM) Resume(ctx context.Context) error { return vm.run("cont") }
+
+// Stop waits up to grace for QEMU to exit by itself (the guest powering
+// off), then asks it to quit over QMP, then kills it.
+func (vm *VM) Stop(ctx context.Context, grace time.Duration) error {
+	select {
+	case <-vm.done:
+		return vm.closeMonitor()
+	case <-time.After(grace):
+	case <-ctx.Done():
+	}
+	if err := vm.run("quit"); err != nil {
+		log.G(ctx).WithError(err).Debug("qmp quit failed; killing qemu")
+	}
+	select {
+	case <-vm.done:
+	case <-time.After(2 * time.Second):
+		_ = vm.kill()
+		<-vm.done
+	}
+	return vm.closeMonitor()
+}
+
+func (vm *VM) kill() error {
+	err := vm.cmd.Process.Kill()
+	if errors.Is(err, os.ErrProcessDone) {
+		return nil
+	}
+	return err
+}
+
+func (vm *VM) closeMonitor() error {
+	vm.mu.Lock()
+	defer vm.mu.Unlock()
+	if vm.mon == nil {
+		return nil
+	}
+	err := vm.mon.Disconnect()
+	vm.mon = nil
+	if err != nil {
+		log.L.WithError(err).Debug("qmp disconnect")
+	}
+	return nil
+}
+
+// tailBuffer keeps the last max bytes written to it.
+type tailBuffer struct {
+	mu  sync.Mutex
+	max int
+	buf []byte
+}
+
+func newTailBuffer(max int) *tailBuffer { return &tailBuffer{max: max} }
+
+func (t *tailBuffer) Write(p []byte) (int, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.buf = append(t.buf, p...)
+	if over := len(t.buf) - t.max; over > 0 {
+		t.buf = append(t.buf[:0], t.buf[over:]...)
+	}
+	return len(p), nil
+}
+
+func (t *tailBuffer) Bytes() []byte {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return append([]byte(nil), t.buf...)
+}

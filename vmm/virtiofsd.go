@@ -1,0 +1,118 @@
+package vmm
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/containerd/log"
+)
+
+// DefaultVirtiofsd is where Debian's QEMU package installs virtiofsd.
+const DefaultVirtiofsd = "/usr/lib/qemu/virtiofsd"
+
+// FileServer is a virtiofsd process exporting one host directory.
+type FileServer struct {
+	cmd    *exec.Cmd
+	socket string
+	stderr bytes.Buffer
+	mu     sync.Mutex
+	done   chan struct{}
+}
+
+// StartFileServer exports dir on a vhost-user socket. The socket is ready
+// to be handed to the VMM when this returns.
+func StartFileServer(ctx context.Context, binary, dir, socket string) (*FileServer, error) {
+	if binary == "" {
+		binary = DefaultVirtiofsd
+	}
+	if _, err := os.Stat(binary); err != nil {
+		return nil, fmt.Errorf("virtiofsd (%s) is not installed: install Debian's qemu-system-common package (make deps) or set virtiofsd_path in the runtime config: %w", binary, err)
+	}
+	fs := &FileServer{socket: socket, done: make(chan struct{})}
+	// cache=auto keeps metadata coherent with host-side changes; chroot
+	// sandboxing works inside containers and user namespaces alike. xattr
+	// carries file capabilities and SELinux labels of image files.
+	fs.cmd = exec.Command(binary,
+		"--socket-path="+socket,
+		"-o", "source="+dir,
+		"-o", "cache=auto",
+		"-o", "sandbox=chroot",
+		"-o", "xattr",
+		"-o", "log_level=err",
+	)
+	fs.cmd.Stderr = &lockedWriter{mu: &fs.mu, w: &fs.stderr}
+	fs.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	if err := fs.cmd.Start(); err != nil {
+		return nil, fmt.Errorf("start virtiofsd for %s: %w", dir, err)
+	}
+	go func() {
+		_ = fs.cmd.Wait()
+		close(fs.done)
+	}()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if _, err := os.Stat(socket); err == nil {
+			return fs, nil
+		}
+		select {
+		case <-fs.done:
+			return nil, fmt.Errorf("virtiofsd exited before serving %s: %s", dir, fs.Stderr())
+		case <-ctx.Done():
+			fs.Stop()
+			return nil, ctx.Err()
+		case <-time.After(5 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			fs.Stop()
+			return nil, fmt.Errorf("virtiofsd did not create %s within 10s: %s", socket, fs.Stderr())
+		}
+	}
+}
+
+// Pid is virtiofsd's host process ID.
+func (fs *FileServer) Pid() int { return fs.cmd.Process.Pid }
+
+// Socket is the vhost-user socket to give the VMM.
+func (fs *FileServer) Socket() string { return fs.socket }
+
+// Stderr is what virtiofsd printed.
+func (fs *FileServer) Stderr() string {
+	fs.mu.Lock()
+	defer fs.mu.Unlock()
+	return string(bytes.TrimSpace(fs.stderr.Bytes()))
+}
+
+// Stop ends virtiofsd. It exits by itself when the VMM disconnects, so
+// this only waits briefly before killing it.
+func (fs *FileServer) Stop() {
+	select {
+	case <-fs.done:
+	case <-time.After(500 * time.Millisecond):
+		if err := fs.cmd.Process.Kill(); err != nil && !errors.Is(err, os.ErrProcessDone) {
+			log.L.WithError(err).Warn("kill virtiofsd")
+		}
+		<-fs.done
+	}
+	_ = os.Remove(fs.socket)
+}
+
+type lockedWriter struct {
+	mu *sync.Mutex
+	w  *bytes.Buffer
+}
+
+func (l *lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.w.Len() > 64<<10 {
+		return len(p), nil
+	}
+	return l.w.Write(p)
+}

@@ -1,0 +1,73 @@
+// Package vmm runs virtual machines for sandboxes. It knows how to start a
+// VM with a kernel, an initramfs, a channel to the guest agent and virtio-fs
+// shares, and how to pause, resume and stop it; it knows nothing about
+// containers. QEMU is the first backend (package vmm/qemu).
+package vmm
+
+import (
+	"context"
+	"time"
+)
+
+// Accelerator is how guest code is executed.
+type Accelerator string
+
+const (
+	// AccelAuto picks KVM when the host can really use it, TCG otherwise.
+	AccelAuto Accelerator = "auto"
+	// AccelKVM is hardware virtualization through /dev/kvm.
+	AccelKVM Accelerator = "kvm"
+	// AccelTCG is QEMU's binary translation: slow, but works everywhere.
+	AccelTCG Accelerator = "tcg"
+)
+
+// Share is a host directory exported to the guest over virtio-fs.
+type Share struct {
+	// Tag is the name the guest mounts it by (mount -t virtiofs TAG DIR).
+	Tag string
+	// Socket is the vhost-user socket of the file server serving it.
+	Socket string
+}
+
+// Config describes one VM.
+type Config struct {
+	// ID names the VM in process lists and logs.
+	ID string
+	// StateDir holds the VM's sockets; it must exist and be short enough
+	// for unix socket paths (108 bytes).
+	StateDir string
+	// Kernel and Initrd are booted directly (no firmware, no disk).
+	Kernel string
+	Initrd string
+	// KernelArgs are appended to the backend's own kernel command line.
+	KernelArgs []string
+	MemoryMiB  uint64
+	CPUs       uint32
+	// Accelerator must be AccelKVM or AccelTCG here; resolve AccelAuto
+	// with DetectAccelerator first.
+	Accelerator Accelerator
+	// ConsoleLog receives the guest's serial console.
+	ConsoleLog string
+	// ChannelSocket is where the VMM listens for the host end of the agent
+	// channel (a unix socket carrying the virtio-serial port's bytes).
+	ChannelSocket string
+	// ChannelName is the virtio-serial port name the agent looks for.
+	ChannelName string
+	Shares      []Share
+}
+
+// VM is a running virtual machine.
+type VM interface {
+	// Pid is the host process ID of the VMM.
+	Pid() int
+	// Pause stops the guest's vCPUs; Resume lets them run again.
+	Pause(ctx context.Context) error
+	Resume(ctx context.Context) error
+	// Stop ends the VM: gracefully within the grace period if the backend
+	// can, then by force. It returns once the VMM process is gone.
+	Stop(ctx context.Context, grace time.Duration) error
+	// Done is closed when the VMM process has exited.
+	Done() <-chan struct{}
+	// ExitError says how the VMM process ended, once Done is closed.
+	ExitError() error
+}
