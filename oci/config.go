@@ -1,0 +1,159 @@
+// Package oci turns what containerd hands the shim — the bundle's OCI spec,
+// its annotations and the runtime config — into validated settings for the
+// VM and the guest. Every value is checked here, so a bad one fails the
+// create with a message naming it and what would be accepted.
+package oci
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/BurntSushi/toml"
+)
+
+// DefaultConfigPath is read when containerd passes no ConfigPath option.
+const DefaultConfigPath = "/etc/gondolin/config.toml"
+
+// Config is the runtime config, set by the operator.
+type Config struct {
+	// KernelPath and InitrdPath are the guest image (make images).
+	KernelPath string `toml:"kernel_path"`
+	InitrdPath string `toml:"initrd_path"`
+	// QEMUPath and VirtiofsdPath override the binaries' default locations.
+	QEMUPath      string `toml:"qemu_path"`
+	VirtiofsdPath string `toml:"virtiofsd_path"`
+	// Accelerator is auto (KVM when usable, else TCG), kvm or tcg.
+	Accelerator string `toml:"accelerator"`
+	// DefaultMemoryMiB and DefaultCPUs size a VM whose container sets no
+	// resource limits.
+	DefaultMemoryMiB uint64 `toml:"default_memory_mib"`
+	DefaultCPUs      uint32 `toml:"default_cpus"`
+	// MemoryOverheadMiB is added to a container's memory limit for the
+	// guest kernel and agent.
+	MemoryOverheadMiB uint64 `toml:"memory_overhead_mib"`
+	// BootTimeout bounds how long the guest agent may take to answer.
+	BootTimeout Duration `toml:"boot_timeout"`
+	// LogLevel is the shim's log level (debug, info, warn, error).
+	LogLevel string `toml:"log_level"`
+	// AllowedAnnotations lists the io.gondolin.* annotations containers may
+	// set, as exact keys or prefixes ending in "*" (io.gondolin.secret.*).
+	// Empty means all.
+	AllowedAnnotations []string `toml:"allowed_annotations"`
+}
+
+// Duration is a time.Duration written as "30s" in TOML.
+type Duration struct{ time.Duration }
+
+// UnmarshalText parses a Go duration string.
+func (d *Duration) UnmarshalText(b []byte) error {
+	v, err := time.ParseDuration(string(b))
+	if err != nil {
+		return fmt.Errorf("%q is not a duration such as 30s or 2m: %w", b, err)
+	}
+	d.Duration = v
+	return nil
+}
+
+// DefaultConfig is the built-in config. exeDir is the directory of the shim
+// binary: the guest image is looked for in ../share/gondolin beside it, the
+// layout `make install` and the build tree both use.
+func DefaultConfig(exeDir string) *Config {
+	share := filepath.Join(filepath.Dir(exeDir), "share", "gondolin")
+	return &Config{
+		KernelPath:        filepath.Join(share, "vmlinuz"),
+		InitrdPath:        filepath.Join(share, "initrd.img"),
+		Accelerator:       "auto",
+		DefaultMemoryMiB:  512,
+		DefaultCPUs:       1,
+		MemoryOverheadMiB: 128,
+		BootTimeout:       Duration{60 * time.Second},
+		LogLevel:          "info",
+	}
+}
+
+// LoadConfig reads the runtime config at path over the defaults. An empty
+// path means DefaultConfigPath if it exists, else the defaults alone.
+func LoadConfig(path, exeDir string) (*Config, error) {
+	cfg := DefaultConfig(exeDir)
+	if path == "" {
+		if _, err := os.Stat(DefaultConfigPath); err != nil {
+			return cfg, nil
+		}
+		path = DefaultConfigPath
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read runtime config: %w", err)
+	}
+	if err := parseConfig(cfg, string(b)); err != nil {
+		return nil, fmt.Errorf("runtime config %s: %w", path, err)
+	}
+	return cfg, nil
+}
+
+func parseConfig(cfg *Config, text string) error {
+	md, err := toml.Decode(text, cfg)
+	if err != nil {
+		return err
+	}
+	if undecoded := md.Undecoded(); len(undecoded) > 0 {
+		keys := make([]string, len(undecoded))
+		for i, k := range undecoded {
+			keys[i] = k.String()
+		}
+		return fmt.Errorf("unknown keys %s: accepted keys are kernel_path, initrd_path, qemu_path, virtiofsd_path, accelerator, default_memory_mib, default_cpus, memory_overhead_mib, boot_timeout, log_level, allowed_annotations", strings.Join(keys, ", "))
+	}
+	return cfg.validate()
+}
+
+func (c *Config) validate() error {
+	var errs []error
+	switch c.Accelerator {
+	case "auto", "kvm", "tcg":
+	default:
+		errs = append(errs, fmt.Errorf("accelerator = %q: accepted values are auto, kvm, tcg", c.Accelerator))
+	}
+	switch c.LogLevel {
+	case "trace", "debug", "info", "warn", "error":
+	default:
+		errs = append(errs, fmt.Errorf("log_level = %q: accepted values are trace, debug, info, warn, error", c.LogLevel))
+	}
+	if c.DefaultMemoryMiB < minMemoryMiB {
+		errs = append(errs, fmt.Errorf("default_memory_mib = %d: at least %d", c.DefaultMemoryMiB, minMemoryMiB))
+	}
+	if c.DefaultCPUs < 1 {
+		errs = append(errs, fmt.Errorf("default_cpus = %d: at least 1", c.DefaultCPUs))
+	}
+	if c.BootTimeout.Duration <= 0 {
+		errs = append(errs, fmt.Errorf("boot_timeout = %s: must be positive", c.BootTimeout.Duration))
+	}
+	for _, p := range c.AllowedAnnotations {
+		if !strings.HasPrefix(p, AnnotationPrefix) {
+			errs = append(errs, fmt.Errorf("allowed_annotations entry %q: must start with %s", p, AnnotationPrefix))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// annotationAllowed reports whether the operator lets containers set key.
+func (c *Config) annotationAllowed(key string) bool {
+	if len(c.AllowedAnnotations) == 0 {
+		return true
+	}
+	for _, p := range c.AllowedAnnotations {
+		if p == key {
+			return true
+		}
+		if strings.HasSuffix(p, "*") {
+			if ok, _ := path.Match(p, key); ok || strings.HasPrefix(key, strings.TrimSuffix(p, "*")) {
+				return true
+			}
+		}
+	}
+	return false
+}

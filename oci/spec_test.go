@@ -1,0 +1,112 @@
+package oci
+
+import (
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"testing"
+
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+)
+
+func i64(v int64) *int64    { return &v }
+func u64(v uint64) *uint64  { return &v }
+func u32p(v uint32) *uint32 { return &v }
+
+func TestVMResources(t *testing.T) {
+	cfg := DefaultConfig("/b")
+	withLimits := &specs.Spec{Linux: &specs.Linux{Resources: &specs.LinuxResources{
+		Memory: &specs.LinuxMemory{Limit: i64(300 << 20)},
+		CPU:    &specs.LinuxCPU{Quota: i64(150000), Period: u64(100000)},
+	}}}
+	mem, cpus := VMResources(withLimits, nil, cfg)
+	if mem != 300+cfg.MemoryOverheadMiB {
+		t.Errorf("memory = %d, want limit + overhead", mem)
+	}
+	if want := min(uint32(2), uint32(runtime.NumCPU())); cpus != want {
+		t.Errorf("cpus = %d, want %d (1.5 rounded up, capped by host)", cpus, want)
+	}
+	mem, cpus = VMResources(&specs.Spec{}, nil, cfg)
+	if mem != cfg.DefaultMemoryMiB || cpus != cfg.DefaultCPUs {
+		t.Errorf("defaults: %d MiB %d cpus", mem, cpus)
+	}
+	mem, _ = VMResources(withLimits, &Settings{MemoryMiB: 2048}, cfg)
+	if mem != 2048 {
+		t.Errorf("annotation must win: %d", mem)
+	}
+	cpuset := &specs.Spec{Linux: &specs.Linux{Resources: &specs.LinuxResources{CPU: &specs.LinuxCPU{Cpus: "0"}}}}
+	if _, cpus = VMResources(cpuset, nil, cfg); cpus != 1 {
+		t.Errorf("cpuset 0: %d cpus", cpus)
+	}
+}
+
+func TestCpusetSize(t *testing.T) {
+	for set, want := range map[string]uint32{"": 0, "0": 1, "0-3": 4, "0-1,4,6-7": 5, "x": 0} {
+		if got := cpusetSize(set); got != want {
+			t.Errorf("cpusetSize(%q) = %d, want %d", set, got, want)
+		}
+	}
+}
+
+func TestGuestContainer(t *testing.T) {
+	s := &specs.Spec{
+		Hostname: "box",
+		Root:     &specs.Root{Path: "rootfs", Readonly: true},
+		Process: &specs.Process{
+			Args: []string{"sh", "-c", "id"}, Env: []string{"PATH=/bin"},
+			User:    specs.User{UID: 1000, GID: 1000, AdditionalGids: []uint32{10}, Umask: u32p(0o27)},
+			Rlimits: []specs.POSIXRlimit{{Type: "RLIMIT_NOFILE", Hard: 1024, Soft: 512}},
+		},
+		Mounts: []specs.Mount{
+			{Destination: "/proc", Type: "proc", Source: "proc"},
+			{Destination: "/dev/pts/", Type: "devpts", Source: "devpts", Options: []string{"newinstance"}},
+		},
+	}
+	req, err := GuestContainer("c1", s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if req.Hostname != "box" || !req.RootfsReadonly || req.RootfsTag != RootfsTag {
+		t.Errorf("request = %v", req)
+	}
+	p := req.Process
+	if p.Cwd != "/" || p.User.Uid != 1000 || !p.User.HasUmask || p.User.Umask != 0o27 || p.Rlimits[0].Soft != 512 {
+		t.Errorf("process = %v", p)
+	}
+	if req.Mounts[1].Destination != "/dev/pts" {
+		t.Errorf("destination not cleaned: %s", req.Mounts[1].Destination)
+	}
+}
+
+func TestGuestContainerRejects(t *testing.T) {
+	base := func() *specs.Spec {
+		return &specs.Spec{Process: &specs.Process{Args: []string{"true"}}}
+	}
+	bind := base()
+	bind.Mounts = []specs.Mount{{Destination: "/data", Source: "/srv", Options: []string{"rbind"}}}
+	if _, err := GuestContainer("c", bind); err == nil || !strings.Contains(err.Error(), `mount of /data (type "bind"`) {
+		t.Errorf("bind mount: %v", err)
+	}
+	rel := base()
+	rel.Process.Cwd = "work"
+	if _, err := GuestContainer("c", rel); err == nil || !strings.Contains(err.Error(), "not an absolute path") {
+		t.Errorf("relative cwd: %v", err)
+	}
+	noargs := base()
+	noargs.Process.Args = nil
+	if _, err := GuestContainer("c", noargs); err == nil {
+		t.Error("empty args accepted")
+	}
+}
+
+func TestReadSpec(t *testing.T) {
+	dir := t.TempDir()
+	if _, err := ReadSpec(dir); err == nil {
+		t.Fatal("missing config.json accepted")
+	}
+	os.WriteFile(filepath.Join(dir, "config.json"), []byte(`{"process":{"args":["true"]}}`), 0o644)
+	if s, err := ReadSpec(dir); err != nil || s.Process.Args[0] != "true" {
+		t.Fatalf("ReadSpec: %v %v", s, err)
+	}
+}
