@@ -1,0 +1,95 @@
+package runtime
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"time"
+
+	"github.com/containerd/log"
+	"github.com/containerd/ttrpc"
+	"github.com/hashicorp/yamux"
+
+	"github.com/earendil-works/gondolin-containerd/guest-agent/api"
+)
+
+// agentConn is the host end of the channel to the guest agent: one yamux
+// session over the VM's channel socket, a control stream carrying ttrpc and
+// one stream per stdio pipe.
+type agentConn struct {
+	session *yamux.Session
+	client  *ttrpc.Client
+	api.AgentService
+}
+
+// dialAgent connects to the VMM's channel socket. The VMM creates it before
+// the guest runs, so this only retries while the socket is being set up or
+// until vmDone closes.
+func dialAgent(ctx context.Context, socket string, vmDone <-chan struct{}) (*agentConn, error) {
+	var conn net.Conn
+	var err error
+	for i := 0; ; i++ {
+		var d net.Dialer
+		conn, err = d.DialContext(ctx, "unix", socket)
+		if err == nil {
+			break
+		}
+		if i > 200 {
+			return nil, fmt.Errorf("connect to agent channel %s: %w", socket, err)
+		}
+		select {
+		case <-vmDone:
+			return nil, fmt.Errorf("VM exited before the agent channel %s was connected", socket)
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+	cfg := yamux.DefaultConfig()
+	// A paused or slow (emulated) guest stops reading for a while: neither
+	// keep-alives nor write timeouts may tear the session down for that.
+	// A dead VM is noticed through the VMM process exiting instead.
+	cfg.EnableKeepAlive = false
+	cfg.ConnectionWriteTimeout = 24 * time.Hour
+	cfg.StreamOpenTimeout = 0
+	cfg.MaxStreamWindowSize = 1 << 20
+	cfg.LogOutput = io.Discard
+	cfg.Logger = nil
+	session, err := yamux.Client(conn, cfg)
+	if err != nil {
+		conn.Close()
+		return nil, fmt.Errorf("start channel session: %w", err)
+	}
+	ctl, err := openStream(session, &api.StreamHeader{Kind: api.StreamHeader_CONTROL})
+	if err != nil {
+		session.Close()
+		return nil, err
+	}
+	client := ttrpc.NewClient(ctl, ttrpc.WithOnClose(func() {
+		log.G(ctx).Debug("agent control stream closed")
+	}))
+	return &agentConn{session: session, client: client, AgentService: api.NewAgentClient(client)}, nil
+}
+
+func openStream(session *yamux.Session, h *api.StreamHeader) (net.Conn, error) {
+	s, err := session.Open()
+	if err != nil {
+		return nil, fmt.Errorf("open %s stream: %w", h.Kind, err)
+	}
+	if err := api.WriteStreamHeader(s, h); err != nil {
+		s.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+// openStdio opens the stream for one stdio pipe of a process.
+func (a *agentConn) openStdio(kind api.StreamHeader_Kind, containerID, execID string) (net.Conn, error) {
+	return openStream(a.session, &api.StreamHeader{Kind: kind, ContainerId: containerID, ExecId: execID})
+}
+
+func (a *agentConn) Close() error {
+	a.client.Close()
+	return a.session.Close()
+}

@@ -1,0 +1,185 @@
+package runtime
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/containerd/errdefs"
+	"github.com/containerd/log"
+
+	"github.com/earendil-works/gondolin-containerd/guest-agent/api"
+)
+
+// Status is where a process is in its life.
+type Status int
+
+const (
+	StatusCreated Status = iota
+	StatusRunning
+	StatusStopped
+)
+
+func (s Status) String() string {
+	return [...]string{"created", "running", "stopped"}[s]
+}
+
+// State is a snapshot of a process.
+type State struct {
+	Status     Status
+	Pid        uint32
+	Stdio      Stdio
+	ExitStatus uint32
+	ExitedAt   time.Time
+}
+
+// Process is one process of a container: its init or an exec.
+type Process struct {
+	c      *Container
+	execID string
+	stdio  Stdio
+	io     *hostIO
+	// copies counts host-side output copies still running.
+	copies sync.WaitGroup
+
+	mu     sync.Mutex
+	status Status
+	exit   Exit
+	exited chan struct{}
+}
+
+func newProcess(c *Container, execID string, stdio Stdio, hio *hostIO) *Process {
+	return &Process{c: c, execID: execID, stdio: stdio, io: hio, exited: make(chan struct{})}
+}
+
+// attachStdio opens the process's stdio streams to the guest and starts
+// copying. It returns which streams the agent must wait for.
+func (p *Process) attachStdio(agent *agentConn) (_ *api.Stdio, retErr error) {
+	var opened []net.Conn
+	defer func() {
+		if retErr != nil {
+			for _, s := range opened {
+				s.Close()
+			}
+		}
+	}()
+	open := func(kind api.StreamHeader_Kind) (net.Conn, error) {
+		s, err := agent.openStdio(kind, p.c.ID, p.execID)
+		if err == nil {
+			opened = append(opened, s)
+		}
+		return s, err
+	}
+	want := &api.Stdio{}
+	if p.io.stdin != nil {
+		s, err := open(api.StreamHeader_STDIN)
+		if err != nil {
+			return nil, err
+		}
+		want.Stdin = true
+		go func() {
+			// A closed stream (the process exited) ends the copy too.
+			if _, err := io.Copy(s, p.io.stdin); err != nil {
+				log.L.WithError(err).Debug("stdin copy")
+			}
+			s.Close()
+		}()
+	}
+	for _, out := range []struct {
+		kind api.StreamHeader_Kind
+		dst  io.Writer
+		set  *bool
+	}{{api.StreamHeader_STDOUT, p.io.stdout, &want.Stdout}, {api.StreamHeader_STDERR, p.io.stderr, &want.Stderr}} {
+		if out.dst == nil {
+			continue
+		}
+		s, err := open(out.kind)
+		if err != nil {
+			return nil, err
+		}
+		*out.set = true
+		p.copies.Add(1)
+		go func(dst io.Writer) {
+			defer p.copies.Done()
+			defer s.Close()
+			if _, err := io.Copy(dst, s); err != nil {
+				log.L.WithError(err).Debug("output copy")
+			}
+		}(out.dst)
+	}
+	return want, nil
+}
+
+// wait follows the process in the guest until it exits, then records and
+// reports the exit once its output has reached the host.
+func (p *Process) wait(agent *agentConn) {
+	status := uint32(128 + syscall.SIGKILL)
+	exitedAt := time.Now()
+	resp, err := agent.WaitProcess(context.Background(), &api.WaitProcessRequest{ContainerId: p.c.ID, ExecId: p.execID})
+	if err != nil {
+		log.L.WithError(err).WithField("container", p.c.ID).Warn("lost the process: the VM or its agent went away; reporting it killed")
+	} else {
+		status = resp.ExitStatus
+		if resp.ExitedAtUnixNano > 0 {
+			exitedAt = time.Unix(0, resp.ExitedAtUnixNano)
+		}
+	}
+	// The agent closed the output streams before answering; the copies
+	// end once the last bytes are written to the host side.
+	p.copies.Wait()
+	p.setExited(status, exitedAt)
+}
+
+func (p *Process) setExited(status uint32, at time.Time) {
+	p.mu.Lock()
+	if p.status == StatusStopped {
+		p.mu.Unlock()
+		return
+	}
+	p.status = StatusStopped
+	p.exit = Exit{ContainerID: p.c.ID, ExecID: p.execID, Pid: p.c.pid(), Status: status, ExitedAt: at}
+	exit := p.exit
+	close(p.exited)
+	p.mu.Unlock()
+	p.c.rt.cfg.OnExit(exit)
+}
+
+// State reports the process's state.
+func (p *Process) State() State {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return State{Status: p.status, Pid: p.c.pid(), Stdio: p.stdio, ExitStatus: p.exit.Status, ExitedAt: p.exit.ExitedAt}
+}
+
+// Wait blocks until the process has exited.
+func (p *Process) Wait(ctx context.Context) (Exit, error) {
+	select {
+	case <-p.exited:
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		return p.exit, nil
+	case <-ctx.Done():
+		return Exit{}, ctx.Err()
+	}
+}
+
+// Kill signals the process, or every process of its container with all.
+func (p *Process) Kill(ctx context.Context, signal uint32, all bool) error {
+	p.mu.Lock()
+	stopped := p.status == StatusStopped
+	p.mu.Unlock()
+	if stopped && !all {
+		return fmt.Errorf("process already finished: %w", errdefs.ErrNotFound)
+	}
+	_, err := p.c.sb.agent.SignalProcess(ctx, &api.SignalProcessRequest{
+		ContainerId: p.c.ID, ExecId: p.execID, Signal: signal, All: all,
+	})
+	if err != nil {
+		return fmt.Errorf("signal %d to %s: %w", signal, p.c.ID, err)
+	}
+	return nil
+}

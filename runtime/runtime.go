@@ -1,0 +1,90 @@
+// Package runtime owns the life of sandboxes (one VM each), the containers
+// in them and their processes: create, start, signal, wait, delete, stdio
+// and exits. It knows nothing of ttrpc or containerd's task API; the shim
+// maps that API onto it.
+package runtime
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/containerd/errdefs"
+
+	"github.com/earendil-works/gondolin-containerd/oci"
+)
+
+// DefaultStateRoot holds one directory of sockets and state per container.
+const DefaultStateRoot = "/run/gondolin"
+
+// Exit is a process's end.
+type Exit struct {
+	ContainerID string
+	ExecID      string
+	// Pid is the process's PID as the shim reports it.
+	Pid      uint32
+	Status   uint32
+	ExitedAt time.Time
+}
+
+// Config configures a Runtime.
+type Config struct {
+	Runtime   *oci.Config
+	StateRoot string
+	Namespace string
+	// OnExit is called once for each process that exits, after all of its
+	// output has been delivered.
+	OnExit func(Exit)
+}
+
+// Runtime holds the containers of one shim.
+type Runtime struct {
+	cfg        Config
+	mu         sync.Mutex
+	containers map[string]*Container
+}
+
+// New returns an empty Runtime.
+func New(cfg Config) *Runtime {
+	if cfg.StateRoot == "" {
+		cfg.StateRoot = DefaultStateRoot
+	}
+	if cfg.OnExit == nil {
+		cfg.OnExit = func(Exit) {}
+	}
+	return &Runtime{cfg: cfg, containers: map[string]*Container{}}
+}
+
+// Get returns the container with id.
+func (r *Runtime) Get(id string) (*Container, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	c, ok := r.containers[id]
+	if !ok {
+		return nil, fmt.Errorf("container %s: %w", id, errdefs.ErrNotFound)
+	}
+	return c, nil
+}
+
+// Len is the number of containers.
+func (r *Runtime) Len() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.containers)
+}
+
+func (r *Runtime) remove(id string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	delete(r.containers, id)
+}
+
+// StateDir is a container's state directory. It is named by a hash so that
+// socket paths in it stay far below the 108-byte limit whatever the ID.
+func StateDir(root, namespace, id string) string {
+	sum := sha256.Sum256([]byte(namespace + "/" + id))
+	return filepath.Join(root, hex.EncodeToString(sum[:8]))
+}

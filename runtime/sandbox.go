@@ -1,0 +1,262 @@
+package runtime
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/containerd/log"
+
+	"github.com/earendil-works/gondolin-containerd/guest-agent/api"
+	"github.com/earendil-works/gondolin-containerd/oci"
+	"github.com/earendil-works/gondolin-containerd/vmm"
+	"github.com/earendil-works/gondolin-containerd/vmm/qemu"
+)
+
+// sandbox is one VM: the VMM, its file server and the agent channel.
+type sandbox struct {
+	id       string
+	stateDir string
+	console  string
+	accel    vmm.Accelerator
+	vm       vmm.VM
+	fs       *vmm.FileServer
+	agent    *agentConn
+	info     *api.InfoResponse
+}
+
+type sandboxConfig struct {
+	id        string
+	stateDir  string
+	sharedDir string
+	console   string
+	memoryMiB uint64
+	cpus      uint32
+	runtime   *oci.Config
+}
+
+// persistedState is what `shim delete` needs to clean up after a shim that
+// died: which processes to kill and what to unmount.
+type persistedState struct {
+	Bundle        string `json:"bundle"`
+	RootfsMounted string `json:"rootfs_mounted,omitempty"`
+	QEMUPid       int    `json:"qemu_pid,omitempty"`
+	VirtiofsdPid  int    `json:"virtiofsd_pid,omitempty"`
+}
+
+const stateFile = "state.json"
+
+func writeState(dir string, st *persistedState) error {
+	b, err := json.Marshal(st)
+	if err != nil {
+		return err
+	}
+	tmp := filepath.Join(dir, stateFile+".tmp")
+	if err := os.WriteFile(tmp, b, 0o600); err != nil {
+		return fmt.Errorf("write state: %w", err)
+	}
+	return os.Rename(tmp, filepath.Join(dir, stateFile))
+}
+
+// startSandbox boots a VM sharing cfg.sharedDir as the container's root and
+// waits until its agent answers. On error nothing of it is left running.
+func startSandbox(ctx context.Context, cfg sandboxConfig, st *persistedState) (_ *sandbox, retErr error) {
+	accel, reason, err := vmm.DetectAccelerator(vmm.Accelerator(cfg.runtime.Accelerator))
+	if err != nil {
+		return nil, err
+	}
+	log.G(ctx).WithFields(log.Fields{"accel": accel, "reason": reason}).Info("accelerator chosen")
+
+	sb := &sandbox{id: cfg.id, stateDir: cfg.stateDir, console: cfg.console, accel: accel}
+	defer func() {
+		if retErr != nil {
+			sb.stop(ctx, 0)
+		}
+	}()
+
+	fs, err := vmm.StartFileServer(ctx, cfg.runtime.VirtiofsdPath, cfg.sharedDir, filepath.Join(cfg.stateDir, "fs-rootfs.sock"))
+	if err != nil {
+		return nil, err
+	}
+	sb.fs = fs
+	st.VirtiofsdPid = fs.Pid()
+	if err := writeState(cfg.stateDir, st); err != nil {
+		return nil, err
+	}
+
+	channel := filepath.Join(cfg.stateDir, "channel.sock")
+	vm, err := qemu.Start(ctx, cfg.runtime.QEMUPath, vmm.Config{
+		ID:            cfg.id,
+		StateDir:      cfg.stateDir,
+		Kernel:        cfg.runtime.KernelPath,
+		Initrd:        cfg.runtime.InitrdPath,
+		MemoryMiB:     cfg.memoryMiB,
+		CPUs:          cfg.cpus,
+		Accelerator:   accel,
+		ConsoleLog:    cfg.console,
+		ChannelSocket: channel,
+		ChannelName:   api.ChannelPortName,
+		Shares:        []vmm.Share{{Tag: oci.RootfsTag, Socket: fs.Socket()}},
+	})
+	if err != nil {
+		return nil, err
+	}
+	sb.vm = vm
+	st.QEMUPid = vm.Pid()
+	if err := writeState(cfg.stateDir, st); err != nil {
+		return nil, err
+	}
+
+	bootCtx, cancel := context.WithTimeout(ctx, cfg.runtime.BootTimeout.Duration)
+	defer cancel()
+	agent, err := dialAgent(bootCtx, channel, vm.Done())
+	if err != nil {
+		return nil, sb.bootError(err)
+	}
+	sb.agent = agent
+	info, err := sb.waitReady(bootCtx)
+	if err != nil {
+		return nil, sb.bootError(err)
+	}
+	sb.info = info
+	log.G(ctx).WithFields(log.Fields{
+		"kernel": info.KernelRelease, "agent": info.AgentVersion, "guest_ready_ms": info.ReadyMs,
+	}).Info("guest agent ready")
+	return sb, nil
+}
+
+// waitReady asks the agent for its info; the request waits in the channel
+// until the guest has booted far enough to answer.
+func (sb *sandbox) waitReady(ctx context.Context) (*api.InfoResponse, error) {
+	type result struct {
+		info *api.InfoResponse
+		err  error
+	}
+	ch := make(chan result, 1)
+	go func() {
+		info, err := sb.agent.Info(ctx, &api.Empty{})
+		ch <- result{info, err}
+	}()
+	select {
+	case r := <-ch:
+		if r.err != nil {
+			return nil, fmt.Errorf("guest agent did not answer: %w", r.err)
+		}
+		return r.info, nil
+	case <-sb.vm.Done():
+		return nil, fmt.Errorf("VM exited while booting: %v", sb.vm.ExitError())
+	case <-ctx.Done():
+		return nil, fmt.Errorf("guest agent not ready within the boot timeout: %w", ctx.Err())
+	}
+}
+
+// bootError adds the end of the guest console to err.
+func (sb *sandbox) bootError(err error) error {
+	return fmt.Errorf("%w; last lines of the guest console (%s):\n%s", err, sb.console, tailLines(sb.console, 15))
+}
+
+// stop ends the VM: a clean agent shutdown when it still answers, the VMM
+// otherwise; then the file server.
+func (sb *sandbox) stop(ctx context.Context, grace time.Duration) {
+	if sb.agent != nil && grace > 0 {
+		sctx, cancel := context.WithTimeout(ctx, grace)
+		if _, err := sb.agent.Shutdown(sctx, &api.Empty{}); err != nil {
+			log.G(ctx).WithError(err).Debug("agent shutdown")
+		}
+		cancel()
+	}
+	if sb.vm != nil {
+		if err := sb.vm.Stop(ctx, grace); err != nil {
+			log.G(ctx).WithError(err).Warn("stop VM")
+		}
+	}
+	if sb.agent != nil {
+		sb.agent.Close()
+	}
+	if sb.fs != nil {
+		sb.fs.Stop()
+	}
+}
+
+// tailLines returns the last n lines of a file, for error messages.
+func tailLines(path string, n int) string {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Sprintf("(console log unreadable: %v)", err)
+	}
+	lines := strings.Split(strings.TrimRight(string(bytes.ReplaceAll(b, []byte("\r"), nil)), "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}
+
+// Cleanup removes what a container left when its shim died: it kills the
+// VMM and file server recorded in the state directory, unmounts the root
+// file system and removes the directory. It is safe to run more than once.
+func Cleanup(ctx context.Context, stateRoot, namespace, id string) error {
+	dir := StateDir(stateRoot, namespace, id)
+	b, err := os.ReadFile(filepath.Join(dir, stateFile))
+	if errors.Is(err, os.ErrNotExist) {
+		return os.RemoveAll(dir)
+	}
+	if err != nil {
+		return fmt.Errorf("read state of %s: %w", id, err)
+	}
+	var st persistedState
+	if err := json.Unmarshal(b, &st); err != nil {
+		return fmt.Errorf("parse state of %s: %w", id, err)
+	}
+	var errs []error
+	for _, pid := range []int{st.QEMUPid, st.VirtiofsdPid} {
+		if err := killIfOurs(pid, dir); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if st.RootfsMounted != "" {
+		if err := unmountRootfs(st.RootfsMounted); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if err := os.RemoveAll(dir); err != nil {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}
+
+// killIfOurs kills pid only if its command line names our state directory,
+// so a recycled PID is never hit.
+func killIfOurs(pid int, stateDir string) error {
+	if pid <= 0 {
+		return nil
+	}
+	cmdline, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+	if err != nil || !bytes.Contains(cmdline, []byte(stateDir)) {
+		return nil
+	}
+	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil && !errors.Is(err, syscall.ESRCH) {
+		return fmt.Errorf("kill %d: %w", pid, err)
+	}
+	for i := 0; i < 200; i++ {
+		if err := syscall.Kill(pid, 0); errors.Is(err, syscall.ESRCH) {
+			return nil
+		}
+		if b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid)); err == nil && zombie(b) {
+			return nil
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	return fmt.Errorf("process %d did not exit after SIGKILL", pid)
+}
+
+func zombie(stat []byte) bool {
+	i := bytes.LastIndexByte(stat, ')')
+	return i >= 0 && i+2 < len(stat) && stat[i+2] == 'Z'
+}
