@@ -85,6 +85,6 @@ func (r *Runtime) remove(id string) {
 // StateDir is a container's state directory. It is named by a hash so that
 // socket paths in it stay far below the 108-byte limit whatever the ID.
 func StateDir(root, namespace, id string) string {
-	sum := sha256.Sum256([]byte(namespace + "/" + id))
+	sum := sha256.Sum256([]byte(namespace + "\x00" + id))
 	return filepath.Join(root, hex.EncodeToString(sum[:8]))
 }

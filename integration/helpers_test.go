@@ -1,0 +1,194 @@
+//go:build integration
+
+// Package integration drives the real containerd, ctr, QEMU, virtiofsd and
+// guest image end to end. Run it through `make test` (hack/integration.sh),
+// which starts a private containerd and sources .cache/dev/env.
+package integration
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	gruntime "github.com/earendil-works/gondolin-containerd/runtime"
+)
+
+const runtimeName = "io.containerd.gondolin.v1"
+
+func testImage(t *testing.T) string {
+	t.Helper()
+	img := os.Getenv("GONDOLIN_TEST_IMAGE")
+	if img == "" {
+		t.Fatal("GONDOLIN_TEST_IMAGE is not set: run the integration tests with `make test` or source .cache/dev/env after `make dev-up`")
+	}
+	return img
+}
+
+func namespace() string {
+	if ns := os.Getenv("CONTAINERD_NAMESPACE"); ns != "" {
+		return ns
+	}
+	return "default"
+}
+
+// newID returns a container ID unique to this test run.
+func newID(t *testing.T) string {
+	b := make([]byte, 4)
+	_, _ = rand.Read(b)
+	name := strings.ToLower(strings.NewReplacer("/", "-", "_", "-").Replace(t.Name()))
+	if len(name) > 40 {
+		name = name[:40]
+	}
+	return name + "-" + hex.EncodeToString(b)
+}
+
+type result struct {
+	stdout, stderr string
+	code           int
+}
+
+func (r result) String() string {
+	return fmt.Sprintf("exit %d\nstdout: %q\nstderr: %q", r.code, r.stdout, r.stderr)
+}
+
+// ctr runs the real ctr against the private containerd.
+func ctr(t *testing.T, stdin []byte, args ...string) result {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "ctr", args...)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if stdin != nil {
+		cmd.Stdin = bytes.NewReader(stdin)
+	}
+	err := cmd.Run()
+	res := result{stdout: stdout.String(), stderr: stderr.String()}
+	var ee *exec.ExitError
+	switch {
+	case errors.As(err, &ee):
+		res.code = ee.ExitCode()
+	case err != nil:
+		t.Fatalf("ctr %v: %v", args, err)
+	}
+	return res
+}
+
+// run is `ctr run --rm --runtime gondolin IMAGE ID ARGS...` with extra ctr
+// flags before the image.
+func run(t *testing.T, stdin []byte, flags []string, args ...string) result {
+	t.Helper()
+	id := newID(t)
+	full := append([]string{"run", "--rm", "--runtime", runtimeName}, flags...)
+	full = append(full, testImage(t), id)
+	full = append(full, args...)
+	res := ctr(t, stdin, full...)
+	t.Cleanup(func() { assertNoLeftovers(t, id) })
+	return res
+}
+
+// startDetached runs a long-lived container and registers its removal.
+func startDetached(t *testing.T, flags []string, args ...string) string {
+	t.Helper()
+	id := newID(t)
+	full := append([]string{"run", "-d", "--runtime", runtimeName}, flags...)
+	full = append(full, testImage(t), id)
+	full = append(full, args...)
+	if res := ctr(t, nil, full...); res.code != 0 {
+		t.Fatalf("ctr run -d: %s", res)
+	}
+	t.Cleanup(func() {
+		ctr(t, nil, "task", "kill", "-s", "SIGKILL", id)
+		waitStatus(t, id, "STOPPED", "")
+		ctr(t, nil, "task", "delete", id)
+		ctr(t, nil, "container", "delete", id)
+		assertNoLeftovers(t, id)
+	})
+	return id
+}
+
+// taskStatus reads the task's status from `ctr task ls`; "" if absent.
+func taskStatus(t *testing.T, id string) string {
+	res := ctr(t, nil, "task", "ls")
+	for _, line := range strings.Split(res.stdout, "\n") {
+		f := strings.Fields(line)
+		if len(f) >= 3 && f[0] == id {
+			return f[2]
+		}
+	}
+	return ""
+}
+
+func waitStatus(t *testing.T, id, want, why string) {
+	t.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	for time.Now().Before(deadline) {
+		if taskStatus(t, id) == want {
+			return
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	if why != "" {
+		t.Fatalf("task %s did not reach %s (%s); it is %q", id, want, why, taskStatus(t, id))
+	}
+}
+
+// leftovers lists what of container id still exists on the host: VMM and
+// file server processes, mounts, and the state directory.
+func leftovers(id string) []string {
+	var found []string
+	stateDir := gruntime.StateDir(gruntime.DefaultStateRoot, namespace(), id)
+	procs, _ := filepath.Glob("/proc/[0-9]*/cmdline")
+	for _, p := range procs {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			continue
+		}
+		cmdline := string(bytes.ReplaceAll(b, []byte{0}, []byte(" ")))
+		if strings.Contains(cmdline, "gondolin-"+id+",") || strings.Contains(cmdline, stateDir) {
+			found = append(found, "process "+filepath.Base(filepath.Dir(p))+": "+cmdline)
+		}
+	}
+	if mi, err := os.ReadFile("/proc/self/mountinfo"); err == nil {
+		for _, line := range strings.Split(string(mi), "\n") {
+			if strings.Contains(line, "/"+id+"/") {
+				found = append(found, "mount: "+line)
+			}
+		}
+	}
+	if _, err := os.Stat(stateDir); err == nil {
+		found = append(found, "state directory "+stateDir)
+	}
+	return found
+}
+
+func assertNoLeftovers(t *testing.T, id string) {
+	t.Helper()
+	var left []string
+	// The shim tears the VM down asynchronously after ctr returns; give it
+	// a moment before calling anything a leftover.
+	for i := 0; i < 50; i++ {
+		if left = leftovers(id); len(left) == 0 {
+			return
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	t.Errorf("container %s left behind:\n%s", id, strings.Join(left, "\n"))
+}
+
+func hostKernel(t *testing.T) string {
+	out, err := exec.Command("uname", "-r").Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return strings.TrimSpace(string(out))
+}
