@@ -1,0 +1,130 @@
+package channel
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"strings"
+	"time"
+
+	"github.com/hashicorp/yamux"
+
+	"github.com/earendil-works/gondolin-containerd/guest-agent/api"
+	"github.com/earendil-works/gondolin-containerd/guest-agent/internal/agentlog"
+)
+
+// HeaderTimeout bounds how long a new stream may take to send its header.
+const HeaderTimeout = 10 * time.Second
+
+// Transport yields one connection per host session. Next blocks until the
+// host is there; the connection ends when the host goes away.
+type Transport interface {
+	Next(ctx context.Context) (io.ReadWriteCloser, error)
+}
+
+// Server dispatches the streams of host sessions.
+type Server struct {
+	Control       *Listener
+	Streams       *Registry
+	HeaderTimeout time.Duration
+}
+
+// NewServer returns a dispatcher feeding control streams to l and stdio
+// streams to reg.
+func NewServer(l *Listener, reg *Registry) *Server {
+	return &Server{Control: l, Streams: reg, HeaderTimeout: HeaderTimeout}
+}
+
+// YamuxConfig is the agent's yamux configuration. Keepalive is off: the
+// transport reports the host leaving (EOF), and a slow host under TCG must
+// not lose its session to a missed ping.
+func YamuxConfig() *yamux.Config {
+	cfg := yamux.DefaultConfig()
+	cfg.EnableKeepAlive = false
+	cfg.ConnectionWriteTimeout = 30 * time.Second
+	cfg.LogOutput = logWriter{}
+	return cfg
+}
+
+type logWriter struct{}
+
+func (logWriter) Write(p []byte) (int, error) {
+	agentlog.Infof("%s", strings.TrimSpace(string(p)))
+	return len(p), nil
+}
+
+// Run serves sessions one after another until ctx ends or the transport
+// fails: when the host disconnects (e.g. the shim restarted) the session is
+// closed and the agent waits for the next one. Processes keep running.
+func (s *Server) Run(ctx context.Context, t Transport) error {
+	for {
+		conn, err := t.Next(ctx)
+		if err != nil {
+			return err
+		}
+		agentlog.Infof("host connected")
+		err = s.ServeSession(ctx, conn)
+		agentlog.Infof("host disconnected (%v)", err)
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+	}
+}
+
+// ServeSession runs a yamux server session on conn until it ends.
+func (s *Server) ServeSession(ctx context.Context, conn io.ReadWriteCloser) error {
+	sess, err := yamux.Server(conn, YamuxConfig())
+	if err != nil {
+		conn.Close()
+		return err
+	}
+	defer sess.Close()
+	stop := context.AfterFunc(ctx, func() { sess.Close() })
+	defer stop()
+	for {
+		st, err := sess.AcceptStream()
+		if err != nil {
+			return err
+		}
+		go s.dispatch(st)
+	}
+}
+
+func (s *Server) dispatch(st net.Conn) {
+	timeout := s.HeaderTimeout
+	if timeout <= 0 {
+		timeout = HeaderTimeout
+	}
+	_ = st.SetReadDeadline(time.Now().Add(timeout))
+	h, err := api.ReadStreamHeader(st)
+	_ = st.SetReadDeadline(time.Time{})
+	if err != nil {
+		agentlog.Errorf("new stream: %v", err)
+		st.Close()
+		return
+	}
+	switch h.Kind {
+	case api.StreamHeader_CONTROL:
+		s.Control.Push(st)
+	case api.StreamHeader_STDIN, api.StreamHeader_STDOUT, api.StreamHeader_STDERR:
+		if h.ContainerId == "" {
+			agentlog.Errorf("%s stream without a container id: closing it", h.Kind)
+			st.Close()
+			return
+		}
+		k := Key{ContainerID: h.ContainerId, ExecID: h.ExecId, Kind: h.Kind}
+		agentlog.Debugf("%s opened", k)
+		s.Streams.Put(k, st)
+	default:
+		agentlog.Errorf("stream of unknown kind %d: closing it", h.Kind)
+		st.Close()
+	}
+}
+
+// ErrNoPort says the channel port is missing.
+type ErrNoPort struct{ Name string }
+
+func (e ErrNoPort) Error() string {
+	return fmt.Sprintf("no virtio-serial port named %q in /sys/class/virtio-ports (is the virtserialport device on the QEMU command line?)", e.Name)
+}

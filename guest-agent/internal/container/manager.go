@@ -1,0 +1,431 @@
+// Package container runs OCI containers inside the guest: it mounts the
+// container's root (a virtio-fs share) and mounts, fills /dev, creates the
+// container's cgroup, starts its init process stopped before exec (see
+// initproc), plumbs stdio between pipes and the host's streams, and tears
+// all of it down again.
+package container
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"golang.org/x/sys/unix"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/earendil-works/gondolin-containerd/guest-agent/api"
+	"github.com/earendil-works/gondolin-containerd/guest-agent/internal/agentlog"
+	"github.com/earendil-works/gondolin-containerd/guest-agent/internal/channel"
+	"github.com/earendil-works/gondolin-containerd/guest-agent/internal/reaper"
+)
+
+// Streams hands out the stdio streams the host opened (channel.Registry).
+type Streams interface {
+	Take(ctx context.Context, k channel.Key) (net.Conn, error)
+	DropContainer(id string)
+}
+
+// Config holds the manager's paths and timeouts.
+type Config struct {
+	StateDir   string // containers live in StateDir/<id>
+	CgroupRoot string // cgroups are CgroupRoot/<id>
+	Exe        string // the agent binary, re-executed as the container init
+	// StdioTimeout bounds the wait for the stdio streams a create names.
+	StdioTimeout time.Duration
+	// DrainGrace: after a process exited, its output is still copied until
+	// the pipe has been quiet this long (a background child holding it).
+	DrainGrace time.Duration
+	// MaxDrain caps the copying after exit.
+	MaxDrain time.Duration
+}
+
+// DefaultConfig is the in-guest configuration.
+func DefaultConfig() Config {
+	return Config{
+		StateDir:     "/run/gondolin/containers",
+		CgroupRoot:   "/sys/fs/cgroup",
+		Exe:          "/proc/self/exe",
+		StdioTimeout: 10 * time.Second,
+		DrainGrace:   time.Second,
+		MaxDrain:     10 * time.Second,
+	}
+}
+
+// Manager owns the guest's containers.
+type Manager struct {
+	cfg     Config
+	reaper  *reaper.Reaper
+	streams Streams
+
+	mu         sync.Mutex
+	containers map[string]*Container
+}
+
+// NewManager returns a manager starting processes through r.
+func NewManager(cfg Config, r *reaper.Reaper, s Streams) *Manager {
+	return &Manager{cfg: cfg, reaper: r, streams: s, containers: map[string]*Container{}}
+}
+
+// Container is one container of the guest.
+type Container struct {
+	ID     string
+	dir    string
+	rootfs string
+	cgroup string
+
+	// mu serialises create, delete and process changes of this container.
+	mu      sync.Mutex
+	procs   map[string]*Process
+	deleted bool
+}
+
+// Process is a process of a container (exec id "" is its init).
+type Process struct {
+	ContainerID string
+	ExecID      string
+	Pid         int
+
+	sync *os.File // agent end of the socket to the waiting init
+
+	mu      sync.Mutex
+	started bool
+	exit    reaper.Exit
+	exited  chan struct{} // closed when the process has been reaped
+	done    chan struct{} // closed when exited and its output is drained
+	io      sync.WaitGroup
+}
+
+func newProcess(cid, eid string) *Process {
+	return &Process{ContainerID: cid, ExecID: eid, exited: make(chan struct{}), done: make(chan struct{})}
+}
+
+func (p *Process) onExit(e reaper.Exit) {
+	p.mu.Lock()
+	p.exit = e
+	p.mu.Unlock()
+	agentlog.Infof("container %s: process %d exited with status %d", p.ContainerID, e.Pid, e.Status)
+	close(p.exited)
+	go func() {
+		p.io.Wait()
+		close(p.done)
+	}()
+}
+
+func (p *Process) hasExited() bool {
+	select {
+	case <-p.exited:
+		return true
+	default:
+		return false
+	}
+}
+
+func (p *Process) exitInfo() reaper.Exit {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.exit
+}
+
+// ValidID rejects ids that are not a single path element.
+func ValidID(id string) error {
+	if id == "" {
+		return errors.New("container id must not be empty")
+	}
+	if id == "." || id == ".." || strings.ContainsAny(id, "/\x00") || len(id) > 1024 {
+		return fmt.Errorf("invalid container id %q", id)
+	}
+	return nil
+}
+
+func (m *Manager) get(id string) (*Container, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	c, ok := m.containers[id]
+	if !ok {
+		return nil, status.Errorf(codes.NotFound, "container %q not found", id)
+	}
+	return c, nil
+}
+
+func (m *Manager) process(cid, eid string) (*Container, *Process, error) {
+	c, err := m.get(cid)
+	if err != nil {
+		return nil, nil, err
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	p, ok := c.procs[eid]
+	if !ok || c.deleted {
+		if eid == "" {
+			return nil, nil, status.Errorf(codes.NotFound, "container %q not found", cid)
+		}
+		return nil, nil, status.Errorf(codes.NotFound, "process %q of container %q not found", eid, cid)
+	}
+	return c, p, nil
+}
+
+// Create prepares a container and its init process, which waits for Start.
+func (m *Manager) Create(ctx context.Context, req *api.CreateContainerRequest) (int, error) {
+	id := req.GetContainerId()
+	if err := ValidID(id); err != nil {
+		return 0, status.Error(codes.InvalidArgument, err.Error())
+	}
+	if req.GetProcess() == nil || len(req.GetProcess().GetArgs()) == 0 {
+		return 0, status.Errorf(codes.InvalidArgument, "container %q: process args must not be empty", id)
+	}
+	if req.GetProcess().GetTerminal() {
+		return 0, status.Errorf(codes.Unimplemented, "container %q: terminal not supported yet", id)
+	}
+	if req.GetRootfsTag() == "" {
+		return 0, status.Errorf(codes.InvalidArgument, "container %q: rootfs_tag must not be empty", id)
+	}
+	c := &Container{
+		ID:     id,
+		dir:    filepath.Join(m.cfg.StateDir, id),
+		cgroup: filepath.Join(m.cfg.CgroupRoot, id),
+		procs:  map[string]*Process{},
+	}
+	c.rootfs = filepath.Join(c.dir, "rootfs")
+	m.mu.Lock()
+	if _, ok := m.containers[id]; ok {
+		m.mu.Unlock()
+		return 0, status.Errorf(codes.AlreadyExists, "container %q already exists", id)
+	}
+	m.containers[id] = c
+	c.mu.Lock()
+	m.mu.Unlock()
+	defer c.mu.Unlock()
+
+	start := time.Now()
+	pid, err := m.create(ctx, c, req)
+	if err != nil {
+		agentlog.Errorf("create container %s: %v", id, err)
+		m.teardown(c)
+		m.mu.Lock()
+		delete(m.containers, id)
+		m.mu.Unlock()
+		return 0, err
+	}
+	agentlog.Infof("container %s created (pid %d) in %s", id, pid, time.Since(start).Round(time.Millisecond))
+	return pid, nil
+}
+
+func (m *Manager) create(ctx context.Context, c *Container, req *api.CreateContainerRequest) (int, error) {
+	stdio, err := m.takeStdio(ctx, c.ID, "", req.GetStdio())
+	if err != nil {
+		return 0, err
+	}
+	// Until the process owns them, close the streams on failure.
+	owned := false
+	defer func() {
+		if !owned {
+			stdio.close()
+		}
+	}()
+
+	if err := os.MkdirAll(c.rootfs, 0o755); err != nil {
+		return 0, fmt.Errorf("create %s: %w", c.rootfs, err)
+	}
+	var flags uintptr
+	if req.GetRootfsReadonly() {
+		flags |= unix.MS_RDONLY
+	}
+	if err := unix.Mount(req.GetRootfsTag(), c.rootfs, "virtiofs", flags, ""); err != nil {
+		return 0, fmt.Errorf("mount virtio-fs share %q on %s: %w", req.GetRootfsTag(), c.rootfs, err)
+	}
+	plan, err := mountAll(c.rootfs, req.GetMounts())
+	if err != nil {
+		return 0, err
+	}
+	setupDev(c.rootfs, plan)
+
+	if err := makeCgroup(c.cgroup); err != nil {
+		return 0, err
+	}
+	p := newProcess(c.ID, "")
+	owned = true
+	if err := m.spawn(c, p, req, plan, stdio); err != nil {
+		return 0, err
+	}
+	return p.Pid, nil
+}
+
+// Start lets a created process exec.
+func (m *Manager) Start(ctx context.Context, cid, eid string) (int, error) {
+	_, p, err := m.process(cid, eid)
+	if err != nil {
+		return 0, err
+	}
+	p.mu.Lock()
+	if p.started {
+		p.mu.Unlock()
+		return 0, status.Errorf(codes.FailedPrecondition, "process %d of container %q was already started", p.Pid, cid)
+	}
+	p.started = true
+	p.mu.Unlock()
+	if p.hasExited() {
+		return 0, status.Errorf(codes.FailedPrecondition, "process of container %q exited before it was started", cid)
+	}
+	if err := release(p); err != nil {
+		return 0, err
+	}
+	agentlog.Infof("container %s: started pid %d", cid, p.Pid)
+	return p.Pid, nil
+}
+
+// WaitResult is what Wait returns.
+type WaitResult struct {
+	Status   uint32
+	ExitedAt time.Time
+}
+
+// Wait blocks until the process exited and its output streams are closed.
+func (m *Manager) Wait(ctx context.Context, cid, eid string) (WaitResult, error) {
+	_, p, err := m.process(cid, eid)
+	if err != nil {
+		return WaitResult{}, err
+	}
+	select {
+	case <-p.done:
+		e := p.exitInfo()
+		return WaitResult{Status: e.Status, ExitedAt: e.At}, nil
+	case <-ctx.Done():
+		return WaitResult{}, status.FromContextError(ctx.Err()).Err()
+	}
+}
+
+// Signal sends sig to the process, or with all to every process of the
+// container.
+func (m *Manager) Signal(cid, eid string, sig unix.Signal, all bool) error {
+	c, p, err := m.process(cid, eid)
+	if err != nil {
+		return err
+	}
+	if all {
+		return signalCgroup(c.cgroup, sig)
+	}
+	if p.hasExited() {
+		return status.Errorf(codes.NotFound, "process %d of container %q already finished", p.Pid, cid)
+	}
+	if err := unix.Kill(p.Pid, sig); err != nil {
+		if errors.Is(err, unix.ESRCH) {
+			return status.Errorf(codes.NotFound, "process %d of container %q already finished", p.Pid, cid)
+		}
+		return fmt.Errorf("signal %d to pid %d: %w", sig, p.Pid, err)
+	}
+	return nil
+}
+
+// Delete kills what is left of the container and removes it.
+func (m *Manager) Delete(ctx context.Context, cid string) error {
+	c, err := m.get(cid)
+	if err != nil {
+		return err
+	}
+	c.mu.Lock()
+	if c.deleted {
+		c.mu.Unlock()
+		return status.Errorf(codes.NotFound, "container %q not found", cid)
+	}
+	err = m.teardown(c)
+	c.mu.Unlock()
+	m.mu.Lock()
+	delete(m.containers, cid)
+	m.mu.Unlock()
+	if err != nil {
+		agentlog.Errorf("delete container %s: %v", cid, err)
+		return err
+	}
+	agentlog.Infof("container %s deleted", cid)
+	return nil
+}
+
+// teardown kills every process of c, waits for them, unmounts and removes
+// what create made. c.mu is held. It is safe on a half-created container.
+func (m *Manager) teardown(c *Container) error {
+	c.deleted = true
+	var errs []error
+	if err := killCgroup(c.cgroup, 10*time.Second); err != nil {
+		errs = append(errs, err)
+	}
+	for _, p := range c.procs {
+		if p.Pid != 0 {
+			select {
+			case <-p.exited:
+			case <-time.After(5 * time.Second):
+				errs = append(errs, fmt.Errorf("process %d did not exit after SIGKILL", p.Pid))
+			}
+		}
+		select {
+		case <-p.done:
+		case <-time.After(m.cfg.MaxDrain + time.Second):
+		}
+		if p.sync != nil {
+			p.sync.Close()
+		}
+	}
+	if err := unmountAll(c.dir); err != nil {
+		errs = append(errs, err)
+	}
+	if err := removeCgroup(c.cgroup); err != nil {
+		errs = append(errs, err)
+	}
+	// Never RemoveAll: if an unmount failed, the share's files are below.
+	for _, d := range []string{c.rootfs, c.dir} {
+		if err := os.Remove(d); err != nil && !errors.Is(err, os.ErrNotExist) {
+			errs = append(errs, err)
+		}
+	}
+	m.streams.DropContainer(c.ID)
+	return errors.Join(errs...)
+}
+
+// Shutdown kills every container and unmounts everything below the state
+// directory, for power-off.
+func (m *Manager) Shutdown() {
+	m.mu.Lock()
+	cs := make([]*Container, 0, len(m.containers))
+	for _, c := range m.containers {
+		cs = append(cs, c)
+	}
+	m.mu.Unlock()
+	for _, c := range cs {
+		_ = killCgroup(c.cgroup, 0)
+	}
+	for _, c := range cs {
+		if err := killCgroup(c.cgroup, 3*time.Second); err != nil {
+			agentlog.Warnf("shutdown: %v", err)
+		}
+	}
+	unix.Sync()
+	if err := unmountAll(m.cfg.StateDir); err != nil {
+		agentlog.Warnf("shutdown: %v", err)
+	}
+}
+
+// unmountAll unmounts every mount at or below dir, innermost first, lazily
+// when one is busy.
+func unmountAll(dir string) error {
+	entries, err := readMountinfo()
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, t := range MountsUnder(entries, dir) {
+		err := unix.Unmount(t, 0)
+		if errors.Is(err, unix.EBUSY) {
+			err = unix.Unmount(t, unix.MNT_DETACH)
+		}
+		if err != nil && !errors.Is(err, unix.EINVAL) && !errors.Is(err, unix.ENOENT) {
+			errs = append(errs, fmt.Errorf("unmount %s: %w", t, err))
+		}
+	}
+	return errors.Join(errs...)
+}

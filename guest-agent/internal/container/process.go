@@ -1,0 +1,322 @@
+package container
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/earendil-works/gondolin-containerd/guest-agent/api"
+	"github.com/earendil-works/gondolin-containerd/guest-agent/internal/agentlog"
+	"github.com/earendil-works/gondolin-containerd/guest-agent/internal/channel"
+	"github.com/earendil-works/gondolin-containerd/guest-agent/internal/initproc"
+)
+
+// stdioStreams are the host streams of one process; nil when not asked for.
+type stdioStreams struct {
+	stdin, stdout, stderr net.Conn
+}
+
+func (s *stdioStreams) close() {
+	for _, c := range []net.Conn{s.stdin, s.stdout, s.stderr} {
+		if c != nil {
+			c.Close()
+		}
+	}
+}
+
+// takeStdio waits (bounded by StdioTimeout) for the streams stdio names.
+func (m *Manager) takeStdio(ctx context.Context, cid, eid string, stdio *api.Stdio) (*stdioStreams, error) {
+	s := &stdioStreams{}
+	if stdio == nil {
+		return s, nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, m.cfg.StdioTimeout)
+	defer cancel()
+	for _, want := range []struct {
+		on   bool
+		kind api.StreamHeader_Kind
+		dst  *net.Conn
+	}{
+		{stdio.GetStdin(), api.StreamHeader_STDIN, &s.stdin},
+		{stdio.GetStdout(), api.StreamHeader_STDOUT, &s.stdout},
+		{stdio.GetStderr(), api.StreamHeader_STDERR, &s.stderr},
+	} {
+		if !want.on {
+			continue
+		}
+		k := channel.Key{ContainerID: cid, ExecID: eid, Kind: want.kind}
+		c, err := m.streams.Take(ctx, k)
+		if err != nil {
+			s.close()
+			if errors.Is(err, context.DeadlineExceeded) {
+				return nil, status.Errorf(codes.DeadlineExceeded, "timed out after %s waiting for the host to open the %s (open stdio streams before CreateContainer)", m.cfg.StdioTimeout, k)
+			}
+			return nil, err
+		}
+		*want.dst = c
+	}
+	return s, nil
+}
+
+// spawn starts the container init for p, hands it its config and waits for
+// it to be ready (or fail). On success p is registered in c and owns the
+// streams; on failure the streams are closed too.
+func (m *Manager) spawn(c *Container, p *Process, req *api.CreateContainerRequest, plan *mountPlan, stdio *stdioStreams) (err error) {
+	proc := req.GetProcess()
+	cfg := initproc.Config{
+		Rootfs:     c.rootfs,
+		Hostname:   req.GetHostname(),
+		Args:       proc.GetArgs(),
+		Env:        proc.GetEnv(),
+		Cwd:        proc.GetCwd(),
+		NoNewPrivs: proc.GetNoNewPrivileges(),
+		CgroupNS:   plan.cgroupNS,
+		Mounts:     plan.nsMounts,
+	}
+	if u := proc.GetUser(); u != nil {
+		cfg.UID, cfg.GID, cfg.AdditionalGids = u.GetUid(), u.GetGid(), u.GetAdditionalGids()
+		if u.GetHasUmask() {
+			um := u.GetUmask()
+			cfg.Umask = &um
+		}
+	}
+	for _, r := range proc.GetRlimits() {
+		cfg.Rlimits = append(cfg.Rlimits, initproc.Rlimit{Type: r.GetType(), Hard: r.GetHard(), Soft: r.GetSoft()})
+	}
+	if err := initproc.ValidateRlimits(cfg.Rlimits); err != nil {
+		stdio.close()
+		return status.Error(codes.InvalidArgument, err.Error())
+	}
+
+	// Files the child gets; closed in the agent once it has forked.
+	var childFiles []*os.File
+	defer func() {
+		for _, f := range childFiles {
+			f.Close()
+		}
+	}()
+	var parentFiles []*os.File // closed on failure only
+	defer func() {
+		if err != nil {
+			for _, f := range parentFiles {
+				f.Close()
+			}
+			stdio.close()
+		}
+	}()
+	devnull, err := os.OpenFile("/dev/null", os.O_RDWR, 0)
+	if err != nil {
+		return err
+	}
+	childFiles = append(childFiles, devnull)
+	fds := []uintptr{devnull.Fd(), devnull.Fd(), devnull.Fd()}
+	var stdinW, stdoutR, stderrR *os.File
+	pipe := func(childRead bool, fdIndex int) (*os.File, error) {
+		r, w, err := os.Pipe()
+		if err != nil {
+			return nil, err
+		}
+		child, parent := w, r
+		if childRead {
+			child, parent = r, w
+		}
+		childFiles = append(childFiles, child)
+		parentFiles = append(parentFiles, parent)
+		fds[fdIndex] = child.Fd() // Fd() makes the child's end blocking again
+		return parent, nil
+	}
+	if stdio.stdin != nil {
+		if stdinW, err = pipe(true, 0); err != nil {
+			return err
+		}
+	}
+	if stdio.stdout != nil {
+		if stdoutR, err = pipe(false, 1); err != nil {
+			return err
+		}
+	}
+	if stdio.stderr != nil {
+		if stderrR, err = pipe(false, 2); err != nil {
+			return err
+		}
+	}
+
+	sp, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("socketpair: %w", err)
+	}
+	childSync := os.NewFile(uintptr(sp[1]), "sync-child")
+	childFiles = append(childFiles, childSync)
+	if err := unix.SetNonblock(sp[0], true); err != nil {
+		unix.Close(sp[0])
+		return err
+	}
+	p.sync = os.NewFile(uintptr(sp[0]), "sync")
+	parentFiles = append(parentFiles, p.sync)
+	fds = append(fds, childSync.Fd())
+
+	cg, err := os.Open(c.cgroup)
+	if err != nil {
+		return fmt.Errorf("open cgroup: %w", err)
+	}
+	childFiles = append(childFiles, cg)
+
+	attr := &syscall.ProcAttr{
+		Dir:   "/",
+		Env:   []string{initproc.EnvMarker + "=1"},
+		Files: fds,
+		Sys: &syscall.SysProcAttr{
+			Setsid:      true,
+			Cloneflags:  unix.CLONE_NEWPID | unix.CLONE_NEWUTS | unix.CLONE_NEWIPC,
+			UseCgroupFD: true,
+			CgroupFD:    int(cg.Fd()),
+		},
+	}
+	// Count the copiers before the process can exit (onExit waits for them).
+	copiers := 0
+	for _, f := range []*os.File{stdoutR, stderrR} {
+		if f != nil {
+			copiers++
+		}
+	}
+	p.io.Add(copiers)
+	pid, err := m.reaper.Start(func() (int, error) {
+		return syscall.ForkExec(m.cfg.Exe, []string{"gondolin-agent", initproc.Arg}, attr)
+	}, p.onExit)
+	if err != nil {
+		p.io.Add(-copiers)
+		return fmt.Errorf("start container init: %w", err)
+	}
+	p.Pid = pid
+	c.procs[p.ExecID] = p
+	for _, f := range childFiles {
+		f.Close()
+	}
+	childFiles = nil
+
+	// From here the copiers own the pipes and streams: they end when the
+	// process (and whatever holds its pipes) is gone.
+	parentFiles = []*os.File{p.sync}
+	if stdoutR != nil {
+		go m.copyOut(p, stdio.stdout, stdoutR)
+	}
+	if stderrR != nil {
+		go m.copyOut(p, stdio.stderr, stderrR)
+	}
+	if stdinW != nil {
+		go copyIn(p, stdinW, stdio.stdin)
+	}
+	stdio = &stdioStreams{}
+
+	_ = p.sync.SetDeadline(time.Now().Add(60 * time.Second))
+	if err := initproc.WriteMessage(p.sync, cfg); err != nil {
+		return fmt.Errorf("send config to container init: %w", err)
+	}
+	var res initproc.Result
+	if err := initproc.ReadMessage(p.sync, &res); err != nil {
+		return fmt.Errorf("container init exited before it was ready: %w", err)
+	}
+	if res.Error != "" {
+		return status.Errorf(codes.FailedPrecondition, "unable to start container process: %s", res.Error)
+	}
+	_ = p.sync.SetDeadline(time.Time{})
+	return nil
+}
+
+// release sends the start byte and waits for the exec: the socket reaches
+// EOF when it succeeded (close-on-exec) and carries an error otherwise.
+func release(p *Process) error {
+	defer p.sync.Close()
+	_ = p.sync.SetDeadline(time.Now().Add(30 * time.Second))
+	if _, err := p.sync.Write([]byte{initproc.StartByte}); err != nil {
+		return fmt.Errorf("release container init: %w", err)
+	}
+	var res initproc.Result
+	err := initproc.ReadMessage(p.sync, &res)
+	switch {
+	case errors.Is(err, io.EOF):
+		return nil
+	case err != nil:
+		return fmt.Errorf("wait for exec of container process: %w", err)
+	case res.Error != "":
+		return status.Errorf(codes.FailedPrecondition, "unable to start container process: %s", res.Error)
+	}
+	return nil
+}
+
+// copyOut copies a process's output pipe to its host stream, then
+// half-closes the stream so the host sees EOF after the last byte. After
+// the process exited, it keeps copying only while data keeps coming
+// (DrainGrace of quiet ends it, MaxDrain caps it): a background child
+// holding the pipe must not hold WaitProcess forever.
+func (m *Manager) copyOut(p *Process, dst net.Conn, src *os.File) {
+	defer p.io.Done()
+	defer dst.Close()
+	defer src.Close()
+	stop := make(chan struct{})
+	defer close(stop)
+	drainDeadline := func() time.Time {
+		d := time.Now().Add(m.cfg.DrainGrace)
+		if limit := p.exitInfo().At.Add(m.cfg.MaxDrain); d.After(limit) {
+			d = limit
+		}
+		return d
+	}
+	go func() {
+		select {
+		case <-p.exited:
+			_ = src.SetReadDeadline(drainDeadline())
+		case <-stop:
+		}
+	}()
+	buf := make([]byte, 32*1024)
+	broken := false
+	for {
+		n, err := src.Read(buf)
+		if n > 0 {
+			if !broken {
+				if _, werr := dst.Write(buf[:n]); werr != nil {
+					// The host went away; keep draining so the process
+					// does not block on a full pipe.
+					agentlog.Debugf("container %s: output stream: %v", p.ContainerID, werr)
+					broken = true
+				}
+			}
+			if p.hasExited() {
+				_ = src.SetReadDeadline(drainDeadline())
+			}
+		}
+		if err != nil {
+			if errors.Is(err, os.ErrDeadlineExceeded) {
+				agentlog.Warnf("container %s: output pipe still open after process %d exited; closing its stream", p.ContainerID, p.Pid)
+			}
+			return
+		}
+	}
+}
+
+// copyIn copies the host's stdin stream to the process; the stream's EOF
+// closes the process's stdin. It stops when the process exited.
+func copyIn(p *Process, dst *os.File, src net.Conn) {
+	stop := make(chan struct{})
+	go func() {
+		select {
+		case <-p.exited:
+			_ = src.SetReadDeadline(time.Now())
+		case <-stop:
+		}
+	}()
+	_, _ = io.Copy(dst, src)
+	close(stop)
+	dst.Close()
+	src.Close()
+}

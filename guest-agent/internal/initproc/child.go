@@ -1,0 +1,129 @@
+package initproc
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"runtime"
+	"strings"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+)
+
+// DefaultPath is used to find the program when its environment has no PATH.
+const DefaultPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+// Main is the container init. It never returns: it execs the container's
+// program or exits.
+func Main() {
+	// Namespace changes (cgroupns), no_new_privs and exec happen on this
+	// thread; keep the goroutine on it.
+	runtime.LockOSThread()
+	sync := os.NewFile(SyncFd, "sync")
+	var cfg Config
+	if err := ReadMessage(sync, &cfg); err != nil {
+		fail(sync, fmt.Errorf("read config: %w", err))
+	}
+	path, err := prepare(&cfg)
+	if err != nil {
+		fail(sync, err)
+	}
+	if err := WriteMessage(sync, Result{}); err != nil {
+		os.Exit(1)
+	}
+	var b [1]byte
+	if n, err := sync.Read(b[:]); n != 1 || err != nil || b[0] != StartByte {
+		os.Exit(1) // the agent went away or deleted us before start
+	}
+	unix.CloseOnExec(SyncFd)
+	err = syscall.Exec(path, cfg.Args, cfg.Env)
+	fail(sync, fmt.Errorf("exec %s: %w", path, err))
+}
+
+func fail(sync io.Writer, err error) {
+	_ = WriteMessage(sync, Result{Error: err.Error()})
+	os.Exit(127)
+}
+
+func prepare(cfg *Config) (string, error) {
+	if len(cfg.Args) == 0 {
+		return "", errors.New("process args must not be empty")
+	}
+	if cfg.CgroupNS {
+		if err := unix.Unshare(unix.CLONE_NEWCGROUP); err != nil {
+			return "", fmt.Errorf("unshare cgroup namespace: %w", err)
+		}
+	}
+	if cfg.Hostname != "" {
+		if err := unix.Sethostname([]byte(cfg.Hostname)); err != nil {
+			return "", fmt.Errorf("set hostname %q: %w", cfg.Hostname, err)
+		}
+	}
+	for _, m := range cfg.Mounts {
+		if err := os.MkdirAll(m.Target, 0o755); err != nil {
+			return "", fmt.Errorf("create mount point %s: %w", m.Target, err)
+		}
+		if err := unix.Mount(m.Source, m.Target, m.Type, m.Flags, m.Data); err != nil {
+			return "", fmt.Errorf("mount %s on %s: %w", m.Type, m.Target, err)
+		}
+	}
+	for _, r := range cfg.Rlimits {
+		res, err := RlimitResource(r.Type)
+		if err != nil {
+			return "", err
+		}
+		if err := unix.Setrlimit(res, &unix.Rlimit{Cur: r.Soft, Max: r.Hard}); err != nil {
+			return "", fmt.Errorf("set %s to soft %d hard %d: %w", r.Type, r.Soft, r.Hard, err)
+		}
+	}
+	if err := unix.Chroot(cfg.Rootfs); err != nil {
+		return "", fmt.Errorf("chroot %s: %w", cfg.Rootfs, err)
+	}
+	cwd := cfg.Cwd
+	if cwd == "" {
+		cwd = "/"
+	}
+	if err := unix.Chdir("/"); err != nil {
+		return "", fmt.Errorf("chdir /: %w", err)
+	}
+	if err := unix.Chdir(cwd); err != nil {
+		return "", fmt.Errorf("chdir to cwd (%q) set in config.json failed: %w", cwd, err)
+	}
+	if cfg.Umask != nil {
+		unix.Umask(int(*cfg.Umask))
+	}
+	gids := make([]int, len(cfg.AdditionalGids))
+	for i, g := range cfg.AdditionalGids {
+		gids[i] = int(g)
+	}
+	// The syscall package versions change every thread of the process.
+	if err := syscall.Setgroups(gids); err != nil {
+		return "", fmt.Errorf("setgroups %v: %w", cfg.AdditionalGids, err)
+	}
+	if err := syscall.Setgid(int(cfg.GID)); err != nil {
+		return "", fmt.Errorf("setgid %d: %w", cfg.GID, err)
+	}
+	if err := syscall.Setuid(int(cfg.UID)); err != nil {
+		return "", fmt.Errorf("setuid %d: %w", cfg.UID, err)
+	}
+	pathEnv := DefaultPath
+	for _, e := range cfg.Env {
+		if v, ok := strings.CutPrefix(e, "PATH="); ok {
+			pathEnv = v
+		}
+	}
+	os.Setenv("PATH", pathEnv)
+	path, err := exec.LookPath(cfg.Args[0])
+	if err != nil && !errors.Is(err, exec.ErrDot) {
+		return "", err
+	}
+	if cfg.NoNewPrivs {
+		if err := unix.Prctl(unix.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0); err != nil {
+			return "", fmt.Errorf("set no_new_privs: %w", err)
+		}
+	}
+	return path, nil
+}

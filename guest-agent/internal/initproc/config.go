@@ -1,0 +1,104 @@
+// Package initproc is the container init side of the agent: the agent
+// re-executes itself as "gondolin-agent init" in the container's new PID,
+// UTS and IPC namespaces and cgroup; that child reads its Config from fd 3,
+// prepares the process (namespace-bound mounts, rlimits, chroot, cwd, umask,
+// user, PATH lookup, no_new_privs), reports ready, and waits for the start
+// byte before it execs the container's program, the way runc create/start
+// works.
+package initproc
+
+import (
+	"encoding/binary"
+	"encoding/json"
+	"fmt"
+	"io"
+)
+
+// Arg is the hidden first argument that makes the agent binary run as a
+// container init.
+const Arg = "init"
+
+// EnvMarker must be set in the environment of a container init, so that a
+// stray "init" on the kernel command line is never mistaken for it.
+const EnvMarker = "_GONDOLIN_INIT"
+
+// SyncFd is the child's end of the socket to the agent.
+const SyncFd = 3
+
+// StartByte released the child from the agent's side.
+const StartByte = 's'
+
+// Mount is a mount the child makes itself because it depends on its
+// namespaces (proc for the PID namespace, mqueue for IPC, cgroup2 for the
+// cgroup namespace). Target is an absolute guest path, already resolved
+// inside the container root.
+type Mount struct {
+	Source string  `json:"source"`
+	Target string  `json:"target"`
+	Type   string  `json:"type"`
+	Flags  uintptr `json:"flags"`
+	Data   string  `json:"data,omitempty"`
+}
+
+// Rlimit is an OCI rlimit.
+type Rlimit struct {
+	Type string `json:"type"`
+	Hard uint64 `json:"hard"`
+	Soft uint64 `json:"soft"`
+}
+
+// Config is what the agent sends the child.
+type Config struct {
+	Rootfs         string   `json:"rootfs"`
+	Hostname       string   `json:"hostname,omitempty"`
+	Args           []string `json:"args"`
+	Env            []string `json:"env"`
+	Cwd            string   `json:"cwd"`
+	UID            uint32   `json:"uid"`
+	GID            uint32   `json:"gid"`
+	AdditionalGids []uint32 `json:"additional_gids,omitempty"`
+	Umask          *uint32  `json:"umask,omitempty"`
+	Rlimits        []Rlimit `json:"rlimits,omitempty"`
+	NoNewPrivs     bool     `json:"no_new_privileges,omitempty"`
+	// CgroupNS asks the child to unshare a cgroup namespace rooted at
+	// the container's cgroup (before making Mounts).
+	CgroupNS bool    `json:"cgroupns,omitempty"`
+	Mounts   []Mount `json:"mounts,omitempty"`
+}
+
+// Result is the child's answer: ready, or why not.
+type Result struct {
+	Error string `json:"error,omitempty"`
+}
+
+const maxMessage = 1 << 20
+
+// WriteMessage writes v as a 4-byte big-endian length and JSON.
+func WriteMessage(w io.Writer, v any) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	buf := make([]byte, 4+len(b))
+	binary.BigEndian.PutUint32(buf, uint32(len(b)))
+	copy(buf[4:], b)
+	_, err = w.Write(buf)
+	return err
+}
+
+// ReadMessage reads a message written by WriteMessage into v.
+func ReadMessage(r io.Reader, v any) error {
+	var l [4]byte
+	if _, err := io.ReadFull(r, l[:]); err != nil {
+		return err
+	}
+	n := binary.BigEndian.Uint32(l[:])
+	if n > maxMessage {
+		return fmt.Errorf("message of %d bytes is too large", n)
+	}
+	b := make([]byte, n)
+	if _, err := io.ReadFull(r, b); err != nil {
+		return err
+	}
+	return json.Unmarshal(b, v)
+}
