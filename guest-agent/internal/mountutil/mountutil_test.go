@@ -51,7 +51,7 @@ func TestSecureJoin(t *testing.T) {
 		}
 	}
 	must(os.MkdirAll(filepath.Join(root, "usr/lib"), 0o755))
-	must(os.Symlink("/usr/lib", filepath.Join(root, "lib")))          // absolute, inside
+	must(os.Symlink("/usr/lib", filepath.Join(root, "lib")))           // absolute, inside
 	must(os.Symlink("../../../../etc", filepath.Join(root, "escape"))) // relative, tries to leave
 	must(os.Symlink("/", filepath.Join(root, "slash")))
 	must(os.Symlink("loop2", filepath.Join(root, "loop1")))
