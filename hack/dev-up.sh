@@ -1,0 +1,205 @@
+#!/usr/bin/env bash
+# Start the private developer containerd (make dev-up) and import the test image.
+#
+#   config  .cache/dev/containerd.toml   log  .cache/dev/containerd.log
+#   root    .cache/dev/containerd-root   state /run/gondolin-dev/containerd
+#   socket  /run/gondolin-dev/containerd.sock (+ .ttrpc), pid /run/gondolin-dev/containerd.pid
+#
+# containerd runs with <repo>/_output/bin first on PATH, so it finds this tree's
+# containerd-shim-gondolin-v1. Idempotent: a running, healthy private containerd with
+# the same config is reused. A system containerd is left alone (nothing is shared).
+# Afterwards: `source .cache/dev/env` and use ctr as usual.
+set -euo pipefail
+
+# shellcheck source=hack/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+START_TIMEOUT=${GONDOLIN_DEV_START_TIMEOUT:-60} # seconds for containerd to answer
+
+require_root
+CONTAINERD="$TOOLS_DIR/bin/containerd"
+CTR="$TOOLS_DIR/bin/ctr"
+[[ -x $CONTAINERD && -x $CTR ]] || die "containerd/ctr not found in $TOOLS_DIR/bin: run 'make tools' first"
+for cmd in flock timeout setsid ps; do
+	command -v "$cmd" >/dev/null || die "'$cmd' not found: run 'make deps'"
+done
+if [[ ! -x $OUT_BIN/$SHIM_NAME ]]; then
+	log "warning: $OUT_BIN/$SHIM_NAME does not exist yet ('make shim'); containerd will start, but tasks with the gondolin runtime cannot"
+fi
+
+mkdir -p "$DEV_RUN_DIR" "$DEV_CACHE_DIR" "$DEV_ROOT_DIR"
+dev_lock
+
+# --- config ---------------------------------------------------------------------------
+# Schema version 3 (containerd 2.x). Everything that could collide with a system
+# containerd (root, state, sockets, NRI socket) is private; imports are off so
+# /etc/containerd/conf.d does not leak in.
+new_config="$(mktemp "$DEV_CACHE_DIR/.containerd.toml.XXXXXX")"
+trap 'rm -f "$new_config"' EXIT
+cat >"$new_config" <<EOF
+# Written by hack/dev-up.sh; edits are overwritten. Private developer containerd.
+version = 3
+root = "$DEV_ROOT_DIR"
+state = "$DEV_STATE_DIR"
+imports = []
+
+[grpc]
+  address = "$DEV_SOCKET"
+
+[ttrpc]
+  address = "$DEV_TTRPC_SOCKET"
+
+[debug]
+  level = "debug"
+
+[plugins]
+  [plugins."io.containerd.cri.v1.runtime".containerd.runtimes.gondolin]
+    runtime_type = "io.containerd.gondolin.v1"
+    # CRI passes only the annotations listed here on to the runtime.
+    pod_annotations = ["io.gondolin.*"]
+    container_annotations = ["io.gondolin.*"]
+
+  [plugins."io.containerd.nri.v1.nri"]
+    socket_path = "$DEV_RUN_DIR/nri.sock"
+EOF
+config_changed=true
+if [[ -f $DEV_CONFIG ]] && cmp -s "$new_config" "$DEV_CONFIG"; then
+	config_changed=false
+fi
+
+# --- running already? --------------------------------------------------------------------
+healthy() {
+	CTR_TIMEOUT=5 ctr_dev version >/dev/null 2>&1
+}
+
+pid=""
+if [[ -f $DEV_PIDFILE ]]; then
+	pid="$(cat "$DEV_PIDFILE")"
+	if ! pid_alive "$pid" || [[ "$(exe_of "$pid")" != "$CONTAINERD" ]]; then
+		log "removing stale pid file (pid $pid is not our containerd)"
+		rm -f "$DEV_PIDFILE"
+		pid=""
+	fi
+fi
+if [[ -z $pid ]]; then
+	# A private containerd whose pid file was lost?
+	pid="$(dev_containerd_pids | head -n1)"
+	[[ -n $pid ]] && echo "$pid" >"$DEV_PIDFILE"
+fi
+
+stop_containerd() {
+	local p=$1 i
+	log "stopping containerd (pid $p)"
+	kill -TERM "$p" 2>/dev/null || true
+	for ((i = 0; i < 100; i++)); do
+		pid_alive "$p" || return 0
+		sleep 0.1
+	done
+	kill -KILL "$p" 2>/dev/null || true
+	for ((i = 0; i < 50; i++)); do
+		pid_alive "$p" || return 0
+		sleep 0.1
+	done
+	die "containerd (pid $p) did not exit after SIGKILL"
+}
+
+if [[ -n $pid ]]; then
+	if $config_changed; then
+		log "config changed: restarting the private containerd"
+		stop_containerd "$pid"
+		pid=""
+	elif healthy; then
+		log "private containerd already running (pid $pid), reusing it"
+	else
+		log "private containerd (pid $pid) does not answer: restarting it"
+		stop_containerd "$pid"
+		pid=""
+	fi
+fi
+mv -f "$new_config" "$DEV_CONFIG"
+trap - EXIT
+
+# --- start -----------------------------------------------------------------------------
+if [[ -z $pid ]]; then
+	rm -f "$DEV_PIDFILE"
+	if [[ -S $DEV_SOCKET ]]; then
+		# No process of ours owns it (checked above); containerd refuses a live one anyway.
+		rm -f "$DEV_SOCKET" "$DEV_TTRPC_SOCKET"
+	fi
+	log "starting containerd $("$CONTAINERD" --version | awk '{print $3}') (log: $DEV_LOG)"
+	printf '\n===== hack/dev-up.sh %s =====\n' "$(date -u +%Y-%m-%dT%H:%M:%SZ)" >>"$DEV_LOG"
+	# setsid: its own session, so neither make's Ctrl-C nor the end of this script's
+	# process group takes it down. As a non-leader, setsid does not fork: $! is containerd.
+	# 9>&-: containerd (and its shims) must not inherit the dev lock.
+	PATH="$OUT_BIN:$TOOLS_DIR/bin:$PATH" \
+		setsid "$CONTAINERD" --config "$DEV_CONFIG" </dev/null >>"$DEV_LOG" 2>&1 9>&- &
+	pid=$!
+	echo "$pid" >"$DEV_PIDFILE"
+
+	deadline=$((SECONDS + START_TIMEOUT))
+	until healthy; do
+		if ! pid_alive "$pid"; then
+			rm -f "$DEV_PIDFILE"
+			tail -n 30 "$DEV_LOG" >&2 || true
+			die "containerd exited during startup; see $DEV_LOG (last lines above)"
+		fi
+		if ((SECONDS >= deadline)); then
+			tail -n 30 "$DEV_LOG" >&2 || true
+			die "containerd (pid $pid) did not answer on $DEV_SOCKET within ${START_TIMEOUT}s; see $DEV_LOG. 'make dev-down' cleans up."
+		fi
+		sleep 0.2
+	done
+	[[ "$(exe_of "$pid")" == "$CONTAINERD" ]] || die "pid $pid is not $CONTAINERD (setsid forked?)"
+	log "containerd is up (pid $pid) on $DEV_SOCKET"
+fi
+
+# --- test image ---------------------------------------------------------------------------
+go="$(find_go)"
+log "building the test image $TEST_IMAGE_NAME"
+built="$(cd "$REPO_ROOT" && "$go" run ./integration/testimage/cmd/mktestimage -out "$TEST_IMAGE_TAR" -name "$TEST_IMAGE_NAME")" ||
+	die "building the test image failed (integration/testimage/cmd/mktestimage)"
+want_digest="$(awk '{print $2}' <<<"$built")"
+[[ $want_digest == sha256:* ]] || die "mktestimage printed no digest: $built"
+
+image_digest() {
+	ctr_dev -n default images ls "name==$TEST_IMAGE_NAME" | awk 'NR == 2 {print $3}'
+}
+image_unpacked() {
+	# `ctr image check`: REF TYPE DIGEST STATUS SIZE UNPACKED
+	ctr_dev -n default images check "name==$TEST_IMAGE_NAME" | awk 'NR == 2 && $4 == "complete" && $NF == "true" {ok = 1} END {exit !ok}'
+}
+have="$(image_digest)" || die "ctr images ls failed"
+if [[ $have == "$want_digest" ]] && image_unpacked; then
+	log "image $TEST_IMAGE_NAME ($want_digest) already imported"
+else
+	log "importing $TEST_IMAGE_TAR into namespace default"
+	CTR_TIMEOUT=120 ctr_dev -n default images import "$TEST_IMAGE_TAR" >&2 ||
+		die "ctr image import $TEST_IMAGE_TAR failed; see $DEV_LOG"
+	have="$(image_digest)"
+	[[ $have == "$want_digest" ]] || die "after import, $TEST_IMAGE_NAME has digest '${have:-<none>}', want $want_digest"
+	image_unpacked || die "$TEST_IMAGE_NAME is not complete and unpacked after import (ctr image check)"
+fi
+
+# --- env file -----------------------------------------------------------------------------
+env_tmp="$(mktemp "$DEV_CACHE_DIR/.env.XXXXXX")"
+# shellcheck disable=SC2016 # '$PATH' is expanded when the env file is sourced
+{
+	echo "# Written by hack/dev-up.sh: source it to talk to the private developer containerd."
+	printf 'export CONTAINERD_ADDRESS=%q\n' "$DEV_SOCKET"
+	echo "export CONTAINERD_NAMESPACE=default"
+	printf 'export GONDOLIN_TEST_IMAGE=%q\n' "$TEST_IMAGE_NAME"
+	printf 'export GONDOLIN_TEST_IMAGE_TAR=%q\n' "$TEST_IMAGE_TAR"
+	printf 'export GONDOLIN_CONTAINERD_ROOT=%q\n' "$DEV_ROOT_DIR"
+	printf 'export GONDOLIN_CONTAINERD_STATE=%q\n' "$DEV_STATE_DIR"
+	printf 'export GONDOLIN_DEV_CONTAINERD_LOG=%q\n' "$DEV_LOG"
+	echo "# ctr would warn on every call that cgroup v1 is deprecated (this host has v1)."
+	echo "export CONTAINERD_SUPPRESS_DEPRECATION_WARNINGS=1"
+	# Prepend once: sourcing the file again does not grow PATH.
+	printf 'case ":$PATH:" in\n'
+	printf '  %q*) ;;\n' ":$OUT_BIN:$TOOLS_DIR/bin:"
+	printf '  *) export PATH=%q"$PATH" ;;\n' "$OUT_BIN:$TOOLS_DIR/bin:"
+	printf 'esac\n'
+} >"$env_tmp"
+mv -f "$env_tmp" "$DEV_ENV_FILE"
+
+log "ready: source $DEV_ENV_FILE  (then e.g. ctr run --rm --runtime io.containerd.gondolin.v1 \$GONDOLIN_TEST_IMAGE t1 true)"

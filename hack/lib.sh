@@ -1,0 +1,109 @@
+# shellcheck shell=bash
+# Common helpers for hack/*.sh. Source it; it sets REPO_ROOT, the paths of the private
+# developer containerd and a few functions.
+# shellcheck disable=SC2034 # the variables are for the scripts that source this file
+
+REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+export REPO_ROOT
+
+# Private developer containerd (hack/dev-up.sh / hack/dev-down.sh).
+DEV_RUN_DIR=/run/gondolin-dev
+DEV_CACHE_DIR="$REPO_ROOT/.cache/dev"
+DEV_SOCKET="$DEV_RUN_DIR/containerd.sock"
+DEV_TTRPC_SOCKET="$DEV_RUN_DIR/containerd.sock.ttrpc"
+DEV_PIDFILE="$DEV_RUN_DIR/containerd.pid"
+DEV_STATE_DIR="$DEV_RUN_DIR/containerd"
+DEV_ROOT_DIR="$DEV_CACHE_DIR/containerd-root"
+DEV_CONFIG="$DEV_CACHE_DIR/containerd.toml"
+DEV_LOG="$DEV_CACHE_DIR/containerd.log"
+DEV_ENV_FILE="$DEV_CACHE_DIR/env"
+TOOLS_DIR="$REPO_ROOT/.cache/tools"
+OUT_BIN="$REPO_ROOT/_output/bin"
+SHIM_NAME=containerd-shim-gondolin-v1
+TEST_IMAGE_NAME=docker.io/gondolin/busybox:latest
+TEST_IMAGE_TAR="$REPO_ROOT/.cache/images/busybox-oci.tar"
+
+_hack_script="$(basename "${0:-hack}")"
+
+log() { printf '[%s] %s\n' "$_hack_script" "$*" >&2; }
+die() { printf '[%s] error: %s\n' "$_hack_script" "$*" >&2; exit 1; }
+
+# find_go prints the path of the go command (PATH first, then /usr/local/go/bin/go)
+# or fails with a clear message.
+find_go() {
+	if command -v go >/dev/null 2>&1; then
+		command -v go
+	elif [[ -x /usr/local/go/bin/go ]]; then
+		echo /usr/local/go/bin/go
+	else
+		die "Go is not installed: neither 'go' on PATH nor /usr/local/go/bin/go exists. Install Go (see go.mod for the version) into /usr/local/go."
+	fi
+}
+
+require_root() {
+	[[ $(id -u) -eq 0 ]] || die "must run as root (containerd, mounts and /run need it)"
+}
+
+# pid_alive PID: true when PID names a live process (not a zombie).
+pid_alive() {
+	local pid=$1 state
+	[[ -n $pid && -d /proc/$pid ]] || return 1
+	state=$(awk '/^State:/ {print $2}' "/proc/$pid/status" 2>/dev/null) || return 1
+	[[ -n $state && $state != Z ]]
+}
+
+# exe_of PID: the executable of PID, without the " (deleted)" suffix the kernel adds
+# when the file was replaced (e.g. the shim rebuilt while running). Empty if unknown.
+exe_of() {
+	local exe
+	exe=$(readlink "/proc/$1/exe" 2>/dev/null) || return 0
+	echo "${exe% (deleted)}"
+}
+
+# cmdline_of PID: the arguments of PID, one per line.
+cmdline_of() {
+	tr '\0' '\n' <"/proc/$1/cmdline" 2>/dev/null || true
+}
+
+# dev_containerd_pids: pids of containerd processes running with the private dev config
+# (found through /proc, in case the pid file is gone).
+dev_containerd_pids() {
+	local d pid
+	for d in /proc/[0-9]*; do
+		pid=${d#/proc/}
+		[[ "$(exe_of "$pid")" == "$TOOLS_DIR/bin/containerd" ]] || continue
+		cmdline_of "$pid" | grep -qxF -- "$DEV_CONFIG" && echo "$pid"
+	done
+	return 0
+}
+
+# descendants_of PID...: every process below the given ones, deepest last.
+descendants_of() {
+	local parents=("$@") children p
+	while ((${#parents[@]} > 0)); do
+		children=()
+		for p in "${parents[@]}"; do
+			# /proc/*/task/*/children needs CONFIG_PROC_CHILDREN; ps is portable.
+			while read -r c; do
+				[[ -n $c ]] && children+=("$c")
+			done < <(ps -o pid= --ppid "$p" 2>/dev/null | tr -d ' ')
+		done
+		((${#children[@]} > 0)) && printf '%s\n' "${children[@]}"
+		parents=("${children[@]}")
+	done
+	return 0
+}
+
+# dev_lock: serialise dev-up and dev-down. The lock file is .cache/dev.lock: outside
+# the directories dev-down removes, and not in /run, which dev-down leaves clean.
+dev_lock() {
+	mkdir -p "$REPO_ROOT/.cache"
+	exec 9>"$REPO_ROOT/.cache/dev.lock"
+	flock -w 300 9 || die "another dev-up/dev-down holds $REPO_ROOT/.cache/dev.lock for 5 minutes; giving up"
+}
+
+# ctr_dev ARGS...: ctr against the private containerd, bounded in time.
+# This host has cgroup v1: without the variable, every ctr call warns about it.
+ctr_dev() {
+	CONTAINERD_SUPPRESS_DEPRECATION_WARNINGS=1 timeout "${CTR_TIMEOUT:-30}" "$TOOLS_DIR/bin/ctr" --address "$DEV_SOCKET" "$@"
+}
