@@ -60,8 +60,8 @@ func TestRegistryTakeWaitsForPut(t *testing.T) {
 	defer b.Close()
 	go func() {
 		time.Sleep(20 * time.Millisecond)
-		r.Put(Key{ContainerID: "other", Kind: api.StreamHeader_STDOUT}, b) // wakes Take, wrong key
-		r.Put(k, a)
+		r.Put(Key{ContainerID: "other", Kind: api.StreamHeader_STDOUT}, b, nil) // wakes Take, wrong key
+		r.Put(k, a, nil)
 	}()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
@@ -95,10 +95,10 @@ func TestRegistryPutReplacesUntaken(t *testing.T) {
 	r := NewRegistry()
 	k := Key{ContainerID: "c", Kind: api.StreamHeader_STDIN}
 	old, oldPeer := net.Pipe()
-	r.Put(k, old)
+	r.Put(k, old, nil)
 	nw, nwPeer := net.Pipe()
 	defer nwPeer.Close()
-	r.Put(k, nw)
+	r.Put(k, nw, nil)
 	// the replaced stream is closed
 	if _, err := oldPeer.Read(make([]byte, 1)); err == nil {
 		t.Fatal("replaced stream still open")
@@ -178,7 +178,8 @@ func TestDispatcherRoutesStreams(t *testing.T) {
 func TestNewSessionAfterHostDisconnect(t *testing.T) {
 	l := NewListener()
 	defer l.Close()
-	srv := NewServer(l, NewRegistry())
+	reg := NewRegistry()
+	srv := NewServer(l, reg)
 	tr := &pipeTransport{conns: make(chan net.Conn, 1)}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -187,6 +188,8 @@ func TestNewSessionAfterHostDisconnect(t *testing.T) {
 
 	for i := range 3 {
 		sess := hostSession(t, tr)
+		// An stdio stream nobody takes is dropped with its session.
+		openStream(t, sess, &api.StreamHeader{Kind: api.StreamHeader_STDOUT, ContainerId: "c"})
 		openStream(t, sess, &api.StreamHeader{Kind: api.StreamHeader_CONTROL})
 		c, err := l.Accept()
 		if err != nil {
@@ -195,6 +198,13 @@ func TestNewSessionAfterHostDisconnect(t *testing.T) {
 		sess.Close() // the host goes away
 		if _, err := c.Read(make([]byte, 1)); err == nil {
 			t.Fatalf("session %d: control stream survived the session", i)
+		}
+		deadline := time.Now().Add(5 * time.Second)
+		for reg.Len() != 0 && time.Now().Before(deadline) {
+			time.Sleep(time.Millisecond)
+		}
+		if reg.Len() != 0 {
+			t.Fatalf("session %d: untaken stream kept after the session ended", i)
 		}
 	}
 	cancel()

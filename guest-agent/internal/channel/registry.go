@@ -31,21 +31,27 @@ func (k Key) String() string {
 // belong to takes them.
 type Registry struct {
 	mu      sync.Mutex
-	streams map[Key]net.Conn
+	streams map[Key]entry
 	changed chan struct{} // closed and replaced on every Put
+}
+
+type entry struct {
+	conn  net.Conn
+	owner any // the session the stream came from
 }
 
 // NewRegistry returns an empty registry.
 func NewRegistry() *Registry {
-	return &Registry{streams: map[Key]net.Conn{}, changed: make(chan struct{})}
+	return &Registry{streams: map[Key]entry{}, changed: make(chan struct{})}
 }
 
-// Put registers a stream. A stream already registered under the same key
-// and not taken yet is closed and replaced (the host reopened it).
-func (r *Registry) Put(k Key, c net.Conn) {
+// Put registers a stream of session owner (any comparable token, nil is
+// fine). A stream already registered under the same key and not taken yet
+// is closed and replaced (the host reopened it).
+func (r *Registry) Put(k Key, c net.Conn, owner any) {
 	r.mu.Lock()
-	old := r.streams[k]
-	r.streams[k] = c
+	old := r.streams[k].conn
+	r.streams[k] = entry{conn: c, owner: owner}
 	close(r.changed)
 	r.changed = make(chan struct{})
 	r.mu.Unlock()
@@ -58,14 +64,14 @@ func (r *Registry) Put(k Key, c net.Conn) {
 func (r *Registry) Take(ctx context.Context, k Key) (net.Conn, error) {
 	for {
 		r.mu.Lock()
-		c, ok := r.streams[k]
+		e, ok := r.streams[k]
 		if ok {
 			delete(r.streams, k)
 		}
 		changed := r.changed
 		r.mu.Unlock()
 		if ok {
-			return c, nil
+			return e.conn, nil
 		}
 		select {
 		case <-changed:
@@ -78,11 +84,20 @@ func (r *Registry) Take(ctx context.Context, k Key) (net.Conn, error) {
 // DropContainer closes and forgets every stream of a container that no
 // process took.
 func (r *Registry) DropContainer(containerID string) {
+	r.drop(func(k Key, e entry) bool { return k.ContainerID == containerID })
+}
+
+// DropOwner closes and forgets the untaken streams of a session that ended.
+func (r *Registry) DropOwner(owner any) {
+	r.drop(func(k Key, e entry) bool { return e.owner == owner })
+}
+
+func (r *Registry) drop(match func(Key, entry) bool) {
 	r.mu.Lock()
 	var drop []net.Conn
-	for k, c := range r.streams {
-		if k.ContainerID == containerID {
-			drop = append(drop, c)
+	for k, e := range r.streams {
+		if match(k, e) {
+			drop = append(drop, e.conn)
 			delete(r.streams, k)
 		}
 	}

@@ -79,6 +79,7 @@ func (s *Server) ServeSession(ctx context.Context, conn io.ReadWriteCloser) erro
 		conn.Close()
 		return err
 	}
+	defer s.Streams.DropOwner(sess)
 	defer sess.Close()
 	stop := context.AfterFunc(ctx, func() { sess.Close() })
 	defer stop()
@@ -87,11 +88,11 @@ func (s *Server) ServeSession(ctx context.Context, conn io.ReadWriteCloser) erro
 		if err != nil {
 			return err
 		}
-		go s.dispatch(st)
+		go s.dispatch(st, sess)
 	}
 }
 
-func (s *Server) dispatch(st net.Conn) {
+func (s *Server) dispatch(st net.Conn, sess *yamux.Session) {
 	timeout := s.HeaderTimeout
 	if timeout <= 0 {
 		timeout = HeaderTimeout
@@ -115,7 +116,10 @@ func (s *Server) dispatch(st net.Conn) {
 		}
 		k := Key{ContainerID: h.ContainerId, ExecID: h.ExecId, Kind: h.Kind}
 		agentlog.Debugf("%s opened", k)
-		s.Streams.Put(k, st)
+		s.Streams.Put(k, st, sess)
+		if sess.IsClosed() { // raced with the end of the session
+			s.Streams.DropOwner(sess)
+		}
 	default:
 		agentlog.Errorf("stream of unknown kind %d: closing it", h.Kind)
 		st.Close()

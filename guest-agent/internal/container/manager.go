@@ -233,11 +233,10 @@ func (m *Manager) create(ctx context.Context, c *Container, req *api.CreateConta
 	if err := os.MkdirAll(c.rootfs, 0o755); err != nil {
 		return 0, fmt.Errorf("create %s: %w", c.rootfs, err)
 	}
-	var flags uintptr
-	if req.GetRootfsReadonly() {
-		flags |= unix.MS_RDONLY
-	}
-	if err := unix.Mount(req.GetRootfsTag(), c.rootfs, "virtiofs", flags, ""); err != nil {
+	// Mounted read-write first: mount points and /dev entries may have to
+	// be created; a read-only root becomes read-only after that, as with
+	// runc.
+	if err := unix.Mount(req.GetRootfsTag(), c.rootfs, "virtiofs", 0, ""); err != nil {
 		return 0, fmt.Errorf("mount virtio-fs share %q on %s: %w", req.GetRootfsTag(), c.rootfs, err)
 	}
 	plan, err := mountAll(c.rootfs, req.GetMounts())
@@ -245,6 +244,11 @@ func (m *Manager) create(ctx context.Context, c *Container, req *api.CreateConta
 		return 0, err
 	}
 	setupDev(c.rootfs, plan)
+	if req.GetRootfsReadonly() {
+		if err := remountReadonly(c.rootfs, 0); err != nil {
+			return 0, err
+		}
+	}
 
 	if err := makeCgroup(c.cgroup); err != nil {
 		return 0, err

@@ -54,6 +54,11 @@ func mountAll(rootfs string, mounts []*api.Mount) (*mountPlan, error) {
 		}
 		switch {
 		case nsBound(typ):
+			// The init mounts it; make the mount point now, while the
+			// root may still be written.
+			if err := os.MkdirAll(target, 0o755); err != nil {
+				return nil, fmt.Errorf("mount %s on %s: create mount point: %w", typ, dest, err)
+			}
 			plan.nsMounts = append(plan.nsMounts, initproc.Mount{Source: src, Target: target, Type: typ, Flags: opts.Flags &^ (unix.MS_BIND | unix.MS_REC | unix.MS_REMOUNT), Data: opts.Data})
 			if typ == "cgroup2" {
 				plan.cgroupNS = true
@@ -65,6 +70,13 @@ func mountAll(rootfs string, mounts []*api.Mount) (*mountPlan, error) {
 			}
 		case typ == "":
 			return nil, fmt.Errorf("mount on %s: no type", dest)
+		case typ == "virtiofs":
+			if err := os.MkdirAll(target, 0o755); err != nil {
+				return nil, fmt.Errorf("mount virtio-fs share %q on %s: create mount point: %w", src, dest, err)
+			}
+			if err := mountVirtiofs(src, target, opts.Flags, opts.Data); err != nil {
+				return nil, fmt.Errorf("mount virtio-fs share %q on %s: %w", src, dest, err)
+			}
 		default:
 			if err := os.MkdirAll(target, 0o755); err != nil {
 				return nil, fmt.Errorf("mount %s on %s: create mount point: %w", typ, dest, err)
@@ -88,6 +100,32 @@ func mountAll(rootfs string, mounts []*api.Mount) (*mountPlan, error) {
 		}
 	}
 	return plan, nil
+}
+
+// perMountFlags are the mount(2) flags that belong to one mount rather
+// than to the file system.
+const perMountFlags = unix.MS_RDONLY | unix.MS_NOSUID | unix.MS_NODEV | unix.MS_NOEXEC |
+	unix.MS_NOATIME | unix.MS_NODIRATIME | unix.MS_RELATIME | unix.MS_STRICTATIME
+
+// mountVirtiofs mounts a virtio-fs share. Every mount of one tag shares a
+// superblock, so read-only is applied to this mount only (a bind remount),
+// never to the superblock other containers may be using read-write.
+func mountVirtiofs(tag, target string, flags uintptr, data string) error {
+	if err := unix.Mount(tag, target, "virtiofs", flags&^unix.MS_RDONLY, data); err != nil {
+		return err
+	}
+	if flags&unix.MS_RDONLY != 0 {
+		return remountReadonly(target, flags)
+	}
+	return nil
+}
+
+// remountReadonly makes one mount read-only, keeping its other flags.
+func remountReadonly(target string, flags uintptr) error {
+	if err := unix.Mount("", target, "", unix.MS_REMOUNT|unix.MS_BIND|unix.MS_RDONLY|(flags&perMountFlags), ""); err != nil {
+		return fmt.Errorf("remount %s read-only: %w", target, err)
+	}
+	return nil
 }
 
 // bindMount binds a guest path (file or directory) onto target.
