@@ -107,9 +107,11 @@ func startDetached(t *testing.T, flags []string, args ...string) string {
 		t.Fatalf("ctr run -d: %s", res)
 	}
 	t.Cleanup(func() {
-		ctr(t, nil, "task", "kill", "-s", "SIGKILL", id)
-		waitStatus(t, id, "STOPPED", "")
-		ctr(t, nil, "task", "delete", id)
+		if taskStatus(t, id) != "" {
+			ctr(t, nil, "task", "kill", "-s", "SIGKILL", id)
+			waitStatus(t, id, "STOPPED", "")
+			ctr(t, nil, "task", "delete", id)
+		}
 		ctr(t, nil, "container", "delete", id)
 		assertNoLeftovers(t, id)
 	})
