@@ -78,7 +78,7 @@ func (x StreamHeader_Kind) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use StreamHeader_Kind.Descriptor instead.
 func (StreamHeader_Kind) EnumDescriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{15, 0}
+	return file_agent_proto_rawDescGZIP(), []int{26, 0}
 }
 
 type Empty struct {
@@ -326,8 +326,10 @@ type Process struct {
 	Terminal        bool                   `protobuf:"varint,5,opt,name=terminal,proto3" json:"terminal,omitempty"`
 	Rlimits         []*Rlimit              `protobuf:"bytes,6,rep,name=rlimits,proto3" json:"rlimits,omitempty"`
 	NoNewPrivileges bool                   `protobuf:"varint,7,opt,name=no_new_privileges,json=noNewPrivileges,proto3" json:"no_new_privileges,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// Capabilities by set, as OCI names (CAP_NET_RAW). Absent means none.
+	Capabilities  *Capabilities `protobuf:"bytes,8,opt,name=capabilities,proto3" json:"capabilities,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Process) Reset() {
@@ -409,6 +411,143 @@ func (x *Process) GetNoNewPrivileges() bool {
 	return false
 }
 
+func (x *Process) GetCapabilities() *Capabilities {
+	if x != nil {
+		return x.Capabilities
+	}
+	return nil
+}
+
+type Capabilities struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Bounding      []string               `protobuf:"bytes,1,rep,name=bounding,proto3" json:"bounding,omitempty"`
+	Effective     []string               `protobuf:"bytes,2,rep,name=effective,proto3" json:"effective,omitempty"`
+	Inheritable   []string               `protobuf:"bytes,3,rep,name=inheritable,proto3" json:"inheritable,omitempty"`
+	Permitted     []string               `protobuf:"bytes,4,rep,name=permitted,proto3" json:"permitted,omitempty"`
+	Ambient       []string               `protobuf:"bytes,5,rep,name=ambient,proto3" json:"ambient,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Capabilities) Reset() {
+	*x = Capabilities{}
+	mi := &file_agent_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Capabilities) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Capabilities) ProtoMessage() {}
+
+func (x *Capabilities) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Capabilities.ProtoReflect.Descriptor instead.
+func (*Capabilities) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *Capabilities) GetBounding() []string {
+	if x != nil {
+		return x.Bounding
+	}
+	return nil
+}
+
+func (x *Capabilities) GetEffective() []string {
+	if x != nil {
+		return x.Effective
+	}
+	return nil
+}
+
+func (x *Capabilities) GetInheritable() []string {
+	if x != nil {
+		return x.Inheritable
+	}
+	return nil
+}
+
+func (x *Capabilities) GetPermitted() []string {
+	if x != nil {
+		return x.Permitted
+	}
+	return nil
+}
+
+func (x *Capabilities) GetAmbient() []string {
+	if x != nil {
+		return x.Ambient
+	}
+	return nil
+}
+
+// Share is a virtio-fs share the agent mounts at /run/gondolin/shares/<tag>
+// before the container's mounts, so that bind mounts can use paths in it.
+type Share struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Tag           string                 `protobuf:"bytes,1,opt,name=tag,proto3" json:"tag,omitempty"`
+	Readonly      bool                   `protobuf:"varint,2,opt,name=readonly,proto3" json:"readonly,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Share) Reset() {
+	*x = Share{}
+	mi := &file_agent_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Share) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Share) ProtoMessage() {}
+
+func (x *Share) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Share.ProtoReflect.Descriptor instead.
+func (*Share) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *Share) GetTag() string {
+	if x != nil {
+		return x.Tag
+	}
+	return ""
+}
+
+func (x *Share) GetReadonly() bool {
+	if x != nil {
+		return x.Readonly
+	}
+	return false
+}
+
 // Mount is a mount to make inside the guest, relative to the container root.
 // Only guest-local file systems (proc, sysfs, tmpfs, devpts, mqueue, cgroup2)
 // and virtio-fs shares (type "virtiofs", source = the share's tag) reach here.
@@ -424,7 +563,7 @@ type Mount struct {
 
 func (x *Mount) Reset() {
 	*x = Mount{}
-	mi := &file_agent_proto_msgTypes[5]
+	mi := &file_agent_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -436,7 +575,7 @@ func (x *Mount) String() string {
 func (*Mount) ProtoMessage() {}
 
 func (x *Mount) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[5]
+	mi := &file_agent_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -449,7 +588,7 @@ func (x *Mount) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Mount.ProtoReflect.Descriptor instead.
 func (*Mount) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{5}
+	return file_agent_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *Mount) GetDestination() string {
@@ -481,7 +620,8 @@ func (x *Mount) GetOptions() []string {
 }
 
 // Stdio says which stdio streams the host opened for a process (see
-// stream.go); the agent waits for each one named here.
+// stream.go); the agent waits for each one named here. A process with a
+// terminal has no stderr stream: the terminal's output goes to stdout.
 type Stdio struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Stdin         bool                   `protobuf:"varint,1,opt,name=stdin,proto3" json:"stdin,omitempty"`
@@ -493,7 +633,7 @@ type Stdio struct {
 
 func (x *Stdio) Reset() {
 	*x = Stdio{}
-	mi := &file_agent_proto_msgTypes[6]
+	mi := &file_agent_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -505,7 +645,7 @@ func (x *Stdio) String() string {
 func (*Stdio) ProtoMessage() {}
 
 func (x *Stdio) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[6]
+	mi := &file_agent_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -518,7 +658,7 @@ func (x *Stdio) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Stdio.ProtoReflect.Descriptor instead.
 func (*Stdio) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{6}
+	return file_agent_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *Stdio) GetStdin() bool {
@@ -552,13 +692,21 @@ type CreateContainerRequest struct {
 	Process        *Process `protobuf:"bytes,5,opt,name=process,proto3" json:"process,omitempty"`
 	Mounts         []*Mount `protobuf:"bytes,6,rep,name=mounts,proto3" json:"mounts,omitempty"`
 	Stdio          *Stdio   `protobuf:"bytes,7,opt,name=stdio,proto3" json:"stdio,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// OCI maskedPaths and readonlyPaths, applied as runc does.
+	MaskedPaths   []string `protobuf:"bytes,8,rep,name=masked_paths,json=maskedPaths,proto3" json:"masked_paths,omitempty"`
+	ReadonlyPaths []string `protobuf:"bytes,9,rep,name=readonly_paths,json=readonlyPaths,proto3" json:"readonly_paths,omitempty"`
+	// OCI sysctls, written under /proc/sys in the container's namespaces.
+	Sysctl map[string]string `protobuf:"bytes,10,rep,name=sysctl,proto3" json:"sysctl,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// OCI LinuxResources (JSON) for the container's cgroup.
+	ResourcesJson []byte   `protobuf:"bytes,11,opt,name=resources_json,json=resourcesJson,proto3" json:"resources_json,omitempty"`
+	Shares        []*Share `protobuf:"bytes,12,rep,name=shares,proto3" json:"shares,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *CreateContainerRequest) Reset() {
 	*x = CreateContainerRequest{}
-	mi := &file_agent_proto_msgTypes[7]
+	mi := &file_agent_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -570,7 +718,7 @@ func (x *CreateContainerRequest) String() string {
 func (*CreateContainerRequest) ProtoMessage() {}
 
 func (x *CreateContainerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[7]
+	mi := &file_agent_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -583,7 +731,7 @@ func (x *CreateContainerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateContainerRequest.ProtoReflect.Descriptor instead.
 func (*CreateContainerRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{7}
+	return file_agent_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *CreateContainerRequest) GetContainerId() string {
@@ -635,6 +783,41 @@ func (x *CreateContainerRequest) GetStdio() *Stdio {
 	return nil
 }
 
+func (x *CreateContainerRequest) GetMaskedPaths() []string {
+	if x != nil {
+		return x.MaskedPaths
+	}
+	return nil
+}
+
+func (x *CreateContainerRequest) GetReadonlyPaths() []string {
+	if x != nil {
+		return x.ReadonlyPaths
+	}
+	return nil
+}
+
+func (x *CreateContainerRequest) GetSysctl() map[string]string {
+	if x != nil {
+		return x.Sysctl
+	}
+	return nil
+}
+
+func (x *CreateContainerRequest) GetResourcesJson() []byte {
+	if x != nil {
+		return x.ResourcesJson
+	}
+	return nil
+}
+
+func (x *CreateContainerRequest) GetShares() []*Share {
+	if x != nil {
+		return x.Shares
+	}
+	return nil
+}
+
 type CreateContainerResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Guest PID of the container's init process.
@@ -645,7 +828,7 @@ type CreateContainerResponse struct {
 
 func (x *CreateContainerResponse) Reset() {
 	*x = CreateContainerResponse{}
-	mi := &file_agent_proto_msgTypes[8]
+	mi := &file_agent_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -657,7 +840,7 @@ func (x *CreateContainerResponse) String() string {
 func (*CreateContainerResponse) ProtoMessage() {}
 
 func (x *CreateContainerResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[8]
+	mi := &file_agent_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -670,7 +853,7 @@ func (x *CreateContainerResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateContainerResponse.ProtoReflect.Descriptor instead.
 func (*CreateContainerResponse) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{8}
+	return file_agent_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *CreateContainerResponse) GetPid() uint32 {
@@ -691,7 +874,7 @@ type StartProcessRequest struct {
 
 func (x *StartProcessRequest) Reset() {
 	*x = StartProcessRequest{}
-	mi := &file_agent_proto_msgTypes[9]
+	mi := &file_agent_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -703,7 +886,7 @@ func (x *StartProcessRequest) String() string {
 func (*StartProcessRequest) ProtoMessage() {}
 
 func (x *StartProcessRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[9]
+	mi := &file_agent_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -716,7 +899,7 @@ func (x *StartProcessRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StartProcessRequest.ProtoReflect.Descriptor instead.
 func (*StartProcessRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{9}
+	return file_agent_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *StartProcessRequest) GetContainerId() string {
@@ -742,7 +925,7 @@ type StartProcessResponse struct {
 
 func (x *StartProcessResponse) Reset() {
 	*x = StartProcessResponse{}
-	mi := &file_agent_proto_msgTypes[10]
+	mi := &file_agent_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -754,7 +937,7 @@ func (x *StartProcessResponse) String() string {
 func (*StartProcessResponse) ProtoMessage() {}
 
 func (x *StartProcessResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[10]
+	mi := &file_agent_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -767,7 +950,7 @@ func (x *StartProcessResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StartProcessResponse.ProtoReflect.Descriptor instead.
 func (*StartProcessResponse) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{10}
+	return file_agent_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *StartProcessResponse) GetPid() uint32 {
@@ -787,7 +970,7 @@ type WaitProcessRequest struct {
 
 func (x *WaitProcessRequest) Reset() {
 	*x = WaitProcessRequest{}
-	mi := &file_agent_proto_msgTypes[11]
+	mi := &file_agent_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -799,7 +982,7 @@ func (x *WaitProcessRequest) String() string {
 func (*WaitProcessRequest) ProtoMessage() {}
 
 func (x *WaitProcessRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[11]
+	mi := &file_agent_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -812,7 +995,7 @@ func (x *WaitProcessRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WaitProcessRequest.ProtoReflect.Descriptor instead.
 func (*WaitProcessRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{11}
+	return file_agent_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *WaitProcessRequest) GetContainerId() string {
@@ -841,7 +1024,7 @@ type WaitProcessResponse struct {
 
 func (x *WaitProcessResponse) Reset() {
 	*x = WaitProcessResponse{}
-	mi := &file_agent_proto_msgTypes[12]
+	mi := &file_agent_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -853,7 +1036,7 @@ func (x *WaitProcessResponse) String() string {
 func (*WaitProcessResponse) ProtoMessage() {}
 
 func (x *WaitProcessResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[12]
+	mi := &file_agent_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -866,7 +1049,7 @@ func (x *WaitProcessResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WaitProcessResponse.ProtoReflect.Descriptor instead.
 func (*WaitProcessResponse) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{12}
+	return file_agent_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *WaitProcessResponse) GetExitStatus() uint32 {
@@ -895,7 +1078,7 @@ type SignalProcessRequest struct {
 
 func (x *SignalProcessRequest) Reset() {
 	*x = SignalProcessRequest{}
-	mi := &file_agent_proto_msgTypes[13]
+	mi := &file_agent_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -907,7 +1090,7 @@ func (x *SignalProcessRequest) String() string {
 func (*SignalProcessRequest) ProtoMessage() {}
 
 func (x *SignalProcessRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[13]
+	mi := &file_agent_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -920,7 +1103,7 @@ func (x *SignalProcessRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SignalProcessRequest.ProtoReflect.Descriptor instead.
 func (*SignalProcessRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{13}
+	return file_agent_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *SignalProcessRequest) GetContainerId() string {
@@ -960,7 +1143,7 @@ type DeleteContainerRequest struct {
 
 func (x *DeleteContainerRequest) Reset() {
 	*x = DeleteContainerRequest{}
-	mi := &file_agent_proto_msgTypes[14]
+	mi := &file_agent_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -972,7 +1155,7 @@ func (x *DeleteContainerRequest) String() string {
 func (*DeleteContainerRequest) ProtoMessage() {}
 
 func (x *DeleteContainerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[14]
+	mi := &file_agent_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -985,10 +1168,474 @@ func (x *DeleteContainerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteContainerRequest.ProtoReflect.Descriptor instead.
 func (*DeleteContainerRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{14}
+	return file_agent_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *DeleteContainerRequest) GetContainerId() string {
+	if x != nil {
+		return x.ContainerId
+	}
+	return ""
+}
+
+type ExecProcessRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	ContainerId   string                 `protobuf:"bytes,1,opt,name=container_id,json=containerId,proto3" json:"container_id,omitempty"`
+	ExecId        string                 `protobuf:"bytes,2,opt,name=exec_id,json=execId,proto3" json:"exec_id,omitempty"`
+	Process       *Process               `protobuf:"bytes,3,opt,name=process,proto3" json:"process,omitempty"`
+	Stdio         *Stdio                 `protobuf:"bytes,4,opt,name=stdio,proto3" json:"stdio,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ExecProcessRequest) Reset() {
+	*x = ExecProcessRequest{}
+	mi := &file_agent_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ExecProcessRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ExecProcessRequest) ProtoMessage() {}
+
+func (x *ExecProcessRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ExecProcessRequest.ProtoReflect.Descriptor instead.
+func (*ExecProcessRequest) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *ExecProcessRequest) GetContainerId() string {
+	if x != nil {
+		return x.ContainerId
+	}
+	return ""
+}
+
+func (x *ExecProcessRequest) GetExecId() string {
+	if x != nil {
+		return x.ExecId
+	}
+	return ""
+}
+
+func (x *ExecProcessRequest) GetProcess() *Process {
+	if x != nil {
+		return x.Process
+	}
+	return nil
+}
+
+func (x *ExecProcessRequest) GetStdio() *Stdio {
+	if x != nil {
+		return x.Stdio
+	}
+	return nil
+}
+
+type ResizePtyRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	ContainerId   string                 `protobuf:"bytes,1,opt,name=container_id,json=containerId,proto3" json:"container_id,omitempty"`
+	ExecId        string                 `protobuf:"bytes,2,opt,name=exec_id,json=execId,proto3" json:"exec_id,omitempty"`
+	Width         uint32                 `protobuf:"varint,3,opt,name=width,proto3" json:"width,omitempty"`
+	Height        uint32                 `protobuf:"varint,4,opt,name=height,proto3" json:"height,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ResizePtyRequest) Reset() {
+	*x = ResizePtyRequest{}
+	mi := &file_agent_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ResizePtyRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ResizePtyRequest) ProtoMessage() {}
+
+func (x *ResizePtyRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ResizePtyRequest.ProtoReflect.Descriptor instead.
+func (*ResizePtyRequest) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *ResizePtyRequest) GetContainerId() string {
+	if x != nil {
+		return x.ContainerId
+	}
+	return ""
+}
+
+func (x *ResizePtyRequest) GetExecId() string {
+	if x != nil {
+		return x.ExecId
+	}
+	return ""
+}
+
+func (x *ResizePtyRequest) GetWidth() uint32 {
+	if x != nil {
+		return x.Width
+	}
+	return 0
+}
+
+func (x *ResizePtyRequest) GetHeight() uint32 {
+	if x != nil {
+		return x.Height
+	}
+	return 0
+}
+
+type ListProcessesRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	ContainerId   string                 `protobuf:"bytes,1,opt,name=container_id,json=containerId,proto3" json:"container_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListProcessesRequest) Reset() {
+	*x = ListProcessesRequest{}
+	mi := &file_agent_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListProcessesRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListProcessesRequest) ProtoMessage() {}
+
+func (x *ListProcessesRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListProcessesRequest.ProtoReflect.Descriptor instead.
+func (*ListProcessesRequest) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *ListProcessesRequest) GetContainerId() string {
+	if x != nil {
+		return x.ContainerId
+	}
+	return ""
+}
+
+type ProcessInfo struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Pid   uint32                 `protobuf:"varint,1,opt,name=pid,proto3" json:"pid,omitempty"`
+	// The process's command line, for display.
+	Command       string `protobuf:"bytes,2,opt,name=command,proto3" json:"command,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ProcessInfo) Reset() {
+	*x = ProcessInfo{}
+	mi := &file_agent_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ProcessInfo) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ProcessInfo) ProtoMessage() {}
+
+func (x *ProcessInfo) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ProcessInfo.ProtoReflect.Descriptor instead.
+func (*ProcessInfo) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *ProcessInfo) GetPid() uint32 {
+	if x != nil {
+		return x.Pid
+	}
+	return 0
+}
+
+func (x *ProcessInfo) GetCommand() string {
+	if x != nil {
+		return x.Command
+	}
+	return ""
+}
+
+type ListProcessesResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Processes     []*ProcessInfo         `protobuf:"bytes,1,rep,name=processes,proto3" json:"processes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListProcessesResponse) Reset() {
+	*x = ListProcessesResponse{}
+	mi := &file_agent_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListProcessesResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListProcessesResponse) ProtoMessage() {}
+
+func (x *ListProcessesResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListProcessesResponse.ProtoReflect.Descriptor instead.
+func (*ListProcessesResponse) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *ListProcessesResponse) GetProcesses() []*ProcessInfo {
+	if x != nil {
+		return x.Processes
+	}
+	return nil
+}
+
+type StatsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	ContainerId   string                 `protobuf:"bytes,1,opt,name=container_id,json=containerId,proto3" json:"container_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StatsRequest) Reset() {
+	*x = StatsRequest{}
+	mi := &file_agent_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StatsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StatsRequest) ProtoMessage() {}
+
+func (x *StatsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StatsRequest.ProtoReflect.Descriptor instead.
+func (*StatsRequest) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *StatsRequest) GetContainerId() string {
+	if x != nil {
+		return x.ContainerId
+	}
+	return ""
+}
+
+type StatsResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// A proto-marshaled io.containerd.cgroups.v2.Metrics
+	// (github.com/containerd/cgroups/v3/cgroup2/stats).
+	Metrics       []byte `protobuf:"bytes,1,opt,name=metrics,proto3" json:"metrics,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StatsResponse) Reset() {
+	*x = StatsResponse{}
+	mi := &file_agent_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StatsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StatsResponse) ProtoMessage() {}
+
+func (x *StatsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StatsResponse.ProtoReflect.Descriptor instead.
+func (*StatsResponse) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *StatsResponse) GetMetrics() []byte {
+	if x != nil {
+		return x.Metrics
+	}
+	return nil
+}
+
+type UpdateContainerRequest struct {
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	ContainerId string                 `protobuf:"bytes,1,opt,name=container_id,json=containerId,proto3" json:"container_id,omitempty"`
+	// OCI LinuxResources (JSON).
+	ResourcesJson []byte `protobuf:"bytes,2,opt,name=resources_json,json=resourcesJson,proto3" json:"resources_json,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UpdateContainerRequest) Reset() {
+	*x = UpdateContainerRequest{}
+	mi := &file_agent_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UpdateContainerRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UpdateContainerRequest) ProtoMessage() {}
+
+func (x *UpdateContainerRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UpdateContainerRequest.ProtoReflect.Descriptor instead.
+func (*UpdateContainerRequest) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *UpdateContainerRequest) GetContainerId() string {
+	if x != nil {
+		return x.ContainerId
+	}
+	return ""
+}
+
+func (x *UpdateContainerRequest) GetResourcesJson() []byte {
+	if x != nil {
+		return x.ResourcesJson
+	}
+	return nil
+}
+
+type OOMEvent struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	ContainerId   string                 `protobuf:"bytes,1,opt,name=container_id,json=containerId,proto3" json:"container_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *OOMEvent) Reset() {
+	*x = OOMEvent{}
+	mi := &file_agent_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *OOMEvent) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*OOMEvent) ProtoMessage() {}
+
+func (x *OOMEvent) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use OOMEvent.ProtoReflect.Descriptor instead.
+func (*OOMEvent) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{25}
+}
+
+func (x *OOMEvent) GetContainerId() string {
 	if x != nil {
 		return x.ContainerId
 	}
@@ -1008,7 +1655,7 @@ type StreamHeader struct {
 
 func (x *StreamHeader) Reset() {
 	*x = StreamHeader{}
-	mi := &file_agent_proto_msgTypes[15]
+	mi := &file_agent_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1020,7 +1667,7 @@ func (x *StreamHeader) String() string {
 func (*StreamHeader) ProtoMessage() {}
 
 func (x *StreamHeader) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[15]
+	mi := &file_agent_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1033,7 +1680,7 @@ func (x *StreamHeader) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StreamHeader.ProtoReflect.Descriptor instead.
 func (*StreamHeader) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{15}
+	return file_agent_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *StreamHeader) GetKind() StreamHeader_Kind {
@@ -1076,7 +1723,7 @@ const file_agent_proto_rawDesc = "" +
 	"\x06Rlimit\x12\x12\n" +
 	"\x04type\x18\x01 \x01(\tR\x04type\x12\x12\n" +
 	"\x04hard\x18\x02 \x01(\x04R\x04hard\x12\x12\n" +
-	"\x04soft\x18\x03 \x01(\x04R\x04soft\"\xeb\x01\n" +
+	"\x04soft\x18\x03 \x01(\x04R\x04soft\"\xb0\x02\n" +
 	"\aProcess\x12\x12\n" +
 	"\x04args\x18\x01 \x03(\tR\x04args\x12\x10\n" +
 	"\x03env\x18\x02 \x03(\tR\x03env\x12\x10\n" +
@@ -1084,7 +1731,17 @@ const file_agent_proto_rawDesc = "" +
 	"\x04user\x18\x04 \x01(\v2\x17.gondolin.agent.v1.UserR\x04user\x12\x1a\n" +
 	"\bterminal\x18\x05 \x01(\bR\bterminal\x123\n" +
 	"\arlimits\x18\x06 \x03(\v2\x19.gondolin.agent.v1.RlimitR\arlimits\x12*\n" +
-	"\x11no_new_privileges\x18\a \x01(\bR\x0fnoNewPrivileges\"o\n" +
+	"\x11no_new_privileges\x18\a \x01(\bR\x0fnoNewPrivileges\x12C\n" +
+	"\fcapabilities\x18\b \x01(\v2\x1f.gondolin.agent.v1.CapabilitiesR\fcapabilities\"\xa2\x01\n" +
+	"\fCapabilities\x12\x1a\n" +
+	"\bbounding\x18\x01 \x03(\tR\bbounding\x12\x1c\n" +
+	"\teffective\x18\x02 \x03(\tR\teffective\x12 \n" +
+	"\vinheritable\x18\x03 \x03(\tR\vinheritable\x12\x1c\n" +
+	"\tpermitted\x18\x04 \x03(\tR\tpermitted\x12\x18\n" +
+	"\aambient\x18\x05 \x03(\tR\aambient\"5\n" +
+	"\x05Share\x12\x10\n" +
+	"\x03tag\x18\x01 \x01(\tR\x03tag\x12\x1a\n" +
+	"\breadonly\x18\x02 \x01(\bR\breadonly\"o\n" +
 	"\x05Mount\x12 \n" +
 	"\vdestination\x18\x01 \x01(\tR\vdestination\x12\x12\n" +
 	"\x04type\x18\x02 \x01(\tR\x04type\x12\x16\n" +
@@ -1093,7 +1750,7 @@ const file_agent_proto_rawDesc = "" +
 	"\x05Stdio\x12\x14\n" +
 	"\x05stdin\x18\x01 \x01(\bR\x05stdin\x12\x16\n" +
 	"\x06stdout\x18\x02 \x01(\bR\x06stdout\x12\x16\n" +
-	"\x06stderr\x18\x03 \x01(\bR\x06stderr\"\xb7\x02\n" +
+	"\x06stderr\x18\x03 \x01(\bR\x06stderr\"\xe4\x04\n" +
 	"\x16CreateContainerRequest\x12!\n" +
 	"\fcontainer_id\x18\x01 \x01(\tR\vcontainerId\x12\x1d\n" +
 	"\n" +
@@ -1102,7 +1759,16 @@ const file_agent_proto_rawDesc = "" +
 	"\bhostname\x18\x04 \x01(\tR\bhostname\x124\n" +
 	"\aprocess\x18\x05 \x01(\v2\x1a.gondolin.agent.v1.ProcessR\aprocess\x120\n" +
 	"\x06mounts\x18\x06 \x03(\v2\x18.gondolin.agent.v1.MountR\x06mounts\x12.\n" +
-	"\x05stdio\x18\a \x01(\v2\x18.gondolin.agent.v1.StdioR\x05stdio\"+\n" +
+	"\x05stdio\x18\a \x01(\v2\x18.gondolin.agent.v1.StdioR\x05stdio\x12!\n" +
+	"\fmasked_paths\x18\b \x03(\tR\vmaskedPaths\x12%\n" +
+	"\x0ereadonly_paths\x18\t \x03(\tR\rreadonlyPaths\x12M\n" +
+	"\x06sysctl\x18\n" +
+	" \x03(\v25.gondolin.agent.v1.CreateContainerRequest.SysctlEntryR\x06sysctl\x12%\n" +
+	"\x0eresources_json\x18\v \x01(\fR\rresourcesJson\x120\n" +
+	"\x06shares\x18\f \x03(\v2\x18.gondolin.agent.v1.ShareR\x06shares\x1a9\n" +
+	"\vSysctlEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"+\n" +
 	"\x17CreateContainerResponse\x12\x10\n" +
 	"\x03pid\x18\x01 \x01(\rR\x03pid\"Q\n" +
 	"\x13StartProcessRequest\x12!\n" +
@@ -1123,6 +1789,32 @@ const file_agent_proto_rawDesc = "" +
 	"\x06signal\x18\x03 \x01(\rR\x06signal\x12\x10\n" +
 	"\x03all\x18\x04 \x01(\bR\x03all\";\n" +
 	"\x16DeleteContainerRequest\x12!\n" +
+	"\fcontainer_id\x18\x01 \x01(\tR\vcontainerId\"\xb6\x01\n" +
+	"\x12ExecProcessRequest\x12!\n" +
+	"\fcontainer_id\x18\x01 \x01(\tR\vcontainerId\x12\x17\n" +
+	"\aexec_id\x18\x02 \x01(\tR\x06execId\x124\n" +
+	"\aprocess\x18\x03 \x01(\v2\x1a.gondolin.agent.v1.ProcessR\aprocess\x12.\n" +
+	"\x05stdio\x18\x04 \x01(\v2\x18.gondolin.agent.v1.StdioR\x05stdio\"|\n" +
+	"\x10ResizePtyRequest\x12!\n" +
+	"\fcontainer_id\x18\x01 \x01(\tR\vcontainerId\x12\x17\n" +
+	"\aexec_id\x18\x02 \x01(\tR\x06execId\x12\x14\n" +
+	"\x05width\x18\x03 \x01(\rR\x05width\x12\x16\n" +
+	"\x06height\x18\x04 \x01(\rR\x06height\"9\n" +
+	"\x14ListProcessesRequest\x12!\n" +
+	"\fcontainer_id\x18\x01 \x01(\tR\vcontainerId\"9\n" +
+	"\vProcessInfo\x12\x10\n" +
+	"\x03pid\x18\x01 \x01(\rR\x03pid\x12\x18\n" +
+	"\acommand\x18\x02 \x01(\tR\acommand\"U\n" +
+	"\x15ListProcessesResponse\x12<\n" +
+	"\tprocesses\x18\x01 \x03(\v2\x1e.gondolin.agent.v1.ProcessInfoR\tprocesses\"1\n" +
+	"\fStatsRequest\x12!\n" +
+	"\fcontainer_id\x18\x01 \x01(\tR\vcontainerId\")\n" +
+	"\rStatsResponse\x12\x18\n" +
+	"\ametrics\x18\x01 \x01(\fR\ametrics\"b\n" +
+	"\x16UpdateContainerRequest\x12!\n" +
+	"\fcontainer_id\x18\x01 \x01(\tR\vcontainerId\x12%\n" +
+	"\x0eresources_json\x18\x02 \x01(\fR\rresourcesJson\"-\n" +
+	"\bOOMEvent\x12!\n" +
 	"\fcontainer_id\x18\x01 \x01(\tR\vcontainerId\"\xd2\x01\n" +
 	"\fStreamHeader\x128\n" +
 	"\x04kind\x18\x01 \x01(\x0e2$.gondolin.agent.v1.StreamHeader.KindR\x04kind\x12!\n" +
@@ -1135,7 +1827,7 @@ const file_agent_proto_rawDesc = "" +
 	"\n" +
 	"\x06STDOUT\x10\x03\x12\n" +
 	"\n" +
-	"\x06STDERR\x10\x042\xdf\x04\n" +
+	"\x06STDERR\x10\x042\xc5\b\n" +
 	"\x05Agent\x12A\n" +
 	"\x04Info\x12\x18.gondolin.agent.v1.Empty\x1a\x1f.gondolin.agent.v1.InfoResponse\x12h\n" +
 	"\x0fCreateContainer\x12).gondolin.agent.v1.CreateContainerRequest\x1a*.gondolin.agent.v1.CreateContainerResponse\x12_\n" +
@@ -1143,7 +1835,13 @@ const file_agent_proto_rawDesc = "" +
 	"\vWaitProcess\x12%.gondolin.agent.v1.WaitProcessRequest\x1a&.gondolin.agent.v1.WaitProcessResponse\x12R\n" +
 	"\rSignalProcess\x12'.gondolin.agent.v1.SignalProcessRequest\x1a\x18.gondolin.agent.v1.Empty\x12V\n" +
 	"\x0fDeleteContainer\x12).gondolin.agent.v1.DeleteContainerRequest\x1a\x18.gondolin.agent.v1.Empty\x12>\n" +
-	"\bShutdown\x12\x18.gondolin.agent.v1.Empty\x1a\x18.gondolin.agent.v1.EmptyBCZAgithub.com/earendil-works/gondolin-containerd/guest-agent/api;apib\x06proto3"
+	"\bShutdown\x12\x18.gondolin.agent.v1.Empty\x1a\x18.gondolin.agent.v1.Empty\x12N\n" +
+	"\vExecProcess\x12%.gondolin.agent.v1.ExecProcessRequest\x1a\x18.gondolin.agent.v1.Empty\x12J\n" +
+	"\tResizePty\x12#.gondolin.agent.v1.ResizePtyRequest\x1a\x18.gondolin.agent.v1.Empty\x12b\n" +
+	"\rListProcesses\x12'.gondolin.agent.v1.ListProcessesRequest\x1a(.gondolin.agent.v1.ListProcessesResponse\x12J\n" +
+	"\x05Stats\x12\x1f.gondolin.agent.v1.StatsRequest\x1a .gondolin.agent.v1.StatsResponse\x12V\n" +
+	"\x0fUpdateContainer\x12).gondolin.agent.v1.UpdateContainerRequest\x1a\x18.gondolin.agent.v1.Empty\x12@\n" +
+	"\aWaitOOM\x12\x18.gondolin.agent.v1.Empty\x1a\x1b.gondolin.agent.v1.OOMEventBCZAgithub.com/earendil-works/gondolin-containerd/guest-agent/api;apib\x06proto3"
 
 var (
 	file_agent_proto_rawDescOnce sync.Once
@@ -1158,7 +1856,7 @@ func file_agent_proto_rawDescGZIP() []byte {
 }
 
 var file_agent_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 16)
+var file_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 28)
 var file_agent_proto_goTypes = []any{
 	(StreamHeader_Kind)(0),          // 0: gondolin.agent.v1.StreamHeader.Kind
 	(*Empty)(nil),                   // 1: gondolin.agent.v1.Empty
@@ -1166,44 +1864,74 @@ var file_agent_proto_goTypes = []any{
 	(*User)(nil),                    // 3: gondolin.agent.v1.User
 	(*Rlimit)(nil),                  // 4: gondolin.agent.v1.Rlimit
 	(*Process)(nil),                 // 5: gondolin.agent.v1.Process
-	(*Mount)(nil),                   // 6: gondolin.agent.v1.Mount
-	(*Stdio)(nil),                   // 7: gondolin.agent.v1.Stdio
-	(*CreateContainerRequest)(nil),  // 8: gondolin.agent.v1.CreateContainerRequest
-	(*CreateContainerResponse)(nil), // 9: gondolin.agent.v1.CreateContainerResponse
-	(*StartProcessRequest)(nil),     // 10: gondolin.agent.v1.StartProcessRequest
-	(*StartProcessResponse)(nil),    // 11: gondolin.agent.v1.StartProcessResponse
-	(*WaitProcessRequest)(nil),      // 12: gondolin.agent.v1.WaitProcessRequest
-	(*WaitProcessResponse)(nil),     // 13: gondolin.agent.v1.WaitProcessResponse
-	(*SignalProcessRequest)(nil),    // 14: gondolin.agent.v1.SignalProcessRequest
-	(*DeleteContainerRequest)(nil),  // 15: gondolin.agent.v1.DeleteContainerRequest
-	(*StreamHeader)(nil),            // 16: gondolin.agent.v1.StreamHeader
+	(*Capabilities)(nil),            // 6: gondolin.agent.v1.Capabilities
+	(*Share)(nil),                   // 7: gondolin.agent.v1.Share
+	(*Mount)(nil),                   // 8: gondolin.agent.v1.Mount
+	(*Stdio)(nil),                   // 9: gondolin.agent.v1.Stdio
+	(*CreateContainerRequest)(nil),  // 10: gondolin.agent.v1.CreateContainerRequest
+	(*CreateContainerResponse)(nil), // 11: gondolin.agent.v1.CreateContainerResponse
+	(*StartProcessRequest)(nil),     // 12: gondolin.agent.v1.StartProcessRequest
+	(*StartProcessResponse)(nil),    // 13: gondolin.agent.v1.StartProcessResponse
+	(*WaitProcessRequest)(nil),      // 14: gondolin.agent.v1.WaitProcessRequest
+	(*WaitProcessResponse)(nil),     // 15: gondolin.agent.v1.WaitProcessResponse
+	(*SignalProcessRequest)(nil),    // 16: gondolin.agent.v1.SignalProcessRequest
+	(*DeleteContainerRequest)(nil),  // 17: gondolin.agent.v1.DeleteContainerRequest
+	(*ExecProcessRequest)(nil),      // 18: gondolin.agent.v1.ExecProcessRequest
+	(*ResizePtyRequest)(nil),        // 19: gondolin.agent.v1.ResizePtyRequest
+	(*ListProcessesRequest)(nil),    // 20: gondolin.agent.v1.ListProcessesRequest
+	(*ProcessInfo)(nil),             // 21: gondolin.agent.v1.ProcessInfo
+	(*ListProcessesResponse)(nil),   // 22: gondolin.agent.v1.ListProcessesResponse
+	(*StatsRequest)(nil),            // 23: gondolin.agent.v1.StatsRequest
+	(*StatsResponse)(nil),           // 24: gondolin.agent.v1.StatsResponse
+	(*UpdateContainerRequest)(nil),  // 25: gondolin.agent.v1.UpdateContainerRequest
+	(*OOMEvent)(nil),                // 26: gondolin.agent.v1.OOMEvent
+	(*StreamHeader)(nil),            // 27: gondolin.agent.v1.StreamHeader
+	nil,                             // 28: gondolin.agent.v1.CreateContainerRequest.SysctlEntry
 }
 var file_agent_proto_depIdxs = []int32{
 	3,  // 0: gondolin.agent.v1.Process.user:type_name -> gondolin.agent.v1.User
 	4,  // 1: gondolin.agent.v1.Process.rlimits:type_name -> gondolin.agent.v1.Rlimit
-	5,  // 2: gondolin.agent.v1.CreateContainerRequest.process:type_name -> gondolin.agent.v1.Process
-	6,  // 3: gondolin.agent.v1.CreateContainerRequest.mounts:type_name -> gondolin.agent.v1.Mount
-	7,  // 4: gondolin.agent.v1.CreateContainerRequest.stdio:type_name -> gondolin.agent.v1.Stdio
-	0,  // 5: gondolin.agent.v1.StreamHeader.kind:type_name -> gondolin.agent.v1.StreamHeader.Kind
-	1,  // 6: gondolin.agent.v1.Agent.Info:input_type -> gondolin.agent.v1.Empty
-	8,  // 7: gondolin.agent.v1.Agent.CreateContainer:input_type -> gondolin.agent.v1.CreateContainerRequest
-	10, // 8: gondolin.agent.v1.Agent.StartProcess:input_type -> gondolin.agent.v1.StartProcessRequest
-	12, // 9: gondolin.agent.v1.Agent.WaitProcess:input_type -> gondolin.agent.v1.WaitProcessRequest
-	14, // 10: gondolin.agent.v1.Agent.SignalProcess:input_type -> gondolin.agent.v1.SignalProcessRequest
-	15, // 11: gondolin.agent.v1.Agent.DeleteContainer:input_type -> gondolin.agent.v1.DeleteContainerRequest
-	1,  // 12: gondolin.agent.v1.Agent.Shutdown:input_type -> gondolin.agent.v1.Empty
-	2,  // 13: gondolin.agent.v1.Agent.Info:output_type -> gondolin.agent.v1.InfoResponse
-	9,  // 14: gondolin.agent.v1.Agent.CreateContainer:output_type -> gondolin.agent.v1.CreateContainerResponse
-	11, // 15: gondolin.agent.v1.Agent.StartProcess:output_type -> gondolin.agent.v1.StartProcessResponse
-	13, // 16: gondolin.agent.v1.Agent.WaitProcess:output_type -> gondolin.agent.v1.WaitProcessResponse
-	1,  // 17: gondolin.agent.v1.Agent.SignalProcess:output_type -> gondolin.agent.v1.Empty
-	1,  // 18: gondolin.agent.v1.Agent.DeleteContainer:output_type -> gondolin.agent.v1.Empty
-	1,  // 19: gondolin.agent.v1.Agent.Shutdown:output_type -> gondolin.agent.v1.Empty
-	13, // [13:20] is the sub-list for method output_type
-	6,  // [6:13] is the sub-list for method input_type
-	6,  // [6:6] is the sub-list for extension type_name
-	6,  // [6:6] is the sub-list for extension extendee
-	0,  // [0:6] is the sub-list for field type_name
+	6,  // 2: gondolin.agent.v1.Process.capabilities:type_name -> gondolin.agent.v1.Capabilities
+	5,  // 3: gondolin.agent.v1.CreateContainerRequest.process:type_name -> gondolin.agent.v1.Process
+	8,  // 4: gondolin.agent.v1.CreateContainerRequest.mounts:type_name -> gondolin.agent.v1.Mount
+	9,  // 5: gondolin.agent.v1.CreateContainerRequest.stdio:type_name -> gondolin.agent.v1.Stdio
+	28, // 6: gondolin.agent.v1.CreateContainerRequest.sysctl:type_name -> gondolin.agent.v1.CreateContainerRequest.SysctlEntry
+	7,  // 7: gondolin.agent.v1.CreateContainerRequest.shares:type_name -> gondolin.agent.v1.Share
+	5,  // 8: gondolin.agent.v1.ExecProcessRequest.process:type_name -> gondolin.agent.v1.Process
+	9,  // 9: gondolin.agent.v1.ExecProcessRequest.stdio:type_name -> gondolin.agent.v1.Stdio
+	21, // 10: gondolin.agent.v1.ListProcessesResponse.processes:type_name -> gondolin.agent.v1.ProcessInfo
+	0,  // 11: gondolin.agent.v1.StreamHeader.kind:type_name -> gondolin.agent.v1.StreamHeader.Kind
+	1,  // 12: gondolin.agent.v1.Agent.Info:input_type -> gondolin.agent.v1.Empty
+	10, // 13: gondolin.agent.v1.Agent.CreateContainer:input_type -> gondolin.agent.v1.CreateContainerRequest
+	12, // 14: gondolin.agent.v1.Agent.StartProcess:input_type -> gondolin.agent.v1.StartProcessRequest
+	14, // 15: gondolin.agent.v1.Agent.WaitProcess:input_type -> gondolin.agent.v1.WaitProcessRequest
+	16, // 16: gondolin.agent.v1.Agent.SignalProcess:input_type -> gondolin.agent.v1.SignalProcessRequest
+	17, // 17: gondolin.agent.v1.Agent.DeleteContainer:input_type -> gondolin.agent.v1.DeleteContainerRequest
+	1,  // 18: gondolin.agent.v1.Agent.Shutdown:input_type -> gondolin.agent.v1.Empty
+	18, // 19: gondolin.agent.v1.Agent.ExecProcess:input_type -> gondolin.agent.v1.ExecProcessRequest
+	19, // 20: gondolin.agent.v1.Agent.ResizePty:input_type -> gondolin.agent.v1.ResizePtyRequest
+	20, // 21: gondolin.agent.v1.Agent.ListProcesses:input_type -> gondolin.agent.v1.ListProcessesRequest
+	23, // 22: gondolin.agent.v1.Agent.Stats:input_type -> gondolin.agent.v1.StatsRequest
+	25, // 23: gondolin.agent.v1.Agent.UpdateContainer:input_type -> gondolin.agent.v1.UpdateContainerRequest
+	1,  // 24: gondolin.agent.v1.Agent.WaitOOM:input_type -> gondolin.agent.v1.Empty
+	2,  // 25: gondolin.agent.v1.Agent.Info:output_type -> gondolin.agent.v1.InfoResponse
+	11, // 26: gondolin.agent.v1.Agent.CreateContainer:output_type -> gondolin.agent.v1.CreateContainerResponse
+	13, // 27: gondolin.agent.v1.Agent.StartProcess:output_type -> gondolin.agent.v1.StartProcessResponse
+	15, // 28: gondolin.agent.v1.Agent.WaitProcess:output_type -> gondolin.agent.v1.WaitProcessResponse
+	1,  // 29: gondolin.agent.v1.Agent.SignalProcess:output_type -> gondolin.agent.v1.Empty
+	1,  // 30: gondolin.agent.v1.Agent.DeleteContainer:output_type -> gondolin.agent.v1.Empty
+	1,  // 31: gondolin.agent.v1.Agent.Shutdown:output_type -> gondolin.agent.v1.Empty
+	1,  // 32: gondolin.agent.v1.Agent.ExecProcess:output_type -> gondolin.agent.v1.Empty
+	1,  // 33: gondolin.agent.v1.Agent.ResizePty:output_type -> gondolin.agent.v1.Empty
+	22, // 34: gondolin.agent.v1.Agent.ListProcesses:output_type -> gondolin.agent.v1.ListProcessesResponse
+	24, // 35: gondolin.agent.v1.Agent.Stats:output_type -> gondolin.agent.v1.StatsResponse
+	1,  // 36: gondolin.agent.v1.Agent.UpdateContainer:output_type -> gondolin.agent.v1.Empty
+	26, // 37: gondolin.agent.v1.Agent.WaitOOM:output_type -> gondolin.agent.v1.OOMEvent
+	25, // [25:38] is the sub-list for method output_type
+	12, // [12:25] is the sub-list for method input_type
+	12, // [12:12] is the sub-list for extension type_name
+	12, // [12:12] is the sub-list for extension extendee
+	0,  // [0:12] is the sub-list for field type_name
 }
 
 func init() { file_agent_proto_init() }
@@ -1217,7 +1945,7 @@ func file_agent_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_agent_proto_rawDesc), len(file_agent_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   16,
+			NumMessages:   28,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
