@@ -94,11 +94,29 @@ var guestFilesystems = map[string]bool{
 	"mqueue": true, "cgroup": true, "cgroup2": true,
 }
 
-// GuestContainer translates the spec into the agent's create request.
-func GuestContainer(id string, s *specs.Spec) (*api.CreateContainerRequest, error) {
+// BindsTag is the virtio-fs tag of the share that carries a container's
+// host bind mounts; the agent mounts share TAG at SharesDir/TAG.
+const (
+	BindsTag  = "binds"
+	SharesDir = "/run/gondolin/shares"
+)
+
+// HostBind is a host path a container bind-mounts. The runtime mounts
+// Source at <binds share>/Name on the host (read-only there when Readonly,
+// so a guest cannot remount its way to writing it) and the guest binds
+// that entry onto the container's destination.
+type HostBind struct {
+	Name     string
+	Source   string
+	Readonly bool
+}
+
+// GuestContainer translates the spec into the agent's create request and
+// the host bind mounts the runtime must share into the guest.
+func GuestContainer(id string, s *specs.Spec) (*api.CreateContainerRequest, []HostBind, error) {
 	proc, err := GuestProcess(s.Process)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	req := &api.CreateContainerRequest{
 		ContainerId: id,
@@ -109,25 +127,57 @@ func GuestContainer(id string, s *specs.Spec) (*api.CreateContainerRequest, erro
 	if s.Root != nil {
 		req.RootfsReadonly = s.Root.Readonly
 	}
+	var binds []HostBind
 	for _, m := range s.Mounts {
-		typ := m.Type
-		if typ == "" && hasOption(m.Options, "bind", "rbind") {
-			typ = "bind"
-		}
-		if !guestFilesystems[typ] {
-			return nil, fmt.Errorf("mount of %s (type %q, source %q) is not supported yet: a container may use only proc, sysfs, tmpfs, devpts, mqueue and cgroup mounts; host bind mounts are a known limit (docs/limits.md)", m.Destination, typ, m.Source)
-		}
 		if !filepath.IsAbs(m.Destination) {
-			return nil, fmt.Errorf("mount destination %q is not an absolute path", m.Destination)
+			return nil, nil, fmt.Errorf("mount destination %q is not an absolute path", m.Destination)
 		}
-		req.Mounts = append(req.Mounts, &api.Mount{
-			Destination: filepath.Clean(m.Destination),
-			Type:        typ,
-			Source:      m.Source,
-			Options:     m.Options,
-		})
+		typ := m.Type
+		if typ == "" || typ == "none" {
+			if hasOption(m.Options, "bind", "rbind") {
+				typ = "bind"
+			}
+		}
+		switch {
+		case guestFilesystems[typ]:
+			req.Mounts = append(req.Mounts, &api.Mount{
+				Destination: filepath.Clean(m.Destination),
+				Type:        typ,
+				Source:      m.Source,
+				Options:     m.Options,
+			})
+		case typ == "bind":
+			if !filepath.IsAbs(m.Source) {
+				return nil, nil, fmt.Errorf("bind mount of %s: source %q is not an absolute host path", m.Destination, m.Source)
+			}
+			b := HostBind{Name: fmt.Sprint(len(binds)), Source: m.Source, Readonly: hasOption(m.Options, "ro")}
+			binds = append(binds, b)
+			req.Mounts = append(req.Mounts, &api.Mount{
+				Destination: filepath.Clean(m.Destination),
+				Type:        "bind",
+				Source:      filepath.Join(SharesDir, BindsTag, b.Name),
+				Options:     m.Options,
+			})
+		default:
+			return nil, nil, fmt.Errorf("mount of %s has type %q, which a VM guest cannot provide: accepted are bind mounts of host paths and proc, sysfs, tmpfs, devpts, mqueue, cgroup", m.Destination, m.Type)
+		}
 	}
-	return req, nil
+	if len(binds) > 0 {
+		req.Shares = append(req.Shares, &api.Share{Tag: BindsTag})
+	}
+	if l := s.Linux; l != nil {
+		req.MaskedPaths = l.MaskedPaths
+		req.ReadonlyPaths = l.ReadonlyPaths
+		req.Sysctl = l.Sysctl
+		if l.Resources != nil {
+			b, err := json.Marshal(l.Resources)
+			if err != nil {
+				return nil, nil, fmt.Errorf("encode resources: %w", err)
+			}
+			req.ResourcesJson = b
+		}
+	}
+	return req, binds, nil
 }
 
 // GuestProcess translates an OCI process.
@@ -156,6 +206,12 @@ func GuestProcess(p *specs.Process) (*api.Process, error) {
 			Gid:            p.User.GID,
 			AdditionalGids: p.User.AdditionalGids,
 		},
+	}
+	if c := p.Capabilities; c != nil {
+		out.Capabilities = &api.Capabilities{
+			Bounding: c.Bounding, Effective: c.Effective, Inheritable: c.Inheritable,
+			Permitted: c.Permitted, Ambient: c.Ambient,
+		}
 	}
 	if p.User.Umask != nil {
 		out.User.Umask, out.User.HasUmask = *p.User.Umask, true

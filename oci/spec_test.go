@@ -63,7 +63,7 @@ func TestGuestContainer(t *testing.T) {
 			{Destination: "/dev/pts/", Type: "devpts", Source: "devpts", Options: []string{"newinstance"}},
 		},
 	}
-	req, err := GuestContainer("c1", s)
+	req, _, err := GuestContainer("c1", s)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -84,18 +84,23 @@ func TestGuestContainerRejects(t *testing.T) {
 		return &specs.Spec{Process: &specs.Process{Args: []string{"true"}}}
 	}
 	bind := base()
-	bind.Mounts = []specs.Mount{{Destination: "/data", Source: "/srv", Options: []string{"rbind"}}}
-	if _, err := GuestContainer("c", bind); err == nil || !strings.Contains(err.Error(), `mount of /data (type "bind"`) {
-		t.Errorf("bind mount: %v", err)
+	bind.Mounts = []specs.Mount{{Destination: "/data", Source: "relative", Options: []string{"rbind"}}}
+	if _, _, err := GuestContainer("c", bind); err == nil || !strings.Contains(err.Error(), "not an absolute host path") {
+		t.Errorf("relative bind source: %v", err)
+	}
+	odd := base()
+	odd.Mounts = []specs.Mount{{Destination: "/x", Type: "nfs", Source: "srv:/x"}}
+	if _, _, err := GuestContainer("c", odd); err == nil || !strings.Contains(err.Error(), `type "nfs"`) {
+		t.Errorf("nfs mount: %v", err)
 	}
 	rel := base()
 	rel.Process.Cwd = "work"
-	if _, err := GuestContainer("c", rel); err == nil || !strings.Contains(err.Error(), "not an absolute path") {
+	if _, _, err := GuestContainer("c", rel); err == nil || !strings.Contains(err.Error(), "not an absolute path") {
 		t.Errorf("relative cwd: %v", err)
 	}
 	noargs := base()
 	noargs.Process.Args = nil
-	if _, err := GuestContainer("c", noargs); err == nil {
+	if _, _, err := GuestContainer("c", noargs); err == nil {
 		t.Error("empty args accepted")
 	}
 }
@@ -108,5 +113,40 @@ func TestReadSpec(t *testing.T) {
 	os.WriteFile(filepath.Join(dir, "config.json"), []byte(`{"process":{"args":["true"]}}`), 0o644)
 	if s, err := ReadSpec(dir); err != nil || s.Process.Args[0] != "true" {
 		t.Fatalf("ReadSpec: %v %v", s, err)
+	}
+}
+
+func TestGuestContainerBindsAndSecurity(t *testing.T) {
+	s := &specs.Spec{
+		Process: &specs.Process{Args: []string{"true"}, Capabilities: &specs.LinuxCapabilities{Bounding: []string{"CAP_CHOWN"}}},
+		Mounts: []specs.Mount{
+			{Destination: "/data", Type: "bind", Source: "/srv/data", Options: []string{"rbind", "ro"}},
+			{Destination: "/etc/hosts", Source: "/var/lib/x/hosts", Options: []string{"bind"}},
+		},
+		Linux: &specs.Linux{
+			MaskedPaths:   []string{"/proc/kcore"},
+			ReadonlyPaths: []string{"/proc/sys"},
+			Sysctl:        map[string]string{"net.ipv4.ip_forward": "1"},
+			Resources:     &specs.LinuxResources{Pids: &specs.LinuxPids{Limit: i64(64)}},
+		},
+	}
+	req, binds, err := GuestContainer("c", s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(binds) != 2 || binds[0] != (HostBind{Name: "0", Source: "/srv/data", Readonly: true}) || binds[1].Readonly {
+		t.Fatalf("binds = %+v", binds)
+	}
+	if req.Mounts[0].Source != "/run/gondolin/shares/binds/0" || req.Mounts[1].Source != "/run/gondolin/shares/binds/1" || req.Mounts[1].Type != "bind" {
+		t.Fatalf("guest mounts = %v", req.Mounts)
+	}
+	if len(req.Shares) != 1 || req.Shares[0].Tag != BindsTag {
+		t.Fatalf("shares = %v", req.Shares)
+	}
+	if req.Process.Capabilities.Bounding[0] != "CAP_CHOWN" || req.MaskedPaths[0] != "/proc/kcore" || req.Sysctl["net.ipv4.ip_forward"] != "1" {
+		t.Fatalf("security settings lost: %v", req)
+	}
+	if !strings.Contains(string(req.ResourcesJson), `"limit":64`) {
+		t.Fatalf("resources = %s", req.ResourcesJson)
 	}
 }

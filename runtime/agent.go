@@ -7,6 +7,7 @@ import (
 	"net"
 	"time"
 
+	"github.com/containerd/errdefs/pkg/errgrpc"
 	"github.com/containerd/log"
 	"github.com/containerd/ttrpc"
 	"github.com/hashicorp/yamux"
@@ -92,4 +93,13 @@ func (a *agentConn) openStdio(kind api.StreamHeader_Kind, containerID, execID st
 func (a *agentConn) Close() error {
 	a.client.Close()
 	return a.session.Close()
+}
+
+// agentError turns the agent's status errors into containerd's error kinds
+// (not found, failed precondition, ...), keeping the agent's message.
+func agentError(err error) error {
+	if err == nil {
+		return nil
+	}
+	return errgrpc.ToNative(err)
 }

@@ -2,6 +2,7 @@ package runtime
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -12,6 +13,7 @@ import (
 	"github.com/containerd/containerd/v2/core/mount"
 	"github.com/containerd/errdefs"
 	"github.com/containerd/log"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
 
 	"github.com/earendil-works/gondolin-containerd/guest-agent/api"
@@ -30,11 +32,16 @@ type CreateOpts struct {
 
 // Container is a container running in its own sandbox.
 type Container struct {
-	ID     string
-	Bundle string
-	rt     *Runtime
-	sb     *sandbox
-	init   *Process
+	ID        string
+	Bundle    string
+	rt        *Runtime
+	sb        *sandbox
+	init      *Process
+	memoryMiB uint64
+
+	mu       sync.Mutex
+	execs    map[string]*Process
+	isPaused bool
 
 	// stopping is closed when Delete tears the sandbox down on purpose.
 	stopping     chan struct{}
@@ -56,7 +63,7 @@ func (r *Runtime) Create(ctx context.Context, opts CreateOpts) (_ *Container, re
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", err, errdefs.ErrInvalidArgument)
 	}
-	req, err := oci.GuestContainer(opts.ID, spec)
+	req, binds, err := oci.GuestContainer(opts.ID, spec)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", err, errdefs.ErrInvalidArgument)
 	}
@@ -71,14 +78,17 @@ func (r *Runtime) Create(ctx context.Context, opts CreateOpts) (_ *Container, re
 		return nil, fmt.Errorf("create state directory: %w", err)
 	}
 	st := &persistedState{Bundle: opts.Bundle}
-	c := &Container{ID: opts.ID, Bundle: opts.Bundle, rt: r, stopping: make(chan struct{})}
+	c := &Container{
+		ID: opts.ID, Bundle: opts.Bundle, rt: r, memoryMiB: memMiB,
+		execs: map[string]*Process{}, stopping: make(chan struct{}),
+	}
 	var undo []func()
 	defer func() {
 		if retErr != nil {
 			for i := len(undo) - 1; i >= 0; i-- {
 				undo[i]()
 			}
-			_ = os.RemoveAll(stateDir)
+			_ = Cleanup(context.WithoutCancel(ctx), r.cfg.StateRoot, r.cfg.Namespace, opts.ID)
 		}
 	}()
 
@@ -87,25 +97,37 @@ func (r *Runtime) Create(ctx context.Context, opts CreateOpts) (_ *Container, re
 		if err := os.MkdirAll(rootfs, 0o711); err != nil {
 			return nil, fmt.Errorf("create rootfs mountpoint: %w", err)
 		}
-		if err := mount.All(opts.Rootfs, rootfs); err != nil {
-			return nil, fmt.Errorf("mount container rootfs: %w", err)
-		}
+		// Recorded first: a crash mid-mount still gets unmounted.
 		st.RootfsMounted = rootfs
-		undo = append(undo, func() { _ = unmountRootfs(rootfs) })
 		if err := writeState(stateDir, st); err != nil {
 			return nil, err
 		}
+		if err := mount.All(opts.Rootfs, rootfs); err != nil {
+			return nil, fmt.Errorf("mount container rootfs: %w", err)
+		}
+		undo = append(undo, func() { _ = unmountRootfs(rootfs) })
 	} else if spec.Root != nil && spec.Root.Path != "" {
 		rootfs = spec.Root.Path
 		if !filepath.IsAbs(rootfs) {
 			rootfs = filepath.Join(opts.Bundle, rootfs)
 		}
 	}
+	shares := []share{{tag: oci.RootfsTag, dir: rootfs}}
+	if len(binds) > 0 {
+		st.BindsDir = filepath.Join(stateDir, "binds")
+		if err := writeState(stateDir, st); err != nil {
+			return nil, err
+		}
+		if err := prepareBinds(st.BindsDir, binds); err != nil {
+			return nil, err
+		}
+		shares = append(shares, share{tag: oci.BindsTag, dir: st.BindsDir})
+	}
 
 	sb, err := startSandbox(ctx, sandboxConfig{
 		id:        opts.ID,
 		stateDir:  stateDir,
-		sharedDir: rootfs,
+		shares:    shares,
 		console:   filepath.Join(opts.Bundle, "console.log"),
 		memoryMiB: memMiB,
 		cpus:      cpus,
@@ -126,22 +148,21 @@ func (r *Runtime) Create(ctx context.Context, opts CreateOpts) (_ *Container, re
 	if req.Stdio, err = c.init.attachStdio(sb.agent); err != nil {
 		return nil, err
 	}
-	if _, err := sb.agent.CreateContainer(ctx, req); err != nil {
-		return nil, fmt.Errorf("create container in the guest: %w", err)
+	resp, err := sb.agent.CreateContainer(ctx, req)
+	if err != nil {
+		return nil, fmt.Errorf("create container in the guest: %w", agentError(err))
 	}
+	c.init.guestPid = resp.Pid
 	go c.init.wait(sb.agent)
 	go c.watchVM()
+	go c.watchAgent()
+	go c.watchOOM()
 
 	c.cleanup = func(ctx context.Context) error {
 		c.stoppingOnce.Do(func() { close(c.stopping) })
 		sb.stop(ctx, 3*time.Second)
 		hio.Close()
-		var errs []error
-		if st.RootfsMounted != "" {
-			errs = append(errs, unmountRootfs(st.RootfsMounted))
-		}
-		errs = append(errs, os.RemoveAll(stateDir))
-		return errors.Join(errs...)
+		return Cleanup(ctx, r.cfg.StateRoot, r.cfg.Namespace, opts.ID)
 	}
 	r.mu.Lock()
 	r.containers[opts.ID] = c
@@ -162,11 +183,92 @@ func (c *Container) watchVM() {
 	c.sb.agent.Close()
 }
 
+// Agent liveness: a guest whose agent stops answering (a wedged kernel, a
+// VMM stuck outside QMP) must become an exit, not a hang.
+const (
+	heartbeatInterval = 5 * time.Second
+	heartbeatTimeout  = 10 * time.Second
+	heartbeatMisses   = 3
+)
+
+// watchAgent pings the agent while the VM runs; after heartbeatMisses
+// missed answers in a row it kills the VM, which ends the processes.
+func (c *Container) watchAgent() {
+	misses := 0
+	tick := time.NewTicker(heartbeatInterval)
+	defer tick.Stop()
+	for {
+		select {
+		case <-c.stopping:
+			return
+		case <-c.sb.vm.Done():
+			return
+		case <-tick.C:
+		}
+		if c.paused() {
+			misses = 0
+			continue
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), heartbeatTimeout)
+		_, err := c.sb.agent.Info(ctx, &api.Empty{})
+		cancel()
+		if err == nil || c.paused() {
+			misses = 0
+			continue
+		}
+		misses++
+		log.L.WithError(err).WithField("container", c.ID).Warnf("guest agent did not answer (%d/%d)", misses, heartbeatMisses)
+		if misses >= heartbeatMisses {
+			log.L.WithField("container", c.ID).Errorf("guest agent unresponsive for %s: stopping the VM", heartbeatMisses*heartbeatInterval)
+			c.sb.vm.Stop(context.Background(), 0)
+			return
+		}
+	}
+}
+
+// watchOOM reports the guest kernel's OOM kills in the container.
+func (c *Container) watchOOM() {
+	for {
+		ctx, cancel := context.WithCancel(context.Background())
+		go func() {
+			select {
+			case <-c.stopping:
+			case <-c.sb.vm.Done():
+			}
+			cancel()
+		}()
+		ev, err := c.sb.agent.WaitOOM(ctx, &api.Empty{})
+		cancel()
+		if err != nil {
+			select {
+			case <-c.stopping:
+				return
+			case <-c.sb.vm.Done():
+				return
+			case <-time.After(time.Second):
+				// A transient error (or an agent without OOM support):
+				// try again rather than lose OOM events.
+				log.L.WithError(err).WithField("container", c.ID).Debug("wait for OOM events")
+				continue
+			}
+		}
+		if ev.ContainerId == c.ID {
+			c.rt.cfg.OnOOM(c.ID)
+		}
+	}
+}
+
 func (c *Container) pid() uint32 {
 	if c.sb == nil || c.sb.vm == nil {
 		return 0
 	}
 	return uint32(c.sb.vm.Pid())
+}
+
+func (c *Container) paused() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.isPaused
 }
 
 // Accelerator is how the container's VM runs (kvm or tcg).
@@ -177,30 +279,193 @@ func (c *Container) Process(execID string) (*Process, error) {
 	if execID == "" {
 		return c.init, nil
 	}
-	return nil, fmt.Errorf("exec %s in %s: %w", execID, c.ID, errdefs.ErrNotFound)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	p, ok := c.execs[execID]
+	if !ok {
+		return nil, fmt.Errorf("exec %s in %s: %w", execID, c.ID, errdefs.ErrNotFound)
+	}
+	return p, nil
+}
+
+// State reports a process's state; the init process for execID "".
+func (c *Container) State(execID string) (State, error) {
+	p, err := c.Process(execID)
+	if err != nil {
+		return State{}, err
+	}
+	return p.State(), nil
 }
 
 // Start lets the init process run.
 func (c *Container) Start(ctx context.Context) (uint32, error) {
-	p := c.init
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.status != StatusCreated {
-		return 0, fmt.Errorf("container %s is %s, not created: %w", c.ID, p.status, errdefs.ErrFailedPrecondition)
+	return c.init.Start(ctx)
+}
+
+// Exec prepares another process in the container; Start runs it.
+func (c *Container) Exec(ctx context.Context, execID string, spec *specs.Process, stdio Stdio) (_ *Process, retErr error) {
+	if execID == "" {
+		return nil, fmt.Errorf("an exec needs an ID: %w", errdefs.ErrInvalidArgument)
 	}
-	if _, err := c.sb.agent.StartProcess(ctx, &api.StartProcessRequest{ContainerId: c.ID}); err != nil {
-		return 0, fmt.Errorf("start %s: %w", c.ID, err)
+	if st := c.init.State(); st.Status == StatusStopped {
+		return nil, fmt.Errorf("container %s is not running (its process exited with status %d): cannot exec in it: %w", c.ID, st.ExitStatus, errdefs.ErrFailedPrecondition)
 	}
-	p.status = StatusRunning
-	return c.pid(), nil
+	proc, err := oci.GuestProcess(spec)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", err, errdefs.ErrInvalidArgument)
+	}
+	c.mu.Lock()
+	if _, ok := c.execs[execID]; ok {
+		c.mu.Unlock()
+		return nil, fmt.Errorf("exec %s in %s: %w", execID, c.ID, errdefs.ErrAlreadyExists)
+	}
+	c.execs[execID] = nil // reserved while it is being set up
+	c.mu.Unlock()
+	defer func() {
+		if retErr != nil {
+			c.mu.Lock()
+			delete(c.execs, execID)
+			c.mu.Unlock()
+		}
+	}()
+
+	hio, err := openHostIO(ctx, c.ID, c.rt.cfg.Namespace, stdio)
+	if err != nil {
+		return nil, err
+	}
+	p := newProcess(c, execID, stdio, hio)
+	want, err := p.attachStdio(c.sb.agent)
+	if err != nil {
+		hio.Close()
+		return nil, err
+	}
+	if _, err := c.sb.agent.ExecProcess(ctx, &api.ExecProcessRequest{ContainerId: c.ID, ExecId: execID, Process: proc, Stdio: want}); err != nil {
+		p.CloseStdin()
+		hio.Close()
+		return nil, fmt.Errorf("exec in %s: %w", c.ID, agentError(err))
+	}
+	go p.wait(c.sb.agent)
+	c.mu.Lock()
+	c.execs[execID] = p
+	c.mu.Unlock()
+	return p, nil
+}
+
+// DeleteExec removes a stopped exec process.
+func (c *Container) DeleteExec(ctx context.Context, execID string) (Exit, error) {
+	p, err := c.Process(execID)
+	if err != nil {
+		return Exit{}, err
+	}
+	st := p.State()
+	if st.Status == StatusRunning || st.Status == StatusPaused {
+		return Exit{}, fmt.Errorf("exec %s is running; stop it first: %w", execID, errdefs.ErrFailedPrecondition)
+	}
+	if st.Status == StatusCreated {
+		_ = p.Kill(ctx, uint32(unix.SIGKILL), false)
+	}
+	exit, err := p.Wait(ctx)
+	if err != nil {
+		return Exit{}, err
+	}
+	p.io.Close()
+	c.mu.Lock()
+	delete(c.execs, execID)
+	c.mu.Unlock()
+	return exit, nil
+}
+
+// Pause stops the VM's vCPUs.
+func (c *Container) Pause(ctx context.Context) error {
+	// Read the state before taking c.mu: State takes the process lock and
+	// then c.mu.
+	if st := c.init.State(); st.Status != StatusRunning {
+		return fmt.Errorf("container %s is %s: only a running container can be paused: %w", c.ID, st.Status, errdefs.ErrFailedPrecondition)
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.isPaused {
+		return nil
+	}
+	if err := c.sb.vm.Pause(ctx); err != nil {
+		return fmt.Errorf("pause %s: %w", c.ID, err)
+	}
+	c.isPaused = true
+	return nil
+}
+
+// Resume lets a paused VM run again.
+func (c *Container) Resume(ctx context.Context) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !c.isPaused {
+		return nil
+	}
+	if err := c.sb.vm.Resume(ctx); err != nil {
+		return fmt.Errorf("resume %s: %w", c.ID, err)
+	}
+	c.isPaused = false
+	return nil
+}
+
+// ProcessInfo is one process of the container as the guest sees it.
+type ProcessInfo struct {
+	Pid     uint32
+	Command string
+}
+
+// Pids lists the container's processes (guest PIDs).
+func (c *Container) Pids(ctx context.Context) ([]ProcessInfo, error) {
+	resp, err := c.sb.agent.ListProcesses(ctx, &api.ListProcessesRequest{ContainerId: c.ID})
+	if err != nil {
+		return nil, fmt.Errorf("list processes of %s: %w", c.ID, agentError(err))
+	}
+	out := make([]ProcessInfo, 0, len(resp.Processes))
+	for _, p := range resp.Processes {
+		out = append(out, ProcessInfo{Pid: p.Pid, Command: p.Command})
+	}
+	return out, nil
+}
+
+// StatsTypeURL is the type of the bytes Stats returns.
+const StatsTypeURL = "io.containerd.cgroups.v2.Metrics"
+
+// Stats returns the container's cgroup v2 metrics measured in the guest,
+// proto-encoded as StatsTypeURL.
+func (c *Container) Stats(ctx context.Context) ([]byte, error) {
+	resp, err := c.sb.agent.Stats(ctx, &api.StatsRequest{ContainerId: c.ID})
+	if err != nil {
+		return nil, fmt.Errorf("stats of %s: %w", c.ID, agentError(err))
+	}
+	return resp.Metrics, nil
+}
+
+// Update changes the container's resource limits inside the guest. The VM
+// itself keeps the memory and vCPUs it booted with.
+func (c *Container) Update(ctx context.Context, res *specs.LinuxResources) error {
+	if res == nil {
+		return nil
+	}
+	if m := res.Memory; m != nil && m.Limit != nil && *m.Limit > 0 && uint64(*m.Limit)>>20 > c.memoryMiB {
+		return fmt.Errorf("memory limit of %d MiB exceeds the %d MiB the VM of %s was booted with; the VM size is fixed at create (set io.gondolin.vm.memory or a larger limit at create): %w",
+			uint64(*m.Limit)>>20, c.memoryMiB, c.ID, errdefs.ErrInvalidArgument)
+	}
+	b, err := json.Marshal(res)
+	if err != nil {
+		return fmt.Errorf("encode resources: %w", err)
+	}
+	if _, err := c.sb.agent.UpdateContainer(ctx, &api.UpdateContainerRequest{ContainerId: c.ID, ResourcesJson: b}); err != nil {
+		return fmt.Errorf("update %s: %w", c.ID, agentError(err))
+	}
+	return nil
 }
 
 // Delete removes the container once its init process has stopped (or never
-// started): the VM, its file server, mounts and state go with it.
+// started): the VM, its file servers, mounts and state go with it.
 func (c *Container) Delete(ctx context.Context) (Exit, error) {
 	p := c.init
 	st := p.State()
-	if st.Status == StatusRunning {
+	if st.Status == StatusRunning || st.Status == StatusPaused {
 		return Exit{}, fmt.Errorf("container %s is running; stop it first: %w", c.ID, errdefs.ErrFailedPrecondition)
 	}
 	if st.Status == StatusCreated {
@@ -208,6 +473,13 @@ func (c *Container) Delete(ctx context.Context) (Exit, error) {
 		p.setExited(128+uint32(unix.SIGKILL), time.Now())
 	}
 	err := c.cleanup(ctx)
+	c.mu.Lock()
+	for _, e := range c.execs {
+		if e != nil {
+			e.io.Close()
+		}
+	}
+	c.mu.Unlock()
 	c.rt.remove(c.ID)
 	exit, _ := p.Wait(ctx)
 	if err != nil {
@@ -217,17 +489,8 @@ func (c *Container) Delete(ctx context.Context) (Exit, error) {
 }
 
 func unmountRootfs(target string) error {
-	if err := mount.UnmountRecursive(target, unix.MNT_DETACH); err != nil {
+	if err := mount.UnmountRecursive(target, unix.MNT_DETACH); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return fmt.Errorf("unmount rootfs %s: %w", target, err)
 	}
 	return nil
-}
-
-// State reports a process's state; the init process for execID "".
-func (c *Container) State(execID string) State {
-	p, err := c.Process(execID)
-	if err != nil {
-		return State{}
-	}
-	return p.State()
 }

@@ -22,10 +22,11 @@ const (
 	StatusCreated Status = iota
 	StatusRunning
 	StatusStopped
+	StatusPaused
 )
 
 func (s Status) String() string {
-	return [...]string{"created", "running", "stopped"}[s]
+	return [...]string{"created", "running", "stopped", "paused"}[s]
 }
 
 // State is a snapshot of a process.
@@ -43,6 +44,11 @@ type Process struct {
 	execID string
 	stdio  Stdio
 	io     *hostIO
+	// guestPid is the process's PID inside the guest.
+	guestPid uint32
+	// stdinStream is the guest end of stdin, closed by CloseIO.
+	stdinStream net.Conn
+	stdinOnce   sync.Once
 	// copies counts host-side output copies still running.
 	copies sync.WaitGroup
 
@@ -81,12 +87,13 @@ func (p *Process) attachStdio(agent *agentConn) (_ *api.Stdio, retErr error) {
 			return nil, err
 		}
 		want.Stdin = true
+		p.stdinStream = s
 		go func() {
 			// A closed stream (the process exited) ends the copy too.
 			if _, err := io.Copy(s, p.io.stdin); err != nil {
 				log.L.WithError(err).Debug("stdin copy")
 			}
-			s.Close()
+			p.CloseStdin()
 		}()
 	}
 	for _, out := range []struct {
@@ -134,6 +141,15 @@ func (p *Process) wait(agent *agentConn) {
 	p.setExited(status, exitedAt)
 }
 
+// CloseStdin ends the process's stdin: the guest sees EOF.
+func (p *Process) CloseStdin() {
+	p.stdinOnce.Do(func() {
+		if p.stdinStream != nil {
+			p.stdinStream.Close()
+		}
+	})
+}
+
 func (p *Process) setExited(status uint32, at time.Time) {
 	p.mu.Lock()
 	if p.status == StatusStopped {
@@ -141,7 +157,7 @@ func (p *Process) setExited(status uint32, at time.Time) {
 		return
 	}
 	p.status = StatusStopped
-	p.exit = Exit{ContainerID: p.c.ID, ExecID: p.execID, Pid: p.c.pid(), Status: status, ExitedAt: at}
+	p.exit = Exit{ContainerID: p.c.ID, ExecID: p.execID, Pid: p.pid(), Status: status, ExitedAt: at}
 	exit := p.exit
 	close(p.exited)
 	p.mu.Unlock()
@@ -152,7 +168,46 @@ func (p *Process) setExited(status uint32, at time.Time) {
 func (p *Process) State() State {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return State{Status: p.status, Pid: p.c.pid(), Stdio: p.stdio, ExitStatus: p.exit.Status, ExitedAt: p.exit.ExitedAt}
+	status := p.status
+	if status == StatusRunning && p.c.paused() {
+		status = StatusPaused
+	}
+	return State{Status: status, Pid: p.pid(), Stdio: p.stdio, ExitStatus: p.exit.Status, ExitedAt: p.exit.ExitedAt}
+}
+
+// pid is what the shim reports: the VMM's host PID for the init process
+// (a host process that stands for the container, as hooks and tools
+// expect), the guest PID for an exec.
+func (p *Process) pid() uint32 {
+	if p.execID == "" {
+		return p.c.pid()
+	}
+	return p.guestPid
+}
+
+// Start lets a created process run.
+func (p *Process) Start(ctx context.Context) (uint32, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.status != StatusCreated {
+		return 0, fmt.Errorf("process %q of %s is %s, not created: %w", p.execID, p.c.ID, p.status, errdefs.ErrFailedPrecondition)
+	}
+	resp, err := p.c.sb.agent.StartProcess(ctx, &api.StartProcessRequest{ContainerId: p.c.ID, ExecId: p.execID})
+	if err != nil {
+		return 0, fmt.Errorf("start process %q of %s: %w", p.execID, p.c.ID, agentError(err))
+	}
+	p.guestPid = resp.Pid
+	p.status = StatusRunning
+	return p.pid(), nil
+}
+
+// ResizePty sets the window size of the process's terminal.
+func (p *Process) ResizePty(ctx context.Context, width, height uint32) error {
+	if !p.stdio.Terminal {
+		return fmt.Errorf("process %q of %s has no terminal: %w", p.execID, p.c.ID, errdefs.ErrFailedPrecondition)
+	}
+	_, err := p.c.sb.agent.ResizePty(ctx, &api.ResizePtyRequest{ContainerId: p.c.ID, ExecId: p.execID, Width: width, Height: height})
+	return agentError(err)
 }
 
 // Wait blocks until the process has exited.
@@ -175,11 +230,19 @@ func (p *Process) Kill(ctx context.Context, signal uint32, all bool) error {
 	if stopped && !all {
 		return fmt.Errorf("process already finished: %w", errdefs.ErrNotFound)
 	}
+	if p.c.paused() {
+		// The guest cannot act on a signal while its vCPUs are stopped:
+		// let it run so that the signal is delivered, as a frozen runc
+		// container is thawed for SIGKILL.
+		if err := p.c.Resume(ctx); err != nil {
+			return err
+		}
+	}
 	_, err := p.c.sb.agent.SignalProcess(ctx, &api.SignalProcessRequest{
 		ContainerId: p.c.ID, ExecId: p.execID, Signal: signal, All: all,
 	})
 	if err != nil {
-		return fmt.Errorf("signal %d to %s: %w", signal, p.c.ID, err)
+		return fmt.Errorf("signal %d to %s: %w", signal, p.c.ID, agentError(err))
 	}
 	return nil
 }

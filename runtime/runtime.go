@@ -38,6 +38,9 @@ type Config struct {
 	// OnExit is called once for each process that exits, after all of its
 	// output has been delivered.
 	OnExit func(Exit)
+	// OnOOM is called when the guest kernel OOM-kills a process of a
+	// container.
+	OnOOM func(containerID string)
 }
 
 // Runtime holds the containers of one shim.
@@ -54,6 +57,9 @@ func New(cfg Config) *Runtime {
 	}
 	if cfg.OnExit == nil {
 		cfg.OnExit = func(Exit) {}
+	}
+	if cfg.OnOOM == nil {
+		cfg.OnOOM = func(string) {}
 	}
 	return &Runtime{cfg: cfg, containers: map[string]*Container{}}
 }

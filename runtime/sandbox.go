@@ -12,6 +12,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/containerd/errdefs"
 	"github.com/containerd/log"
 
 	"github.com/earendil-works/gondolin-containerd/guest-agent/api"
@@ -27,19 +28,26 @@ type sandbox struct {
 	console  string
 	accel    vmm.Accelerator
 	vm       vmm.VM
-	fs       *vmm.FileServer
+	fs       []*vmm.FileServer
 	agent    *agentConn
 	info     *api.InfoResponse
 }
 
 type sandboxConfig struct {
-	id        string
-	stateDir  string
-	sharedDir string
+	id       string
+	stateDir string
+	// shares are exported over virtio-fs, one file server each.
+	shares    []share
 	console   string
 	memoryMiB uint64
 	cpus      uint32
 	runtime   *oci.Config
+}
+
+// share is a host directory the guest mounts by tag.
+type share struct {
+	tag string
+	dir string
 }
 
 // persistedState is what `shim delete` needs to clean up after a shim that
@@ -47,8 +55,10 @@ type sandboxConfig struct {
 type persistedState struct {
 	Bundle        string `json:"bundle"`
 	RootfsMounted string `json:"rootfs_mounted,omitempty"`
+	// BindsDir holds the container's host bind mounts, if any.
+	BindsDir      string `json:"binds_dir,omitempty"`
 	QEMUPid       int    `json:"qemu_pid,omitempty"`
-	VirtiofsdPid  int    `json:"virtiofsd_pid,omitempty"`
+	VirtiofsdPids []int  `json:"virtiofsd_pids,omitempty"`
 }
 
 const stateFile = "state.json"
@@ -81,12 +91,16 @@ func startSandbox(ctx context.Context, cfg sandboxConfig, st *persistedState) (_
 		}
 	}()
 
-	fs, err := vmm.StartFileServer(ctx, cfg.runtime.VirtiofsdPath, cfg.sharedDir, filepath.Join(cfg.stateDir, "fs-rootfs.sock"))
-	if err != nil {
-		return nil, err
+	var vmShares []vmm.Share
+	for _, sh := range cfg.shares {
+		fs, err := vmm.StartFileServer(ctx, cfg.runtime.VirtiofsdPath, sh.dir, filepath.Join(cfg.stateDir, "fs-"+sh.tag+".sock"))
+		if err != nil {
+			return nil, err
+		}
+		sb.fs = append(sb.fs, fs)
+		st.VirtiofsdPids = append(st.VirtiofsdPids, fs.Pid())
+		vmShares = append(vmShares, vmm.Share{Tag: sh.tag, Socket: fs.Socket()})
 	}
-	sb.fs = fs
-	st.VirtiofsdPid = fs.Pid()
 	if err := writeState(cfg.stateDir, st); err != nil {
 		return nil, err
 	}
@@ -103,7 +117,7 @@ func startSandbox(ctx context.Context, cfg sandboxConfig, st *persistedState) (_
 		ConsoleLog:    cfg.console,
 		ChannelSocket: channel,
 		ChannelName:   api.ChannelPortName,
-		Shares:        []vmm.Share{{Tag: oci.RootfsTag, Socket: fs.Socket()}},
+		Shares:        vmShares,
 	})
 	if err != nil {
 		return nil, err
@@ -141,8 +155,16 @@ func (sb *sandbox) waitReady(ctx context.Context) (*api.InfoResponse, error) {
 	}
 	ch := make(chan result, 1)
 	go func() {
-		info, err := sb.agent.Info(ctx, &api.Empty{})
-		ch <- result{info, err}
+		for {
+			info, err := sb.agent.Info(ctx, &api.Empty{})
+			// The agent answers Unavailable while it is still setting up.
+			if err != nil && errdefs.IsUnavailable(agentError(err)) && ctx.Err() == nil {
+				time.Sleep(20 * time.Millisecond)
+				continue
+			}
+			ch <- result{info, err}
+			return
+		}
 	}()
 	select {
 	case r := <-ch:
@@ -180,8 +202,8 @@ func (sb *sandbox) stop(ctx context.Context, grace time.Duration) {
 	if sb.agent != nil {
 		sb.agent.Close()
 	}
-	if sb.fs != nil {
-		sb.fs.Stop()
+	for _, fs := range sb.fs {
+		fs.Stop()
 	}
 }
 
@@ -215,7 +237,7 @@ func Cleanup(ctx context.Context, stateRoot, namespace, id string) error {
 		return fmt.Errorf("parse state of %s: %w", id, err)
 	}
 	var errs []error
-	for _, pid := range []int{st.QEMUPid, st.VirtiofsdPid} {
+	for _, pid := range append([]int{st.QEMUPid}, st.VirtiofsdPids...) {
 		if err := killIfOurs(pid, dir); err != nil {
 			errs = append(errs, err)
 		}
@@ -223,6 +245,13 @@ func Cleanup(ctx context.Context, stateRoot, namespace, id string) error {
 	if st.RootfsMounted != "" {
 		if err := unmountRootfs(st.RootfsMounted); err != nil {
 			errs = append(errs, err)
+		}
+	}
+	if st.BindsDir != "" {
+		if err := removeBinds(st.BindsDir); err != nil {
+			// Never remove the state directory over a live bind mount:
+			// that would delete the host files behind it.
+			return errors.Join(append(errs, err)...)
 		}
 	}
 	if err := os.RemoveAll(dir); err != nil {

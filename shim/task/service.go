@@ -4,6 +4,7 @@ package task
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -24,6 +25,7 @@ import (
 	"github.com/containerd/log"
 	"github.com/containerd/ttrpc"
 	"github.com/containerd/typeurl/v2"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/emptypb"
 
@@ -103,6 +105,7 @@ func (s *service) runtime(ctx context.Context, options *runtimeoptions.Options) 
 		Runtime:   cfg,
 		Namespace: s.namespace,
 		OnExit:    s.onExit,
+		OnOOM:     s.onOOM,
 	})
 	return s.rt, nil
 }
@@ -168,7 +171,10 @@ func (s *service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (_ *
 	if err != nil {
 		return nil, err
 	}
-	st := c.State("")
+	st, err := c.State("")
+	if err != nil {
+		return nil, err
+	}
 	s.send(&eventstypes.TaskCreate{
 		ContainerID: r.ID,
 		Bundle:      r.Bundle,
@@ -204,17 +210,28 @@ func (s *service) Start(ctx context.Context, r *taskAPI.StartRequest) (_ *taskAP
 	if err != nil {
 		return nil, err
 	}
-	if r.ExecID != "" {
-		return nil, fmt.Errorf("exec processes are not supported yet: %w", errdefs.ErrNotImplemented)
-	}
-	s.lifecycleMu.Lock()
-	defer s.lifecycleMu.Unlock()
-	pid, err := c.Start(ctx)
+	p, err := c.Process(r.ExecID)
 	if err != nil {
 		return nil, err
 	}
-	s.send(&eventstypes.TaskStart{ContainerID: r.ID, Pid: pid})
+	s.lifecycleMu.Lock()
+	defer s.lifecycleMu.Unlock()
+	pid, err := p.Start(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if r.ExecID == "" {
+		s.send(&eventstypes.TaskStart{ContainerID: r.ID, Pid: pid})
+	} else {
+		s.send(&eventstypes.TaskExecStarted{ContainerID: r.ID, ExecID: r.ExecID, Pid: pid})
+	}
 	return &taskAPI.StartResponse{Pid: pid}, nil
+}
+
+func (s *service) onOOM(containerID string) {
+	s.lifecycleMu.Lock()
+	defer s.lifecycleMu.Unlock()
+	s.send(&eventstypes.TaskOOM{ContainerID: containerID})
 }
 
 func (s *service) onExit(e runtime.Exit) {
@@ -241,7 +258,11 @@ func (s *service) Delete(ctx context.Context, r *taskAPI.DeleteRequest) (_ *task
 		return nil, err
 	}
 	if r.ExecID != "" {
-		return nil, fmt.Errorf("exec %s: %w", r.ExecID, errdefs.ErrNotFound)
+		exit, err := c.DeleteExec(ctx, r.ExecID)
+		if err != nil {
+			return nil, err
+		}
+		return &taskAPI.DeleteResponse{Pid: exit.Pid, ExitStatus: exit.Status, ExitedAt: protobuf.ToTimestamp(exit.ExitedAt)}, nil
 	}
 	exit, err := c.Delete(ctx)
 	if err != nil {
@@ -272,6 +293,8 @@ func (s *service) State(ctx context.Context, r *taskAPI.StateRequest) (_ *taskAP
 		status = task.Status_RUNNING
 	case runtime.StatusStopped:
 		status = task.Status_STOPPED
+	case runtime.StatusPaused:
+		status = task.Status_PAUSED
 	}
 	return &taskAPI.StateResponse{
 		ID:         r.ID,
@@ -320,7 +343,9 @@ func (s *service) Connect(ctx context.Context, r *taskAPI.ConnectRequest) (_ *ta
 	defer func() { err = errgrpc.ToGRPC(err) }()
 	resp := &taskAPI.ConnectResponse{ShimPid: uint32(os.Getpid())}
 	if c, err := s.container(r.ID); err == nil {
-		resp.TaskPid = c.State("").Pid
+		if st, err := c.State(""); err == nil {
+			resp.TaskPid = st.Pid
+		}
 	}
 	return resp, nil
 }
@@ -336,53 +361,135 @@ func (s *service) Shutdown(ctx context.Context, r *taskAPI.ShutdownRequest) (*em
 	return &emptypb.Empty{}, nil
 }
 
-func notYet(what string) error {
-	return errgrpc.ToGRPC(fmt.Errorf("%s is not supported by gondolin yet: %w", what, errdefs.ErrNotImplemented))
+// Pids lists the container's processes as the guest sees them.
+func (s *service) Pids(ctx context.Context, r *taskAPI.PidsRequest) (_ *taskAPI.PidsResponse, err error) {
+	defer func() { err = errgrpc.ToGRPC(err) }()
+	c, err := s.container(r.ID)
+	if err != nil {
+		return nil, err
+	}
+	procs, err := c.Pids(ctx)
+	if err != nil {
+		return nil, err
+	}
+	resp := &taskAPI.PidsResponse{}
+	for _, p := range procs {
+		resp.Processes = append(resp.Processes, &task.ProcessInfo{Pid: p.Pid})
+	}
+	return resp, nil
 }
 
-// Pids is not implemented yet.
-func (s *service) Pids(ctx context.Context, r *taskAPI.PidsRequest) (*taskAPI.PidsResponse, error) {
-	return nil, notYet("listing a container's processes")
+// Pause stops the container's VM.
+func (s *service) Pause(ctx context.Context, r *taskAPI.PauseRequest) (_ *emptypb.Empty, err error) {
+	defer func() { err = errgrpc.ToGRPC(err) }()
+	c, err := s.container(r.ID)
+	if err != nil {
+		return nil, err
+	}
+	if err := c.Pause(ctx); err != nil {
+		return nil, err
+	}
+	s.send(&eventstypes.TaskPaused{ContainerID: r.ID})
+	return &emptypb.Empty{}, nil
 }
 
-// Pause is not implemented yet.
-func (s *service) Pause(ctx context.Context, r *taskAPI.PauseRequest) (*emptypb.Empty, error) {
-	return nil, notYet("pause")
-}
-
-// Resume is not implemented yet.
-func (s *service) Resume(ctx context.Context, r *taskAPI.ResumeRequest) (*emptypb.Empty, error) {
-	return nil, notYet("resume")
+// Resume lets a paused container's VM run again.
+func (s *service) Resume(ctx context.Context, r *taskAPI.ResumeRequest) (_ *emptypb.Empty, err error) {
+	defer func() { err = errgrpc.ToGRPC(err) }()
+	c, err := s.container(r.ID)
+	if err != nil {
+		return nil, err
+	}
+	if err := c.Resume(ctx); err != nil {
+		return nil, err
+	}
+	s.send(&eventstypes.TaskResumed{ContainerID: r.ID})
+	return &emptypb.Empty{}, nil
 }
 
 // Checkpoint is not supported.
 func (s *service) Checkpoint(ctx context.Context, r *taskAPI.CheckpointTaskRequest) (*emptypb.Empty, error) {
-	return nil, notYet("checkpoint")
+	return nil, errgrpc.ToGRPC(fmt.Errorf("checkpoint is not supported by gondolin: %w", errdefs.ErrNotImplemented))
 }
 
-// Exec is not implemented yet.
-func (s *service) Exec(ctx context.Context, r *taskAPI.ExecProcessRequest) (*emptypb.Empty, error) {
-	return nil, notYet("exec")
+// Exec prepares another process in the container.
+func (s *service) Exec(ctx context.Context, r *taskAPI.ExecProcessRequest) (_ *emptypb.Empty, err error) {
+	defer func() { err = errgrpc.ToGRPC(err) }()
+	c, err := s.container(r.ID)
+	if err != nil {
+		return nil, err
+	}
+	var spec specs.Process
+	if r.Spec == nil {
+		return nil, fmt.Errorf("exec %s has no process spec: %w", r.ExecID, errdefs.ErrInvalidArgument)
+	}
+	if err := json.Unmarshal(r.Spec.Value, &spec); err != nil {
+		return nil, fmt.Errorf("decode exec process spec: %w: %w", err, errdefs.ErrInvalidArgument)
+	}
+	if _, err := c.Exec(ctx, r.ExecID, &spec, runtime.Stdio{Stdin: r.Stdin, Stdout: r.Stdout, Stderr: r.Stderr, Terminal: r.Terminal}); err != nil {
+		return nil, err
+	}
+	s.send(&eventstypes.TaskExecAdded{ContainerID: r.ID, ExecID: r.ExecID})
+	return &emptypb.Empty{}, nil
 }
 
-// ResizePty is not implemented yet.
-func (s *service) ResizePty(ctx context.Context, r *taskAPI.ResizePtyRequest) (*emptypb.Empty, error) {
-	return nil, notYet("a terminal")
+// ResizePty sets a process's terminal size.
+func (s *service) ResizePty(ctx context.Context, r *taskAPI.ResizePtyRequest) (_ *emptypb.Empty, err error) {
+	defer func() { err = errgrpc.ToGRPC(err) }()
+	_, p, err := s.process(r.ID, r.ExecID)
+	if err != nil {
+		return nil, err
+	}
+	if err := p.ResizePty(ctx, r.Width, r.Height); err != nil {
+		return nil, err
+	}
+	return &emptypb.Empty{}, nil
 }
 
-// CloseIO is not implemented yet.
-func (s *service) CloseIO(ctx context.Context, r *taskAPI.CloseIORequest) (*emptypb.Empty, error) {
-	return nil, notYet("closing stdin")
+// CloseIO closes a process's stdin.
+func (s *service) CloseIO(ctx context.Context, r *taskAPI.CloseIORequest) (_ *emptypb.Empty, err error) {
+	defer func() { err = errgrpc.ToGRPC(err) }()
+	_, p, err := s.process(r.ID, r.ExecID)
+	if err != nil {
+		return nil, err
+	}
+	if r.Stdin {
+		p.CloseStdin()
+	}
+	return &emptypb.Empty{}, nil
 }
 
-// Update is not implemented yet.
-func (s *service) Update(ctx context.Context, r *taskAPI.UpdateTaskRequest) (*emptypb.Empty, error) {
-	return nil, notYet("updating resources")
+// Update changes the container's resource limits in the guest.
+func (s *service) Update(ctx context.Context, r *taskAPI.UpdateTaskRequest) (_ *emptypb.Empty, err error) {
+	defer func() { err = errgrpc.ToGRPC(err) }()
+	c, err := s.container(r.ID)
+	if err != nil {
+		return nil, err
+	}
+	var res specs.LinuxResources
+	if r.Resources != nil && len(r.Resources.Value) > 0 {
+		if err := json.Unmarshal(r.Resources.Value, &res); err != nil {
+			return nil, fmt.Errorf("decode resources: %w: %w", err, errdefs.ErrInvalidArgument)
+		}
+	}
+	if err := c.Update(ctx, &res); err != nil {
+		return nil, err
+	}
+	return &emptypb.Empty{}, nil
 }
 
-// Stats is not implemented yet.
-func (s *service) Stats(ctx context.Context, r *taskAPI.StatsRequest) (*taskAPI.StatsResponse, error) {
-	return nil, notYet("metrics")
+// Stats returns cgroup v2 metrics measured in the guest.
+func (s *service) Stats(ctx context.Context, r *taskAPI.StatsRequest) (_ *taskAPI.StatsResponse, err error) {
+	defer func() { err = errgrpc.ToGRPC(err) }()
+	c, err := s.container(r.ID)
+	if err != nil {
+		return nil, err
+	}
+	b, err := c.Stats(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return &taskAPI.StatsResponse{Stats: &anypb.Any{TypeUrl: runtime.StatsTypeURL, Value: b}}, nil
 }
 
 func (s *service) send(evt any) {
@@ -411,6 +518,16 @@ func topic(e any) string {
 		return cdruntime.TaskExitEventTopic
 	case *eventstypes.TaskDelete:
 		return cdruntime.TaskDeleteEventTopic
+	case *eventstypes.TaskOOM:
+		return cdruntime.TaskOOMEventTopic
+	case *eventstypes.TaskPaused:
+		return cdruntime.TaskPausedEventTopic
+	case *eventstypes.TaskResumed:
+		return cdruntime.TaskResumedEventTopic
+	case *eventstypes.TaskExecAdded:
+		return cdruntime.TaskExecAddedEventTopic
+	case *eventstypes.TaskExecStarted:
+		return cdruntime.TaskExecStartedEventTopic
 	}
 	return cdruntime.TaskUnknownTopic
 }
