@@ -1,0 +1,136 @@
+//go:build integration
+
+package integration
+
+import (
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	containerd "github.com/containerd/containerd/v2/client"
+	"github.com/containerd/containerd/v2/pkg/namespaces"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+)
+
+// pidsOf returns the PIDs of processes whose command line contains s.
+func pidsOf(s string) []int {
+	var pids []int
+	procs, _ := filepath.Glob("/proc/[0-9]*/cmdline")
+	for _, p := range procs {
+		b, err := os.ReadFile(p)
+		if err != nil || !strings.Contains(strings.ReplaceAll(string(b), "\x00", " "), s) {
+			continue
+		}
+		if pid, err := strconv.Atoi(filepath.Base(filepath.Dir(p))); err == nil && pid != os.Getpid() {
+			pids = append(pids, pid)
+		}
+	}
+	return pids
+}
+
+// A running container survives a containerd restart and can still be
+// listed, killed and deleted.
+func TestContainerdRestart(t *testing.T) {
+	id := startDetached(t, nil, "sleep", "1000")
+	waitStatus(t, id, "RUNNING", "")
+	pidfile, err := os.ReadFile("/run/gondolin-dev/containerd.pid")
+	if err != nil {
+		t.Fatalf("private containerd pid: %v", err)
+	}
+	pid, _ := strconv.Atoi(strings.TrimSpace(string(pidfile)))
+	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 100 && syscall.Kill(pid, 0) == nil; i++ {
+		time.Sleep(100 * time.Millisecond)
+	}
+	up := exec.Command("../hack/dev-up.sh")
+	if out, err := up.CombinedOutput(); err != nil {
+		t.Fatalf("restart containerd: %v\n%s", err, out)
+	}
+	waitStatus(t, id, "RUNNING", "after containerd restarted")
+	if res := ctr(t, nil, "task", "exec", "--exec-id", "after-restart", id, "echo", "still-here"); res.code != 0 || !strings.Contains(res.stdout, "still-here") {
+		t.Fatalf("exec after containerd restart: %s", res)
+	}
+}
+
+// A shim that dies takes its VM with it, and containerd's cleanup removes
+// everything of the container.
+func TestShimKilled(t *testing.T) {
+	id := startDetached(t, nil, "sleep", "1000")
+	waitStatus(t, id, "RUNNING", "")
+	shims := pidsOf("containerd-shim-gondolin-v1 -namespace " + namespace() + " -id " + id + " ")
+	if len(shims) != 1 {
+		t.Fatalf("want one shim for %s, found %v", id, shims)
+	}
+	if err := syscall.Kill(shims[0], syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	waitStatus(t, id, "STOPPED", "after the shim was killed")
+	ctr(t, nil, "task", "delete", id)
+	assertNoLeftovers(t, id)
+}
+
+// A wedged VM (QEMU stopped dead) turns into a task exit within a bounded
+// time instead of a hang.
+func TestWedgedVM(t *testing.T) {
+	id := startDetached(t, nil, "sleep", "1000")
+	waitStatus(t, id, "RUNNING", "")
+	qemu := pidsOf("gondolin-" + id + ",")
+	if len(qemu) != 1 {
+		t.Fatalf("want one qemu for %s, found %v", id, qemu)
+	}
+	if err := syscall.Kill(qemu[0], syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	deadline := start.Add(90 * time.Second)
+	for taskStatus(t, id) != "STOPPED" {
+		if time.Now().After(deadline) {
+			syscall.Kill(qemu[0], syscall.SIGCONT)
+			t.Fatalf("a wedged VM was not turned into an exit within 90s")
+		}
+		time.Sleep(time.Second)
+	}
+	t.Logf("wedged VM detected after %s", time.Since(start).Round(time.Second))
+}
+
+// Update changes the limits inside the guest; more memory than the VM has
+// is refused clearly.
+func TestUpdateResources(t *testing.T) {
+	id := startDetached(t, []string{"--memory-limit", strconv.Itoa(256 << 20)}, "sleep", "1000")
+	waitStatus(t, id, "RUNNING", "")
+	client, err := containerd.New(os.Getenv("CONTAINERD_ADDRESS"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+	ctx := namespaces.WithNamespace(context.Background(), namespace())
+	c, err := client.LoadContainer(ctx, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	task, err := c.Task(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	limit := int64(100 << 20)
+	if err := task.Update(ctx, containerd.WithResources(&specs.LinuxResources{Memory: &specs.LinuxMemory{Limit: &limit}})); err != nil {
+		t.Fatalf("update: %v", err)
+	}
+	res := ctr(t, nil, "task", "exec", "--exec-id", "read-limit", id, "cat", "/sys/fs/cgroup/memory.max")
+	if strings.TrimSpace(res.stdout) != strconv.Itoa(100<<20) {
+		t.Fatalf("memory.max in the guest after update: %s", res)
+	}
+	huge := int64(64 << 30)
+	err = task.Update(ctx, containerd.WithResources(&specs.LinuxResources{Memory: &specs.LinuxMemory{Limit: &huge}}))
+	if err == nil || !strings.Contains(err.Error(), "booted with") {
+		t.Fatalf("want a clear refusal of a limit above the VM's memory, got %v", err)
+	}
+}
