@@ -72,7 +72,14 @@ func TestShimKilled(t *testing.T) {
 	if err := syscall.Kill(shims[0], syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
-	waitStatus(t, id, "STOPPED", "after the shim was killed")
+	// containerd notices, runs `shim delete` and drops the task.
+	deadline := time.Now().Add(60 * time.Second)
+	for st := taskStatus(t, id); st != "" && st != "STOPPED"; st = taskStatus(t, id) {
+		if time.Now().After(deadline) {
+			t.Fatalf("task still %s after its shim was killed", st)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
 	ctr(t, nil, "task", "delete", id)
 	assertNoLeftovers(t, id)
 }

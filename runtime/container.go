@@ -187,7 +187,7 @@ func (c *Container) watchVM() {
 // VMM stuck outside QMP) must become an exit, not a hang.
 const (
 	heartbeatInterval = 5 * time.Second
-	heartbeatTimeout  = 10 * time.Second
+	heartbeatTimeout  = 5 * time.Second
 	heartbeatMisses   = 3
 )
 
@@ -219,7 +219,7 @@ func (c *Container) watchAgent() {
 		misses++
 		log.L.WithError(err).WithField("container", c.ID).Warnf("guest agent did not answer (%d/%d)", misses, heartbeatMisses)
 		if misses >= heartbeatMisses {
-			log.L.WithField("container", c.ID).Errorf("guest agent unresponsive for %s: stopping the VM", heartbeatMisses*heartbeatInterval)
+			log.L.WithField("container", c.ID).Errorf("guest agent missed %d heartbeats in a row: stopping the VM", heartbeatMisses)
 			c.sb.vm.Stop(context.Background(), 0)
 			return
 		}

@@ -144,22 +144,41 @@ func (vm *VM) monitor() (*qmp.SocketMonitor, error) {
 	return mon, nil
 }
 
-func (vm *VM) run(cmd string) error {
-	mon, err := vm.monitor()
-	if err != nil {
-		return err
+// qmpTimeout bounds a QMP command: a QEMU process that is stopped or stuck
+// accepts the connection in the kernel but never answers.
+const qmpTimeout = 5 * time.Second
+
+func (vm *VM) run(ctx context.Context, cmd string) error {
+	errc := make(chan error, 1)
+	go func() {
+		mon, err := vm.monitor()
+		if err == nil {
+			_, err = mon.Run([]byte(`{"execute":"` + cmd + `"}`))
+		}
+		errc <- err
+	}()
+	timer := time.NewTimer(qmpTimeout)
+	defer timer.Stop()
+	select {
+	case err := <-errc:
+		if err != nil {
+			return fmt.Errorf("QMP %s: %w", cmd, err)
+		}
+		return nil
+	case <-vm.done:
+		return fmt.Errorf("QMP %s: qemu exited: %v", cmd, vm.ExitError())
+	case <-timer.C:
+		return fmt.Errorf("QMP %s: no answer within %s", cmd, qmpTimeout)
+	case <-ctx.Done():
+		return fmt.Errorf("QMP %s: %w", cmd, ctx.Err())
 	}
-	if _, err := mon.Run([]byte(`{"execute":"` + cmd + `"}`)); err != nil {
-		return fmt.Errorf("QMP %s: %w", cmd, err)
-	}
-	return nil
 }
 
 // Pause stops the guest's vCPUs (QMP stop).
-func (vm *VM) Pause(ctx context.Context) error { return vm.run("stop") }
+func (vm *VM) Pause(ctx context.Context) error { return vm.run(ctx, "stop") }
 
 // Resume lets the guest run again (QMP cont).
-func (vm *VM) Resume(ctx context.Context) error { return vm.run("cont") }
+func (vm *VM) Resume(ctx context.Context) error { return vm.run(ctx, "cont") }
 
 // Stop waits up to grace for QEMU to exit by itself (the guest powering
 // off), then asks it to quit over QMP, then kills it.
@@ -170,7 +189,7 @@ func (vm *VM) Stop(ctx context.Context, grace time.Duration) error {
 	case <-time.After(grace):
 	case <-ctx.Done():
 	}
-	if err := vm.run("quit"); err != nil {
+	if err := vm.run(ctx, "quit"); err != nil {
 		log.G(ctx).WithError(err).Debug("qmp quit failed; killing qemu")
 	}
 	select {
@@ -191,7 +210,11 @@ func (vm *VM) kill() error {
 }
 
 func (vm *VM) closeMonitor() error {
-	vm.mu.Lock()
+	if !vm.mu.TryLock() {
+		// A QMP call is still stuck on a dead QEMU; it ends with the
+		// socket.
+		return nil
+	}
 	defer vm.mu.Unlock()
 	if vm.mon == nil {
 		return nil
