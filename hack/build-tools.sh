@@ -1,11 +1,16 @@
 #!/usr/bin/env bash
-# Build the developer tools the project needs from the Go module proxy into DIR/bin:
-# containerd and ctr at the version pinned in hack/versions.env.
+# Build the developer tools the project needs from the Go module proxy into DIR/bin,
+# at the versions pinned in hack/versions.env:
 #
-# Usage: hack/build-tools.sh DIR      (make tools: DIR = .cache/tools)
+#   containerd  containerd and ctr
+#   runc        runc (-tags seccomp) and containerd's runc shim containerd-shim-runc-v2
+#   runsc       gVisor's runsc and containerd-shim-runsc-v1 (only for `make bench`)
 #
-# Skips the build when DIR/bin already holds both binaries built for the pinned
-# version (recorded in DIR/bin/.containerd.stamp).
+# Usage: hack/build-tools.sh DIR [COMPONENT...]   (make tools: DIR = .cache/tools;
+#        default components: containerd runc)
+#
+# Each component is skipped when DIR/bin already holds its binaries built for the
+# pinned version (recorded in DIR/bin/.<component>.stamp).
 set -euo pipefail
 
 # shellcheck source=hack/lib.sh
@@ -13,10 +18,24 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 # shellcheck source=hack/versions.env
 source "$REPO_ROOT/hack/versions.env"
 
-[[ $# -eq 1 ]] || die "usage: $0 DIR (tools are installed into DIR/bin)"
+[[ $# -ge 1 ]] || die "usage: $0 DIR [containerd|runc|runsc...] (tools are installed into DIR/bin)"
 mkdir -p "$1/bin"
 dir="$(cd "$1" && pwd)"
 bin="$dir/bin"
+shift
+components=("$@")
+((${#components[@]} > 0)) || components=(containerd runc)
+for c in "${components[@]}"; do
+	[[ $c == containerd || $c == runc || $c == runsc ]] || die "unknown component '$c' (containerd, runc, runsc)"
+done
+wanted() {
+	local c
+	for c in "${components[@]}"; do [[ $c == "$1" ]] && return 0; done
+	return 1
+}
+go="$(find_go)"
+
+build_containerd() {
 stamp="$bin/.containerd.stamp"
 
 containerd_module=github.com/containerd/containerd/v2
@@ -24,10 +43,9 @@ want="$containerd_module@$CONTAINERD_VERSION tags=$CONTAINERD_BUILD_TAGS"
 
 if [[ -x $bin/containerd && -x $bin/ctr && -f $stamp && "$(cat "$stamp")" == "$want" ]]; then
 	log "containerd and ctr $CONTAINERD_VERSION already in $bin"
-	exit 0
+	return 0
 fi
 
-go="$(find_go)"
 log "building containerd and ctr $CONTAINERD_VERSION into $bin (first build takes a few minutes)"
 start=$SECONDS
 rm -f "$stamp"
@@ -48,3 +66,73 @@ got="$("$bin/containerd" --version 2>/dev/null || true)"
 	die "built containerd reports '$got', expected version $CONTAINERD_VERSION"
 echo "$want" >"$stamp"
 log "built $got and ctr in $((SECONDS - start))s"
+}
+
+# go_install_into DESTDIR ARGS...: `go install ARGS` into DESTDIR, run outside the
+# repository so its go.mod plays no part, never switching toolchains.
+go_install_into() {
+	local dest=$1
+	shift
+	(cd / && env GOBIN="$dest" GOTOOLCHAIN=local GOFLAGS=-buildvcs=false "$go" install -trimpath "$@")
+}
+
+build_runc() {
+	local stamp="$bin/.runc.stamp" want start got
+	local runc_module=github.com/opencontainers/runc containerd_module=github.com/containerd/containerd/v2
+	want="$runc_module@$RUNC_VERSION tags=$RUNC_BUILD_TAGS; containerd-shim-runc-v2@$CONTAINERD_VERSION"
+	if [[ -x $bin/runc && -x $bin/containerd-shim-runc-v2 && -f $stamp && "$(cat "$stamp")" == "$want" ]]; then
+		log "runc $RUNC_VERSION and containerd-shim-runc-v2 already in $bin"
+		return 0
+	fi
+	log "building runc $RUNC_VERSION and containerd-shim-runc-v2 $CONTAINERD_VERSION into $bin"
+	start=$SECONDS
+	rm -f "$stamp"
+	go_install_into "$bin" -tags "$RUNC_BUILD_TAGS" -ldflags "-X main.version=${RUNC_VERSION#v}" \
+		"$runc_module@$RUNC_VERSION" ||
+		die "go install of runc $RUNC_VERSION failed (libseccomp-dev missing? run 'make deps'; is the Go module proxy reachable?)"
+	go_install_into "$bin" -tags "$CONTAINERD_BUILD_TAGS" \
+		-ldflags "-X $containerd_module/version.Version=$CONTAINERD_VERSION" \
+		"$containerd_module/cmd/containerd-shim-runc-v2@$CONTAINERD_VERSION" ||
+		die "go install of containerd-shim-runc-v2 $CONTAINERD_VERSION failed (see the output above)"
+	got="$("$bin/runc" --version 2>/dev/null | sed -n 1p)"
+	[[ $got == "runc version ${RUNC_VERSION#v}" ]] || die "built runc reports '$got', expected ${RUNC_VERSION#v}"
+	echo "$want" >"$stamp"
+	log "built $got and containerd-shim-runc-v2 in $((SECONDS - start))s"
+}
+
+build_runsc() {
+	local stamp="$bin/.runsc.stamp" want start got tmp
+	local gvisor_module=gvisor.dev/gvisor
+	want="$gvisor_module@$GVISOR_VERSION runsc containerd-shim-runsc-v1 static"
+	if [[ -x $bin/runsc && -x $bin/containerd-shim-runsc-v1 && -f $stamp && "$(cat "$stamp")" == "$want" ]]; then
+		log "runsc and containerd-shim-runsc-v1 ($GVISOR_VERSION) already in $bin"
+		return 0
+	fi
+	log "building runsc and containerd-shim-runsc-v1 ($GVISOR_VERSION) into $bin (first build takes a few minutes)"
+	start=$SECONDS
+	rm -f "$stamp"
+	tmp="$(mktemp -d "$dir/.gvisor-build.XXXXXX")"
+	# CGO_ENABLED=0: runsc must be static, its sandbox re-executes /proc/self/exe in a
+	# chroot without a dynamic loader (a cgo build dies there with "fork/exec
+	# /proc/self/exe: no such file or directory").
+	if ! (
+		export CGO_ENABLED=0
+		go_install_into "$tmp" -ldflags "-X $gvisor_module/runsc/version.version=$GVISOR_VERSION" \
+			"$gvisor_module/runsc@$GVISOR_VERSION" "$gvisor_module/shim@$GVISOR_VERSION"
+	); then
+		rm -rf "$tmp"
+		die "go install of $gvisor_module runsc/shim $GVISOR_VERSION failed (is the Go module proxy reachable? see the output above)"
+	fi
+	mv -f "$tmp/runsc" "$bin/runsc"
+	mv -f "$tmp/shim" "$bin/containerd-shim-runsc-v1"
+	rm -rf "$tmp"
+	got="$("$bin/runsc" --version 2>/dev/null | sed -n 1p)"
+	[[ $got == "runsc version $GVISOR_VERSION" ]] || die "built runsc reports '$got', expected $GVISOR_VERSION"
+	echo "$want" >"$stamp"
+	log "built $got and containerd-shim-runsc-v1 in $((SECONDS - start))s"
+}
+
+wanted containerd && build_containerd
+wanted runc && build_runc
+wanted runsc && build_runsc
+exit 0
