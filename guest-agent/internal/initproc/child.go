@@ -52,22 +52,16 @@ func prepare(cfg *Config) (string, error) {
 	if len(cfg.Args) == 0 {
 		return "", errors.New("process args must not be empty")
 	}
-	if cfg.CgroupNS {
-		if err := unix.Unshare(unix.CLONE_NEWCGROUP); err != nil {
-			return "", fmt.Errorf("unshare cgroup namespace: %w", err)
+	if cfg.JoinCgroupNS {
+		err := unix.Setns(CgroupNSFd, unix.CLONE_NEWCGROUP)
+		unix.Close(CgroupNSFd)
+		if err != nil {
+			return "", fmt.Errorf("join the container's cgroup namespace: %w", err)
 		}
 	}
-	if cfg.Hostname != "" {
-		if err := unix.Sethostname([]byte(cfg.Hostname)); err != nil {
-			return "", fmt.Errorf("set hostname %q: %w", cfg.Hostname, err)
-		}
-	}
-	for _, m := range cfg.Mounts {
-		if err := os.MkdirAll(m.Target, 0o755); err != nil {
-			return "", fmt.Errorf("create mount point %s: %w", m.Target, err)
-		}
-		if err := unix.Mount(m.Source, m.Target, m.Type, m.Flags, m.Data); err != nil {
-			return "", fmt.Errorf("mount %s on %s: %w", m.Type, m.Target, err)
+	if !cfg.Exec {
+		if err := setupNamespaces(cfg); err != nil {
+			return "", err
 		}
 	}
 	for _, r := range cfg.Rlimits {
@@ -79,6 +73,8 @@ func prepare(cfg *Config) (string, error) {
 			return "", fmt.Errorf("set %s to soft %d hard %d: %w", r.Type, r.Soft, r.Hard, err)
 		}
 	}
+	// Read before chroot: the container may have no /proc.
+	lastCap := LastCap()
 	if err := unix.Chroot(cfg.Rootfs); err != nil {
 		return "", fmt.Errorf("chroot %s: %w", cfg.Rootfs, err)
 	}
@@ -95,6 +91,19 @@ func prepare(cfg *Config) (string, error) {
 	if cfg.Umask != nil {
 		unix.Umask(int(*cfg.Umask))
 	}
+	// Capabilities as runc applies them: the bounding set while we still
+	// have CAP_SETPCAP, keep the permitted set across setuid, then set
+	// effective/permitted/inheritable and ambient. All of it is per
+	// thread: this thread (locked in Main) is the one that execs.
+	caps := cfg.Caps.Limit(lastCap)
+	if err := dropBounding(caps, lastCap); err != nil {
+		return "", err
+	}
+	if cfg.UID != 0 {
+		if err := unix.Prctl(unix.PR_SET_KEEPCAPS, 1, 0, 0, 0); err != nil {
+			return "", fmt.Errorf("set keep-caps: %w", err)
+		}
+	}
 	gids := make([]int, len(cfg.AdditionalGids))
 	for i, g := range cfg.AdditionalGids {
 		gids[i] = int(g)
@@ -108,6 +117,14 @@ func prepare(cfg *Config) (string, error) {
 	}
 	if err := syscall.Setuid(int(cfg.UID)); err != nil {
 		return "", fmt.Errorf("setuid %d: %w", cfg.UID, err)
+	}
+	if cfg.UID != 0 {
+		if err := unix.Prctl(unix.PR_SET_KEEPCAPS, 0, 0, 0, 0); err != nil {
+			return "", fmt.Errorf("clear keep-caps: %w", err)
+		}
+	}
+	if err := applyCaps(caps, lastCap); err != nil {
+		return "", err
 	}
 	pathEnv := DefaultPath
 	for _, e := range cfg.Env {
@@ -126,4 +143,43 @@ func prepare(cfg *Config) (string, error) {
 		}
 	}
 	return path, nil
+}
+
+// setupNamespaces does what only the container init does, in its new
+// namespaces: cgroup namespace, hostname, namespace-bound mounts, sysctls,
+// then masked and read-only paths (after the mounts, so that they apply to
+// the container's own /proc).
+func setupNamespaces(cfg *Config) error {
+	if cfg.CgroupNS {
+		if err := unix.Unshare(unix.CLONE_NEWCGROUP); err != nil {
+			return fmt.Errorf("unshare cgroup namespace: %w", err)
+		}
+	}
+	if cfg.Hostname != "" {
+		if err := unix.Sethostname([]byte(cfg.Hostname)); err != nil {
+			return fmt.Errorf("set hostname %q: %w", cfg.Hostname, err)
+		}
+	}
+	for _, m := range cfg.Mounts {
+		if err := os.MkdirAll(m.Target, 0o755); err != nil {
+			return fmt.Errorf("create mount point %s: %w", m.Target, err)
+		}
+		if err := unix.Mount(m.Source, m.Target, m.Type, m.Flags, m.Data); err != nil {
+			return fmt.Errorf("mount %s on %s: %w", m.Type, m.Target, err)
+		}
+	}
+	if err := writeSysctls(cfg.Sysctl); err != nil {
+		return err
+	}
+	for _, p := range cfg.MaskedPaths {
+		if err := maskPath(cfg.Rootfs, p); err != nil {
+			return err
+		}
+	}
+	for _, p := range cfg.ReadonlyPaths {
+		if err := readonlyPath(cfg.Rootfs, p); err != nil {
+			return err
+		}
+	}
+	return nil
 }

@@ -1,10 +1,11 @@
-// Package initproc is the container init side of the agent: the agent
+// Package initproc is the container process side of the agent: the agent
 // re-executes itself as "gondolin-agent init" in the container's new PID,
-// UTS and IPC namespaces and cgroup; that child reads its Config from fd 3,
-// prepares the process (namespace-bound mounts, rlimits, chroot, cwd, umask,
-// user, PATH lookup, no_new_privs), reports ready, and waits for the start
-// byte before it execs the container's program, the way runc create/start
-// works.
+// UTS and IPC namespaces and cgroup (or, for an exec process, in those of
+// the container init); that child reads its Config from fd 3, prepares the
+// process (namespace-bound mounts, sysctls, masked and read-only paths,
+// rlimits, chroot, cwd, umask, capabilities, user, PATH lookup,
+// no_new_privs), reports ready, and waits for the start byte before it
+// execs the container's program, the way runc create/start works.
 package initproc
 
 import (
@@ -24,6 +25,10 @@ const EnvMarker = "_GONDOLIN_INIT"
 
 // SyncFd is the child's end of the socket to the agent.
 const SyncFd = 3
+
+// CgroupNSFd is, for an exec process with JoinCgroupNS, the cgroup
+// namespace of the container init.
+const CgroupNSFd = 4
 
 // StartByte released the child from the agent's side.
 const StartByte = 's'
@@ -64,6 +69,20 @@ type Config struct {
 	// the container's cgroup (before making Mounts).
 	CgroupNS bool    `json:"cgroupns,omitempty"`
 	Mounts   []Mount `json:"mounts,omitempty"`
+	// Sysctl is written under /proc/sys in the child's namespaces.
+	Sysctl map[string]string `json:"sysctl,omitempty"`
+	// MaskedPaths and ReadonlyPaths are container paths, applied as runc
+	// does after Mounts (so that /proc paths are those of the new proc).
+	MaskedPaths   []string `json:"masked_paths,omitempty"`
+	ReadonlyPaths []string `json:"readonly_paths,omitempty"`
+	// Caps are the process's capability sets (all empty: none at all).
+	Caps CapSets `json:"caps"`
+	// Exec marks an exec process: it was started in the namespaces of the
+	// container init, so hostname, mounts, sysctls and paths are not set
+	// up again.
+	Exec bool `json:"exec,omitempty"`
+	// JoinCgroupNS: join the cgroup namespace at CgroupNSFd first.
+	JoinCgroupNS bool `json:"join_cgroupns,omitempty"`
 }
 
 // Result is the child's answer: ready, or why not.
