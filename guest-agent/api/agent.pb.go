@@ -78,7 +78,7 @@ func (x StreamHeader_Kind) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use StreamHeader_Kind.Descriptor instead.
 func (StreamHeader_Kind) EnumDescriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{26, 0}
+	return file_agent_proto_rawDescGZIP(), []int{27, 0}
 }
 
 type Empty struct {
@@ -1246,6 +1246,58 @@ func (x *ExecProcessRequest) GetStdio() *Stdio {
 	return nil
 }
 
+type DeleteProcessRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	ContainerId   string                 `protobuf:"bytes,1,opt,name=container_id,json=containerId,proto3" json:"container_id,omitempty"`
+	ExecId        string                 `protobuf:"bytes,2,opt,name=exec_id,json=execId,proto3" json:"exec_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteProcessRequest) Reset() {
+	*x = DeleteProcessRequest{}
+	mi := &file_agent_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteProcessRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteProcessRequest) ProtoMessage() {}
+
+func (x *DeleteProcessRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteProcessRequest.ProtoReflect.Descriptor instead.
+func (*DeleteProcessRequest) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *DeleteProcessRequest) GetContainerId() string {
+	if x != nil {
+		return x.ContainerId
+	}
+	return ""
+}
+
+func (x *DeleteProcessRequest) GetExecId() string {
+	if x != nil {
+		return x.ExecId
+	}
+	return ""
+}
+
 type ResizePtyRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	ContainerId   string                 `protobuf:"bytes,1,opt,name=container_id,json=containerId,proto3" json:"container_id,omitempty"`
@@ -1258,7 +1310,7 @@ type ResizePtyRequest struct {
 
 func (x *ResizePtyRequest) Reset() {
 	*x = ResizePtyRequest{}
-	mi := &file_agent_proto_msgTypes[18]
+	mi := &file_agent_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1270,7 +1322,7 @@ func (x *ResizePtyRequest) String() string {
 func (*ResizePtyRequest) ProtoMessage() {}
 
 func (x *ResizePtyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[18]
+	mi := &file_agent_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1283,7 +1335,7 @@ func (x *ResizePtyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResizePtyRequest.ProtoReflect.Descriptor instead.
 func (*ResizePtyRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{18}
+	return file_agent_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *ResizePtyRequest) GetContainerId() string {
@@ -1323,7 +1375,7 @@ type ListProcessesRequest struct {
 
 func (x *ListProcessesRequest) Reset() {
 	*x = ListProcessesRequest{}
-	mi := &file_agent_proto_msgTypes[19]
+	mi := &file_agent_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1335,7 +1387,7 @@ func (x *ListProcessesRequest) String() string {
 func (*ListProcessesRequest) ProtoMessage() {}
 
 func (x *ListProcessesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[19]
+	mi := &file_agent_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1348,7 +1400,7 @@ func (x *ListProcessesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListProcessesRequest.ProtoReflect.Descriptor instead.
 func (*ListProcessesRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{19}
+	return file_agent_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *ListProcessesRequest) GetContainerId() string {
@@ -1369,7 +1421,7 @@ type ProcessInfo struct {
 
 func (x *ProcessInfo) Reset() {
 	*x = ProcessInfo{}
-	mi := &file_agent_proto_msgTypes[20]
+	mi := &file_agent_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1381,7 +1433,7 @@ func (x *ProcessInfo) String() string {
 func (*ProcessInfo) ProtoMessage() {}
 
 func (x *ProcessInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[20]
+	mi := &file_agent_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1394,7 +1446,7 @@ func (x *ProcessInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ProcessInfo.ProtoReflect.Descriptor instead.
 func (*ProcessInfo) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{20}
+	return file_agent_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *ProcessInfo) GetPid() uint32 {
@@ -1420,7 +1472,7 @@ type ListProcessesResponse struct {
 
 func (x *ListProcessesResponse) Reset() {
 	*x = ListProcessesResponse{}
-	mi := &file_agent_proto_msgTypes[21]
+	mi := &file_agent_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1432,7 +1484,7 @@ func (x *ListProcessesResponse) String() string {
 func (*ListProcessesResponse) ProtoMessage() {}
 
 func (x *ListProcessesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[21]
+	mi := &file_agent_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1445,7 +1497,7 @@ func (x *ListProcessesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListProcessesResponse.ProtoReflect.Descriptor instead.
 func (*ListProcessesResponse) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{21}
+	return file_agent_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *ListProcessesResponse) GetProcesses() []*ProcessInfo {
@@ -1464,7 +1516,7 @@ type StatsRequest struct {
 
 func (x *StatsRequest) Reset() {
 	*x = StatsRequest{}
-	mi := &file_agent_proto_msgTypes[22]
+	mi := &file_agent_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1476,7 +1528,7 @@ func (x *StatsRequest) String() string {
 func (*StatsRequest) ProtoMessage() {}
 
 func (x *StatsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[22]
+	mi := &file_agent_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1489,7 +1541,7 @@ func (x *StatsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatsRequest.ProtoReflect.Descriptor instead.
 func (*StatsRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{22}
+	return file_agent_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *StatsRequest) GetContainerId() string {
@@ -1510,7 +1562,7 @@ type StatsResponse struct {
 
 func (x *StatsResponse) Reset() {
 	*x = StatsResponse{}
-	mi := &file_agent_proto_msgTypes[23]
+	mi := &file_agent_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1522,7 +1574,7 @@ func (x *StatsResponse) String() string {
 func (*StatsResponse) ProtoMessage() {}
 
 func (x *StatsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[23]
+	mi := &file_agent_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1535,7 +1587,7 @@ func (x *StatsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatsResponse.ProtoReflect.Descriptor instead.
 func (*StatsResponse) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{23}
+	return file_agent_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *StatsResponse) GetMetrics() []byte {
@@ -1556,7 +1608,7 @@ type UpdateContainerRequest struct {
 
 func (x *UpdateContainerRequest) Reset() {
 	*x = UpdateContainerRequest{}
-	mi := &file_agent_proto_msgTypes[24]
+	mi := &file_agent_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1568,7 +1620,7 @@ func (x *UpdateContainerRequest) String() string {
 func (*UpdateContainerRequest) ProtoMessage() {}
 
 func (x *UpdateContainerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[24]
+	mi := &file_agent_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1581,7 +1633,7 @@ func (x *UpdateContainerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateContainerRequest.ProtoReflect.Descriptor instead.
 func (*UpdateContainerRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{24}
+	return file_agent_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *UpdateContainerRequest) GetContainerId() string {
@@ -1607,7 +1659,7 @@ type OOMEvent struct {
 
 func (x *OOMEvent) Reset() {
 	*x = OOMEvent{}
-	mi := &file_agent_proto_msgTypes[25]
+	mi := &file_agent_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1619,7 +1671,7 @@ func (x *OOMEvent) String() string {
 func (*OOMEvent) ProtoMessage() {}
 
 func (x *OOMEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[25]
+	mi := &file_agent_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1632,7 +1684,7 @@ func (x *OOMEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OOMEvent.ProtoReflect.Descriptor instead.
 func (*OOMEvent) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{25}
+	return file_agent_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *OOMEvent) GetContainerId() string {
@@ -1655,7 +1707,7 @@ type StreamHeader struct {
 
 func (x *StreamHeader) Reset() {
 	*x = StreamHeader{}
-	mi := &file_agent_proto_msgTypes[26]
+	mi := &file_agent_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1667,7 +1719,7 @@ func (x *StreamHeader) String() string {
 func (*StreamHeader) ProtoMessage() {}
 
 func (x *StreamHeader) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[26]
+	mi := &file_agent_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1680,7 +1732,7 @@ func (x *StreamHeader) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StreamHeader.ProtoReflect.Descriptor instead.
 func (*StreamHeader) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{26}
+	return file_agent_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *StreamHeader) GetKind() StreamHeader_Kind {
@@ -1794,7 +1846,10 @@ const file_agent_proto_rawDesc = "" +
 	"\fcontainer_id\x18\x01 \x01(\tR\vcontainerId\x12\x17\n" +
 	"\aexec_id\x18\x02 \x01(\tR\x06execId\x124\n" +
 	"\aprocess\x18\x03 \x01(\v2\x1a.gondolin.agent.v1.ProcessR\aprocess\x12.\n" +
-	"\x05stdio\x18\x04 \x01(\v2\x18.gondolin.agent.v1.StdioR\x05stdio\"|\n" +
+	"\x05stdio\x18\x04 \x01(\v2\x18.gondolin.agent.v1.StdioR\x05stdio\"R\n" +
+	"\x14DeleteProcessRequest\x12!\n" +
+	"\fcontainer_id\x18\x01 \x01(\tR\vcontainerId\x12\x17\n" +
+	"\aexec_id\x18\x02 \x01(\tR\x06execId\"|\n" +
 	"\x10ResizePtyRequest\x12!\n" +
 	"\fcontainer_id\x18\x01 \x01(\tR\vcontainerId\x12\x17\n" +
 	"\aexec_id\x18\x02 \x01(\tR\x06execId\x12\x14\n" +
@@ -1827,7 +1882,7 @@ const file_agent_proto_rawDesc = "" +
 	"\n" +
 	"\x06STDOUT\x10\x03\x12\n" +
 	"\n" +
-	"\x06STDERR\x10\x042\xc5\b\n" +
+	"\x06STDERR\x10\x042\x99\t\n" +
 	"\x05Agent\x12A\n" +
 	"\x04Info\x12\x18.gondolin.agent.v1.Empty\x1a\x1f.gondolin.agent.v1.InfoResponse\x12h\n" +
 	"\x0fCreateContainer\x12).gondolin.agent.v1.CreateContainerRequest\x1a*.gondolin.agent.v1.CreateContainerResponse\x12_\n" +
@@ -1836,7 +1891,8 @@ const file_agent_proto_rawDesc = "" +
 	"\rSignalProcess\x12'.gondolin.agent.v1.SignalProcessRequest\x1a\x18.gondolin.agent.v1.Empty\x12V\n" +
 	"\x0fDeleteContainer\x12).gondolin.agent.v1.DeleteContainerRequest\x1a\x18.gondolin.agent.v1.Empty\x12>\n" +
 	"\bShutdown\x12\x18.gondolin.agent.v1.Empty\x1a\x18.gondolin.agent.v1.Empty\x12N\n" +
-	"\vExecProcess\x12%.gondolin.agent.v1.ExecProcessRequest\x1a\x18.gondolin.agent.v1.Empty\x12J\n" +
+	"\vExecProcess\x12%.gondolin.agent.v1.ExecProcessRequest\x1a\x18.gondolin.agent.v1.Empty\x12R\n" +
+	"\rDeleteProcess\x12'.gondolin.agent.v1.DeleteProcessRequest\x1a\x18.gondolin.agent.v1.Empty\x12J\n" +
 	"\tResizePty\x12#.gondolin.agent.v1.ResizePtyRequest\x1a\x18.gondolin.agent.v1.Empty\x12b\n" +
 	"\rListProcesses\x12'.gondolin.agent.v1.ListProcessesRequest\x1a(.gondolin.agent.v1.ListProcessesResponse\x12J\n" +
 	"\x05Stats\x12\x1f.gondolin.agent.v1.StatsRequest\x1a .gondolin.agent.v1.StatsResponse\x12V\n" +
@@ -1856,7 +1912,7 @@ func file_agent_proto_rawDescGZIP() []byte {
 }
 
 var file_agent_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 28)
+var file_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 29)
 var file_agent_proto_goTypes = []any{
 	(StreamHeader_Kind)(0),          // 0: gondolin.agent.v1.StreamHeader.Kind
 	(*Empty)(nil),                   // 1: gondolin.agent.v1.Empty
@@ -1877,16 +1933,17 @@ var file_agent_proto_goTypes = []any{
 	(*SignalProcessRequest)(nil),    // 16: gondolin.agent.v1.SignalProcessRequest
 	(*DeleteContainerRequest)(nil),  // 17: gondolin.agent.v1.DeleteContainerRequest
 	(*ExecProcessRequest)(nil),      // 18: gondolin.agent.v1.ExecProcessRequest
-	(*ResizePtyRequest)(nil),        // 19: gondolin.agent.v1.ResizePtyRequest
-	(*ListProcessesRequest)(nil),    // 20: gondolin.agent.v1.ListProcessesRequest
-	(*ProcessInfo)(nil),             // 21: gondolin.agent.v1.ProcessInfo
-	(*ListProcessesResponse)(nil),   // 22: gondolin.agent.v1.ListProcessesResponse
-	(*StatsRequest)(nil),            // 23: gondolin.agent.v1.StatsRequest
-	(*StatsResponse)(nil),           // 24: gondolin.agent.v1.StatsResponse
-	(*UpdateContainerRequest)(nil),  // 25: gondolin.agent.v1.UpdateContainerRequest
-	(*OOMEvent)(nil),                // 26: gondolin.agent.v1.OOMEvent
-	(*StreamHeader)(nil),            // 27: gondolin.agent.v1.StreamHeader
-	nil,                             // 28: gondolin.agent.v1.CreateContainerRequest.SysctlEntry
+	(*DeleteProcessRequest)(nil),    // 19: gondolin.agent.v1.DeleteProcessRequest
+	(*ResizePtyRequest)(nil),        // 20: gondolin.agent.v1.ResizePtyRequest
+	(*ListProcessesRequest)(nil),    // 21: gondolin.agent.v1.ListProcessesRequest
+	(*ProcessInfo)(nil),             // 22: gondolin.agent.v1.ProcessInfo
+	(*ListProcessesResponse)(nil),   // 23: gondolin.agent.v1.ListProcessesResponse
+	(*StatsRequest)(nil),            // 24: gondolin.agent.v1.StatsRequest
+	(*StatsResponse)(nil),           // 25: gondolin.agent.v1.StatsResponse
+	(*UpdateContainerRequest)(nil),  // 26: gondolin.agent.v1.UpdateContainerRequest
+	(*OOMEvent)(nil),                // 27: gondolin.agent.v1.OOMEvent
+	(*StreamHeader)(nil),            // 28: gondolin.agent.v1.StreamHeader
+	nil,                             // 29: gondolin.agent.v1.CreateContainerRequest.SysctlEntry
 }
 var file_agent_proto_depIdxs = []int32{
 	3,  // 0: gondolin.agent.v1.Process.user:type_name -> gondolin.agent.v1.User
@@ -1895,11 +1952,11 @@ var file_agent_proto_depIdxs = []int32{
 	5,  // 3: gondolin.agent.v1.CreateContainerRequest.process:type_name -> gondolin.agent.v1.Process
 	8,  // 4: gondolin.agent.v1.CreateContainerRequest.mounts:type_name -> gondolin.agent.v1.Mount
 	9,  // 5: gondolin.agent.v1.CreateContainerRequest.stdio:type_name -> gondolin.agent.v1.Stdio
-	28, // 6: gondolin.agent.v1.CreateContainerRequest.sysctl:type_name -> gondolin.agent.v1.CreateContainerRequest.SysctlEntry
+	29, // 6: gondolin.agent.v1.CreateContainerRequest.sysctl:type_name -> gondolin.agent.v1.CreateContainerRequest.SysctlEntry
 	7,  // 7: gondolin.agent.v1.CreateContainerRequest.shares:type_name -> gondolin.agent.v1.Share
 	5,  // 8: gondolin.agent.v1.ExecProcessRequest.process:type_name -> gondolin.agent.v1.Process
 	9,  // 9: gondolin.agent.v1.ExecProcessRequest.stdio:type_name -> gondolin.agent.v1.Stdio
-	21, // 10: gondolin.agent.v1.ListProcessesResponse.processes:type_name -> gondolin.agent.v1.ProcessInfo
+	22, // 10: gondolin.agent.v1.ListProcessesResponse.processes:type_name -> gondolin.agent.v1.ProcessInfo
 	0,  // 11: gondolin.agent.v1.StreamHeader.kind:type_name -> gondolin.agent.v1.StreamHeader.Kind
 	1,  // 12: gondolin.agent.v1.Agent.Info:input_type -> gondolin.agent.v1.Empty
 	10, // 13: gondolin.agent.v1.Agent.CreateContainer:input_type -> gondolin.agent.v1.CreateContainerRequest
@@ -1909,26 +1966,28 @@ var file_agent_proto_depIdxs = []int32{
 	17, // 17: gondolin.agent.v1.Agent.DeleteContainer:input_type -> gondolin.agent.v1.DeleteContainerRequest
 	1,  // 18: gondolin.agent.v1.Agent.Shutdown:input_type -> gondolin.agent.v1.Empty
 	18, // 19: gondolin.agent.v1.Agent.ExecProcess:input_type -> gondolin.agent.v1.ExecProcessRequest
-	19, // 20: gondolin.agent.v1.Agent.ResizePty:input_type -> gondolin.agent.v1.ResizePtyRequest
-	20, // 21: gondolin.agent.v1.Agent.ListProcesses:input_type -> gondolin.agent.v1.ListProcessesRequest
-	23, // 22: gondolin.agent.v1.Agent.Stats:input_type -> gondolin.agent.v1.StatsRequest
-	25, // 23: gondolin.agent.v1.Agent.UpdateContainer:input_type -> gondolin.agent.v1.UpdateContainerRequest
-	1,  // 24: gondolin.agent.v1.Agent.WaitOOM:input_type -> gondolin.agent.v1.Empty
-	2,  // 25: gondolin.agent.v1.Agent.Info:output_type -> gondolin.agent.v1.InfoResponse
-	11, // 26: gondolin.agent.v1.Agent.CreateContainer:output_type -> gondolin.agent.v1.CreateContainerResponse
-	13, // 27: gondolin.agent.v1.Agent.StartProcess:output_type -> gondolin.agent.v1.StartProcessResponse
-	15, // 28: gondolin.agent.v1.Agent.WaitProcess:output_type -> gondolin.agent.v1.WaitProcessResponse
-	1,  // 29: gondolin.agent.v1.Agent.SignalProcess:output_type -> gondolin.agent.v1.Empty
-	1,  // 30: gondolin.agent.v1.Agent.DeleteContainer:output_type -> gondolin.agent.v1.Empty
-	1,  // 31: gondolin.agent.v1.Agent.Shutdown:output_type -> gondolin.agent.v1.Empty
-	1,  // 32: gondolin.agent.v1.Agent.ExecProcess:output_type -> gondolin.agent.v1.Empty
-	1,  // 33: gondolin.agent.v1.Agent.ResizePty:output_type -> gondolin.agent.v1.Empty
-	22, // 34: gondolin.agent.v1.Agent.ListProcesses:output_type -> gondolin.agent.v1.ListProcessesResponse
-	24, // 35: gondolin.agent.v1.Agent.Stats:output_type -> gondolin.agent.v1.StatsResponse
-	1,  // 36: gondolin.agent.v1.Agent.UpdateContainer:output_type -> gondolin.agent.v1.Empty
-	26, // 37: gondolin.agent.v1.Agent.WaitOOM:output_type -> gondolin.agent.v1.OOMEvent
-	25, // [25:38] is the sub-list for method output_type
-	12, // [12:25] is the sub-list for method input_type
+	19, // 20: gondolin.agent.v1.Agent.DeleteProcess:input_type -> gondolin.agent.v1.DeleteProcessRequest
+	20, // 21: gondolin.agent.v1.Agent.ResizePty:input_type -> gondolin.agent.v1.ResizePtyRequest
+	21, // 22: gondolin.agent.v1.Agent.ListProcesses:input_type -> gondolin.agent.v1.ListProcessesRequest
+	24, // 23: gondolin.agent.v1.Agent.Stats:input_type -> gondolin.agent.v1.StatsRequest
+	26, // 24: gondolin.agent.v1.Agent.UpdateContainer:input_type -> gondolin.agent.v1.UpdateContainerRequest
+	1,  // 25: gondolin.agent.v1.Agent.WaitOOM:input_type -> gondolin.agent.v1.Empty
+	2,  // 26: gondolin.agent.v1.Agent.Info:output_type -> gondolin.agent.v1.InfoResponse
+	11, // 27: gondolin.agent.v1.Agent.CreateContainer:output_type -> gondolin.agent.v1.CreateContainerResponse
+	13, // 28: gondolin.agent.v1.Agent.StartProcess:output_type -> gondolin.agent.v1.StartProcessResponse
+	15, // 29: gondolin.agent.v1.Agent.WaitProcess:output_type -> gondolin.agent.v1.WaitProcessResponse
+	1,  // 30: gondolin.agent.v1.Agent.SignalProcess:output_type -> gondolin.agent.v1.Empty
+	1,  // 31: gondolin.agent.v1.Agent.DeleteContainer:output_type -> gondolin.agent.v1.Empty
+	1,  // 32: gondolin.agent.v1.Agent.Shutdown:output_type -> gondolin.agent.v1.Empty
+	1,  // 33: gondolin.agent.v1.Agent.ExecProcess:output_type -> gondolin.agent.v1.Empty
+	1,  // 34: gondolin.agent.v1.Agent.DeleteProcess:output_type -> gondolin.agent.v1.Empty
+	1,  // 35: gondolin.agent.v1.Agent.ResizePty:output_type -> gondolin.agent.v1.Empty
+	23, // 36: gondolin.agent.v1.Agent.ListProcesses:output_type -> gondolin.agent.v1.ListProcessesResponse
+	25, // 37: gondolin.agent.v1.Agent.Stats:output_type -> gondolin.agent.v1.StatsResponse
+	1,  // 38: gondolin.agent.v1.Agent.UpdateContainer:output_type -> gondolin.agent.v1.Empty
+	27, // 39: gondolin.agent.v1.Agent.WaitOOM:output_type -> gondolin.agent.v1.OOMEvent
+	26, // [26:40] is the sub-list for method output_type
+	12, // [12:26] is the sub-list for method input_type
 	12, // [12:12] is the sub-list for extension type_name
 	12, // [12:12] is the sub-list for extension extendee
 	0,  // [0:12] is the sub-list for field type_name
@@ -1945,7 +2004,7 @@ func file_agent_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_agent_proto_rawDesc), len(file_agent_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   28,
+			NumMessages:   29,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

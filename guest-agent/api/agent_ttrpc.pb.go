@@ -16,6 +16,7 @@ type AgentService interface {
 	DeleteContainer(context.Context, *DeleteContainerRequest) (*Empty, error)
 	Shutdown(context.Context, *Empty) (*Empty, error)
 	ExecProcess(context.Context, *ExecProcessRequest) (*Empty, error)
+	DeleteProcess(context.Context, *DeleteProcessRequest) (*Empty, error)
 	ResizePty(context.Context, *ResizePtyRequest) (*Empty, error)
 	ListProcesses(context.Context, *ListProcessesRequest) (*ListProcessesResponse, error)
 	Stats(context.Context, *StatsRequest) (*StatsResponse, error)
@@ -81,6 +82,13 @@ func RegisterAgentService(srv *ttrpc.Server, svc AgentService) {
 					return nil, err
 				}
 				return svc.ExecProcess(ctx, &req)
+			},
+			"DeleteProcess": func(ctx context.Context, unmarshal func(interface{}) error) (interface{}, error) {
+				var req DeleteProcessRequest
+				if err := unmarshal(&req); err != nil {
+					return nil, err
+				}
+				return svc.DeleteProcess(ctx, &req)
 			},
 			"ResizePty": func(ctx context.Context, unmarshal func(interface{}) error) (interface{}, error) {
 				var req ResizePtyRequest
@@ -190,6 +198,14 @@ func (c *agentClient) Shutdown(ctx context.Context, req *Empty) (*Empty, error) 
 func (c *agentClient) ExecProcess(ctx context.Context, req *ExecProcessRequest) (*Empty, error) {
 	var resp Empty
 	if err := c.client.Call(ctx, "gondolin.agent.v1.Agent", "ExecProcess", req, &resp); err != nil {
+		return nil, err
+	}
+	return &resp, nil
+}
+
+func (c *agentClient) DeleteProcess(ctx context.Context, req *DeleteProcessRequest) (*Empty, error) {
+	var resp Empty
+	if err := c.client.Call(ctx, "gondolin.agent.v1.Agent", "DeleteProcess", req, &resp); err != nil {
 		return nil, err
 	}
 	return &resp, nil

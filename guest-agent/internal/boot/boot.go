@@ -166,7 +166,7 @@ func loadModule(path string) error {
 	return err
 }
 
-// EnableControllers enables cpu, memory, pids and io (those present) for the
+// EnableControllers enables cpu, cpuset, memory, pids and io (those present) for the
 // children of the cgroup at root.
 func EnableControllers(root string) ([]string, error) {
 	b, err := os.ReadFile(root + "/cgroup.controllers")
@@ -179,7 +179,7 @@ func EnableControllers(root string) ([]string, error) {
 	}
 	var enabled []string
 	var errs []error
-	for _, c := range []string{"cpu", "memory", "pids", "io"} {
+	for _, c := range []string{"cpu", "cpuset", "memory", "pids", "io"} {
 		if !avail[c] {
 			continue
 		}

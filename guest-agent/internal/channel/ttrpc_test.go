@@ -2,8 +2,10 @@ package channel_test
 
 import (
 	"context"
+	"errors"
 	"io"
 	"net"
+	"strings"
 	"testing"
 	"time"
 
@@ -91,10 +93,22 @@ func TestInfoOverYamux(t *testing.T) {
 	if status.Code(err) != codes.NotFound || status.Convert(err).Message() != `container "nope" not found` {
 		t.Fatalf("WaitProcess of unknown container: %v", err)
 	}
+	// A bad request is refused before anything is made.
 	_, err = client.CreateContainer(cctx, &api.CreateContainerRequest{ContainerId: "c", RootfsTag: "rootfs",
-		Process: &api.Process{Args: []string{"sh"}, Terminal: true}})
-	if status.Code(err) != codes.Unimplemented || status.Convert(err).Message() != `container "c": terminal not supported yet` {
-		t.Fatalf("terminal: %v", err)
+		Process: &api.Process{Args: []string{"sh"}, Terminal: true}, ResourcesJson: []byte(`{"memory":{"limit":1099511627776000}}`)})
+	if status.Code(err) != codes.InvalidArgument || !strings.Contains(status.Convert(err).Message(), "MiB cannot be met inside it") {
+		t.Fatalf("memory limit beyond the VM: %v", err)
+	}
+	_, err = client.ExecProcess(cctx, &api.ExecProcessRequest{ContainerId: "nope", ExecId: "e1", Process: &api.Process{Args: []string{"true"}}})
+	if status.Code(err) != codes.NotFound {
+		t.Fatalf("exec in unknown container: %v", err)
+	}
+	// WaitOOM ends with its call's context.
+	octx, ocancel := context.WithTimeout(ctx, 200*time.Millisecond)
+	_, err = client.WaitOOM(octx, &api.Empty{})
+	ocancel()
+	if c := status.Code(err); c != codes.DeadlineExceeded && !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("WaitOOM after its deadline: %v", err)
 	}
 	// A create naming a stream the host never opened fails in bounded time.
 	_, err = client.CreateContainer(cctx, &api.CreateContainerRequest{ContainerId: "c", RootfsTag: "rootfs",

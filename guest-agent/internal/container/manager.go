@@ -16,6 +16,7 @@ import (
 	"sync"
 	"time"
 
+	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -23,6 +24,7 @@ import (
 	"github.com/earendil-works/gondolin-containerd/guest-agent/api"
 	"github.com/earendil-works/gondolin-containerd/guest-agent/internal/agentlog"
 	"github.com/earendil-works/gondolin-containerd/guest-agent/internal/channel"
+	"github.com/earendil-works/gondolin-containerd/guest-agent/internal/initproc"
 	"github.com/earendil-works/gondolin-containerd/guest-agent/internal/reaper"
 )
 
@@ -35,6 +37,7 @@ type Streams interface {
 // Config holds the manager's paths and timeouts.
 type Config struct {
 	StateDir   string // containers live in StateDir/<id>
+	SharesDir  string // virtio-fs shares are mounted at SharesDir/<tag>
 	CgroupRoot string // cgroups are CgroupRoot/<id>
 	Exe        string // the agent binary, re-executed as the container init
 	// StdioTimeout bounds the wait for the stdio streams a create names.
@@ -50,6 +53,7 @@ type Config struct {
 func DefaultConfig() Config {
 	return Config{
 		StateDir:     "/run/gondolin/containers",
+		SharesDir:    "/run/gondolin/shares",
 		CgroupRoot:   "/sys/fs/cgroup",
 		Exe:          "/proc/self/exe",
 		StdioTimeout: 10 * time.Second,
@@ -64,13 +68,19 @@ type Manager struct {
 	reaper  *reaper.Reaper
 	streams Streams
 
+	oom *oomWatcher
+	// memTotal reads the guest's memory size (MemTotal, bytes).
+	memTotal func() (uint64, error)
+
 	mu         sync.Mutex
 	containers map[string]*Container
+	shares     map[string]*share
 }
 
 // NewManager returns a manager starting processes through r.
 func NewManager(cfg Config, r *reaper.Reaper, s Streams) *Manager {
-	return &Manager{cfg: cfg, reaper: r, streams: s, containers: map[string]*Container{}}
+	return &Manager{cfg: cfg, reaper: r, streams: s, containers: map[string]*Container{},
+		shares: map[string]*share{}, oom: newOOMWatcher(), memTotal: readMemTotal}
 }
 
 // Container is one container of the guest.
@@ -80,9 +90,13 @@ type Container struct {
 	rootfs string
 	cgroup string
 
+	ptmx   string   // where its terminals come from
+	shares []string // tags of the shares it holds
+
 	// mu serialises create, delete and process changes of this container.
 	mu      sync.Mutex
 	procs   map[string]*Process
+	pending map[string]bool // exec ids being set up
 	deleted bool
 }
 
@@ -94,8 +108,13 @@ type Process struct {
 
 	sync *os.File // agent end of the socket to the waiting init
 
+	// beforeDone runs after the exit, before done is closed (the init's
+	// last OOM check, so an OOM event precedes WaitProcess's answer).
+	beforeDone func()
+
 	mu      sync.Mutex
 	started bool
+	console *os.File // terminal master, until the process is done
 	exit    reaper.Exit
 	exited  chan struct{} // closed when the process has been reaped
 	done    chan struct{} // closed when exited and its output is drained
@@ -114,6 +133,16 @@ func (p *Process) onExit(e reaper.Exit) {
 	close(p.exited)
 	go func() {
 		p.io.Wait()
+		p.mu.Lock()
+		if p.console != nil {
+			// Whatever still holds the terminal gets SIGHUP.
+			p.console.Close()
+			p.console = nil
+		}
+		p.mu.Unlock()
+		if p.beforeDone != nil {
+			p.beforeDone()
+		}
 		close(p.done)
 	}()
 }
@@ -180,17 +209,34 @@ func (m *Manager) Create(ctx context.Context, req *api.CreateContainerRequest) (
 	if req.GetProcess() == nil || len(req.GetProcess().GetArgs()) == 0 {
 		return 0, status.Errorf(codes.InvalidArgument, "container %q: process args must not be empty", id)
 	}
-	if req.GetProcess().GetTerminal() {
-		return 0, status.Errorf(codes.Unimplemented, "container %q: terminal not supported yet", id)
-	}
 	if req.GetRootfsTag() == "" {
 		return 0, status.Errorf(codes.InvalidArgument, "container %q: rootfs_tag must not be empty", id)
 	}
+	// What the request can get wrong is refused before anything is made.
+	cfg, err := processConfig(req.GetProcess())
+	if err != nil {
+		return 0, status.Errorf(codes.InvalidArgument, "container %q: %v", id, err)
+	}
+	res, err := m.parseResources(req.GetResourcesJson())
+	if err != nil {
+		return 0, status.Errorf(codes.InvalidArgument, "container %q: %v", id, err)
+	}
+	for _, sh := range req.GetShares() {
+		if err := validTag(sh.GetTag()); err != nil {
+			return 0, status.Errorf(codes.InvalidArgument, "container %q: %v", id, err)
+		}
+	}
+	for k := range req.GetSysctl() {
+		if _, err := initproc.SysctlPath("/proc/sys", k); err != nil {
+			return 0, status.Errorf(codes.InvalidArgument, "container %q: %v", id, err)
+		}
+	}
 	c := &Container{
-		ID:     id,
-		dir:    filepath.Join(m.cfg.StateDir, id),
-		cgroup: filepath.Join(m.cfg.CgroupRoot, id),
-		procs:  map[string]*Process{},
+		ID:      id,
+		dir:     filepath.Join(m.cfg.StateDir, id),
+		cgroup:  filepath.Join(m.cfg.CgroupRoot, id),
+		procs:   map[string]*Process{},
+		pending: map[string]bool{},
 	}
 	c.rootfs = filepath.Join(c.dir, "rootfs")
 	m.mu.Lock()
@@ -204,7 +250,7 @@ func (m *Manager) Create(ctx context.Context, req *api.CreateContainerRequest) (
 	defer c.mu.Unlock()
 
 	start := time.Now()
-	pid, err := m.create(ctx, c, req)
+	pid, err := m.create(ctx, c, req, cfg, res)
 	if err != nil {
 		agentlog.Errorf("create container %s: %v", id, err)
 		m.teardown(c)
@@ -217,7 +263,7 @@ func (m *Manager) Create(ctx context.Context, req *api.CreateContainerRequest) (
 	return pid, nil
 }
 
-func (m *Manager) create(ctx context.Context, c *Container, req *api.CreateContainerRequest) (int, error) {
+func (m *Manager) create(ctx context.Context, c *Container, req *api.CreateContainerRequest, cfg initproc.Config, res *specs.LinuxResources) (int, error) {
 	stdio, err := m.takeStdio(ctx, c.ID, "", req.GetStdio())
 	if err != nil {
 		return 0, err
@@ -230,6 +276,10 @@ func (m *Manager) create(ctx context.Context, c *Container, req *api.CreateConta
 		}
 	}()
 
+	// Shares first: bind mounts of the container take their sources there.
+	if err := m.acquireShares(c, req.GetShares()); err != nil {
+		return 0, err
+	}
 	if err := os.MkdirAll(c.rootfs, 0o755); err != nil {
 		return 0, fmt.Errorf("create %s: %w", c.rootfs, err)
 	}
@@ -249,13 +299,27 @@ func (m *Manager) create(ctx context.Context, c *Container, req *api.CreateConta
 			return 0, err
 		}
 	}
+	c.ptmx = containerPtmx(c.rootfs)
 
 	if err := makeCgroup(c.cgroup); err != nil {
 		return 0, err
 	}
+	if err := applyResources(c.cgroup, res); err != nil {
+		return 0, err
+	}
+	m.oom.add(c.ID, c.cgroup)
+
+	cfg.Rootfs = c.rootfs
+	cfg.Hostname = req.GetHostname()
+	cfg.CgroupNS = plan.cgroupNS
+	cfg.Mounts = plan.nsMounts
+	cfg.Sysctl = req.GetSysctl()
+	cfg.MaskedPaths = req.GetMaskedPaths()
+	cfg.ReadonlyPaths = req.GetReadonlyPaths()
 	p := newProcess(c.ID, "")
+	p.beforeDone = func() { m.oom.check(c.ID) }
 	owned = true
-	if err := m.spawn(c, p, req, plan, stdio); err != nil {
+	if err := m.spawn(c, p, spawnSpec{cfg: cfg, terminal: req.GetProcess().GetTerminal(), ptmx: c.ptmx, stdio: stdio}); err != nil {
 		return 0, err
 	}
 	return p.Pid, nil
@@ -378,6 +442,8 @@ func (m *Manager) teardown(c *Container) error {
 	if err := unmountAll(c.dir); err != nil {
 		errs = append(errs, err)
 	}
+	m.releaseShares(c)
+	m.oom.remove(c.ID)
 	if err := removeCgroup(c.cgroup); err != nil {
 		errs = append(errs, err)
 	}
@@ -409,8 +475,10 @@ func (m *Manager) Shutdown() {
 		}
 	}
 	unix.Sync()
-	if err := unmountAll(m.cfg.StateDir); err != nil {
-		agentlog.Warnf("shutdown: %v", err)
+	for _, dir := range []string{m.cfg.StateDir, m.cfg.SharesDir} {
+		if err := unmountAll(dir); err != nil {
+			agentlog.Warnf("shutdown: %v", err)
+		}
 	}
 }
 

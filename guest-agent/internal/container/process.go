@@ -67,36 +67,28 @@ func (m *Manager) takeStdio(ctx context.Context, cid, eid string, stdio *api.Std
 	return s, nil
 }
 
-// spawn starts the container init for p, hands it its config and waits for
-// it to be ready (or fail). On success p is registered in c and owns the
-// streams; on failure the streams are closed too.
-func (m *Manager) spawn(c *Container, p *Process, req *api.CreateContainerRequest, plan *mountPlan, stdio *stdioStreams) (err error) {
-	proc := req.GetProcess()
-	cfg := initproc.Config{
-		Rootfs:     c.rootfs,
-		Hostname:   req.GetHostname(),
-		Args:       proc.GetArgs(),
-		Env:        proc.GetEnv(),
-		Cwd:        proc.GetCwd(),
-		NoNewPrivs: proc.GetNoNewPrivileges(),
-		CgroupNS:   plan.cgroupNS,
-		Mounts:     plan.nsMounts,
-	}
-	if u := proc.GetUser(); u != nil {
-		cfg.UID, cfg.GID, cfg.AdditionalGids = u.GetUid(), u.GetGid(), u.GetAdditionalGids()
-		if u.GetHasUmask() {
-			um := u.GetUmask()
-			cfg.Umask = &um
-		}
-	}
-	for _, r := range proc.GetRlimits() {
-		cfg.Rlimits = append(cfg.Rlimits, initproc.Rlimit{Type: r.GetType(), Hard: r.GetHard(), Soft: r.GetSoft()})
-	}
-	if err := initproc.ValidateRlimits(cfg.Rlimits); err != nil {
-		stdio.close()
-		return status.Error(codes.InvalidArgument, err.Error())
-	}
+// spawnSpec is what spawn starts.
+type spawnSpec struct {
+	cfg      initproc.Config
+	terminal bool
+	ptmx     string // the multiplexer to allocate the terminal from
+	stdio    *stdioStreams
+	// join holds the namespaces of the container init an exec process
+	// starts in; empty for the init itself, which gets new PID, UTS and
+	// IPC namespaces.
+	join []nsFile
+	// cgroupNS is the init's cgroup namespace, which an exec process
+	// joins itself (passed as initproc.CgroupNSFd).
+	cgroupNS *os.File
+}
 
+// spawn starts the container process for p (the init, or an exec process
+// in the init's namespaces), hands it its config and waits for it to be
+// ready (or fail). On success p is registered in c and owns the streams;
+// on failure the streams are closed too (p is registered if it was
+// forked).
+func (m *Manager) spawn(c *Container, p *Process, sp spawnSpec) (err error) {
+	stdio := sp.stdio
 	// Files the child gets; closed in the agent once it has forked.
 	var childFiles []*os.File
 	defer func() {
@@ -120,49 +112,69 @@ func (m *Manager) spawn(c *Container, p *Process, req *api.CreateContainerReques
 	childFiles = append(childFiles, devnull)
 	fds := []uintptr{devnull.Fd(), devnull.Fd(), devnull.Fd()}
 	var stdinW, stdoutR, stderrR *os.File
-	pipe := func(childRead bool, fdIndex int) (*os.File, error) {
-		r, w, err := os.Pipe()
-		if err != nil {
-			return nil, err
+	var tty *pty
+	if sp.terminal {
+		if tty, err = openPty(sp.ptmx, sp.cfg.UID); err != nil {
+			return fmt.Errorf("allocate a terminal from %s: %w", sp.ptmx, err)
 		}
-		child, parent := w, r
-		if childRead {
-			child, parent = r, w
+		childFiles = append(childFiles, tty.slave)
+		parentFiles = append(parentFiles, tty.master, tty.reader)
+		fds = []uintptr{tty.slave.Fd(), tty.slave.Fd(), tty.slave.Fd()}
+		// A terminal has no stderr of its own: a stream the host opened
+		// for it anyway ends at once.
+		if stdio.stderr != nil {
+			stdio.stderr.Close()
+			stdio.stderr = nil
 		}
-		childFiles = append(childFiles, child)
-		parentFiles = append(parentFiles, parent)
-		fds[fdIndex] = child.Fd() // Fd() makes the child's end blocking again
-		return parent, nil
-	}
-	if stdio.stdin != nil {
-		if stdinW, err = pipe(true, 0); err != nil {
-			return err
+	} else {
+		pipe := func(childRead bool, fdIndex int) (*os.File, error) {
+			r, w, err := os.Pipe()
+			if err != nil {
+				return nil, err
+			}
+			child, parent := w, r
+			if childRead {
+				child, parent = r, w
+			}
+			childFiles = append(childFiles, child)
+			parentFiles = append(parentFiles, parent)
+			fds[fdIndex] = child.Fd() // Fd() makes the child's end blocking again
+			return parent, nil
 		}
-	}
-	if stdio.stdout != nil {
-		if stdoutR, err = pipe(false, 1); err != nil {
-			return err
+		if stdio.stdin != nil {
+			if stdinW, err = pipe(true, 0); err != nil {
+				return err
+			}
 		}
-	}
-	if stdio.stderr != nil {
-		if stderrR, err = pipe(false, 2); err != nil {
-			return err
+		if stdio.stdout != nil {
+			if stdoutR, err = pipe(false, 1); err != nil {
+				return err
+			}
+		}
+		if stdio.stderr != nil {
+			if stderrR, err = pipe(false, 2); err != nil {
+				return err
+			}
 		}
 	}
 
-	sp, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	spair, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
 		return fmt.Errorf("socketpair: %w", err)
 	}
-	childSync := os.NewFile(uintptr(sp[1]), "sync-child")
+	childSync := os.NewFile(uintptr(spair[1]), "sync-child")
 	childFiles = append(childFiles, childSync)
-	if err := unix.SetNonblock(sp[0], true); err != nil {
-		unix.Close(sp[0])
+	if err := unix.SetNonblock(spair[0], true); err != nil {
+		unix.Close(spair[0])
 		return err
 	}
-	p.sync = os.NewFile(uintptr(sp[0]), "sync")
+	p.sync = os.NewFile(uintptr(spair[0]), "sync")
 	parentFiles = append(parentFiles, p.sync)
 	fds = append(fds, childSync.Fd())
+	if sp.cgroupNS != nil {
+		fds = append(fds, sp.cgroupNS.Fd())
+		sp.cfg.JoinCgroupNS = true
+	}
 
 	cg, err := os.Open(c.cgroup)
 	if err != nil {
@@ -170,16 +182,25 @@ func (m *Manager) spawn(c *Container, p *Process, req *api.CreateContainerReques
 	}
 	childFiles = append(childFiles, cg)
 
+	sys := &syscall.SysProcAttr{
+		Setsid:      true,
+		UseCgroupFD: true,
+		CgroupFD:    int(cg.Fd()),
+	}
+	if len(sp.join) == 0 {
+		sys.Cloneflags = unix.CLONE_NEWPID | unix.CLONE_NEWUTS | unix.CLONE_NEWIPC
+	}
+	if sp.terminal {
+		// The new session's controlling terminal, so that its process
+		// group is the foreground one (^C is SIGINT for it).
+		sys.Setctty = true
+		sys.Ctty = 0
+	}
 	attr := &syscall.ProcAttr{
 		Dir:   "/",
 		Env:   []string{initproc.EnvMarker + "=1"},
 		Files: fds,
-		Sys: &syscall.SysProcAttr{
-			Setsid:      true,
-			Cloneflags:  unix.CLONE_NEWPID | unix.CLONE_NEWUTS | unix.CLONE_NEWIPC,
-			UseCgroupFD: true,
-			CgroupFD:    int(cg.Fd()),
-		},
+		Sys:   sys,
 	}
 	// Count the copiers before the process can exit (onExit waits for them).
 	copiers := 0
@@ -188,13 +209,18 @@ func (m *Manager) spawn(c *Container, p *Process, req *api.CreateContainerReques
 			copiers++
 		}
 	}
+	if tty != nil {
+		copiers = 1
+	}
 	p.io.Add(copiers)
-	pid, err := m.reaper.Start(func() (int, error) {
-		return syscall.ForkExec(m.cfg.Exe, []string{"gondolin-agent", initproc.Arg}, attr)
-	}, p.onExit)
+	pid, err := runInNamespaces(sp.join, func() (int, error) {
+		return m.reaper.Start(func() (int, error) {
+			return syscall.ForkExec(m.cfg.Exe, []string{"gondolin-agent", initproc.Arg}, attr)
+		}, p.onExit)
+	})
 	if err != nil {
 		p.io.Add(-copiers)
-		return fmt.Errorf("start container init: %w", err)
+		return fmt.Errorf("start container process: %w", err)
 	}
 	p.Pid = pid
 	c.procs[p.ExecID] = p
@@ -206,6 +232,19 @@ func (m *Manager) spawn(c *Container, p *Process, req *api.CreateContainerReques
 	// From here the copiers own the pipes and streams: they end when the
 	// process (and whatever holds its pipes) is gone.
 	parentFiles = []*os.File{p.sync}
+	if tty != nil {
+		p.mu.Lock()
+		p.console = tty.master
+		p.mu.Unlock()
+		var out io.WriteCloser = discard{}
+		if stdio.stdout != nil {
+			out = stdio.stdout
+		}
+		go m.copyOut(p, out, tty.reader)
+		if stdio.stdin != nil {
+			go copyInTerminal(p, tty.master, stdio.stdin)
+		}
+	}
 	if stdoutR != nil {
 		go m.copyOut(p, stdio.stdout, stdoutR)
 	}
@@ -218,12 +257,12 @@ func (m *Manager) spawn(c *Container, p *Process, req *api.CreateContainerReques
 	stdio = &stdioStreams{}
 
 	_ = p.sync.SetDeadline(time.Now().Add(60 * time.Second))
-	if err := initproc.WriteMessage(p.sync, cfg); err != nil {
-		return fmt.Errorf("send config to container init: %w", err)
+	if err := initproc.WriteMessage(p.sync, sp.cfg); err != nil {
+		return fmt.Errorf("send config to container process: %w", err)
 	}
 	var res initproc.Result
 	if err := initproc.ReadMessage(p.sync, &res); err != nil {
-		return fmt.Errorf("container init exited before it was ready: %w", err)
+		return fmt.Errorf("container process exited before it was ready: %w", err)
 	}
 	if res.Error != "" {
 		return status.Errorf(codes.FailedPrecondition, "unable to start container process: %s", res.Error)
@@ -231,6 +270,13 @@ func (m *Manager) spawn(c *Container, p *Process, req *api.CreateContainerReques
 	_ = p.sync.SetDeadline(time.Time{})
 	return nil
 }
+
+// discard swallows a terminal's output nobody asked for, so that the
+// process never blocks on a full terminal.
+type discard struct{}
+
+func (discard) Write(b []byte) (int, error) { return len(b), nil }
+func (discard) Close() error                { return nil }
 
 // release sends the start byte and waits for the exec: the socket reaches
 // EOF when it succeeded (close-on-exec) and carries an error otherwise.
@@ -258,7 +304,7 @@ func release(p *Process) error {
 // the process exited, it keeps copying only while data keeps coming
 // (DrainGrace of quiet ends it, MaxDrain caps it): a background child
 // holding the pipe must not hold WaitProcess forever.
-func (m *Manager) copyOut(p *Process, dst net.Conn, src *os.File) {
+func (m *Manager) copyOut(p *Process, dst io.WriteCloser, src *os.File) {
 	defer p.io.Done()
 	defer dst.Close()
 	defer src.Close()
@@ -318,5 +364,23 @@ func copyIn(p *Process, dst *os.File, src net.Conn) {
 	_, _ = io.Copy(dst, src)
 	close(stop)
 	dst.Close()
+	src.Close()
+}
+
+// copyInTerminal copies the host's stdin stream to a terminal. The
+// stream's EOF only means the user detached: the terminal stays open
+// (until the process is done). It stops when the process exited.
+func copyInTerminal(p *Process, dst *os.File, src net.Conn) {
+	stop := make(chan struct{})
+	go func() {
+		select {
+		case <-p.exited:
+			_ = src.SetReadDeadline(time.Now())
+			_ = dst.SetWriteDeadline(time.Now())
+		case <-stop:
+		}
+	}()
+	_, _ = io.Copy(dst, src)
+	close(stop)
 	src.Close()
 }

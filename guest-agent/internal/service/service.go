@@ -28,6 +28,13 @@ type Containers interface {
 	Signal(cid, eid string, sig unix.Signal, all bool) error
 	Delete(ctx context.Context, cid string) error
 	Shutdown()
+	Exec(ctx context.Context, req *api.ExecProcessRequest) error
+	DeleteProcess(ctx context.Context, cid, eid string) error
+	ResizePty(ctx context.Context, cid, eid string, width, height uint32) error
+	ListProcesses(ctx context.Context, cid string) ([]container.ProcessInfo, error)
+	Stats(ctx context.Context, cid string) ([]byte, error)
+	Update(ctx context.Context, cid string, resourcesJSON []byte) error
+	WaitOOM(ctx context.Context) (string, error)
 }
 
 // Service is the agent's API.
@@ -122,4 +129,69 @@ func (s *Service) Shutdown(ctx context.Context, _ *api.Empty) (*api.Empty, error
 		}
 	})
 	return &api.Empty{}, nil
+}
+
+// ExecProcess prepares another process in a container; it waits for
+// StartProcess.
+func (s *Service) ExecProcess(ctx context.Context, req *api.ExecProcessRequest) (*api.Empty, error) {
+	if err := s.Containers.Exec(ctx, req); err != nil {
+		return nil, err
+	}
+	return &api.Empty{}, nil
+}
+
+// DeleteProcess forgets a finished (or never started) exec process.
+func (s *Service) DeleteProcess(ctx context.Context, req *api.DeleteProcessRequest) (*api.Empty, error) {
+	if err := s.Containers.DeleteProcess(ctx, req.GetContainerId(), req.GetExecId()); err != nil {
+		return nil, err
+	}
+	return &api.Empty{}, nil
+}
+
+// ResizePty sets the window size of a process's terminal.
+func (s *Service) ResizePty(ctx context.Context, req *api.ResizePtyRequest) (*api.Empty, error) {
+	if err := s.Containers.ResizePty(ctx, req.GetContainerId(), req.GetExecId(), req.GetWidth(), req.GetHeight()); err != nil {
+		return nil, err
+	}
+	return &api.Empty{}, nil
+}
+
+// ListProcesses lists the guest PIDs and command lines of a container's
+// processes.
+func (s *Service) ListProcesses(ctx context.Context, req *api.ListProcessesRequest) (*api.ListProcessesResponse, error) {
+	ps, err := s.Containers.ListProcesses(ctx, req.GetContainerId())
+	if err != nil {
+		return nil, err
+	}
+	resp := &api.ListProcessesResponse{}
+	for _, p := range ps {
+		resp.Processes = append(resp.Processes, &api.ProcessInfo{Pid: uint32(p.Pid), Command: p.Command})
+	}
+	return resp, nil
+}
+
+// Stats returns the container's cgroup v2 metrics.
+func (s *Service) Stats(ctx context.Context, req *api.StatsRequest) (*api.StatsResponse, error) {
+	b, err := s.Containers.Stats(ctx, req.GetContainerId())
+	if err != nil {
+		return nil, err
+	}
+	return &api.StatsResponse{Metrics: b}, nil
+}
+
+// UpdateContainer applies new cgroup limits.
+func (s *Service) UpdateContainer(ctx context.Context, req *api.UpdateContainerRequest) (*api.Empty, error) {
+	if err := s.Containers.Update(ctx, req.GetContainerId(), req.GetResourcesJson()); err != nil {
+		return nil, err
+	}
+	return &api.Empty{}, nil
+}
+
+// WaitOOM blocks until a container has an OOM kill, or ctx ends.
+func (s *Service) WaitOOM(ctx context.Context, _ *api.Empty) (*api.OOMEvent, error) {
+	id, err := s.Containers.WaitOOM(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return &api.OOMEvent{ContainerId: id}, nil
 }
