@@ -1,0 +1,423 @@
+package policy
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/earendil-works/gondolin-containerd/oci"
+	"golang.org/x/net/dns/dnsmessage"
+)
+
+// synthPrefix is the pool synthetic DNS answers come from. It lies inside
+// the benchmark range 198.18.0.0/15, which upstream dials never reach.
+var synthPrefix = netip.MustParsePrefix("198.19.0.0/16")
+
+const (
+	synthTTL        = 300
+	dnsIdleTimeout  = 30 * time.Second
+	dnsQueryTimeout = 3 * time.Second
+	maxDNSRecords   = 16384
+)
+
+// synthPool maps allowed names to stable addresses from synthPrefix, and
+// back: a flow to a synthetic address is known by name, not by IP.
+type synthPool struct {
+	mu     sync.Mutex
+	next   uint32
+	byName map[string]netip.Addr
+	byAddr map[netip.Addr]string
+}
+
+func newSynthPool() *synthPool {
+	return &synthPool{next: 1, byName: map[string]netip.Addr{}, byAddr: map[netip.Addr]string{}}
+}
+
+func (p *synthPool) addrFor(name string) (netip.Addr, bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if a, ok := p.byName[name]; ok {
+		return a, true
+	}
+	size := uint32(1) << (32 - synthPrefix.Bits())
+	if p.next >= size-1 {
+		return netip.Addr{}, false
+	}
+	base := synthPrefix.Addr().As4()
+	v := binary.BigEndian.Uint32(base[:]) + p.next
+	p.next++
+	var b [4]byte
+	binary.BigEndian.PutUint32(b[:], v)
+	a := netip.AddrFrom4(b)
+	p.byName[name] = a
+	p.byAddr[a] = name
+	return a, true
+}
+
+func (p *synthPool) nameFor(a netip.Addr) (string, bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	name, ok := p.byAddr[a.Unmap()]
+	return name, ok
+}
+
+// dnsRecords remembers which names the guest was told an address belongs
+// to (net.dns=trusted|open), so that a flow to that address can be checked
+// against the name the guest asked for.
+type dnsRecords struct {
+	mu sync.Mutex
+	m  map[netip.Addr]map[string]time.Time
+}
+
+func (r *dnsRecords) add(name string, a netip.Addr, ttl time.Duration) {
+	if ttl < time.Minute {
+		ttl = time.Minute
+	}
+	if ttl > time.Hour {
+		ttl = time.Hour
+	}
+	now := time.Now()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.m == nil {
+		r.m = map[netip.Addr]map[string]time.Time{}
+	}
+	if len(r.m) >= maxDNSRecords {
+		for k, names := range r.m {
+			for n, exp := range names {
+				if now.After(exp) {
+					delete(names, n)
+				}
+			}
+			if len(names) == 0 {
+				delete(r.m, k)
+			}
+		}
+		for k := range r.m {
+			if len(r.m) < maxDNSRecords {
+				break
+			}
+			delete(r.m, k)
+		}
+	}
+	a = a.Unmap()
+	names := r.m[a]
+	if names == nil {
+		names = map[string]time.Time{}
+		r.m[a] = names
+	}
+	names[name] = now.Add(ttl)
+}
+
+func (r *dnsRecords) has(a netip.Addr, name string) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	exp, ok := r.m[a.Unmap()][name]
+	return ok && time.Now().Before(exp)
+}
+
+func (r *dnsRecords) names(a netip.Addr) []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	now := time.Now()
+	var out []string
+	for n, exp := range r.m[a.Unmap()] {
+		if now.Before(exp) {
+			out = append(out, n)
+		}
+	}
+	return out
+}
+
+// nameAllowed reports whether DNS may answer for name: any host in
+// net.allow or net.tcp-allow (ports aside), or anything in mode open.
+func (n *Network) nameAllowed(name string) bool {
+	if n.cfg.Mode == oci.NetModeOpen {
+		return true
+	}
+	return matchAnyHost(n.cfg.Allow, name) || matchAnyHost(n.cfg.TCPAllow, name)
+}
+
+func isLocalhost(name string) bool {
+	return name == "localhost" || strings.HasSuffix(name, ".localhost")
+}
+
+// answerDNS handles one DNS message from the guest and returns the reply,
+// or nil to drop it.
+func (n *Network) answerDNS(ctx context.Context, query []byte, overTCP bool) []byte {
+	var p dnsmessage.Parser
+	hdr, err := p.Start(query)
+	if err != nil || hdr.Response {
+		return nil
+	}
+	qs, err := p.AllQuestions()
+	if err != nil {
+		return dnsReply(hdr, nil, dnsmessage.RCodeFormatError, nil)
+	}
+	if hdr.OpCode != 0 {
+		return dnsReply(hdr, qs, dnsmessage.RCodeNotImplemented, nil)
+	}
+	if len(qs) != 1 {
+		return dnsReply(hdr, qs, dnsmessage.RCodeFormatError, nil)
+	}
+	q := qs[0]
+	raw := q.Name.String()
+	name, valid := normalizeHost(raw)
+	rec := AuditRecord{Protocol: "dns", Host: strings.TrimSuffix(strings.ToLower(raw), "."), Method: dnsTypeName(q.Type)}
+
+	if valid && isLocalhost(name) {
+		var ans []dnsmessage.Resource
+		if q.Type == dnsmessage.TypeA && q.Class == dnsmessage.ClassINET {
+			ans = append(ans, aRecord(q.Name, netip.AddrFrom4([4]byte{127, 0, 0, 1})))
+		}
+		return dnsReply(hdr, qs, dnsmessage.RCodeSuccess, ans)
+	}
+
+	switch n.cfg.DNS {
+	case oci.DNSSynthetic:
+		if !valid || !n.nameAllowed(name) {
+			n.audit(rec.deny("name not in " + oci.AnnotationNetAllow))
+			return dnsReply(hdr, qs, dnsmessage.RCodeNameError, nil)
+		}
+		var ans []dnsmessage.Resource
+		if q.Type == dnsmessage.TypeA && q.Class == dnsmessage.ClassINET {
+			a, ok := n.synth.addrFor(name)
+			if !ok {
+				n.audit(rec.deny("synthetic address pool exhausted"))
+				return dnsReply(hdr, qs, dnsmessage.RCodeServerFailure, nil)
+			}
+			ans = append(ans, aRecord(q.Name, a))
+		}
+		n.audit(rec.allow("synthetic answer"))
+		return dnsReply(hdr, qs, dnsmessage.RCodeSuccess, ans)
+
+	case oci.DNSTrusted:
+		// The allowlist is checked before anything leaves the host.
+		if !valid || !n.nameAllowed(name) {
+			n.audit(rec.deny("name not in " + oci.AnnotationNetAllow))
+			return dnsReply(hdr, qs, dnsmessage.RCodeNameError, nil)
+		}
+	}
+	resp, err := n.forwardDNS(ctx, query, hdr.ID, overTCP)
+	if err != nil {
+		n.audit(rec.deny("upstream DNS failed: " + err.Error()))
+		return dnsReply(hdr, qs, dnsmessage.RCodeServerFailure, nil)
+	}
+	if valid {
+		n.recordAnswers(name, resp)
+	}
+	n.audit(rec.allow("forwarded to upstream resolver"))
+	return resp
+}
+
+func dnsTypeName(t dnsmessage.Type) string {
+	return strings.TrimPrefix(t.String(), "Type")
+}
+
+func aRecord(name dnsmessage.Name, a netip.Addr) dnsmessage.Resource {
+	return dnsmessage.Resource{
+		Header: dnsmessage.ResourceHeader{Name: name, Type: dnsmessage.TypeA, Class: dnsmessage.ClassINET, TTL: synthTTL},
+		Body:   &dnsmessage.AResource{A: a.As4()},
+	}
+}
+
+func dnsReply(q dnsmessage.Header, qs []dnsmessage.Question, rcode dnsmessage.RCode, answers []dnsmessage.Resource) []byte {
+	h := dnsmessage.Header{
+		ID:                 q.ID,
+		Response:           true,
+		OpCode:             q.OpCode,
+		Authoritative:      true,
+		RecursionDesired:   q.RecursionDesired,
+		RecursionAvailable: true,
+		RCode:              rcode,
+	}
+	b := dnsmessage.NewBuilder(make([]byte, 0, 512), h)
+	b.EnableCompression()
+	if err := b.StartQuestions(); err != nil {
+		return nil
+	}
+	for _, q := range qs {
+		if err := b.Question(q); err != nil {
+			return nil
+		}
+	}
+	if err := b.StartAnswers(); err != nil {
+		return nil
+	}
+	for _, r := range answers {
+		if err := b.AResource(r.Header, *r.Body.(*dnsmessage.AResource)); err != nil {
+			return nil
+		}
+	}
+	out, err := b.Finish()
+	if err != nil {
+		return nil
+	}
+	return out
+}
+
+// recordAnswers notes the A and AAAA answers of a forwarded reply as
+// addresses of name.
+func (n *Network) recordAnswers(name string, resp []byte) {
+	var p dnsmessage.Parser
+	if _, err := p.Start(resp); err != nil {
+		return
+	}
+	if err := p.SkipAllQuestions(); err != nil {
+		return
+	}
+	for {
+		h, err := p.AnswerHeader()
+		if err != nil {
+			return
+		}
+		switch h.Type {
+		case dnsmessage.TypeA:
+			r, err := p.AResource()
+			if err != nil {
+				return
+			}
+			n.records.add(name, netip.AddrFrom4(r.A), time.Duration(h.TTL)*time.Second)
+		case dnsmessage.TypeAAAA:
+			r, err := p.AAAAResource()
+			if err != nil {
+				return
+			}
+			n.records.add(name, netip.AddrFrom16(r.AAAA), time.Duration(h.TTL)*time.Second)
+		default:
+			if err := p.SkipAnswer(); err != nil {
+				return
+			}
+		}
+	}
+}
+
+// forwardDNS sends the guest's query unchanged to the upstream resolvers in
+// turn and returns the first reply that matches it.
+func (n *Network) forwardDNS(ctx context.Context, query []byte, id uint16, overTCP bool) ([]byte, error) {
+	var errs []error
+	for _, srv := range n.cfg.DNSServers {
+		qctx, cancel := context.WithTimeout(ctx, dnsQueryTimeout)
+		resp, err := n.exchangeDNS(qctx, srv, query, overTCP)
+		cancel()
+		if err == nil && (len(resp) < 2 || binary.BigEndian.Uint16(resp) != id) {
+			err = errors.New("reply does not match the query")
+		}
+		if err == nil {
+			return resp, nil
+		}
+		errs = append(errs, fmt.Errorf("%s: %w", srv, err))
+	}
+	return nil, errors.Join(errs...)
+}
+
+func (n *Network) exchangeDNS(ctx context.Context, srv netip.AddrPort, query []byte, overTCP bool) ([]byte, error) {
+	network := "udp"
+	if overTCP {
+		network = "tcp"
+	}
+	c, err := n.cfg.Dialer(ctx, network, srv.String())
+	if err != nil {
+		return nil, err
+	}
+	defer c.Close()
+	if dl, ok := ctx.Deadline(); ok {
+		c.SetDeadline(dl)
+	}
+	if overTCP {
+		if err := writeDNSTCP(c, query); err != nil {
+			return nil, err
+		}
+		return readDNSTCP(c)
+	}
+	if _, err := c.Write(query); err != nil {
+		return nil, err
+	}
+	buf := make([]byte, 65535)
+	for {
+		m, err := c.Read(buf)
+		if err != nil {
+			return nil, err
+		}
+		if m >= 2 && binary.BigEndian.Uint16(buf) == binary.BigEndian.Uint16(query) {
+			return buf[:m], nil
+		}
+	}
+}
+
+func writeDNSTCP(w io.Writer, msg []byte) error {
+	if len(msg) > 65535 {
+		return errors.New("DNS message too long")
+	}
+	b := make([]byte, 2+len(msg))
+	binary.BigEndian.PutUint16(b, uint16(len(msg)))
+	copy(b[2:], msg)
+	_, err := w.Write(b)
+	return err
+}
+
+func readDNSTCP(r io.Reader) ([]byte, error) {
+	var l [2]byte
+	if _, err := io.ReadFull(r, l[:]); err != nil {
+		return nil, err
+	}
+	msg := make([]byte, binary.BigEndian.Uint16(l[:]))
+	if _, err := io.ReadFull(r, msg); err != nil {
+		return nil, err
+	}
+	return msg, nil
+}
+
+// serveDNSUDP answers the queries the guest sends from one UDP socket.
+func (n *Network) serveDNSUDP(conn net.Conn) {
+	defer conn.Close()
+	buf := make([]byte, 65535)
+	var wmu sync.Mutex
+	for {
+		conn.SetReadDeadline(time.Now().Add(dnsIdleTimeout))
+		m, err := conn.Read(buf)
+		if err != nil {
+			return
+		}
+		q := append([]byte(nil), buf[:m]...)
+		select {
+		case n.dnsSem <- struct{}{}:
+		case <-n.ctx.Done():
+			return
+		}
+		go func() {
+			defer func() { <-n.dnsSem }()
+			if resp := n.answerDNS(n.ctx, q, false); resp != nil {
+				wmu.Lock()
+				conn.Write(resp)
+				wmu.Unlock()
+			}
+		}()
+	}
+}
+
+// serveDNSTCP answers length-prefixed queries on one guest TCP connection.
+func (n *Network) serveDNSTCP(conn net.Conn) {
+	defer conn.Close()
+	for {
+		conn.SetReadDeadline(time.Now().Add(dnsIdleTimeout))
+		q, err := readDNSTCP(conn)
+		if err != nil {
+			return
+		}
+		resp := n.answerDNS(n.ctx, q, true)
+		if resp == nil {
+			return
+		}
+		if err := writeDNSTCP(conn, resp); err != nil {
+			return
+		}
+	}
+}

@@ -1,0 +1,350 @@
+// Package policy is the guest's network: a userspace TCP/IP stack (gVisor
+// netstack) on the VM's NIC that terminates every guest flow in the shim and
+// decides it against the container's egress policy.
+//
+// DNS is answered here (synthetic names by default), plain HTTP is parsed
+// and checked per request, TLS is terminated with certificates from a host
+// CA and re-originated with normal verification, net.tcp-allow targets are
+// passed through as raw TCP, and everything else is refused. Internal
+// addresses are refused on every resolved address unless
+// net.allow-internal names them, and upstream connections go to exactly the
+// addresses that were checked. Secrets are placeholders in the guest and
+// become real only in requests to their allowed hosts. Every decision is one
+// JSON line in the audit log.
+//
+// The guest side is IPv4 only: IPv6 is not offered on the NIC (the stack
+// has no IPv6 protocol, so guest IPv6 frames are dropped). Upstream
+// connections made on the guest's behalf may use IPv6 under the same checks.
+package policy
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log"
+	"net"
+	"net/http"
+	"net/netip"
+	"sync"
+	"time"
+
+	"gvisor.dev/gvisor/pkg/tcpip"
+	"gvisor.dev/gvisor/pkg/tcpip/header"
+	"gvisor.dev/gvisor/pkg/tcpip/link/channel"
+	"gvisor.dev/gvisor/pkg/tcpip/network/arp"
+	"gvisor.dev/gvisor/pkg/tcpip/network/ipv4"
+	"gvisor.dev/gvisor/pkg/tcpip/stack"
+	"gvisor.dev/gvisor/pkg/tcpip/transport/icmp"
+	"gvisor.dev/gvisor/pkg/tcpip/transport/tcp"
+	"gvisor.dev/gvisor/pkg/tcpip/transport/udp"
+)
+
+// The guest link: a /24 with the host side (gateway and DNS) at .1 and the
+// guest at .3, as in the TypeScript original.
+var (
+	guestSubnet = netip.MustParsePrefix("192.168.127.0/24")
+	gatewayAddr = netip.MustParseAddr("192.168.127.1")
+	guestAddr   = netip.MustParseAddr("192.168.127.3")
+	guestMAC    = net.HardwareAddr{0x02, 0x00, 0x00, 0x00, 0x00, 0x01}
+	gatewayMAC  = net.HardwareAddr{0x02, 0x00, 0x00, 0x00, 0x00, 0xfe}
+)
+
+const (
+	nicID          tcpip.NICID = 1
+	tcpMaxInFlight             = 512
+	maxDNSInFlight             = 64
+)
+
+// Network is one guest's network. Create it with NewNetwork, attach the
+// VM's NIC stream with AttachStream, and Close it when the VM is gone.
+type Network struct {
+	cfg    Config
+	ctx    context.Context
+	cancel context.CancelFunc
+
+	stack *stack.Stack
+	link  *channel.Endpoint
+
+	ca      *authority
+	secrets *secretSet
+	synth   *synthPool
+	records dnsRecords
+	resolv  resolveCache
+	udpSeen deniedCache
+	dnsSem  chan struct{}
+
+	tlsConfig *tls.Config
+	httpSrv   *http.Server
+	httpLn    *connListener
+
+	auditMu sync.Mutex
+
+	attachMu     sync.Mutex
+	attachCancel context.CancelFunc
+	attachDone   chan struct{}
+
+	closeOnce sync.Once
+	wg        sync.WaitGroup
+}
+
+// NewNetwork builds the guest network for cfg. It returns ErrNoNetwork for
+// net.mode=none. ctx bounds the network's life as Close does.
+func NewNetwork(ctx context.Context, cfg Config) (*Network, error) {
+	if err := cfg.setDefaults(); err != nil {
+		return nil, err
+	}
+	ca, err := loadOrCreateCA(cfg.CAStateDir)
+	if err != nil {
+		return nil, err
+	}
+	n := &Network{
+		cfg:     cfg,
+		ca:      ca,
+		secrets: newSecretSet(cfg.Secrets),
+		synth:   newSynthPool(),
+		dnsSem:  make(chan struct{}, maxDNSInFlight),
+		httpLn:  newConnListener(),
+	}
+	n.ctx, n.cancel = context.WithCancel(ctx)
+	if err := n.buildStack(); err != nil {
+		n.cancel()
+		return nil, err
+	}
+	n.startHTTP()
+	go func() {
+		<-n.ctx.Done()
+		n.Close()
+	}()
+	return n, nil
+}
+
+func (n *Network) buildStack() error {
+	s := stack.New(stack.Options{
+		NetworkProtocols:   []stack.NetworkProtocolFactory{ipv4.NewProtocol, arp.NewProtocol},
+		TransportProtocols: []stack.TransportProtocolFactory{tcp.NewProtocol, udp.NewProtocol, icmp.NewProtocol4},
+	})
+	n.stack = s
+	sack := tcpip.TCPSACKEnabled(true)
+	s.SetTransportProtocolOption(tcp.ProtocolNumber, &sack)
+	rcv := tcpip.TCPReceiveBufferSizeRangeOption{Min: 4 << 10, Default: 1 << 20, Max: 8 << 20}
+	s.SetTransportProtocolOption(tcp.ProtocolNumber, &rcv)
+	snd := tcpip.TCPSendBufferSizeRangeOption{Min: 4 << 10, Default: 1 << 20, Max: 8 << 20}
+	s.SetTransportProtocolOption(tcp.ProtocolNumber, &snd)
+	moderate := tcpip.TCPModerateReceiveBufferOption(true)
+	s.SetTransportProtocolOption(tcp.ProtocolNumber, &moderate)
+
+	ch, ep := newFrameLink(n.cfg.MTU, gatewayMAC)
+	n.link = ch
+	if err := s.CreateNIC(nicID, ep); err != nil {
+		return fmt.Errorf("policy: create NIC: %s", err)
+	}
+	if err := s.AddProtocolAddress(nicID, tcpip.ProtocolAddress{
+		Protocol:          ipv4.ProtocolNumber,
+		AddressWithPrefix: tcpip.AddressWithPrefix{Address: toTCPIP(gatewayAddr), PrefixLen: guestSubnet.Bits()},
+	}, stack.AddressProperties{}); err != nil {
+		return fmt.Errorf("policy: gateway address: %s", err)
+	}
+	// Promiscuous and spoofing: the stack accepts flows to any destination
+	// and answers as that destination, so every guest flow ends here.
+	if err := s.SetPromiscuousMode(nicID, true); err != nil {
+		return fmt.Errorf("policy: promiscuous mode: %s", err)
+	}
+	if err := s.SetSpoofing(nicID, true); err != nil {
+		return fmt.Errorf("policy: spoofing: %s", err)
+	}
+	s.SetRouteTable([]tcpip.Route{{Destination: header.IPv4EmptySubnet, NIC: nicID}})
+
+	tf := tcp.NewForwarder(s, 0, tcpMaxInFlight, n.handleTCP)
+	s.SetTransportProtocolHandler(tcp.ProtocolNumber, tf.HandlePacket)
+	uf := udp.NewForwarder(s, n.handleUDP)
+	s.SetTransportProtocolHandler(udp.ProtocolNumber, uf.HandlePacket)
+	return nil
+}
+
+func (n *Network) startHTTP() {
+	n.tlsConfig = &tls.Config{
+		MinVersion:     tls.VersionTLS12,
+		NextProtos:     []string{"h2", "http/1.1"},
+		GetCertificate: n.getCertificate,
+	}
+	var protos http.Protocols
+	protos.SetHTTP1(true)
+	protos.SetHTTP2(true)
+	protos.SetUnencryptedHTTP2(true)
+	n.httpSrv = &http.Server{
+		Handler:           http.HandlerFunc(n.serveHTTP),
+		Protocols:         &protos,
+		ReadHeaderTimeout: time.Minute,
+		IdleTimeout:       5 * time.Minute,
+		MaxHeaderBytes:    1 << 20,
+		ErrorLog:          log.New(redactWriter{n}, "", 0),
+		BaseContext:       func(net.Listener) context.Context { return n.ctx },
+		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
+			return context.WithValue(ctx, flowKey{}, flowOf(c))
+		},
+		ConnState: func(c net.Conn, st http.ConnState) {
+			if st == http.StateClosed || st == http.StateHijacked {
+				if f := flowOf(c); f != nil {
+					f.release()
+				}
+			}
+		},
+	}
+	n.wg.Add(1)
+	go func() {
+		defer n.wg.Done()
+		n.httpSrv.Serve(n.httpLn)
+	}()
+}
+
+// AttachStream connects the VM's NIC: conn carries Ethernet frames, each
+// preceded by its 4-byte big-endian length (QEMU -netdev stream). A later
+// call replaces the previous stream (QEMU reconnected). It returns at once;
+// the stream is served until it fails or the network is closed.
+func (n *Network) AttachStream(conn net.Conn) error {
+	if n.ctx.Err() != nil {
+		conn.Close()
+		return errors.New("policy: network is closed")
+	}
+	n.attachMu.Lock()
+	defer n.attachMu.Unlock()
+	if n.attachCancel != nil {
+		n.attachCancel()
+		<-n.attachDone
+	}
+	ctx, cancel := context.WithCancel(n.ctx)
+	done := make(chan struct{})
+	n.attachCancel, n.attachDone = cancel, done
+	n.wg.Add(1)
+	go func() {
+		defer n.wg.Done()
+		defer close(done)
+		if err := pumpFrames(ctx, conn, n.link, n.cfg.MTU); err != nil {
+			n.logWarn("NIC stream ended", "error", err)
+		}
+	}()
+	return nil
+}
+
+// GuestConfig is what the guest must configure on eth0.
+func (n *Network) GuestConfig() GuestConfig {
+	return GuestConfig{
+		Address:    netip.PrefixFrom(guestAddr, guestSubnet.Bits()),
+		Gateway:    gatewayAddr,
+		DNS:        []netip.Addr{gatewayAddr},
+		MTU:        n.cfg.MTU,
+		MAC:        append(net.HardwareAddr(nil), guestMAC...),
+		GatewayMAC: append(net.HardwareAddr(nil), gatewayMAC...),
+	}
+}
+
+// CACertPEM is the CA certificate the guest must trust for HTTPS.
+func (n *Network) CACertPEM() []byte { return append([]byte(nil), n.ca.certPEM...) }
+
+// Placeholder returns the value the guest sees in place of secret name.
+func (n *Network) Placeholder(name string) (string, bool) {
+	p, ok := n.secrets.placeholders()[name]
+	return p, ok
+}
+
+// Placeholders maps every secret name to its placeholder, for the
+// container's environment.
+func (n *Network) Placeholders() map[string]string { return n.secrets.placeholders() }
+
+// Close stops the network: the NIC stream, every flow and the stack.
+func (n *Network) Close() error {
+	n.closeOnce.Do(func() {
+		n.cancel()
+		n.httpLn.Close()
+		n.httpSrv.Close()
+		n.attachMu.Lock()
+		if n.attachCancel != nil {
+			n.attachCancel()
+		}
+		n.attachMu.Unlock()
+		n.wg.Wait()
+		n.stack.Close()
+		n.link.Close()
+		n.stack.Wait()
+	})
+	return nil
+}
+
+func toTCPIP(a netip.Addr) tcpip.Address {
+	if a.Is4() {
+		return tcpip.AddrFrom4(a.As4())
+	}
+	return tcpip.AddrFrom16(a.As16())
+}
+
+func fromTCPIP(a tcpip.Address) netip.Addr {
+	ip, _ := netip.AddrFromSlice(a.AsSlice())
+	return ip.Unmap()
+}
+
+// resolveCache keeps upstream lookups briefly so a keep-alive client does
+// not cost one lookup per request.
+type resolveCache struct {
+	mu sync.Mutex
+	m  map[string]resolveEntry
+}
+
+type resolveEntry struct {
+	addrs []netip.Addr
+	exp   time.Time
+}
+
+const resolveTTL = 30 * time.Second
+
+func (n *Network) resolve(ctx context.Context, host string) ([]netip.Addr, error) {
+	if ip, err := netip.ParseAddr(host); err == nil {
+		return []netip.Addr{ip.Unmap()}, nil
+	}
+	c := &n.resolv
+	c.mu.Lock()
+	if e, ok := c.m[host]; ok && time.Now().Before(e.exp) {
+		c.mu.Unlock()
+		return e.addrs, nil
+	}
+	c.mu.Unlock()
+	lctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	addrs, err := n.cfg.Resolver.LookupNetIP(lctx, "ip", host)
+	if err != nil {
+		return nil, err
+	}
+	if len(addrs) == 0 {
+		return nil, fmt.Errorf("%s has no addresses", host)
+	}
+	for i := range addrs {
+		addrs[i] = addrs[i].Unmap()
+	}
+	c.mu.Lock()
+	if c.m == nil || len(c.m) > 4096 {
+		c.m = map[string]resolveEntry{}
+	}
+	c.m[host] = resolveEntry{addrs: addrs, exp: time.Now().Add(resolveTTL)}
+	c.mu.Unlock()
+	return addrs, nil
+}
+
+// deniedCache rate-limits audit records for refused UDP flows.
+type deniedCache struct {
+	mu sync.Mutex
+	m  map[string]time.Time
+}
+
+func (d *deniedCache) first(key string) bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	now := time.Now()
+	if d.m == nil || len(d.m) > 4096 {
+		d.m = map[string]time.Time{}
+	}
+	if t, ok := d.m[key]; ok && now.Sub(t) < time.Minute {
+		return false
+	}
+	d.m[key] = now
+	return true
+}
