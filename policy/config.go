@@ -48,7 +48,9 @@ type Config struct {
 	Mode oci.NetMode
 	// DNS is synthetic (default when empty), trusted or open.
 	DNS oci.DNSMode
-	// Allow lists the hosts HTTP and HTTPS requests may go to (mode policy).
+	// Allow lists the hosts HTTP and HTTPS requests may go to (mode
+	// policy). An entry without a port covers ports 80 and 443; an entry
+	// with a port covers that port only.
 	Allow []oci.HostPattern
 	// AllowInternal and AllowInternalRanges name internal addresses that may
 	// be reached; they lift the internal-range block but do not by

@@ -267,6 +267,12 @@ func listenLoopback(t *testing.T, serve func(net.Conn)) net.Listener {
 
 func srvAddr(s *httptest.Server) string { return s.Listener.Addr().String() }
 
+// plainPort is the loopback port of the plain HTTP upstream.
+func (u *upstream) plainPort() string {
+	_, p, _ := net.SplitHostPort(srvAddr(u.plainSrv))
+	return p
+}
+
 // Addresses of the pretend internet.
 var (
 	apiIP    = netip.MustParseAddr("203.0.113.10")
@@ -289,8 +295,16 @@ type env struct {
 
 func newEnv(t *testing.T, cfg Config) *env {
 	t.Helper()
+	return newEnvWith(t, func(*upstream) Config { return cfg })
+}
+
+// newEnvWith builds the config once the upstream servers (and so their
+// loopback ports) exist.
+func newEnvWith(t *testing.T, mkcfg func(*upstream) Config) *env {
+	t.Helper()
 	ca := newUpstreamCA(t)
 	up := newUpstream(t, ca)
+	cfg := mkcfg(up)
 	e := &env{t: t, up: up, ca: ca, audit: &syncBuffer{}, logs: &syncBuffer{}}
 	e.resolver = &testResolver{table: map[string][]netip.Addr{
 		"api.example.com":      {apiIP},

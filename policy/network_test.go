@@ -338,11 +338,13 @@ func TestWebSocket(t *testing.T) {
 }
 
 func TestInternalRefused(t *testing.T) {
-	hosts := "api.example.com,internal.example.com,metadata.example.com,mapped.example.com,mixed.example.com,127.0.0.1,169.254.169.254,[::ffff:127.0.0.1]"
-	e := newEnv(t, Config{Allow: allow(t, hosts)})
+	e := newEnvWith(t, func(u *upstream) Config {
+		p := u.plainPort()
+		hosts := "api.example.com,internal.example.com:" + p + ",metadata.example.com,mapped.example.com:" + p + ",mixed.example.com,127.0.0.1:" + p + ",169.254.169.254,[::ffff:127.0.0.1]:" + p
+		return Config{Allow: allow(t, hosts)}
+	})
 	c := e.g.client(e.n.CACertPEM(), false)
-	port := e.up.plainSrv.Listener.Addr().(interface{ String() string }).String()
-	_, p, _ := strings.Cut(port, ":")
+	p := e.up.plainPort()
 	for _, u := range []struct{ url, addr string }{
 		{"http://internal.example.com:" + p + "/echo", "127.0.0.1"},
 		{"http://metadata.example.com/latest/meta-data/", "169.254.169.254"},
@@ -395,13 +397,15 @@ func TestInternalRefused(t *testing.T) {
 }
 
 func TestAllowInternal(t *testing.T) {
-	s := settings(t, map[string]string{
-		oci.AnnotationNetAllow:         "internal.example.com,mapped.example.com",
-		oci.AnnotationNetAllowInternal: "127.0.0.0/8",
+	e := newEnvWith(t, func(u *upstream) Config {
+		s := settings(t, map[string]string{
+			oci.AnnotationNetAllow:         "internal.example.com:" + u.plainPort() + ",mapped.example.com:" + u.plainPort(),
+			oci.AnnotationNetAllowInternal: "127.0.0.0/8",
+		})
+		return ConfigFromSettings(s, nil)
 	})
-	e := newEnv(t, ConfigFromSettings(s, nil))
 	c := e.g.client(e.n.CACertPEM(), false)
-	_, p, _ := strings.Cut(srvAddr(e.up.plainSrv), ":")
+	p := e.up.plainPort()
 	for _, name := range []string{"internal.example.com", "mapped.example.com"} {
 		resp, err := c.Get("http://" + name + ":" + p + "/echo")
 		if err != nil {

@@ -55,7 +55,8 @@ func matchHost(p oci.HostPattern, host string) bool {
 	return host == p.Host
 }
 
-// matchPattern also checks the port: a pattern without a port matches any.
+// matchPattern also checks the port: a pattern without a port matches any
+// (allow-internal and secret hosts; net.allow uses allowMatch).
 func matchPattern(p oci.HostPattern, host string, port uint16) bool {
 	return (p.Port == 0 || p.Port == port) && matchHost(p, host)
 }
@@ -63,6 +64,21 @@ func matchPattern(p oci.HostPattern, host string, port uint16) bool {
 func matchAny(ps []oci.HostPattern, host string, port uint16) bool {
 	for _, p := range ps {
 		if matchPattern(p, host, port) {
+			return true
+		}
+	}
+	return false
+}
+
+// webPort reports whether port is one a net.allow entry without a port
+// covers: 80 (HTTP) and 443 (HTTPS).
+func webPort(port uint16) bool { return port == 80 || port == 443 }
+
+// allowMatch is the net.allow check: the host matches an entry and the port
+// is the entry's port, or 80/443 for an entry without one.
+func allowMatch(ps []oci.HostPattern, host string, port uint16) bool {
+	for _, p := range ps {
+		if (p.Port == port || p.Port == 0 && webPort(port)) && matchHost(p, host) {
 			return true
 		}
 	}

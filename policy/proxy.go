@@ -80,7 +80,7 @@ func (n *Network) serveHTTP(w http.ResponseWriter, r *http.Request) {
 		// would escape per-request checks, so the request goes on plain.
 		r.Header.Del("Upgrade")
 	}
-	if n.cfg.Mode == oci.NetModePolicy && !matchAny(n.cfg.Allow, host, port) {
+	if n.cfg.Mode == oci.NetModePolicy && !allowMatch(n.cfg.Allow, host, port) {
 		n.denyHTTP(w, rec, &denial{http.StatusForbidden,
 			hostPort(host, port) + " is not in " + oci.AnnotationNetAllow,
 			"To allow it, add it to the container annotation " + oci.AnnotationNetAllow + " (for example " + oci.AnnotationNetAllow + "=" + allowExample(host, port, f.tls) + ")."})
@@ -135,13 +135,17 @@ func (n *Network) denyHTTP(w http.ResponseWriter, rec AuditRecord, d *denial) {
 }
 
 // upstreamAddrs decides which addresses a request for host:port may be
-// sent to. With synthetic DNS (or a synthetic destination) the guest's
-// destination address is not trusted: the host is resolved here and every
-// address checked. With forwarded DNS the guest's destination is used, but
-// only if it is an address of host when host matters (mode policy, or a
-// secret is being substituted), and never if it is internal.
+// sent to. trustHost is set when the decision rests on the host (mode
+// policy, or a secret is being substituted). A synthetic destination
+// stands for its name, so the host is resolved here and every address
+// checked; so it is with synthetic DNS when the host matters, since the
+// guest's own choice of address is not trusted then. With forwarded DNS
+// the guest's destination is used, but only if it is an address of the
+// host when the host matters; in mode open without secrets the guest's
+// public destination is used as it is. An internal address is never used
+// unless net.allow-internal names it.
 func (n *Network) upstreamAddrs(ctx context.Context, f *flow, host string, port uint16, trustHost bool) ([]netip.Addr, *denial) {
-	if n.cfg.DNS == oci.DNSSynthetic || f.synthetic {
+	if f.synthetic || n.cfg.DNS == oci.DNSSynthetic && trustHost {
 		return n.resolveChecked(ctx, host, port)
 	}
 	ip := f.dst.Addr()

@@ -53,7 +53,8 @@ func newSecretSet(m map[string]Secret) *secretSet {
 		sec := &secret{name: name, value: m[name].Value, placeholder: newPlaceholder(), hosts: m[name].Hosts}
 		s.list = append(s.list, sec)
 		tag := "[secret " + name + "]"
-		pairs = append(pairs, pair{sec.placeholder, "[placeholder " + name + "]"})
+		pairs = append(pairs, pair{sec.placeholder, "[placeholder " + name + "]"},
+			pair{strings.ToLower(sec.placeholder), "[placeholder " + name + "]"})
 		for _, form := range []string{sec.value, url.QueryEscape(sec.value), url.PathEscape(sec.value), base64.StdEncoding.EncodeToString([]byte(sec.value))} {
 			if form != "" {
 				pairs = append(pairs, pair{form, tag})

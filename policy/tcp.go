@@ -164,14 +164,14 @@ func (n *Network) classifyTCP(f *flow) (act tcpAction, rawHost, reason, hint str
 		return actSniff, "", "", ""
 	}
 	if f.synthetic {
-		if matchAny(n.cfg.Allow, f.name, port) {
+		if allowMatch(n.cfg.Allow, f.name, port) {
 			return actSniff, "", "", ""
 		}
 		return actRefuse, "", "port " + strconv.Itoa(int(port)) + " of " + f.name + " is not in " + oci.AnnotationNetAllow,
 			"; allow it with " + oci.AnnotationNetAllow + "=" + hostPort(f.name, port) + " (HTTP/TLS) or " + oci.AnnotationNetTCPAllow + "=" + hostPort(f.name, port) + " (raw TCP)"
 	}
 	for _, p := range n.cfg.Allow {
-		if p.Port == 0 || p.Port == port {
+		if p.Port == port || p.Port == 0 && webPort(port) {
 			return actSniff, "", "", ""
 		}
 	}
