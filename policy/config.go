@@ -79,7 +79,7 @@ type Config struct {
 	DNSServers []netip.AddrPort
 	// RootCAs verify upstream TLS servers; nil uses the system roots.
 	RootCAs *x509.CertPool
-	// MTU of the guest NIC; 0 means 1500.
+	// MTU of the guest NIC; 0 means 65000.
 	MTU int
 }
 
@@ -104,10 +104,15 @@ func ConfigFromSettings(s *oci.Settings, secretValues map[string]string) Config 
 	return c
 }
 
+// The link is private to one VM, so it uses a large MTU: under TCG a guest
+// moves three times the data with 65000 than with 1500 (fewer packets
+// through the emulated stack). QEMUArgs passes it to virtio-net as
+// host_mtu, which the guest driver adopts.
 const (
-	defaultMTU = 1500
-	minMTU     = 576
-	maxMTU     = 65000
+	defaultMTU  = 65000
+	ethernetMTU = 1500
+	minMTU      = 576
+	maxMTU      = 65000
 )
 
 func (c *Config) setDefaults() error {
@@ -224,7 +229,7 @@ func (g GuestConfig) QEMUArgs(socketPath, device string) []string {
 		device = "virtio-net-pci"
 	}
 	dev := fmt.Sprintf("%s,netdev=net0,mac=%s", device, g.MAC)
-	if g.MTU != defaultMTU {
+	if g.MTU != ethernetMTU {
 		dev += fmt.Sprintf(",host_mtu=%d", g.MTU)
 	}
 	return []string{

@@ -182,7 +182,7 @@ type upstream struct {
 	streamRelease    chan struct{}
 }
 
-func newUpstream(t *testing.T, ca *upstreamCA) *upstream {
+func newUpstream(t testing.TB, ca *upstreamCA) *upstream {
 	u := &upstream{streamRelease: make(chan struct{})}
 	mux := http.NewServeMux()
 	mux.HandleFunc("/echo", func(w http.ResponseWriter, r *http.Request) {
@@ -202,6 +202,18 @@ func newUpstream(t *testing.T, ca *upstreamCA) *upstream {
 	})
 	mux.HandleFunc("/redirect", func(w http.ResponseWriter, r *http.Request) {
 		http.Redirect(w, r, "https://elsewhere.example.com/landing", http.StatusFound)
+	})
+	mux.HandleFunc("/bytes", func(w http.ResponseWriter, r *http.Request) {
+		n, _ := strconv.Atoi(r.URL.Query().Get("n"))
+		w.Header().Set("Content-Length", strconv.Itoa(n))
+		buf := make([]byte, 64<<10)
+		for n > 0 {
+			m := min(n, len(buf))
+			if _, err := w.Write(buf[:m]); err != nil {
+				return
+			}
+			n -= m
+		}
 	})
 	mux.HandleFunc("/upload", func(w http.ResponseWriter, r *http.Request) {
 		n, _ := io.Copy(io.Discard, r.Body)
@@ -244,7 +256,7 @@ func newUpstream(t *testing.T, ca *upstreamCA) *upstream {
 	return u
 }
 
-func listenLoopback(t *testing.T, serve func(net.Conn)) net.Listener {
+func listenLoopback(t testing.TB, serve func(net.Conn)) net.Listener {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -282,7 +294,7 @@ var (
 )
 
 type env struct {
-	t        *testing.T
+	t        testing.TB
 	n        *Network
 	g        *testGuest
 	up       *upstream
@@ -293,14 +305,14 @@ type env struct {
 	ca       *upstreamCA
 }
 
-func newEnv(t *testing.T, cfg Config) *env {
+func newEnv(t testing.TB, cfg Config) *env {
 	t.Helper()
 	return newEnvWith(t, func(*upstream) Config { return cfg })
 }
 
 // newEnvWith builds the config once the upstream servers (and so their
 // loopback ports) exist.
-func newEnvWith(t *testing.T, mkcfg func(*upstream) Config) *env {
+func newEnvWith(t testing.TB, mkcfg func(*upstream) Config) *env {
 	t.Helper()
 	ca := newUpstreamCA(t)
 	up := newUpstream(t, ca)
@@ -354,7 +366,7 @@ func newEnvWith(t *testing.T, mkcfg func(*upstream) Config) *env {
 	return e
 }
 
-func socketPair(t *testing.T) (net.Conn, net.Conn) {
+func socketPair(t testing.TB) (net.Conn, net.Conn) {
 	fds, err := syscall.Socketpair(syscall.AF_UNIX, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
 	if err != nil {
 		t.Fatal(err)
@@ -402,13 +414,13 @@ func (e *env) findAudit(match func(AuditRecord) bool) (AuditRecord, bool) {
 // testGuest is the guest's side: a gVisor stack configured as the agent
 // would configure eth0.
 type testGuest struct {
-	t   *testing.T
+	t   testing.TB
 	s   *stack.Stack
 	gc  GuestConfig
 	ctx context.Context
 }
 
-func newTestGuest(t *testing.T, conn net.Conn, gc GuestConfig) *testGuest {
+func newTestGuest(t testing.TB, conn net.Conn, gc GuestConfig) *testGuest {
 	s := stack.New(stack.Options{
 		NetworkProtocols:   []stack.NetworkProtocolFactory{ipv4.NewProtocol, arp.NewProtocol},
 		TransportProtocols: []stack.TransportProtocolFactory{tcp.NewProtocol, udp.NewProtocol, icmp.NewProtocol4},
@@ -571,7 +583,7 @@ type fakeDNS struct {
 	counts map[string]int
 }
 
-func newFakeDNS(t *testing.T, table map[string]netip.Addr) *fakeDNS {
+func newFakeDNS(t testing.TB, table map[string]netip.Addr) *fakeDNS {
 	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

@@ -32,11 +32,11 @@ func TestGuestConfig(t *testing.T) {
 	e := newEnv(t, Config{})
 	gc := e.n.GuestConfig()
 	if gc.Address.String() != "192.168.127.3/24" || gc.Gateway.String() != "192.168.127.1" ||
-		len(gc.DNS) != 1 || gc.DNS[0] != gc.Gateway || gc.MTU != 1500 || gc.MAC.String() != "02:00:00:00:00:01" {
+		len(gc.DNS) != 1 || gc.DNS[0] != gc.Gateway || gc.MTU != 65000 || gc.MAC.String() != "02:00:00:00:00:01" {
 		t.Fatalf("GuestConfig = %+v", gc)
 	}
 	args := strings.Join(gc.QEMUArgs("/run/x,y.sock", ""), " ")
-	want := "-netdev stream,id=net0,server=off,addr.type=unix,addr.path=/run/x,,y.sock -device virtio-net-pci,netdev=net0,mac=02:00:00:00:00:01"
+	want := "-netdev stream,id=net0,server=off,addr.type=unix,addr.path=/run/x,,y.sock -device virtio-net-pci,netdev=net0,mac=02:00:00:00:00:01,host_mtu=65000"
 	if args != want {
 		t.Fatalf("QEMUArgs = %q, want %q", args, want)
 	}
@@ -271,15 +271,24 @@ func TestStreamingResponse(t *testing.T) {
 }
 
 func TestRequestBodyStreams(t *testing.T) {
-	e := newEnv(t, Config{Allow: allow(t, "api.example.com")})
-	c := e.g.client(e.n.CACertPEM(), true)
-	const size = 4 << 20
-	resp, err := c.Post("https://api.example.com/upload", "application/octet-stream", io.LimitReader(zeroReader{}, size))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if body := readBody(t, resp); body != "4194304" {
-		t.Fatalf("upload: %d %q", resp.StatusCode, body)
+	for _, mtu := range []int{1500, 0} {
+		e := newEnv(t, Config{Allow: allow(t, "api.example.com"), MTU: mtu})
+		c := e.g.client(e.n.CACertPEM(), true)
+		const size = 4 << 20
+		resp, err := c.Post("https://api.example.com/upload", "application/octet-stream", io.LimitReader(zeroReader{}, size))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if body := readBody(t, resp); body != "4194304" {
+			t.Fatalf("MTU %d: upload: %d %q", mtu, resp.StatusCode, body)
+		}
+		resp, err = c.Get("https://api.example.com/bytes?n=3000000")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if body := readBody(t, resp); len(body) != 3000000 {
+			t.Fatalf("MTU %d: download: %d bytes", mtu, len(body))
+		}
 	}
 }
 
