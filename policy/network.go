@@ -1,20 +1,3 @@
-// Package policy is the guest's network: a userspace TCP/IP stack (gVisor
-// netstack) on the VM's NIC that terminates every guest flow in the shim and
-// decides it against the container's egress policy.
-//
-// DNS is answered here (synthetic names by default), plain HTTP is parsed
-// and checked per request, TLS is terminated with certificates from a host
-// CA and re-originated with normal verification, net.tcp-allow targets are
-// passed through as raw TCP, and everything else is refused. Internal
-// addresses are refused on every resolved address unless
-// net.allow-internal names them, and upstream connections go to exactly the
-// addresses that were checked. Secrets are placeholders in the guest and
-// become real only in requests to their allowed hosts. Every decision is one
-// JSON line in the audit log.
-//
-// The guest side is IPv4 only: IPv6 is not offered on the NIC (the stack
-// has no IPv6 protocol, so guest IPv6 frames are dropped). Upstream
-// connections made on the guest's behalf may use IPv6 under the same checks.
 package policy
 
 import (
@@ -83,6 +66,7 @@ type Network struct {
 	attachMu     sync.Mutex
 	attachCancel context.CancelFunc
 	attachDone   chan struct{}
+	closed       bool
 
 	closeOnce sync.Once
 	wg        sync.WaitGroup
@@ -203,12 +187,12 @@ func (n *Network) startHTTP() {
 // call replaces the previous stream (QEMU reconnected). It returns at once;
 // the stream is served until it fails or the network is closed.
 func (n *Network) AttachStream(conn net.Conn) error {
-	if n.ctx.Err() != nil {
+	n.attachMu.Lock()
+	defer n.attachMu.Unlock()
+	if n.closed || n.ctx.Err() != nil {
 		conn.Close()
 		return errors.New("policy: network is closed")
 	}
-	n.attachMu.Lock()
-	defer n.attachMu.Unlock()
 	if n.attachCancel != nil {
 		n.attachCancel()
 		<-n.attachDone
@@ -259,6 +243,7 @@ func (n *Network) Close() error {
 		n.httpLn.Close()
 		n.httpSrv.Close()
 		n.attachMu.Lock()
+		n.closed = true
 		if n.attachCancel != nil {
 			n.attachCancel()
 		}
