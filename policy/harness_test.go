@@ -154,7 +154,14 @@ func (ca *upstreamCA) leaf(t testing.TB, names ...string) tls.Certificate {
 	tmpl := &x509.Certificate{
 		SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: names[0]},
 		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		DNSNames: names, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	}
+	for _, n := range names {
+		if ip, err := netip.ParseAddr(n); err == nil {
+			tmpl.IPAddresses = append(tmpl.IPAddresses, ip.AsSlice())
+		} else {
+			tmpl.DNSNames = append(tmpl.DNSNames, n)
+		}
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)
 	if err != nil {
@@ -242,7 +249,7 @@ func newUpstream(t testing.TB, ca *upstreamCA) *upstream {
 	})
 	u.tlsSrv = httptest.NewUnstartedServer(mux)
 	u.tlsSrv.EnableHTTP2 = true
-	u.tlsSrv.TLS = &tls.Config{Certificates: []tls.Certificate{ca.leaf(t, "api.example.com", "*.api.example.com", "*.example.com", "example.com")}}
+	u.tlsSrv.TLS = &tls.Config{Certificates: []tls.Certificate{ca.leaf(t, "api.example.com", "*.api.example.com", "*.example.com", "example.com", apiIP.String())}}
 	u.tlsSrv.StartTLS()
 	t.Cleanup(u.tlsSrv.Close)
 	u.plainSrv = httptest.NewServer(mux)

@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"net"
 	"net/http"
 	"net/netip"
 	"os"
@@ -795,5 +796,68 @@ func waitFor(t *testing.T, cond func() bool) {
 			t.Fatal("condition not met in time")
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func TestIPLiteralAllowAndH2C(t *testing.T) {
+	e := newEnv(t, Config{Allow: allow(t, "api.example.com,203.0.113.10")})
+	c := e.g.client(e.n.CACertPEM(), true)
+	resp, err := c.Get("https://203.0.113.10/echo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	readBody(t, resp)
+	if resp.StatusCode != 200 || len(resp.TLS.PeerCertificates[0].IPAddresses) != 1 {
+		t.Fatalf("IP literal over TLS: %d", resp.StatusCode)
+	}
+	if _, err := c.Get("https://203.0.113.11/echo"); err != nil {
+		t.Fatal(err)
+	}
+	if r, ok := e.findAudit(func(r AuditRecord) bool { return r.Host == "203.0.113.11" }); !ok || r.Decision != Denied {
+		t.Fatalf("IP literal not in net.allow: %+v", r)
+	}
+
+	// HTTP/2 with prior knowledge over plain TCP is checked per request too.
+	var protos http.Protocols
+	protos.SetUnencryptedHTTP2(true)
+	h2c := &http.Client{Transport: &http.Transport{
+		Protocols:   &protos,
+		DialContext: func(ctx context.Context, _, addr string) (net.Conn, error) { return e.g.dialHost(ctx, addr) },
+	}, Timeout: 10 * time.Second}
+	resp, err = h2c.Get("http://api.example.com/echo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	readBody(t, resp)
+	if resp.Proto != "HTTP/2.0" || resp.StatusCode != 200 {
+		t.Fatalf("h2c: %s %d", resp.Proto, resp.StatusCode)
+	}
+	req, _ := http.NewRequest("GET", "http://api.example.com/echo", nil)
+	req.Host = "other.example.com"
+	resp, err = h2c.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	readBody(t, resp)
+	if resp.StatusCode != http.StatusForbidden {
+		t.Fatalf("h2c request for another host: %d", resp.StatusCode)
+	}
+
+	// An Upgrade other than WebSocket (h2c) is dropped, not tunnelled.
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	conn, err := e.g.dialHost(ctx, "api.example.com:80")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	io.WriteString(conn, "GET /echo HTTP/1.1\r\nHost: api.example.com\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQCAAAAAAIAAAAA\r\n\r\n")
+	resp, err = http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got echoed
+	if err := json.Unmarshal([]byte(readBody(t, resp)), &got); err != nil || resp.StatusCode != 200 || got.Header.Get("Upgrade") != "" {
+		t.Fatalf("h2c upgrade: %d %+v %v", resp.StatusCode, got.Header, err)
 	}
 }
