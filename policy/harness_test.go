@@ -186,6 +186,7 @@ type upstream struct {
 	tlsSrv, plainSrv *httptest.Server
 	echoSrv          net.Listener
 	bannerSrv        net.Listener
+	udpEcho          net.PacketConn
 	streamRelease    chan struct{}
 }
 
@@ -260,6 +261,22 @@ func newUpstream(t testing.TB, ca *upstreamCA) *upstream {
 		io.WriteString(c, "SSH-2.0-banner\r\n")
 		io.Copy(io.Discard, c)
 	})
+	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { pc.Close() })
+	u.udpEcho = pc
+	go func() {
+		buf := make([]byte, 2048)
+		for {
+			m, from, err := pc.ReadFrom(buf)
+			if err != nil {
+				return
+			}
+			pc.WriteTo(buf[:m], from)
+		}
+	}()
 	return u
 }
 
@@ -343,6 +360,7 @@ func newEnvWith(t testing.TB, mkcfg func(*upstream) Config) *env {
 	}
 	routes["tcp "+dbIP.String()+":5432"] = up.echoSrv.Addr().String()
 	routes["tcp "+bannerIP.String()+":2222"] = up.bannerSrv.Addr().String()
+	routes["udp "+dbIP.String()+":7"] = up.udpEcho.LocalAddr().String()
 	e.dialer = &testDialer{routes: routes}
 
 	cfg.Container = "test-container"

@@ -649,6 +649,18 @@ func TestModeOpen(t *testing.T) {
 			t.Fatalf("mode open accepted %s", ap)
 		}
 	}
+	// UDP to a public address is relayed.
+	uc, err := e.g.dialUDP(netip.AddrPortFrom(dbIP, 7))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer uc.Close()
+	uc.SetDeadline(time.Now().Add(5 * time.Second))
+	uc.Write([]byte("datagram"))
+	ub := make([]byte, 64)
+	if m, err := uc.Read(ub); err != nil || string(ub[:m]) != "datagram" {
+		t.Fatalf("UDP relay in mode open: %q %v", ub[:m], err)
+	}
 }
 
 func TestDNSTrusted(t *testing.T) {
@@ -861,3 +873,47 @@ func TestIPLiteralAllowAndH2C(t *testing.T) {
 		t.Fatalf("h2c upgrade: %d %+v %v", resp.StatusCode, got.Header, err)
 	}
 }
+
+func TestCloseWithOpenFlows(t *testing.T) {
+	s := settings(t, map[string]string{
+		oci.AnnotationNetAllow:    "api.example.com",
+		oci.AnnotationNetTCPAllow: "db.example.com:5432",
+	})
+	e := newEnv(t, ConfigFromSettings(s, nil))
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	raw, err := e.g.dialHost(ctx, "db.example.com:5432")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer raw.Close()
+	io.WriteString(raw, "x")
+	c := e.g.client(e.n.CACertPEM(), true)
+	resp, err := c.Get("https://api.example.com/stream")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	idle, err := e.g.dialHost(ctx, "api.example.com:443") // sniffing, no bytes yet
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer idle.Close()
+	done := make(chan struct{})
+	go func() {
+		e.n.Close()
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("Close hangs with open flows")
+	}
+	if err := e.n.AttachStream(nopConn{}); err == nil {
+		t.Fatal("AttachStream after Close succeeded")
+	}
+}
+
+type nopConn struct{ net.Conn }
+
+func (nopConn) Close() error { return nil }
