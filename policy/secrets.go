@@ -137,8 +137,10 @@ func (s *secretSet) apply(r *http.Request, host string, port uint16) (substitute
 	for _, sec := range s.list {
 		lowerPH := strings.ToLower(sec.placeholder)
 		found := false
-		for i, h := range hay {
-			if strings.Contains(h, sec.placeholder) || (i == 0 && strings.Contains(h, lowerPH)) ||
+		for _, h := range hay {
+			// Placeholders are matched in any case (header names are
+			// canonicalised, host names lower-cased).
+			if strings.Contains(strings.ToLower(h), lowerPH) ||
 				(len(sec.value) >= minRealValueLen && strings.Contains(h, sec.value)) {
 				found = true
 				break
