@@ -191,7 +191,10 @@ func (m *Manager) Exec(ctx context.Context, req *api.ExecProcessRequest) error {
 	// Checked again with the namespaces open: the pid was still the init.
 	if init.hasExited() {
 		stdio.close()
-		return status.Errorf(codes.FailedPrecondition, "cannot exec in container %q: its init process has exited", cid)
+		return status.Errorf(codes.FailedPrecondition, "cannot exec in container %q: it is not running (its init process has exited)", cid)
+	}
+	if old := c.procs[eid]; old != nil {
+		m.forget(c, old) // done: nothing left to wait for
 	}
 
 	cfg.Rootfs = c.rootfs
@@ -216,7 +219,8 @@ func (c *Container) execPrecondition(eid string) error {
 	if c.deleted {
 		return status.Errorf(codes.NotFound, "container %q not found", c.ID)
 	}
-	if _, ok := c.procs[eid]; ok || c.pending[eid] {
+	// A finished exec's id may be used again (as after DeleteProcess).
+	if p, ok := c.procs[eid]; (ok && !p.isDone()) || c.pending[eid] {
 		return status.Errorf(codes.AlreadyExists, "exec %q already exists in container %q", eid, c.ID)
 	}
 	init, ok := c.procs[""]
@@ -224,7 +228,7 @@ func (c *Container) execPrecondition(eid string) error {
 		return status.Errorf(codes.FailedPrecondition, "cannot exec in container %q: it has no init process", c.ID)
 	}
 	if init.hasExited() {
-		return status.Errorf(codes.FailedPrecondition, "cannot exec in container %q: its init process has exited", c.ID)
+		return status.Errorf(codes.FailedPrecondition, "cannot exec in container %q: it is not running (its init process has exited)", c.ID)
 	}
 	return nil
 }

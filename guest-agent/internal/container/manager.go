@@ -156,6 +156,15 @@ func (p *Process) hasExited() bool {
 	}
 }
 
+func (p *Process) isDone() bool {
+	select {
+	case <-p.done:
+		return true
+	default:
+		return false
+	}
+}
+
 func (p *Process) exitInfo() reaper.Exit {
 	p.mu.Lock()
 	defer p.mu.Unlock()
