@@ -3,6 +3,7 @@ package report
 import (
 	"fmt"
 	"math"
+	"sort"
 	"strconv"
 	"strings"
 )
@@ -124,6 +125,18 @@ func (r *Results) Markdown() string {
 	fmt.Fprintf(&b, "- containerd: %s\n", r.Host.Containerd)
 	fmt.Fprintf(&b, "- runs: %d per runtime for start and exec, %d for the other jobs; runtimes alternate run by run\n",
 		r.Config.Runs, r.Config.IORuns)
+	if len(r.WorkloadSeconds) > 0 {
+		names := make([]string, 0, len(r.WorkloadSeconds))
+		for n := range r.WorkloadSeconds {
+			names = append(names, n)
+		}
+		sort.Slice(names, func(i, j int) bool { return names[i] < names[j] })
+		var parts []string
+		for _, n := range names {
+			parts = append(parts, fmt.Sprintf("%s %.0f s", n, r.WorkloadSeconds[n]))
+		}
+		fmt.Fprintf(&b, "- wall time per workload: %s; session %.0f s\n", strings.Join(parts, ", "), r.Finished.Sub(r.Started).Seconds())
+	}
 	b.WriteString("\nRuntimes:\n\n")
 	for _, rt := range r.Runtimes {
 		fmt.Fprintf(&b, "- **%s** (%s", rt.Name, rt.RuntimeType)

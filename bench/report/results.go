@@ -39,6 +39,8 @@ type Results struct {
 	Config   Config     `json:"config"`
 	Runtimes []*Runtime `json:"runtimes"`
 	Metrics  []*Metric  `json:"metrics"`
+	// WorkloadSeconds is how long each workload took, wall clock.
+	WorkloadSeconds map[string]float64 `json:"workload_seconds"`
 	// Notes are free-text remarks printed under the table.
 	Notes []string `json:"notes,omitempty"`
 }

@@ -1,0 +1,292 @@
+package harness
+
+import (
+	"archive/tar"
+	"bytes"
+	"encoding/json"
+	"errors"
+	"io"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/earendil-works/gondolin-containerd/bench/report"
+)
+
+func TestParsePSS(t *testing.T) {
+	text := "55d0c6a5f000-7ffc2b5fe000 ---p 00000000 00:00 0                          [rollup]\n" +
+		"Rss:               18432 kB\nPss:                9123 kB\nPss_Anon:           4000 kB\n"
+	if got, err := parsePSS(text); err != nil || got != 9123 {
+		t.Errorf("parsePSS = %d, %v; want 9123", got, err)
+	}
+	if _, err := parsePSS("Rss: 1 kB\n"); err == nil {
+		t.Error("parsePSS without a Pss line must fail")
+	}
+}
+
+func TestParseStatPPID(t *testing.T) {
+	for text, want := range map[string]int{
+		"123 (sleep) S 45 123 123 0 -1":            45,
+		"7 (qemu-system-x86) S 1 7 7 0":            1,
+		"9 (a) b (c)) R 8 9 9 0 -1 4194560 100 0 ": 8,
+	} {
+		if got, err := parseStatPPID(text); err != nil || got != want {
+			t.Errorf("parseStatPPID(%q) = %d, %v; want %d", text, got, err, want)
+		}
+	}
+	if _, err := parseStatPPID("garbage"); err == nil {
+		t.Error("malformed stat must fail")
+	}
+}
+
+func TestArgValue(t *testing.T) {
+	args := []string{"containerd-shim-runc-v2", "-namespace", "ns", "-id", "c1", "-address", "/run/x.sock"}
+	if argValue(args, "-id") != "c1" || argValue(args, "-address") != "/run/x.sock" || argValue(args, "-debug") != "" {
+		t.Errorf("argValue on %v", args)
+	}
+}
+
+func TestDescribeProcs(t *testing.T) {
+	procs := []Proc{{1, "qemu", 2048}, {2, "shim", 1024}, {3, "virtiofsd", 512}, {4, "virtiofsd", 512}}
+	if got := SumPSS(procs); got != 4 {
+		t.Errorf("SumPSS = %v MiB, want 4", got)
+	}
+	want := "qemu 2.0 MiB, shim 1.0 MiB, virtiofsd 1.0 MiB (2 processes)"
+	if got := DescribeProcs(procs); got != want {
+		t.Errorf("DescribeProcs = %q, want %q", got, want)
+	}
+}
+
+func TestLogField(t *testing.T) {
+	line := `time="2026-11-27T00:26:14Z" level=info msg="accelerator chosen" accel=tcg reason="the CPU advertises neither vmx nor svm (nested \"virt\" is off)" runtime=io.containerd.gondolin.v1`
+	if got := logField(line, "accel"); got != "tcg" {
+		t.Errorf("accel = %q", got)
+	}
+	if got := logField(line, "reason"); got != `the CPU advertises neither vmx nor svm (nested "virt" is off)` {
+		t.Errorf("reason = %q", got)
+	}
+	if got := logField(line, "missing"); got != "" {
+		t.Errorf("missing = %q", got)
+	}
+	path := filepath.Join(t.TempDir(), "containerd.log")
+	log := "level=info msg=other\n" + line + "\n" + strings.Replace(line, "accel=tcg", "accel=kvm", 1) + "\n"
+	if err := os.WriteFile(path, []byte(log), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if acc, _ := GondolinAccelerator(path); acc != "KVM" {
+		t.Errorf("GondolinAccelerator = %q, want the last one, KVM", acc)
+	}
+}
+
+func TestRotate(t *testing.T) {
+	xs := []string{"a", "b", "c"}
+	for i, want := range [][]string{{"a", "b", "c"}, {"b", "c", "a"}, {"c", "a", "b"}, {"a", "b", "c"}} {
+		if got := rotate(xs, i); !reflect.DeepEqual(got, want) {
+			t.Errorf("rotate(%d) = %v, want %v", i, got, want)
+		}
+	}
+	if !reflect.DeepEqual(xs, []string{"a", "b", "c"}) {
+		t.Error("rotate changed its input")
+	}
+}
+
+func TestHumanBytes(t *testing.T) {
+	for n, want := range map[int64]string{1 << 30: "1 GiB", 512 << 20: "512 MiB", 64 << 10: "64 KiB", 100: "100 B", 3<<30 + 1<<20: "3073 MiB"} {
+		if got := HumanBytes(n); got != want {
+			t.Errorf("HumanBytes(%d) = %q, want %q", n, got, want)
+		}
+	}
+}
+
+func lines(spec ...any) []Line {
+	var out []Line
+	for i := 0; i < len(spec); i += 2 {
+		out = append(out, Line{At: spec[i].(time.Duration), Text: spec[i+1].(string)})
+	}
+	return out
+}
+
+func TestIOFigures(t *testing.T) {
+	s := time.Second
+	res := &RunResult{Lines: lines(
+		1*s, "@@go", 3*s, "@@read", 7*s, "@@write", 8*s, "@@tree",
+		10*s, "@@untar", 10*s+500*time.Millisecond, "@@find 2101", 12*s, "@@rm")}
+	got, err := ioFigures(res, 512<<20, 2101)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []float64{256, 128, 2, 0.5, 1.5}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("ioFigures = %v, want %v", got, want)
+	}
+	if _, err := ioFigures(res, 512<<20, 10101); err == nil || !strings.Contains(err.Error(), "want 10101") {
+		t.Errorf("wrong find count must fail, got %v", err)
+	}
+	res.Lines = res.Lines[:3]
+	if _, err := ioFigures(res, 512<<20, 2101); err == nil || !strings.Contains(err.Error(), "@@tree") {
+		t.Errorf("a missing marker must be named, got %v", err)
+	}
+}
+
+func TestFetchFigure(t *testing.T) {
+	l := lines(time.Second, "@@start", 3*time.Second, "@@done 268435456 1.9")
+	if v, err := fetchFigure(l, "", 256<<20); err != nil || v != 128 {
+		t.Errorf("fetchFigure = %v, %v; want 128", v, err)
+	}
+	if _, err := fetchFigure(l, "", 1<<20); err == nil {
+		t.Error("a wrong byte count must fail")
+	}
+	if _, err := fetchFigure(l[:1], "bench-fetch: dial tcp: no route", 1); err == nil || !strings.Contains(err.Error(), "no route") {
+		t.Errorf("a failed download must carry the error output, got %v", err)
+	}
+}
+
+func TestTryPolicy(t *testing.T) {
+	rt := &Runtime{Info: &report.Runtime{Name: "g"}}
+	m := &report.Metric{Results: map[string]*report.Figure{"g": {}}}
+	f := m.Results["g"]
+	if !try(m, rt) {
+		t.Fatal("a fresh figure must be tried")
+	}
+	f.Errors = []string{"e1"}
+	if !try(m, rt) {
+		t.Fatal("one failure is retried")
+	}
+	f.Errors = append(f.Errors, "e2")
+	if try(m, rt) {
+		t.Fatal("two failures without a success give the figure up")
+	}
+	f.Samples = []float64{1}
+	if !try(m, rt) {
+		t.Fatal("with a success, failures do not stop it")
+	}
+	m.Results["g"] = &report.Figure{Status: report.StatusAbsent}
+	if try(m, rt) {
+		t.Fatal("an absent runtime is never tried")
+	}
+}
+
+func TestTree(t *testing.T) {
+	var buf bytes.Buffer
+	if err := MakeTree(&buf, 250); err != nil {
+		t.Fatal(err)
+	}
+	tr := tar.NewReader(&buf)
+	dirs, files := 0, 0
+	for {
+		h, err := tr.Next()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		switch h.Typeflag {
+		case tar.TypeDir:
+			dirs++
+		case tar.TypeReg:
+			files++
+			if h.Size < 64 || h.Size > 2048 {
+				t.Errorf("%s has %d bytes", h.Name, h.Size)
+			}
+		}
+	}
+	if dirs != 100 || files != 250 {
+		t.Errorf("tree has %d dirs and %d files, want 100 and 250", dirs, files)
+	}
+	if TreeEntries(250) != 1+100+250 || TreeEntries(10) != 1+10+10 {
+		t.Error("TreeEntries")
+	}
+}
+
+func TestBuildImage(t *testing.T) {
+	if _, err := os.Stat("/bin/busybox"); err != nil {
+		t.Skip("no static busybox (make deps installs busybox-static)")
+	}
+	dir := t.TempDir()
+	fetch := filepath.Join(dir, "bench-fetch")
+	if err := os.WriteFile(fetch, []byte("#!/bin/sh\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	spec := ImageSpec{Busybox: "/bin/busybox", Fetch: fetch, FileBytes: 3 << 20, TreeFiles: 20}
+	var buf bytes.Buffer
+	if err := BuildImage(&buf, spec, dir); err != nil {
+		t.Fatal(err)
+	}
+	blobs := map[string][]byte{}
+	tr := tar.NewReader(&buf)
+	for {
+		h, err := tr.Next()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(tr)
+		blobs[h.Name] = b
+	}
+	var index struct {
+		Manifests []struct {
+			Digest      string
+			Annotations map[string]string
+		}
+	}
+	if err := json.Unmarshal(blobs["index.json"], &index); err != nil || len(index.Manifests) != 1 {
+		t.Fatalf("index.json: %v %s", err, blobs["index.json"])
+	}
+	name, _ := spec.Name()
+	if got := index.Manifests[0].Annotations["io.containerd.image.name"]; got != name {
+		t.Errorf("image name %q, want %q", got, name)
+	}
+	blob := func(d string) []byte { return blobs["blobs/sha256/"+strings.TrimPrefix(d, "sha256:")] }
+	var manifest struct {
+		Config struct{ Digest string }
+		Layers []struct {
+			Digest string
+			Size   int64
+		}
+	}
+	if err := json.Unmarshal(blob(index.Manifests[0].Digest), &manifest); err != nil || len(manifest.Layers) != 2 {
+		t.Fatalf("manifest: %v", err)
+	}
+	for _, l := range manifest.Layers {
+		b := blob(l.Digest)
+		if int64(len(b)) != l.Size || digestOf(b) != l.Digest {
+			t.Errorf("layer %s: %d bytes, digest %s", l.Digest, len(b), digestOf(b))
+		}
+	}
+	// The base layer has busybox, its applets, the tree and the scratch dir;
+	// the second one the read file.
+	names := map[string]*tar.Header{}
+	for _, l := range manifest.Layers {
+		tr := tar.NewReader(bytes.NewReader(blob(l.Digest)))
+		for {
+			h, err := tr.Next()
+			if err != nil {
+				break
+			}
+			names[h.Name] = h
+		}
+	}
+	for _, want := range []string{"bin/busybox", "bin/sh", "bin/bench-fetch", "bench/tree.tar", "scratch/", "bench/read.bin", "etc/passwd"} {
+		if names[want] == nil {
+			t.Errorf("image lacks %s", want)
+		}
+	}
+	if h := names["bench/read.bin"]; h != nil && h.Size != 3<<20 {
+		t.Errorf("read.bin has %d bytes", h.Size)
+	}
+	if h := names["bin/sh"]; h != nil && (h.Typeflag != tar.TypeSymlink || h.Linkname != "/bin/busybox") {
+		t.Errorf("bin/sh: %+v", h)
+	}
+	// The name follows the content.
+	other := spec
+	other.TreeFiles++
+	if n2, _ := other.Name(); n2 == name {
+		t.Error("image name does not change with the tree size")
+	}
+}

@@ -1,0 +1,178 @@
+package harness
+
+import (
+	"bufio"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+)
+
+// Proc is one host process of a container and its proportional set size.
+type Proc struct {
+	PID    int
+	Name   string
+	PSSKiB int64
+}
+
+// parsePSS returns the Pss value (KiB) of a /proc/PID/smaps_rollup text.
+func parsePSS(text string) (int64, error) {
+	sc := bufio.NewScanner(strings.NewReader(text))
+	for sc.Scan() {
+		f := strings.Fields(sc.Text())
+		if len(f) >= 2 && f[0] == "Pss:" {
+			return strconv.ParseInt(f[1], 10, 64)
+		}
+	}
+	return 0, fmt.Errorf("no Pss line in smaps_rollup")
+}
+
+// parseStatPPID returns the parent pid from a /proc/PID/stat text. The
+// command name (field 2) may hold spaces and parentheses; the fields after
+// the last ')' are state, ppid, ….
+func parseStatPPID(text string) (int, error) {
+	i := strings.LastIndexByte(text, ')')
+	if i < 0 {
+		return 0, fmt.Errorf("malformed stat: %q", text)
+	}
+	f := strings.Fields(text[i+1:])
+	if len(f) < 2 {
+		return 0, fmt.Errorf("malformed stat: %q", text)
+	}
+	return strconv.Atoi(f[1])
+}
+
+// argValue returns the argument following flag in args ("" if absent).
+func argValue(args []string, flag string) string {
+	for i := 0; i+1 < len(args); i++ {
+		if args[i] == flag {
+			return args[i+1]
+		}
+	}
+	return ""
+}
+
+func allPIDs() []int {
+	ents, _ := os.ReadDir("/proc")
+	var pids []int
+	for _, e := range ents {
+		if pid, err := strconv.Atoi(e.Name()); err == nil {
+			pids = append(pids, pid)
+		}
+	}
+	return pids
+}
+
+// ShimPIDs returns the shim processes (any runtime) serving container id for
+// the containerd at address: they run with "-id ID -address ADDRESS".
+func ShimPIDs(id, address string) []int {
+	var out []int
+	for _, pid := range allPIDs() {
+		b, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "cmdline"))
+		if err != nil || len(b) == 0 {
+			continue
+		}
+		args := strings.Split(strings.TrimRight(string(b), "\x00"), "\x00")
+		if !strings.Contains(filepath.Base(args[0]), "containerd-shim") {
+			continue
+		}
+		if argValue(args, "-id") == id && argValue(args, "-address") == address {
+			out = append(out, pid)
+		}
+	}
+	return out
+}
+
+// Descendants returns pids and every process below them.
+func Descendants(pids []int) []int {
+	children := map[int][]int{}
+	for _, pid := range allPIDs() {
+		b, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "stat"))
+		if err != nil {
+			continue
+		}
+		if ppid, err := parseStatPPID(string(b)); err == nil {
+			children[ppid] = append(children[ppid], pid)
+		}
+	}
+	seen := map[int]bool{}
+	var out []int
+	queue := append([]int(nil), pids...)
+	for len(queue) > 0 {
+		p := queue[0]
+		queue = queue[1:]
+		if seen[p] {
+			continue
+		}
+		seen[p] = true
+		out = append(out, p)
+		queue = append(queue, children[p]...)
+	}
+	sort.Ints(out)
+	return out
+}
+
+// ProcsPSS reads the PSS of each process (processes that vanished are skipped).
+func ProcsPSS(pids []int) []Proc {
+	var out []Proc
+	for _, pid := range pids {
+		dir := filepath.Join("/proc", strconv.Itoa(pid))
+		b, err := os.ReadFile(filepath.Join(dir, "smaps_rollup"))
+		if err != nil {
+			continue
+		}
+		kib, err := parsePSS(string(b))
+		if err != nil {
+			continue
+		}
+		name, _ := os.ReadFile(filepath.Join(dir, "comm"))
+		out = append(out, Proc{PID: pid, Name: strings.TrimSpace(string(name)), PSSKiB: kib})
+	}
+	return out
+}
+
+// ContainerProcs returns every host process of container id: its shim and
+// everything below it (runc's container processes; runsc's sandbox and gofer;
+// gondolin's QEMU and virtiofsd).
+func ContainerProcs(id, address string) ([]Proc, error) {
+	shims := ShimPIDs(id, address)
+	if len(shims) == 0 {
+		return nil, fmt.Errorf("no shim process found for container %s", id)
+	}
+	return ProcsPSS(Descendants(shims)), nil
+}
+
+// SumPSS adds up the PSS of procs, in MiB.
+func SumPSS(procs []Proc) float64 {
+	var kib int64
+	for _, p := range procs {
+		kib += p.PSSKiB
+	}
+	return float64(kib) / 1024
+}
+
+// DescribeProcs summarises procs by name: "qemu-system-x86 151.2 MiB, …".
+func DescribeProcs(procs []Proc) string {
+	by := map[string]int64{}
+	count := map[string]int{}
+	for _, p := range procs {
+		by[p.Name] += p.PSSKiB
+		count[p.Name]++
+	}
+	names := make([]string, 0, len(by))
+	for n := range by {
+		names = append(names, n)
+	}
+	sort.Slice(names, func(i, j int) bool { return by[names[i]] > by[names[j]] })
+	var parts []string
+	for _, n := range names {
+		s := fmt.Sprintf("%s %.1f MiB", n, float64(by[n])/1024)
+		if count[n] > 1 {
+			s = fmt.Sprintf("%s (%d processes)", s, count[n])
+		}
+		parts = append(parts, s)
+	}
+	return strings.Join(parts, ", ")
+}

@@ -1,0 +1,295 @@
+package harness
+
+import (
+	"bufio"
+	"context"
+	"crypto/sha256"
+	"debug/elf"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/earendil-works/gondolin-containerd/bench/report"
+)
+
+// Runtime is one runtime under test and how ctr selects it.
+type Runtime struct {
+	Info *report.Runtime
+	// RunFlags select the runtime on `ctr run` (--runtime, --runc-binary, …).
+	RunFlags []string
+	// NetFlags are the extra `ctr run` flags for the download from ip:port.
+	NetFlags func(ip net.IP, port int) []string
+}
+
+// Name is the runtime's short name (runc, runsc, gondolin).
+func (r *Runtime) Name() string { return r.Info.Name }
+
+func hostNet(net.IP, int) []string { return []string{"--net-host"} }
+
+// RunscFlags are the runsc flags the bench uses. systrap is gVisor's default
+// platform (no KVM needed); network=host lets a --net-host container reach the
+// host (with a container network namespace it stays in that namespace).
+var RunscFlags = []string{"--platform=systrap", "--network=host"}
+
+// setupRuntime prepares the named runtime and checks that it runs a
+// container (`ctr run --rm IMAGE true`, which also warms it up). A runtime
+// that cannot run comes back with Info.Absent saying exactly why.
+func (s *Session) setupRuntime(ctx context.Context, name string) *Runtime {
+	var rt *Runtime
+	switch name {
+	case "runc":
+		rt = s.setupRunc(ctx)
+	case "runsc":
+		rt = s.setupRunsc(ctx)
+	case "gondolin":
+		rt = s.setupGondolin(ctx)
+	default:
+		return &Runtime{Info: &report.Runtime{Name: name, Absent: "unknown runtime (runc, runsc, gondolin)"}}
+	}
+	return rt
+}
+
+// smoke runs `true` in a fresh container.
+func (s *Session) smoke(ctx context.Context, rt *Runtime) error {
+	_, err := s.Ctr.Run(ctx, RunSpec{ID: s.newID(rt.Name(), "smoke", 0), Runtime: rt, Image: s.Image, Args: []string{"true"}, Timeout: 3 * time.Minute})
+	return err
+}
+
+func firstLine(cmd string, args ...string) string {
+	out, err := exec.Command(cmd, args...).Output()
+	if err != nil {
+		return "unknown (" + err.Error() + ")"
+	}
+	l, _, _ := strings.Cut(string(out), "\n")
+	return strings.TrimSpace(l)
+}
+
+func (s *Session) setupRunc(ctx context.Context) *Runtime {
+	bin := filepath.Join(s.Opts.Tools, "runc")
+	rt := &Runtime{
+		Info: &report.Runtime{Name: "runc", RuntimeType: "io.containerd.runc.v2", Accelerator: "native",
+			How: "containerd-shim-runc-v2 with BinaryName " + bin},
+		RunFlags: []string{"--runtime", "io.containerd.runc.v2", "--runc-binary", bin},
+		NetFlags: hostNet,
+	}
+	if _, err := os.Stat(bin); err != nil {
+		rt.Info.Absent = fmt.Sprintf("%s missing: run `make tools`", bin)
+		return rt
+	}
+	rt.Info.Version = firstLine(bin, "--version")
+	if err := s.smoke(ctx, rt); err != nil {
+		rt.Info.Absent = err.Error()
+	}
+	return rt
+}
+
+// capEffHas reports whether this process's effective capabilities include cap.
+func capEffHas(cap uint) (bool, string) {
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return false, ""
+	}
+	sc := bufio.NewScanner(strings.NewReader(string(b)))
+	for sc.Scan() {
+		if v, ok := strings.CutPrefix(sc.Text(), "CapEff:"); ok {
+			v = strings.TrimSpace(v)
+			n, err := strconv.ParseUint(v, 16, 64)
+			return err == nil && n&(1<<cap) != 0, v
+		}
+	}
+	return false, ""
+}
+
+// dynamicInterp returns the ELF interpreter of a binary ("" for a static one).
+func dynamicInterp(path string) string {
+	f, err := elf.Open(path)
+	if err != nil {
+		return ""
+	}
+	defer f.Close()
+	for _, p := range f.Progs {
+		if p.Type == elf.PT_INTERP {
+			b, _ := io.ReadAll(p.Open())
+			return strings.TrimRight(string(b), "\x00")
+		}
+	}
+	return ""
+}
+
+// setupRunsc tries gVisor's own shim first (containerd-shim-runsc-v1 with a
+// runsc.toml), and where that cannot work, runsc as the OCI runtime of
+// containerd's runc shim (BinaryName = a wrapper adding RunscFlags).
+func (s *Session) setupRunsc(ctx context.Context) *Runtime {
+	bin := filepath.Join(s.Opts.Tools, "runsc")
+	info := &report.Runtime{Name: "runsc", Accelerator: "systrap"}
+	if _, err := os.Stat(bin); err != nil {
+		info.RuntimeType = "io.containerd.runsc.v1"
+		info.Absent = fmt.Sprintf("%s missing: run `hack/build-tools.sh .cache/tools runsc` (make bench does)", bin)
+		return &Runtime{Info: info}
+	}
+	info.Version = firstLine(bin, "--version")
+	if interp := dynamicInterp(bin); interp != "" {
+		info.RuntimeType = "io.containerd.runsc.v1"
+		info.Absent = fmt.Sprintf("%s is dynamically linked (interpreter %s): its sandbox and gofer re-execute /proc/self/exe "+
+			"(the `umount` helper) inside a minimal chroot that has no %s, so execve fails with ENOENT "+
+			"(\"error executing umounter: fork/exec /proc/self/exe: no such file or directory\"); build it with CGO_ENABLED=0 (hack/build-tools.sh does)",
+			bin, interp, interp)
+		return &Runtime{Info: info}
+	}
+
+	// 1. gVisor's shim.
+	cfg := filepath.Join(s.Opts.Out, "runsc.toml")
+	var toml strings.Builder
+	fmt.Fprintf(&toml, "binary_name = %q\nroot = %q\n\n[runsc_config]\n", bin, "/run/gondolin-bench/runsc")
+	for _, f := range RunscFlags {
+		k, v, _ := strings.Cut(strings.TrimPrefix(f, "--"), "=")
+		fmt.Fprintf(&toml, "  %s = %q\n", k, v)
+	}
+	if err := os.WriteFile(cfg, []byte(toml.String()), 0o644); err != nil {
+		info.Absent = err.Error()
+		return &Runtime{Info: info}
+	}
+	own := &Runtime{
+		Info:     info,
+		RunFlags: []string{"--runtime", "io.containerd.runsc.v1", "--runtime-config-path", cfg},
+		NetFlags: hostNet,
+	}
+	info.RuntimeType = "io.containerd.runsc.v1"
+	info.How = fmt.Sprintf("gVisor's containerd-shim-runsc-v1 with %s (runsc %s)", cfg, strings.Join(RunscFlags, " "))
+	ownErr := s.smoke(ctx, own)
+	if ownErr == nil {
+		return own
+	}
+	why := ownErr.Error()
+	if strings.Contains(why, "oom_score_adj") {
+		if has, eff := capEffHas(24); !has {
+			why += fmt.Sprintf(" — containerd-shim-runsc-v1 sets its own oom_score_adj to -999 unconditionally "+
+				"(gvisor pkg/shim/v1/manager.go, sys.SetOOMScore); lowering oom_score_adj needs CAP_SYS_RESOURCE, "+
+				"which root lacks on this machine (CapEff %s, bit 24 clear), and containerd's SetOOMScore only "+
+				"ignores EPERM for non-root or user-namespaced callers", eff)
+		}
+	}
+	info.Notes = append(info.Notes, "gVisor's own shim (containerd-shim-runsc-v1) cannot run here: "+why)
+
+	// 2. containerd's runc shim driving runsc.
+	wrapper := filepath.Join(s.Opts.Out, "runsc-wrapper")
+	script := fmt.Sprintf("#!/bin/sh\n# runsc as the OCI runtime of containerd-shim-runc-v2 (BinaryName), with the bench's flags.\nexec %s %s \"$@\"\n", bin, strings.Join(RunscFlags, " "))
+	if err := os.WriteFile(wrapper, []byte(script), 0o755); err != nil {
+		info.Absent = err.Error()
+		return &Runtime{Info: info}
+	}
+	viaRunc := &Runtime{
+		Info:     info,
+		RunFlags: []string{"--runtime", "io.containerd.runc.v2", "--runc-binary", wrapper},
+		NetFlags: hostNet,
+	}
+	info.RuntimeType = "io.containerd.runc.v2"
+	info.How = fmt.Sprintf("containerd-shim-runc-v2 with BinaryName %s (exec runsc %s)", wrapper, strings.Join(RunscFlags, " "))
+	if err := s.smoke(ctx, viaRunc); err != nil {
+		info.Absent = fmt.Sprintf("under containerd-shim-runc-v2: %v; with its own shim: %s", err, why)
+	}
+	return viaRunc
+}
+
+func (s *Session) setupGondolin(ctx context.Context) *Runtime {
+	shim := filepath.Join(s.Opts.RuntimeDir, "bin", "containerd-shim-gondolin-v1")
+	info := &report.Runtime{Name: "gondolin", RuntimeType: "io.containerd.gondolin.v1", Accelerator: "unknown",
+		How: "containerd-shim-gondolin-v1 from " + shim + ", built-in config"}
+	if s.Opts.GondolinFrom != "" {
+		info.How += " (shim and guest image copied from " + s.Opts.GondolinFrom + " at the start)"
+	}
+	rt := &Runtime{
+		Info:     info,
+		RunFlags: []string{"--runtime", "io.containerd.gondolin.v1"},
+		NetFlags: func(ip net.IP, port int) []string {
+			flags := []string{"--net-host", "--annotation", fmt.Sprintf("io.gondolin.net.allow=%s:%d", ip, port)}
+			if ip.IsPrivate() || ip.IsLoopback() || ip.IsLinkLocalUnicast() {
+				flags = append(flags, "--annotation", "io.gondolin.net.allow-internal="+ip.String())
+			}
+			return flags
+		},
+	}
+	b, err := os.ReadFile(shim)
+	if err != nil {
+		info.Absent = fmt.Sprintf("%v: run `make build`", err)
+		return rt
+	}
+	sum := sha256.Sum256(b)
+	info.Version = fmt.Sprintf("commit %s, shim sha256 %s", s.Results.Git.Commit, hex.EncodeToString(sum[:])[:12])
+	if err := s.smoke(ctx, rt); err != nil {
+		info.Absent = err.Error()
+		return rt
+	}
+	acc, reason := GondolinAccelerator(s.Opts.ContainerdLog)
+	if acc != "" {
+		info.Accelerator = acc
+		info.Notes = append(info.Notes, "accelerator "+acc+": "+reason)
+	}
+	return rt
+}
+
+// GondolinAccelerator reads the accelerator the gondolin shim chose last from
+// containerd's log (the shim logs `msg="accelerator chosen" accel=tcg
+// reason="…"`), upper-cased: "TCG" or "KVM". Empty if not found.
+func GondolinAccelerator(logPath string) (acc, reason string) {
+	f, err := os.Open(logPath)
+	if err != nil {
+		return "", ""
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for sc.Scan() {
+		l := sc.Text()
+		if !strings.Contains(l, "accelerator chosen") {
+			continue
+		}
+		if a := logField(l, "accel"); a != "" {
+			acc, reason = strings.ToUpper(a), logField(l, "reason")
+		}
+	}
+	return acc, reason
+}
+
+// logField extracts key=value or key="quoted value" from a logrus text line.
+func logField(line, key string) string {
+	i := strings.Index(line, " "+key+"=")
+	if i < 0 {
+		return ""
+	}
+	v := line[i+len(key)+2:]
+	if strings.HasPrefix(v, `"`) {
+		if s, err := strconv.QuotedPrefix(v); err == nil {
+			u, _ := strconv.Unquote(s)
+			return u
+		}
+		return strings.Trim(v, `"`)
+	}
+	v, _, _ = strings.Cut(v, " ")
+	return v
+}
+
+// kvmStatus says whether /dev/kvm can run a guest here, and if not, why.
+func kvmStatus() string {
+	if _, err := os.Stat("/dev/kvm"); err != nil {
+		return "not usable: /dev/kvm does not exist"
+	}
+	b, _ := os.ReadFile("/proc/cpuinfo")
+	for _, l := range strings.Split(string(b), "\n") {
+		if strings.HasPrefix(l, "flags") {
+			f := " " + l + " "
+			if strings.Contains(f, " vmx ") || strings.Contains(f, " svm ") {
+				return "usable (/dev/kvm present, CPU advertises vmx/svm)"
+			}
+			return "not usable: /dev/kvm exists but the CPU advertises neither vmx nor svm (nested virtualization is off)"
+		}
+	}
+	return "unknown"
+}

@@ -1,0 +1,228 @@
+#!/usr/bin/env bash
+# make bench: the same workloads under runc, gVisor's runsc and gondolin, in one
+# session on this machine, through a containerd of its own (so `make dev-down` or an
+# integration run elsewhere in the tree cannot pull it away mid-run).
+#
+#   hack/bench.sh [HARNESS FLAGS...]   run the benchmark (bench/cmd/gondolin-bench -h)
+#   hack/bench.sh up                   only start the bench containerd (for poking at it:
+#                                      CONTAINERD_ADDRESS=/run/gondolin-bench/containerd.sock)
+#   hack/bench.sh down                 stop it and clean up
+#
+# Environment: BENCH_RUNS (default 10), BENCH_QUICK=1 (short smoke run),
+# BENCH_RUNTIMES (e.g. runc,gondolin), BENCH_WORKLOADS (e.g. start,exec), more in
+# `go run ./cmd/gondolin-bench -h` (in bench/). BENCH_GONDOLIN_OUTPUT: the build tree
+# to take the gondolin shim and guest image from (default: this repository's _output).
+#
+# Results go to .cache/bench/<UTC timestamp>-<git short sha>/ (results.json,
+# results.md, results.png, logs); the last line of output names that folder.
+#
+# The gondolin shim and guest image are copied from _output into .cache/bench/runtime
+# first, so a rebuild elsewhere in the tree during the run does not change what is
+# measured. Tools (containerd, ctr, runc, runsc) come from .cache/tools/bin.
+set -euo pipefail
+
+# shellcheck source=hack/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+BENCH_RUN_DIR=/run/gondolin-bench
+BENCH_CACHE_DIR="$REPO_ROOT/.cache/bench"
+BENCH_SOCKET="$BENCH_RUN_DIR/containerd.sock"
+BENCH_STATE_DIR="$BENCH_RUN_DIR/containerd"
+BENCH_PIDFILE="$BENCH_RUN_DIR/containerd.pid"
+BENCH_ROOT_DIR="$BENCH_CACHE_DIR/containerd-root"
+BENCH_CONFIG="$BENCH_CACHE_DIR/containerd.toml"
+BENCH_RUNTIME_DIR="$BENCH_CACHE_DIR/runtime"
+CONTAINERD="$TOOLS_DIR/bin/containerd"
+CTR="$TOOLS_DIR/bin/ctr"
+
+require_root
+
+ctr_bench() {
+	CONTAINERD_SUPPRESS_DEPRECATION_WARNINGS=1 timeout "${CTR_TIMEOUT:-30}" "$CTR" --address "$BENCH_SOCKET" "$@"
+}
+
+bench_lock() {
+	mkdir -p "$BENCH_CACHE_DIR"
+	exec 8>"$BENCH_CACHE_DIR/.lock"
+	flock -n 8 || die "another hack/bench.sh holds $BENCH_CACHE_DIR/.lock (one benchmark at a time)"
+}
+
+# bench_containerd_pids: containerd processes running with the bench config.
+bench_containerd_pids() {
+	local d pid
+	for d in /proc/[0-9]*; do
+		pid=${d#/proc/}
+		[[ "$(exe_of "$pid")" == "$CONTAINERD" ]] || continue
+		cmdline_of "$pid" | grep -qxF -- "$BENCH_CONFIG" && echo "$pid"
+	done
+	return 0
+}
+
+# snapshot_runtime: copy the gondolin shim, guest image and agent from _output.
+snapshot_runtime() {
+	local f src="${BENCH_GONDOLIN_OUTPUT:-$REPO_ROOT/_output}"
+	for f in bin/containerd-shim-gondolin-v1 share/gondolin/vmlinuz share/gondolin/initrd.img; do
+		[[ -e $src/$f ]] || die "$src/$f missing: run 'make build' first"
+	done
+	rm -rf "$BENCH_RUNTIME_DIR.new"
+	mkdir -p "$BENCH_RUNTIME_DIR.new"
+	cp -a "$src/." "$BENCH_RUNTIME_DIR.new/"
+	rm -rf "$BENCH_RUNTIME_DIR"
+	mv "$BENCH_RUNTIME_DIR.new" "$BENCH_RUNTIME_DIR"
+}
+
+write_config() {
+	cat >"$BENCH_CONFIG" <<EOF
+# Written by hack/bench.sh; edits are overwritten. The benchmark's own containerd.
+version = 3
+root = "$BENCH_ROOT_DIR"
+state = "$BENCH_STATE_DIR"
+imports = []
+
+[grpc]
+  address = "$BENCH_SOCKET"
+
+[ttrpc]
+  address = "$BENCH_SOCKET.ttrpc"
+
+[debug]
+  level = "info"
+
+[plugins]
+  [plugins."io.containerd.nri.v1.nri"]
+    socket_path = "$BENCH_RUN_DIR/nri.sock"
+EOF
+}
+
+# bench_up LOG: start the bench containerd, logging to LOG.
+bench_up() {
+	local log_file=$1 pid deadline
+	[[ -x $CONTAINERD && -x $CTR ]] || die "containerd/ctr not found in $TOOLS_DIR/bin: run 'make tools' first"
+	bench_down_quiet
+	mkdir -p "$BENCH_RUN_DIR" "$BENCH_ROOT_DIR"
+	write_config
+	# The bench copy of the gondolin shim first, then the tools (runc, runsc, their shims).
+	PATH="$BENCH_RUNTIME_DIR/bin:$TOOLS_DIR/bin:$PATH" \
+		setsid "$CONTAINERD" --config "$BENCH_CONFIG" </dev/null >>"$log_file" 2>&1 8>&- &
+	pid=$!
+	echo "$pid" >"$BENCH_PIDFILE"
+	deadline=$((SECONDS + 60))
+	until CTR_TIMEOUT=5 ctr_bench version >/dev/null 2>&1; do
+		pid_alive "$pid" || { tail -n 20 "$log_file" >&2; die "bench containerd exited during startup; see $log_file"; }
+		((SECONDS < deadline)) || die "bench containerd did not answer within 60s; see $log_file"
+		sleep 0.2
+	done
+	log "bench containerd up (pid $pid) on $BENCH_SOCKET"
+}
+
+# bench_down: kill every task, stop containerd, kill leftover shims that served it
+# (with their children: qemu, virtiofsd, runsc sandboxes), unmount what is left
+# under the run directory. The containerd root (imported images) is kept.
+bench_down() {
+	local ns t pids=() shims=() kids=() d p addr i m
+	if [[ -S $BENCH_SOCKET ]] && CTR_TIMEOUT=5 ctr_bench version >/dev/null 2>&1; then
+		for ns in $(ctr_bench namespaces ls -q 2>/dev/null || true); do
+			for t in $(ctr_bench -n "$ns" tasks ls -q 2>/dev/null || true); do
+				CTR_TIMEOUT=10 ctr_bench -n "$ns" tasks kill -a -s SIGKILL "$t" >/dev/null 2>&1 || true
+				CTR_TIMEOUT=20 ctr_bench -n "$ns" tasks delete -f "$t" >/dev/null 2>&1 || true
+			done
+			for t in $(ctr_bench -n "$ns" containers ls -q 2>/dev/null || true); do
+				CTR_TIMEOUT=20 ctr_bench -n "$ns" containers delete "$t" >/dev/null 2>&1 || true
+			done
+		done
+	fi
+	mapfile -t pids < <(bench_containerd_pids)
+	if ((${#pids[@]} > 0)); then
+		kill -TERM "${pids[@]}" 2>/dev/null || true
+		for ((i = 0; i < 100; i++)); do
+			p=false
+			for d in "${pids[@]}"; do pid_alive "$d" && p=true; done
+			$p || break
+			sleep 0.1
+		done
+		kill -KILL "${pids[@]}" 2>/dev/null || true
+	fi
+	rm -f "$BENCH_PIDFILE"
+	# Shims of any runtime whose -address is the bench socket.
+	for d in /proc/[0-9]*; do
+		p=${d#/proc/}
+		[[ "$(exe_of "$p")" == */containerd-shim-* ]] || continue
+		addr="$(cmdline_of "$p" | awk 'prev == "-address" {print; exit} {prev = $0}')"
+		[[ $addr == "$BENCH_SOCKET" ]] && shims+=("$p")
+	done
+	if ((${#shims[@]} > 0)); then
+		mapfile -t kids < <(descendants_of "${shims[@]}")
+		log "killing leftover shims (pid ${shims[*]}) and ${#kids[@]} child process(es)"
+		kill -KILL "${shims[@]}" "${kids[@]}" 2>/dev/null || true
+	fi
+	for i in 1 2 3; do
+		mapfile -t m < <(awk -v b="$BENCH_RUN_DIR" '$5 == b || index($5, b "/") == 1 {print length($5) "\t" $5}' /proc/self/mountinfo | sort -rn | cut -f2-)
+		((${#m[@]} > 0)) || break
+		for d in "${m[@]}"; do
+			if ((i < 3)); then umount "$d" 2>/dev/null || true; else umount -l "$d" 2>/dev/null || true; fi
+		done
+	done
+	rm -rf --one-file-system "$BENCH_RUN_DIR" 2>/dev/null || log "warning: could not remove $BENCH_RUN_DIR"
+}
+
+bench_down_quiet() {
+	bench_down >/dev/null 2>&1 || true
+}
+
+case "${1:-}" in
+up)
+	bench_lock
+	snapshot_runtime
+	mkdir -p "$BENCH_CACHE_DIR"
+	bench_up "$BENCH_CACHE_DIR/containerd.log"
+	echo "export CONTAINERD_ADDRESS=$BENCH_SOCKET CONTAINERD_SUPPRESS_DEPRECATION_WARNINGS=1 PATH=$BENCH_RUNTIME_DIR/bin:$TOOLS_DIR/bin:\$PATH"
+	exit 0
+	;;
+down)
+	bench_lock
+	bench_down
+	log "bench containerd is down"
+	exit 0
+	;;
+esac
+
+bench_lock
+go="$(find_go)"
+sha="$(git -C "$REPO_ROOT" rev-parse --short HEAD 2>/dev/null || echo nogit)"
+out="$BENCH_CACHE_DIR/$(date -u +%Y%m%dT%H%M%SZ)-$sha"
+mkdir -p "$out"
+
+log "building the harness (bench/)"
+(
+	cd "$REPO_ROOT/bench"
+	export GOFLAGS=-buildvcs=false GOTOOLCHAIN=local
+	"$go" build -trimpath -o "$out/gondolin-bench" ./cmd/gondolin-bench
+	# The download client goes into the bench image: static.
+	CGO_ENABLED=0 "$go" build -trimpath -ldflags '-s -w' -o "$out/bench-fetch" ./cmd/bench-fetch
+) || die "building the harness (bench/cmd/gondolin-bench, bench/cmd/bench-fetch) failed"
+snapshot_runtime
+trap 'bench_down >>"$out/teardown.log" 2>&1 || echo "warning: teardown failed, see $out/teardown.log" >&2' EXIT
+bench_up "$out/containerd.log"
+
+set +e
+PATH="$BENCH_RUNTIME_DIR/bin:$TOOLS_DIR/bin:$PATH" \
+	CONTAINERD_SUPPRESS_DEPRECATION_WARNINGS=1 \
+	"$out/gondolin-bench" \
+	--address "$BENCH_SOCKET" \
+	--containerd-root "$BENCH_ROOT_DIR" \
+	--containerd-log "$out/containerd.log" \
+	--tools "$TOOLS_DIR/bin" \
+	--runtime-dir "$BENCH_RUNTIME_DIR" \
+	--gondolin-from "${BENCH_GONDOLIN_OUTPUT:-$REPO_ROOT/_output}" \
+	--repo "$REPO_ROOT" \
+	--out "$out" \
+	--work-dir "$BENCH_CACHE_DIR/work" \
+	--print-dir=false \
+	"$@"
+rc=$?
+set -e
+bench_down >>"$out/teardown.log" 2>&1 || echo "warning: teardown failed, see $out/teardown.log" >&2
+trap - EXIT
+# The last line of output names the results folder, whatever happened.
+echo "results: $out"
+exit "$rc"
