@@ -55,6 +55,13 @@ unit:
 integration: build tools
 	hack/integration.sh
 
+## bench: the same workloads under runc, runsc (gVisor) and gondolin in one session
+## (hack/bench.sh). BENCH_QUICK=1 for a short smoke run, BENCH_RUNS=N; results go to
+## .cache/bench/<UTC time>-<commit>/, named on the last line of output.
+bench: build tools
+	hack/build-tools.sh $(CACHE)/tools runsc
+	hack/bench.sh
+
 test: deps unit integration
 
 install: build

@@ -232,11 +232,11 @@ func rotate[T any](xs []T, i int) []T {
 
 // metric registers a metric with a figure for every runtime of the session
 // (absent runtimes marked so).
-func (s *Session) metric(id, group, title, unit, better string) *report.Metric {
+func (s *Session) metric(id, group, title, short, unit, better string) *report.Metric {
 	if m := s.Results.Metric(id); m != nil {
 		return m
 	}
-	m := &report.Metric{ID: id, Group: group, Title: title, Unit: unit, Better: better, Results: map[string]*report.Figure{}}
+	m := &report.Metric{ID: id, Group: group, Title: title, Short: short, Unit: unit, Better: better, Results: map[string]*report.Figure{}}
 	for _, info := range s.Results.Runtimes {
 		f := &report.Figure{Accelerator: info.Accelerator}
 		if info.Absent != "" {

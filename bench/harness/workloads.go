@@ -43,8 +43,8 @@ func mibPerSec(bytes int64, d time.Duration) (float64, error) {
 // --- start ------------------------------------------------------------------------------
 
 func (s *Session) workStart(ctx context.Context) error {
-	mTrue := s.metric("start_true", "start", "start to exit of `true` (ctr run --rm)", "s", report.LowerIsBetter)
-	mFirst := s.metric("start_first_line", "start", "start to first output line (ctr run --rm … echo)", "s", report.LowerIsBetter)
+	mTrue := s.metric("start_true", "start", "start to exit of `true` (ctr run --rm)", "start → exit of true", "s", report.LowerIsBetter)
+	mFirst := s.metric("start_first_line", "start", "start to first output line (ctr run --rm … echo)", "start → first output line", "s", report.LowerIsBetter)
 	for i := 0; i < s.Opts.Runs; i++ {
 		for _, rt := range rotate(s.runtimes, i) {
 			if ctx.Err() != nil {
@@ -94,7 +94,7 @@ func (s *Session) startIdle(ctx context.Context, rt *Runtime, job string, i int)
 }
 
 func (s *Session) workExec(ctx context.Context) error {
-	m := s.metric("exec_true", "exec", "exec latency: `ctr task exec … true` into a running container", "s", report.LowerIsBetter)
+	m := s.metric("exec_true", "exec", "exec latency: `ctr task exec … true` into a running container", "exec latency", "s", report.LowerIsBetter)
 	ids := map[string]string{}
 	defer func() {
 		for _, id := range ids {
@@ -143,8 +143,8 @@ func (s *Session) workExec(ctx context.Context) error {
 func (s *Session) workStdio(ctx context.Context) error {
 	n := s.Opts.StdioBytes
 	size := HumanBytes(n)
-	mOut := s.metric("stdout_throughput", "stdio", fmt.Sprintf("stdout throughput: %s from `dd` in the container to ctr", size), "MiB/s", report.HigherIsBetter)
-	mIn := s.metric("stdin_throughput", "stdio", fmt.Sprintf("stdin throughput: %s from ctr to `dd` in the container", size), "MiB/s", report.HigherIsBetter)
+	mOut := s.metric("stdout_throughput", "stdio", fmt.Sprintf("stdout throughput: %s from `dd` in the container to ctr", size), "stdout throughput", "MiB/s", report.HigherIsBetter)
+	mIn := s.metric("stdin_throughput", "stdio", fmt.Sprintf("stdin throughput: %s from ctr to `dd` in the container", size), "stdin throughput", "MiB/s", report.HigherIsBetter)
 	timeout := 5*time.Minute + time.Duration(n/mib)*time.Second
 	for i := 0; i < s.Opts.IORuns; i++ {
 		for _, rt := range rotate(s.runtimes, i) {
@@ -331,11 +331,11 @@ func (s *Session) workIO(ctx context.Context, kind string) error {
 	if kind == "bind" {
 		where, group = "bind mount", "bind-mount I/O (a host directory mounted into the container)"
 	}
-	mRead := s.metric(kind+"_seq_read", group, fmt.Sprintf("%s: sequential read of a %s file, cold host page cache", where, size), "MiB/s", report.HigherIsBetter)
-	mWrite := s.metric(kind+"_seq_write", group, fmt.Sprintf("%s: sequential write of a %s file (dd conv=fsync)", where, size), "MiB/s", report.HigherIsBetter)
-	mUntar := s.metric(kind+"_untar", group, fmt.Sprintf("%s: unpack a tree of %d small files (tar x)", where, s.Opts.TreeFiles), "s", report.LowerIsBetter)
-	mFind := s.metric(kind+"_find", group, fmt.Sprintf("%s: find over those %d files", where, s.Opts.TreeFiles), "s", report.LowerIsBetter)
-	mRm := s.metric(kind+"_rm", group, fmt.Sprintf("%s: delete the tree (rm -rf)", where), "s", report.LowerIsBetter)
+	mRead := s.metric(kind+"_seq_read", group, fmt.Sprintf("%s: sequential read of a %s file, cold host page cache", where, size), where+" seq. read", "MiB/s", report.HigherIsBetter)
+	mWrite := s.metric(kind+"_seq_write", group, fmt.Sprintf("%s: sequential write of a %s file (dd conv=fsync)", where, size), where+" seq. write", "MiB/s", report.HigherIsBetter)
+	mUntar := s.metric(kind+"_untar", group, fmt.Sprintf("%s: unpack a tree of %d small files (tar x)", where, s.Opts.TreeFiles), where+" untar small files", "s", report.LowerIsBetter)
+	mFind := s.metric(kind+"_find", group, fmt.Sprintf("%s: find over those %d files", where, s.Opts.TreeFiles), where+" find", "s", report.LowerIsBetter)
+	mRm := s.metric(kind+"_rm", group, fmt.Sprintf("%s: delete the tree (rm -rf)", where), where+" rm -rf tree", "s", report.LowerIsBetter)
 	ms := []*report.Metric{mRead, mWrite, mUntar, mFind, mRm}
 
 	bindDir := filepath.Join(s.Opts.WorkDir, "bind")
@@ -420,7 +420,7 @@ func (s *Session) workHTTPS(ctx context.Context) error {
 	n := s.Opts.DownloadBytes
 	m := s.metric("https_download", "network",
 		fmt.Sprintf("HTTPS download of %s from a server on the host (containers on host networking; gondolin through its egress policy)", HumanBytes(n)),
-		"MiB/s", report.HigherIsBetter)
+		"HTTPS download", "MiB/s", report.HigherIsBetter)
 	m.ReferenceName = "the same client run directly on the host"
 	m.Reference = &report.Figure{Accelerator: "native"}
 	ip, err := HostIP()
@@ -515,9 +515,9 @@ func (s *Session) hostFetch(ctx context.Context, url string, n int64) (float64, 
 // --- memory -----------------------------------------------------------------------------
 
 func (s *Session) workMemory(ctx context.Context) error {
-	m1 := s.metric("mem_idle_1", "memory", "host memory (PSS) of one idle container: shim and every process below it", "MiB", report.LowerIsBetter)
-	mN := s.metric("mem_idle_n", "memory", fmt.Sprintf("host memory (PSS) of %d idle containers at once, total", s.Opts.IdleN), "MiB", report.LowerIsBetter)
-	mEach := s.metric("mem_idle_n_each", "memory", fmt.Sprintf("… per container, with %d idle at once", s.Opts.IdleN), "MiB", report.LowerIsBetter)
+	m1 := s.metric("mem_idle_1", "memory", "host memory (PSS) of one idle container: shim and every process below it", "memory, 1 idle container", "MiB", report.LowerIsBetter)
+	mN := s.metric("mem_idle_n", "memory", fmt.Sprintf("host memory (PSS) of %d idle containers at once, total", s.Opts.IdleN), fmt.Sprintf("memory, %d idle, total", s.Opts.IdleN), "MiB", report.LowerIsBetter)
+	mEach := s.metric("mem_idle_n_each", "memory", fmt.Sprintf("… per container, with %d idle at once", s.Opts.IdleN), fmt.Sprintf("memory, %d idle, each", s.Opts.IdleN), "MiB", report.LowerIsBetter)
 	for i := 0; i < s.Opts.IORuns; i++ {
 		for _, rt := range rotate(s.runtimes, i) {
 			if ctx.Err() != nil {

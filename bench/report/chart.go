@@ -11,6 +11,7 @@ import (
 
 	"gonum.org/v1/plot"
 	"gonum.org/v1/plot/plotter"
+	"gonum.org/v1/plot/text"
 	"gonum.org/v1/plot/vg"
 )
 
@@ -75,6 +76,9 @@ func (r *Results) WriteChart(w io.Writer) error {
 	for i, m := range r.Metrics {
 		// The first metric goes at the top.
 		names[n-1-i] = m.Title
+		if m.Short != "" {
+			names[n-1-i] = m.Short
+		}
 	}
 	groupWidth := vg.Points(16)
 	barWidth := groupWidth / vg.Length(max(len(others), 1))
@@ -82,7 +86,7 @@ func (r *Results) WriteChart(w io.Writer) error {
 	for k, rt := range others {
 		vals := make(plotter.Values, n)
 		var missing plotter.XYLabels
-		var labels plotter.XYLabels
+		var labels, negLabels plotter.XYLabels
 		for i, m := range r.Metrics {
 			y := float64(n - 1 - i)
 			f := m.Results[rt.Name]
@@ -95,8 +99,12 @@ func (r *Results) WriteChart(w io.Writer) error {
 			v := math.Log2(cost)
 			vals[n-1-i] = v
 			lo, hi = min(lo, v), max(hi, v)
-			labels.XYs = append(labels.XYs, plotter.XY{X: v, Y: y})
-			labels.Labels = append(labels.Labels, FormatRatio(*f.RatioToBaseline))
+			l := &labels
+			if v < 0 {
+				l = &negLabels
+			}
+			l.XYs = append(l.XYs, plotter.XY{X: v, Y: y})
+			l.Labels = append(l.Labels, FormatRatio(*f.RatioToBaseline))
 		}
 		bars, err := plotter.NewBarChart(vals, barWidth)
 		if err != nil {
@@ -105,19 +113,28 @@ func (r *Results) WriteChart(w io.Writer) error {
 		bars.Horizontal = true
 		bars.Color = palette[k%len(palette)]
 		bars.LineStyle.Width = 0
-		bars.Offset = -groupWidth/2 + barWidth*vg.Length(k) + barWidth/2
+		// The first runtime on top.
+		bars.Offset = groupWidth/2 - barWidth*vg.Length(k) - barWidth/2
 		p.Add(bars)
 		p.Legend.Add(rt.Name+" ("+rt.Accelerator+")", bars)
 		offset := vg.Point{Y: bars.Offset - vg.Points(3)}
-		if len(labels.XYs) > 0 {
-			l, err := plotter.NewLabels(labels)
+		for _, side := range []struct {
+			labels plotter.XYLabels
+			align  text.XAlignment
+			dx     vg.Length
+		}{{labels, text.XLeft, vg.Points(3)}, {negLabels, text.XRight, -vg.Points(3)}} {
+			if len(side.labels.XYs) == 0 {
+				continue
+			}
+			l, err := plotter.NewLabels(side.labels)
 			if err != nil {
 				return err
 			}
 			for i := range l.TextStyle {
 				l.TextStyle[i].Font.Size = vg.Points(7)
+				l.TextStyle[i].XAlign = side.align
 			}
-			l.Offset = offset.Add(vg.Point{X: vg.Points(3)})
+			l.Offset = offset.Add(vg.Point{X: side.dx})
 			p.Add(l)
 		}
 		if len(missing.XYs) > 0 {
@@ -143,7 +160,7 @@ func (r *Results) WriteChart(w io.Writer) error {
 	p.Legend.Add("runc = 1×", zero)
 
 	// Room on the right for the legend.
-	lo, hi = math.Floor(lo)-1, math.Ceil(hi)+3
+	lo, hi = math.Floor(lo)-1, math.Ceil(hi)+4
 	p.X.Min, p.X.Max = lo, hi
 	p.X.Tick.Marker = plot.TickerFunc(func(min, max float64) []plot.Tick {
 		var ticks []plot.Tick

@@ -93,8 +93,10 @@ type Runtime struct {
 
 // Metric is one measured quantity for every runtime.
 type Metric struct {
-	ID     string `json:"id"`
-	Title  string `json:"title"`
+	ID    string `json:"id"`
+	Title string `json:"title"`
+	// Short is the chart's label (Title if empty).
+	Short  string `json:"short,omitempty"`
 	Group  string `json:"group"`
 	Unit   string `json:"unit"`
 	Better string `json:"better"`

@@ -7,6 +7,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"flag"
 	"fmt"
 	"io"
@@ -20,6 +21,7 @@ import (
 	"time"
 
 	"github.com/earendil-works/gondolin-containerd/bench/harness"
+	"github.com/earendil-works/gondolin-containerd/bench/report"
 )
 
 // knob is a flag whose default comes from an environment variable, with a
@@ -64,7 +66,11 @@ func run() int {
 	busybox := flag.String("busybox", "/bin/busybox", "static busybox for the bench image")
 	fetch := flag.String("fetch", "", "static bench-fetch binary (default: <out>/bench-fetch)")
 	printDir := flag.Bool("print-dir", true, "print the results folder as the last line")
+	render := flag.String("render", "", "only re-render results.md and results.png of an existing results folder from its results.json")
 	flag.Parse()
+	if *render != "" {
+		return rerender(*render)
+	}
 
 	for _, k := range knobs {
 		if *k.value != "" {
@@ -181,6 +187,27 @@ func run() int {
 		fmt.Println("results:", opts.Out)
 	}
 	return rc
+}
+
+// rerender rewrites results.md and results.png from results.json.
+func rerender(dir string) int {
+	b, err := os.ReadFile(filepath.Join(dir, "results.json"))
+	if err == nil {
+		var r report.Results
+		if err = json.Unmarshal(b, &r); err == nil {
+			md := r.Markdown()
+			if err = os.WriteFile(filepath.Join(dir, "results.md"), []byte(md), 0o644); err == nil {
+				err = r.WriteChartFile(filepath.Join(dir, "results.png"))
+			}
+			fmt.Println(md)
+		}
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "gondolin-bench:", err)
+		return 1
+	}
+	fmt.Println("results:", dir)
+	return 0
 }
 
 func split(s string) []string {
