@@ -50,8 +50,16 @@ func (c *Ctr) Remove(id string) {
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
 	_, _ = c.Output(ctx, 20*time.Second, "tasks", "kill", "--all", "--signal", "SIGKILL", id)
-	for i := 0; i < 50; i++ {
-		if _, err := c.Output(ctx, 30*time.Second, "tasks", "delete", "--force", id); err == nil || strings.Contains(err.Error(), "not found") {
+	// A plain delete once the task has exited; --force only as a last resort
+	// (runsc under the runc shim refuses a forced delete of an exited sandbox).
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		_, err := c.Output(ctx, 30*time.Second, "tasks", "delete", id)
+		if err == nil || strings.Contains(err.Error(), "not found") {
+			break
+		}
+		if time.Now().After(deadline) {
+			_, _ = c.Output(ctx, 30*time.Second, "tasks", "delete", "--force", id)
 			break
 		}
 		time.Sleep(200 * time.Millisecond)

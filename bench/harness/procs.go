@@ -127,10 +127,23 @@ func ProcsPSS(pids []int) []Proc {
 		if err != nil {
 			continue
 		}
-		name, _ := os.ReadFile(filepath.Join(dir, "comm"))
-		out = append(out, Proc{PID: pid, Name: strings.TrimSpace(string(name)), PSSKiB: kib})
+		out = append(out, Proc{PID: pid, Name: procName(dir), PSSKiB: kib})
 	}
 	return out
+}
+
+// procName names a process by its argv[0] (runsc's helpers re-execute
+// /proc/self/exe, so their comm is "exe" while argv[0] is runsc-sandbox or
+// runsc-gofer), else by its comm.
+func procName(dir string) string {
+	if b, err := os.ReadFile(filepath.Join(dir, "cmdline")); err == nil {
+		arg0, _, _ := strings.Cut(string(b), "\x00")
+		if arg0 = filepath.Base(strings.TrimSpace(arg0)); arg0 != "" && arg0 != "." && arg0 != "/" {
+			return arg0
+		}
+	}
+	comm, _ := os.ReadFile(filepath.Join(dir, "comm"))
+	return strings.TrimSpace(string(comm))
 }
 
 // ContainerProcs returns every host process of container id: its shim and

@@ -58,6 +58,7 @@ type Session struct {
 	Results  *report.Results
 	runtimes []*Runtime // available ones, in column order
 	rng      *rand.Rand
+	ctx      context.Context // of Run: failures after it ended are not the runtime's
 }
 
 func (s *Session) logf(format string, args ...any) {
@@ -95,6 +96,7 @@ func NewSession(opts Options) *Session {
 // Run does the whole session: environment facts, image, runtimes, then every
 // selected workload. A cancelled ctx stops early; what was measured stays.
 func (s *Session) Run(ctx context.Context) error {
+	s.ctx = ctx
 	s.describeHost()
 	spec := ImageSpec{Busybox: s.Opts.Busybox, Fetch: s.Opts.Fetch, FileBytes: s.Opts.FileBytes, TreeFiles: s.Opts.TreeFiles}
 	if err := os.MkdirAll(s.Opts.WorkDir, 0o755); err != nil {
@@ -267,6 +269,9 @@ func try(m *report.Metric, rt *Runtime) bool {
 
 // record adds a sample or an error to the runtime's figure of each metric.
 func (s *Session) record(rt *Runtime, ms []*report.Metric, values []float64, err error) {
+	if err != nil && s.ctx != nil && s.ctx.Err() != nil {
+		return // interrupted, not failed
+	}
 	for i, m := range ms {
 		f := m.Results[rt.Name()]
 		f.Accelerator = rt.Info.Accelerator
