@@ -224,7 +224,7 @@ func (s *Session) setupGondolin(ctx context.Context) *Runtime {
 	sum := sha256.Sum256(b)
 	info.Version = fmt.Sprintf("commit %s, shim sha256 %s", s.Results.Git.Commit, hex.EncodeToString(sum[:])[:12])
 	if err := s.smoke(ctx, rt); err != nil {
-		info.Absent = err.Error()
+		info.Absent = fmt.Sprintf("%v (the shim logs into %s)", err, s.Opts.ContainerdLog)
 		return rt
 	}
 	acc, reason := GondolinAccelerator(s.Opts.ContainerdLog)
