@@ -21,9 +21,17 @@ const DefaultConfigPath = "/etc/gondolin/config.toml"
 
 // Config is the runtime config, set by the operator.
 type Config struct {
+	// GuestKernel picks the guest image `make images` installs: "minimal"
+	// (vmlinuz + initrd.img, the default) or "stock" (Debian's cloud kernel:
+	// vmlinuz-stock + initrd-stock.img). KernelPath and InitrdPath, when
+	// set, win over it.
+	GuestKernel string `toml:"guest_kernel"`
 	// KernelPath and InitrdPath are the guest image (make images).
 	KernelPath string `toml:"kernel_path"`
 	InitrdPath string `toml:"initrd_path"`
+	// Machine is the QEMU machine: auto (microvm for a kernel QEMU can boot
+	// through PVH, i.e. the minimal one; q35 otherwise), q35 or microvm.
+	Machine string `toml:"machine"`
 	// QEMUPath and VirtiofsdPath override the binaries' default locations.
 	QEMUPath      string `toml:"qemu_path"`
 	VirtiofsdPath string `toml:"virtiofsd_path"`
@@ -44,6 +52,20 @@ type Config struct {
 	// set, as exact keys or prefixes ending in "*" (io.gondolin.secret.*).
 	// Empty means all.
 	AllowedAnnotations []string `toml:"allowed_annotations"`
+
+	// shareDir is where `make install` puts the guest images.
+	shareDir string
+}
+
+// Guest image file names in the share directory (see images/imagebuild).
+const (
+	GuestKernelMinimal = "minimal"
+	GuestKernelStock   = "stock"
+)
+
+var guestImages = map[string][2]string{
+	GuestKernelMinimal: {"vmlinuz", "initrd.img"},
+	GuestKernelStock:   {"vmlinuz-stock", "initrd-stock.img"},
 }
 
 // Duration is a time.Duration written as "30s" in TOML.
@@ -65,14 +87,17 @@ func (d *Duration) UnmarshalText(b []byte) error {
 func DefaultConfig(exeDir string) *Config {
 	share := filepath.Join(filepath.Dir(exeDir), "share", "gondolin")
 	return &Config{
-		KernelPath:        filepath.Join(share, "vmlinuz"),
-		InitrdPath:        filepath.Join(share, "initrd.img"),
+		GuestKernel:       GuestKernelMinimal,
+		KernelPath:        filepath.Join(share, guestImages[GuestKernelMinimal][0]),
+		InitrdPath:        filepath.Join(share, guestImages[GuestKernelMinimal][1]),
+		Machine:           "auto",
 		Accelerator:       "auto",
 		DefaultMemoryMiB:  512,
 		DefaultCPUs:       1,
 		MemoryOverheadMiB: 128,
 		BootTimeout:       Duration{60 * time.Second},
 		LogLevel:          "info",
+		shareDir:          share,
 	}
 }
 
@@ -106,13 +131,29 @@ func parseConfig(cfg *Config, text string) error {
 		for i, k := range undecoded {
 			keys[i] = k.String()
 		}
-		return fmt.Errorf("unknown keys %s: accepted keys are kernel_path, initrd_path, qemu_path, virtiofsd_path, accelerator, default_memory_mib, default_cpus, memory_overhead_mib, boot_timeout, log_level, allowed_annotations", strings.Join(keys, ", "))
+		return fmt.Errorf("unknown keys %s: accepted keys are guest_kernel, kernel_path, initrd_path, machine, qemu_path, virtiofsd_path, accelerator, default_memory_mib, default_cpus, memory_overhead_mib, boot_timeout, log_level, allowed_annotations", strings.Join(keys, ", "))
+	}
+	if files, ok := guestImages[cfg.GuestKernel]; ok && cfg.shareDir != "" {
+		if !md.IsDefined("kernel_path") {
+			cfg.KernelPath = filepath.Join(cfg.shareDir, files[0])
+		}
+		if !md.IsDefined("initrd_path") {
+			cfg.InitrdPath = filepath.Join(cfg.shareDir, files[1])
+		}
 	}
 	return cfg.validate()
 }
 
 func (c *Config) validate() error {
 	var errs []error
+	if _, ok := guestImages[c.GuestKernel]; !ok {
+		errs = append(errs, fmt.Errorf("guest_kernel = %q: accepted values are minimal, stock", c.GuestKernel))
+	}
+	switch c.Machine {
+	case "auto", "q35", "microvm":
+	default:
+		errs = append(errs, fmt.Errorf("machine = %q: accepted values are auto, q35, microvm", c.Machine))
+	}
 	switch c.Accelerator {
 	case "auto", "kvm", "tcg":
 	default:

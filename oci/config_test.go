@@ -63,3 +63,32 @@ func TestLoadConfigMissingFile(t *testing.T) {
 		t.Fatal("a named config file that does not exist must be an error")
 	}
 }
+
+func TestGuestKernelPicksImages(t *testing.T) {
+	cfg := DefaultConfig("/opt/g/bin")
+	if cfg.GuestKernel != "minimal" || cfg.Machine != "auto" {
+		t.Fatalf("defaults: guest_kernel %q machine %q", cfg.GuestKernel, cfg.Machine)
+	}
+	if err := parseConfig(cfg, `guest_kernel = "stock"`); err != nil {
+		t.Fatal(err)
+	}
+	if cfg.KernelPath != "/opt/g/share/gondolin/vmlinuz-stock" || cfg.InitrdPath != "/opt/g/share/gondolin/initrd-stock.img" {
+		t.Errorf("stock: kernel %s initrd %s", cfg.KernelPath, cfg.InitrdPath)
+	}
+	// Explicit paths win over guest_kernel.
+	cfg = DefaultConfig("/opt/g/bin")
+	if err := parseConfig(cfg, "guest_kernel = \"stock\"\nkernel_path = \"/k\"\nmachine = \"q35\"\n"); err != nil {
+		t.Fatal(err)
+	}
+	if cfg.KernelPath != "/k" || cfg.InitrdPath != "/opt/g/share/gondolin/initrd-stock.img" || cfg.Machine != "q35" {
+		t.Errorf("explicit kernel_path: kernel %s initrd %s machine %s", cfg.KernelPath, cfg.InitrdPath, cfg.Machine)
+	}
+	for text, want := range map[string]string{
+		`guest_kernel = "huge"`: `guest_kernel = "huge": accepted values are minimal, stock`,
+		`machine = "virt"`:      `machine = "virt": accepted values are auto, q35, microvm`,
+	} {
+		if err := parseConfig(DefaultConfig("/b"), text); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%s: got %v, want %q", text, err, want)
+		}
+	}
+}

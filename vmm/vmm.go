@@ -46,6 +46,9 @@ type Config struct {
 	// Accelerator must be AccelKVM or AccelTCG here; resolve AccelAuto
 	// with DetectAccelerator first.
 	Accelerator Accelerator
+	// Machine is the VM model; MachineAuto or "" picks it from the kernel
+	// image (DetectMachine) when the VM starts.
+	Machine Machine
 	// ConsoleLog receives the guest's serial console.
 	ConsoleLog string
 	// ChannelSocket is where the VMM listens for the host end of the agent

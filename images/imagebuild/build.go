@@ -14,7 +14,12 @@ import (
 	"path/filepath"
 	"strings"
 	"syscall"
+
+	"github.com/earendil-works/gondolin-containerd/images/kernel"
 )
+
+// FragmentName is how the config fragment is named in the manifest.
+const FragmentName = "gondolin.config"
 
 // Options configure Build.
 type Options struct {
@@ -26,20 +31,27 @@ type Options struct {
 	Apt         Apt             // default ExecApt{}
 	Extract     ExtractFunc     // default DpkgExtract
 	Force       bool            // rebuild even if up to date
+	// Kernel builds the minimal kernel; default MakeKernel{}.
+	Kernel KernelBuilder
+	// Fragment is the minimal kernel's config fragment; default
+	// kernel.Fragment (images/kernel/gondolin.config).
+	Fragment []byte
 }
 
 // Result describes what Build did.
 type Result struct {
-	UpToDate   bool // nothing was done
-	Downloaded bool // the kernel package was fetched (not in the cache)
-	Manifest   *Manifest
-	Plan       *ModulePlan
-	DebPath    string
+	UpToDate       bool // nothing was done
+	Downloaded     bool // the kernel package was fetched (not in the cache)
+	KernelCompiled bool // the minimal kernel was compiled (not in the cache)
+	Manifest       *Manifest
+	Plan           *ModulePlan
+	DebPath        string
 }
 
-// Build resolves the kernel through apt, fetches and verifies it, and writes
-// vmlinuz, initrd.img and manifest.json into opts.Out, unless the manifest
-// there already describes the same inputs and the outputs match it.
+// Build resolves the stock kernel through apt, fetches and verifies it,
+// builds (or takes from the cache) the minimal kernel, and writes the files
+// named in doc.go into opts.Out, unless the manifest there already describes
+// the same inputs and the outputs match it.
 func Build(ctx context.Context, opts Options) (*Result, error) {
 	if opts.Agent == "" || opts.Out == "" || opts.Cache == "" {
 		return nil, errors.New("agent, out and cache are required")
@@ -55,6 +67,12 @@ func Build(ctx context.Context, opts Options) (*Result, error) {
 	}
 	if opts.Extract == nil {
 		opts.Extract = DpkgExtract
+	}
+	if opts.Kernel == nil {
+		opts.Kernel = MakeKernel{}
+	}
+	if opts.Fragment == nil {
+		opts.Fragment = kernel.Fragment
 	}
 	agent, err := ReadAgent(opts.Agent)
 	if err != nil {
@@ -73,11 +91,16 @@ func Build(ctx context.Context, opts Options) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
+	src, err := opts.Kernel.Source(ctx)
+	if err != nil {
+		return nil, err
+	}
 	agentArt := NewArtifact(filepath.Base(opts.Agent), RoleAgent, "", agent)
 	requested := RequestKeys(opts.Modules)
+	key := src.CacheKey(opts.Fragment)
 
 	if !opts.Force {
-		if m, ok := UpToDate(opts.Out, rk, agentArt.SHA256, requested); ok {
+		if m, ok := UpToDate(opts.Out, rk, agentArt.SHA256, requested, key); ok {
 			return &Result{UpToDate: true, Manifest: m}, nil
 		}
 	}
@@ -134,18 +157,43 @@ func Build(ctx context.Context, opts Options) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
+
+	bk, compiled, err := MinimalKernel(ctx, opts.Kernel, src, opts.Fragment, opts.Cache)
+	if err != nil {
+		return nil, fmt.Errorf("minimal kernel: %w", err)
+	}
+	res.KernelCompiled = compiled
+	minInitrd, _, _, err := BuildInitrd(agent, bk.Release, nil, nil)
+	if err != nil {
+		return nil, err
+	}
+	srcData, err := fileDigest(src.Tarball)
+	if err != nil {
+		return nil, err
+	}
+
 	m := &Manifest{
-		Schema:             ManifestSchema,
+		Schema: ManifestSchema,
+		Minimal: MinimalInfo{
+			KernelRelease: bk.Release, SourcePackage: src.Package, SourceVersion: src.Version,
+			Compiler: src.Compiler, FragmentSHA256: SHA256Hex(opts.Fragment), CacheKey: key,
+			BuildTimestamp: KernelBuildTimestamp, BuildUser: KernelBuildUser, BuildHost: KernelBuildHost,
+		},
 		KernelRelease:      kp.Release,
 		Metapackage:        rk.Metapackage,
 		MetapackageVersion: rk.MetapackageVersion,
 		Inputs: []Artifact{
 			{Name: rk.Package.Package, Role: RoleKernelPackage, Version: rk.Package.Version, SHA256: debData.sha, Size: debData.size},
+			{Name: filepath.Base(src.Tarball), Role: RoleKernelSource, Version: src.Version, SHA256: srcData.sha, Size: srcData.size},
+			NewArtifact(FragmentName, RoleKernelConfig, "", opts.Fragment),
 			agentArt,
 		},
 		Outputs: []Artifact{
-			NewArtifact(KernelFile, RoleKernel, kp.Release, vmlinuz),
-			NewArtifact(InitrdFile, RoleInitrd, "", initrd),
+			NewArtifact(KernelFile, RoleKernel, bk.Release, bk.Vmlinux),
+			NewArtifact(InitrdFile, RoleInitrd, "", minInitrd),
+			NewArtifact(KernelConfigFile, RoleKernelConfig, bk.Release, bk.Config),
+			NewArtifact(KernelStockFile, RoleKernelStock, kp.Release, vmlinuz),
+			NewArtifact(InitrdStockFile, RoleInitrdStock, "", initrd),
 		},
 		Modules:   mods,
 		LoadOrder: order,
@@ -165,7 +213,10 @@ func Build(ctx context.Context, opts Options) (*Result, error) {
 	for _, f := range []struct {
 		name string
 		data []byte
-	}{{KernelFile, vmlinuz}, {InitrdFile, initrd}, {ManifestFile, manifest}} {
+	}{
+		{KernelFile, bk.Vmlinux}, {InitrdFile, minInitrd}, {KernelConfigFile, bk.Config},
+		{KernelStockFile, vmlinuz}, {InitrdStockFile, initrd}, {ManifestFile, manifest},
+	} {
 		if err := WriteFileAtomic(filepath.Join(opts.Out, f.name), f.data, 0o644); err != nil {
 			return nil, err
 		}
@@ -218,7 +269,7 @@ func ReadAgent(path string) ([]byte, error) {
 // identified by name and version (what ResolveMetapackage gives, saving an
 // apt-cache call): the Debian archive never reuses a version number for
 // different contents, and the .deb's sha256 was checked when it was built.
-func UpToDate(outDir string, rk *ResolvedKernel, agentSHA string, requested []string) (*Manifest, bool) {
+func UpToDate(outDir string, rk *ResolvedKernel, agentSHA string, requested []string, minimalKey string) (*Manifest, bool) {
 	data, err := os.ReadFile(filepath.Join(outDir, ManifestFile))
 	if err != nil {
 		return nil, false
@@ -231,10 +282,11 @@ func UpToDate(outDir string, rk *ResolvedKernel, agentSHA string, requested []st
 	ain, ok2 := m.Input(RoleAgent)
 	if !ok1 || !ok2 || kin.Name != rk.Package.Package || kin.Version != rk.Package.Version ||
 		ain.SHA256 != agentSHA ||
-		m.Metapackage != rk.Metapackage || strings.Join(m.Requested, " ") != strings.Join(requested, " ") {
+		m.Metapackage != rk.Metapackage || strings.Join(m.Requested, " ") != strings.Join(requested, " ") ||
+		m.Minimal.CacheKey != minimalKey {
 		return nil, false
 	}
-	for _, role := range []string{RoleKernel, RoleInitrd} {
+	for _, role := range []string{RoleKernel, RoleInitrd, RoleKernelConfig, RoleKernelStock, RoleInitrdStock} {
 		o, ok := m.Output(role)
 		if !ok {
 			return nil, false

@@ -196,13 +196,16 @@ func TestBuild(t *testing.T) {
 		{"virtio_rng", "CONFIG_HW_RANDOM_VIRTIO", ""},
 		{"overlay", "CONFIG_OVERLAY_FS", ""},
 	}
+	tarball := filepath.Join(dir, "linux-source-6.1.tar.xz")
+	os.WriteFile(tarball, []byte("fake source"), 0o644)
+	kb := &fakeKernel{src: KernelSource{Package: "linux-source-6.1", Version: "6.1.192-2", Tarball: tarball, Compiler: "gcc 12"}}
 	opts := Options{Agent: agentPath, Out: filepath.Join(dir, "out"), Cache: filepath.Join(dir, "cache"),
-		Apt: apt, Extract: extract, Modules: reqs}
+		Apt: apt, Extract: extract, Modules: reqs, Kernel: kb, Fragment: []byte("CONFIG_64BIT=y\n")}
 	res, err := Build(context.Background(), opts)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if res.UpToDate || !res.Downloaded {
+	if res.UpToDate || !res.Downloaded || !res.KernelCompiled || kb.builds != 1 {
 		t.Errorf("first build: %+v", res)
 	}
 	m := res.Manifest
@@ -215,7 +218,7 @@ func TestBuild(t *testing.T) {
 	}
 	read := func() map[string][]byte {
 		out := map[string][]byte{}
-		for _, f := range []string{KernelFile, InitrdFile, ManifestFile} {
+		for _, f := range []string{KernelFile, InitrdFile, KernelConfigFile, KernelStockFile, InitrdStockFile, ManifestFile} {
 			b, err := os.ReadFile(filepath.Join(opts.Out, f))
 			if err != nil {
 				t.Fatal(err)
@@ -225,10 +228,25 @@ func TestBuild(t *testing.T) {
 		return out
 	}
 	first := read()
-	if string(first[KernelFile]) != "fake bzImage" {
-		t.Error("vmlinuz not copied")
+	if string(first[KernelStockFile]) != "fake bzImage" {
+		t.Error("stock vmlinuz not copied")
 	}
-	if ents, _ := os.ReadDir(opts.Cache); len(ents) != 2 { // the .deb and .lock
+	if string(first[KernelFile]) != "fake vmlinux" || string(first[KernelConfigFile]) != "CONFIG_64BIT=y\n" {
+		t.Error("minimal kernel not written")
+	}
+	// The minimal kernel's initramfs has the agent and an empty load order.
+	for _, r := range parseNewc(t, first[InitrdFile]) {
+		if strings.HasSuffix(r.name, ".ko") || (r.name == strings.TrimPrefix(LoadOrderPath, "/") && r.size != 0) {
+			t.Errorf("minimal initrd carries modules: %s", r.name)
+		}
+	}
+	if m.Minimal.KernelRelease != "6.1.192-gondolin" || m.Minimal.SourceVersion != "6.1.192-2" || m.Minimal.CacheKey == "" {
+		t.Errorf("minimal info %+v", m.Minimal)
+	}
+	if in, ok := m.Input(RoleKernelSource); !ok || in.SHA256 != SHA256Hex([]byte("fake source")) {
+		t.Errorf("kernel source input %+v", in)
+	}
+	if ents, _ := os.ReadDir(opts.Cache); len(ents) != 3 { // the .deb, .lock and minimal-<key>
 		t.Errorf("cache: %v", ents)
 	}
 
@@ -242,8 +260,8 @@ func TestBuild(t *testing.T) {
 	}
 
 	opts.Force = true
-	if res, err = Build(context.Background(), opts); err != nil || res.UpToDate || res.Downloaded {
-		t.Fatalf("forced build: %+v %v", res, err)
+	if res, err = Build(context.Background(), opts); err != nil || res.UpToDate || res.Downloaded || res.KernelCompiled || kb.builds != 1 {
+		t.Fatalf("forced build (kernel from the cache): %+v %v", res, err)
 	}
 	opts.Force = false
 	if !reflect.DeepEqual(first, read()) {
@@ -267,12 +285,53 @@ func TestBuild(t *testing.T) {
 		t.Fatalf("new module list: %+v %v", res, err)
 	}
 
+	// A new fragment rebuilds the minimal kernel.
+	opts.Fragment = []byte("CONFIG_64BIT=y\nCONFIG_SMP=y\n")
+	if res, err = Build(context.Background(), opts); err != nil || res.UpToDate || !res.KernelCompiled || kb.builds != 2 {
+		t.Fatalf("new fragment: %+v %v", res, err)
+	}
+
 	// A requested module the kernel lacks is an error naming it.
 	opts.Modules = []ModuleRequest{{"virtiofs", "CONFIG_VIRTIO_FS", ""}}
 	if _, err := Build(context.Background(), opts); err == nil || !strings.Contains(err.Error(), "virtiofs") {
 		t.Errorf("missing module: %v", err)
 	}
-	if ents, _ := os.ReadDir(opts.Cache); len(ents) != 2 {
+	if ents, _ := os.ReadDir(opts.Cache); len(ents) != 3 {
 		t.Errorf("scratch directories left in the cache: %v", ents)
+	}
+}
+
+type fakeKernel struct {
+	src    KernelSource
+	builds int
+}
+
+func (f *fakeKernel) Source(context.Context) (*KernelSource, error) { s := f.src; return &s, nil }
+
+func (f *fakeKernel) Build(_ context.Context, _ *KernelSource, fragment []byte, dir string) (*BuiltKernel, error) {
+	f.builds++
+	return &BuiltKernel{Release: "6.1.192-gondolin", Vmlinux: []byte("fake vmlinux"), Config: append([]byte(nil), fragment...)}, nil
+}
+
+func TestCheckFragment(t *testing.T) {
+	frag := []byte("CONFIG_A=y\n# CONFIG_B is not set\nCONFIG_C=\"x\"\n")
+	if err := CheckFragment(frag, []byte("CONFIG_A=y\nCONFIG_C=\"x\"\nCONFIG_D=y\n")); err != nil {
+		t.Errorf("matching config: %v", err)
+	}
+	err := CheckFragment(frag, []byte("# CONFIG_A is not set\nCONFIG_B=y\nCONFIG_C=\"x\"\n"))
+	if err == nil || !strings.Contains(err.Error(), "CONFIG_A=n (want y)") || !strings.Contains(err.Error(), "CONFIG_B=y (want n)") {
+		t.Errorf("mismatches: %v", err)
+	}
+}
+
+func TestCacheKey(t *testing.T) {
+	a := KernelSource{Package: "linux-source-6.1", Version: "6.1.192-2", Compiler: "gcc 12"}
+	b := a
+	b.Version = "6.1.193-1"
+	if a.CacheKey([]byte("x")) == b.CacheKey([]byte("x")) || a.CacheKey([]byte("x")) == a.CacheKey([]byte("y")) {
+		t.Error("cache key ignores the source version or the fragment")
+	}
+	if a.CacheKey([]byte("x")) != a.CacheKey([]byte("x")) {
+		t.Error("cache key not stable")
 	}
 }

@@ -1,7 +1,15 @@
-// Package imagebuild builds the gondolin guest: Debian's cloud kernel
-// (vmlinuz), an initramfs holding the agent and the kernel modules it needs
-// (initrd.img), and a manifest.json with the checksum of every input and
-// output.
+// Package imagebuild builds the gondolin guest, two kernels with an
+// initramfs each, and a manifest.json with the checksum of every input and
+// output:
+//
+//   - vmlinuz + initrd.img, the default: a minimal kernel built from Debian's
+//     linux-source package with the fragment in images/kernel (everything
+//     built in, an uncompressed ELF image QEMU boots through its PVH entry
+//     point, made for the microvm machine), and an initramfs with the agent
+//     alone (load.order empty);
+//   - vmlinuz-stock + initrd-stock.img, the fallback: Debian's cloud kernel
+//     (a bzImage, booted on q35) and an initramfs with the agent and the
+//     kernel modules it needs.
 //
 // # Initramfs contract with the guest agent
 //
@@ -43,7 +51,10 @@ const InitrdCompression = "none"
 
 // Output file names inside --out.
 const (
-	KernelFile   = "vmlinuz"
-	InitrdFile   = "initrd.img"
-	ManifestFile = "manifest.json"
+	KernelFile       = "vmlinuz"          // the minimal kernel (default)
+	InitrdFile       = "initrd.img"       // its initramfs: the agent, no modules
+	KernelStockFile  = "vmlinuz-stock"    // Debian's cloud kernel (fallback)
+	InitrdStockFile  = "initrd-stock.img" // its initramfs: the agent and modules
+	KernelConfigFile = "config-minimal"   // the minimal kernel's complete .config
+	ManifestFile     = "manifest.json"
 )

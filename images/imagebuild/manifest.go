@@ -11,31 +11,56 @@ import (
 
 // ManifestSchema is bumped whenever the image contents change for the same
 // inputs (new default modules, different layout), so old outputs are rebuilt.
-const ManifestSchema = 1
+const ManifestSchema = 2
 
 // Roles of manifest inputs and outputs.
 const (
 	RoleKernelPackage = "kernel-package"
 	RoleAgent         = "agent"
-	RoleKernel        = "kernel"
-	RoleInitrd        = "initrd"
+	RoleKernel        = "kernel"        // the default (minimal) kernel
+	RoleInitrd        = "initrd"        // its initramfs
+	RoleKernelStock   = "kernel-stock"  // Debian's kernel
+	RoleInitrdStock   = "initrd-stock"  // its initramfs, with modules
+	RoleKernelSource  = "kernel-source" // linux-source tarball
+	RoleKernelConfig  = "kernel-config" // the config fragment (input), the full .config (output)
 )
+
+// MinimalInfo records how the minimal kernel was built.
+type MinimalInfo struct {
+	// KernelRelease is its `uname -r`, e.g. "6.1.192-gondolin".
+	KernelRelease string `json:"kernelRelease"`
+	SourcePackage string `json:"sourcePackage"`
+	SourceVersion string `json:"sourceVersion"`
+	Compiler      string `json:"compiler"`
+	// FragmentSHA256 is the config fragment's; CacheKey covers all of the
+	// above and names the build in the cache.
+	FragmentSHA256 string `json:"fragmentSHA256"`
+	CacheKey       string `json:"cacheKey"`
+	// The fixed KBUILD_BUILD_* values that make the build reproducible.
+	BuildTimestamp string `json:"buildTimestamp"`
+	BuildUser      string `json:"buildUser"`
+	BuildHost      string `json:"buildHost"`
+}
 
 // Manifest records every input and output of an image build with its
 // checksum. It has no timestamps and every list is sorted, so the same inputs
 // give the same bytes.
 type Manifest struct {
 	Schema int `json:"schema"`
-	// KernelRelease is `uname -r` in the guest, e.g. "6.1.0-56-cloud-amd64".
+	// Minimal describes the default kernel (vmlinuz, initrd.img).
+	Minimal MinimalInfo `json:"minimal"`
+	// KernelRelease is `uname -r` of the stock kernel (vmlinuz-stock), e.g.
+	// "6.1.0-56-cloud-amd64"; the fields below up to Inputs describe it too.
 	KernelRelease string `json:"kernelRelease"`
 	// Metapackage and its version, which resolved to the kernel package.
 	Metapackage        string `json:"metapackage"`
 	MetapackageVersion string `json:"metapackageVersion"`
-	// Inputs: the kernel .deb and the agent binary; sorted by name.
+	// Inputs: the kernel .deb, the linux-source tarball, the config
+	// fragment and the agent binary; sorted by name.
 	Inputs []Artifact `json:"inputs"`
-	// Outputs: vmlinuz and initrd.img; sorted by name.
+	// Outputs: the files named in doc.go; sorted by name.
 	Outputs []Artifact `json:"outputs"`
-	// Modules shipped in the initrd (decompressed), sorted by name.
+	// Modules shipped in the stock initrd (decompressed), sorted by name.
 	Modules []ModuleArtifact `json:"modules"`
 	// LoadOrder is the content of LoadOrderPath, one path per element.
 	LoadOrder []string `json:"loadOrder"`

@@ -28,15 +28,70 @@ var baseKernelArgs = []string{
 	"random.trust_cpu=on",
 }
 
+// hostTSCKHz is replaced in tests.
+var hostTSCKHz = vmm.HostTSCKHz
+
+// machineKernelArgs are added for a machine, accelerator and vCPU count.
+func machineKernelArgs(m vmm.Machine, accel vmm.Accelerator, cpus uint32) []string {
+	if m != vmm.MachineMicrovm || accel != vmm.AccelTCG {
+		return nil
+	}
+	// Under TCG the guest has neither kvmclock nor a TSC-deadline timer, so
+	// the kernel calibrates the TSC and then the local APIC timer against
+	// the emulated PIT. The quick TSC calibration fails now and then, leaving
+	// the guest on the jiffies clock: give it the TSC rate (the host's, under
+	// TCG). With one vCPU, tick from the PIT instead of the local APIC timer,
+	// which spares its calibration and verification (~0.25 s); with more,
+	// the broadcast tick that needs is slower than calibrating.
+	var args []string
+	if khz := hostTSCKHz(); khz > 0 {
+		args = append(args, fmt.Sprintf("tsc_early_khz=%d", khz))
+	}
+	if cpus == 1 {
+		args = append(args, "noapictimer")
+	}
+	return args
+}
+
+// devices names QEMU's virtio device models for each transport: PCI on q35,
+// MMIO on microvm.
+type devices struct {
+	serial, rng, fs, balloon string
+}
+
+var machineDevices = map[vmm.Machine]devices{
+	vmm.MachineQ35:     {"virtio-serial-pci", "virtio-rng-pci", "vhost-user-fs-pci", "virtio-balloon-pci"},
+	vmm.MachineMicrovm: {"virtio-serial-device", "virtio-rng-device", "vhost-user-fs-device", "virtio-balloon-device"},
+}
+
+// machineArg is -machine for each model. microvm: no option ROMs, the ISA
+// serial port for the console, the CMOS RTC for the wall clock (TCG has no
+// kvmclock), no ACPI (the minimal kernel has none: CPUs come from the MP
+// table, and QEMU lists the virtio-mmio devices on the kernel command line
+// instead). The PIT stays (without it the guest has no tick under TCG, see
+// machineKernelArgs) and so does the PIC (without it secondary vCPUs never
+// come up).
+var machineArg = map[vmm.Machine]string{
+	vmm.MachineQ35:     "q35",
+	vmm.MachineMicrovm: "microvm,x-option-roms=off,pit=on,pic=on,isa-serial=on,rtc=on,acpi=off",
+}
+
 // Args builds QEMU's command line for cfg. QMPSocket is the monitor socket.
+// cfg.Machine must be resolved (DetectMachine); "" means q35.
 func Args(cfg vmm.Config, qmpSocket string) ([]string, error) {
 	if err := validate(cfg); err != nil {
 		return nil, err
 	}
+	machine := cfg.Machine
+	if machine == "" {
+		machine = vmm.MachineQ35
+	}
+	dev := machineDevices[machine]
+	kernelArgs := append(append(append([]string{}, baseKernelArgs...), machineKernelArgs(machine, cfg.Accelerator, cfg.CPUs)...), cfg.KernelArgs...)
 	mem := fmt.Sprintf("%dM", cfg.MemoryMiB)
 	args := []string{
 		"-name", "gondolin-" + cfg.ID + ",debug-threads=on",
-		"-machine", "q35,memory-backend=mem",
+		"-machine", machineArg[machine] + ",memory-backend=mem",
 		"-nodefaults", "-no-user-config", "-nographic", "-no-reboot",
 		"-m", mem,
 		"-smp", fmt.Sprint(cfg.CPUs),
@@ -44,14 +99,20 @@ func Args(cfg vmm.Config, qmpSocket string) ([]string, error) {
 		"-object", "memory-backend-memfd,id=mem,size=" + mem + ",share=on",
 		"-kernel", cfg.Kernel,
 		"-initrd", cfg.Initrd,
-		"-append", strings.Join(append(append([]string{}, baseKernelArgs...), cfg.KernelArgs...), " "),
+		"-append", strings.Join(kernelArgs, " "),
 		"-chardev", "file,id=console,path=" + cfg.ConsoleLog,
 		"-serial", "chardev:console",
-		"-device", "virtio-serial-pci,id=ser0",
+		"-device", dev.serial + ",id=ser0",
 		"-chardev", "socket,id=channel,path=" + cfg.ChannelSocket + ",server=on,wait=off",
 		"-device", "virtserialport,bus=ser0.0,chardev=channel,name=" + cfg.ChannelName,
-		"-device", "virtio-rng-pci",
+		"-device", dev.rng,
 		"-qmp", "unix:" + qmpSocket + ",server=on,wait=off",
+	}
+	if machine == vmm.MachineMicrovm {
+		// QEMU 7.2's virtio-mmio defaults to the legacy (version 1)
+		// interface, on which the guest's channel stalls after the first
+		// message; modern virtio-mmio works.
+		args = append(args, "-global", "virtio-mmio.force-legacy=false")
 	}
 	switch cfg.Accelerator {
 	case vmm.AccelKVM:
@@ -66,7 +127,7 @@ func Args(cfg vmm.Config, qmpSocket string) ([]string, error) {
 		id := fmt.Sprintf("fs%d", i)
 		args = append(args,
 			"-chardev", "socket,id="+id+",path="+s.Socket,
-			"-device", "vhost-user-fs-pci,chardev="+id+",tag="+s.Tag,
+			"-device", dev.fs+",chardev="+id+",tag="+s.Tag,
 		)
 	}
 	return args, nil
@@ -86,6 +147,8 @@ func validate(cfg vmm.Config) error {
 		return fmt.Errorf("vm config: accelerator %q must be resolved to kvm or tcg", cfg.Accelerator)
 	case cfg.ChannelSocket == "" || cfg.ChannelName == "" || cfg.ConsoleLog == "":
 		return fmt.Errorf("vm config: channel socket, channel name and console log are required")
+	case cfg.Machine != "" && cfg.Machine != vmm.MachineQ35 && cfg.Machine != vmm.MachineMicrovm:
+		return fmt.Errorf("vm config: machine %q must be resolved to q35 or microvm", cfg.Machine)
 	}
 	for _, s := range cfg.Shares {
 		// QEMU's option parser splits on commas: a tag or path with one

@@ -91,3 +91,53 @@ func TestArgsRejects(t *testing.T) {
 		}
 	}
 }
+
+func TestArgsMicrovm(t *testing.T) {
+	hostTSCKHz = func() uint64 { return 2596144 }
+	defer func() { hostTSCKHz = vmm.HostTSCKHz }()
+	cfg := testConfig()
+	cfg.Machine = vmm.MachineMicrovm
+	args, err := Args(cfg, "/q")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := argAfter(args, "-machine")[0]; !strings.HasPrefix(got, "microvm,") || !strings.Contains(got, "acpi=off") || !strings.Contains(got, "pit=on,pic=on") || !strings.HasSuffix(got, ",memory-backend=mem") {
+		t.Errorf("-machine = %q", got)
+	}
+	if g := argAfter(args, "-global"); len(g) != 1 || g[0] != "virtio-mmio.force-legacy=false" {
+		t.Errorf("-global = %v", g)
+	}
+	devices := strings.Join(argAfter(args, "-device"), " ")
+	if strings.Contains(devices, "-pci") || !strings.Contains(devices, "vhost-user-fs-device,chardev=fs0,tag=rootfs") ||
+		!strings.Contains(devices, "virtio-serial-device,id=ser0") || !strings.Contains(devices, "virtio-rng-device") {
+		t.Errorf("microvm devices = %q", devices)
+	}
+	appendArg := argAfter(args, "-append")[0]
+	if !strings.Contains(appendArg, " tsc_early_khz=2596144 ") || strings.Contains(appendArg, "noapictimer") || !strings.HasSuffix(appendArg, " gondolin.debug=1") {
+		t.Errorf("-append (2 vCPUs) = %q", appendArg)
+	}
+	cfg.CPUs = 1
+	args, _ = Args(cfg, "/q")
+	if a := argAfter(args, "-append")[0]; !strings.Contains(a, " tsc_early_khz=2596144 noapictimer ") {
+		t.Errorf("-append (1 vCPU) = %q", a)
+	}
+	// KVM has kvmclock and a TSC-deadline timer: no TCG workarounds.
+	cfg.Accelerator = vmm.AccelKVM
+	args, _ = Args(cfg, "/q")
+	if a := argAfter(args, "-append")[0]; strings.Contains(a, "tsc_early_khz") || strings.Contains(a, "noapictimer") {
+		t.Errorf("KVM -append = %q", a)
+	}
+	// q35 (the default) keeps PCI devices and no TCG timer arguments.
+	cfg = testConfig()
+	args, _ = Args(cfg, "/q")
+	if got := argAfter(args, "-machine")[0]; got != "q35,memory-backend=mem" {
+		t.Errorf("q35 -machine = %q", got)
+	}
+	if a := argAfter(args, "-append")[0]; strings.Contains(a, "noapictimer") {
+		t.Errorf("q35 -append = %q", a)
+	}
+	cfg.Machine = "virt"
+	if _, err := Args(cfg, "/q"); err == nil {
+		t.Error("unknown machine accepted")
+	}
+}

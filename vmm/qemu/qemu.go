@@ -25,6 +25,7 @@ const DefaultBinary = "qemu-system-x86_64"
 type VM struct {
 	cmd       *exec.Cmd
 	qmpSocket string
+	console   string
 	stderr    *tailBuffer
 
 	done    chan struct{}
@@ -51,16 +52,22 @@ func Start(ctx context.Context, binary string, cfg vmm.Config) (*VM, error) {
 			return nil, fmt.Errorf("guest %s %s is missing: build it with `make images` (and `make install`) or set %s_path in the runtime config: %w", f.what, f.path, f.what, err)
 		}
 	}
+	machine, reason, err := vmm.DetectMachine(cfg.Machine, cfg.Kernel)
+	if err != nil {
+		return nil, err
+	}
+	cfg.Machine = machine
 	qmpSocket := filepath.Join(cfg.StateDir, "qmp.sock")
 	args, err := Args(cfg, qmpSocket)
 	if err != nil {
 		return nil, err
 	}
-	log.G(ctx).WithField("accel", cfg.Accelerator).Debugf("starting %s %v", path, args)
+	log.G(ctx).WithFields(log.Fields{"accel": cfg.Accelerator, "machine": machine, "machine_reason": reason}).Debugf("starting %s %v", path, args)
 
 	vm := &VM{
 		cmd:       exec.Command(path, args...),
 		qmpSocket: qmpSocket,
+		console:   cfg.ConsoleLog,
 		stderr:    newTailBuffer(8 << 10),
 		done:      make(chan struct{}),
 	}
@@ -181,13 +188,17 @@ func (vm *VM) Pause(ctx context.Context) error { return vm.run(ctx, "stop") }
 func (vm *VM) Resume(ctx context.Context) error { return vm.run(ctx, "cont") }
 
 // Stop waits up to grace for QEMU to exit by itself (the guest powering
-// off), then asks it to quit over QMP, then kills it.
+// off), then asks it to quit over QMP, then kills it. A guest whose kernel
+// cannot power the machine off (no ACPI, as on microvm) halts instead and
+// says so on the console; that ends the wait early.
 func (vm *VM) Stop(ctx context.Context, grace time.Duration) error {
 	select {
 	case <-vm.done:
 		return vm.closeMonitor()
-	case <-time.After(grace):
-	case <-ctx.Done():
+	default:
+	}
+	if grace > 0 {
+		vm.waitExitOrHalt(ctx, grace)
 	}
 	if err := vm.run(ctx, "quit"); err != nil {
 		log.G(ctx).WithError(err).Debug("qmp quit failed; killing qemu")
@@ -199,6 +210,97 @@ func (vm *VM) Stop(ctx context.Context, grace time.Duration) error {
 		<-vm.done
 	}
 	return vm.closeMonitor()
+}
+
+// haltedMarker is what Linux prints when it halts (reboot(2) with
+// LINUX_REBOOT_CMD_HALT, or POWER_OFF on a machine it cannot power off).
+var haltedMarker = []byte("reboot: System halted")
+
+// waitExitOrHalt returns when QEMU exits, the guest console shows the
+// kernel halted, the grace period ends or ctx is done.
+func (vm *VM) waitExitOrHalt(ctx context.Context, grace time.Duration) {
+	deadline := time.NewTimer(grace)
+	defer deadline.Stop()
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	w := newConsoleWatch(vm.console, haltedMarker)
+	defer w.close()
+	for {
+		select {
+		case <-vm.done:
+			return
+		case <-deadline.C:
+			return
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+			if w.seen() {
+				log.G(ctx).Debug("guest halted; quitting qemu")
+				return
+			}
+		}
+	}
+}
+
+// consoleWatch looks for a marker in what a console log file gains, starting
+// a little before its current end (the marker may have just been written).
+// It reads at most a bounded tail per call, so a guest flooding its console
+// costs the host little.
+type consoleWatch struct {
+	f      *os.File
+	off    int64
+	marker []byte
+	carry  []byte
+}
+
+const consoleWatchWindow = 4 << 10
+
+func newConsoleWatch(path string, marker []byte) *consoleWatch {
+	w := &consoleWatch{marker: marker}
+	if path == "" {
+		return w
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return w
+	}
+	w.f = f
+	if st, err := f.Stat(); err == nil {
+		w.off = max(0, st.Size()-consoleWatchWindow)
+	}
+	return w
+}
+
+func (w *consoleWatch) seen() bool {
+	if w.f == nil {
+		return false
+	}
+	st, err := w.f.Stat()
+	if err != nil || st.Size() <= w.off {
+		return false
+	}
+	if st.Size()-w.off > consoleWatchWindow {
+		w.off, w.carry = st.Size()-consoleWatchWindow, nil
+	}
+	buf := make([]byte, st.Size()-w.off)
+	n, _ := w.f.ReadAt(buf, w.off)
+	w.off += int64(n)
+	data := append(w.carry, buf[:n]...)
+	if bytes.Contains(data, w.marker) {
+		return true
+	}
+	if k := len(w.marker) - 1; len(data) > k {
+		w.carry = append([]byte(nil), data[len(data)-k:]...)
+	} else {
+		w.carry = data
+	}
+	return false
+}
+
+func (w *consoleWatch) close() {
+	if w.f != nil {
+		w.f.Close()
+	}
 }
 
 func (vm *VM) kill() error {
