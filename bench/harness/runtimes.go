@@ -222,7 +222,17 @@ func (s *Session) setupGondolin(ctx context.Context) *Runtime {
 		return rt
 	}
 	sum := sha256.Sum256(b)
-	info.Version = fmt.Sprintf("commit %s, shim sha256 %s", s.Results.Git.Commit, hex.EncodeToString(sum[:])[:12])
+	info.Version = fmt.Sprintf("shim sha256 %s", hex.EncodeToString(sum[:])[:12])
+	if from := s.Opts.GondolinFrom; from == "" || filepath.Clean(from) == filepath.Join(s.Opts.Repo, "_output") {
+		// Built from this tree (make bench builds it first).
+		tree := "commit " + s.Results.Git.Commit
+		if s.Results.Git.Dirty {
+			tree += " with uncommitted changes"
+		}
+		info.Version = tree + ", " + info.Version
+	} else {
+		info.Version = "built in " + from + ", " + info.Version
+	}
 	if err := s.smoke(ctx, rt); err != nil {
 		info.Absent = fmt.Sprintf("%v (the shim logs into %s)", err, s.Opts.ContainerdLog)
 		return rt
