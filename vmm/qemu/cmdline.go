@@ -28,6 +28,9 @@ var baseKernelArgs = []string{
 	"random.trust_cpu=on",
 }
 
+// tcgCPU is the CPU model under TCG.
+const tcgCPU = "max,-erms,-fsrm"
+
 // hostTSCKHz is replaced in tests.
 var hostTSCKHz = vmm.HostTSCKHz
 
@@ -121,7 +124,12 @@ func Args(cfg vmm.Config, qmpSocket string) ([]string, error) {
 		// Multi-threaded TCG uses a host thread per vCPU. The translation
 		// cache defaults to 1 GiB of reserved memory; 256 MiB is plenty
 		// for one container's working set.
-		args = append(args, "-accel", "tcg,thread=multi,tb-size=256", "-cpu", "max")
+		//
+		// ERMS/FSRM off: with them the guest kernel clears and copies
+		// pages and poisons freed init memory with byte-wise rep stosb /
+		// movsb, which TCG runs one byte per iteration; without them it
+		// uses 8-byte strings. ~0.2 s less to boot.
+		args = append(args, "-accel", "tcg,thread=multi,tb-size=256", "-cpu", tcgCPU)
 	}
 	for i, s := range cfg.Shares {
 		id := fmt.Sprintf("fs%d", i)

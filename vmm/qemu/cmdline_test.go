@@ -35,8 +35,8 @@ func TestArgsTCG(t *testing.T) {
 	if got := argAfter(args, "-accel"); len(got) != 1 || !strings.HasPrefix(got[0], "tcg") {
 		t.Errorf("-accel = %v, want tcg", got)
 	}
-	if got := argAfter(args, "-cpu"); len(got) != 1 || got[0] != "max" {
-		t.Errorf("-cpu = %v, want max", got)
+	if got := argAfter(args, "-cpu"); len(got) != 1 || got[0] != "max,-erms,-fsrm" {
+		t.Errorf("-cpu = %v, want max,-erms,-fsrm", got)
 	}
 	if got := argAfter(args, "-m"); got[0] != "512M" {
 		t.Errorf("-m = %v", got)
