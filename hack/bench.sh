@@ -32,6 +32,10 @@ BENCH_PIDFILE="$BENCH_RUN_DIR/containerd.pid"
 BENCH_ROOT_DIR="$BENCH_CACHE_DIR/containerd-root"
 BENCH_CONFIG="$BENCH_CACHE_DIR/containerd.toml"
 BENCH_RUNTIME_DIR="$BENCH_CACHE_DIR/runtime"
+# The harness's containerd namespace; containerd-shim-runc-v2 keeps runc's (and
+# runsc's) state for it here.
+BENCH_NAMESPACE=gondolin-bench
+BENCH_RUNC_ROOT="/run/containerd/runc/$BENCH_NAMESPACE"
 CONTAINERD="$TOOLS_DIR/bin/containerd"
 CTR="$TOOLS_DIR/bin/ctr"
 
@@ -155,14 +159,17 @@ bench_down() {
 		log "killing leftover shims (pid ${shims[*]}) and ${#kids[@]} child process(es)"
 		kill -KILL "${shims[@]}" "${kids[@]}" 2>/dev/null || true
 	fi
+	# Mounts under our run directory, and under the runc shim's state for our
+	# namespace (runsc pins a network namespace there: null-netns).
 	for i in 1 2 3; do
-		mapfile -t m < <(awk -v b="$BENCH_RUN_DIR" '$5 == b || index($5, b "/") == 1 {print length($5) "\t" $5}' /proc/self/mountinfo | sort -rn | cut -f2-)
+		mapfile -t m < <(awk -v b="$BENCH_RUN_DIR" -v r="$BENCH_RUNC_ROOT" '
+			$5 == b || index($5, b "/") == 1 || $5 == r || index($5, r "/") == 1 {print length($5) "\t" $5}' /proc/self/mountinfo | sort -rn | cut -f2-)
 		((${#m[@]} > 0)) || break
 		for d in "${m[@]}"; do
 			if ((i < 3)); then umount "$d" 2>/dev/null || true; else umount -l "$d" 2>/dev/null || true; fi
 		done
 	done
-	rm -rf --one-file-system "$BENCH_RUN_DIR" 2>/dev/null || log "warning: could not remove $BENCH_RUN_DIR"
+	rm -rf --one-file-system "$BENCH_RUN_DIR" "$BENCH_RUNC_ROOT" 2>/dev/null || log "warning: could not remove $BENCH_RUN_DIR or $BENCH_RUNC_ROOT"
 }
 
 bench_down_quiet() {
@@ -209,6 +216,7 @@ PATH="$BENCH_RUNTIME_DIR/bin:$TOOLS_DIR/bin:$PATH" \
 	CONTAINERD_SUPPRESS_DEPRECATION_WARNINGS=1 \
 	"$out/gondolin-bench" \
 	--address "$BENCH_SOCKET" \
+	--namespace "$BENCH_NAMESPACE" \
 	--containerd-root "$BENCH_ROOT_DIR" \
 	--containerd-log "$out/containerd.log" \
 	--tools "$TOOLS_DIR/bin" \
