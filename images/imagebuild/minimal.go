@@ -119,6 +119,10 @@ func (mk MakeKernel) Build(ctx context.Context, src *KernelSource, fragment []by
 	if err != nil {
 		return nil, err
 	}
+	// Commands run in the tree: every path handed to them must be absolute.
+	if scratch, err = filepath.Abs(scratch); err != nil {
+		return nil, err
+	}
 	defer os.RemoveAll(scratch)
 	if err := mk.run(ctx, scratch, "tar", "-xf", src.Tarball, "-C", scratch); err != nil {
 		return nil, err
