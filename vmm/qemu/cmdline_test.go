@@ -32,7 +32,7 @@ func TestArgsTCG(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := argAfter(args, "-accel"); len(got) != 1 || !strings.HasPrefix(got[0], "tcg") {
+	if got := argAfter(args, "-accel"); len(got) != 1 || got[0] != "tcg,thread=multi,tb-size=64" {
 		t.Errorf("-accel = %v, want tcg", got)
 	}
 	if got := argAfter(args, "-cpu"); len(got) != 1 || got[0] != "max,-erms,-fsrm" {
@@ -109,7 +109,8 @@ func TestArgsMicrovm(t *testing.T) {
 	}
 	devices := strings.Join(argAfter(args, "-device"), " ")
 	if strings.Contains(devices, "-pci") || !strings.Contains(devices, "vhost-user-fs-device,chardev=fs0,tag=rootfs") ||
-		!strings.Contains(devices, "virtio-serial-device,id=ser0") || !strings.Contains(devices, "virtio-rng-device") {
+		!strings.Contains(devices, "virtio-serial-device,id=ser0") || !strings.Contains(devices, "virtio-rng-device") ||
+		!strings.Contains(devices, "virtio-balloon-device,free-page-reporting=on") {
 		t.Errorf("microvm devices = %q", devices)
 	}
 	appendArg := argAfter(args, "-append")[0]
