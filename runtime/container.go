@@ -361,8 +361,10 @@ func (c *Container) DeleteExec(ctx context.Context, execID string) (Exit, error)
 	if st.Status == StatusRunning || st.Status == StatusPaused {
 		return Exit{}, fmt.Errorf("exec %s is running; stop it first: %w", execID, errdefs.ErrFailedPrecondition)
 	}
-	if st.Status == StatusCreated {
-		_ = p.Kill(ctx, uint32(unix.SIGKILL), false)
+	// The agent kills an exec that never started and forgets it, so that
+	// its ID can be used again.
+	if _, err := c.sb.agent.DeleteProcess(ctx, &api.DeleteProcessRequest{ContainerId: c.ID, ExecId: execID}); err != nil {
+		return Exit{}, fmt.Errorf("delete exec %s of %s: %w", execID, c.ID, agentError(err))
 	}
 	exit, err := p.Wait(ctx)
 	if err != nil {
