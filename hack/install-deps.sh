@@ -16,6 +16,12 @@ PACKAGES=(
 	qemu-system-common
 	# test image (integration/testimage) and guest tooling
 	busybox-static
+	linux-source-6.1
+	build-essential
+	flex
+	bison
+	bc
+	libelf-dev
 	# runc and friends build with -tags seccomp
 	libseccomp-dev
 	# networking for containers and the policy re-dial path
