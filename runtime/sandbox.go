@@ -114,6 +114,7 @@ func startSandbox(ctx context.Context, cfg sandboxConfig, st *persistedState) (_
 		MemoryMiB:     cfg.memoryMiB,
 		CPUs:          cfg.cpus,
 		Accelerator:   accel,
+		Machine:       vmm.Machine(cfg.runtime.Machine),
 		ConsoleLog:    cfg.console,
 		ChannelSocket: channel,
 		ChannelName:   api.ChannelPortName,
