@@ -13,8 +13,10 @@ import (
 	"testing"
 	"time"
 
+	cgroupstats "github.com/containerd/cgroups/v3/cgroup2/stats"
 	containerd "github.com/containerd/containerd/v2/client"
 	"github.com/containerd/containerd/v2/pkg/namespaces"
+	"github.com/containerd/typeurl/v2"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 )
 
@@ -131,9 +133,23 @@ func TestUpdateResources(t *testing.T) {
 	if err := task.Update(ctx, containerd.WithResources(&specs.LinuxResources{Memory: &specs.LinuxMemory{Limit: &limit}})); err != nil {
 		t.Fatalf("update: %v", err)
 	}
-	res := ctr(t, nil, "task", "exec", "--exec-id", "read-limit", id, "cat", "/sys/fs/cgroup/memory.max")
-	if strings.TrimSpace(res.stdout) != strconv.Itoa(100<<20) {
-		t.Fatalf("memory.max in the guest after update: %s", res)
+	// ctr's default spec mounts no cgroup file system in the container
+	// (runc's neither), so read the new limit back through Metrics, which
+	// the guest measures.
+	metric, err := task.Metrics(ctx)
+	if err != nil {
+		t.Fatalf("metrics: %v", err)
+	}
+	data, err := typeurl.UnmarshalAny(metric.Data)
+	if err != nil {
+		t.Fatalf("decode metrics: %v", err)
+	}
+	m, ok := data.(*cgroupstats.Metrics)
+	if !ok {
+		t.Fatalf("metrics are %T, want cgroup v2 metrics", data)
+	}
+	if got := m.GetMemory().GetUsageLimit(); got != 100<<20 {
+		t.Fatalf("memory limit in the guest after update: %d, want %d", got, 100<<20)
 	}
 	huge := int64(64 << 30)
 	err = task.Update(ctx, containerd.WithResources(&specs.LinuxResources{Memory: &specs.LinuxMemory{Limit: &huge}}))

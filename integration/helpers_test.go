@@ -44,11 +44,22 @@ func namespace() string {
 func newID(t *testing.T) string {
 	b := make([]byte, 4)
 	_, _ = rand.Read(b)
-	name := strings.ToLower(strings.NewReplacer("/", "-", "_", "-").Replace(t.Name()))
-	if len(name) > 40 {
-		name = name[:40]
+	// containerd IDs must match ^[A-Za-z0-9]+(?:[._-][A-Za-z0-9]+)*$:
+	// every run of other characters in the test name becomes one "-".
+	var name strings.Builder
+	for _, r := range strings.ToLower(t.Name()) {
+		switch {
+		case r >= 'a' && r <= 'z' || r >= '0' && r <= '9':
+			name.WriteRune(r)
+		case name.Len() > 0 && !strings.HasSuffix(name.String(), "-"):
+			name.WriteByte('-')
+		}
 	}
-	return name + "-" + hex.EncodeToString(b)
+	id := strings.TrimSuffix(name.String(), "-")
+	if len(id) > 40 {
+		id = strings.TrimSuffix(id[:40], "-")
+	}
+	return id + "-" + hex.EncodeToString(b)
 }
 
 type result struct {

@@ -40,17 +40,9 @@ func TestExec(t *testing.T) {
 
 // exec into a task whose process has exited fails clearly.
 func TestExecIntoStoppedTask(t *testing.T) {
-	id := newID(t)
-	res := ctr(t, nil, "run", "--runtime", runtimeName, testImage(t), id, "true")
-	t.Cleanup(func() {
-		ctr(t, nil, "task", "delete", id)
-		ctr(t, nil, "container", "delete", id)
-		assertNoLeftovers(t, id)
-	})
-	if res.code != 0 {
-		t.Fatalf("%s", res)
-	}
-	res = ctr(t, nil, "task", "exec", "--exec-id", "late", id, "true")
+	id := startDetached(t, nil, "true")
+	waitStatus(t, id, "STOPPED", "")
+	res := ctr(t, nil, "task", "exec", "--exec-id", "late", id, "true")
 	if res.code == 0 || !strings.Contains(res.stderr, "not running") {
 		t.Fatalf("want a clear error: %s", res)
 	}
@@ -96,31 +88,29 @@ func TestPs(t *testing.T) {
 
 // metrics are cgroup v2 figures measured in the guest.
 func TestMetrics(t *testing.T) {
-	id := startDetached(t, []string{"--memory-limit", strconv.Itoa(200 << 20)}, "sh", "-c", "x=$(head -c 5000000 /dev/zero | tr '\\0' a); sleep 1000")
+	id := startDetached(t, []string{"--memory-limit", strconv.Itoa(200 << 20)}, "sh", "-c", "x=$(head -c 5000000 /dev/zero | tr '\\0' a); sleep 1000 & wait")
 	waitStatus(t, id, "RUNNING", "")
 	time.Sleep(2 * time.Second)
 	res := ctr(t, nil, "task", "metrics", "--format", "json", id)
 	if res.code != 0 {
 		t.Fatalf("metrics: %s", res)
 	}
-	var m struct {
-		Data struct {
-			Pids struct {
-				Current uint64 `json:"current"`
-			} `json:"pids"`
-			CPU struct {
-				UsageUsec uint64 `json:"usage_usec"`
-			} `json:"cpu"`
-			Memory struct {
-				Usage      uint64 `json:"usage"`
-				UsageLimit uint64 `json:"usage_limit"`
-			} `json:"memory"`
-		} `json:"Data"`
+	// ctr prints the io.containerd.cgroups.v2.Metrics message itself.
+	var d struct {
+		Pids struct {
+			Current uint64 `json:"current"`
+		} `json:"pids"`
+		CPU struct {
+			UsageUsec uint64 `json:"usage_usec"`
+		} `json:"cpu"`
+		Memory struct {
+			Usage      uint64 `json:"usage"`
+			UsageLimit uint64 `json:"usage_limit"`
+		} `json:"memory"`
 	}
-	if err := json.Unmarshal([]byte(res.stdout), &m); err != nil {
+	if err := json.Unmarshal([]byte(res.stdout), &d); err != nil {
 		t.Fatalf("decode %q: %v", res.stdout, err)
 	}
-	d := m.Data
 	if d.Pids.Current < 2 || d.CPU.UsageUsec == 0 || d.Memory.Usage < 1<<20 || d.Memory.UsageLimit != 200<<20 {
 		t.Fatalf("metrics not measured in the guest: %+v\n%s", d, res.stdout)
 	}
