@@ -99,15 +99,19 @@ type Settings struct {
 // at once.
 func ParseAnnotations(annotations map[string]string, cfg *Config) (*Settings, error) {
 	s := &Settings{NetMode: NetModePolicy, DNS: DNSSynthetic, Secrets: map[string][]HostPattern{}}
-	keys := make([]string, 0, len(annotations))
-	for k := range annotations {
-		if strings.HasPrefix(k, AnnotationPrefix) {
-			keys = append(keys, k)
+	var errs []error
+	// The operator's defaults first (validated when the config loaded),
+	// then what the container sets, each key replacing its default.
+	if cfg != nil {
+		for _, key := range gondolinKeys(cfg.DefaultAnnotations) {
+			if _, ok := annotations[key]; !ok {
+				if err := s.set(key, cfg.DefaultAnnotations[key], nil); err != nil {
+					errs = append(errs, fmt.Errorf("runtime config default_annotations: %w", err))
+				}
+			}
 		}
 	}
-	sort.Strings(keys)
-	var errs []error
-	for _, key := range keys {
+	for _, key := range gondolinKeys(annotations) {
 		if err := s.set(key, annotations[key], cfg); err != nil {
 			errs = append(errs, err)
 		}
@@ -116,6 +120,18 @@ func ParseAnnotations(annotations map[string]string, cfg *Config) (*Settings, er
 		return nil, err
 	}
 	return s, nil
+}
+
+// gondolinKeys returns the io.gondolin.* keys of m, sorted.
+func gondolinKeys(m map[string]string) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		if strings.HasPrefix(k, AnnotationPrefix) {
+			keys = append(keys, k)
+		}
+	}
+	sort.Strings(keys)
+	return keys
 }
 
 func (s *Settings) set(key, value string, cfg *Config) error {

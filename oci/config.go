@@ -7,6 +7,7 @@ package oci
 import (
 	"errors"
 	"fmt"
+	"net/netip"
 	"os"
 	"path"
 	"path/filepath"
@@ -18,6 +19,9 @@ import (
 
 // DefaultConfigPath is read when containerd passes no ConfigPath option.
 const DefaultConfigPath = "/etc/gondolin/config.toml"
+
+// DefaultAuditDir holds the per-container egress audit files.
+const DefaultAuditDir = "/var/log/gondolin/audit"
 
 // Config is the runtime config, set by the operator.
 type Config struct {
@@ -52,6 +56,27 @@ type Config struct {
 	// set, as exact keys or prefixes ending in "*" (io.gondolin.secret.*).
 	// Empty means all.
 	AllowedAnnotations []string `toml:"allowed_annotations"`
+	// DefaultAnnotations are the operator's default policy: io.gondolin.*
+	// annotations applied to every container that does not set the key
+	// itself. Together with allowed_annotations they fix a policy a
+	// container cannot loosen.
+	DefaultAnnotations map[string]string `toml:"default_annotations"`
+
+	// AuditDir receives one <namespace>/<container>.jsonl egress audit
+	// file per container; it outlives the container.
+	AuditDir string `toml:"audit_dir"`
+	// UpstreamHosts maps host names to the addresses the egress proxy
+	// dials for them instead of resolving them. The operator vouches for
+	// these addresses: they are reachable even in internal ranges. Meant
+	// for tests and for pinning internal services.
+	UpstreamHosts map[string][]string `toml:"upstream_hosts"`
+	// UpstreamCAFile adds PEM roots for verifying upstream TLS servers,
+	// besides the host's system roots.
+	UpstreamCAFile string `toml:"upstream_ca_file"`
+	// UpstreamDNS are the resolvers ("IP" or "IP:port") asked for
+	// net.dns=trusted|open and for upstream names; empty means the host's
+	// /etc/resolv.conf.
+	UpstreamDNS []string `toml:"upstream_dns"`
 
 	// shareDir is where `make install` puts the guest images.
 	shareDir string
@@ -97,6 +122,7 @@ func DefaultConfig(exeDir string) *Config {
 		MemoryOverheadMiB: 128,
 		BootTimeout:       Duration{60 * time.Second},
 		LogLevel:          "info",
+		AuditDir:          DefaultAuditDir,
 		shareDir:          share,
 	}
 }
@@ -131,7 +157,7 @@ func parseConfig(cfg *Config, text string) error {
 		for i, k := range undecoded {
 			keys[i] = k.String()
 		}
-		return fmt.Errorf("unknown keys %s: accepted keys are guest_kernel, kernel_path, initrd_path, machine, qemu_path, virtiofsd_path, accelerator, default_memory_mib, default_cpus, memory_overhead_mib, boot_timeout, log_level, allowed_annotations", strings.Join(keys, ", "))
+		return fmt.Errorf("unknown keys %s: accepted keys are guest_kernel, kernel_path, initrd_path, machine, qemu_path, virtiofsd_path, accelerator, default_memory_mib, default_cpus, memory_overhead_mib, boot_timeout, log_level, allowed_annotations, default_annotations, audit_dir, upstream_hosts, upstream_ca_file, upstream_dns", strings.Join(keys, ", "))
 	}
 	if files, ok := guestImages[cfg.GuestKernel]; ok && cfg.shareDir != "" {
 		if !md.IsDefined("kernel_path") {
@@ -178,7 +204,47 @@ func (c *Config) validate() error {
 			errs = append(errs, fmt.Errorf("allowed_annotations entry %q: must start with %s", p, AnnotationPrefix))
 		}
 	}
+	for key, value := range c.DefaultAnnotations {
+		// Checked like a container's, but not against allowed_annotations:
+		// the operator sets these.
+		if err := (&Settings{Secrets: map[string][]HostPattern{}}).set(key, value, nil); err != nil {
+			errs = append(errs, fmt.Errorf("default_annotations: %w", err))
+		}
+	}
+	if !filepath.IsAbs(c.AuditDir) {
+		errs = append(errs, fmt.Errorf("audit_dir = %q: must be an absolute path", c.AuditDir))
+	}
+	for name, addrs := range c.UpstreamHosts {
+		if len(addrs) == 0 {
+			errs = append(errs, fmt.Errorf("upstream_hosts.%q: list at least one IP address", name))
+		}
+		for _, a := range addrs {
+			if _, err := netip.ParseAddr(a); err != nil {
+				errs = append(errs, fmt.Errorf("upstream_hosts.%q: %q is not an IP address", name, a))
+			}
+		}
+	}
+	if _, err := c.UpstreamDNSServers(); err != nil {
+		errs = append(errs, err)
+	}
 	return errors.Join(errs...)
+}
+
+// UpstreamDNSServers parses upstream_dns; an entry without a port means 53.
+func (c *Config) UpstreamDNSServers() ([]netip.AddrPort, error) {
+	var out []netip.AddrPort
+	for _, s := range c.UpstreamDNS {
+		if ap, err := netip.ParseAddrPort(s); err == nil {
+			out = append(out, ap)
+			continue
+		}
+		a, err := netip.ParseAddr(s)
+		if err != nil {
+			return nil, fmt.Errorf("upstream_dns entry %q: accepted forms are IP or IP:port", s)
+		}
+		out = append(out, netip.AddrPortFrom(a, 53))
+	}
+	return out, nil
 }
 
 // annotationAllowed reports whether the operator lets containers set key.

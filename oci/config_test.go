@@ -92,3 +92,52 @@ func TestGuestKernelPicksImages(t *testing.T) {
 		}
 	}
 }
+
+func TestNetworkConfigKeys(t *testing.T) {
+	cfg := DefaultConfig("/x/bin")
+	err := parseConfig(cfg, `
+audit_dir = "/var/log/g"
+upstream_ca_file = "/etc/ca.pem"
+upstream_dns = ["10.0.0.2", "127.0.0.1:5353"]
+[default_annotations]
+"io.gondolin.net.allow" = "api.example.com"
+"io.gondolin.net.dns" = "trusted"
+[upstream_hosts]
+"api.example.test" = ["127.0.0.1"]
+`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	servers, err := cfg.UpstreamDNSServers()
+	if err != nil || len(servers) != 2 || servers[0].String() != "10.0.0.2:53" || servers[1].String() != "127.0.0.1:5353" {
+		t.Fatalf("upstream_dns = %v, %v", servers, err)
+	}
+	// The operator's default applies unless the container sets the key;
+	// a key the operator does not allow cannot override it.
+	s, err := ParseAnnotations(map[string]string{AnnotationNetDNS: "synthetic"}, cfg)
+	if err != nil || len(s.Allow) != 1 || s.Allow[0].Host != "api.example.com" || s.DNS != DNSSynthetic {
+		t.Fatalf("defaults + container: %+v, %v", s, err)
+	}
+	cfg.AllowedAnnotations = []string{"io.gondolin.vm.*"}
+	if _, err := ParseAnnotations(map[string]string{AnnotationNetAllow: "evil.example"}, cfg); err == nil || !strings.Contains(err.Error(), "not allowed") {
+		t.Fatalf("container loosened the operator's policy: %v", err)
+	}
+	if s, err := ParseAnnotations(nil, cfg); err != nil || s.DNS != DNSTrusted {
+		t.Fatalf("defaults alone: %+v, %v", s, err)
+	}
+}
+
+func TestNetworkConfigErrors(t *testing.T) {
+	for _, tc := range []struct{ text, want string }{
+		{`audit_dir = "rel"`, "audit_dir"},
+		{`upstream_dns = ["nope"]`, "upstream_dns"},
+		{"[upstream_hosts]\n\"a.test\" = [\"x\"]", "not an IP"},
+		{"[upstream_hosts]\n\"a.test\" = []", "at least one"},
+		{"[default_annotations]\n\"io.gondolin.net.mode\" = \"wide\"", "default_annotations"},
+	} {
+		err := parseConfig(DefaultConfig("/x/bin"), tc.text)
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%q: error %v, want one naming %q", tc.text, err, tc.want)
+		}
+	}
+}

@@ -106,8 +106,8 @@ func ConfigFromSettings(s *oci.Settings, secretValues map[string]string) Config 
 
 // The link is private to one VM, so it uses a large MTU: under TCG a guest
 // moves three times the data with 65000 than with 1500 (fewer packets
-// through the emulated stack). QEMUArgs passes it to virtio-net as
-// host_mtu, which the guest driver adopts.
+// through the emulated stack). The VMM passes it to virtio-net as host_mtu,
+// which the guest driver adopts.
 const (
 	defaultMTU  = 65000
 	ethernetMTU = 1500
@@ -218,22 +218,4 @@ type GuestConfig struct {
 	// GatewayMAC is the host side's link address (informational: the guest
 	// learns it by ARP).
 	GatewayMAC net.HardwareAddr
-}
-
-// QEMUArgs returns the QEMU arguments that attach the NIC to a unix socket
-// on which the runtime accepts QEMU's connection and hands it to
-// Network.AttachStream. device is the virtio-net flavour
-// (virtio-net-pci, or virtio-net-device on microvm).
-func (g GuestConfig) QEMUArgs(socketPath, device string) []string {
-	if device == "" {
-		device = "virtio-net-pci"
-	}
-	dev := fmt.Sprintf("%s,netdev=net0,mac=%s", device, g.MAC)
-	if g.MTU != ethernetMTU {
-		dev += fmt.Sprintf(",host_mtu=%d", g.MTU)
-	}
-	return []string{
-		"-netdev", "stream,id=net0,server=off,addr.type=unix,addr.path=" + strings.ReplaceAll(socketPath, ",", ",,"),
-		"-device", dev,
-	}
 }

@@ -10,7 +10,7 @@
 //	cfg.Container, cfg.CAStateDir, cfg.AuditLog = id, dir, auditFile
 //	cfg.Dialer, cfg.Resolver = dialInNetns, resolverInNetns        // optional
 //	n, err := policy.NewNetwork(ctx, cfg)  // errors.Is(err, policy.ErrNoNetwork) for net.mode=none
-//	gc := n.GuestConfig()                  // eth0 for the agent; gc.QEMUArgs(sock, "virtio-net-pci")
+//	gc := n.GuestConfig()                  // eth0 for the agent and the VMM's NIC
 //	// accept QEMU's connection on sock, then
 //	n.AttachStream(conn)
 //	// the guest's env gets n.Placeholders() for each secret; the guest trusts n.CACertPEM()

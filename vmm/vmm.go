@@ -6,6 +6,7 @@ package vmm
 
 import (
 	"context"
+	"net"
 	"time"
 )
 
@@ -57,6 +58,21 @@ type Config struct {
 	// ChannelName is the virtio-serial port name the agent looks for.
 	ChannelName string
 	Shares      []Share
+	// NIC, when set, gives the guest a virtio-net interface whose frames
+	// travel over a unix stream socket to a userspace network (the
+	// runtime's egress policy). Nil means no NIC at all.
+	NIC *NIC
+}
+
+// NIC is a guest network interface backed by a unix stream socket. The
+// listener must exist before the VM starts: the VMM connects to it.
+type NIC struct {
+	// Socket is the unix socket the VMM connects to; frames on it are
+	// length-prefixed (QEMU's -netdev stream).
+	Socket string
+	MAC    net.HardwareAddr
+	// MTU is offered to the guest driver; 0 leaves the driver's default.
+	MTU int
 }
 
 // VM is a running virtual machine.

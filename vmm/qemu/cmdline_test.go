@@ -1,6 +1,8 @@
 package qemu
 
 import (
+	"net"
+	"slices"
 	"strings"
 	"testing"
 
@@ -140,5 +142,31 @@ func TestArgsMicrovm(t *testing.T) {
 	cfg.Machine = "virt"
 	if _, err := Args(cfg, "/q"); err == nil {
 		t.Error("unknown machine accepted")
+	}
+}
+
+func TestArgsNIC(t *testing.T) {
+	cfg := testConfig()
+	if args, _ := Args(cfg, "/q"); len(argAfter(args, "-netdev")) != 0 {
+		t.Fatalf("no NIC asked for, got -netdev %v", argAfter(args, "-netdev"))
+	}
+	cfg.NIC = &vmm.NIC{Socket: "/run/g/x/net.sock", MAC: net.HardwareAddr{2, 0, 0, 0, 0, 1}, MTU: 65000}
+	for machine, device := range map[vmm.Machine]string{vmm.MachineQ35: "virtio-net-pci", vmm.MachineMicrovm: "virtio-net-device"} {
+		cfg.Machine = machine
+		args, err := Args(cfg, "/q")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := argAfter(args, "-netdev"); len(got) != 1 || got[0] != "stream,id=net0,server=off,addr.type=unix,addr.path=/run/g/x/net.sock" {
+			t.Errorf("%s: -netdev = %v", machine, got)
+		}
+		want := device + ",netdev=net0,mac=02:00:00:00:00:01,host_mtu=65000"
+		if devices := argAfter(args, "-device"); !slices.Contains(devices, want) {
+			t.Errorf("%s: devices %v lack %q", machine, devices, want)
+		}
+	}
+	cfg.NIC.MAC = nil
+	if _, err := Args(cfg, "/q"); err == nil || !strings.Contains(err.Error(), "MAC") {
+		t.Errorf("NIC without MAC: %v", err)
 	}
 }
