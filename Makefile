@@ -51,6 +51,7 @@ demo: deps build tools
 unit:
 	$(GO) vet ./...
 	$(GO) test ./...
+	cd bench && $(GO) vet ./... && $(GO) test ./...
 
 integration: build tools
 	hack/integration.sh
@@ -66,9 +67,9 @@ test: deps unit integration
 
 install: build
 	install -D -m 0755 $(BIN)/containerd-shim-gondolin-v1 $(PREFIX)/bin/containerd-shim-gondolin-v1
-	install -D -m 0644 $(SHARE)/vmlinuz $(PREFIX)/share/gondolin/vmlinuz
-	install -D -m 0644 $(SHARE)/initrd.img $(PREFIX)/share/gondolin/initrd.img
-	install -D -m 0644 $(SHARE)/manifest.json $(PREFIX)/share/gondolin/manifest.json
+	for f in vmlinuz initrd.img vmlinuz-stock initrd-stock.img config-minimal manifest.json; do \
+		install -D -m 0644 $(SHARE)/$$f $(PREFIX)/share/gondolin/$$f || exit 1; \
+	done
 
 clean:
 	rm -rf $(OUT)
