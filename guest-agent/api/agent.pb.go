@@ -78,7 +78,7 @@ func (x StreamHeader_Kind) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use StreamHeader_Kind.Descriptor instead.
 func (StreamHeader_Kind) EnumDescriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{27, 0}
+	return file_agent_proto_rawDescGZIP(), []int{28, 0}
 }
 
 type Empty struct {
@@ -700,6 +700,16 @@ type CreateContainerRequest struct {
 	// OCI LinuxResources (JSON) for the container's cgroup.
 	ResourcesJson []byte   `protobuf:"bytes,11,opt,name=resources_json,json=resourcesJson,proto3" json:"resources_json,omitempty"`
 	Shares        []*Share `protobuf:"bytes,12,rep,name=shares,proto3" json:"shares,omitempty"`
+	// extra_ca_pem holds PEM certificates the container must trust besides
+	// its image's own (the egress proxy's CA). The agent shows a bundle of the
+	// image's roots plus these at the image's trust-store paths and names it
+	// in SSL_CERT_FILE, REQUESTS_CA_BUNDLE, CURL_CA_BUNDLE and
+	// NODE_EXTRA_CA_CERTS (unless the process sets them), for the init and
+	// every exec, without writing to the container's root file system.
+	ExtraCaPem []byte `protobuf:"bytes,13,opt,name=extra_ca_pem,json=extraCaPem,proto3" json:"extra_ca_pem,omitempty"`
+	// resolv_conf, when set, is shown at /etc/resolv.conf unless a mount in
+	// the request already provides that file.
+	ResolvConf    string `protobuf:"bytes,14,opt,name=resolv_conf,json=resolvConf,proto3" json:"resolv_conf,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -816,6 +826,20 @@ func (x *CreateContainerRequest) GetShares() []*Share {
 		return x.Shares
 	}
 	return nil
+}
+
+func (x *CreateContainerRequest) GetExtraCaPem() []byte {
+	if x != nil {
+		return x.ExtraCaPem
+	}
+	return nil
+}
+
+func (x *CreateContainerRequest) GetResolvConf() string {
+	if x != nil {
+		return x.ResolvConf
+	}
+	return ""
 }
 
 type CreateContainerResponse struct {
@@ -1650,6 +1674,78 @@ func (x *UpdateContainerRequest) GetResourcesJson() []byte {
 	return nil
 }
 
+type ConfigureNetworkRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// mac names the interface (the guest kernel picks its name).
+	Mac string `protobuf:"bytes,1,opt,name=mac,proto3" json:"mac,omitempty"`
+	// address is the interface's IPv4 address with its prefix length
+	// (192.168.127.3/24).
+	Address string `protobuf:"bytes,2,opt,name=address,proto3" json:"address,omitempty"`
+	// gateway is the default route's next hop.
+	Gateway       string `protobuf:"bytes,3,opt,name=gateway,proto3" json:"gateway,omitempty"`
+	Mtu           uint32 `protobuf:"varint,4,opt,name=mtu,proto3" json:"mtu,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ConfigureNetworkRequest) Reset() {
+	*x = ConfigureNetworkRequest{}
+	mi := &file_agent_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ConfigureNetworkRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ConfigureNetworkRequest) ProtoMessage() {}
+
+func (x *ConfigureNetworkRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ConfigureNetworkRequest.ProtoReflect.Descriptor instead.
+func (*ConfigureNetworkRequest) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{26}
+}
+
+func (x *ConfigureNetworkRequest) GetMac() string {
+	if x != nil {
+		return x.Mac
+	}
+	return ""
+}
+
+func (x *ConfigureNetworkRequest) GetAddress() string {
+	if x != nil {
+		return x.Address
+	}
+	return ""
+}
+
+func (x *ConfigureNetworkRequest) GetGateway() string {
+	if x != nil {
+		return x.Gateway
+	}
+	return ""
+}
+
+func (x *ConfigureNetworkRequest) GetMtu() uint32 {
+	if x != nil {
+		return x.Mtu
+	}
+	return 0
+}
+
 type OOMEvent struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	ContainerId   string                 `protobuf:"bytes,1,opt,name=container_id,json=containerId,proto3" json:"container_id,omitempty"`
@@ -1659,7 +1755,7 @@ type OOMEvent struct {
 
 func (x *OOMEvent) Reset() {
 	*x = OOMEvent{}
-	mi := &file_agent_proto_msgTypes[26]
+	mi := &file_agent_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1671,7 +1767,7 @@ func (x *OOMEvent) String() string {
 func (*OOMEvent) ProtoMessage() {}
 
 func (x *OOMEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[26]
+	mi := &file_agent_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1684,7 +1780,7 @@ func (x *OOMEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OOMEvent.ProtoReflect.Descriptor instead.
 func (*OOMEvent) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{26}
+	return file_agent_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *OOMEvent) GetContainerId() string {
@@ -1707,7 +1803,7 @@ type StreamHeader struct {
 
 func (x *StreamHeader) Reset() {
 	*x = StreamHeader{}
-	mi := &file_agent_proto_msgTypes[27]
+	mi := &file_agent_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1719,7 +1815,7 @@ func (x *StreamHeader) String() string {
 func (*StreamHeader) ProtoMessage() {}
 
 func (x *StreamHeader) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[27]
+	mi := &file_agent_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1732,7 +1828,7 @@ func (x *StreamHeader) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StreamHeader.ProtoReflect.Descriptor instead.
 func (*StreamHeader) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{27}
+	return file_agent_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *StreamHeader) GetKind() StreamHeader_Kind {
@@ -1802,7 +1898,7 @@ const file_agent_proto_rawDesc = "" +
 	"\x05Stdio\x12\x14\n" +
 	"\x05stdin\x18\x01 \x01(\bR\x05stdin\x12\x16\n" +
 	"\x06stdout\x18\x02 \x01(\bR\x06stdout\x12\x16\n" +
-	"\x06stderr\x18\x03 \x01(\bR\x06stderr\"\xe4\x04\n" +
+	"\x06stderr\x18\x03 \x01(\bR\x06stderr\"\xa7\x05\n" +
 	"\x16CreateContainerRequest\x12!\n" +
 	"\fcontainer_id\x18\x01 \x01(\tR\vcontainerId\x12\x1d\n" +
 	"\n" +
@@ -1817,7 +1913,11 @@ const file_agent_proto_rawDesc = "" +
 	"\x06sysctl\x18\n" +
 	" \x03(\v25.gondolin.agent.v1.CreateContainerRequest.SysctlEntryR\x06sysctl\x12%\n" +
 	"\x0eresources_json\x18\v \x01(\fR\rresourcesJson\x120\n" +
-	"\x06shares\x18\f \x03(\v2\x18.gondolin.agent.v1.ShareR\x06shares\x1a9\n" +
+	"\x06shares\x18\f \x03(\v2\x18.gondolin.agent.v1.ShareR\x06shares\x12 \n" +
+	"\fextra_ca_pem\x18\r \x01(\fR\n" +
+	"extraCaPem\x12\x1f\n" +
+	"\vresolv_conf\x18\x0e \x01(\tR\n" +
+	"resolvConf\x1a9\n" +
 	"\vSysctlEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"+\n" +
@@ -1868,7 +1968,12 @@ const file_agent_proto_rawDesc = "" +
 	"\ametrics\x18\x01 \x01(\fR\ametrics\"b\n" +
 	"\x16UpdateContainerRequest\x12!\n" +
 	"\fcontainer_id\x18\x01 \x01(\tR\vcontainerId\x12%\n" +
-	"\x0eresources_json\x18\x02 \x01(\fR\rresourcesJson\"-\n" +
+	"\x0eresources_json\x18\x02 \x01(\fR\rresourcesJson\"q\n" +
+	"\x17ConfigureNetworkRequest\x12\x10\n" +
+	"\x03mac\x18\x01 \x01(\tR\x03mac\x12\x18\n" +
+	"\aaddress\x18\x02 \x01(\tR\aaddress\x12\x18\n" +
+	"\agateway\x18\x03 \x01(\tR\agateway\x12\x10\n" +
+	"\x03mtu\x18\x04 \x01(\rR\x03mtu\"-\n" +
 	"\bOOMEvent\x12!\n" +
 	"\fcontainer_id\x18\x01 \x01(\tR\vcontainerId\"\xd2\x01\n" +
 	"\fStreamHeader\x128\n" +
@@ -1882,7 +1987,7 @@ const file_agent_proto_rawDesc = "" +
 	"\n" +
 	"\x06STDOUT\x10\x03\x12\n" +
 	"\n" +
-	"\x06STDERR\x10\x042\x99\t\n" +
+	"\x06STDERR\x10\x042\xf3\t\n" +
 	"\x05Agent\x12A\n" +
 	"\x04Info\x12\x18.gondolin.agent.v1.Empty\x1a\x1f.gondolin.agent.v1.InfoResponse\x12h\n" +
 	"\x0fCreateContainer\x12).gondolin.agent.v1.CreateContainerRequest\x1a*.gondolin.agent.v1.CreateContainerResponse\x12_\n" +
@@ -1897,7 +2002,8 @@ const file_agent_proto_rawDesc = "" +
 	"\rListProcesses\x12'.gondolin.agent.v1.ListProcessesRequest\x1a(.gondolin.agent.v1.ListProcessesResponse\x12J\n" +
 	"\x05Stats\x12\x1f.gondolin.agent.v1.StatsRequest\x1a .gondolin.agent.v1.StatsResponse\x12V\n" +
 	"\x0fUpdateContainer\x12).gondolin.agent.v1.UpdateContainerRequest\x1a\x18.gondolin.agent.v1.Empty\x12@\n" +
-	"\aWaitOOM\x12\x18.gondolin.agent.v1.Empty\x1a\x1b.gondolin.agent.v1.OOMEventBCZAgithub.com/earendil-works/gondolin-containerd/guest-agent/api;apib\x06proto3"
+	"\aWaitOOM\x12\x18.gondolin.agent.v1.Empty\x1a\x1b.gondolin.agent.v1.OOMEvent\x12X\n" +
+	"\x10ConfigureNetwork\x12*.gondolin.agent.v1.ConfigureNetworkRequest\x1a\x18.gondolin.agent.v1.EmptyBCZAgithub.com/earendil-works/gondolin-containerd/guest-agent/api;apib\x06proto3"
 
 var (
 	file_agent_proto_rawDescOnce sync.Once
@@ -1912,7 +2018,7 @@ func file_agent_proto_rawDescGZIP() []byte {
 }
 
 var file_agent_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 29)
+var file_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 30)
 var file_agent_proto_goTypes = []any{
 	(StreamHeader_Kind)(0),          // 0: gondolin.agent.v1.StreamHeader.Kind
 	(*Empty)(nil),                   // 1: gondolin.agent.v1.Empty
@@ -1941,9 +2047,10 @@ var file_agent_proto_goTypes = []any{
 	(*StatsRequest)(nil),            // 24: gondolin.agent.v1.StatsRequest
 	(*StatsResponse)(nil),           // 25: gondolin.agent.v1.StatsResponse
 	(*UpdateContainerRequest)(nil),  // 26: gondolin.agent.v1.UpdateContainerRequest
-	(*OOMEvent)(nil),                // 27: gondolin.agent.v1.OOMEvent
-	(*StreamHeader)(nil),            // 28: gondolin.agent.v1.StreamHeader
-	nil,                             // 29: gondolin.agent.v1.CreateContainerRequest.SysctlEntry
+	(*ConfigureNetworkRequest)(nil), // 27: gondolin.agent.v1.ConfigureNetworkRequest
+	(*OOMEvent)(nil),                // 28: gondolin.agent.v1.OOMEvent
+	(*StreamHeader)(nil),            // 29: gondolin.agent.v1.StreamHeader
+	nil,                             // 30: gondolin.agent.v1.CreateContainerRequest.SysctlEntry
 }
 var file_agent_proto_depIdxs = []int32{
 	3,  // 0: gondolin.agent.v1.Process.user:type_name -> gondolin.agent.v1.User
@@ -1952,7 +2059,7 @@ var file_agent_proto_depIdxs = []int32{
 	5,  // 3: gondolin.agent.v1.CreateContainerRequest.process:type_name -> gondolin.agent.v1.Process
 	8,  // 4: gondolin.agent.v1.CreateContainerRequest.mounts:type_name -> gondolin.agent.v1.Mount
 	9,  // 5: gondolin.agent.v1.CreateContainerRequest.stdio:type_name -> gondolin.agent.v1.Stdio
-	29, // 6: gondolin.agent.v1.CreateContainerRequest.sysctl:type_name -> gondolin.agent.v1.CreateContainerRequest.SysctlEntry
+	30, // 6: gondolin.agent.v1.CreateContainerRequest.sysctl:type_name -> gondolin.agent.v1.CreateContainerRequest.SysctlEntry
 	7,  // 7: gondolin.agent.v1.CreateContainerRequest.shares:type_name -> gondolin.agent.v1.Share
 	5,  // 8: gondolin.agent.v1.ExecProcessRequest.process:type_name -> gondolin.agent.v1.Process
 	9,  // 9: gondolin.agent.v1.ExecProcessRequest.stdio:type_name -> gondolin.agent.v1.Stdio
@@ -1972,22 +2079,24 @@ var file_agent_proto_depIdxs = []int32{
 	24, // 23: gondolin.agent.v1.Agent.Stats:input_type -> gondolin.agent.v1.StatsRequest
 	26, // 24: gondolin.agent.v1.Agent.UpdateContainer:input_type -> gondolin.agent.v1.UpdateContainerRequest
 	1,  // 25: gondolin.agent.v1.Agent.WaitOOM:input_type -> gondolin.agent.v1.Empty
-	2,  // 26: gondolin.agent.v1.Agent.Info:output_type -> gondolin.agent.v1.InfoResponse
-	11, // 27: gondolin.agent.v1.Agent.CreateContainer:output_type -> gondolin.agent.v1.CreateContainerResponse
-	13, // 28: gondolin.agent.v1.Agent.StartProcess:output_type -> gondolin.agent.v1.StartProcessResponse
-	15, // 29: gondolin.agent.v1.Agent.WaitProcess:output_type -> gondolin.agent.v1.WaitProcessResponse
-	1,  // 30: gondolin.agent.v1.Agent.SignalProcess:output_type -> gondolin.agent.v1.Empty
-	1,  // 31: gondolin.agent.v1.Agent.DeleteContainer:output_type -> gondolin.agent.v1.Empty
-	1,  // 32: gondolin.agent.v1.Agent.Shutdown:output_type -> gondolin.agent.v1.Empty
-	1,  // 33: gondolin.agent.v1.Agent.ExecProcess:output_type -> gondolin.agent.v1.Empty
-	1,  // 34: gondolin.agent.v1.Agent.DeleteProcess:output_type -> gondolin.agent.v1.Empty
-	1,  // 35: gondolin.agent.v1.Agent.ResizePty:output_type -> gondolin.agent.v1.Empty
-	23, // 36: gondolin.agent.v1.Agent.ListProcesses:output_type -> gondolin.agent.v1.ListProcessesResponse
-	25, // 37: gondolin.agent.v1.Agent.Stats:output_type -> gondolin.agent.v1.StatsResponse
-	1,  // 38: gondolin.agent.v1.Agent.UpdateContainer:output_type -> gondolin.agent.v1.Empty
-	27, // 39: gondolin.agent.v1.Agent.WaitOOM:output_type -> gondolin.agent.v1.OOMEvent
-	26, // [26:40] is the sub-list for method output_type
-	12, // [12:26] is the sub-list for method input_type
+	27, // 26: gondolin.agent.v1.Agent.ConfigureNetwork:input_type -> gondolin.agent.v1.ConfigureNetworkRequest
+	2,  // 27: gondolin.agent.v1.Agent.Info:output_type -> gondolin.agent.v1.InfoResponse
+	11, // 28: gondolin.agent.v1.Agent.CreateContainer:output_type -> gondolin.agent.v1.CreateContainerResponse
+	13, // 29: gondolin.agent.v1.Agent.StartProcess:output_type -> gondolin.agent.v1.StartProcessResponse
+	15, // 30: gondolin.agent.v1.Agent.WaitProcess:output_type -> gondolin.agent.v1.WaitProcessResponse
+	1,  // 31: gondolin.agent.v1.Agent.SignalProcess:output_type -> gondolin.agent.v1.Empty
+	1,  // 32: gondolin.agent.v1.Agent.DeleteContainer:output_type -> gondolin.agent.v1.Empty
+	1,  // 33: gondolin.agent.v1.Agent.Shutdown:output_type -> gondolin.agent.v1.Empty
+	1,  // 34: gondolin.agent.v1.Agent.ExecProcess:output_type -> gondolin.agent.v1.Empty
+	1,  // 35: gondolin.agent.v1.Agent.DeleteProcess:output_type -> gondolin.agent.v1.Empty
+	1,  // 36: gondolin.agent.v1.Agent.ResizePty:output_type -> gondolin.agent.v1.Empty
+	23, // 37: gondolin.agent.v1.Agent.ListProcesses:output_type -> gondolin.agent.v1.ListProcessesResponse
+	25, // 38: gondolin.agent.v1.Agent.Stats:output_type -> gondolin.agent.v1.StatsResponse
+	1,  // 39: gondolin.agent.v1.Agent.UpdateContainer:output_type -> gondolin.agent.v1.Empty
+	28, // 40: gondolin.agent.v1.Agent.WaitOOM:output_type -> gondolin.agent.v1.OOMEvent
+	1,  // 41: gondolin.agent.v1.Agent.ConfigureNetwork:output_type -> gondolin.agent.v1.Empty
+	27, // [27:42] is the sub-list for method output_type
+	12, // [12:27] is the sub-list for method input_type
 	12, // [12:12] is the sub-list for extension type_name
 	12, // [12:12] is the sub-list for extension extendee
 	0,  // [0:12] is the sub-list for field type_name
@@ -2004,7 +2113,7 @@ func file_agent_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_agent_proto_rawDesc), len(file_agent_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   29,
+			NumMessages:   30,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

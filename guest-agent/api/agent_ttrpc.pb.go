@@ -22,6 +22,7 @@ type AgentService interface {
 	Stats(context.Context, *StatsRequest) (*StatsResponse, error)
 	UpdateContainer(context.Context, *UpdateContainerRequest) (*Empty, error)
 	WaitOOM(context.Context, *Empty) (*OOMEvent, error)
+	ConfigureNetwork(context.Context, *ConfigureNetworkRequest) (*Empty, error)
 }
 
 func RegisterAgentService(srv *ttrpc.Server, svc AgentService) {
@@ -124,6 +125,13 @@ func RegisterAgentService(srv *ttrpc.Server, svc AgentService) {
 					return nil, err
 				}
 				return svc.WaitOOM(ctx, &req)
+			},
+			"ConfigureNetwork": func(ctx context.Context, unmarshal func(interface{}) error) (interface{}, error) {
+				var req ConfigureNetworkRequest
+				if err := unmarshal(&req); err != nil {
+					return nil, err
+				}
+				return svc.ConfigureNetwork(ctx, &req)
 			},
 		},
 	})
@@ -246,6 +254,14 @@ func (c *agentClient) UpdateContainer(ctx context.Context, req *UpdateContainerR
 func (c *agentClient) WaitOOM(ctx context.Context, req *Empty) (*OOMEvent, error) {
 	var resp OOMEvent
 	if err := c.client.Call(ctx, "gondolin.agent.v1.Agent", "WaitOOM", req, &resp); err != nil {
+		return nil, err
+	}
+	return &resp, nil
+}
+
+func (c *agentClient) ConfigureNetwork(ctx context.Context, req *ConfigureNetworkRequest) (*Empty, error) {
+	var resp Empty
+	if err := c.client.Call(ctx, "gondolin.agent.v1.Agent", "ConfigureNetwork", req, &resp); err != nil {
 		return nil, err
 	}
 	return &resp, nil

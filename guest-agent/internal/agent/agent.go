@@ -16,6 +16,7 @@ import (
 	"github.com/earendil-works/gondolin-containerd/guest-agent/internal/boot"
 	"github.com/earendil-works/gondolin-containerd/guest-agent/internal/channel"
 	"github.com/earendil-works/gondolin-containerd/guest-agent/internal/container"
+	"github.com/earendil-works/gondolin-containerd/guest-agent/internal/netconfig"
 	"github.com/earendil-works/gondolin-containerd/guest-agent/internal/reaper"
 	"github.com/earendil-works/gondolin-containerd/guest-agent/internal/service"
 )
@@ -56,6 +57,7 @@ func run() error {
 	mgr := container.NewManager(container.DefaultConfig(), r, registry)
 	svc := &service.Service{
 		Containers:    mgr,
+		Network:       &netconfig.Configurator{},
 		KernelRelease: boot.KernelRelease(),
 		PowerOffDelay: 100 * time.Millisecond,
 		PowerOff: func() {

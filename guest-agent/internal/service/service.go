@@ -4,6 +4,7 @@ package service
 
 import (
 	"context"
+	"errors"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -15,6 +16,7 @@ import (
 	"github.com/earendil-works/gondolin-containerd/guest-agent/api"
 	"github.com/earendil-works/gondolin-containerd/guest-agent/internal/agentlog"
 	"github.com/earendil-works/gondolin-containerd/guest-agent/internal/container"
+	"github.com/earendil-works/gondolin-containerd/guest-agent/internal/netconfig"
 )
 
 // Version is the agent version reported by Info (set with -ldflags -X).
@@ -37,9 +39,15 @@ type Containers interface {
 	WaitOOM(ctx context.Context) (string, error)
 }
 
+// Network configures the guest's network (netconfig.Configurator).
+type Network interface {
+	Configure(cfg netconfig.Config) error
+}
+
 // Service is the agent's API.
 type Service struct {
 	Containers    Containers
+	Network       Network
 	KernelRelease string
 	// PowerOff is called shortly after Shutdown answered.
 	PowerOff func()
@@ -194,4 +202,29 @@ func (s *Service) WaitOOM(ctx context.Context, _ *api.Empty) (*api.OOMEvent, err
 		return nil, err
 	}
 	return &api.OOMEvent{ContainerId: id}, nil
+}
+
+// ConfigureNetwork brings up the NIC with the request's MAC and lo, with a
+// static address and default route. Repeating the same request is
+// harmless; a different one after success is refused.
+func (s *Service) ConfigureNetwork(ctx context.Context, req *api.ConfigureNetworkRequest) (*api.Empty, error) {
+	cfg, err := netconfig.Parse(req.GetMac(), req.GetAddress(), req.GetGateway(), req.GetMtu())
+	if err != nil {
+		return nil, status.Errorf(codes.InvalidArgument, "configure network: %v", err)
+	}
+	if s.Network == nil {
+		return nil, status.Error(codes.Unimplemented, "configure network: this agent has no network configurator")
+	}
+	if err := s.Network.Configure(cfg); err != nil {
+		agentlog.Errorf("configure network (%s): %v", cfg, err)
+		switch {
+		case errors.Is(err, netconfig.ErrNoLink):
+			return nil, status.Errorf(codes.NotFound, "configure network: %v", err)
+		case errors.Is(err, netconfig.ErrConfigured):
+			return nil, status.Errorf(codes.FailedPrecondition, "configure network: %v", err)
+		}
+		return nil, status.Errorf(codes.Internal, "configure network: %v", err)
+	}
+	agentlog.Infof("network configured: %s", cfg)
+	return &api.Empty{}, nil
 }

@@ -1,0 +1,114 @@
+package netconfig
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"net"
+	"strings"
+	"time"
+
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+)
+
+// LinkWait bounds the wait for the NIC to appear: its driver registers it
+// while probing, which the module loading at boot normally finished long
+// before the host asks.
+const LinkWait = 2 * time.Second
+
+// ApplyRoot applies cfg in the calling thread's network namespace.
+func ApplyRoot(cfg Config) error {
+	// Route only: the minimal guest kernel has no netfilter or xfrm, whose
+	// netlink sockets a handle would otherwise open too.
+	h, err := netlink.NewHandle(unix.NETLINK_ROUTE)
+	if err != nil {
+		return fmt.Errorf("open a netlink socket: %w", err)
+	}
+	defer h.Close()
+	return Apply(h, cfg, LinkWait)
+}
+
+// Apply configures the NIC with cfg's MAC through h: MTU, address, up,
+// then lo up and the default route (which needs the link up with its
+// address, for the gateway to be reachable). Every step replaces what is
+// there, so applying the same cfg twice is harmless.
+func Apply(h *netlink.Handle, cfg Config, wait time.Duration) error {
+	link, err := findLink(h, cfg.MAC, wait)
+	if err != nil {
+		return err
+	}
+	name := link.Attrs().Name
+	if cfg.MTU != 0 && link.Attrs().MTU != cfg.MTU {
+		if err := h.LinkSetMTU(link, cfg.MTU); err != nil {
+			return fmt.Errorf("set MTU %d on %s: %w", cfg.MTU, name, err)
+		}
+	}
+	addr := &netlink.Addr{IPNet: &net.IPNet{
+		IP:   net.IP(cfg.Address.Addr().AsSlice()),
+		Mask: net.CIDRMask(cfg.Address.Bits(), 32),
+	}}
+	if err := h.AddrReplace(link, addr); err != nil {
+		return fmt.Errorf("add address %s to %s: %w", cfg.Address, name, err)
+	}
+	if err := h.LinkSetUp(link); err != nil {
+		return fmt.Errorf("bring %s up: %w", name, err)
+	}
+	// Boot brought lo up already; the kernel gives it 127.0.0.1/8 then.
+	lo, err := h.LinkByName("lo")
+	if err != nil {
+		return fmt.Errorf("find lo: %w", err)
+	}
+	if err := h.LinkSetUp(lo); err != nil {
+		return fmt.Errorf("bring lo up: %w", err)
+	}
+	route := &netlink.Route{
+		LinkIndex: link.Attrs().Index,
+		Gw:        net.IP(cfg.Gateway.AsSlice()),
+		Protocol:  unix.RTPROT_STATIC,
+	} // no Dst: the default route
+	if err := h.RouteReplace(route); err != nil {
+		return fmt.Errorf("add default route via %s dev %s: %w", cfg.Gateway, name, err)
+	}
+	return nil
+}
+
+// findLink returns the interface with mac, waiting up to wait for it. The
+// error lists the interfaces there are, so a wrong MAC is easy to spot.
+func findLink(h *netlink.Handle, mac net.HardwareAddr, wait time.Duration) (netlink.Link, error) {
+	deadline := time.Now().Add(wait)
+	for {
+		links, err := h.LinkList()
+		// An interrupted dump (links changing meanwhile) is tried again.
+		if err != nil && !errors.Is(err, netlink.ErrDumpInterrupted) {
+			return nil, fmt.Errorf("list network interfaces: %w", err)
+		}
+		if err == nil {
+			for _, l := range links {
+				if bytes.Equal(l.Attrs().HardwareAddr, mac) {
+					return l, nil
+				}
+			}
+		}
+		if time.Now().After(deadline) {
+			return nil, fmt.Errorf("%w %s (found: %s)", ErrNoLink, mac, describeLinks(links))
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func describeLinks(links []netlink.Link) string {
+	if len(links) == 0 {
+		return "none"
+	}
+	parts := make([]string, 0, len(links))
+	for _, l := range links {
+		a := l.Attrs()
+		mac := a.HardwareAddr.String()
+		if mac == "" {
+			mac = "no MAC"
+		}
+		parts = append(parts, fmt.Sprintf("%s %s", a.Name, mac))
+	}
+	return strings.Join(parts, ", ")
+}

@@ -1,0 +1,175 @@
+// Package netconfig gives the guest its network as the host asks in
+// ConfigureNetwork: the NIC, found by its MAC (the guest kernel picks its
+// name), gets its MTU, a static IPv4 address and the default route, and lo
+// is brought up. It works in the network namespace of the calling thread:
+// the guest's root namespace, which the container processes share.
+package netconfig
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"sync"
+)
+
+// Config is a validated ConfigureNetwork request.
+type Config struct {
+	MAC net.HardwareAddr
+	// Address is the interface's address with its prefix length; the
+	// address is kept (not masked to the subnet).
+	Address netip.Prefix
+	Gateway netip.Addr
+	// MTU 0 keeps the link's MTU.
+	MTU int
+}
+
+// IPv4 cannot work below 68 (RFC 791); 65535 is the largest IPv4 packet.
+const (
+	minMTU = 68
+	maxMTU = 65535
+)
+
+// Parse validates the request's fields, naming the one that is wrong.
+func Parse(mac, address, gateway string, mtu uint32) (Config, error) {
+	var cfg Config
+	var err error
+	if cfg.MAC, err = parseMAC(mac); err != nil {
+		return Config{}, err
+	}
+	if cfg.Address, err = parseAddress(address); err != nil {
+		return Config{}, err
+	}
+	if cfg.Gateway, err = parseGateway(gateway, cfg.Address); err != nil {
+		return Config{}, err
+	}
+	if mtu != 0 && (mtu < minMTU || mtu > maxMTU) {
+		return Config{}, fmt.Errorf("mtu %d: must be between %d and %d (or 0 to keep the link's)", mtu, minMTU, maxMTU)
+	}
+	cfg.MTU = int(mtu)
+	return cfg, nil
+}
+
+func parseMAC(s string) (net.HardwareAddr, error) {
+	if s == "" {
+		return nil, errors.New("mac is empty")
+	}
+	mac, err := net.ParseMAC(s)
+	if err != nil {
+		return nil, fmt.Errorf("mac %q: %w", s, err)
+	}
+	if len(mac) != 6 {
+		return nil, fmt.Errorf("mac %q: not a 48-bit Ethernet address", s)
+	}
+	if mac[0]&1 != 0 {
+		return nil, fmt.Errorf("mac %q: a multicast address cannot name a NIC", s)
+	}
+	return mac, nil
+}
+
+func parseAddress(s string) (netip.Prefix, error) {
+	if s == "" {
+		return netip.Prefix{}, errors.New("address is empty")
+	}
+	p, err := netip.ParsePrefix(s)
+	if err != nil || !p.Addr().Is4() {
+		return netip.Prefix{}, fmt.Errorf("address %q: want an IPv4 address with its prefix length, like 192.168.127.3/24", s)
+	}
+	a := p.Addr()
+	if a.IsUnspecified() || a.IsLoopback() || a.IsMulticast() || a == netip.AddrFrom4([4]byte{255, 255, 255, 255}) {
+		return netip.Prefix{}, fmt.Errorf("address %q: %s cannot be an interface's address", s, a)
+	}
+	// Below /31 the first and last addresses name the subnet and its
+	// broadcast (RFC 3021 makes /31 and /32 the exceptions).
+	if p.Bits() < 31 {
+		if a == p.Masked().Addr() {
+			return netip.Prefix{}, fmt.Errorf("address %q: %s is the subnet's network address", s, a)
+		}
+		if a == broadcast(p) {
+			return netip.Prefix{}, fmt.Errorf("address %q: %s is the subnet's broadcast address", s, a)
+		}
+	}
+	return p, nil
+}
+
+// broadcast returns the last address of an IPv4 prefix.
+func broadcast(p netip.Prefix) netip.Addr {
+	b := p.Masked().Addr().As4()
+	host := uint32(1)<<(32-p.Bits()) - 1
+	for i := 0; i < 4; i++ {
+		b[i] |= byte(host >> (24 - 8*i))
+	}
+	return netip.AddrFrom4(b)
+}
+
+// parseGateway wants the next hop on the interface's own subnet: the
+// default route goes through it without a route to it first.
+func parseGateway(s string, address netip.Prefix) (netip.Addr, error) {
+	if s == "" {
+		return netip.Addr{}, errors.New("gateway is empty")
+	}
+	gw, err := netip.ParseAddr(s)
+	if err != nil || !gw.Is4() {
+		return netip.Addr{}, fmt.Errorf("gateway %q: not an IPv4 address", s)
+	}
+	if gw == address.Addr() {
+		return netip.Addr{}, fmt.Errorf("gateway %s: it is the interface's own address", gw)
+	}
+	if !address.Masked().Contains(gw) {
+		return netip.Addr{}, fmt.Errorf("gateway %s: not in the subnet %s of address %s", gw, address.Masked(), address)
+	}
+	return gw, nil
+}
+
+// Equal reports whether two configs ask for the same network.
+func (c Config) Equal(o Config) bool {
+	return c.MAC.String() == o.MAC.String() && c.Address == o.Address && c.Gateway == o.Gateway && c.MTU == o.MTU
+}
+
+func (c Config) String() string {
+	mtu := "default"
+	if c.MTU != 0 {
+		mtu = fmt.Sprint(c.MTU)
+	}
+	return fmt.Sprintf("mac %s address %s gateway %s mtu %s", c.MAC, c.Address, c.Gateway, mtu)
+}
+
+// ErrNoLink: no interface has the requested MAC.
+var ErrNoLink = errors.New("no network interface with that MAC")
+
+// ErrConfigured: the network was configured before, differently.
+var ErrConfigured = errors.New("the network is already configured")
+
+// Configurator applies the network once. The host calls ConfigureNetwork
+// once per VM; a repeat of the same request (a retried call) succeeds
+// again, and the replace-style netlink calls make re-applying it harmless
+// after a partial failure. A different request is refused: the agent
+// cannot know whether containers already rely on the first one.
+type Configurator struct {
+	// Apply configures the network; nil means ApplyRoot.
+	Apply func(Config) error
+
+	mu      sync.Mutex
+	applied *Config
+}
+
+// Configure applies cfg unless it was applied already.
+func (c *Configurator) Configure(cfg Config) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.applied != nil {
+		if c.applied.Equal(cfg) {
+			return nil
+		}
+		return fmt.Errorf("%w (%s); refusing %s", ErrConfigured, c.applied, cfg)
+	}
+	apply := c.Apply
+	if apply == nil {
+		apply = ApplyRoot
+	}
+	if err := apply(cfg); err != nil {
+		return err
+	}
+	c.applied = &cfg
+	return nil
+}
