@@ -8,7 +8,6 @@ import (
 	"encoding/hex"
 	"fmt"
 	"io"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -24,14 +23,14 @@ type Runtime struct {
 	Info *report.Runtime
 	// RunFlags select the runtime on `ctr run` (--runtime, --runc-binary, …).
 	RunFlags []string
-	// NetFlags are the extra `ctr run` flags for the download from ip:port.
-	NetFlags func(ip net.IP, port int) []string
+	// NetFlags are the extra `ctr run` flags for the download from srv.
+	NetFlags func(srv *HTTPSServer) ([]string, error)
 }
 
 // Name is the runtime's short name (runc, runsc, gondolin).
 func (r *Runtime) Name() string { return r.Info.Name }
 
-func hostNet(net.IP, int) []string { return []string{"--net-host"} }
+func hostNet(*HTTPSServer) ([]string, error) { return []string{"--net-host"}, nil }
 
 // RunscFlags are the runsc flags the bench uses. systrap is gVisor's default
 // platform (no KVM needed); network=host lets a --net-host container reach the
@@ -208,12 +207,28 @@ func (s *Session) setupGondolin(ctx context.Context) *Runtime {
 	rt := &Runtime{
 		Info:     info,
 		RunFlags: []string{"--runtime", "io.containerd.gondolin.v1"},
-		NetFlags: func(ip net.IP, port int) []string {
-			flags := []string{"--net-host", "--annotation", fmt.Sprintf("io.gondolin.net.allow=%s:%d", ip, port)}
+		NetFlags: func(srv *HTTPSServer) ([]string, error) {
+			// The egress proxy verifies the upstream: trust the bench
+			// server's certificate through a runtime config.
+			dir := filepath.Join(s.Opts.WorkDir, "gondolin-https")
+			if err := os.MkdirAll(dir, 0o755); err != nil {
+				return nil, err
+			}
+			ca := filepath.Join(dir, "server.pem")
+			cfg := filepath.Join(dir, "config.toml")
+			if err := os.WriteFile(ca, srv.CertPEM, 0o644); err != nil {
+				return nil, err
+			}
+			if err := os.WriteFile(cfg, []byte(fmt.Sprintf("upstream_ca_file = %q\n", ca)), 0o644); err != nil {
+				return nil, err
+			}
+			ip := srv.IP
+			flags := []string{"--net-host", "--runtime-config-path", cfg,
+				"--annotation", fmt.Sprintf("io.gondolin.net.allow=%s:%d", ip, srv.Port)}
 			if ip.IsPrivate() || ip.IsLoopback() || ip.IsLinkLocalUnicast() {
 				flags = append(flags, "--annotation", "io.gondolin.net.allow-internal="+ip.String())
 			}
-			return flags
+			return flags, nil
 		},
 	}
 	b, err := os.ReadFile(shim)

@@ -7,6 +7,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/pem"
 	"fmt"
 	"math/big"
 	"net"
@@ -20,7 +21,11 @@ import (
 type HTTPSServer struct {
 	IP   net.IP
 	Port int
-	srv  *http.Server
+	// CertPEM is the server's self-signed certificate, for clients that
+	// verify it (gondolin's egress proxy re-originates TLS with
+	// verification, so its runtime config names this as a root).
+	CertPEM []byte
+	srv     *http.Server
 }
 
 // URL returns the download URL for n bytes.
@@ -72,7 +77,7 @@ func StartHTTPSServer(ip net.IP) (*HTTPSServer, error) {
 			n -= k
 		}
 	})
-	s := &HTTPSServer{IP: ip, Port: ln.Addr().(*net.TCPAddr).Port, srv: &http.Server{
+	s := &HTTPSServer{IP: ip, Port: ln.Addr().(*net.TCPAddr).Port, CertPEM: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), srv: &http.Server{
 		Handler:   mux,
 		TLSConfig: &tls.Config{Certificates: []tls.Certificate{{Certificate: [][]byte{der}, PrivateKey: key}}},
 	}}

@@ -454,9 +454,14 @@ func (s *Session) workHTTPS(ctx context.Context) error {
 			if !try(m, rt) {
 				continue
 			}
+			flags, err := rt.NetFlags(srv)
+			if err != nil {
+				s.record(rt, []*report.Metric{m}, []float64{0}, err)
+				continue
+			}
 			res, err := s.Ctr.Run(ctx, RunSpec{
 				ID: s.newID(rt.Name(), "https", i), Runtime: rt, Image: s.Image,
-				Flags: rt.NetFlags(ip, srv.Port), Args: []string{FetchPath, url},
+				Flags: flags, Args: []string{FetchPath, url},
 				Timeout: 10*time.Minute + time.Duration(n/mib)*time.Second, Stall: 2 * time.Minute,
 			})
 			var v float64
