@@ -198,6 +198,7 @@ func (m *Manager) Exec(ctx context.Context, req *api.ExecProcessRequest) error {
 	}
 
 	cfg.Rootfs = c.rootfs
+	cfg.Env = addEnvDefaults(cfg.Env, c.env)
 	cfg.Exec = true
 	p := newProcess(cid, eid)
 	start := time.Now()

@@ -38,6 +38,7 @@ type Streams interface {
 type Config struct {
 	StateDir   string // containers live in StateDir/<id>
 	SharesDir  string // virtio-fs shares are mounted at SharesDir/<tag>
+	FilesDir   string // files shown in a container are in FilesDir/<id>
 	CgroupRoot string // cgroups are CgroupRoot/<id>
 	Exe        string // the agent binary, re-executed as the container init
 	// StdioTimeout bounds the wait for the stdio streams a create names.
@@ -54,6 +55,7 @@ func DefaultConfig() Config {
 	return Config{
 		StateDir:     "/run/gondolin/containers",
 		SharesDir:    "/run/gondolin/shares",
+		FilesDir:     "/run/gondolin/files",
 		CgroupRoot:   "/sys/fs/cgroup",
 		Exe:          "/proc/self/exe",
 		StdioTimeout: 10 * time.Second,
@@ -90,8 +92,12 @@ type Container struct {
 	rootfs string
 	cgroup string
 
+	files  string   // its agent files (FilesDir/<id>)
 	ptmx   string   // where its terminals come from
 	shares []string // tags of the shares it holds
+	// env is added to the environment of each of its processes unless
+	// the process sets the variable (the CA bundle's variables).
+	env []string
 
 	// mu serialises create, delete and process changes of this container.
 	mu      sync.Mutex
@@ -240,9 +246,14 @@ func (m *Manager) Create(ctx context.Context, req *api.CreateContainerRequest) (
 			return 0, status.Errorf(codes.InvalidArgument, "container %q: %v", id, err)
 		}
 	}
+	certs, err := parseCAPEM(req.GetExtraCaPem())
+	if err != nil {
+		return 0, status.Errorf(codes.InvalidArgument, "container %q: %v", id, err)
+	}
 	c := &Container{
 		ID:      id,
 		dir:     filepath.Join(m.cfg.StateDir, id),
+		files:   filepath.Join(m.cfg.FilesDir, id),
 		cgroup:  filepath.Join(m.cfg.CgroupRoot, id),
 		procs:   map[string]*Process{},
 		pending: map[string]bool{},
@@ -259,7 +270,7 @@ func (m *Manager) Create(ctx context.Context, req *api.CreateContainerRequest) (
 	defer c.mu.Unlock()
 
 	start := time.Now()
-	pid, err := m.create(ctx, c, req, cfg, res)
+	pid, err := m.create(ctx, c, req, cfg, res, certs)
 	if err != nil {
 		agentlog.Errorf("create container %s: %v", id, err)
 		m.teardown(c)
@@ -272,7 +283,7 @@ func (m *Manager) Create(ctx context.Context, req *api.CreateContainerRequest) (
 	return pid, nil
 }
 
-func (m *Manager) create(ctx context.Context, c *Container, req *api.CreateContainerRequest, cfg initproc.Config, res *specs.LinuxResources) (int, error) {
+func (m *Manager) create(ctx context.Context, c *Container, req *api.CreateContainerRequest, cfg initproc.Config, res *specs.LinuxResources, certs []byte) (int, error) {
 	stdio, err := m.takeStdio(ctx, c.ID, "", req.GetStdio())
 	if err != nil {
 		return 0, err
@@ -303,6 +314,9 @@ func (m *Manager) create(ctx context.Context, c *Container, req *api.CreateConta
 		return 0, err
 	}
 	setupDev(c.rootfs, plan)
+	if err := setupAgentFiles(c, req, certs); err != nil {
+		return 0, err
+	}
 	if req.GetRootfsReadonly() {
 		if err := remountReadonly(c.rootfs, 0); err != nil {
 			return 0, err
@@ -319,6 +333,7 @@ func (m *Manager) create(ctx context.Context, c *Container, req *api.CreateConta
 	m.oom.add(c.ID, c.cgroup)
 
 	cfg.Rootfs = c.rootfs
+	cfg.Env = addEnvDefaults(cfg.Env, c.env)
 	cfg.Hostname = req.GetHostname()
 	cfg.CgroupNS = plan.cgroupNS
 	cfg.Mounts = plan.nsMounts
@@ -449,6 +464,9 @@ func (m *Manager) teardown(c *Container) error {
 		}
 	}
 	if err := unmountAll(c.dir); err != nil {
+		errs = append(errs, err)
+	}
+	if err := removeAgentFiles(c.files); err != nil {
 		errs = append(errs, err)
 	}
 	m.releaseShares(c)
