@@ -47,7 +47,7 @@ func setupAgentFiles(c *Container, req *api.CreateContainerRequest, certs []byte
 		return err
 	}
 	if p == "" {
-		agentlog.Warnf("container %s: the image has no CA trust store (%s) and the spec no tmpfs on %s: extra CA certificates not installed",
+		agentlog.Warnf("container %s: the image has no CA trust store (%s) and no usable spec tmpfs on %s: extra CA certificates not installed",
 			c.ID, strings.Join(trustStorePaths, ", "), strings.Join(caFallbackDirs, " or "))
 		return nil
 	}
