@@ -40,6 +40,8 @@ type service struct {
 	shutdown  shutdown.Service
 	namespace string
 	events    chan any
+	// forwarded is closed once every event has been published.
+	forwarded chan struct{}
 
 	// lifecycleMu orders events: a TaskStart is queued before the
 	// TaskExit of the same process.
@@ -63,11 +65,19 @@ func NewService(ctx context.Context, publisher shim.Publisher, sd shutdown.Servi
 		shutdown:  sd,
 		namespace: ns,
 		events:    make(chan any, 128),
+		forwarded: make(chan struct{}),
 	}
 	go s.forward(ctx)
-	sd.RegisterCallback(func(context.Context) error {
+	sd.RegisterCallback(func(ctx context.Context) error {
+		// The shim process exits once the callbacks return: wait until
+		// the last events (TaskDelete) have reached containerd.
 		close(s.events)
-		return nil
+		select {
+		case <-s.forwarded:
+			return nil
+		case <-ctx.Done():
+			return fmt.Errorf("events not all published before shutdown: %w", ctx.Err())
+		}
 	})
 	return s, nil
 }
@@ -500,6 +510,7 @@ func (s *service) send(evt any) {
 func (s *service) forward(ctx context.Context) {
 	ns, _ := namespaces.Namespace(ctx)
 	ctx = namespaces.WithNamespace(context.Background(), ns)
+	defer close(s.forwarded)
 	for e := range s.events {
 		if err := s.publisher.Publish(ctx, topic(e), e); err != nil {
 			log.G(ctx).WithError(err).Error("publish event")
