@@ -36,6 +36,7 @@ type Container struct {
 	Bundle    string
 	rt        *Runtime
 	sb        *sandbox
+	net       *sandboxNetwork // nil without a NIC (net.mode=none)
 	init      *Process
 	memoryMiB uint64
 
@@ -124,6 +125,21 @@ func (r *Runtime) Create(ctx context.Context, opts CreateOpts) (_ *Container, re
 		shares = append(shares, share{tag: oci.BindsTag, dir: st.BindsDir})
 	}
 
+	network, err := startNetwork(ctx, networkParams{
+		id:        opts.ID,
+		namespace: r.cfg.Namespace,
+		stateDir:  stateDir,
+		caDir:     filepath.Join(r.cfg.StateRoot, "ca"),
+		spec:      spec,
+		settings:  settings,
+		runtime:   r.cfg.Runtime,
+	}, st)
+	if err != nil {
+		return nil, err
+	}
+	c.net = network
+	undo = append(undo, func() { _ = network.Close() })
+
 	sb, err := startSandbox(ctx, sandboxConfig{
 		id:        opts.ID,
 		stateDir:  stateDir,
@@ -132,6 +148,7 @@ func (r *Runtime) Create(ctx context.Context, opts CreateOpts) (_ *Container, re
 		memoryMiB: memMiB,
 		cpus:      cpus,
 		runtime:   r.cfg.Runtime,
+		nic:       network.nic(),
 	}, st)
 	if err != nil {
 		return nil, err
@@ -144,6 +161,14 @@ func (r *Runtime) Create(ctx context.Context, opts CreateOpts) (_ *Container, re
 		return nil, err
 	}
 	undo = append(undo, hio.Close)
+	if network != nil {
+		if _, err := sb.agent.ConfigureNetwork(ctx, network.guestConfig()); err != nil {
+			return nil, fmt.Errorf("configure the guest's network: %w", agentError(err))
+		}
+		req.Process.Env = network.guestEnv(req.Process.Env)
+		req.ExtraCaPem = network.policy.CACertPEM()
+		req.ResolvConf = network.resolvConf()
+	}
 	c.init = newProcess(c, "", opts.Stdio, hio)
 	if req.Stdio, err = c.init.attachStdio(sb.agent); err != nil {
 		return nil, err
@@ -162,6 +187,9 @@ func (r *Runtime) Create(ctx context.Context, opts CreateOpts) (_ *Container, re
 		c.stoppingOnce.Do(func() { close(c.stopping) })
 		sb.stop(ctx, 3*time.Second)
 		hio.Close()
+		if err := network.Close(); err != nil {
+			log.G(ctx).WithError(err).Warn("close the container's network")
+		}
 		return Cleanup(ctx, r.cfg.StateRoot, r.cfg.Namespace, opts.ID)
 	}
 	r.mu.Lock()
@@ -314,6 +342,7 @@ func (c *Container) Exec(ctx context.Context, execID string, spec *specs.Process
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", err, errdefs.ErrInvalidArgument)
 	}
+	proc.Env = c.net.guestEnv(proc.Env)
 	c.mu.Lock()
 	if _, ok := c.execs[execID]; ok {
 		c.mu.Unlock()

@@ -42,6 +42,8 @@ type sandboxConfig struct {
 	memoryMiB uint64
 	cpus      uint32
 	runtime   *oci.Config
+	// nic is the VM's network interface; nil for none.
+	nic *vmm.NIC
 }
 
 // share is a host directory the guest mounts by tag.
@@ -56,7 +58,9 @@ type persistedState struct {
 	Bundle        string `json:"bundle"`
 	RootfsMounted string `json:"rootfs_mounted,omitempty"`
 	// BindsDir holds the container's host bind mounts, if any.
-	BindsDir      string `json:"binds_dir,omitempty"`
+	BindsDir string `json:"binds_dir,omitempty"`
+	// NetNSPin is where a network namespace the shim created is pinned.
+	NetNSPin      string `json:"netns_pin,omitempty"`
 	QEMUPid       int    `json:"qemu_pid,omitempty"`
 	VirtiofsdPids []int  `json:"virtiofsd_pids,omitempty"`
 }
@@ -119,6 +123,7 @@ func startSandbox(ctx context.Context, cfg sandboxConfig, st *persistedState) (_
 		ChannelSocket: channel,
 		ChannelName:   api.ChannelPortName,
 		Shares:        vmShares,
+		NIC:           cfg.nic,
 	})
 	if err != nil {
 		return nil, err
@@ -245,6 +250,11 @@ func Cleanup(ctx context.Context, stateRoot, namespace, id string) error {
 	}
 	if st.RootfsMounted != "" {
 		if err := unmountRootfs(st.RootfsMounted); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if st.NetNSPin != "" {
+		if err := removeNetNSPin(st.NetNSPin); err != nil {
 			errs = append(errs, err)
 		}
 	}

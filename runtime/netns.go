@@ -1,0 +1,164 @@
+package runtime
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	goruntime "runtime"
+
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"golang.org/x/sys/unix"
+)
+
+// netNS is the network namespace the container's egress is dialled from:
+// the guest's traffic ends in the shim, and what policy allows leaves the
+// host from this namespace, so its routes, CNI setup and firewall apply as
+// they would to a runc container.
+type netNS struct {
+	// f is the namespace; nil means the shim's own (the host's, for a
+	// container that asked for no network namespace).
+	f *os.File
+	// created is the bind mount that keeps a namespace the shim created
+	// alive; "" when the spec named an existing one.
+	created string
+}
+
+// specNetNS returns the spec's network namespace: none in the spec means
+// the host's; a path means that namespace; no path means a new, empty one,
+// which the shim creates and pins at pinPath (as runc would create it).
+func specNetNS(spec *specs.Spec, pinPath string) (*netNS, error) {
+	if spec.Linux == nil {
+		return &netNS{}, nil
+	}
+	for _, ns := range spec.Linux.Namespaces {
+		if ns.Type != specs.NetworkNamespace {
+			continue
+		}
+		if ns.Path != "" {
+			f, err := os.Open(ns.Path)
+			if err != nil {
+				return nil, fmt.Errorf("open the spec's network namespace %s: %w", ns.Path, err)
+			}
+			return &netNS{f: f}, nil
+		}
+		return createNetNS(pinPath)
+	}
+	return &netNS{}, nil
+}
+
+// createNetNS makes a new network namespace on a thread of its own and
+// bind-mounts it at pinPath so that it lives as long as the container.
+func createNetNS(pinPath string) (_ *netNS, retErr error) {
+	if err := os.WriteFile(pinPath, nil, 0o600); err != nil {
+		return nil, fmt.Errorf("create network namespace mount point: %w", err)
+	}
+	defer func() {
+		if retErr != nil {
+			_ = unix.Unmount(pinPath, unix.MNT_DETACH)
+			_ = os.Remove(pinPath)
+		}
+	}()
+	errc := make(chan error, 1)
+	go func() {
+		// This thread ends up in the new namespace and is never given
+		// back to the scheduler: the goroutine exits with it locked, so
+		// Go terminates the thread.
+		goruntime.LockOSThread()
+		if err := unix.Unshare(unix.CLONE_NEWNET); err != nil {
+			errc <- fmt.Errorf("unshare network namespace: %w", err)
+			return
+		}
+		self := fmt.Sprintf("/proc/self/task/%d/ns/net", unix.Gettid())
+		if err := unix.Mount(self, pinPath, "", unix.MS_BIND, ""); err != nil {
+			errc <- fmt.Errorf("pin network namespace at %s: %w", pinPath, err)
+			return
+		}
+		errc <- nil
+	}()
+	if err := <-errc; err != nil {
+		return nil, err
+	}
+	f, err := os.Open(pinPath)
+	if err != nil {
+		return nil, fmt.Errorf("open network namespace %s: %w", pinPath, err)
+	}
+	return &netNS{f: f, created: pinPath}, nil
+}
+
+// Path is where hooks and tools find the namespace ("" for the host's).
+func (n *netNS) Path() string {
+	if n.f == nil {
+		return ""
+	}
+	return n.f.Name()
+}
+
+// do runs fn on a thread that has joined the namespace. Sockets keep the
+// namespace they were created in, so a connection fn dials stays in it.
+func (n *netNS) do(fn func() error) error {
+	if n.f == nil {
+		return fn()
+	}
+	errc := make(chan error, 1)
+	go func() {
+		goruntime.LockOSThread()
+		orig, err := os.Open(fmt.Sprintf("/proc/self/task/%d/ns/net", unix.Gettid()))
+		if err != nil {
+			goruntime.UnlockOSThread()
+			errc <- fmt.Errorf("open current network namespace: %w", err)
+			return
+		}
+		defer orig.Close()
+		if err := unix.Setns(int(n.f.Fd()), unix.CLONE_NEWNET); err != nil {
+			goruntime.UnlockOSThread()
+			errc <- fmt.Errorf("join network namespace %s: %w", n.f.Name(), err)
+			return
+		}
+		ferr := fn()
+		// A thread that cannot go back stays locked, so Go retires it
+		// instead of running other goroutines in the wrong namespace.
+		if err := unix.Setns(int(orig.Fd()), unix.CLONE_NEWNET); err == nil {
+			goruntime.UnlockOSThread()
+		}
+		errc <- ferr
+	}()
+	return <-errc
+}
+
+// dial dials address from the namespace.
+func (n *netNS) dial(ctx context.Context, network, address string) (net.Conn, error) {
+	var conn net.Conn
+	err := n.do(func() error {
+		var d net.Dialer
+		c, err := d.DialContext(ctx, network, address)
+		conn = c
+		return err
+	})
+	return conn, err
+}
+
+// Close releases the namespace; one the shim created is unpinned and so
+// destroyed once nothing else holds it.
+func (n *netNS) Close() error {
+	if n.f == nil {
+		return nil
+	}
+	n.f.Close()
+	if n.created == "" {
+		return nil
+	}
+	return removeNetNSPin(n.created)
+}
+
+// removeNetNSPin unmounts and removes a namespace pinned by createNetNS.
+func removeNetNSPin(pinPath string) error {
+	if err := unix.Unmount(pinPath, unix.MNT_DETACH); err != nil && !errors.Is(err, unix.EINVAL) && !errors.Is(err, unix.ENOENT) {
+		return fmt.Errorf("unpin network namespace %s: %w", pinPath, err)
+	}
+	if err := os.Remove(pinPath); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("remove network namespace pin %s: %w", pinPath, err)
+	}
+	return nil
+}

@@ -1,0 +1,301 @@
+package runtime
+
+import (
+	"context"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+
+	"github.com/containerd/log"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"github.com/sirupsen/logrus"
+
+	"github.com/earendil-works/gondolin-containerd/guest-agent/api"
+	"github.com/earendil-works/gondolin-containerd/oci"
+	"github.com/earendil-works/gondolin-containerd/policy"
+	"github.com/earendil-works/gondolin-containerd/vmm"
+)
+
+// sandboxNetwork is a VM's network: the policy stack its NIC's frames end
+// in, the socket the VMM connects the NIC to, the namespace allowed flows
+// leave from and the audit file.
+type sandboxNetwork struct {
+	policy *policy.Network
+	ns     *netNS
+	socket string
+	ln     *net.UnixListener
+	audit  *os.File
+	// logs are the shim-log writers of the audit and diagnostics.
+	logs []io.Closer
+}
+
+// networkParams is what a sandbox's network is built from.
+type networkParams struct {
+	id        string
+	namespace string
+	stateDir  string
+	// caDir holds the runtime's MITM CA, shared by its containers.
+	caDir    string
+	spec     *specs.Spec
+	settings *oci.Settings
+	runtime  *oci.Config
+}
+
+// startNetwork builds the container's network and listens for the VMM's
+// NIC. It returns nil for net.mode=none: the VM then has no NIC.
+func startNetwork(ctx context.Context, p networkParams, st *persistedState) (_ *sandboxNetwork, retErr error) {
+	if p.settings.NetMode == oci.NetModeNone {
+		return nil, nil
+	}
+	sn := &sandboxNetwork{}
+	defer func() {
+		if retErr != nil {
+			sn.Close()
+		}
+	}()
+
+	pin := filepath.Join(p.stateDir, "netns")
+	st.NetNSPin = pin // recorded first: a crash mid-create still unpins it
+	if err := writeState(p.stateDir, st); err != nil {
+		return nil, err
+	}
+	ns, err := specNetNS(p.spec, pin)
+	if err != nil {
+		return nil, err
+	}
+	sn.ns = ns
+
+	cfg := policy.ConfigFromSettings(p.settings, secretValues(p.spec, p.settings))
+	cfg.Container = p.id
+	cfg.CAStateDir = p.caDir
+	cfg.Dialer = ns.dial
+	if cfg.DNSServers, err = p.runtime.UpstreamDNSServers(); err != nil {
+		return nil, err
+	}
+	overrides, err := upstreamOverrides(p.runtime.UpstreamHosts)
+	if err != nil {
+		return nil, err
+	}
+	for name := range overrides {
+		// The operator vouches for these addresses, internal or not.
+		cfg.AllowInternal = append(cfg.AllowInternal, oci.HostPattern{Host: name})
+	}
+	cfg.Resolver = &upstreamResolver{overrides: overrides, ns: ns, servers: cfg.DNSServers}
+	if cfg.RootCAs, err = upstreamRoots(p.runtime.UpstreamCAFile); err != nil {
+		return nil, err
+	}
+
+	entry := log.G(ctx).WithField("container", p.id)
+	auditLog := entry.WithField("audit", "egress").WriterLevel(logrus.InfoLevel)
+	diagLog := entry.WithField("component", "policy").WriterLevel(logrus.WarnLevel)
+	sn.logs = append(sn.logs, auditLog, diagLog)
+	if sn.audit, err = openAuditFile(p.runtime.AuditDir, p.namespace, p.id); err != nil {
+		return nil, err
+	}
+	cfg.AuditLog = io.MultiWriter(sn.audit, auditLog)
+	cfg.Logger = slog.New(slog.NewTextHandler(diagLog, &slog.HandlerOptions{Level: slog.LevelWarn}))
+
+	// The network outlives the create request: it ends with Close.
+	pn, err := policy.NewNetwork(context.WithoutCancel(ctx), cfg)
+	if err != nil {
+		return nil, fmt.Errorf("egress policy: %w", err)
+	}
+	sn.policy = pn
+
+	sn.socket = filepath.Join(p.stateDir, "net.sock")
+	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: sn.socket, Net: "unix"})
+	if err != nil {
+		return nil, fmt.Errorf("listen for the VM's NIC: %w", err)
+	}
+	sn.ln = ln
+	go sn.serve(entry)
+	return sn, nil
+}
+
+// serve hands each connection of the VMM (one, unless it reconnects) to
+// the policy stack.
+func (sn *sandboxNetwork) serve(entry *log.Entry) {
+	for {
+		conn, err := sn.ln.Accept()
+		if err != nil {
+			return
+		}
+		if err := sn.policy.AttachStream(conn); err != nil {
+			entry.WithError(err).Warn("attach the VM's NIC")
+		}
+	}
+}
+
+// nic is the VM's NIC for the VMM.
+func (sn *sandboxNetwork) nic() *vmm.NIC {
+	if sn == nil {
+		return nil
+	}
+	gc := sn.policy.GuestConfig()
+	return &vmm.NIC{Socket: sn.socket, MAC: gc.MAC, MTU: gc.MTU}
+}
+
+// guestConfig is what the agent configures on the NIC.
+func (sn *sandboxNetwork) guestConfig() *api.ConfigureNetworkRequest {
+	gc := sn.policy.GuestConfig()
+	return &api.ConfigureNetworkRequest{
+		Mac:     gc.MAC.String(),
+		Address: gc.Address.String(),
+		Gateway: gc.Gateway.String(),
+		Mtu:     uint32(gc.MTU),
+	}
+}
+
+// resolvConf is the guest's /etc/resolv.conf: the shim's DNS.
+func (sn *sandboxNetwork) resolvConf() string {
+	var b strings.Builder
+	for _, a := range sn.policy.GuestConfig().DNS {
+		fmt.Fprintf(&b, "nameserver %s\n", a)
+	}
+	return b.String()
+}
+
+// guestEnv replaces the value of every secret in env by its placeholder,
+// so that the real value never reaches the VM.
+func (sn *sandboxNetwork) guestEnv(env []string) []string {
+	if sn == nil {
+		return env
+	}
+	placeholders := sn.policy.Placeholders()
+	if len(placeholders) == 0 {
+		return env
+	}
+	out := make([]string, len(env))
+	for i, kv := range env {
+		name, _, _ := strings.Cut(kv, "=")
+		if ph, ok := placeholders[name]; ok {
+			kv = name + "=" + ph
+		}
+		out[i] = kv
+	}
+	return out
+}
+
+// Close stops the network and releases its namespace. Safe on nil.
+func (sn *sandboxNetwork) Close() error {
+	if sn == nil {
+		return nil
+	}
+	var errs []error
+	if sn.ln != nil {
+		sn.ln.Close()
+	}
+	if sn.policy != nil {
+		sn.policy.Close()
+	}
+	if sn.ns != nil {
+		errs = append(errs, sn.ns.Close())
+	}
+	if sn.audit != nil {
+		errs = append(errs, sn.audit.Close())
+	}
+	for _, c := range sn.logs {
+		c.Close()
+	}
+	return errors.Join(errs...)
+}
+
+// secretValues reads the real value of each secret from the container's
+// environment; policy refuses a secret without one.
+func secretValues(spec *specs.Spec, settings *oci.Settings) map[string]string {
+	values := map[string]string{}
+	if spec.Process == nil {
+		return values
+	}
+	for _, kv := range spec.Process.Env {
+		name, value, ok := strings.Cut(kv, "=")
+		if _, secret := settings.Secrets[name]; ok && secret {
+			values[name] = value
+		}
+	}
+	return values
+}
+
+// openAuditFile opens <dir>/<namespace>/<id>.jsonl for appending; records
+// of a container that ran before under the same name are kept.
+func openAuditFile(dir, namespace, id string) (*os.File, error) {
+	nsDir := filepath.Join(dir, namespace)
+	if err := os.MkdirAll(nsDir, 0o700); err != nil {
+		return nil, fmt.Errorf("create audit directory: %w", err)
+	}
+	f, err := os.OpenFile(filepath.Join(nsDir, id+".jsonl"), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("open audit file: %w", err)
+	}
+	return f, nil
+}
+
+// upstreamRoots is the system pool plus the operator's extra roots.
+func upstreamRoots(extraFile string) (*x509.CertPool, error) {
+	if extraFile == "" {
+		return nil, nil // policy uses the system roots
+	}
+	pool, err := x509.SystemCertPool()
+	if err != nil {
+		pool = x509.NewCertPool()
+	}
+	pem, err := os.ReadFile(extraFile)
+	if err != nil {
+		return nil, fmt.Errorf("runtime config upstream_ca_file: %w", err)
+	}
+	if !pool.AppendCertsFromPEM(pem) {
+		return nil, fmt.Errorf("runtime config upstream_ca_file %s: no PEM certificate in it", extraFile)
+	}
+	return pool, nil
+}
+
+// upstreamOverrides parses upstream_hosts (validated with the config) into
+// lower-case names without a trailing dot.
+func upstreamOverrides(hosts map[string][]string) (map[string][]netip.Addr, error) {
+	out := make(map[string][]netip.Addr, len(hosts))
+	for name, addrs := range hosts {
+		key := strings.TrimSuffix(strings.ToLower(name), ".")
+		for _, a := range addrs {
+			ip, err := netip.ParseAddr(a)
+			if err != nil {
+				return nil, fmt.Errorf("runtime config upstream_hosts.%q: %q is not an IP address", name, a)
+			}
+			out[key] = append(out[key], ip)
+		}
+	}
+	return out, nil
+}
+
+// upstreamResolver resolves the names policy allows: the operator's
+// overrides first, then DNS asked from the container's network namespace
+// (the upstream_dns servers, or those of the host's resolv.conf).
+type upstreamResolver struct {
+	overrides map[string][]netip.Addr
+	ns        *netNS
+	servers   []netip.AddrPort
+}
+
+func (r *upstreamResolver) LookupNetIP(ctx context.Context, network, host string) ([]netip.Addr, error) {
+	if addrs, ok := r.overrides[strings.TrimSuffix(strings.ToLower(host), ".")]; ok {
+		return addrs, nil
+	}
+	var next atomic.Uint32
+	res := &net.Resolver{
+		PreferGo: true,
+		Dial: func(ctx context.Context, network, address string) (net.Conn, error) {
+			if len(r.servers) > 0 {
+				address = r.servers[int(next.Add(1)-1)%len(r.servers)].String()
+			}
+			return r.ns.dial(ctx, network, address)
+		},
+	}
+	return res.LookupNetIP(ctx, network, host)
+}
