@@ -442,10 +442,30 @@ func TestEgressOpenModeRawTCP(t *testing.T) {
 	if res.code != 0 || strings.TrimSpace(res.stdout) != "echo:ping" {
 		t.Fatalf("raw TCP in open mode: %s", res)
 	}
-	// The same in policy mode is refused.
+	// The same in policy mode is refused...
 	res, _ = egressRun(t, cfg, nil, nil, script)
 	if res.code == 0 {
 		t.Fatalf("raw TCP in policy mode should be refused: %s", res)
+	}
+	// ...unless net.tcp-allow names the target.
+	res, _ = egressRun(t, cfg, []string{fmt.Sprintf("io.gondolin.net.tcp-allow=tcp.x.test:%d", port)}, nil, script)
+	if res.code != 0 || strings.TrimSpace(res.stdout) != "echo:ping" {
+		t.Fatalf("raw TCP to a net.tcp-allow target: %s", res)
+	}
+}
+
+// The operator's runtime config sets the default policy, and a container
+// cannot set an annotation the operator did not allow.
+func TestEgressOperatorPolicy(t *testing.T) {
+	u := startUpstream(t)
+	cfg, _ := runtimeConfig(t, u, fmt.Sprintf("allowed_annotations = [\"io.gondolin.vm.*\"]\n[default_annotations]\n\"io.gondolin.net.allow\" = \"api.x.test:%d\"", u.port))
+	res, _ := egressRun(t, cfg, nil, nil, fmt.Sprintf("curl -fsS https://api.x.test:%d/default", u.port))
+	if res.code != 0 || !strings.Contains(res.stdout, "hello from api.x.test") {
+		t.Fatalf("the operator's default allowlist should apply: %s", res)
+	}
+	res, _ = egressRun(t, cfg, []string{"io.gondolin.net.allow=other.test"}, nil, "true")
+	if res.code == 0 || !strings.Contains(res.stderr, "io.gondolin.net.allow is not allowed by the runtime config") {
+		t.Fatalf("a container loosening the operator's policy must fail clearly: %s", res)
 	}
 }
 
