@@ -241,8 +241,13 @@ func KernelRelease() string {
 	return unix.ByteSliceToString(u.Release[:])
 }
 
-// PowerOff syncs and powers the machine off. It returns only on error.
+// PowerOff syncs and ends the machine. It returns only on error.
+//
+// It asks for a restart, not a power-off: the minimal kernel has no ACPI,
+// so a power-off would only halt the CPU and leave QEMU running until the
+// host kills it. The VMM starts the guest with reboot=t and -no-reboot,
+// so a restart (a triple fault) makes QEMU exit at once, on every machine.
 func PowerOff() error {
 	unix.Sync()
-	return unix.Reboot(unix.LINUX_REBOOT_CMD_POWER_OFF)
+	return unix.Reboot(unix.LINUX_REBOOT_CMD_RESTART)
 }
