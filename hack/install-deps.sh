@@ -16,6 +16,10 @@ PACKAGES=(
 	qemu-system-common
 	# test image (integration/testimage) and guest tooling
 	busybox-static
+	# distro test image (integration/distroimage): bookworm with curl, verified
+	# against Debian's archive key
+	debootstrap
+	debian-archive-keyring
 	linux-source-6.1
 	build-essential
 	flex
@@ -90,6 +94,7 @@ fi
 
 [[ -x /usr/lib/qemu/virtiofsd ]] || die "/usr/lib/qemu/virtiofsd missing although qemu-system-common is installed"
 [[ -x /bin/busybox ]] || die "/bin/busybox missing although busybox-static is installed"
+[[ -x /usr/sbin/debootstrap ]] || die "/usr/sbin/debootstrap missing although debootstrap is installed"
 
 if ((${#missing[@]} == 0)); then
 	log "all packages present"
