@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Start the private developer containerd (make dev-up) and import the test image.
+# Start the private developer containerd (make dev-up) and import the test images
+# (busybox, and the Debian image with curl the egress tests use).
 #
 #   config  .cache/dev/containerd.toml   log  .cache/dev/containerd.log
 #   root    .cache/dev/containerd-root   state /run/gondolin-dev/containerd
@@ -153,32 +154,47 @@ if [[ -z $pid ]]; then
 	log "containerd is up (pid $pid) on $DEV_SOCKET"
 fi
 
-# --- test image ---------------------------------------------------------------------------
+# --- images -----------------------------------------------------------------------------
+image_digest() {
+	ctr_dev -n default images ls "name==$1" | awk 'NR == 2 {print $3}'
+}
+image_unpacked() {
+	# `ctr image check`: REF TYPE DIGEST STATUS SIZE UNPACKED
+	ctr_dev -n default images check "name==$1" | awk 'NR == 2 && $4 == "complete" && $NF == "true" {ok = 1} END {exit !ok}'
+}
+# import_image NAME DIGEST TAR: import TAR into namespace default, unless NAME is there
+# already with DIGEST, complete and unpacked.
+import_image() {
+	local name=$1 want=$2 tar=$3 have
+	have="$(image_digest "$name")" || die "ctr images ls failed"
+	if [[ $have == "$want" ]] && image_unpacked "$name"; then
+		log "image $name ($want) already imported"
+		return 0
+	fi
+	log "importing $tar into namespace default"
+	CTR_TIMEOUT=120 ctr_dev -n default images import "$tar" >&2 ||
+		die "ctr image import $tar failed; see $DEV_LOG"
+	have="$(image_digest "$name")"
+	[[ $have == "$want" ]] || die "after import, $name has digest '${have:-<none>}', want $want"
+	image_unpacked "$name" || die "$name is not complete and unpacked after import (ctr image check)"
+}
+
 go="$(find_go)"
 log "building the test image $TEST_IMAGE_NAME"
 built="$(cd "$REPO_ROOT" && "$go" run ./integration/testimage/cmd/mktestimage -out "$TEST_IMAGE_TAR" -name "$TEST_IMAGE_NAME")" ||
 	die "building the test image failed (integration/testimage/cmd/mktestimage)"
 want_digest="$(awk '{print $2}' <<<"$built")"
 [[ $want_digest == sha256:* ]] || die "mktestimage printed no digest: $built"
+import_image "$TEST_IMAGE_NAME" "$want_digest" "$TEST_IMAGE_TAR"
 
-image_digest() {
-	ctr_dev -n default images ls "name==$TEST_IMAGE_NAME" | awk 'NR == 2 {print $3}'
-}
-image_unpacked() {
-	# `ctr image check`: REF TYPE DIGEST STATUS SIZE UNPACKED
-	ctr_dev -n default images check "name==$TEST_IMAGE_NAME" | awk 'NR == 2 && $4 == "complete" && $NF == "true" {ok = 1} END {exit !ok}'
-}
-have="$(image_digest)" || die "ctr images ls failed"
-if [[ $have == "$want_digest" ]] && image_unpacked; then
-	log "image $TEST_IMAGE_NAME ($want_digest) already imported"
-else
-	log "importing $TEST_IMAGE_TAR into namespace default"
-	CTR_TIMEOUT=120 ctr_dev -n default images import "$TEST_IMAGE_TAR" >&2 ||
-		die "ctr image import $TEST_IMAGE_TAR failed; see $DEV_LOG"
-	have="$(image_digest)"
-	[[ $have == "$want_digest" ]] || die "after import, $TEST_IMAGE_NAME has digest '${have:-<none>}', want $want_digest"
-	image_unpacked || die "$TEST_IMAGE_NAME is not complete and unpacked after import (ctr image check)"
-fi
+# debootstrap runs only when the cache has no archive for the current recipe (about a
+# minute, from deb.debian.org); mkdistroimage prints "NAME DIGEST ARCHIVE".
+log "building the distro image $DISTRO_IMAGE_NAME (cached in $IMAGES_CACHE_DIR)"
+built="$(cd "$REPO_ROOT" && "$go" run ./integration/distroimage/cmd/mkdistroimage -cache "$IMAGES_CACHE_DIR" -name "$DISTRO_IMAGE_NAME")" ||
+	die "building the distro image failed (integration/distroimage/cmd/mkdistroimage)"
+read -r _ want_digest DISTRO_IMAGE_TAR <<<"$built"
+[[ $want_digest == sha256:* && -f $DISTRO_IMAGE_TAR ]] || die "mkdistroimage printed no digest and archive: $built"
+import_image "$DISTRO_IMAGE_NAME" "$want_digest" "$DISTRO_IMAGE_TAR"
 
 # --- env file -----------------------------------------------------------------------------
 env_tmp="$(mktemp "$DEV_CACHE_DIR/.env.XXXXXX")"
@@ -189,6 +205,8 @@ env_tmp="$(mktemp "$DEV_CACHE_DIR/.env.XXXXXX")"
 	echo "export CONTAINERD_NAMESPACE=default"
 	printf 'export GONDOLIN_TEST_IMAGE=%q\n' "$TEST_IMAGE_NAME"
 	printf 'export GONDOLIN_TEST_IMAGE_TAR=%q\n' "$TEST_IMAGE_TAR"
+	printf 'export GONDOLIN_DISTRO_IMAGE=%q\n' "$DISTRO_IMAGE_NAME"
+	printf 'export GONDOLIN_DISTRO_IMAGE_TAR=%q\n' "$DISTRO_IMAGE_TAR"
 	printf 'export GONDOLIN_CONTAINERD_ROOT=%q\n' "$DEV_ROOT_DIR"
 	printf 'export GONDOLIN_CONTAINERD_STATE=%q\n' "$DEV_STATE_DIR"
 	printf 'export GONDOLIN_DEV_CONTAINERD_LOG=%q\n' "$DEV_LOG"

@@ -20,8 +20,12 @@ DEV_ENV_FILE="$DEV_CACHE_DIR/env"
 TOOLS_DIR="$REPO_ROOT/.cache/tools"
 OUT_BIN="$REPO_ROOT/_output/bin"
 SHIM_NAME=containerd-shim-gondolin-v1
+IMAGES_CACHE_DIR="$REPO_ROOT/.cache/images"
 TEST_IMAGE_NAME=docker.io/gondolin/busybox:latest
-TEST_IMAGE_TAR="$REPO_ROOT/.cache/images/busybox-oci.tar"
+TEST_IMAGE_TAR="$IMAGES_CACHE_DIR/busybox-oci.tar"
+# The distro image (integration/distroimage) is cached in IMAGES_CACHE_DIR under a name
+# with its cache key; mkdistroimage prints the path.
+DISTRO_IMAGE_NAME=docker.io/gondolin/debian-curl:latest
 
 _hack_script="$(basename "${0:-hack}")"
 
