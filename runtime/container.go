@@ -37,6 +37,8 @@ type Container struct {
 	rt        *Runtime
 	sb        *sandbox
 	net       *sandboxNetwork // nil without a NIC (net.mode=none)
+	netns     *netNS
+	spec      *specs.Spec
 	init      *Process
 	memoryMiB uint64
 
@@ -125,6 +127,19 @@ func (r *Runtime) Create(ctx context.Context, opts CreateOpts) (_ *Container, re
 		shares = append(shares, share{tag: oci.BindsTag, dir: st.BindsDir})
 	}
 
+	// The network namespace comes first: the VMM runs in it (so that
+	// hooks find it through the VMM's pid) and egress is dialled from it.
+	st.NetNSPin = filepath.Join(stateDir, "netns") // recorded first: a crash mid-create still unpins it
+	if err := writeState(stateDir, st); err != nil {
+		return nil, err
+	}
+	ns, err := specNetNS(spec, st.NetNSPin)
+	if err != nil {
+		return nil, err
+	}
+	c.netns = ns
+	undo = append(undo, func() { _ = ns.Close() })
+
 	network, err := startNetwork(ctx, networkParams{
 		id:        opts.ID,
 		namespace: r.cfg.Namespace,
@@ -133,7 +148,8 @@ func (r *Runtime) Create(ctx context.Context, opts CreateOpts) (_ *Container, re
 		spec:      spec,
 		settings:  settings,
 		runtime:   r.cfg.Runtime,
-	}, st)
+		ns:        ns,
+	})
 	if err != nil {
 		return nil, err
 	}
@@ -149,12 +165,31 @@ func (r *Runtime) Create(ctx context.Context, opts CreateOpts) (_ *Container, re
 		cpus:      cpus,
 		runtime:   r.cfg.Runtime,
 		nic:       network.nic(),
+		netns:     ns,
 	}, st)
 	if err != nil {
 		return nil, err
 	}
 	c.sb = sb
 	undo = append(undo, func() { sb.stop(context.WithoutCancel(ctx), 0) })
+	c.spec = spec
+
+	// prestart (deprecated, run as runc runs it), createRuntime and
+	// createContainer: the namespace exists and the VMM lives in it.
+	if hooks := spec.Hooks; hooks != nil {
+		state, err := c.hookState(specs.StateCreating)
+		if err != nil {
+			return nil, err
+		}
+		for _, stage := range []struct {
+			name  string
+			hooks []specs.Hook
+		}{{"prestart", hooks.Prestart}, {"createRuntime", hooks.CreateRuntime}, {"createContainer", hooks.CreateContainer}} {
+			if err := runHooks(ctx, stage.name, stage.hooks, state); err != nil {
+				return nil, fmt.Errorf("%w: %w", err, errdefs.ErrFailedPrecondition)
+			}
+		}
+	}
 
 	hio, err := openHostIO(ctx, opts.ID, r.cfg.Namespace, opts.Stdio)
 	if err != nil {
@@ -189,6 +224,9 @@ func (r *Runtime) Create(ctx context.Context, opts CreateOpts) (_ *Container, re
 		hio.Close()
 		if err := network.Close(); err != nil {
 			log.G(ctx).WithError(err).Warn("close the container's network")
+		}
+		if err := ns.Close(); err != nil {
+			log.G(ctx).WithError(err).Warn("release the container's network namespace")
 		}
 		return Cleanup(ctx, r.cfg.StateRoot, r.cfg.Namespace, opts.ID)
 	}
@@ -327,7 +365,35 @@ func (c *Container) State(execID string) (State, error) {
 
 // Start lets the init process run.
 func (c *Container) Start(ctx context.Context) (uint32, error) {
-	return c.init.Start(ctx)
+	hooks := c.spec.Hooks
+	if hooks != nil && len(hooks.StartContainer) > 0 {
+		state, err := c.hookState(specs.StateCreated)
+		if err != nil {
+			return 0, err
+		}
+		if err := runHooks(ctx, "startContainer", hooks.StartContainer, state); err != nil {
+			return 0, fmt.Errorf("%w: %w", err, errdefs.ErrFailedPrecondition)
+		}
+	}
+	pid, err := c.init.Start(ctx)
+	if err != nil {
+		return 0, err
+	}
+	if hooks != nil && len(hooks.Poststart) > 0 {
+		if state, err := c.hookState(specs.StateRunning); err == nil {
+			runHooksLogged(ctx, "poststart", hooks.Poststart, state)
+		}
+	}
+	return pid, nil
+}
+
+// hookState is the container's state for its hooks.
+func (c *Container) hookState(status specs.ContainerState) ([]byte, error) {
+	pid := 0
+	if c.sb != nil && c.sb.vm != nil {
+		pid = c.sb.vm.Pid()
+	}
+	return hookState(c.spec, c.ID, c.Bundle, status, pid)
 }
 
 // Exec prepares another process in the container; Start runs it.
@@ -504,6 +570,11 @@ func (c *Container) Delete(ctx context.Context) (Exit, error) {
 		p.setExited(128+uint32(unix.SIGKILL), time.Now())
 	}
 	err := c.cleanup(ctx)
+	if hooks := c.spec.Hooks; hooks != nil && len(hooks.Poststop) > 0 {
+		if state, herr := c.hookState(specs.StateStopped); herr == nil {
+			runHooksLogged(ctx, "poststop", hooks.Poststop, state)
+		}
+	}
 	c.mu.Lock()
 	for _, e := range c.execs {
 		if e != nil {

@@ -25,11 +25,9 @@ import (
 )
 
 // sandboxNetwork is a VM's network: the policy stack its NIC's frames end
-// in, the socket the VMM connects the NIC to, the namespace allowed flows
-// leave from and the audit file.
+// in, the socket the VMM connects the NIC to and the audit file.
 type sandboxNetwork struct {
 	policy *policy.Network
-	ns     *netNS
 	socket string
 	ln     *net.UnixListener
 	audit  *os.File
@@ -47,11 +45,13 @@ type networkParams struct {
 	spec     *specs.Spec
 	settings *oci.Settings
 	runtime  *oci.Config
+	// ns is where allowed flows are dialled from.
+	ns *netNS
 }
 
 // startNetwork builds the container's network and listens for the VMM's
 // NIC. It returns nil for net.mode=none: the VM then has no NIC.
-func startNetwork(ctx context.Context, p networkParams, st *persistedState) (_ *sandboxNetwork, retErr error) {
+func startNetwork(ctx context.Context, p networkParams) (_ *sandboxNetwork, retErr error) {
 	if p.settings.NetMode == oci.NetModeNone {
 		return nil, nil
 	}
@@ -61,17 +61,8 @@ func startNetwork(ctx context.Context, p networkParams, st *persistedState) (_ *
 			sn.Close()
 		}
 	}()
-
-	pin := filepath.Join(p.stateDir, "netns")
-	st.NetNSPin = pin // recorded first: a crash mid-create still unpins it
-	if err := writeState(p.stateDir, st); err != nil {
-		return nil, err
-	}
-	ns, err := specNetNS(p.spec, pin)
-	if err != nil {
-		return nil, err
-	}
-	sn.ns = ns
+	ns := p.ns
+	var err error
 
 	cfg := policy.ConfigFromSettings(p.settings, secretValues(p.spec, p.settings))
 	cfg.Container = p.id
@@ -184,7 +175,7 @@ func (sn *sandboxNetwork) guestEnv(env []string) []string {
 	return out
 }
 
-// Close stops the network and releases its namespace. Safe on nil.
+// Close stops the network. Safe on nil.
 func (sn *sandboxNetwork) Close() error {
 	if sn == nil {
 		return nil
@@ -195,9 +186,6 @@ func (sn *sandboxNetwork) Close() error {
 	}
 	if sn.policy != nil {
 		sn.policy.Close()
-	}
-	if sn.ns != nil {
-		errs = append(errs, sn.ns.Close())
 	}
 	if sn.audit != nil {
 		errs = append(errs, sn.audit.Close())

@@ -44,6 +44,8 @@ type sandboxConfig struct {
 	runtime   *oci.Config
 	// nic is the VM's network interface; nil for none.
 	nic *vmm.NIC
+	// netns is the network namespace the VMM runs in.
+	netns *netNS
 }
 
 // share is a host directory the guest mounts by tag.
@@ -110,7 +112,7 @@ func startSandbox(ctx context.Context, cfg sandboxConfig, st *persistedState) (_
 	}
 
 	channel := filepath.Join(cfg.stateDir, "channel.sock")
-	vm, err := qemu.Start(ctx, cfg.runtime.QEMUPath, vmm.Config{
+	vmCfg := vmm.Config{
 		ID:            cfg.id,
 		StateDir:      cfg.stateDir,
 		Kernel:        cfg.runtime.KernelPath,
@@ -124,6 +126,16 @@ func startSandbox(ctx context.Context, cfg sandboxConfig, st *persistedState) (_
 		ChannelName:   api.ChannelPortName,
 		Shares:        vmShares,
 		NIC:           cfg.nic,
+	}
+	// The VMM is started from inside the container's network namespace
+	// and stays there: its PID is what OCI hooks get to find the
+	// namespace. Its own sockets are path-bound unix sockets, which work
+	// from any network namespace.
+	var vm vmm.VM
+	err = cfg.netns.do(func() error {
+		var err error
+		vm, err = qemu.Start(ctx, cfg.runtime.QEMUPath, vmCfg)
+		return err
 	})
 	if err != nil {
 		return nil, err
