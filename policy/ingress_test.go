@@ -1,0 +1,48 @@
+package policy
+
+import (
+	"bufio"
+	"context"
+	"testing"
+	"time"
+
+	"gvisor.dev/gvisor/pkg/tcpip"
+	"gvisor.dev/gvisor/pkg/tcpip/adapters/gonet"
+	"gvisor.dev/gvisor/pkg/tcpip/network/ipv4"
+)
+
+func TestDialGuest(t *testing.T) {
+	e := newEnv(t, Config{})
+	ln, err := gonet.ListenTCP(e.g.s, tcpip.FullAddress{NIC: 1, Addr: toTCPIP(e.g.gc.Address.Addr()), Port: 8080}, ipv4.ProtocolNumber)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		line, _ := bufio.NewReader(c).ReadString('\n')
+		c.Write([]byte("guest:" + line))
+	}()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c, err := e.n.DialGuest(ctx, 8080)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.Write([]byte("hi\n"))
+	got, err := bufio.NewReader(c).ReadString('\n')
+	if err != nil || got != "guest:hi\n" {
+		t.Fatalf("through DialGuest: %q, %v", got, err)
+	}
+	if _, err := e.n.DialGuest(ctx, 8081); err == nil {
+		t.Fatal("a port nothing listens on should refuse")
+	}
+	if len(e.auditRecords()) != 0 {
+		t.Fatalf("ingress is not egress: nothing to audit, got %v", e.auditRecords())
+	}
+}
