@@ -217,6 +217,9 @@ func (r *Runtime) Create(ctx context.Context, opts CreateOpts) (_ *Container, re
 	go c.watchVM()
 	go c.watchAgent()
 	go c.watchOOM()
+	if network != nil {
+		go c.publishListeners()
+	}
 
 	c.cleanup = func(ctx context.Context) error {
 		c.stoppingOnce.Do(func() { close(c.stopping) })

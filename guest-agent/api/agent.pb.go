@@ -78,7 +78,7 @@ func (x StreamHeader_Kind) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use StreamHeader_Kind.Descriptor instead.
 func (StreamHeader_Kind) EnumDescriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{28, 0}
+	return file_agent_proto_rawDescGZIP(), []int{30, 0}
 }
 
 type Empty struct {
@@ -1746,6 +1746,104 @@ func (x *ConfigureNetworkRequest) GetMtu() uint32 {
 	return 0
 }
 
+type WaitListenersRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// generation of the set the caller knows; 0 for none.
+	Generation    uint64 `protobuf:"varint,1,opt,name=generation,proto3" json:"generation,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WaitListenersRequest) Reset() {
+	*x = WaitListenersRequest{}
+	mi := &file_agent_proto_msgTypes[27]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WaitListenersRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WaitListenersRequest) ProtoMessage() {}
+
+func (x *WaitListenersRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[27]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WaitListenersRequest.ProtoReflect.Descriptor instead.
+func (*WaitListenersRequest) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{27}
+}
+
+func (x *WaitListenersRequest) GetGeneration() uint64 {
+	if x != nil {
+		return x.Generation
+	}
+	return 0
+}
+
+type Listeners struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// generation identifies this set (never 0).
+	Generation    uint64   `protobuf:"varint,1,opt,name=generation,proto3" json:"generation,omitempty"`
+	TcpPorts      []uint32 `protobuf:"varint,2,rep,packed,name=tcp_ports,json=tcpPorts,proto3" json:"tcp_ports,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Listeners) Reset() {
+	*x = Listeners{}
+	mi := &file_agent_proto_msgTypes[28]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Listeners) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Listeners) ProtoMessage() {}
+
+func (x *Listeners) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[28]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Listeners.ProtoReflect.Descriptor instead.
+func (*Listeners) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{28}
+}
+
+func (x *Listeners) GetGeneration() uint64 {
+	if x != nil {
+		return x.Generation
+	}
+	return 0
+}
+
+func (x *Listeners) GetTcpPorts() []uint32 {
+	if x != nil {
+		return x.TcpPorts
+	}
+	return nil
+}
+
 type OOMEvent struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	ContainerId   string                 `protobuf:"bytes,1,opt,name=container_id,json=containerId,proto3" json:"container_id,omitempty"`
@@ -1755,7 +1853,7 @@ type OOMEvent struct {
 
 func (x *OOMEvent) Reset() {
 	*x = OOMEvent{}
-	mi := &file_agent_proto_msgTypes[27]
+	mi := &file_agent_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1767,7 +1865,7 @@ func (x *OOMEvent) String() string {
 func (*OOMEvent) ProtoMessage() {}
 
 func (x *OOMEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[27]
+	mi := &file_agent_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1780,7 +1878,7 @@ func (x *OOMEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OOMEvent.ProtoReflect.Descriptor instead.
 func (*OOMEvent) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{27}
+	return file_agent_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *OOMEvent) GetContainerId() string {
@@ -1803,7 +1901,7 @@ type StreamHeader struct {
 
 func (x *StreamHeader) Reset() {
 	*x = StreamHeader{}
-	mi := &file_agent_proto_msgTypes[28]
+	mi := &file_agent_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1815,7 +1913,7 @@ func (x *StreamHeader) String() string {
 func (*StreamHeader) ProtoMessage() {}
 
 func (x *StreamHeader) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[28]
+	mi := &file_agent_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1828,7 +1926,7 @@ func (x *StreamHeader) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StreamHeader.ProtoReflect.Descriptor instead.
 func (*StreamHeader) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{28}
+	return file_agent_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *StreamHeader) GetKind() StreamHeader_Kind {
@@ -1973,7 +2071,16 @@ const file_agent_proto_rawDesc = "" +
 	"\x03mac\x18\x01 \x01(\tR\x03mac\x12\x18\n" +
 	"\aaddress\x18\x02 \x01(\tR\aaddress\x12\x18\n" +
 	"\agateway\x18\x03 \x01(\tR\agateway\x12\x10\n" +
-	"\x03mtu\x18\x04 \x01(\rR\x03mtu\"-\n" +
+	"\x03mtu\x18\x04 \x01(\rR\x03mtu\"6\n" +
+	"\x14WaitListenersRequest\x12\x1e\n" +
+	"\n" +
+	"generation\x18\x01 \x01(\x04R\n" +
+	"generation\"H\n" +
+	"\tListeners\x12\x1e\n" +
+	"\n" +
+	"generation\x18\x01 \x01(\x04R\n" +
+	"generation\x12\x1b\n" +
+	"\ttcp_ports\x18\x02 \x03(\rR\btcpPorts\"-\n" +
 	"\bOOMEvent\x12!\n" +
 	"\fcontainer_id\x18\x01 \x01(\tR\vcontainerId\"\xd2\x01\n" +
 	"\fStreamHeader\x128\n" +
@@ -1987,7 +2094,8 @@ const file_agent_proto_rawDesc = "" +
 	"\n" +
 	"\x06STDOUT\x10\x03\x12\n" +
 	"\n" +
-	"\x06STDERR\x10\x042\xf3\t\n" +
+	"\x06STDERR\x10\x042\xcb\n" +
+	"\n" +
 	"\x05Agent\x12A\n" +
 	"\x04Info\x12\x18.gondolin.agent.v1.Empty\x1a\x1f.gondolin.agent.v1.InfoResponse\x12h\n" +
 	"\x0fCreateContainer\x12).gondolin.agent.v1.CreateContainerRequest\x1a*.gondolin.agent.v1.CreateContainerResponse\x12_\n" +
@@ -2003,7 +2111,8 @@ const file_agent_proto_rawDesc = "" +
 	"\x05Stats\x12\x1f.gondolin.agent.v1.StatsRequest\x1a .gondolin.agent.v1.StatsResponse\x12V\n" +
 	"\x0fUpdateContainer\x12).gondolin.agent.v1.UpdateContainerRequest\x1a\x18.gondolin.agent.v1.Empty\x12@\n" +
 	"\aWaitOOM\x12\x18.gondolin.agent.v1.Empty\x1a\x1b.gondolin.agent.v1.OOMEvent\x12X\n" +
-	"\x10ConfigureNetwork\x12*.gondolin.agent.v1.ConfigureNetworkRequest\x1a\x18.gondolin.agent.v1.EmptyBCZAgithub.com/earendil-works/gondolin-containerd/guest-agent/api;apib\x06proto3"
+	"\x10ConfigureNetwork\x12*.gondolin.agent.v1.ConfigureNetworkRequest\x1a\x18.gondolin.agent.v1.Empty\x12V\n" +
+	"\rWaitListeners\x12'.gondolin.agent.v1.WaitListenersRequest\x1a\x1c.gondolin.agent.v1.ListenersBCZAgithub.com/earendil-works/gondolin-containerd/guest-agent/api;apib\x06proto3"
 
 var (
 	file_agent_proto_rawDescOnce sync.Once
@@ -2018,7 +2127,7 @@ func file_agent_proto_rawDescGZIP() []byte {
 }
 
 var file_agent_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 30)
+var file_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 32)
 var file_agent_proto_goTypes = []any{
 	(StreamHeader_Kind)(0),          // 0: gondolin.agent.v1.StreamHeader.Kind
 	(*Empty)(nil),                   // 1: gondolin.agent.v1.Empty
@@ -2048,9 +2157,11 @@ var file_agent_proto_goTypes = []any{
 	(*StatsResponse)(nil),           // 25: gondolin.agent.v1.StatsResponse
 	(*UpdateContainerRequest)(nil),  // 26: gondolin.agent.v1.UpdateContainerRequest
 	(*ConfigureNetworkRequest)(nil), // 27: gondolin.agent.v1.ConfigureNetworkRequest
-	(*OOMEvent)(nil),                // 28: gondolin.agent.v1.OOMEvent
-	(*StreamHeader)(nil),            // 29: gondolin.agent.v1.StreamHeader
-	nil,                             // 30: gondolin.agent.v1.CreateContainerRequest.SysctlEntry
+	(*WaitListenersRequest)(nil),    // 28: gondolin.agent.v1.WaitListenersRequest
+	(*Listeners)(nil),               // 29: gondolin.agent.v1.Listeners
+	(*OOMEvent)(nil),                // 30: gondolin.agent.v1.OOMEvent
+	(*StreamHeader)(nil),            // 31: gondolin.agent.v1.StreamHeader
+	nil,                             // 32: gondolin.agent.v1.CreateContainerRequest.SysctlEntry
 }
 var file_agent_proto_depIdxs = []int32{
 	3,  // 0: gondolin.agent.v1.Process.user:type_name -> gondolin.agent.v1.User
@@ -2059,7 +2170,7 @@ var file_agent_proto_depIdxs = []int32{
 	5,  // 3: gondolin.agent.v1.CreateContainerRequest.process:type_name -> gondolin.agent.v1.Process
 	8,  // 4: gondolin.agent.v1.CreateContainerRequest.mounts:type_name -> gondolin.agent.v1.Mount
 	9,  // 5: gondolin.agent.v1.CreateContainerRequest.stdio:type_name -> gondolin.agent.v1.Stdio
-	30, // 6: gondolin.agent.v1.CreateContainerRequest.sysctl:type_name -> gondolin.agent.v1.CreateContainerRequest.SysctlEntry
+	32, // 6: gondolin.agent.v1.CreateContainerRequest.sysctl:type_name -> gondolin.agent.v1.CreateContainerRequest.SysctlEntry
 	7,  // 7: gondolin.agent.v1.CreateContainerRequest.shares:type_name -> gondolin.agent.v1.Share
 	5,  // 8: gondolin.agent.v1.ExecProcessRequest.process:type_name -> gondolin.agent.v1.Process
 	9,  // 9: gondolin.agent.v1.ExecProcessRequest.stdio:type_name -> gondolin.agent.v1.Stdio
@@ -2080,23 +2191,25 @@ var file_agent_proto_depIdxs = []int32{
 	26, // 24: gondolin.agent.v1.Agent.UpdateContainer:input_type -> gondolin.agent.v1.UpdateContainerRequest
 	1,  // 25: gondolin.agent.v1.Agent.WaitOOM:input_type -> gondolin.agent.v1.Empty
 	27, // 26: gondolin.agent.v1.Agent.ConfigureNetwork:input_type -> gondolin.agent.v1.ConfigureNetworkRequest
-	2,  // 27: gondolin.agent.v1.Agent.Info:output_type -> gondolin.agent.v1.InfoResponse
-	11, // 28: gondolin.agent.v1.Agent.CreateContainer:output_type -> gondolin.agent.v1.CreateContainerResponse
-	13, // 29: gondolin.agent.v1.Agent.StartProcess:output_type -> gondolin.agent.v1.StartProcessResponse
-	15, // 30: gondolin.agent.v1.Agent.WaitProcess:output_type -> gondolin.agent.v1.WaitProcessResponse
-	1,  // 31: gondolin.agent.v1.Agent.SignalProcess:output_type -> gondolin.agent.v1.Empty
-	1,  // 32: gondolin.agent.v1.Agent.DeleteContainer:output_type -> gondolin.agent.v1.Empty
-	1,  // 33: gondolin.agent.v1.Agent.Shutdown:output_type -> gondolin.agent.v1.Empty
-	1,  // 34: gondolin.agent.v1.Agent.ExecProcess:output_type -> gondolin.agent.v1.Empty
-	1,  // 35: gondolin.agent.v1.Agent.DeleteProcess:output_type -> gondolin.agent.v1.Empty
-	1,  // 36: gondolin.agent.v1.Agent.ResizePty:output_type -> gondolin.agent.v1.Empty
-	23, // 37: gondolin.agent.v1.Agent.ListProcesses:output_type -> gondolin.agent.v1.ListProcessesResponse
-	25, // 38: gondolin.agent.v1.Agent.Stats:output_type -> gondolin.agent.v1.StatsResponse
-	1,  // 39: gondolin.agent.v1.Agent.UpdateContainer:output_type -> gondolin.agent.v1.Empty
-	28, // 40: gondolin.agent.v1.Agent.WaitOOM:output_type -> gondolin.agent.v1.OOMEvent
-	1,  // 41: gondolin.agent.v1.Agent.ConfigureNetwork:output_type -> gondolin.agent.v1.Empty
-	27, // [27:42] is the sub-list for method output_type
-	12, // [12:27] is the sub-list for method input_type
+	28, // 27: gondolin.agent.v1.Agent.WaitListeners:input_type -> gondolin.agent.v1.WaitListenersRequest
+	2,  // 28: gondolin.agent.v1.Agent.Info:output_type -> gondolin.agent.v1.InfoResponse
+	11, // 29: gondolin.agent.v1.Agent.CreateContainer:output_type -> gondolin.agent.v1.CreateContainerResponse
+	13, // 30: gondolin.agent.v1.Agent.StartProcess:output_type -> gondolin.agent.v1.StartProcessResponse
+	15, // 31: gondolin.agent.v1.Agent.WaitProcess:output_type -> gondolin.agent.v1.WaitProcessResponse
+	1,  // 32: gondolin.agent.v1.Agent.SignalProcess:output_type -> gondolin.agent.v1.Empty
+	1,  // 33: gondolin.agent.v1.Agent.DeleteContainer:output_type -> gondolin.agent.v1.Empty
+	1,  // 34: gondolin.agent.v1.Agent.Shutdown:output_type -> gondolin.agent.v1.Empty
+	1,  // 35: gondolin.agent.v1.Agent.ExecProcess:output_type -> gondolin.agent.v1.Empty
+	1,  // 36: gondolin.agent.v1.Agent.DeleteProcess:output_type -> gondolin.agent.v1.Empty
+	1,  // 37: gondolin.agent.v1.Agent.ResizePty:output_type -> gondolin.agent.v1.Empty
+	23, // 38: gondolin.agent.v1.Agent.ListProcesses:output_type -> gondolin.agent.v1.ListProcessesResponse
+	25, // 39: gondolin.agent.v1.Agent.Stats:output_type -> gondolin.agent.v1.StatsResponse
+	1,  // 40: gondolin.agent.v1.Agent.UpdateContainer:output_type -> gondolin.agent.v1.Empty
+	30, // 41: gondolin.agent.v1.Agent.WaitOOM:output_type -> gondolin.agent.v1.OOMEvent
+	1,  // 42: gondolin.agent.v1.Agent.ConfigureNetwork:output_type -> gondolin.agent.v1.Empty
+	29, // 43: gondolin.agent.v1.Agent.WaitListeners:output_type -> gondolin.agent.v1.Listeners
+	28, // [28:44] is the sub-list for method output_type
+	12, // [12:28] is the sub-list for method input_type
 	12, // [12:12] is the sub-list for extension type_name
 	12, // [12:12] is the sub-list for extension extendee
 	0,  // [0:12] is the sub-list for field type_name
@@ -2113,7 +2226,7 @@ func file_agent_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_agent_proto_rawDesc), len(file_agent_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   30,
+			NumMessages:   32,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -23,6 +23,7 @@ type AgentService interface {
 	UpdateContainer(context.Context, *UpdateContainerRequest) (*Empty, error)
 	WaitOOM(context.Context, *Empty) (*OOMEvent, error)
 	ConfigureNetwork(context.Context, *ConfigureNetworkRequest) (*Empty, error)
+	WaitListeners(context.Context, *WaitListenersRequest) (*Listeners, error)
 }
 
 func RegisterAgentService(srv *ttrpc.Server, svc AgentService) {
@@ -132,6 +133,13 @@ func RegisterAgentService(srv *ttrpc.Server, svc AgentService) {
 					return nil, err
 				}
 				return svc.ConfigureNetwork(ctx, &req)
+			},
+			"WaitListeners": func(ctx context.Context, unmarshal func(interface{}) error) (interface{}, error) {
+				var req WaitListenersRequest
+				if err := unmarshal(&req); err != nil {
+					return nil, err
+				}
+				return svc.WaitListeners(ctx, &req)
 			},
 		},
 	})
@@ -262,6 +270,14 @@ func (c *agentClient) WaitOOM(ctx context.Context, req *Empty) (*OOMEvent, error
 func (c *agentClient) ConfigureNetwork(ctx context.Context, req *ConfigureNetworkRequest) (*Empty, error) {
 	var resp Empty
 	if err := c.client.Call(ctx, "gondolin.agent.v1.Agent", "ConfigureNetwork", req, &resp); err != nil {
+		return nil, err
+	}
+	return &resp, nil
+}
+
+func (c *agentClient) WaitListeners(ctx context.Context, req *WaitListenersRequest) (*Listeners, error) {
+	var resp Listeners
+	if err := c.client.Call(ctx, "gondolin.agent.v1.Agent", "WaitListeners", req, &resp); err != nil {
 		return nil, err
 	}
 	return &resp, nil

@@ -16,6 +16,7 @@ import (
 	"github.com/earendil-works/gondolin-containerd/guest-agent/api"
 	"github.com/earendil-works/gondolin-containerd/guest-agent/internal/agentlog"
 	"github.com/earendil-works/gondolin-containerd/guest-agent/internal/container"
+	"github.com/earendil-works/gondolin-containerd/guest-agent/internal/listeners"
 	"github.com/earendil-works/gondolin-containerd/guest-agent/internal/netconfig"
 )
 
@@ -202,6 +203,23 @@ func (s *Service) WaitOOM(ctx context.Context, _ *api.Empty) (*api.OOMEvent, err
 		return nil, err
 	}
 	return &api.OOMEvent{ContainerId: id}, nil
+}
+
+// WaitListeners returns the guest's listening TCP ports once they differ
+// from the set the host knows.
+func (s *Service) WaitListeners(ctx context.Context, req *api.WaitListenersRequest) (*api.Listeners, error) {
+	set, err := listeners.Wait(ctx, "/proc", req.GetGeneration())
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil, status.FromContextError(ctx.Err()).Err()
+		}
+		return nil, status.Errorf(codes.Internal, "read listening sockets: %v", err)
+	}
+	resp := &api.Listeners{Generation: set.Generation()}
+	for _, p := range set {
+		resp.TcpPorts = append(resp.TcpPorts, uint32(p))
+	}
+	return resp, nil
 }
 
 // ConfigureNetwork brings up the NIC with the request's MAC and lo, with a
