@@ -20,7 +20,7 @@ func (n *Network) DialGuest(ctx context.Context, port uint16) (net.Conn, error) 
 	}
 	conn, err := gonet.DialContextTCP(ctx, n.stack, tcpip.FullAddress{
 		NIC:  nicID,
-		Addr: toTCPIP(guestAddr),
+		Addr: toTCPIP(n.addrs.Load().guest.Addr()),
 		Port: port,
 	}, ipv4.ProtocolNumber)
 	if err != nil {

@@ -3,6 +3,7 @@ package policy
 import (
 	"bufio"
 	"context"
+	"net/netip"
 	"testing"
 	"time"
 
@@ -44,5 +45,23 @@ func TestDialGuest(t *testing.T) {
 	}
 	if len(e.auditRecords()) != 0 {
 		t.Fatalf("ingress is not egress: nothing to audit, got %v", e.auditRecords())
+	}
+}
+
+func TestSetLinkAddresses(t *testing.T) {
+	e := newEnv(t, Config{})
+	if err := e.n.SetLinkAddresses(netip.MustParsePrefix("172.17.0.2/16"), netip.MustParseAddr("10.0.0.1")); err == nil {
+		t.Fatal("a gateway outside the guest's prefix must be refused")
+	}
+	if err := e.n.SetLinkAddresses(netip.MustParsePrefix("172.17.0.2/16"), netip.MustParseAddr("172.17.0.1")); err != nil {
+		t.Fatal(err)
+	}
+	gc := e.n.GuestConfig()
+	if gc.Address.String() != "172.17.0.2/16" || gc.Gateway.String() != "172.17.0.1" || gc.DNS[0] != gc.Gateway {
+		t.Fatalf("GuestConfig after SetLinkAddresses: %+v", gc)
+	}
+	// Setting the same again is harmless.
+	if err := e.n.SetLinkAddresses(netip.MustParsePrefix("172.17.0.2/16"), netip.MustParseAddr("172.17.0.1")); err != nil {
+		t.Fatal(err)
 	}
 }

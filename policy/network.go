@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"gvisor.dev/gvisor/pkg/tcpip"
@@ -23,12 +24,13 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip/transport/udp"
 )
 
-// The guest link: a /24 with the host side (gateway and DNS) at .1 and the
-// guest at .3, as in the TypeScript original.
+// The guest link by default: a /24 with the host side (gateway and DNS) at
+// .1 and the guest at .3, as in the TypeScript original. SetLinkAddresses
+// replaces them with the container network namespace's (Docker's
+// 172.17.0.x), so the guest sees the address its users expect.
 var (
-	guestSubnet = netip.MustParsePrefix("192.168.127.0/24")
-	gatewayAddr = netip.MustParseAddr("192.168.127.1")
-	guestAddr   = netip.MustParseAddr("192.168.127.3")
+	defaultGuestAddress = netip.MustParsePrefix("192.168.127.3/24")
+	defaultGateway      = netip.MustParseAddr("192.168.127.1")
 	guestMAC    = net.HardwareAddr{0x02, 0x00, 0x00, 0x00, 0x00, 0x01}
 	gatewayMAC  = net.HardwareAddr{0x02, 0x00, 0x00, 0x00, 0x00, 0xfe}
 )
@@ -62,6 +64,9 @@ type Network struct {
 	httpLn    *connListener
 
 	auditMu sync.Mutex
+
+	// addrs are the guest's address and the gateway's.
+	addrs atomic.Pointer[linkAddrs]
 
 	attachMu     sync.Mutex
 	attachCancel context.CancelFunc
@@ -123,12 +128,11 @@ func (n *Network) buildStack() error {
 	if err := s.CreateNIC(nicID, ep); err != nil {
 		return fmt.Errorf("policy: create NIC: %s", err)
 	}
-	if err := s.AddProtocolAddress(nicID, tcpip.ProtocolAddress{
-		Protocol:          ipv4.ProtocolNumber,
-		AddressWithPrefix: tcpip.AddressWithPrefix{Address: toTCPIP(gatewayAddr), PrefixLen: guestSubnet.Bits()},
-	}, stack.AddressProperties{}); err != nil {
+	la := &linkAddrs{guest: defaultGuestAddress, gateway: defaultGateway}
+	if err := s.AddProtocolAddress(nicID, la.gatewayAddress(), stack.AddressProperties{}); err != nil {
 		return fmt.Errorf("policy: gateway address: %s", err)
 	}
+	n.addrs.Store(la)
 	// Promiscuous and spoofing: the stack accepts flows to any destination
 	// and answers as that destination, so every guest flow ends here.
 	if err := s.SetPromiscuousMode(nicID, true); err != nil {
@@ -211,12 +215,50 @@ func (n *Network) AttachStream(conn net.Conn) error {
 	return nil
 }
 
+// linkAddrs are the two ends of the guest link.
+type linkAddrs struct {
+	guest   netip.Prefix
+	gateway netip.Addr
+}
+
+func (l *linkAddrs) gatewayAddress() tcpip.ProtocolAddress {
+	return tcpip.ProtocolAddress{
+		Protocol:          ipv4.ProtocolNumber,
+		AddressWithPrefix: tcpip.AddressWithPrefix{Address: toTCPIP(l.gateway), PrefixLen: l.guest.Bits()},
+	}
+}
+
+// SetLinkAddresses sets the guest's address and the gateway's (which the
+// host side answers as), before the guest configures its NIC from
+// GuestConfig. Both must be IPv4, the gateway inside the guest's prefix.
+func (n *Network) SetLinkAddresses(guest netip.Prefix, gateway netip.Addr) error {
+	if !guest.Addr().Is4() || !gateway.Is4() || !guest.Masked().Contains(gateway) || guest.Addr() == gateway {
+		return fmt.Errorf("policy: guest address %s with gateway %s: want IPv4, the gateway inside the guest's prefix and distinct from it", guest, gateway)
+	}
+	old := n.addrs.Load()
+	la := &linkAddrs{guest: guest, gateway: gateway}
+	if *old == *la {
+		return nil
+	}
+	if err := n.stack.AddProtocolAddress(nicID, la.gatewayAddress(), stack.AddressProperties{}); err != nil {
+		return fmt.Errorf("policy: gateway address %s: %s", gateway, err)
+	}
+	if old.gateway != gateway {
+		if err := n.stack.RemoveAddress(nicID, toTCPIP(old.gateway)); err != nil {
+			return fmt.Errorf("policy: remove gateway address %s: %s", old.gateway, err)
+		}
+	}
+	n.addrs.Store(la)
+	return nil
+}
+
 // GuestConfig is what the guest must configure on eth0.
 func (n *Network) GuestConfig() GuestConfig {
+	la := n.addrs.Load()
 	return GuestConfig{
-		Address:    netip.PrefixFrom(guestAddr, guestSubnet.Bits()),
-		Gateway:    gatewayAddr,
-		DNS:        []netip.Addr{gatewayAddr},
+		Address:    la.guest,
+		Gateway:    la.gateway,
+		DNS:        []netip.Addr{la.gateway},
 		MTU:        n.cfg.MTU,
 		MAC:        append(net.HardwareAddr(nil), guestMAC...),
 		GatewayMAC: append(net.HardwareAddr(nil), gatewayMAC...),

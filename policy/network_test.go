@@ -704,7 +704,7 @@ func TestDNSOverTCP(t *testing.T) {
 	e := newEnv(t, Config{Allow: allow(t, "api.example.com")})
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	conn, err := e.g.dialTCP(ctx, netip.AddrPortFrom(gatewayAddr, 53))
+	conn, err := e.g.dialTCP(ctx, netip.AddrPortFrom(defaultGateway, 53))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -144,7 +144,7 @@ func (n *Network) accept(r *tcp.ForwarderRequest, f *flow) (*gonet.TCPConn, bool
 // that what can never be allowed is refused with a RST at once.
 func (n *Network) classifyTCP(f *flow) (act tcpAction, rawHost, reason, hint string) {
 	ip, port := f.dst.Addr(), f.dst.Port()
-	if ip == gatewayAddr {
+	if ip == n.addrs.Load().gateway {
 		if port == 53 {
 			return actDNS, "", "", ""
 		}
@@ -573,5 +573,5 @@ func (l *connListener) Close() error {
 }
 
 func (l *connListener) Addr() net.Addr {
-	return &net.TCPAddr{IP: gatewayAddr.AsSlice()}
+	return &net.TCPAddr{IP: net.IPv4zero}
 }

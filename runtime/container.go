@@ -197,6 +197,18 @@ func (r *Runtime) Create(ctx context.Context, opts CreateOpts) (_ *Container, re
 	}
 	undo = append(undo, hio.Close)
 	if network != nil {
+		// The guest takes the address its namespace was given (by the
+		// hooks above, or by CNI before the create), so that what the
+		// container sees matches what Docker or Kubernetes report.
+		addr, gw, ok, err := ns.ipv4Link()
+		if err != nil {
+			return nil, fmt.Errorf("read the network namespace's address: %w", err)
+		}
+		if ok {
+			if err := network.policy.SetLinkAddresses(addr, gw); err != nil {
+				return nil, err
+			}
+		}
 		if _, err := sb.agent.ConfigureNetwork(ctx, network.guestConfig()); err != nil {
 			return nil, fmt.Errorf("configure the guest's network: %w", agentError(err))
 		}

@@ -2,11 +2,14 @@ package runtime
 
 import (
 	"context"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"os"
 	goruntime "runtime"
+	"strings"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
@@ -161,4 +164,70 @@ func removeNetNSPin(pinPath string) error {
 		return fmt.Errorf("remove network namespace pin %s: %w", pinPath, err)
 	}
 	return nil
+}
+
+// ipv4Link returns the address (with its prefix) and default gateway of the
+// namespace's first interface that has both, as Docker or a CNI plugin
+// configured it. ok is false for the host's namespace (the guest does not
+// mirror the host) and for a namespace without such an interface.
+func (n *netNS) ipv4Link() (addr netip.Prefix, gateway netip.Addr, ok bool, err error) {
+	if n.f == nil {
+		return netip.Prefix{}, netip.Addr{}, false, nil
+	}
+	err = n.do(func() error {
+		// thread-self: /proc/net would show the shim's own namespace.
+		routes, err := os.ReadFile("/proc/thread-self/net/route")
+		if err != nil {
+			return err
+		}
+		ifName, gw, found := defaultRoute(string(routes))
+		if !found {
+			return nil
+		}
+		iface, err := net.InterfaceByName(ifName)
+		if err != nil {
+			return err
+		}
+		addrs, err := iface.Addrs()
+		if err != nil {
+			return err
+		}
+		for _, a := range addrs {
+			ipn, isIPNet := a.(*net.IPNet)
+			if !isIPNet || ipn.IP.To4() == nil {
+				continue
+			}
+			ip, _ := netip.AddrFromSlice(ipn.IP.To4())
+			bits, _ := ipn.Mask.Size()
+			p := netip.PrefixFrom(ip, bits)
+			if p.Masked().Contains(gw) {
+				addr, gateway, ok = p, gw, true
+				return nil
+			}
+		}
+		return nil
+	})
+	return addr, gateway, ok, err
+}
+
+// defaultRoute finds the IPv4 default route in /proc/net/route: its
+// interface and gateway.
+func defaultRoute(table string) (iface string, gw netip.Addr, ok bool) {
+	for _, line := range strings.Split(table, "\n")[1:] {
+		f := strings.Fields(line)
+		if len(f) < 8 || f[1] != "00000000" || f[7] != "00000000" {
+			continue
+		}
+		b, err := hex.DecodeString(f[2])
+		if err != nil || len(b) != 4 {
+			continue
+		}
+		// The kernel prints the address as a host-order (little-endian) word.
+		gw = netip.AddrFrom4([4]byte{b[3], b[2], b[1], b[0]})
+		if gw.IsUnspecified() {
+			continue
+		}
+		return f[0], gw, true
+	}
+	return "", netip.Addr{}, false
 }

@@ -44,10 +44,14 @@ func Apply(h *netlink.Handle, cfg Config, wait time.Duration) error {
 			return fmt.Errorf("set MTU %d on %s: %w", cfg.MTU, name, err)
 		}
 	}
+	// No prefix route: every packet, to the subnet too, goes to the
+	// gateway's MAC. The host side is a userspace stack that answers ARP
+	// only for the gateway, and other hosts of the subnet (containers on
+	// the same Docker network) are reached through it, under policy.
 	addr := &netlink.Addr{IPNet: &net.IPNet{
 		IP:   net.IP(cfg.Address.Addr().AsSlice()),
 		Mask: net.CIDRMask(cfg.Address.Bits(), 32),
-	}}
+	}, Flags: unix.IFA_F_NOPREFIXROUTE}
 	if err := h.AddrReplace(link, addr); err != nil {
 		return fmt.Errorf("add address %s to %s: %w", cfg.Address, name, err)
 	}
@@ -66,6 +70,9 @@ func Apply(h *netlink.Handle, cfg Config, wait time.Duration) error {
 		LinkIndex: link.Attrs().Index,
 		Gw:        net.IP(cfg.Gateway.AsSlice()),
 		Protocol:  unix.RTPROT_STATIC,
+		// On-link: without a prefix route the gateway is not otherwise
+		// known to be reachable on this link.
+		Flags: int(netlink.FLAG_ONLINK),
 	} // no Dst: the default route
 	if err := h.RouteReplace(route); err != nil {
 		return fmt.Errorf("add default route via %s dev %s: %w", cfg.Gateway, name, err)
