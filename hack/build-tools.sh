@@ -4,10 +4,12 @@
 #
 #   containerd  containerd and ctr
 #   runc        runc (-tags seccomp) and containerd's runc shim containerd-shim-runc-v2
+#   docker      dockerd and docker-proxy (github.com/moby/moby/v2) and the docker CLI
+#               (github.com/docker/cli), for the private dockerd of `make dev-up`
 #   runsc       gVisor's runsc and containerd-shim-runsc-v1 (only for `make bench`)
 #
 # Usage: hack/build-tools.sh DIR [COMPONENT...]   (make tools: DIR = .cache/tools;
-#        default components: containerd runc)
+#        default components: containerd runc docker)
 #
 # Each component is skipped when DIR/bin already holds its binaries built for the
 # pinned version (recorded in DIR/bin/.<component>.stamp).
@@ -18,15 +20,16 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 # shellcheck source=hack/versions.env
 source "$REPO_ROOT/hack/versions.env"
 
-[[ $# -ge 1 ]] || die "usage: $0 DIR [containerd|runc|runsc...] (tools are installed into DIR/bin)"
+[[ $# -ge 1 ]] || die "usage: $0 DIR [containerd|runc|docker|runsc...] (tools are installed into DIR/bin)"
 mkdir -p "$1/bin"
 dir="$(cd "$1" && pwd)"
 bin="$dir/bin"
 shift
 components=("$@")
-((${#components[@]} > 0)) || components=(containerd runc)
+((${#components[@]} > 0)) || components=(containerd runc docker)
 for c in "${components[@]}"; do
-	[[ $c == containerd || $c == runc || $c == runsc ]] || die "unknown component '$c' (containerd, runc, runsc)"
+	[[ $c == containerd || $c == runc || $c == docker || $c == runsc ]] ||
+		die "unknown component '$c' (containerd, runc, docker, runsc)"
 done
 wanted() {
 	local c
@@ -132,7 +135,60 @@ build_runsc() {
 	log "built $got and containerd-shim-runsc-v1 in $((SECONDS - start))s"
 }
 
+build_docker() {
+	local stamp="$bin/.docker.stamp" want start got cli_dir tmp
+	local moby_module=github.com/moby/moby/v2 cli_module=github.com/docker/cli
+	local cli_version=${DOCKER_CLI_VERSION#v}
+	cli_version=${cli_version%+incompatible}
+	want="$moby_module@$MOBY_VERSION dockerd docker-proxy tags=$MOBY_BUILD_TAGS; $cli_module@$DOCKER_CLI_VERSION"
+	if [[ -x $bin/dockerd && -x $bin/docker-proxy && -x $bin/docker && -f $stamp && "$(cat "$stamp")" == "$want" ]]; then
+		log "dockerd, docker-proxy ($MOBY_VERSION) and docker $cli_version already in $bin"
+		return 0
+	fi
+	log "building dockerd and docker-proxy ($MOBY_VERSION) and docker $cli_version into $bin (first build takes several minutes)"
+	start=$SECONDS
+	rm -f "$stamp"
+	# moby's hack/make/.go-autogen sets these; GitCommit stays moby's default: the proxy
+	# does not say which commit a module version is.
+	go_install_into "$bin" -tags "$MOBY_BUILD_TAGS" \
+		-ldflags "-X $moby_module/dockerversion.Version=$MOBY_VERSION" \
+		"$moby_module/cmd/dockerd@$MOBY_VERSION" "$moby_module/cmd/docker-proxy@$MOBY_VERSION" ||
+		die "go install of dockerd/docker-proxy $MOBY_VERSION failed (is the Go module proxy reachable? see the output above)"
+
+	# github.com/docker/cli has no go.mod (only vendor.mod), so `go install ...@version`
+	# cannot resolve its imports, and the module zip has no vendor/ (the proxy strips
+	# it). Build a copy of the module with vendor.mod/vendor.sum as go.mod/go.sum (as
+	# its scripts/with-go-mod.sh does): the dependencies come from the proxy at exactly
+	# the versions vendor.mod pins, checked against vendor.sum.
+	cli_dir="$(cd / && GOTOOLCHAIN=local "$go" mod download -json "$cli_module@$DOCKER_CLI_VERSION" |
+		sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')" || true
+	[[ -n $cli_dir && -f $cli_dir/vendor.mod && -f $cli_dir/vendor.sum ]] ||
+		die "go mod download $cli_module@$DOCKER_CLI_VERSION failed or has no vendor.mod/vendor.sum (is the Go module proxy reachable?)"
+	tmp="$(mktemp -d "$dir/.docker-cli-build.XXXXXX")"
+	cp -r "$cli_dir/." "$tmp/"
+	chmod -R u+w "$tmp"
+	rm -rf "$tmp/vendor"
+	mv "$tmp/vendor.mod" "$tmp/go.mod"
+	mv "$tmp/vendor.sum" "$tmp/go.sum"
+	# Tags and ldflags as its scripts/build/.variables (dynamic build).
+	if ! (cd "$tmp" && env GOTOOLCHAIN=local GOFLAGS=-buildvcs=false "$go" build -mod=readonly -trimpath \
+		-tags grpcnotrace -ldflags "-X $cli_module/cli/version.Version=$cli_version" \
+		-o "$bin/docker" ./cmd/docker); then
+		rm -rf "$tmp"
+		die "building the docker CLI $DOCKER_CLI_VERSION failed (see the output above)"
+	fi
+	rm -rf "$tmp"
+
+	got="$("$bin/dockerd" --version 2>/dev/null || true)"
+	[[ $got == "Docker version $MOBY_VERSION,"* ]] || die "built dockerd reports '$got', expected version $MOBY_VERSION"
+	got="$("$bin/docker" --version 2>/dev/null || true)"
+	[[ $got == "Docker version $cli_version,"* ]] || die "built docker CLI reports '$got', expected version $cli_version"
+	echo "$want" >"$stamp"
+	log "built dockerd, docker-proxy ($MOBY_VERSION) and $got in $((SECONDS - start))s"
+}
+
 wanted containerd && build_containerd
 wanted runc && build_runc
+wanted docker && build_docker
 wanted runsc && build_runsc
 exit 0
