@@ -44,8 +44,8 @@ func TestIngressPublishesGuestListeners(t *testing.T) {
 		t.Fatalf("guest server not reachable at %s: %q", url, body)
 	}
 	// The guest stops listening: the port is released.
-	if res := ctr(t, nil, "task", "exec", "--exec-id", "stop-httpd", id, "pkill", "httpd"); res.code != 0 {
-		t.Fatalf("pkill httpd: %s", res)
+	if res := ctr(t, nil, "task", "exec", "--exec-id", "stop-httpd", id, "killall", "httpd"); res.code != 0 {
+		t.Fatalf("killall httpd: %s", res)
 	}
 	deadline = time.Now().Add(30 * time.Second)
 	for time.Now().Before(deadline) {
