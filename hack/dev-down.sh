@@ -1,10 +1,14 @@
 #!/usr/bin/env bash
-# Tear the private developer containerd down (make dev-down): kill and delete every
-# task and container in it (all namespaces), stop containerd (SIGTERM, then SIGKILL),
-# kill leftover containerd-shim-gondolin-v1 processes of this tree that belonged to it
-# (and their children: qemu, virtiofsd), unmount whatever is left under .cache/dev and
-# /run/gondolin-dev, and remove both. Idempotent: succeeds when nothing is up.
-# A system containerd, and shims of other containerds, are left alone.
+# Tear the private developer containerd and dockerd down (make dev-down): stop the
+# private dockerd (SIGTERM: it stops its containers; then SIGKILL) and its leftover
+# docker-proxy processes, kill and delete every task and container in containerd (all
+# namespaces), stop containerd (SIGTERM, then SIGKILL), kill leftover
+# containerd-shim-gondolin-v1 processes of this tree that belonged to it (and their
+# children: qemu, virtiofsd), unmount whatever is left under .cache/dev and
+# /run/gondolin-dev (container network namespaces included), undo what dockerd did to
+# the host (its bridges, its iptables rules and chains, IP forwarding and the FORWARD
+# policy, its cgroups), and remove both directories. Idempotent: succeeds when nothing
+# is up. A system containerd or dockerd, and shims of other containerds, are left alone.
 set -euo pipefail
 
 # shellcheck source=hack/lib.sh
@@ -31,6 +35,46 @@ wait_gone() {
 	done
 	return 1
 }
+
+# --- dockerd ---------------------------------------------------------------------------------
+# First: it stops its containers (tasks in containerd namespace moby) itself, and would
+# restart them if containerd went first.
+dpids=()
+if [[ -f $DEV_DOCKER_PIDFILE ]]; then
+	p="$(cat "$DEV_DOCKER_PIDFILE")"
+	if pid_alive "$p" && [[ "$(exe_of "$p")" == "$TOOLS_DIR/bin/dockerd" ]]; then
+		dpids+=("$p")
+	fi
+fi
+while read -r p; do
+	[[ -n $p && " ${dpids[*]} " != *" $p "* ]] && dpids+=("$p")
+done < <(dev_dockerd_pids)
+if ((${#dpids[@]} > 0)); then
+	log "stopping dockerd (pid ${dpids[*]})"
+	kill -TERM "${dpids[@]}" 2>/dev/null || true
+	# Its shutdown-timeout is 10 s per container (in parallel), then its own cleanup.
+	if ! wait_gone 30 "${dpids[@]}"; then
+		log "dockerd still running after 30s: SIGKILL"
+		kill -KILL "${dpids[@]}" 2>/dev/null || true
+		wait_gone 5 "${dpids[@]}" || die "dockerd (pid ${dpids[*]}) survived SIGKILL"
+	fi
+fi
+rm -f "$DEV_DOCKER_PIDFILE"
+# docker-proxy processes of our tools whose dockerd is gone (those of another live
+# dockerd are its own).
+proxies=()
+for d in /proc/[0-9]*; do
+	p=${d#/proc/}
+	[[ "$(exe_of "$p")" == "$TOOLS_DIR/bin/docker-proxy" ]] || continue
+	pp="$(awk '/^PPid:/ {print $2}' "/proc/$p/status" 2>/dev/null || true)"
+	[[ -n $pp && "$(exe_of "$pp")" == */dockerd ]] && continue
+	proxies+=("$p")
+done
+if ((${#proxies[@]} > 0)); then
+	log "killing leftover docker-proxy (pid ${proxies[*]})"
+	kill -KILL "${proxies[@]}" 2>/dev/null || true
+	wait_gone 5 "${proxies[@]}" || log "warning: some docker-proxy processes did not exit: ${proxies[*]}"
+fi
 
 # --- containerd pids ---------------------------------------------------------------------
 pids=()
@@ -135,8 +179,109 @@ done
 mapfile -t mounts < <(our_mounts)
 ((${#mounts[@]} == 0)) || die "still mounted, not removing anything: ${mounts[*]}"
 
+# --- what dockerd did to the host -------------------------------------------------------------
+# Its containers' cgroups are gone with them; their parent is the dev dockerd's own.
+while read -r cg; do
+	[[ -n $cg ]] || continue
+	find "$cg" -depth -type d -exec rmdir {} \; 2>/dev/null || true
+	[[ -d $cg ]] && log "warning: could not remove cgroup $cg (processes left in it?)"
+done < <(find /sys/fs/cgroup -maxdepth 2 -type d -name "$DEV_DOCKER_CGROUP_PARENT" 2>/dev/null)
+
+# state_field KIND [KEY]: the values recorded by dev-up for KIND (and KEY).
+state_field() {
+	awk -v k="$1" -v key="${2:-}" '$1 == k && (key == "" || $2 == key) {
+		$1 = ""; if (key != "") $2 = ""; sub(/^ +/, ""); print }' "$DEV_DOCKER_HOST_STATE"
+}
+
+# remove_docker_rules CMD: delete Docker's chains, and the rules of the built-in chains
+# that jump to them or match its bridges, from every table (one iptables-restore per
+# table, --noflush: nothing else is touched).
+remove_docker_rules() {
+	local cmd=$1 table save chains rules c
+	for table in raw mangle nat filter; do
+		save="$("$cmd-save" -t "$table" 2>/dev/null)" || continue
+		chains="$(awk '/^:DOCKER/ {print substr($1, 2)}' <<<"$save")"
+		rules="$(awk '/^-A / && $2 !~ /^DOCKER/ && ($0 ~ / -[jg] DOCKER/ || $0 ~ / -[io] (docker0|br-[0-9a-f]+)( |$)/) {
+			sub(/^-A /, "-D "); print }' <<<"$save")"
+		[[ -n $chains || -n $rules ]] || continue
+		log "removing Docker's $cmd rules and chains from table $table"
+		{
+			echo "*$table"
+			[[ -z $rules ]] || echo "$rules"
+			for c in $chains; do echo "-F $c"; done
+			for c in $chains; do echo "-X $c"; done
+			echo "COMMIT"
+		} | "$cmd-restore" -w --noflush || log "warning: $cmd-restore could not remove Docker's rules from table $table"
+	done
+}
+
+# remove_new_empty_nft_tables: iptables-nft created the nf_tables tables Docker's rules
+# went into; delete those that were not there before and are empty again (built-in
+# chains with policy ACCEPT and no rules), as if they had never been created.
+remove_new_empty_nft_tables() {
+	local before family name cmd
+	before="$(state_field nft_tables)"
+	[[ -n $before ]] && command -v nft >/dev/null || return 0
+	[[ "$(iptables --version 2>/dev/null)" == *nf_tables* ]] || return 0
+	while read -r family name; do
+		[[ " $before " == *" $family:$name "* ]] && continue
+		case $family in
+		ip) cmd=iptables ;;
+		ip6) cmd=ip6tables ;;
+		*) continue ;;
+		esac
+		# Anything but ":BUILTIN ACCEPT" chain lines and the framing is content.
+		if "$cmd-save" -t "$name" 2>/dev/null | grep -vE '^(#|\*|COMMIT$|:[A-Z]+ ACCEPT )' | grep -q .; then
+			continue
+		fi
+		log "deleting the empty nf_tables table $family $name"
+		nft delete table "$family" "$name" || log "warning: could not delete nf_tables table $family $name"
+	done < <(nft list tables 2>/dev/null | awk '$1 == "table" {print $2, $3}')
+}
+
+if [[ -f $DEV_DOCKER_HOST_STATE ]]; then
+	foreign="$(foreign_dockerd_pids | tr '\n' ' ')"
+	if [[ -n $foreign ]]; then
+		log "warning: another dockerd runs (pid ${foreign% }): leaving docker0, Docker's iptables chains and IP forwarding as they are"
+	else
+		mapfile -t bridges_before < <(state_field bridge)
+		while read -r b; do
+			[[ $b == docker0 || $b =~ ^br-[0-9a-f]{12}$ ]] || continue
+			[[ " ${bridges_before[*]} " == *" $b "* ]] && continue
+			log "deleting bridge $b"
+			ip link delete "$b" || log "warning: could not delete bridge $b"
+		done < <(ip -o link show type bridge 2>/dev/null | awk -F': ' '{sub(/@.*/, "", $2); print $2}')
+		for cmd in iptables ip6tables; do
+			command -v "$cmd" >/dev/null || continue
+			chains_before="$(state_field chains "$cmd")"
+			if [[ -n $chains_before && $chains_before != none ]]; then
+				log "warning: $cmd had Docker chains before dev-up ($chains_before): leaving $cmd as it is"
+				continue
+			fi
+			remove_docker_rules "$cmd"
+			policy="$(state_field policy "$cmd")"
+			if [[ -n $policy ]] && ! "$cmd" -w -S FORWARD 2>/dev/null | grep -qxF -- "-P FORWARD $policy"; then
+				log "restoring the $cmd FORWARD policy to $policy"
+				"$cmd" -w -P FORWARD "$policy" || log "warning: could not set the $cmd FORWARD policy to $policy"
+			fi
+		done
+		while read -r f v; do
+			[[ -n $f && -w $f ]] || continue
+			if [[ "$(cat "$f")" != "$v" ]]; then
+				log "restoring $f to $v"
+				echo "$v" >"$f" || log "warning: could not write $v to $f"
+			fi
+		done < <(state_field sysctl)
+		remove_new_empty_nft_tables
+		# dockerd's plugin discovery directory is not under its exec root.
+		if [[ -z "$(state_field run_docker)" ]]; then
+			rmdir /run/docker/plugins /run/docker 2>/dev/null || true
+		fi
+	fi
+fi
+
 # --- directories ----------------------------------------------------------------------------
 # --one-file-system: never walk into a mount we failed to see.
 rm -rf --one-file-system "$DEV_RUN_DIR" "$DEV_CACHE_DIR"
 [[ ! -e $DEV_RUN_DIR && ! -e $DEV_CACHE_DIR ]] || die "could not remove $DEV_RUN_DIR or $DEV_CACHE_DIR"
-log "private containerd is down; removed $DEV_RUN_DIR and $DEV_CACHE_DIR"
+log "private containerd and dockerd are down; removed $DEV_RUN_DIR and $DEV_CACHE_DIR"

@@ -1,26 +1,45 @@
 #!/usr/bin/env bash
-# Start the private developer containerd (make dev-up) and import the test images
-# (busybox, and the Debian image with curl the egress tests use).
+# Start the private developer containerd (make dev-up), a private dockerd on top of it,
+# and import the test images (busybox, and the Debian image with curl the egress tests
+# use) into both.
 #
 #   config  .cache/dev/containerd.toml   log  .cache/dev/containerd.log
 #   root    .cache/dev/containerd-root   state /run/gondolin-dev/containerd
 #   socket  /run/gondolin-dev/containerd.sock (+ .ttrpc), pid /run/gondolin-dev/containerd.pid
 #
+#   dockerd config .cache/dev/daemon.json  log  .cache/dev/dockerd.log
+#           data   .cache/dev/docker-root  exec /run/gondolin-dev/docker
+#           socket /run/gondolin-dev/docker.sock, pid /run/gondolin-dev/docker.pid
+#
 # containerd runs with <repo>/_output/bin first on PATH, so it finds this tree's
-# containerd-shim-gondolin-v1. Idempotent: a running, healthy private containerd with
+# containerd-shim-gondolin-v1. dockerd uses the containerd image store (namespace moby)
+# and registers the runtime "gondolin" (io.containerd.gondolin.v1); its default
+# runtime is runc. It runs Docker's default bridge network (docker0, iptables,
+# published ports through docker-proxy). GONDOLIN_DEV_DOCKER=0 skips dockerd (needed
+# when another dockerd runs: both would share docker0 and Docker's iptables chains, so
+# dev-up refuses that). Idempotent: a running, healthy private containerd/dockerd with
 # the same config is reused. A system containerd is left alone (nothing is shared).
-# Afterwards: `source .cache/dev/env` and use ctr as usual.
+# Afterwards: `source .cache/dev/env` and use ctr or docker as usual.
 set -euo pipefail
 
 # shellcheck source=hack/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-START_TIMEOUT=${GONDOLIN_DEV_START_TIMEOUT:-60} # seconds for containerd to answer
+START_TIMEOUT=${GONDOLIN_DEV_START_TIMEOUT:-60} # seconds for containerd (and dockerd) to answer
+WITH_DOCKER=true
+[[ ${GONDOLIN_DEV_DOCKER:-1} == 0 ]] && WITH_DOCKER=false
 
 require_root
 CONTAINERD="$TOOLS_DIR/bin/containerd"
 CTR="$TOOLS_DIR/bin/ctr"
 [[ -x $CONTAINERD && -x $CTR ]] || die "containerd/ctr not found in $TOOLS_DIR/bin: run 'make tools' first"
+DOCKERD="$TOOLS_DIR/bin/dockerd"
+if $WITH_DOCKER; then
+	for f in dockerd docker docker-proxy runc containerd-shim-runc-v2; do
+		[[ -x $TOOLS_DIR/bin/$f ]] || die "$f not found in $TOOLS_DIR/bin: run 'make tools' first (or GONDOLIN_DEV_DOCKER=0 to go without dockerd)"
+	done
+	command -v iptables >/dev/null || die "'iptables' not found (dockerd needs it): run 'make deps'"
+fi
 for cmd in flock timeout setsid ps; do
 	command -v "$cmd" >/dev/null || die "'$cmd' not found: run 'make deps'"
 done
@@ -121,7 +140,9 @@ mv -f "$new_config" "$DEV_CONFIG"
 trap - EXIT
 
 # --- start -----------------------------------------------------------------------------
+containerd_started=false
 if [[ -z $pid ]]; then
+	containerd_started=true
 	rm -f "$DEV_PIDFILE"
 	if [[ -S $DEV_SOCKET ]]; then
 		# No process of ours owns it (checked above); containerd refuses a live one anyway.
@@ -154,6 +175,162 @@ if [[ -z $pid ]]; then
 	log "containerd is up (pid $pid) on $DEV_SOCKET"
 fi
 
+# --- dockerd ------------------------------------------------------------------------------
+# json_str S: S as a JSON string.
+json_str() {
+	local s=$1
+	s=${s//\\/\\\\}
+	s=${s//\"/\\\"}
+	printf '"%s"' "$s"
+}
+
+docker_healthy() {
+	DOCKER_TIMEOUT=5 docker_dev version --format '{{.Server.Version}}' >/dev/null 2>&1
+}
+
+stop_dockerd() {
+	local p=$1 i
+	log "stopping dockerd (pid $p)"
+	kill -TERM "$p" 2>/dev/null || true
+	# shutdown-timeout (10 s) for its containers, then its own cleanup.
+	for ((i = 0; i < 300; i++)); do
+		pid_alive "$p" || return 0
+		sleep 0.1
+	done
+	log "dockerd (pid $p) still running after 30s: SIGKILL"
+	kill -KILL "$p" 2>/dev/null || true
+	for ((i = 0; i < 50; i++)); do
+		pid_alive "$p" || return 0
+		sleep 0.1
+	done
+	die "dockerd (pid $p) did not exit after SIGKILL"
+}
+
+# record_host_state: before the dev dockerd first starts, note what it will change on
+# the host (IP forwarding, the FORWARD policy, bridges, Docker's iptables chains) so
+# that dev-down can put it back. Kept while the file exists (across dockerd restarts).
+record_host_state() {
+	[[ -f $DEV_DOCKER_HOST_STATE ]] && return 0
+	local tmp f cmd chains tables
+	tmp="$(mktemp "$DEV_RUN_DIR/.docker-host-state.XXXXXX")"
+	{
+		echo "# Written by hack/dev-up.sh before the dev dockerd first started; read by hack/dev-down.sh."
+		for f in /proc/sys/net/ipv4/ip_forward /proc/sys/net/ipv6/conf/all/forwarding \
+			/proc/sys/net/ipv6/conf/default/forwarding /proc/sys/net/bridge/bridge-nf-call-iptables \
+			/proc/sys/net/bridge/bridge-nf-call-ip6tables; do
+			[[ -r $f ]] && echo "sysctl $f $(cat "$f")"
+		done
+		for cmd in iptables ip6tables; do
+			command -v "$cmd" >/dev/null || continue
+			echo "policy $cmd $("$cmd" -w -S FORWARD 2>/dev/null | awk '$1 == "-P" {print $3}')"
+			chains="$("$cmd-save" 2>/dev/null | awk '/^:DOCKER/ {print substr($1, 2)}' | sort -u | tr '\n' ' ')"
+			echo "chains $cmd ${chains:-none}"
+		done
+		# iptables-nft creates the nf_tables tables it needs (ip/ip6 filter, nat, raw);
+		# empty ones that were not there before are deleted again.
+		if command -v nft >/dev/null; then
+			tables="$(nft list tables 2>/dev/null | awk '$1 == "table" {print $2 ":" $3}' | tr '\n' ' ')"
+			echo "nft_tables ${tables:-none}"
+		fi
+		ip -o link show type bridge 2>/dev/null | awk -F': ' '{sub(/@.*/, "", $2); print "bridge " $2}'
+		[[ -e /run/docker ]] && echo "run_docker existed"
+	} >"$tmp"
+	mv -f "$tmp" "$DEV_DOCKER_HOST_STATE"
+}
+
+start_dockerd() {
+	local foreign docker_config_changed dpid deadline
+	foreign="$(foreign_dockerd_pids | tr '\n' ' ')"
+	[[ -z $foreign ]] || die "another dockerd is running (pid ${foreign% }): the dev dockerd would share docker0 and Docker's iptables chains with it. Stop it, or run with GONDOLIN_DEV_DOCKER=0 to skip the dev dockerd."
+	mkdir -p "$DEV_DOCKER_DATA_ROOT" "$DEV_DOCKER_EXEC_ROOT" "$DEV_DOCKER_CLI_CONFIG"
+
+	# Everything dockerd would share with a system Docker (socket, data, exec root, pid
+	# file, containerd, cgroups, config) is private. The userland proxy serves published
+	# ports on the host's loopback.
+	new_docker_config="$(mktemp "$DEV_CACHE_DIR/.daemon.json.XXXXXX")"
+	trap 'rm -f "$new_docker_config"' EXIT
+	cat >"$new_docker_config" <<EOF
+{
+  "hosts": [$(json_str "$DEV_DOCKER_HOST")],
+  "containerd": $(json_str "$DEV_SOCKET"),
+  "data-root": $(json_str "$DEV_DOCKER_DATA_ROOT"),
+  "exec-root": $(json_str "$DEV_DOCKER_EXEC_ROOT"),
+  "pidfile": $(json_str "$DEV_DOCKER_PIDFILE"),
+  "cgroup-parent": $(json_str "$DEV_DOCKER_CGROUP_PARENT"),
+  "features": {"containerd-snapshotter": true},
+  "runtimes": {
+    "gondolin": {"runtimeType": "io.containerd.gondolin.v1"}
+  },
+  "default-runtime": "runc",
+  "userland-proxy": true,
+  "userland-proxy-path": $(json_str "$TOOLS_DIR/bin/docker-proxy"),
+  "shutdown-timeout": 10,
+  "log-level": "debug"
+}
+EOF
+	docker_config_changed=true
+	if [[ -f $DEV_DOCKER_CONFIG ]] && cmp -s "$new_docker_config" "$DEV_DOCKER_CONFIG"; then
+		docker_config_changed=false
+	fi
+
+	dpid=""
+	if [[ -f $DEV_DOCKER_PIDFILE ]]; then
+		dpid="$(cat "$DEV_DOCKER_PIDFILE")"
+		if ! pid_alive "$dpid" || [[ "$(exe_of "$dpid")" != "$DOCKERD" ]]; then
+			dpid=""
+		fi
+	fi
+	[[ -n $dpid ]] || dpid="$(dev_dockerd_pids | head -n1)"
+	if [[ -n $dpid ]]; then
+		if $docker_config_changed; then
+			log "dockerd config changed: restarting the private dockerd"
+			stop_dockerd "$dpid"
+			dpid=""
+		elif $containerd_started; then
+			log "containerd was (re)started: restarting the private dockerd (pid $dpid)"
+			stop_dockerd "$dpid"
+			dpid=""
+		elif docker_healthy; then
+			log "private dockerd already running (pid $dpid), reusing it"
+		else
+			log "private dockerd (pid $dpid) does not answer: restarting it"
+			stop_dockerd "$dpid"
+			dpid=""
+		fi
+	fi
+	mv -f "$new_docker_config" "$DEV_DOCKER_CONFIG"
+	trap - EXIT
+	[[ -z $dpid ]] || return 0
+
+	# dockerd writes the pid file itself and refuses a stale one.
+	rm -f "$DEV_DOCKER_PIDFILE" "$DEV_DOCKER_SOCKET"
+	record_host_state
+	log "starting dockerd $("$DOCKERD" --version | awk '{print $3}' | tr -d ,) (log: $DEV_DOCKER_LOG)"
+	printf '\n===== hack/dev-up.sh %s =====\n' "$(date -u +%Y-%m-%dT%H:%M:%SZ)" >>"$DEV_DOCKER_LOG"
+	# runc and docker-proxy (and the system's iptables) on its PATH. As for containerd:
+	# its own session, and no dev lock.
+	PATH="$TOOLS_DIR/bin:$PATH" \
+		setsid "$DOCKERD" --config-file "$DEV_DOCKER_CONFIG" </dev/null >>"$DEV_DOCKER_LOG" 2>&1 9>&- &
+	dpid=$!
+	deadline=$((SECONDS + START_TIMEOUT))
+	until docker_healthy; do
+		if ! pid_alive "$dpid"; then
+			tail -n 30 "$DEV_DOCKER_LOG" >&2 || true
+			die "dockerd exited during startup; see $DEV_DOCKER_LOG (last lines above). 'make dev-down' cleans up; GONDOLIN_DEV_DOCKER=0 skips dockerd."
+		fi
+		if ((SECONDS >= deadline)); then
+			tail -n 30 "$DEV_DOCKER_LOG" >&2 || true
+			die "dockerd (pid $dpid) did not answer on $DEV_DOCKER_SOCKET within ${START_TIMEOUT}s; see $DEV_DOCKER_LOG. 'make dev-down' cleans up."
+		fi
+		sleep 0.2
+	done
+	[[ "$(exe_of "$dpid")" == "$DOCKERD" ]] || die "pid $dpid is not $DOCKERD (setsid forked?)"
+	log "dockerd is up (pid $dpid) on $DEV_DOCKER_HOST"
+}
+if $WITH_DOCKER; then
+	start_dockerd
+fi
+
 # --- images -----------------------------------------------------------------------------
 image_digest() {
 	ctr_dev -n default images ls "name==$1" | awk 'NR == 2 {print $3}'
@@ -178,6 +355,22 @@ import_image() {
 	[[ $have == "$want" ]] || die "after import, $name has digest '${have:-<none>}', want $want"
 	image_unpacked "$name" || die "$name is not complete and unpacked after import (ctr image check)"
 }
+# docker_load_image NAME DIGEST TAR: `docker load` TAR into the dev dockerd, unless NAME
+# is there already with DIGEST (with the containerd image store, an image's ID is the
+# digest of its manifest, as in containerd).
+docker_load_image() {
+	local name=$1 want=$2 tar=$3 have
+	$WITH_DOCKER || return 0
+	have="$(docker_dev image inspect --format '{{.Id}}' "$name" 2>/dev/null || true)"
+	if [[ $have == "$want" ]]; then
+		log "image $name ($want) already in dockerd"
+		return 0
+	fi
+	log "loading $tar into dockerd"
+	DOCKER_TIMEOUT=300 docker_dev load -i "$tar" >&2 || die "docker load -i $tar failed; see $DEV_DOCKER_LOG"
+	have="$(docker_dev image inspect --format '{{.Id}}' "$name" 2>/dev/null || true)"
+	[[ $have == "$want" ]] || die "after docker load, $name has ID '${have:-<none>}' in dockerd, want $want"
+}
 
 go="$(find_go)"
 log "building the test image $TEST_IMAGE_NAME"
@@ -186,6 +379,7 @@ built="$(cd "$REPO_ROOT" && "$go" run ./integration/testimage/cmd/mktestimage -o
 want_digest="$(awk '{print $2}' <<<"$built")"
 [[ $want_digest == sha256:* ]] || die "mktestimage printed no digest: $built"
 import_image "$TEST_IMAGE_NAME" "$want_digest" "$TEST_IMAGE_TAR"
+docker_load_image "$TEST_IMAGE_NAME" "$want_digest" "$TEST_IMAGE_TAR"
 
 # debootstrap runs only when the cache has no archive for the current recipe (about a
 # minute, from deb.debian.org); mkdistroimage prints "NAME DIGEST ARCHIVE".
@@ -195,6 +389,7 @@ built="$(cd "$REPO_ROOT" && "$go" run ./integration/distroimage/cmd/mkdistroimag
 read -r _ want_digest DISTRO_IMAGE_TAR <<<"$built"
 [[ $want_digest == sha256:* && -f $DISTRO_IMAGE_TAR ]] || die "mkdistroimage printed no digest and archive: $built"
 import_image "$DISTRO_IMAGE_NAME" "$want_digest" "$DISTRO_IMAGE_TAR"
+docker_load_image "$DISTRO_IMAGE_NAME" "$want_digest" "$DISTRO_IMAGE_TAR"
 
 # --- env file -----------------------------------------------------------------------------
 env_tmp="$(mktemp "$DEV_CACHE_DIR/.env.XXXXXX")"
@@ -210,6 +405,11 @@ env_tmp="$(mktemp "$DEV_CACHE_DIR/.env.XXXXXX")"
 	printf 'export GONDOLIN_CONTAINERD_ROOT=%q\n' "$DEV_ROOT_DIR"
 	printf 'export GONDOLIN_CONTAINERD_STATE=%q\n' "$DEV_STATE_DIR"
 	printf 'export GONDOLIN_DEV_CONTAINERD_LOG=%q\n' "$DEV_LOG"
+	if $WITH_DOCKER; then
+		echo "# The private dockerd (runtimes: runc, the default, and gondolin)."
+		printf 'export DOCKER_HOST=%q\n' "$DEV_DOCKER_HOST"
+		printf 'export GONDOLIN_DEV_DOCKERD_LOG=%q\n' "$DEV_DOCKER_LOG"
+	fi
 	echo "# ctr would warn on every call that cgroup v1 is deprecated (this host has v1)."
 	echo "export CONTAINERD_SUPPRESS_DEPRECATION_WARNINGS=1"
 	# Prepend once: sourcing the file again does not grow PATH.
@@ -221,3 +421,6 @@ env_tmp="$(mktemp "$DEV_CACHE_DIR/.env.XXXXXX")"
 mv -f "$env_tmp" "$DEV_ENV_FILE"
 
 log "ready: source $DEV_ENV_FILE  (then e.g. ctr run --rm --runtime io.containerd.gondolin.v1 \$GONDOLIN_TEST_IMAGE t1 true)"
+if $WITH_DOCKER; then
+	log "       or: docker run --rm [--runtime gondolin] \$GONDOLIN_TEST_IMAGE true"
+fi

@@ -31,6 +31,8 @@ PACKAGES=(
 	# networking for containers and the policy re-dial path
 	iproute2
 	iptables
+	# nft: dev-down deletes the nf_tables tables iptables-nft created for dockerd
+	nftables
 	ca-certificates
 	# ps/pgrep/pkill, fuser/killall, mount/umount/findmnt used by the hack scripts
 	procps

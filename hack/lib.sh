@@ -6,9 +6,15 @@
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 export REPO_ROOT
 
-# Private developer containerd (hack/dev-up.sh / hack/dev-down.sh).
-DEV_RUN_DIR=/run/gondolin-dev
-DEV_CACHE_DIR="$REPO_ROOT/.cache/dev"
+# Private developer containerd (hack/dev-up.sh / hack/dev-down.sh). GONDOLIN_DEV_RUN_DIR
+# and GONDOLIN_DEV_CACHE_DIR move a second, independent instance elsewhere (e.g. to try
+# the scripts while the usual one is in use); dev-down removes both directories.
+DEV_RUN_DIR="${GONDOLIN_DEV_RUN_DIR:-/run/gondolin-dev}"
+DEV_CACHE_DIR="${GONDOLIN_DEV_CACHE_DIR:-$REPO_ROOT/.cache/dev}"
+[[ $DEV_RUN_DIR == /[!/]* && $DEV_RUN_DIR != */ ]] ||
+	{ echo "GONDOLIN_DEV_RUN_DIR must be an absolute path below /, not '$DEV_RUN_DIR'" >&2; exit 1; }
+[[ $DEV_CACHE_DIR == /[!/]* && $DEV_CACHE_DIR != */ ]] ||
+	{ echo "GONDOLIN_DEV_CACHE_DIR must be an absolute path below /, not '$DEV_CACHE_DIR'" >&2; exit 1; }
 DEV_SOCKET="$DEV_RUN_DIR/containerd.sock"
 DEV_TTRPC_SOCKET="$DEV_RUN_DIR/containerd.sock.ttrpc"
 DEV_PIDFILE="$DEV_RUN_DIR/containerd.pid"
@@ -17,6 +23,22 @@ DEV_ROOT_DIR="$DEV_CACHE_DIR/containerd-root"
 DEV_CONFIG="$DEV_CACHE_DIR/containerd.toml"
 DEV_LOG="$DEV_CACHE_DIR/containerd.log"
 DEV_ENV_FILE="$DEV_CACHE_DIR/env"
+# Private developer dockerd, a client of the private containerd (hack/dev-up.sh).
+DEV_DOCKER_SOCKET="$DEV_RUN_DIR/docker.sock"
+DEV_DOCKER_HOST="unix://$DEV_DOCKER_SOCKET"
+DEV_DOCKER_PIDFILE="$DEV_RUN_DIR/docker.pid"
+DEV_DOCKER_EXEC_ROOT="$DEV_RUN_DIR/docker"
+DEV_DOCKER_DATA_ROOT="$DEV_CACHE_DIR/docker-root"
+DEV_DOCKER_CONFIG="$DEV_CACHE_DIR/daemon.json"
+DEV_DOCKER_LOG="$DEV_CACHE_DIR/dockerd.log"
+# The docker CLI's own config directory for the scripts' calls (not the user's ~/.docker).
+DEV_DOCKER_CLI_CONFIG="$DEV_CACHE_DIR/docker-cli"
+# Parent cgroup of the dev dockerd's containers: its own, so dev-down can remove it.
+DEV_DOCKER_CGROUP_PARENT=gondolin-dev-docker
+# What the host's network settings were before the dev dockerd first started (it
+# enables IPv4 forwarding and sets the FORWARD policy to DROP); dev-down restores them.
+# In /run: it lives exactly as long as the kernel state it describes.
+DEV_DOCKER_HOST_STATE="$DEV_RUN_DIR/docker-host-state"
 TOOLS_DIR="$REPO_ROOT/.cache/tools"
 OUT_BIN="$REPO_ROOT/_output/bin"
 SHIM_NAME=containerd-shim-gondolin-v1
@@ -81,6 +103,30 @@ dev_containerd_pids() {
 	return 0
 }
 
+# dev_dockerd_pids: pids of dockerd processes running with the private dev config.
+dev_dockerd_pids() {
+	local d pid
+	for d in /proc/[0-9]*; do
+		pid=${d#/proc/}
+		[[ "$(exe_of "$pid")" == "$TOOLS_DIR/bin/dockerd" ]] || continue
+		cmdline_of "$pid" | grep -qxF -- "$DEV_DOCKER_CONFIG" && echo "$pid"
+	done
+	return 0
+}
+
+# foreign_dockerd_pids: pids of dockerd processes that are not the private dev one.
+foreign_dockerd_pids() {
+	local d pid exe
+	for d in /proc/[0-9]*; do
+		pid=${d#/proc/}
+		exe="$(exe_of "$pid")"
+		[[ ${exe##*/} == dockerd ]] || continue
+		[[ $exe == "$TOOLS_DIR/bin/dockerd" ]] && cmdline_of "$pid" | grep -qxF -- "$DEV_DOCKER_CONFIG" && continue
+		echo "$pid"
+	done
+	return 0
+}
+
 # descendants_of PID...: every process below the given ones, deepest last.
 descendants_of() {
 	local parents=("$@") children p
@@ -98,16 +144,23 @@ descendants_of() {
 	return 0
 }
 
-# dev_lock: serialise dev-up and dev-down. The lock file is .cache/dev.lock: outside
-# the directories dev-down removes, and not in /run, which dev-down leaves clean.
+# dev_lock: serialise dev-up and dev-down. The lock file is .cache/dev.lock (beside
+# DEV_CACHE_DIR): outside the directories dev-down removes, and not in /run, which
+# dev-down leaves clean.
 dev_lock() {
-	mkdir -p "$REPO_ROOT/.cache"
-	exec 9>"$REPO_ROOT/.cache/dev.lock"
-	flock -w 300 9 || die "another dev-up/dev-down holds $REPO_ROOT/.cache/dev.lock for 5 minutes; giving up"
+	mkdir -p "$(dirname "$DEV_CACHE_DIR")"
+	exec 9>"$DEV_CACHE_DIR.lock"
+	flock -w 300 9 || die "another dev-up/dev-down holds $DEV_CACHE_DIR.lock for 5 minutes; giving up"
 }
 
 # ctr_dev ARGS...: ctr against the private containerd, bounded in time.
 # This host has cgroup v1: without the variable, every ctr call warns about it.
 ctr_dev() {
 	CONTAINERD_SUPPRESS_DEPRECATION_WARNINGS=1 timeout "${CTR_TIMEOUT:-30}" "$TOOLS_DIR/bin/ctr" --address "$DEV_SOCKET" "$@"
+}
+
+# docker_dev ARGS...: the docker CLI against the private dockerd, bounded in time.
+docker_dev() {
+	DOCKER_HOST="$DEV_DOCKER_HOST" DOCKER_CONFIG="$DEV_DOCKER_CLI_CONFIG" \
+		timeout "${DOCKER_TIMEOUT:-30}" "$TOOLS_DIR/bin/docker" "$@"
 }
