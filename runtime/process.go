@@ -98,7 +98,7 @@ func (p *Process) attachStdio(agent *agentConn) (_ *api.Stdio, retErr error) {
 	}
 	for _, out := range []struct {
 		kind api.StreamHeader_Kind
-		dst  io.Writer
+		dst  io.WriteCloser
 		set  *bool
 	}{{api.StreamHeader_STDOUT, p.io.stdout, &want.Stdout}, {api.StreamHeader_STDERR, p.io.stderr, &want.Stderr}} {
 		if out.dst == nil {
@@ -110,11 +110,18 @@ func (p *Process) attachStdio(agent *agentConn) (_ *api.Stdio, retErr error) {
 		}
 		*out.set = true
 		p.copies.Add(1)
-		go func(dst io.Writer) {
+		go func(dst io.WriteCloser) {
 			defer p.copies.Done()
 			defer s.Close()
 			if _, err := io.Copy(dst, s); err != nil {
 				log.L.WithError(err).Debug("output copy")
+			}
+			// The guest closed the stream: the process's output has
+			// ended. Close the host end now, as runc's shim does, so the
+			// reader sees EOF: dockerd waits for it before it deletes
+			// the task.
+			if err := dst.Close(); err != nil {
+				log.L.WithError(err).Debug("close output")
 			}
 		}(out.dst)
 	}

@@ -205,10 +205,26 @@ func (s *Service) WaitOOM(ctx context.Context, _ *api.Empty) (*api.OOMEvent, err
 	return &api.OOMEvent{ContainerId: id}, nil
 }
 
+// listenersSlack is how long before the caller's deadline WaitListeners
+// answers with an unchanged set.
+const listenersSlack = 2 * time.Second
+
 // WaitListeners returns the guest's listening TCP ports once they differ
 // from the set the host knows.
 func (s *Service) WaitListeners(ctx context.Context, req *api.WaitListenersRequest) (*api.Listeners, error) {
-	set, err := listeners.Wait(ctx, "/proc", req.GetGeneration())
+	// Answer a little before the caller's deadline with the set as it
+	// is, rather than racing it: a reply that arrives after the host gave
+	// up is only noise on the channel.
+	wctx := ctx
+	if d, ok := ctx.Deadline(); ok {
+		var cancel context.CancelFunc
+		wctx, cancel = context.WithDeadline(ctx, d.Add(-listenersSlack))
+		defer cancel()
+	}
+	set, err := listeners.Wait(wctx, "/proc", req.GetGeneration())
+	if err != nil && ctx.Err() == nil && wctx.Err() != nil {
+		set, err = listeners.Read("/proc")
+	}
 	if err != nil {
 		if ctx.Err() != nil {
 			return nil, status.FromContextError(ctx.Err()).Err()
