@@ -197,21 +197,6 @@ func (r *Runtime) Create(ctx context.Context, opts CreateOpts) (_ *Container, re
 	}
 	undo = append(undo, hio.Close)
 	if network != nil {
-		// The guest takes the address its namespace was given (by the
-		// hooks above, or by CNI before the create), so that what the
-		// container sees matches what Docker or Kubernetes report.
-		addr, gw, ok, err := ns.ipv4Link()
-		if err != nil {
-			return nil, fmt.Errorf("read the network namespace's address: %w", err)
-		}
-		if ok {
-			if err := network.policy.SetLinkAddresses(addr, gw); err != nil {
-				return nil, err
-			}
-		}
-		if _, err := sb.agent.ConfigureNetwork(ctx, network.guestConfig()); err != nil {
-			return nil, fmt.Errorf("configure the guest's network: %w", agentError(err))
-		}
 		req.Process.Env = network.guestEnv(req.Process.Env)
 		req.ExtraCaPem = network.policy.CACertPEM()
 		req.ResolvConf = network.resolvConf()
@@ -229,9 +214,6 @@ func (r *Runtime) Create(ctx context.Context, opts CreateOpts) (_ *Container, re
 	go c.watchVM()
 	go c.watchAgent()
 	go c.watchOOM()
-	if network != nil {
-		go c.publishListeners()
-	}
 
 	c.cleanup = func(ctx context.Context) error {
 		c.stoppingOnce.Do(func() { close(c.stopping) })
@@ -390,6 +372,9 @@ func (c *Container) Start(ctx context.Context) (uint32, error) {
 			return 0, fmt.Errorf("%w: %w", err, errdefs.ErrFailedPrecondition)
 		}
 	}
+	if err := c.configureNetwork(ctx); err != nil {
+		return 0, err
+	}
 	pid, err := c.init.Start(ctx)
 	if err != nil {
 		return 0, err
@@ -400,6 +385,44 @@ func (c *Container) Start(ctx context.Context) (uint32, error) {
 		}
 	}
 	return pid, nil
+}
+
+// configureNetwork gives the guest its NIC's configuration from the
+// container's network namespace, just before the init runs: Docker (26 and
+// later) configures the namespace after the task is created, so at create
+// time it may still be empty. An empty namespace at start (docker
+// --network none, a plain ctr run) means no NIC at all, as with runc.
+func (c *Container) configureNetwork(ctx context.Context) error {
+	network := c.net
+	if network == nil {
+		return nil
+	}
+	empty, err := c.netns.empty()
+	if err != nil {
+		return fmt.Errorf("read the network namespace's interfaces: %w", err)
+	}
+	if empty {
+		if _, err := c.sb.agent.ConfigureNetwork(ctx, &api.ConfigureNetworkRequest{Mac: network.guestConfig().Mac, Detach: true}); err != nil {
+			return fmt.Errorf("detach the guest's NIC: %w", agentError(err))
+		}
+		return nil
+	}
+	// The guest takes the address its namespace was given, so that what
+	// the container sees matches what Docker or Kubernetes report.
+	addr, gw, ok, err := c.netns.ipv4Link()
+	if err != nil {
+		return fmt.Errorf("read the network namespace's address: %w", err)
+	}
+	if ok {
+		if err := network.policy.SetLinkAddresses(addr, gw); err != nil {
+			return err
+		}
+	}
+	if _, err := c.sb.agent.ConfigureNetwork(ctx, network.guestConfig()); err != nil {
+		return fmt.Errorf("configure the guest's network: %w", agentError(err))
+	}
+	go c.publishListeners()
+	return nil
 }
 
 // hookState is the container's state for its hooks.

@@ -231,3 +231,26 @@ func defaultRoute(table string) (iface string, gw netip.Addr, ok bool) {
 	}
 	return "", netip.Addr{}, false
 }
+
+// empty reports whether a namespace of its own has no interface but lo:
+// one nothing configured (docker --network none, a plain ctr run). The
+// host's namespace is never empty.
+func (n *netNS) empty() (bool, error) {
+	if n.f == nil {
+		return false, nil
+	}
+	empty := true
+	err := n.do(func() error {
+		ifaces, err := net.Interfaces()
+		if err != nil {
+			return err
+		}
+		for _, i := range ifaces {
+			if i.Flags&net.FlagLoopback == 0 {
+				empty = false
+			}
+		}
+		return nil
+	})
+	return empty, err
+}

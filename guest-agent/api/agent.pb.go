@@ -1682,8 +1682,13 @@ type ConfigureNetworkRequest struct {
 	// (192.168.127.3/24).
 	Address string `protobuf:"bytes,2,opt,name=address,proto3" json:"address,omitempty"`
 	// gateway is the default route's next hop.
-	Gateway       string `protobuf:"bytes,3,opt,name=gateway,proto3" json:"gateway,omitempty"`
-	Mtu           uint32 `protobuf:"varint,4,opt,name=mtu,proto3" json:"mtu,omitempty"`
+	Gateway string `protobuf:"bytes,3,opt,name=gateway,proto3" json:"gateway,omitempty"`
+	Mtu     uint32 `protobuf:"varint,4,opt,name=mtu,proto3" json:"mtu,omitempty"`
+	// detach, instead of configuring the NIC, takes it away from the guest
+	// (its driver lets go of it), for a container whose network namespace
+	// has no interface (docker --network none): the guest then has no NIC,
+	// as a runc container would have none. Only mac is read.
+	Detach        bool `protobuf:"varint,5,opt,name=detach,proto3" json:"detach,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1744,6 +1749,13 @@ func (x *ConfigureNetworkRequest) GetMtu() uint32 {
 		return x.Mtu
 	}
 	return 0
+}
+
+func (x *ConfigureNetworkRequest) GetDetach() bool {
+	if x != nil {
+		return x.Detach
+	}
+	return false
 }
 
 type WaitListenersRequest struct {
@@ -2066,12 +2078,13 @@ const file_agent_proto_rawDesc = "" +
 	"\ametrics\x18\x01 \x01(\fR\ametrics\"b\n" +
 	"\x16UpdateContainerRequest\x12!\n" +
 	"\fcontainer_id\x18\x01 \x01(\tR\vcontainerId\x12%\n" +
-	"\x0eresources_json\x18\x02 \x01(\fR\rresourcesJson\"q\n" +
+	"\x0eresources_json\x18\x02 \x01(\fR\rresourcesJson\"\x89\x01\n" +
 	"\x17ConfigureNetworkRequest\x12\x10\n" +
 	"\x03mac\x18\x01 \x01(\tR\x03mac\x12\x18\n" +
 	"\aaddress\x18\x02 \x01(\tR\aaddress\x12\x18\n" +
 	"\agateway\x18\x03 \x01(\tR\agateway\x12\x10\n" +
-	"\x03mtu\x18\x04 \x01(\rR\x03mtu\"6\n" +
+	"\x03mtu\x18\x04 \x01(\rR\x03mtu\x12\x16\n" +
+	"\x06detach\x18\x05 \x01(\bR\x06detach\"6\n" +
 	"\x14WaitListenersRequest\x12\x1e\n" +
 	"\n" +
 	"generation\x18\x01 \x01(\x04R\n" +

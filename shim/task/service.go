@@ -226,7 +226,13 @@ func (s *service) Start(ctx context.Context, r *taskAPI.StartRequest) (_ *taskAP
 	}
 	s.lifecycleMu.Lock()
 	defer s.lifecycleMu.Unlock()
-	pid, err := p.Start(ctx)
+	var pid uint32
+	if r.ExecID == "" {
+		// The container's start: hooks and network, then the init.
+		pid, err = c.Start(ctx)
+	} else {
+		pid, err = p.Start(ctx)
+	}
 	if err != nil {
 		return nil, err
 	}

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -118,4 +120,31 @@ func describeLinks(links []netlink.Link) string {
 		parts = append(parts, fmt.Sprintf("%s %s", a.Name, mac))
 	}
 	return strings.Join(parts, ", ")
+}
+
+// DetachRoot unbinds the NIC with mac from its driver, so that the
+// interface disappears from the guest.
+func DetachRoot(mac net.HardwareAddr) error {
+	h, err := netlink.NewHandle(unix.NETLINK_ROUTE)
+	if err != nil {
+		return fmt.Errorf("open a netlink socket: %w", err)
+	}
+	defer h.Close()
+	link, err := findLink(h, mac, LinkWait)
+	if err != nil {
+		return err
+	}
+	return unbind("/sys/class/net/" + link.Attrs().Name + "/device")
+}
+
+// unbind writes the device's name to its driver's unbind file.
+func unbind(devicePath string) error {
+	dev, err := filepath.EvalSymlinks(devicePath)
+	if err != nil {
+		return fmt.Errorf("find the NIC's device: %w", err)
+	}
+	if err := os.WriteFile(filepath.Join(devicePath, "driver", "unbind"), []byte(filepath.Base(dev)), 0); err != nil {
+		return fmt.Errorf("unbind %s from its driver: %w", filepath.Base(dev), err)
+	}
+	return nil
 }

@@ -5,6 +5,7 @@ package service
 import (
 	"context"
 	"errors"
+	"net"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -242,6 +243,18 @@ func (s *Service) WaitListeners(ctx context.Context, req *api.WaitListenersReque
 // static address and default route. Repeating the same request is
 // harmless; a different one after success is refused.
 func (s *Service) ConfigureNetwork(ctx context.Context, req *api.ConfigureNetworkRequest) (*api.Empty, error) {
+	if req.GetDetach() {
+		mac, err := net.ParseMAC(req.GetMac())
+		if err != nil {
+			return nil, status.Errorf(codes.InvalidArgument, "detach network: mac %q: %v", req.GetMac(), err)
+		}
+		if err := netconfig.DetachRoot(mac); err != nil {
+			agentlog.Errorf("detach NIC %s: %v", mac, err)
+			return nil, status.Errorf(codes.Internal, "detach network: %v", err)
+		}
+		agentlog.Infof("NIC %s detached: the container's namespace has no interface", mac)
+		return &api.Empty{}, nil
+	}
 	cfg, err := netconfig.Parse(req.GetMac(), req.GetAddress(), req.GetGateway(), req.GetMtu())
 	if err != nil {
 		return nil, status.Errorf(codes.InvalidArgument, "configure network: %v", err)

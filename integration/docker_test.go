@@ -1,0 +1,208 @@
+//go:build integration
+
+package integration
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+)
+
+// The Docker tests drive the real dockerd that `make dev-up` starts on the
+// private containerd, with gondolin registered as the runtime "gondolin".
+
+func dockerHost(t *testing.T) {
+	t.Helper()
+	if os.Getenv("DOCKER_HOST") == "" {
+		t.Fatal("DOCKER_HOST is not set: run the integration tests with `make test` or source .cache/dev/env after `make dev-up`")
+	}
+}
+
+// docker runs the docker CLI.
+func docker(t *testing.T, stdin []byte, args ...string) result {
+	t.Helper()
+	dockerHost(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "docker", args...)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if stdin != nil {
+		cmd.Stdin = bytes.NewReader(stdin)
+	}
+	err := cmd.Run()
+	res := result{stdout: stdout.String(), stderr: stderr.String()}
+	var ee *exec.ExitError
+	switch {
+	case errors.As(err, &ee):
+		res.code = ee.ExitCode()
+	case err != nil:
+		t.Fatalf("docker %v: %v", args, err)
+	}
+	return res
+}
+
+// dockerRun is `docker run --rm --runtime RUNTIME FLAGS IMAGE ARGS`.
+func dockerRun(t *testing.T, runtime string, flags []string, args ...string) result {
+	t.Helper()
+	full := append([]string{"run", "--rm", "--runtime", runtime}, flags...)
+	full = append(full, testImage(t))
+	return docker(t, nil, append(full, args...)...)
+}
+
+// dockerDetached starts a container and removes it at the end of the test.
+func dockerDetached(t *testing.T, runtime string, flags []string, args ...string) string {
+	t.Helper()
+	full := append([]string{"run", "-d", "--runtime", runtime}, flags...)
+	full = append(full, testImage(t))
+	res := docker(t, nil, append(full, args...)...)
+	if res.code != 0 {
+		t.Fatalf("docker run -d: %s", res)
+	}
+	id := strings.TrimSpace(res.stdout)
+	t.Cleanup(func() {
+		if res := docker(t, nil, "rm", "-f", id); res.code != 0 {
+			t.Errorf("docker rm -f %s: %s", id, res)
+		}
+	})
+	return id
+}
+
+// Foreground runs, exit codes, output and stdin behave as with runc.
+func TestDockerRunLikeRunc(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		flags []string
+		args  []string
+		stdin []byte
+	}{
+		{"exit code and output", nil, []string{"sh", "-c", "echo out; echo err >&2; exit 5"}, nil},
+		{"env workdir user", []string{"-e", "A=b c", "-w", "/tmp", "-u", "1000:1000"}, []string{"sh", "-c", "echo \"$A\"; pwd; id"}, nil},
+		{"hostname", []string{"--hostname", "dock-host"}, []string{"hostname"}, nil},
+		{"read-only", []string{"--read-only"}, []string{"sh", "-c", "touch /x 2>/dev/null; echo $?"}, nil},
+		{"tmpfs", []string{"--tmpfs", "/scratch"}, []string{"sh", "-c", "echo hi > /scratch/f && cat /scratch/f && awk '$2 == \"/scratch\" {print $3}' /proc/mounts"}, nil},
+		{"add-host", []string{"--add-host", "db.internal:10.9.8.7"}, []string{"sh", "-c", "grep db.internal /etc/hosts | awk '{print $1}'"}, nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			want := dockerRun(t, "runc", tc.flags, tc.args...)
+			got := dockerRun(t, "gondolin", tc.flags, tc.args...)
+			if got.code != want.code || got.stdout != want.stdout || got.stderr != want.stderr {
+				t.Fatalf("differs from runc:\nrunc:     %s\ngondolin: %s", want, got)
+			}
+		})
+	}
+}
+
+// -i with piped stdin reaches EOF.
+func TestDockerStdin(t *testing.T) {
+	dockerHost(t)
+	res := docker(t, []byte("one\ntwo\n"), "run", "--rm", "-i", "--runtime", "gondolin", testImage(t), "sh", "-c", "cat; echo done")
+	if res.code != 0 || res.stdout != "one\ntwo\ndone\n" {
+		t.Fatalf("%s", res)
+	}
+}
+
+// A published port answers on the host, and another container reaches the
+// server on the bridge.
+func TestDockerPublishedPort(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	hostPort := ln.Addr().(*net.TCPAddr).Port
+	ln.Close()
+	start := time.Now()
+	id := dockerDetached(t, "gondolin", []string{"-p", fmt.Sprintf("%d:80", hostPort)},
+		"sh", "-c", "mkdir -p /www && echo published > /www/index.html && exec httpd -f -p 80 -h /www")
+	url := fmt.Sprintf("http://127.0.0.1:%d/index.html", hostPort)
+	body := waitHTTP(t, url, 90*time.Second)
+	t.Logf("published port answered %s after docker run -d started", time.Since(start).Round(time.Millisecond))
+	if strings.TrimSpace(body) != "published" {
+		t.Fatalf("published port: %q", body)
+	}
+	ip := strings.TrimSpace(docker(t, nil, "inspect", "-f", "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}", id).stdout)
+	if ip == "" {
+		t.Fatal("no bridge address for the container")
+	}
+	// The guest has the address Docker gave its namespace.
+	if res := docker(t, nil, "exec", id, "sh", "-c", "ip -4 addr show eth0 2>/dev/null || cat /proc/net/fib_trie"); !strings.Contains(res.stdout, ip) {
+		t.Errorf("the guest does not have its Docker address %s: %s", ip, res)
+	}
+	res := dockerRun(t, "runc", nil, "wget", "-qO-", "http://"+ip+"/index.html")
+	if res.code != 0 || strings.TrimSpace(res.stdout) != "published" {
+		t.Fatalf("a runc container on the bridge cannot reach the gondolin one at %s: %s", ip, res)
+	}
+}
+
+func waitHTTP(t *testing.T, url string, timeout time.Duration) string {
+	t.Helper()
+	client := &http.Client{Timeout: 5 * time.Second}
+	deadline := time.Now().Add(timeout)
+	var lastErr error
+	for time.Now().Before(deadline) {
+		resp, err := client.Get(url)
+		if err == nil {
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			return string(b)
+		}
+		lastErr = err
+		time.Sleep(200 * time.Millisecond)
+	}
+	t.Fatalf("%s did not answer within %s: %v", url, timeout, lastErr)
+	return ""
+}
+
+// exec, logs, stop (SIGTERM then SIGKILL), wait and inspect.
+func TestDockerLifecycle(t *testing.T) {
+	id := dockerDetached(t, "gondolin", nil, "sh", "-c", "trap '' TERM; echo started; sleep 1000")
+	if res := docker(t, nil, "exec", id, "sh", "-c", "echo from-exec; exit 3"); res.code != 3 || res.stdout != "from-exec\n" {
+		t.Fatalf("docker exec: %s", res)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for !strings.Contains(docker(t, nil, "logs", id).stdout, "started") {
+		if time.Now().After(deadline) {
+			t.Fatal("docker logs never showed the output")
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	if rt := strings.TrimSpace(docker(t, nil, "inspect", "-f", "{{.HostConfig.Runtime}}", id).stdout); rt != "gondolin" {
+		t.Fatalf("inspect shows runtime %q", rt)
+	}
+	start := time.Now()
+	if res := docker(t, nil, "stop", "-t", "2", id); res.code != 0 {
+		t.Fatalf("docker stop: %s", res)
+	}
+	if d := time.Since(start); d < 2*time.Second {
+		t.Fatalf("a process ignoring SIGTERM stopped after %s, before the timeout", d)
+	}
+	if res := docker(t, nil, "wait", id); strings.TrimSpace(res.stdout) != "137" {
+		t.Fatalf("docker wait after SIGKILL: %s", res)
+	}
+}
+
+// --network none leaves the guest without a NIC.
+func TestDockerNetworkNone(t *testing.T) {
+	script := `for d in /sys/class/net/*; do [ "$(cat $d/type)" = 1 ] && echo "${d##*/}"; done; true`
+	res := dockerRun(t, "gondolin", []string{"--network", "none"}, "sh", "-c", script)
+	if res.code != 0 || strings.TrimSpace(res.stdout) != "" {
+		t.Fatalf("--network none: %s", res)
+	}
+}
+
+// A bad gondolin annotation fails docker run clearly, and nothing is left.
+func TestDockerBadAnnotation(t *testing.T) {
+	res := dockerRun(t, "gondolin", []string{"--annotation", "io.gondolin.net.mode=wide"}, "true")
+	if res.code == 0 || !strings.Contains(res.stderr, "io.gondolin.net.mode") {
+		t.Fatalf("want a clear error: %s", res)
+	}
+}
