@@ -206,3 +206,75 @@ func TestDockerBadAnnotation(t *testing.T) {
 		t.Fatalf("want a clear error: %s", res)
 	}
 }
+
+// pause/unpause, stats, kill -s, restart and cp on a running container.
+func TestDockerManage(t *testing.T) {
+	id := dockerDetached(t, "gondolin", nil, "sh", "-c", "trap 'echo got-usr1' USR1; while true; do sleep 1; done")
+	if res := docker(t, nil, "pause", id); res.code != 0 {
+		t.Fatalf("pause: %s", res)
+	}
+	if st := strings.TrimSpace(docker(t, nil, "inspect", "-f", "{{.State.Status}}", id).stdout); st != "paused" {
+		t.Fatalf("after pause: %s", st)
+	}
+	if res := docker(t, nil, "unpause", id); res.code != 0 {
+		t.Fatalf("unpause: %s", res)
+	}
+	res := docker(t, nil, "stats", "--no-stream", "--format", "{{.MemUsage}} {{.CPUPerc}}", id)
+	if res.code != 0 || strings.HasPrefix(strings.TrimSpace(res.stdout), "0B") {
+		t.Fatalf("stats: %s", res)
+	}
+	// docker top is a documented limit (docs/limits.md): dockerd filters
+	// the host's ps by the guest's PIDs.
+	if res := docker(t, nil, "kill", "-s", "USR1", id); res.code != 0 {
+		t.Fatalf("kill -s USR1: %s", res)
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for !strings.Contains(docker(t, nil, "logs", id).stdout, "got-usr1") {
+		if time.Now().After(deadline) {
+			t.Fatal("the signal did not reach the container's process")
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	dir := t.TempDir()
+	src := dir + "/in.txt"
+	if err := os.WriteFile(src, []byte("copied in\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if res := docker(t, nil, "cp", src, id+":/tmp/in.txt"); res.code != 0 {
+		t.Fatalf("cp in: %s", res)
+	}
+	if res := docker(t, nil, "exec", id, "cat", "/tmp/in.txt"); res.stdout != "copied in\n" {
+		t.Fatalf("file copied in, seen from the guest: %s", res)
+	}
+	if res := docker(t, nil, "exec", id, "sh", "-c", "echo made inside > /tmp/out.txt"); res.code != 0 {
+		t.Fatalf("%s", res)
+	}
+	if res := docker(t, nil, "cp", id+":/tmp/out.txt", dir+"/out.txt"); res.code != 0 {
+		t.Fatalf("cp out: %s", res)
+	}
+	if b, _ := os.ReadFile(dir + "/out.txt"); string(b) != "made inside\n" {
+		t.Fatalf("file copied out: %q", b)
+	}
+	if res := docker(t, nil, "restart", "-t", "1", id); res.code != 0 {
+		t.Fatalf("restart: %s", res)
+	}
+	if st := strings.TrimSpace(docker(t, nil, "inspect", "-f", "{{.State.Status}}", id).stdout); st != "running" {
+		t.Fatalf("after restart: %s", st)
+	}
+}
+
+// -v host:ctr[:ro] binds, with writes landing on the host.
+func TestDockerBindVolume(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.WriteFile(dir+"/host.txt", []byte("from host\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	res := dockerRun(t, "gondolin", []string{"-v", dir + ":/data", "-v", dir + ":/ro:ro"},
+		"sh", "-c", "cat /data/host.txt; echo from guest > /data/guest.txt; touch /ro/x 2>/dev/null && echo ro-writable || echo ro-refused")
+	if res.code != 0 || res.stdout != "from host\nro-refused\n" {
+		t.Fatalf("%s", res)
+	}
+	if b, _ := os.ReadFile(dir + "/guest.txt"); string(b) != "from guest\n" {
+		t.Fatalf("write through the bind: %q", b)
+	}
+}
