@@ -12,9 +12,12 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	gruntime "github.com/earendil-works/gondolin-containerd/runtime"
 )
 
 // The Docker tests drive the real dockerd that `make dev-up` starts on the
@@ -276,5 +279,105 @@ func TestDockerBindVolume(t *testing.T) {
 	}
 	if b, _ := os.ReadFile(dir + "/guest.txt"); string(b) != "from guest\n" {
 		t.Fatalf("write through the bind: %q", b)
+	}
+}
+
+// dockerLeftovers lists what of a Docker container's VM is still there.
+func dockerLeftovers(id string) []string {
+	var found []string
+	stateDir := gruntime.StateDir(gruntime.DefaultStateRoot, "moby", id)
+	procs, _ := filepath.Glob("/proc/[0-9]*/cmdline")
+	for _, p := range procs {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			continue
+		}
+		cmdline := string(bytes.ReplaceAll(b, []byte{0}, []byte(" ")))
+		if strings.Contains(cmdline, "gondolin-"+id+",") || strings.Contains(cmdline, stateDir) {
+			found = append(found, "process "+filepath.Base(filepath.Dir(p))+": "+cmdline)
+		}
+	}
+	if _, err := os.Stat(stateDir); err == nil {
+		found = append(found, "state directory "+stateDir)
+	}
+	return found
+}
+
+func assertNoDockerLeftovers(t *testing.T, id string) {
+	t.Helper()
+	var left []string
+	for i := 0; i < 50; i++ {
+		if left = dockerLeftovers(id); len(left) == 0 {
+			return
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	t.Errorf("docker container %s left behind:\n%s", id, strings.Join(left, "\n"))
+}
+
+// An entrypoint that does not exist fails docker run with its name, the
+// container ends up exited or created (never stuck), and rm leaves nothing.
+func TestDockerErrors(t *testing.T) {
+	dockerHost(t)
+	name := newID(t)
+	res := docker(t, nil, "run", "--name", name, "--runtime", "gondolin", testImage(t), "/no/such-binary")
+	if res.code == 0 || !strings.Contains(res.stderr, "such-binary") {
+		t.Fatalf("want a clear error naming the missing entrypoint: %s", res)
+	}
+	st := strings.TrimSpace(docker(t, nil, "inspect", "-f", "{{.State.Status}}", name).stdout)
+	if st != "exited" && st != "created" {
+		t.Fatalf("after a failed start the container is %q", st)
+	}
+	id := strings.TrimSpace(docker(t, nil, "inspect", "-f", "{{.Id}}", name).stdout)
+	if res := docker(t, nil, "rm", "-f", name); res.code != 0 {
+		t.Fatalf("rm: %s", res)
+	}
+	assertNoDockerLeftovers(t, id)
+}
+
+// docker rm -f on a running container removes its VM and everything of it.
+func TestDockerRmForce(t *testing.T) {
+	dockerHost(t)
+	res := docker(t, nil, "run", "-d", "--runtime", "gondolin", "-p", "0:80", testImage(t), "sleep", "1000")
+	if res.code != 0 {
+		t.Fatalf("%s", res)
+	}
+	id := strings.TrimSpace(res.stdout)
+	if res := docker(t, nil, "rm", "-f", id); res.code != 0 {
+		t.Fatalf("rm -f: %s", res)
+	}
+	assertNoDockerLeftovers(t, id)
+}
+
+// --restart on-failure restarts a failing container; events tell its story.
+func TestDockerRestartPolicyAndEvents(t *testing.T) {
+	dockerHost(t)
+	since := time.Now().Add(-time.Second).Format(time.RFC3339Nano)
+	id := dockerDetached(t, "gondolin", []string{"--restart", "on-failure:2"}, "sh", "-c", "sleep 1; exit 3")
+	deadline := time.Now().Add(90 * time.Second)
+	for {
+		n := strings.TrimSpace(docker(t, nil, "inspect", "-f", "{{.RestartCount}}", id).stdout)
+		if n == "2" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("restart count stayed at %q", n)
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+	res := docker(t, nil, "events", "--since", since, "--until", time.Now().Format(time.RFC3339Nano),
+		"--filter", "container="+id, "--format", "{{.Action}}")
+	for _, want := range []string{"create", "start", "die"} {
+		if !strings.Contains(res.stdout, want) {
+			t.Errorf("docker events lack %q: %s", want, res)
+		}
+	}
+}
+
+// docker run -t gives the process a terminal.
+func TestDockerTTY(t *testing.T) {
+	res := dockerRun(t, "gondolin", []string{"-t"}, "sh", "-c", "tty; stty size")
+	if res.code != 0 || !strings.Contains(res.stdout, "/dev/pts/") || !strings.Contains(res.stdout, "\r\n") {
+		t.Fatalf("docker run -t: %s", res)
 	}
 }
