@@ -27,6 +27,13 @@ echo "host kernel:   $(uname -r)"
 echo "accelerator:   ${accel:-unknown} (${reason:-see .cache/dev/containerd.log})"
 echo "exit status:   $status (the container ran 'exit 3')"
 awk -v s="$start" -v e="$end" 'BEGIN { printf "wall time:     %.2f s\n", e - s }'
+if [[ -n ${DOCKER_HOST:-} ]]; then
+	echo
+	echo "+ docker run --rm $GONDOLIN_TEST_IMAGE uname -r    # gondolin is the dev dockerd's default runtime"
+	docker_kernel=$(docker run --rm "$GONDOLIN_TEST_IMAGE" uname -r)
+	echo "guest kernel under docker: $docker_kernel"
+	[ "$docker_kernel" != "$(uname -r)" ]
+fi
 echo
 echo "The private containerd keeps running: 'source .cache/dev/env' to use ctr against it, 'make dev-down' to stop it."
 [ "$status" -eq 3 ] && [ "$guest_kernel" != "$(uname -r)" ]

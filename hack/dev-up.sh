@@ -261,7 +261,7 @@ start_dockerd() {
   "runtimes": {
     "gondolin": {"runtimeType": "io.containerd.gondolin.v1"}
   },
-  "default-runtime": "runc",
+  "default-runtime": "gondolin",
   "userland-proxy": true,
   "userland-proxy-path": $(json_str "$TOOLS_DIR/bin/docker-proxy"),
   "shutdown-timeout": 10,
@@ -406,7 +406,7 @@ env_tmp="$(mktemp "$DEV_CACHE_DIR/.env.XXXXXX")"
 	printf 'export GONDOLIN_CONTAINERD_STATE=%q\n' "$DEV_STATE_DIR"
 	printf 'export GONDOLIN_DEV_CONTAINERD_LOG=%q\n' "$DEV_LOG"
 	if $WITH_DOCKER; then
-		echo "# The private dockerd (runtimes: runc, the default, and gondolin)."
+		echo "# The private dockerd (runtimes: gondolin, the default, and runc)."
 		printf 'export DOCKER_HOST=%q\n' "$DEV_DOCKER_HOST"
 		printf 'export GONDOLIN_DEV_DOCKERD_LOG=%q\n' "$DEV_DOCKER_LOG"
 	fi

@@ -381,3 +381,13 @@ func TestDockerTTY(t *testing.T) {
 		t.Fatalf("docker run -t: %s", res)
 	}
 }
+
+// gondolin is the dev dockerd's default runtime: a plain docker run boots a
+// micro-VM (its kernel is not the host's).
+func TestDockerDefaultRuntime(t *testing.T) {
+	dockerHost(t)
+	res := docker(t, nil, "run", "--rm", testImage(t), "uname", "-r")
+	if res.code != 0 || strings.TrimSpace(res.stdout) == hostKernel(t) {
+		t.Fatalf("plain docker run did not use a micro-VM: %s (host kernel %s)", res, hostKernel(t))
+	}
+}
