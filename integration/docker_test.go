@@ -3,21 +3,14 @@
 package integration
 
 import (
-	"bytes"
-	"context"
-	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
-
-	gruntime "github.com/earendil-works/gondolin-containerd/runtime"
 )
 
 // The Docker tests drive the real dockerd that `make dev-up` starts on the
@@ -34,24 +27,7 @@ func dockerHost(t *testing.T) {
 func docker(t *testing.T, stdin []byte, args ...string) result {
 	t.Helper()
 	dockerHost(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, "docker", args...)
-	var stdout, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	if stdin != nil {
-		cmd.Stdin = bytes.NewReader(stdin)
-	}
-	err := cmd.Run()
-	res := result{stdout: stdout.String(), stderr: stderr.String()}
-	var ee *exec.ExitError
-	switch {
-	case errors.As(err, &ee):
-		res.code = ee.ExitCode()
-	case err != nil:
-		t.Fatalf("docker %v: %v", args, err)
-	}
-	return res
+	return command(t, stdin, "docker", args...)
 }
 
 // dockerRun is `docker run --rm --runtime RUNTIME FLAGS IMAGE ARGS`.
@@ -282,38 +258,8 @@ func TestDockerBindVolume(t *testing.T) {
 	}
 }
 
-// dockerLeftovers lists what of a Docker container's VM is still there.
-func dockerLeftovers(id string) []string {
-	var found []string
-	stateDir := gruntime.StateDir(gruntime.DefaultStateRoot, "moby", id)
-	procs, _ := filepath.Glob("/proc/[0-9]*/cmdline")
-	for _, p := range procs {
-		b, err := os.ReadFile(p)
-		if err != nil {
-			continue
-		}
-		cmdline := string(bytes.ReplaceAll(b, []byte{0}, []byte(" ")))
-		if strings.Contains(cmdline, "gondolin-"+id+",") || strings.Contains(cmdline, stateDir) {
-			found = append(found, "process "+filepath.Base(filepath.Dir(p))+": "+cmdline)
-		}
-	}
-	if _, err := os.Stat(stateDir); err == nil {
-		found = append(found, "state directory "+stateDir)
-	}
-	return found
-}
-
-func assertNoDockerLeftovers(t *testing.T, id string) {
-	t.Helper()
-	var left []string
-	for i := 0; i < 50; i++ {
-		if left = dockerLeftovers(id); len(left) == 0 {
-			return
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
-	t.Errorf("docker container %s left behind:\n%s", id, strings.Join(left, "\n"))
-}
+// dockerNamespace is the containerd namespace dockerd uses.
+const dockerNamespace = "moby"
 
 // An entrypoint that does not exist fails docker run with its name, the
 // container ends up exited or created (never stuck), and rm leaves nothing.
@@ -332,7 +278,7 @@ func TestDockerErrors(t *testing.T) {
 	if res := docker(t, nil, "rm", "-f", name); res.code != 0 {
 		t.Fatalf("rm: %s", res)
 	}
-	assertNoDockerLeftovers(t, id)
+	assertNoLeftoversIn(t, dockerNamespace, id)
 }
 
 // docker rm -f on a running container removes its VM and everything of it.
@@ -346,7 +292,7 @@ func TestDockerRmForce(t *testing.T) {
 	if res := docker(t, nil, "rm", "-f", id); res.code != 0 {
 		t.Fatalf("rm -f: %s", res)
 	}
-	assertNoDockerLeftovers(t, id)
+	assertNoLeftoversIn(t, dockerNamespace, id)
 }
 
 // --restart on-failure restarts a failing container; events tell its story.

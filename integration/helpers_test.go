@@ -74,9 +74,16 @@ func (r result) String() string {
 // ctr runs the real ctr against the private containerd.
 func ctr(t *testing.T, stdin []byte, args ...string) result {
 	t.Helper()
+	return command(t, stdin, "ctr", args...)
+}
+
+// command runs a CLI to completion (at most 5 minutes) and collects what
+// it printed and its exit code.
+func command(t *testing.T, stdin []byte, name string, args ...string) result {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, "ctr", args...)
+	cmd := exec.CommandContext(ctx, name, args...)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	if stdin != nil {
@@ -89,7 +96,7 @@ func ctr(t *testing.T, stdin []byte, args ...string) result {
 	case errors.As(err, &ee):
 		res.code = ee.ExitCode()
 	case err != nil:
-		t.Fatalf("ctr %v: %v", args, err)
+		t.Fatalf("%s %v: %v", name, args, err)
 	}
 	return res
 }
@@ -158,8 +165,14 @@ func waitStatus(t *testing.T, id, want, why string) {
 // leftovers lists what of container id still exists on the host: VMM and
 // file server processes, mounts, and the state directory.
 func leftovers(id string) []string {
+	return leftoversIn(namespace(), id)
+}
+
+// leftoversIn lists what of container id in containerd namespace ns is
+// still there: its VMM and file servers, mounts, its state directory.
+func leftoversIn(ns, id string) []string {
 	var found []string
-	stateDir := gruntime.StateDir(gruntime.DefaultStateRoot, namespace(), id)
+	stateDir := gruntime.StateDir(gruntime.DefaultStateRoot, ns, id)
 	procs, _ := filepath.Glob("/proc/[0-9]*/cmdline")
 	for _, p := range procs {
 		b, err := os.ReadFile(p)
@@ -186,11 +199,16 @@ func leftovers(id string) []string {
 
 func assertNoLeftovers(t *testing.T, id string) {
 	t.Helper()
+	assertNoLeftoversIn(t, namespace(), id)
+}
+
+func assertNoLeftoversIn(t *testing.T, ns, id string) {
+	t.Helper()
 	var left []string
 	// The shim tears the VM down asynchronously after ctr returns; give it
 	// a moment before calling anything a leftover.
 	for i := 0; i < 50; i++ {
-		if left = leftovers(id); len(left) == 0 {
+		if left = leftoversIn(ns, id); len(left) == 0 {
 			return
 		}
 		time.Sleep(200 * time.Millisecond)
