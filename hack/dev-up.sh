@@ -247,6 +247,11 @@ start_dockerd() {
 	# Everything dockerd would share with a system Docker (socket, data, exec root, pid
 	# file, containerd, cgroups, config) is private. The userland proxy serves published
 	# ports on the host's loopback.
+	# A second gondolin runtime whose daemon.json options name a runtime
+	# config (dockerd hands them to the shim as runtimeoptions ConfigPath):
+	# the tests check the shim honours it.
+	gondolin_small_config="$DEV_CACHE_DIR/gondolin-small.toml"
+	printf '# Written by hack/dev-up.sh: the "gondolin-small" docker runtime.\ndefault_memory_mib = 320\n' >"$gondolin_small_config"
 	new_docker_config="$(mktemp "$DEV_CACHE_DIR/.daemon.json.XXXXXX")"
 	trap 'rm -f "$new_docker_config"' EXIT
 	cat >"$new_docker_config" <<EOF
@@ -259,7 +264,8 @@ start_dockerd() {
   "cgroup-parent": $(json_str "$DEV_DOCKER_CGROUP_PARENT"),
   "features": {"containerd-snapshotter": true},
   "runtimes": {
-    "gondolin": {"runtimeType": "io.containerd.gondolin.v1"}
+    "gondolin": {"runtimeType": "io.containerd.gondolin.v1"},
+    "gondolin-small": {"runtimeType": "io.containerd.gondolin.v1", "options": {"ConfigPath": $(json_str "$gondolin_small_config")}}
   },
   "default-runtime": "gondolin",
   "userland-proxy": true,

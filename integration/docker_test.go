@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -335,5 +336,27 @@ func TestDockerDefaultRuntime(t *testing.T) {
 	res := docker(t, nil, "run", "--rm", testImage(t), "uname", "-r")
 	if res.code != 0 || strings.TrimSpace(res.stdout) == hostKernel(t) {
 		t.Fatalf("plain docker run did not use a micro-VM: %s (host kernel %s)", res, hostKernel(t))
+	}
+}
+
+// daemon.json runtime options reach the shim: the dev dockerd's
+// "gondolin-small" runtime names a runtime config with
+// default_memory_mib = 320, so its guest has less memory than the default
+// 512 MiB.
+func TestDockerRuntimeOptions(t *testing.T) {
+	memTotal := func(runtime string) int {
+		res := dockerRun(t, runtime, nil, "sh", "-c", "awk '/MemTotal/ {print int($2/1024)}' /proc/meminfo")
+		if res.code != 0 {
+			t.Fatalf("%s: %s", runtime, res)
+		}
+		n, err := strconv.Atoi(strings.TrimSpace(res.stdout))
+		if err != nil {
+			t.Fatalf("%s: %s", runtime, res)
+		}
+		return n
+	}
+	small, normal := memTotal("gondolin-small"), memTotal("gondolin")
+	if small > 320 || normal <= 320 {
+		t.Fatalf("guest memory: gondolin-small %d MiB (want at most 320), gondolin %d MiB", small, normal)
 	}
 }
