@@ -360,3 +360,22 @@ func TestDockerRuntimeOptions(t *testing.T) {
 		t.Fatalf("guest memory: gondolin-small %d MiB (want at most 320), gondolin %d MiB", small, normal)
 	}
 }
+
+// --network host: the container shares the host's namespace for its
+// upstream flows, but the policy still decides: a destination not on the
+// allowlist is refused and audited.
+func TestDockerNetworkHostKeepsPolicy(t *testing.T) {
+	dockerHost(t)
+	name := newID(t)
+	res := docker(t, nil, "run", "--name", name, "--network", "host", "--runtime", "gondolin", testImage(t),
+		"sh", "-c", "wget -q -O- http://198.51.100.7:8080/ 2>&1; echo rc=$?")
+	id := strings.TrimSpace(docker(t, nil, "inspect", "-f", "{{.Id}}", name).stdout)
+	t.Cleanup(func() { docker(t, nil, "rm", "-f", name) })
+	if res.code != 0 || strings.Contains(res.stdout, "rc=0") {
+		t.Fatalf("a destination off the allowlist was reached with --network host: %s", res)
+	}
+	audit, err := os.ReadFile("/var/log/gondolin/audit/" + dockerNamespace + "/" + id + ".jsonl")
+	if err != nil || !strings.Contains(string(audit), `"decision":"denied"`) || !strings.Contains(string(audit), "198.51.100.7") {
+		t.Fatalf("no denial audited (%v):\n%s", err, audit)
+	}
+}
