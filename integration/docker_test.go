@@ -379,3 +379,20 @@ func TestDockerNetworkHostKeepsPolicy(t *testing.T) {
 		t.Fatalf("no denial audited (%v):\n%s", err, audit)
 	}
 }
+
+// --memory and --cpus size the VM and become the container's cgroup limits
+// in the guest.
+func TestDockerResources(t *testing.T) {
+	res := dockerRun(t, "gondolin", []string{"--memory", "256m", "--cpus", "2"},
+		"sh", "-c", "nproc; awk '/MemTotal/ {print int($2/1024)}' /proc/meminfo; cat /sys/fs/cgroup/memory.max /sys/fs/cgroup/cpu.max")
+	f := strings.Split(strings.TrimSpace(res.stdout), "\n")
+	if res.code != 0 || len(f) != 4 {
+		t.Fatalf("%s", res)
+	}
+	mem, _ := strconv.Atoi(f[1])
+	// The VM gets the limit plus memory_overhead_mib (128) for the guest
+	// kernel and agent; the container's cgroup gets the limit itself.
+	if f[0] != "2" || mem <= 256 || mem > 384 || f[2] != "268435456" || f[3] != "200000 100000" {
+		t.Fatalf("want 2 vCPUs, 256 MiB < guest memory <= 384 MiB, memory.max 268435456, cpu.max 200000 100000: %s", res)
+	}
+}
