@@ -396,3 +396,12 @@ func TestDockerResources(t *testing.T) {
 		t.Fatalf("want 2 vCPUs, 256 MiB < guest memory <= 384 MiB, memory.max 268435456, cpu.max 200000 100000: %s", res)
 	}
 }
+
+// docker logs -f follows the output until the container exits.
+func TestDockerLogsFollow(t *testing.T) {
+	id := dockerDetached(t, "gondolin", nil, "sh", "-c", "echo first; sleep 2; echo second")
+	res := docker(t, nil, "logs", "-f", id)
+	if res.code != 0 || res.stdout != "first\nsecond\n" {
+		t.Fatalf("docker logs -f: %s", res)
+	}
+}
