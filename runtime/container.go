@@ -397,11 +397,11 @@ func (c *Container) configureNetwork(ctx context.Context) error {
 	if network == nil {
 		return nil
 	}
-	empty, err := c.netns.empty()
+	link, err := c.netns.link()
 	if err != nil {
-		return fmt.Errorf("read the network namespace's interfaces: %w", err)
+		return fmt.Errorf("read the container's network namespace: %w", err)
 	}
-	if empty {
+	if link.empty {
 		if _, err := c.sb.agent.ConfigureNetwork(ctx, &api.ConfigureNetworkRequest{Mac: network.guestConfig().Mac, Detach: true}); err != nil {
 			return fmt.Errorf("detach the guest's NIC: %w", agentError(err))
 		}
@@ -409,12 +409,8 @@ func (c *Container) configureNetwork(ctx context.Context) error {
 	}
 	// The guest takes the address its namespace was given, so that what
 	// the container sees matches what Docker or Kubernetes report.
-	addr, gw, ok, err := c.netns.ipv4Link()
-	if err != nil {
-		return fmt.Errorf("read the network namespace's address: %w", err)
-	}
-	if ok {
-		if err := network.policy.SetLinkAddresses(addr, gw); err != nil {
+	if link.ok {
+		if err := network.policy.SetLinkAddresses(link.addr, link.gateway); err != nil {
 			return err
 		}
 	}

@@ -2,16 +2,16 @@ package runtime
 
 import (
 	"context"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"net"
 	"net/netip"
 	"os"
 	goruntime "runtime"
-	"strings"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 )
 
@@ -166,91 +166,78 @@ func removeNetNSPin(pinPath string) error {
 	return nil
 }
 
-// ipv4Link returns the address (with its prefix) and default gateway of the
-// namespace's first interface that has both, as Docker or a CNI plugin
-// configured it. ok is false for the host's namespace (the guest does not
-// mirror the host) and for a namespace without such an interface.
-func (n *netNS) ipv4Link() (addr netip.Prefix, gateway netip.Addr, ok bool, err error) {
+// nsLink is what the guest's NIC takes from the namespace.
+type nsLink struct {
+	// empty: the namespace has no interface but lo (nothing configured
+	// it: docker --network none, a plain ctr run).
+	empty bool
+	// addr (with its prefix) and gateway of the default route's
+	// interface; ok is false when there is none.
+	addr    netip.Prefix
+	gateway netip.Addr
+	ok      bool
+}
+
+// link reads, in one netlink session, whether the namespace is empty and
+// the address and gateway of its IPv4 default route's interface, as Docker
+// or a CNI plugin configured them. The host's namespace is neither empty
+// nor mirrored: the guest keeps its own addresses there.
+func (n *netNS) link() (nsLink, error) {
 	if n.f == nil {
-		return netip.Prefix{}, netip.Addr{}, false, nil
+		return nsLink{}, nil
 	}
-	err = n.do(func() error {
-		// thread-self: /proc/net would show the shim's own namespace.
-		routes, err := os.ReadFile("/proc/thread-self/net/route")
-		if err != nil {
-			return err
+	h, err := netlink.NewHandleAt(netns.NsHandle(int(n.f.Fd())), unix.NETLINK_ROUTE)
+	if err != nil {
+		return nsLink{}, fmt.Errorf("netlink in %s: %w", n.f.Name(), err)
+	}
+	defer h.Close()
+	links, err := h.LinkList()
+	if err != nil {
+		return nsLink{}, fmt.Errorf("list interfaces: %w", err)
+	}
+	l := nsLink{empty: true}
+	for _, link := range links {
+		if link.Attrs().Flags&net.FlagLoopback == 0 {
+			l.empty = false
 		}
-		ifName, gw, found := defaultRoute(string(routes))
-		if !found {
-			return nil
+	}
+	routes, err := h.RouteList(nil, netlink.FAMILY_V4)
+	if err != nil {
+		return nsLink{}, fmt.Errorf("list routes: %w", err)
+	}
+	for _, r := range routes {
+		if !defaultRoute(r) {
+			continue
 		}
-		iface, err := net.InterfaceByName(ifName)
+		gw, _ := netip.AddrFromSlice(r.Gw.To4())
+		link, err := h.LinkByIndex(r.LinkIndex)
 		if err != nil {
-			return err
+			return nsLink{}, fmt.Errorf("default route's interface: %w", err)
 		}
-		addrs, err := iface.Addrs()
+		addrs, err := h.AddrList(link, netlink.FAMILY_V4)
 		if err != nil {
-			return err
+			return nsLink{}, fmt.Errorf("addresses of %s: %w", link.Attrs().Name, err)
 		}
 		for _, a := range addrs {
-			ipn, isIPNet := a.(*net.IPNet)
-			if !isIPNet || ipn.IP.To4() == nil {
-				continue
-			}
-			ip, _ := netip.AddrFromSlice(ipn.IP.To4())
-			bits, _ := ipn.Mask.Size()
-			p := netip.PrefixFrom(ip, bits)
-			if p.Masked().Contains(gw) {
-				addr, gateway, ok = p, gw, true
-				return nil
+			ip, _ := netip.AddrFromSlice(a.IP.To4())
+			bits, _ := a.Mask.Size()
+			if p := netip.PrefixFrom(ip, bits); p.Masked().Contains(gw) {
+				l.addr, l.gateway, l.ok = p, gw, true
+				return l, nil
 			}
 		}
-		return nil
-	})
-	return addr, gateway, ok, err
+	}
+	return l, nil
 }
 
-// defaultRoute finds the IPv4 default route in /proc/net/route: its
-// interface and gateway.
-func defaultRoute(table string) (iface string, gw netip.Addr, ok bool) {
-	for _, line := range strings.Split(table, "\n")[1:] {
-		f := strings.Fields(line)
-		if len(f) < 8 || f[1] != "00000000" || f[7] != "00000000" {
-			continue
-		}
-		b, err := hex.DecodeString(f[2])
-		if err != nil || len(b) != 4 {
-			continue
-		}
-		// The kernel prints the address as a host-order (little-endian) word.
-		gw = netip.AddrFrom4([4]byte{b[3], b[2], b[1], b[0]})
-		if gw.IsUnspecified() {
-			continue
-		}
-		return f[0], gw, true
+// defaultRoute reports whether r is an IPv4 default route with a gateway.
+func defaultRoute(r netlink.Route) bool {
+	if r.Gw == nil || r.Gw.To4() == nil || r.Gw.IsUnspecified() {
+		return false
 	}
-	return "", netip.Addr{}, false
-}
-
-// empty reports whether a namespace of its own has no interface but lo:
-// one nothing configured (docker --network none, a plain ctr run). The
-// host's namespace is never empty.
-func (n *netNS) empty() (bool, error) {
-	if n.f == nil {
-		return false, nil
+	if r.Dst == nil {
+		return true
 	}
-	empty := true
-	err := n.do(func() error {
-		ifaces, err := net.Interfaces()
-		if err != nil {
-			return err
-		}
-		for _, i := range ifaces {
-			if i.Flags&net.FlagLoopback == 0 {
-				empty = false
-			}
-		}
-		return nil
-	})
-	return empty, err
+	ones, _ := r.Dst.Mask.Size()
+	return ones == 0
 }

@@ -2,11 +2,15 @@ package runtime
 
 import (
 	"context"
+	"net"
 	"os"
 	"path/filepath"
 	"testing"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
 )
 
 // A spec asking for a new network namespace without a path gets a fresh,
@@ -24,12 +28,12 @@ func TestSpecNetNSCreatesEmptyNamespace(t *testing.T) {
 	if ns.Path() != pin {
 		t.Fatalf("namespace path %q, want the pin %q", ns.Path(), pin)
 	}
-	empty, err := ns.empty()
-	if err != nil || !empty {
-		t.Fatalf("a fresh namespace should be empty: %v %v", empty, err)
+	l, err := ns.link()
+	if err != nil || !l.empty {
+		t.Fatalf("a fresh namespace should be empty: %+v %v", l, err)
 	}
-	if _, _, ok, err := ns.ipv4Link(); ok || err != nil {
-		t.Fatalf("a fresh namespace has no default route: ok=%v err=%v", ok, err)
+	if l.ok {
+		t.Fatalf("a fresh namespace has no default route: %+v", l)
 	}
 	if _, err := ns.dial(context.Background(), "tcp", "192.0.2.1:80"); err == nil {
 		t.Fatal("dialling out of an empty namespace must fail")
@@ -46,7 +50,48 @@ func TestSpecNetNSCreatesEmptyNamespace(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if empty, _ := host.empty(); empty || host.Path() != "" {
+	if l, _ := host.link(); l.empty || host.Path() != "" {
 		t.Fatal("the host's namespace is not empty and has no path")
+	}
+}
+
+// A namespace configured as Docker does (an interface with 172.17.0.2/16
+// and a default route via 172.17.0.1) is read back for the guest.
+func TestNetNSLinkReadsDefaultRoute(t *testing.T) {
+	pin := filepath.Join(t.TempDir(), "netns")
+	ns, err := createNetNS(pin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ns.Close()
+	h, err := netlink.NewHandleAt(netns.NsHandle(int(ns.f.Fd())), unix.NETLINK_ROUTE)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Close()
+	veth := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: "eth0"}, PeerName: "peer0"}
+	if err := h.LinkAdd(veth); err != nil {
+		t.Fatal(err)
+	}
+	link, err := h.LinkByName("eth0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr, _ := netlink.ParseAddr("172.17.0.2/16")
+	if err := h.AddrAdd(link, addr); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.LinkSetUp(link); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.RouteAdd(&netlink.Route{LinkIndex: link.Attrs().Index, Gw: net.ParseIP("172.17.0.1")}); err != nil {
+		t.Fatal(err)
+	}
+	l, err := ns.link()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if l.empty || !l.ok || l.addr.String() != "172.17.0.2/16" || l.gateway.String() != "172.17.0.1" {
+		t.Fatalf("link() = %+v", l)
 	}
 }

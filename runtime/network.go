@@ -79,7 +79,7 @@ func startNetwork(ctx context.Context, p networkParams) (_ *sandboxNetwork, retE
 		// The operator vouches for these addresses, internal or not.
 		cfg.AllowInternal = append(cfg.AllowInternal, oci.HostPattern{Host: name})
 	}
-	cfg.Resolver = &upstreamResolver{overrides: overrides, ns: ns, servers: cfg.DNSServers}
+	cfg.Resolver = newUpstreamResolver(overrides, ns, cfg.DNSServers)
 	if cfg.RootCAs, err = upstreamRoots(p.runtime.UpstreamCAFile); err != nil {
 		return nil, err
 	}
@@ -267,23 +267,28 @@ func upstreamOverrides(hosts map[string][]string) (map[string][]netip.Addr, erro
 // (the upstream_dns servers, or those of the host's resolv.conf).
 type upstreamResolver struct {
 	overrides map[string][]netip.Addr
-	ns        *netNS
-	servers   []netip.AddrPort
+	dns       *net.Resolver
+}
+
+func newUpstreamResolver(overrides map[string][]netip.Addr, ns *netNS, servers []netip.AddrPort) *upstreamResolver {
+	var next atomic.Uint32
+	return &upstreamResolver{
+		overrides: overrides,
+		dns: &net.Resolver{
+			PreferGo: true,
+			Dial: func(ctx context.Context, network, address string) (net.Conn, error) {
+				if len(servers) > 0 {
+					address = servers[int(next.Add(1)-1)%len(servers)].String()
+				}
+				return ns.dial(ctx, network, address)
+			},
+		},
+	}
 }
 
 func (r *upstreamResolver) LookupNetIP(ctx context.Context, network, host string) ([]netip.Addr, error) {
 	if addrs, ok := r.overrides[strings.TrimSuffix(strings.ToLower(host), ".")]; ok {
 		return addrs, nil
 	}
-	var next atomic.Uint32
-	res := &net.Resolver{
-		PreferGo: true,
-		Dial: func(ctx context.Context, network, address string) (net.Conn, error) {
-			if len(r.servers) > 0 {
-				address = r.servers[int(next.Add(1)-1)%len(r.servers)].String()
-			}
-			return r.ns.dial(ctx, network, address)
-		},
-	}
-	return res.LookupNetIP(ctx, network, host)
+	return r.dns.LookupNetIP(ctx, network, host)
 }

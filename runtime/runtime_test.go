@@ -111,16 +111,3 @@ func TestHostIOUnknownScheme(t *testing.T) {
 		t.Fatalf("got %v", err)
 	}
 }
-
-func TestDefaultRoute(t *testing.T) {
-	table := "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT\n" +
-		"eth0\t000011AC\t00000000\t0001\t0\t0\t0\t0000FFFF\t0\t0\t0\n" +
-		"eth0\t00000000\t010011AC\t0003\t0\t0\t0\t00000000\t0\t0\t0\n"
-	iface, gw, ok := defaultRoute(table)
-	if !ok || iface != "eth0" || gw.String() != "172.17.0.1" {
-		t.Fatalf("defaultRoute = %q %s %v", iface, gw, ok)
-	}
-	if _, _, ok := defaultRoute(table[:strings.LastIndex(table[:len(table)-1], "\n")+1]); ok {
-		t.Fatal("no default route in a table without one")
-	}
-}
