@@ -405,3 +405,56 @@ func TestDockerLogsFollow(t *testing.T) {
 		t.Fatalf("docker logs -f: %s", res)
 	}
 }
+
+// docker network connect and disconnect on a running container: the guest
+// gains and loses the second network's address, and a container on that
+// network reaches the guest's server at it.
+func TestDockerNetworkConnect(t *testing.T) {
+	dockerHost(t)
+	network := "gnet-" + newID(t)
+	if res := docker(t, nil, "network", "create", network); res.code != 0 {
+		t.Fatalf("network create: %s", res)
+	}
+	t.Cleanup(func() { docker(t, nil, "network", "rm", network) })
+	id := dockerDetached(t, "gondolin", nil,
+		"sh", "-c", "mkdir -p /www && echo connected > /www/index.html && exec httpd -f -p 80 -h /www")
+	if res := docker(t, nil, "network", "connect", network, id); res.code != 0 {
+		t.Fatalf("network connect: %s", res)
+	}
+	ip := strings.TrimSpace(docker(t, nil, "inspect", "-f", `{{(index .NetworkSettings.Networks "`+network+`").IPAddress}}`, id).stdout)
+	if ip == "" {
+		t.Fatal("no address on the connected network")
+	}
+	guestAddrs := func() string {
+		return docker(t, nil, "exec", id, "cat", "/proc/net/fib_trie").stdout
+	}
+	waitFor := func(what string, cond func() bool) {
+		t.Helper()
+		deadline := time.Now().Add(20 * time.Second)
+		for !cond() {
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: the guest's addresses are\n%s", what, guestAddrs())
+			}
+			time.Sleep(300 * time.Millisecond)
+		}
+	}
+	waitFor("the guest never got "+ip, func() bool { return strings.Contains(guestAddrs(), ip) })
+	// Docker edits the container's /etc/hosts on the host in place; the
+	// guest sees the file as it is now.
+	hostsPath := strings.TrimSpace(docker(t, nil, "inspect", "-f", "{{.HostsPath}}", id).stdout)
+	hostHosts := func() string { b, _ := os.ReadFile(hostsPath); return string(b) }
+	waitFor("the guest's /etc/hosts differs from "+hostsPath, func() bool {
+		return docker(t, nil, "exec", id, "cat", "/etc/hosts").stdout == hostHosts()
+	})
+	if !strings.Contains(hostHosts(), ip) {
+		t.Logf("note: Docker did not add %s to %s", ip, hostsPath)
+	}
+	res := docker(t, nil, "run", "--rm", "--runtime", "runc", "--network", network, testImage(t), "wget", "-qO-", "http://"+ip+"/index.html")
+	if res.code != 0 || strings.TrimSpace(res.stdout) != "connected" {
+		t.Fatalf("a container on %s cannot reach the gondolin one at %s: %s", network, ip, res)
+	}
+	if res := docker(t, nil, "network", "disconnect", network, id); res.code != 0 {
+		t.Fatalf("network disconnect: %s", res)
+	}
+	waitFor("the guest kept "+ip+" after disconnect", func() bool { return !strings.Contains(guestAddrs(), ip) })
+}

@@ -388,37 +388,87 @@ func (c *Container) Start(ctx context.Context) (uint32, error) {
 }
 
 // configureNetwork gives the guest its NIC's configuration from the
-// container's network namespace, just before the init runs: Docker (26 and
-// later) configures the namespace after the task is created, so at create
-// time it may still be empty. An empty namespace at start (docker
-// --network none, a plain ctr run) means no NIC at all, as with runc.
-func (c *Container) configureNetwork(ctx context.Context) error {
+// container's network namespace, just before the init runs, and follows
+// the namespace's changes afterwards: Docker (26 and later) configures the
+// namespace after the task is created, so at create time it may still be
+// empty, and docker network connect changes it while the container runs.
+// An empty namespace at start (docker --network none, a plain ctr run)
+// means no NIC at all, as with runc.
+func (c *Container) configureNetwork(ctx context.Context) (retErr error) {
 	network := c.net
 	if network == nil {
 		return nil
 	}
+	// Subscribe before reading, so no change falls between the two.
+	entry := log.G(ctx).WithField("container", c.ID)
+	watch, err := c.netns.watch(entry)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if retErr != nil && watch != nil {
+			watch.Close()
+		}
+	}()
 	link, err := c.netns.link()
 	if err != nil {
 		return fmt.Errorf("read the container's network namespace: %w", err)
 	}
 	if link.empty {
+		if watch != nil {
+			watch.Close()
+		}
 		if _, err := c.sb.agent.ConfigureNetwork(ctx, &api.ConfigureNetworkRequest{Mac: network.guestConfig().Mac, Detach: true}); err != nil {
 			return fmt.Errorf("detach the guest's NIC: %w", agentError(err))
 		}
 		return nil
 	}
-	// The guest takes the address its namespace was given, so that what
-	// the container sees matches what Docker or Kubernetes report.
-	if link.ok {
-		if err := network.policy.SetLinkAddresses(link.addr, link.gateway); err != nil {
-			return err
-		}
+	if err := c.applyNetwork(ctx, link); err != nil {
+		return err
 	}
-	if _, err := c.sb.agent.ConfigureNetwork(ctx, network.guestConfig()); err != nil {
-		return fmt.Errorf("configure the guest's network: %w", agentError(err))
+	if watch != nil {
+		go func() {
+			runCtx, cancel := c.runningContext()
+			defer cancel()
+			c.followNetNS(log.WithLogger(runCtx, entry), watch, link)
+		}()
 	}
 	go c.publishListeners()
 	return nil
+}
+
+// applyNetwork gives the guest the addresses its namespace has. The guest
+// takes the address its namespace was given, so that what the container
+// sees matches what Docker or Kubernetes report.
+func (c *Container) applyNetwork(ctx context.Context, link nsLink) error {
+	if link.ok {
+		if err := c.net.policy.SetLinkAddresses(link.addr, link.gateway); err != nil {
+			return err
+		}
+	}
+	req := c.net.guestConfig()
+	for _, p := range link.extra {
+		req.ExtraAddresses = append(req.ExtraAddresses, p.String())
+	}
+	if _, err := c.sb.agent.ConfigureNetwork(ctx, req); err != nil {
+		return fmt.Errorf("configure the guest's network: %w", agentError(err))
+	}
+	return nil
+}
+
+// runningContext is cancelled when the container is deleted or its VM
+// goes away, for the work that follows a running container.
+func (c *Container) runningContext() (context.Context, context.CancelFunc) {
+	ctx, cancel := context.WithCancel(context.Background())
+	go func() {
+		select {
+		case <-c.stopping:
+		case <-c.sb.vm.Done():
+		case <-ctx.Done():
+		}
+		cancel()
+	}()
+	return ctx, cancel
 }
 
 // hookState is the container's state for its hooks.

@@ -28,15 +28,8 @@ const listenersPoll = 30 * time.Second
 // publishListeners follows the guest's listening ports until the container
 // stops or its VM goes away.
 func (c *Container) publishListeners() {
-	ctx, cancel := context.WithCancel(context.Background())
+	ctx, cancel := c.runningContext()
 	defer cancel()
-	go func() {
-		select {
-		case <-c.stopping:
-		case <-c.sb.vm.Done():
-		}
-		cancel()
-	}()
 	entry := log.G(ctx).WithField("container", c.ID)
 	pub := &publisher{c: c, entry: entry, listeners: map[uint16]net.Listener{}}
 	defer pub.closeAll()

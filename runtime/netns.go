@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"os"
 	goruntime "runtime"
+	"slices"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"github.com/vishvananda/netlink"
@@ -176,12 +177,21 @@ type nsLink struct {
 	addr    netip.Prefix
 	gateway netip.Addr
 	ok      bool
+	// extra are the other IPv4 addresses of the namespace's interfaces
+	// (a second Docker network), in a stable order.
+	extra []netip.Prefix
 }
 
-// link reads, in one netlink session, whether the namespace is empty and
-// the address and gateway of its IPv4 default route's interface, as Docker
-// or a CNI plugin configured them. The host's namespace is neither empty
-// nor mirrored: the guest keeps its own addresses there.
+// equal reports whether two readings give the guest the same network.
+func (l nsLink) equal(o nsLink) bool {
+	return l.empty == o.empty && l.ok == o.ok && l.addr == o.addr && l.gateway == o.gateway && slices.Equal(l.extra, o.extra)
+}
+
+// link reads, in one netlink session, whether the namespace is empty, the
+// address and gateway of its IPv4 default route's interface and its other
+// addresses, as Docker or a CNI plugin configured them. The host's
+// namespace is neither empty nor mirrored: the guest keeps its own
+// addresses there.
 func (n *netNS) link() (nsLink, error) {
 	if n.f == nil {
 		return nsLink{}, nil
@@ -196,37 +206,52 @@ func (n *netNS) link() (nsLink, error) {
 		return nsLink{}, fmt.Errorf("list interfaces: %w", err)
 	}
 	l := nsLink{empty: true}
+	loopback := map[int]bool{}
 	for _, link := range links {
-		if link.Attrs().Flags&net.FlagLoopback == 0 {
+		if link.Attrs().Flags&net.FlagLoopback != 0 {
+			loopback[link.Attrs().Index] = true
+		} else {
 			l.empty = false
 		}
+	}
+	addrs, err := h.AddrList(nil, netlink.FAMILY_V4)
+	if err != nil {
+		return nsLink{}, fmt.Errorf("list addresses: %w", err)
+	}
+	var all []netip.Prefix
+	byLink := map[int][]netip.Prefix{}
+	for _, a := range addrs {
+		ip, ok := netip.AddrFromSlice(a.IP.To4())
+		if !ok || loopback[a.LinkIndex] || a.Scope != unix.RT_SCOPE_UNIVERSE {
+			continue
+		}
+		bits, _ := a.Mask.Size()
+		p := netip.PrefixFrom(ip, bits)
+		all = append(all, p)
+		byLink[a.LinkIndex] = append(byLink[a.LinkIndex], p)
 	}
 	routes, err := h.RouteList(nil, netlink.FAMILY_V4)
 	if err != nil {
 		return nsLink{}, fmt.Errorf("list routes: %w", err)
 	}
 	for _, r := range routes {
-		if !defaultRoute(r) {
+		if !defaultRoute(r) || l.ok {
 			continue
 		}
 		gw, _ := netip.AddrFromSlice(r.Gw.To4())
-		link, err := h.LinkByIndex(r.LinkIndex)
-		if err != nil {
-			return nsLink{}, fmt.Errorf("default route's interface: %w", err)
-		}
-		addrs, err := h.AddrList(link, netlink.FAMILY_V4)
-		if err != nil {
-			return nsLink{}, fmt.Errorf("addresses of %s: %w", link.Attrs().Name, err)
-		}
-		for _, a := range addrs {
-			ip, _ := netip.AddrFromSlice(a.IP.To4())
-			bits, _ := a.Mask.Size()
-			if p := netip.PrefixFrom(ip, bits); p.Masked().Contains(gw) {
+		for _, p := range byLink[r.LinkIndex] {
+			if p.Masked().Contains(gw) && p.Addr() != gw {
 				l.addr, l.gateway, l.ok = p, gw, true
-				return l, nil
+				break
 			}
 		}
 	}
+	for _, p := range all {
+		if !l.ok || p != l.addr {
+			l.extra = append(l.extra, p)
+		}
+	}
+	slices.SortFunc(l.extra, func(a, b netip.Prefix) int { return a.Addr().Compare(b.Addr()) })
 	return l, nil
 }
 

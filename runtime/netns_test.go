@@ -2,10 +2,14 @@ package runtime
 
 import (
 	"context"
+	"fmt"
 	"net"
 	"os"
 	"path/filepath"
 	"testing"
+	"time"
+
+	"github.com/containerd/log"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"github.com/vishvananda/netlink"
@@ -93,5 +97,59 @@ func TestNetNSLinkReadsDefaultRoute(t *testing.T) {
 	}
 	if l.empty || !l.ok || l.addr.String() != "172.17.0.2/16" || l.gateway.String() != "172.17.0.1" {
 		t.Fatalf("link() = %+v", l)
+	}
+
+	// docker network connect: a second interface appears; the watch
+	// reports it and the reading carries its address as an extra.
+	watch, err := ns.watch(log.L.WithField("test", t.Name()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer watch.Close()
+	veth1 := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: "eth1"}, PeerName: "peer1"}
+	if err := h.LinkAdd(veth1); err != nil {
+		t.Fatal(err)
+	}
+	link1, err := h.LinkByName("eth1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr1, _ := netlink.ParseAddr("172.18.0.5/16")
+	if err := h.AddrAdd(link1, addr1); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.LinkSetUp(link1); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if !watch.changed(ctx) {
+		t.Fatal("no change reported after an interface was added")
+	}
+	l2, err := ns.link()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !l2.ok || l2.addr != l.addr || fmt.Sprint(l2.extra) != "[172.18.0.5/16]" || l2.equal(l) {
+		t.Fatalf("after connect: link() = %+v", l2)
+	}
+
+	// The default route moves to the second interface (the first network
+	// was disconnected): the primary address follows it.
+	if err := h.RouteDel(&netlink.Route{LinkIndex: link.Attrs().Index, Gw: net.ParseIP("172.17.0.1")}); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.RouteAdd(&netlink.Route{LinkIndex: link1.Attrs().Index, Gw: net.ParseIP("172.18.0.1")}); err != nil {
+		t.Fatal(err)
+	}
+	if !watch.changed(ctx) {
+		t.Fatal("no change reported after the default route moved")
+	}
+	l3, err := ns.link()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if l3.addr.String() != "172.18.0.5/16" || l3.gateway.String() != "172.18.0.1" || fmt.Sprint(l3.extra) != "[172.17.0.2/16]" {
+		t.Fatalf("after the route moved: link() = %+v", l3)
 	}
 }

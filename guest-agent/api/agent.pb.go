@@ -1674,6 +1674,9 @@ func (x *UpdateContainerRequest) GetResourcesJson() []byte {
 	return nil
 }
 
+// ConfigureNetworkRequest sets the NIC's whole configuration: a later call
+// replaces the addresses and route of an earlier one (the namespace
+// changed), so the guest always mirrors the namespace.
 type ConfigureNetworkRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// mac names the interface (the guest kernel picks its name).
@@ -1688,9 +1691,14 @@ type ConfigureNetworkRequest struct {
 	// (its driver lets go of it), for a container whose network namespace
 	// has no interface (docker --network none): the guest then has no NIC,
 	// as a runc container would have none. Only mac is read.
-	Detach        bool `protobuf:"varint,5,opt,name=detach,proto3" json:"detach,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Detach bool `protobuf:"varint,5,opt,name=detach,proto3" json:"detach,omitempty"`
+	// extra_addresses are the addresses of the namespace's other
+	// interfaces (docker network connect), each with its prefix length.
+	// The NIC carries them too, so the container sees every address its
+	// namespace has; every packet still leaves through the gateway.
+	ExtraAddresses []string `protobuf:"bytes,6,rep,name=extra_addresses,json=extraAddresses,proto3" json:"extra_addresses,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *ConfigureNetworkRequest) Reset() {
@@ -1756,6 +1764,13 @@ func (x *ConfigureNetworkRequest) GetDetach() bool {
 		return x.Detach
 	}
 	return false
+}
+
+func (x *ConfigureNetworkRequest) GetExtraAddresses() []string {
+	if x != nil {
+		return x.ExtraAddresses
+	}
+	return nil
 }
 
 type WaitListenersRequest struct {
@@ -2078,13 +2093,14 @@ const file_agent_proto_rawDesc = "" +
 	"\ametrics\x18\x01 \x01(\fR\ametrics\"b\n" +
 	"\x16UpdateContainerRequest\x12!\n" +
 	"\fcontainer_id\x18\x01 \x01(\tR\vcontainerId\x12%\n" +
-	"\x0eresources_json\x18\x02 \x01(\fR\rresourcesJson\"\x89\x01\n" +
+	"\x0eresources_json\x18\x02 \x01(\fR\rresourcesJson\"\xb2\x01\n" +
 	"\x17ConfigureNetworkRequest\x12\x10\n" +
 	"\x03mac\x18\x01 \x01(\tR\x03mac\x12\x18\n" +
 	"\aaddress\x18\x02 \x01(\tR\aaddress\x12\x18\n" +
 	"\agateway\x18\x03 \x01(\tR\agateway\x12\x10\n" +
 	"\x03mtu\x18\x04 \x01(\rR\x03mtu\x12\x16\n" +
-	"\x06detach\x18\x05 \x01(\bR\x06detach\"6\n" +
+	"\x06detach\x18\x05 \x01(\bR\x06detach\x12'\n" +
+	"\x0fextra_addresses\x18\x06 \x03(\tR\x0eextraAddresses\"6\n" +
 	"\x14WaitListenersRequest\x12\x1e\n" +
 	"\n" +
 	"generation\x18\x01 \x01(\x04R\n" +

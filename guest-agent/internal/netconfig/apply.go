@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
@@ -46,16 +47,8 @@ func Apply(h *netlink.Handle, cfg Config, wait time.Duration) error {
 			return fmt.Errorf("set MTU %d on %s: %w", cfg.MTU, name, err)
 		}
 	}
-	// No prefix route: every packet, to the subnet too, goes to the
-	// gateway's MAC. The host side is a userspace stack that answers ARP
-	// only for the gateway, and other hosts of the subnet (containers on
-	// the same Docker network) are reached through it, under policy.
-	addr := &netlink.Addr{IPNet: &net.IPNet{
-		IP:   net.IP(cfg.Address.Addr().AsSlice()),
-		Mask: net.CIDRMask(cfg.Address.Bits(), 32),
-	}, Flags: unix.IFA_F_NOPREFIXROUTE}
-	if err := h.AddrReplace(link, addr); err != nil {
-		return fmt.Errorf("add address %s to %s: %w", cfg.Address, name, err)
+	if err := setAddresses(h, link, cfg.Addresses()); err != nil {
+		return err
 	}
 	if err := h.LinkSetUp(link); err != nil {
 		return fmt.Errorf("bring %s up: %w", name, err)
@@ -78,6 +71,47 @@ func Apply(h *netlink.Handle, cfg Config, wait time.Duration) error {
 	} // no Dst: the default route
 	if err := h.RouteReplace(route); err != nil {
 		return fmt.Errorf("add default route via %s dev %s: %w", cfg.Gateway, name, err)
+	}
+	return nil
+}
+
+// setAddresses makes want the link's IPv4 addresses: it adds (or
+// refreshes) each and removes any other, left by an earlier request.
+//
+// No prefix route: every packet, to the subnet too, goes to the gateway's
+// MAC. The host side is a userspace stack that answers ARP only for the
+// gateway, and other hosts of the subnet (containers on the same Docker
+// network) are reached through it, under policy.
+func setAddresses(h *netlink.Handle, link netlink.Link, want []netip.Prefix) error {
+	name := link.Attrs().Name
+	keep := map[netip.Prefix]bool{}
+	for _, p := range want {
+		keep[p] = true
+	}
+	// Stale addresses go first: removing a subnet's primary address
+	// takes the subnet's secondary ones with it, new ones included.
+	have, err := h.AddrList(link, netlink.FAMILY_V4)
+	if err != nil {
+		return fmt.Errorf("list the addresses of %s: %w", name, err)
+	}
+	for _, a := range have {
+		ip, ok := netip.AddrFromSlice(a.IP.To4())
+		bits, _ := a.Mask.Size()
+		if ok && keep[netip.PrefixFrom(ip, bits)] {
+			continue
+		}
+		if err := h.AddrDel(link, &a); err != nil && !errors.Is(err, unix.EADDRNOTAVAIL) {
+			return fmt.Errorf("remove address %s from %s: %w", a.IPNet, name, err)
+		}
+	}
+	for _, p := range want {
+		addr := &netlink.Addr{IPNet: &net.IPNet{
+			IP:   net.IP(p.Addr().AsSlice()),
+			Mask: net.CIDRMask(p.Bits(), 32),
+		}, Flags: unix.IFA_F_NOPREFIXROUTE}
+		if err := h.AddrReplace(link, addr); err != nil {
+			return fmt.Errorf("add address %s to %s: %w", p, name, err)
+		}
 	}
 	return nil
 }

@@ -52,7 +52,7 @@ func (e errSkip) Error() string { return e.err.Error() }
 // has carrier) in a private namespace and checks what the kernel has. The
 // addresses are TEST-NET-1 (RFC 5737); nothing leaves the namespace.
 func TestApply(t *testing.T) {
-	cfg, err := Parse("02:00:00:00:00:01", "192.0.2.3/24", "192.0.2.1", 1400)
+	cfg, err := Parse("02:00:00:00:00:01", "192.0.2.3/24", "192.0.2.1", 1400, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -109,6 +109,27 @@ func TestApply(t *testing.T) {
 		}
 		if defaults != 1 {
 			t.Errorf("%d default routes in %v", defaults, routes)
+		}
+
+		// The namespace changed (docker network connect, then a new
+		// primary address): the NIC carries exactly the new set.
+		moved, err := Parse("02:00:00:00:00:01", "192.0.2.4/24", "192.0.2.1", 1400, []string{"198.51.100.7/16"})
+		if err != nil {
+			return err
+		}
+		if err := Apply(h, moved, 0); err != nil {
+			t.Errorf("Apply after a change: %v", err)
+		}
+		addrs, err = h.AddrList(link, netlink.FAMILY_V4)
+		if err != nil {
+			return err
+		}
+		var got []string
+		for _, a := range addrs {
+			got = append(got, a.IPNet.String())
+		}
+		if strings.Join(got, " ") != "192.0.2.4/24 198.51.100.7/16" {
+			t.Errorf("nic0 addresses after a change: %v", got)
 		}
 
 		// A MAC no interface has: the error lists what is there.

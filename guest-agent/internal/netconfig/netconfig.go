@@ -1,7 +1,9 @@
 // Package netconfig gives the guest its network as the host asks in
 // ConfigureNetwork: the NIC, found by its MAC (the guest kernel picks its
-// name), gets its MTU, a static IPv4 address and the default route, and lo
-// is brought up. It works in the network namespace of the calling thread:
+// name), gets its MTU, its static IPv4 addresses and the default route, and
+// lo is brought up. A later request replaces the earlier one: the host
+// mirrors the container's network namespace, which Docker may change while
+// the container runs (docker network connect/disconnect). It works in the network namespace of the calling thread:
 // the guest's root namespace, which the container processes share.
 package netconfig
 
@@ -10,6 +12,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"slices"
 	"sync"
 )
 
@@ -20,6 +23,9 @@ type Config struct {
 	// address is kept (not masked to the subnet).
 	Address netip.Prefix
 	Gateway netip.Addr
+	// Extra are further addresses of the NIC (the namespace's other
+	// interfaces), with their prefix lengths.
+	Extra []netip.Prefix
 	// MTU 0 keeps the link's MTU.
 	MTU int
 }
@@ -31,7 +37,7 @@ const (
 )
 
 // Parse validates the request's fields, naming the one that is wrong.
-func Parse(mac, address, gateway string, mtu uint32) (Config, error) {
+func Parse(mac, address, gateway string, mtu uint32, extra []string) (Config, error) {
 	var cfg Config
 	var err error
 	if cfg.MAC, err = parseMAC(mac); err != nil {
@@ -47,6 +53,18 @@ func Parse(mac, address, gateway string, mtu uint32) (Config, error) {
 		return Config{}, fmt.Errorf("mtu %d: must be between %d and %d (or 0 to keep the link's)", mtu, minMTU, maxMTU)
 	}
 	cfg.MTU = int(mtu)
+	seen := map[netip.Addr]bool{cfg.Address.Addr(): true, cfg.Gateway: true}
+	for _, e := range extra {
+		p, err := parseAddress(e)
+		if err != nil {
+			return Config{}, fmt.Errorf("extra %w", err)
+		}
+		if seen[p.Addr()] {
+			return Config{}, fmt.Errorf("extra address %q: %s is given twice (or is the gateway)", e, p.Addr())
+		}
+		seen[p.Addr()] = true
+		cfg.Extra = append(cfg.Extra, p)
+	}
 	return cfg, nil
 }
 
@@ -123,7 +141,13 @@ func parseGateway(s string, address netip.Prefix) (netip.Addr, error) {
 
 // Equal reports whether two configs ask for the same network.
 func (c Config) Equal(o Config) bool {
-	return c.MAC.String() == o.MAC.String() && c.Address == o.Address && c.Gateway == o.Gateway && c.MTU == o.MTU
+	return c.MAC.String() == o.MAC.String() && c.Address == o.Address && c.Gateway == o.Gateway && c.MTU == o.MTU &&
+		slices.Equal(c.Extra, o.Extra)
+}
+
+// Addresses is every address the NIC carries, the primary one first.
+func (c Config) Addresses() []netip.Prefix {
+	return append([]netip.Prefix{c.Address}, c.Extra...)
 }
 
 func (c Config) String() string {
@@ -131,20 +155,20 @@ func (c Config) String() string {
 	if c.MTU != 0 {
 		mtu = fmt.Sprint(c.MTU)
 	}
-	return fmt.Sprintf("mac %s address %s gateway %s mtu %s", c.MAC, c.Address, c.Gateway, mtu)
+	s := fmt.Sprintf("mac %s address %s gateway %s mtu %s", c.MAC, c.Address, c.Gateway, mtu)
+	if len(c.Extra) > 0 {
+		s += fmt.Sprintf(" extra %v", c.Extra)
+	}
+	return s
 }
 
 // ErrNoLink: no interface has the requested MAC.
 var ErrNoLink = errors.New("no network interface with that MAC")
 
-// ErrConfigured: the network was configured before, differently.
-var ErrConfigured = errors.New("the network is already configured")
-
-// Configurator applies the network once. The host calls ConfigureNetwork
-// once per VM; a repeat of the same request (a retried call) succeeds
-// again, and the replace-style netlink calls make re-applying it harmless
-// after a partial failure. A different request is refused: the agent
-// cannot know whether containers already rely on the first one.
+// Configurator applies the host's requests one at a time. A repeat of the
+// applied request (a retried call) does nothing; a different one is
+// applied over it, and the replace-style netlink calls make re-applying
+// harmless after a partial failure.
 type Configurator struct {
 	// Apply configures the network; nil means ApplyRoot.
 	Apply func(Config) error
@@ -153,20 +177,20 @@ type Configurator struct {
 	applied *Config
 }
 
-// Configure applies cfg unless it was applied already.
+// Configure applies cfg unless it is what was applied last.
 func (c *Configurator) Configure(cfg Config) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.applied != nil {
-		if c.applied.Equal(cfg) {
-			return nil
-		}
-		return fmt.Errorf("%w (%s); refusing %s", ErrConfigured, c.applied, cfg)
+	if c.applied != nil && c.applied.Equal(cfg) {
+		return nil
 	}
 	apply := c.Apply
 	if apply == nil {
 		apply = ApplyRoot
 	}
+	// Whatever happens, the link is no longer known to match what was
+	// applied before.
+	c.applied = nil
 	if err := apply(cfg); err != nil {
 		return err
 	}

@@ -2,12 +2,13 @@ package netconfig
 
 import (
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 )
 
 func TestParse(t *testing.T) {
-	cfg, err := Parse("52:54:00:12:34:56", "192.168.127.3/24", "192.168.127.1", 1500)
+	cfg, err := Parse("52:54:00:12:34:56", "192.168.127.3/24", "192.168.127.1", 1500, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -19,7 +20,7 @@ func TestParse(t *testing.T) {
 		t.Errorf("String = %q", got)
 	}
 	// Upper case MAC, MTU 0 (keep), /31 whose ends are usable.
-	if _, err := Parse("52:54:00:AB:CD:EF", "10.0.0.0/31", "10.0.0.1", 0); err != nil {
+	if _, err := Parse("52:54:00:AB:CD:EF", "10.0.0.0/31", "10.0.0.1", 0, nil); err != nil {
 		t.Errorf("/31: %v", err)
 	}
 }
@@ -50,20 +51,51 @@ func TestParseErrorsNameTheField(t *testing.T) {
 		{"52:54:00:12:34:56", "192.168.127.3/24", "192.168.127.1", 65536, "mtu 65536"},
 	}
 	for _, c := range cases {
-		_, err := Parse(c.mac, c.addr, c.gw, c.mtu)
+		_, err := Parse(c.mac, c.addr, c.gw, c.mtu, nil)
 		if err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("Parse(%q, %q, %q, %d) = %v, want an error with %q", c.mac, c.addr, c.gw, c.mtu, err, c.want)
 		}
 	}
 }
 
-func TestConfiguratorOnce(t *testing.T) {
+func TestParseExtra(t *testing.T) {
+	cfg, err := Parse("52:54:00:12:34:56", "172.17.0.2/16", "172.17.0.1", 0, []string{"172.18.0.5/16"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := fmt.Sprint(cfg.Addresses()); got != "[172.17.0.2/16 172.18.0.5/16]" {
+		t.Errorf("Addresses = %s", got)
+	}
+	if !strings.Contains(cfg.String(), "extra [172.18.0.5/16]") {
+		t.Errorf("String = %q", cfg.String())
+	}
+	for _, c := range []struct {
+		extra []string
+		want  string
+	}{
+		{[]string{"172.18.0.5"}, `extra address "172.18.0.5": want an IPv4 address with its prefix length`},
+		{[]string{"172.17.0.2/16"}, "given twice"},
+		{[]string{"172.17.0.1/16"}, "given twice (or is the gateway)"},
+		{[]string{"10.0.0.1/8", "10.0.0.1/8"}, "given twice"},
+		{[]string{"10.255.255.255/8"}, "broadcast"},
+	} {
+		_, err := Parse("52:54:00:12:34:56", "172.17.0.2/16", "172.17.0.1", 0, c.extra)
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("extra %v: %v, want an error with %q", c.extra, err, c.want)
+		}
+	}
+}
+
+// The host sends the namespace's configuration again whenever it changes:
+// a repeat is a no-op, a change is applied, a failure is retried.
+func TestConfiguratorFollowsChanges(t *testing.T) {
 	calls := 0
 	fail := errors.New("boom")
 	var next error
-	c := &Configurator{Apply: func(Config) error { calls++; return next }}
-	a, _ := Parse("52:54:00:12:34:56", "192.168.127.3/24", "192.168.127.1", 1500)
-	b, _ := Parse("52:54:00:12:34:56", "192.168.127.4/24", "192.168.127.1", 1500)
+	var last Config
+	c := &Configurator{Apply: func(cfg Config) error { calls++; last = cfg; return next }}
+	a, _ := Parse("52:54:00:12:34:56", "192.168.127.3/24", "192.168.127.1", 1500, nil)
+	b, _ := Parse("52:54:00:12:34:56", "192.168.127.3/24", "192.168.127.1", 1500, []string{"10.1.0.2/16"})
 
 	next = fail
 	if err := c.Configure(a); !errors.Is(err, fail) {
@@ -73,12 +105,19 @@ func TestConfiguratorOnce(t *testing.T) {
 	if err := c.Configure(a); err != nil || calls != 2 {
 		t.Fatalf("retry after failure: %v (calls %d)", err, calls)
 	}
-	// The same request again: nothing to do.
 	if err := c.Configure(a); err != nil || calls != 2 {
 		t.Fatalf("repeat: %v (calls %d)", err, calls)
 	}
-	err := c.Configure(b)
-	if !errors.Is(err, ErrConfigured) || !strings.Contains(err.Error(), "192.168.127.3/24") || !strings.Contains(err.Error(), "192.168.127.4/24") || calls != 2 {
-		t.Fatalf("different request: %v (calls %d)", err, calls)
+	if err := c.Configure(b); err != nil || calls != 3 || !last.Equal(b) {
+		t.Fatalf("change: %v (calls %d)", err, calls)
+	}
+	// After a failed change, the old config is applied again for real.
+	next = fail
+	if err := c.Configure(a); !errors.Is(err, fail) {
+		t.Fatalf("failing change: %v", err)
+	}
+	next = nil
+	if err := c.Configure(b); err != nil || calls != 5 {
+		t.Fatalf("b after a failed change: %v (calls %d)", err, calls)
 	}
 }

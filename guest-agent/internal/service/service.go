@@ -239,9 +239,10 @@ func (s *Service) WaitListeners(ctx context.Context, req *api.WaitListenersReque
 	return resp, nil
 }
 
-// ConfigureNetwork brings up the NIC with the request's MAC and lo, with a
-// static address and default route. Repeating the same request is
-// harmless; a different one after success is refused.
+// ConfigureNetwork brings up the NIC with the request's MAC and lo, with
+// static addresses and the default route. Repeating the same request is
+// harmless; a different one replaces the configuration (the container's
+// namespace changed).
 func (s *Service) ConfigureNetwork(ctx context.Context, req *api.ConfigureNetworkRequest) (*api.Empty, error) {
 	if req.GetDetach() {
 		mac, err := net.ParseMAC(req.GetMac())
@@ -255,7 +256,7 @@ func (s *Service) ConfigureNetwork(ctx context.Context, req *api.ConfigureNetwor
 		agentlog.Infof("NIC %s detached: the container's namespace has no interface", mac)
 		return &api.Empty{}, nil
 	}
-	cfg, err := netconfig.Parse(req.GetMac(), req.GetAddress(), req.GetGateway(), req.GetMtu())
+	cfg, err := netconfig.Parse(req.GetMac(), req.GetAddress(), req.GetGateway(), req.GetMtu(), req.GetExtraAddresses())
 	if err != nil {
 		return nil, status.Errorf(codes.InvalidArgument, "configure network: %v", err)
 	}
@@ -267,8 +268,6 @@ func (s *Service) ConfigureNetwork(ctx context.Context, req *api.ConfigureNetwor
 		switch {
 		case errors.Is(err, netconfig.ErrNoLink):
 			return nil, status.Errorf(codes.NotFound, "configure network: %v", err)
-		case errors.Is(err, netconfig.ErrConfigured):
-			return nil, status.Errorf(codes.FailedPrecondition, "configure network: %v", err)
 		}
 		return nil, status.Errorf(codes.Internal, "configure network: %v", err)
 	}
