@@ -484,6 +484,13 @@ func TestEgressModeNone(t *testing.T) {
 	if res.code != 0 || len(strings.Fields(res.stdout)) != 1 {
 		t.Fatalf("policy mode should have one NIC: %s", res)
 	}
+	// Without a network a secret has nowhere to go, and its value still
+	// never reaches the VM: the guest sees a placeholder.
+	res, _ = egressRun(t, cfg, []string{"io.gondolin.net.mode=none", "io.gondolin.secret.TOKEN=api.x.test"},
+		[]string{"TOKEN=s3cr3t-value-none"}, `echo "$TOKEN"; cat /proc/1/environ | tr '\0' '\n' | grep TOKEN`)
+	if res.code != 0 || strings.Contains(res.stdout, "s3cr3t") || !strings.Contains(res.stdout, "GONDOLIN_SECRET_") {
+		t.Fatalf("net.mode=none: the secret's value must stay on the host: %s", res)
+	}
 }
 
 // A plain `ctr run` asks for a fresh, empty network namespace: as with
@@ -498,6 +505,14 @@ func TestEgressEmptyNetnsHasNoEgress(t *testing.T) {
 	t.Cleanup(func() { assertNoLeftovers(t, id) })
 	if res.code == 0 || len(u.seen()) != 0 {
 		t.Fatalf("a container in an empty network namespace reached the upstream: %s %v", res, u.seen())
+	}
+	// As with runc, no interface but lo.
+	id2 := newID(t)
+	res = ctr(t, nil, "run", "--rm", "--runtime", runtimeName, "--runtime-config-path", cfg, distroImage(t), id2,
+		"bash", "-c", "ls /sys/class/net | grep -v -x -e lo -e sit0; true")
+	t.Cleanup(func() { assertNoLeftovers(t, id2) })
+	if res.code != 0 || strings.TrimSpace(res.stdout) != "" {
+		t.Fatalf("an empty namespace should leave the guest only lo: %s", res)
 	}
 }
 

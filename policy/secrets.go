@@ -32,7 +32,10 @@ type secretSet struct {
 	redactor *strings.Replacer
 }
 
-func newPlaceholder() string {
+// NewPlaceholder returns a fresh placeholder: what the guest sees in place
+// of a secret's value (for a container without a network too, whose
+// secrets have nowhere to go but must not reach the VM either).
+func NewPlaceholder() string {
 	b := make([]byte, 24)
 	if _, err := rand.Read(b); err != nil {
 		panic(err) // crypto/rand does not fail on Linux
@@ -50,7 +53,7 @@ func newSecretSet(m map[string]Secret) *secretSet {
 	type pair struct{ from, to string }
 	var pairs []pair
 	for _, name := range names {
-		sec := &secret{name: name, value: m[name].Value, placeholder: newPlaceholder(), hosts: m[name].Hosts}
+		sec := &secret{name: name, value: m[name].Value, placeholder: NewPlaceholder(), hosts: m[name].Hosts}
 		s.list = append(s.list, sec)
 		tag := "[secret " + name + "]"
 		pairs = append(pairs, pair{sec.placeholder, "[placeholder " + name + "]"},

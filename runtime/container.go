@@ -32,15 +32,18 @@ type CreateOpts struct {
 
 // Container is a container running in its own sandbox.
 type Container struct {
-	ID        string
-	Bundle    string
-	rt        *Runtime
-	sb        *sandbox
-	net       *sandboxNetwork // nil without a NIC (net.mode=none)
-	netns     *netNS
-	spec      *specs.Spec
-	init      *Process
-	memoryMiB uint64
+	ID     string
+	Bundle string
+	rt     *Runtime
+	sb     *sandbox
+	net    *sandboxNetwork // nil without a NIC (net.mode=none)
+	netns  *netNS
+	// placeholders stand for the secrets' values in every process's
+	// environment; the real values stay on the host.
+	placeholders map[string]string
+	spec         *specs.Spec
+	init         *Process
+	memoryMiB    uint64
 
 	mu       sync.Mutex
 	execs    map[string]*Process
@@ -71,6 +74,7 @@ func (r *Runtime) Create(ctx context.Context, opts CreateOpts) (_ *Container, re
 		return nil, fmt.Errorf("%w: %w", err, errdefs.ErrInvalidArgument)
 	}
 	memMiB, cpus := oci.VMResources(spec, settings, r.cfg.Runtime)
+	timing := newPhases()
 
 	stateDir := StateDir(r.cfg.StateRoot, r.cfg.Namespace, opts.ID)
 	// A directory left by a shim that died is cleaned before reuse.
@@ -116,6 +120,7 @@ func (r *Runtime) Create(ctx context.Context, opts CreateOpts) (_ *Container, re
 		}
 	}
 	shares := []share{{tag: oci.RootfsTag, dir: rootfs}}
+	timing.done("rootfs")
 	if len(binds) > 0 {
 		st.BindsDir = filepath.Join(stateDir, "binds")
 		if err := writeState(stateDir, st); err != nil {
@@ -140,21 +145,25 @@ func (r *Runtime) Create(ctx context.Context, opts CreateOpts) (_ *Container, re
 	c.netns = ns
 	undo = append(undo, func() { _ = ns.Close() })
 
-	network, err := startNetwork(ctx, networkParams{
-		id:        opts.ID,
-		namespace: r.cfg.Namespace,
-		stateDir:  stateDir,
-		caDir:     filepath.Join(r.cfg.StateRoot, "ca"),
-		spec:      spec,
-		settings:  settings,
-		runtime:   r.cfg.Runtime,
-		ns:        ns,
-	})
-	if err != nil {
-		return nil, err
+	var network *sandboxNetwork
+	if !ns.unreachable(spec.Hooks) {
+		network, err = startNetwork(ctx, networkParams{
+			id:        opts.ID,
+			namespace: r.cfg.Namespace,
+			stateDir:  stateDir,
+			caDir:     filepath.Join(r.cfg.StateRoot, "ca"),
+			spec:      spec,
+			settings:  settings,
+			runtime:   r.cfg.Runtime,
+			ns:        ns,
+		})
+		if err != nil {
+			return nil, err
+		}
 	}
 	c.net = network
 	undo = append(undo, func() { _ = network.Close() })
+	timing.done("network")
 
 	sb, err := startSandbox(ctx, sandboxConfig{
 		id:        opts.ID,
@@ -173,6 +182,7 @@ func (r *Runtime) Create(ctx context.Context, opts CreateOpts) (_ *Container, re
 	c.sb = sb
 	undo = append(undo, func() { sb.stop(context.WithoutCancel(ctx), 0) })
 	c.spec = spec
+	timing.done("boot")
 
 	// prestart (deprecated, run as runc runs it), createRuntime and
 	// createContainer: the namespace exists and the VMM lives in it.
@@ -191,13 +201,15 @@ func (r *Runtime) Create(ctx context.Context, opts CreateOpts) (_ *Container, re
 		}
 	}
 
+	timing.done("hooks")
 	hio, err := openHostIO(ctx, opts.ID, r.cfg.Namespace, opts.Stdio)
 	if err != nil {
 		return nil, err
 	}
 	undo = append(undo, hio.Close)
+	c.placeholders = network.placeholders(settings)
+	req.Process.Env = guestEnv(req.Process.Env, c.placeholders)
 	if network != nil {
-		req.Process.Env = network.guestEnv(req.Process.Env)
 		req.ExtraCaPem = network.policy.CACertPEM()
 		req.ResolvConf = network.resolvConf()
 	}
@@ -205,11 +217,14 @@ func (r *Runtime) Create(ctx context.Context, opts CreateOpts) (_ *Container, re
 	if req.Stdio, err = c.init.attachStdio(sb.agent); err != nil {
 		return nil, err
 	}
+	timing.done("stdio")
 	resp, err := sb.agent.CreateContainer(ctx, req)
 	if err != nil {
 		return nil, fmt.Errorf("create container in the guest: %w", agentError(err))
 	}
 	c.init.guestPid = resp.Pid
+	timing.done("guest_create")
+	log.G(ctx).WithFields(timing.fields).WithField("container", opts.ID).Debug("container created")
 	go c.init.wait(sb.agent)
 	go c.watchVM()
 	go c.watchAgent()
@@ -362,6 +377,7 @@ func (c *Container) State(execID string) (State, error) {
 
 // Start lets the init process run.
 func (c *Container) Start(ctx context.Context) (uint32, error) {
+	timing := newPhases()
 	hooks := c.spec.Hooks
 	if hooks != nil && len(hooks.StartContainer) > 0 {
 		state, err := c.hookState(specs.StateCreated)
@@ -372,13 +388,17 @@ func (c *Container) Start(ctx context.Context) (uint32, error) {
 			return 0, fmt.Errorf("%w: %w", err, errdefs.ErrFailedPrecondition)
 		}
 	}
+	timing.done("hooks")
 	if err := c.configureNetwork(ctx); err != nil {
 		return 0, err
 	}
+	timing.done("network")
 	pid, err := c.init.Start(ctx)
 	if err != nil {
 		return 0, err
 	}
+	timing.done("guest_start")
+	log.G(ctx).WithFields(timing.fields).WithField("container", c.ID).Debug("container started")
 	if hooks != nil && len(hooks.Poststart) > 0 {
 		if state, err := c.hookState(specs.StateRunning); err == nil {
 			runHooksLogged(ctx, "poststart", hooks.Poststart, state)
@@ -492,7 +512,7 @@ func (c *Container) Exec(ctx context.Context, execID string, spec *specs.Process
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", err, errdefs.ErrInvalidArgument)
 	}
-	proc.Env = c.net.guestEnv(proc.Env)
+	proc.Env = guestEnv(proc.Env, c.placeholders)
 	c.mu.Lock()
 	if _, ok := c.execs[execID]; ok {
 		c.mu.Unlock()

@@ -40,7 +40,13 @@ func (n *netNS) watch(entry *log.Entry) (*netWatch, error) {
 		done:   make(chan struct{}),
 	}
 	h := netns.NsHandle(int(n.f.Fd()))
-	onError := func(err error) { entry.WithError(err).Debug("network namespace subscription") }
+	onError := func(err error) {
+		select {
+		case <-w.done: // the socket was closed on purpose
+		default:
+			entry.WithError(err).Warn("network namespace subscription")
+		}
+	}
 	if err := netlink.AddrSubscribeWithOptions(w.addrs, w.done, netlink.AddrSubscribeOptions{Namespace: &h, ErrorCallback: onError}); err != nil {
 		close(w.done)
 		return nil, fmt.Errorf("follow the addresses of %s: %w", n.f.Name(), err)

@@ -154,13 +154,23 @@ func (sn *sandboxNetwork) resolvConf() string {
 	return b.String()
 }
 
+// placeholders maps each secret's name to what the guest sees instead of
+// its value: the policy's placeholders, or, without a network, fresh ones
+// that nothing will ever substitute.
+func (sn *sandboxNetwork) placeholders(settings *oci.Settings) map[string]string {
+	if sn != nil {
+		return sn.policy.Placeholders()
+	}
+	out := make(map[string]string, len(settings.Secrets))
+	for name := range settings.Secrets {
+		out[name] = policy.NewPlaceholder()
+	}
+	return out
+}
+
 // guestEnv replaces the value of every secret in env by its placeholder,
 // so that the real value never reaches the VM.
-func (sn *sandboxNetwork) guestEnv(env []string) []string {
-	if sn == nil {
-		return env
-	}
-	placeholders := sn.policy.Placeholders()
+func guestEnv(env []string, placeholders map[string]string) []string {
 	if len(placeholders) == 0 {
 		return env
 	}

@@ -8,6 +8,9 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/earendil-works/gondolin-containerd/oci"
+	"github.com/earendil-works/gondolin-containerd/policy"
 )
 
 func TestStateDirIsShortAndStable(t *testing.T) {
@@ -109,5 +112,15 @@ func TestHostIOUnknownScheme(t *testing.T) {
 	_, err := openHostIO(context.Background(), "c", "ns", Stdio{Stdout: "syslog://x"})
 	if err == nil || !strings.Contains(err.Error(), `"syslog" is not supported`) {
 		t.Fatalf("got %v", err)
+	}
+}
+
+// Without a network, secrets still reach the guest only as placeholders.
+func TestGuestEnvWithoutNetwork(t *testing.T) {
+	var sn *sandboxNetwork
+	ph := sn.placeholders(&oci.Settings{Secrets: map[string][]oci.HostPattern{"TOKEN": nil}})
+	env := guestEnv([]string{"TOKEN=real-value", "PATH=/bin"}, ph)
+	if len(env) != 2 || env[1] != "PATH=/bin" || !strings.HasPrefix(env[0], "TOKEN="+policy.PlaceholderPrefix) {
+		t.Fatalf("guestEnv = %q", env)
 	}
 }
