@@ -205,24 +205,35 @@ func (sb *sandbox) bootError(err error) error {
 // stop ends the VM: a clean agent shutdown when it still answers, the VMM
 // otherwise; then the file server.
 func (sb *sandbox) stop(ctx context.Context, grace time.Duration) {
+	timing := newPhases()
 	if sb.agent != nil && grace > 0 {
 		sctx, cancel := context.WithTimeout(ctx, grace)
 		if _, err := sb.agent.Shutdown(sctx, &api.Empty{}); err != nil {
 			log.G(ctx).WithError(err).Debug("agent shutdown")
+		} else {
+			// The agent answers once every process is gone and the
+			// guest's file systems are synced to the host: nothing in
+			// the guest is left to lose, so QEMU need not wait for the
+			// guest kernel's own shutdown (~0.13 s under TCG).
+			grace = 0
 		}
 		cancel()
 	}
+	timing.done("agent_shutdown")
 	if sb.vm != nil {
 		if err := sb.vm.Stop(ctx, grace); err != nil {
 			log.G(ctx).WithError(err).Warn("stop VM")
 		}
 	}
+	timing.done("vm_stop")
 	if sb.agent != nil {
 		sb.agent.Close()
 	}
 	for _, fs := range sb.fs {
 		fs.Stop()
 	}
+	timing.done("fs_stop")
+	log.G(ctx).WithFields(timing.fields).Debug("sandbox stopped")
 }
 
 // tailLines returns the last n lines of a file, for error messages.
