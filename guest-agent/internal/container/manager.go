@@ -270,7 +270,8 @@ func (m *Manager) Create(ctx context.Context, req *api.CreateContainerRequest) (
 	defer c.mu.Unlock()
 
 	start := time.Now()
-	pid, err := m.create(ctx, c, req, cfg, res, certs)
+	steps := &stepTimes{last: start}
+	pid, err := m.create(ctx, c, req, cfg, res, certs, steps)
 	if err != nil {
 		agentlog.Errorf("create container %s: %v", id, err)
 		m.teardown(c)
@@ -279,15 +280,16 @@ func (m *Manager) Create(ctx context.Context, req *api.CreateContainerRequest) (
 		m.mu.Unlock()
 		return 0, err
 	}
-	agentlog.Infof("container %s created (pid %d) in %s", id, pid, time.Since(start).Round(time.Millisecond))
+	agentlog.Infof("container %s created (pid %d) in %s (%s)", id, pid, time.Since(start).Round(time.Millisecond), steps)
 	return pid, nil
 }
 
-func (m *Manager) create(ctx context.Context, c *Container, req *api.CreateContainerRequest, cfg initproc.Config, res *specs.LinuxResources, certs []byte) (int, error) {
+func (m *Manager) create(ctx context.Context, c *Container, req *api.CreateContainerRequest, cfg initproc.Config, res *specs.LinuxResources, certs []byte, steps *stepTimes) (int, error) {
 	stdio, err := m.takeStdio(ctx, c.ID, "", req.GetStdio())
 	if err != nil {
 		return 0, err
 	}
+	steps.done("stdio")
 	// Until the process owns them, close the streams on failure.
 	owned := false
 	defer func() {
@@ -309,14 +311,17 @@ func (m *Manager) create(ctx context.Context, c *Container, req *api.CreateConta
 	if err := unix.Mount(req.GetRootfsTag(), c.rootfs, "virtiofs", 0, ""); err != nil {
 		return 0, fmt.Errorf("mount virtio-fs share %q on %s: %w", req.GetRootfsTag(), c.rootfs, err)
 	}
+	steps.done("rootfs")
 	plan, err := mountAll(c.rootfs, req.GetMounts())
 	if err != nil {
 		return 0, err
 	}
 	setupDev(c.rootfs, plan)
+	steps.done("mounts")
 	if err := setupAgentFiles(c, req, certs); err != nil {
 		return 0, err
 	}
+	steps.done("files")
 	if req.GetRootfsReadonly() {
 		if err := remountReadonly(c.rootfs, 0); err != nil {
 			return 0, err
@@ -331,6 +336,7 @@ func (m *Manager) create(ctx context.Context, c *Container, req *api.CreateConta
 		return 0, err
 	}
 	m.oom.add(c.ID, c.cgroup)
+	steps.done("cgroup")
 
 	cfg.Rootfs = c.rootfs
 	cfg.Env = addEnvDefaults(cfg.Env, c.env)
@@ -346,8 +352,24 @@ func (m *Manager) create(ctx context.Context, c *Container, req *api.CreateConta
 	if err := m.spawn(c, p, spawnSpec{cfg: cfg, terminal: req.GetProcess().GetTerminal(), ptmx: c.ptmx, stdio: stdio}); err != nil {
 		return 0, err
 	}
+	steps.done("spawn")
 	return p.Pid, nil
 }
+
+// stepTimes records how long each step of a create took, for the log:
+// the guest's part of a container's start.
+type stepTimes struct {
+	last  time.Time
+	parts []string
+}
+
+func (s *stepTimes) done(name string) {
+	now := time.Now()
+	s.parts = append(s.parts, fmt.Sprintf("%s %dms", name, now.Sub(s.last).Milliseconds()))
+	s.last = now
+}
+
+func (s *stepTimes) String() string { return strings.Join(s.parts, ", ") }
 
 // Start lets a created process exec.
 func (m *Manager) Start(ctx context.Context, cid, eid string) (int, error) {
