@@ -238,3 +238,28 @@ func hasOption(opts []string, names ...string) bool {
 	}
 	return false
 }
+
+// guestDevices are the device nodes every container's /dev has in the
+// guest (the agent creates them from the guest kernel's own devices).
+var guestDevices = map[string]bool{
+	"/dev/null": true, "/dev/zero": true, "/dev/full": true,
+	"/dev/random": true, "/dev/urandom": true, "/dev/tty": true,
+	"/dev/console": true, "/dev/ptmx": true,
+}
+
+// HostDevices lists the spec's devices that the guest does not provide:
+// host devices (docker --device, --privileged) cannot be reached from
+// inside the VM, so they are not there (as with Kata's
+// privileged_without_host_devices).
+func HostDevices(s *specs.Spec) []string {
+	if s.Linux == nil {
+		return nil
+	}
+	var out []string
+	for _, d := range s.Linux.Devices {
+		if !guestDevices[d.Path] {
+			out = append(out, d.Path)
+		}
+	}
+	return out
+}

@@ -150,3 +150,15 @@ func TestGuestContainerBindsAndSecurity(t *testing.T) {
 		t.Fatalf("resources = %s", req.ResourcesJson)
 	}
 }
+
+func TestHostDevices(t *testing.T) {
+	s := &specs.Spec{Linux: &specs.Linux{Devices: []specs.LinuxDevice{
+		{Path: "/dev/null"}, {Path: "/dev/urandom"}, {Path: "/dev/fuse"}, {Path: "/dev/sda"},
+	}}}
+	if got := HostDevices(s); len(got) != 2 || got[0] != "/dev/fuse" || got[1] != "/dev/sda" {
+		t.Fatalf("HostDevices = %v", got)
+	}
+	if got := HostDevices(&specs.Spec{}); got != nil {
+		t.Fatalf("no linux section: %v", got)
+	}
+}

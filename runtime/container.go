@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 
@@ -74,6 +75,9 @@ func (r *Runtime) Create(ctx context.Context, opts CreateOpts) (_ *Container, re
 		return nil, fmt.Errorf("%w: %w", err, errdefs.ErrInvalidArgument)
 	}
 	memMiB, cpus := oci.VMResources(spec, settings, r.cfg.Runtime)
+	if devs := oci.HostDevices(spec); len(devs) > 0 {
+		log.G(ctx).WithField("container", opts.ID).Warnf("host devices are not available inside the VM; the container will not have %s", strings.Join(devs, ", "))
+	}
 	timing := newPhases()
 
 	stateDir := StateDir(r.cfg.StateRoot, r.cfg.Namespace, opts.ID)
