@@ -176,6 +176,10 @@ if [[ -z $pid ]]; then
 fi
 
 # --- dockerd ------------------------------------------------------------------------------
+# The runtime config of the "gondolin-test" docker runtime (see start_dockerd), and
+# what it holds until a test rewrites it (exported as GONDOLIN_DEV_TEST_CONFIG).
+gondolin_test_config="$DEV_CACHE_DIR/gondolin-test.toml"
+GONDOLIN_TEST_CONFIG_DEFAULT='# Written by hack/dev-up.sh: the "gondolin-test" docker runtime. Integration tests rewrite this file and put this comment back (the built-in defaults).'
 # json_str S: S as a JSON string.
 json_str() {
 	local s=$1
@@ -252,6 +256,11 @@ start_dockerd() {
 	# the tests check the shim honours it.
 	gondolin_small_config="$DEV_CACHE_DIR/gondolin-small.toml"
 	printf '# Written by hack/dev-up.sh: the "gondolin-small" docker runtime.\ndefault_memory_mib = 320\n' >"$gondolin_small_config"
+	# A third one, "gondolin-test", whose runtime config the integration tests
+	# rewrite (e.g. a guest kernel that cannot boot) and put back: by default it
+	# holds only this comment, i.e. the built-in defaults. Each docker container
+	# gets its own shim, which reads the file when the container is created.
+	printf '%s\n' "$GONDOLIN_TEST_CONFIG_DEFAULT" >"$gondolin_test_config"
 	new_docker_config="$(mktemp "$DEV_CACHE_DIR/.daemon.json.XXXXXX")"
 	trap 'rm -f "$new_docker_config"' EXIT
 	cat >"$new_docker_config" <<EOF
@@ -265,7 +274,8 @@ start_dockerd() {
   "features": {"containerd-snapshotter": true},
   "runtimes": {
     "gondolin": {"runtimeType": "io.containerd.gondolin.v1"},
-    "gondolin-small": {"runtimeType": "io.containerd.gondolin.v1", "options": {"ConfigPath": $(json_str "$gondolin_small_config")}}
+    "gondolin-small": {"runtimeType": "io.containerd.gondolin.v1", "options": {"ConfigPath": $(json_str "$gondolin_small_config")}},
+    "gondolin-test": {"runtimeType": "io.containerd.gondolin.v1", "options": {"ConfigPath": $(json_str "$gondolin_test_config")}}
   },
   "default-runtime": "gondolin",
   "userland-proxy": true,
@@ -412,9 +422,10 @@ env_tmp="$(mktemp "$DEV_CACHE_DIR/.env.XXXXXX")"
 	printf 'export GONDOLIN_CONTAINERD_STATE=%q\n' "$DEV_STATE_DIR"
 	printf 'export GONDOLIN_DEV_CONTAINERD_LOG=%q\n' "$DEV_LOG"
 	if $WITH_DOCKER; then
-		echo "# The private dockerd (runtimes: gondolin, the default, and runc)."
+		echo "# The private dockerd (runtimes: gondolin, the default, gondolin-small, gondolin-test and runc)."
 		printf 'export DOCKER_HOST=%q\n' "$DEV_DOCKER_HOST"
 		printf 'export GONDOLIN_DEV_DOCKERD_LOG=%q\n' "$DEV_DOCKER_LOG"
+		printf 'export GONDOLIN_DEV_TEST_CONFIG=%q\n' "$gondolin_test_config"
 	fi
 	echo "# ctr would warn on every call that cgroup v1 is deprecated (this host has v1)."
 	echo "export CONTAINERD_SUPPRESS_DEPRECATION_WARNINGS=1"
