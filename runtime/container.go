@@ -149,21 +149,22 @@ func (r *Runtime) Create(ctx context.Context, opts CreateOpts) (_ *Container, re
 	c.netns = ns
 	undo = append(undo, func() { _ = ns.Close() })
 
-	var network *sandboxNetwork
-	if !ns.unreachable(spec.Hooks) {
-		network, err = startNetwork(ctx, networkParams{
-			id:        opts.ID,
-			namespace: r.cfg.Namespace,
-			stateDir:  stateDir,
-			caDir:     filepath.Join(r.cfg.StateRoot, "ca"),
-			spec:      spec,
-			settings:  settings,
-			runtime:   r.cfg.Runtime,
-			ns:        ns,
-		})
-		if err != nil {
-			return nil, err
-		}
+	// Even a namespace the shim created, with no hook, may be configured
+	// after create: Docker does it through the task's pid (the VMM's), so
+	// the VM always gets a NIC, which Start takes away again if the
+	// namespace is still empty then.
+	network, err := startNetwork(ctx, networkParams{
+		id:        opts.ID,
+		namespace: r.cfg.Namespace,
+		stateDir:  stateDir,
+		caDir:     filepath.Join(r.cfg.StateRoot, "ca"),
+		spec:      spec,
+		settings:  settings,
+		runtime:   r.cfg.Runtime,
+		ns:        ns,
+	})
+	if err != nil {
+		return nil, err
 	}
 	c.net = network
 	undo = append(undo, func() { _ = network.Close() })

@@ -91,23 +91,6 @@ func createNetNS(pinPath string) (_ *netNS, retErr error) {
 	return &netNS{f: f, created: pinPath}, nil
 }
 
-// unreachable reports whether the namespace stays empty for the
-// container's life: the shim created it and no hook runs that could
-// configure it (CNI-style hooks and Docker's find it through the VMM's
-// pid), so nothing else knows it. Such a container (a plain ctr run) gets
-// only lo from runc; the VM then needs no NIC at all, which spares the
-// egress stack, the CA bundle and taking the NIC away again at start.
-func (n *netNS) unreachable(hooks *specs.Hooks) bool {
-	if n.created == "" {
-		return false
-	}
-	if hooks == nil {
-		return true
-	}
-	//nolint:staticcheck // Prestart is deprecated but still run.
-	return len(hooks.Prestart)+len(hooks.CreateRuntime)+len(hooks.CreateContainer)+len(hooks.StartContainer)+len(hooks.Poststart) == 0
-}
-
 // Path is where hooks and tools find the namespace ("" for the host's).
 func (n *netNS) Path() string {
 	if n.f == nil {

@@ -153,27 +153,3 @@ func TestNetNSLinkReadsDefaultRoute(t *testing.T) {
 		t.Fatalf("after the route moved: link() = %+v", l3)
 	}
 }
-
-// Only a namespace the shim created, with no hook that could configure
-// it, is known to stay empty.
-func TestNetNSUnreachable(t *testing.T) {
-	created := &netNS{created: "/run/x/netns"}
-	hook := []specs.Hook{{Path: "/bin/true"}}
-	for _, c := range []struct {
-		name  string
-		ns    *netNS
-		hooks *specs.Hooks
-		want  bool
-	}{
-		{"created, no hooks", created, nil, true},
-		{"created, only poststop", created, &specs.Hooks{Poststop: hook}, true},
-		{"created, createRuntime (Docker, CNI)", created, &specs.Hooks{CreateRuntime: hook}, false},
-		{"created, prestart", created, &specs.Hooks{Prestart: hook}, false},
-		{"created, poststart", created, &specs.Hooks{Poststart: hook}, false},
-		{"named by the spec", &netNS{}, nil, false},
-	} {
-		if got := c.ns.unreachable(c.hooks); got != c.want {
-			t.Errorf("%s: unreachable = %v, want %v", c.name, got, c.want)
-		}
-	}
-}
