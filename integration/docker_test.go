@@ -8,6 +8,8 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -457,4 +459,52 @@ func TestDockerNetworkConnect(t *testing.T) {
 		t.Fatalf("network disconnect: %s", res)
 	}
 	waitFor("the guest kept "+ip+" after disconnect", func() bool { return !strings.Contains(guestAddrs(), ip) })
+}
+
+// A published UDP port reaches a UDP server in the guest, and its replies
+// come back to the client.
+func TestDockerPublishedUDPPort(t *testing.T) {
+	dockerHost(t)
+	bin := filepath.Join(t.TempDir(), "udpecho")
+	build := exec.Command("go", "build", "-o", bin, "./testdata/udpecho")
+	build.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("build udpecho: %v\n%s", err, out)
+	}
+	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	hostPort := pc.LocalAddr().(*net.UDPAddr).Port
+	pc.Close()
+	dockerDetached(t, "gondolin", []string{"-p", fmt.Sprintf("%d:5353/udp", hostPort), "-v", bin + ":/udpecho:ro"}, "/udpecho", "5353")
+	conn, err := net.Dial("udp", fmt.Sprintf("127.0.0.1:%d", hostPort))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	buf := make([]byte, 100)
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		// The port is published once the guest's socket is seen;
+		// datagrams sent before that are lost, as UDP's may be.
+		conn.Write([]byte("ping"))
+		conn.SetReadDeadline(time.Now().Add(500 * time.Millisecond))
+		n, err := conn.Read(buf)
+		if err == nil {
+			if string(buf[:n]) != "echo:ping" {
+				t.Fatalf("reply %q", buf[:n])
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no reply from the guest's UDP server through the published port: %v", err)
+		}
+	}
+	// A second datagram on the same flow.
+	conn.Write([]byte("again"))
+	conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if n, err := conn.Read(buf); err != nil || string(buf[:n]) != "echo:again" {
+		t.Fatalf("second reply %q, %v", buf[:n], err)
+	}
 }

@@ -28,3 +28,21 @@ func (n *Network) DialGuest(ctx context.Context, port uint16) (net.Conn, error) 
 	}
 	return conn, nil
 }
+
+// DialGuestUDP opens a UDP flow to port on the guest, from the gateway
+// address: each ingress client gets one, so the guest's replies come back
+// on it (a bound, connected endpoint is matched before the egress relay).
+func (n *Network) DialGuestUDP(port uint16) (net.Conn, error) {
+	if n.ctx.Err() != nil {
+		return nil, fmt.Errorf("policy: network is closed")
+	}
+	la := n.addrs.Load()
+	conn, err := gonet.DialUDP(n.stack,
+		&tcpip.FullAddress{NIC: nicID, Addr: toTCPIP(la.gateway)},
+		&tcpip.FullAddress{NIC: nicID, Addr: toTCPIP(la.guest.Addr()), Port: port},
+		ipv4.ProtocolNumber)
+	if err != nil {
+		return nil, fmt.Errorf("policy: UDP flow to guest port %d: %s", port, err)
+	}
+	return conn, nil
+}

@@ -65,3 +65,42 @@ func TestSetLinkAddresses(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+func TestDialGuestUDP(t *testing.T) {
+	e := newEnv(t, Config{})
+	srv, err := gonet.DialUDP(e.g.s, &tcpip.FullAddress{NIC: 1, Addr: toTCPIP(e.g.gc.Address.Addr()), Port: 5353}, nil, ipv4.ProtocolNumber)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	go func() {
+		buf := make([]byte, 1500)
+		for {
+			n, from, err := srv.ReadFrom(buf)
+			if err != nil {
+				return
+			}
+			srv.WriteTo(append([]byte("guest:"), buf[:n]...), from)
+		}
+	}()
+	// Two clients' flows each get their own replies.
+	for _, msg := range []string{"one", "two"} {
+		c, err := e.n.DialGuestUDP(5353)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(10 * time.Second))
+		if _, err := c.Write([]byte(msg)); err != nil {
+			t.Fatal(err)
+		}
+		buf := make([]byte, 100)
+		n, err := c.Read(buf)
+		if err != nil || string(buf[:n]) != "guest:"+msg {
+			t.Fatalf("through DialGuestUDP: %q, %v", buf[:n], err)
+		}
+	}
+	if len(e.auditRecords()) != 0 {
+		t.Fatalf("ingress is not egress: nothing to audit, got %v", e.auditRecords())
+	}
+}

@@ -17,7 +17,8 @@ import (
 // Ingress: every TCP port the guest listens on (on any address but
 // loopback) gets a listener on the same port in the container's network
 // namespace, which forwards connections into the guest through the
-// userspace network. So a published port (Docker's -p, which DNATs to the
+// userspace network; every UDP port a guest socket is bound to gets a
+// socket there that relays datagrams, one flow per client. So a published port (Docker's -p, which DNATs to the
 // container's address in that namespace) and other containers on the same
 // network reach the guest's server, as they would a runc container's.
 
@@ -31,7 +32,7 @@ func (c *Container) publishListeners() {
 	ctx, cancel := c.runningContext()
 	defer cancel()
 	entry := log.G(ctx).WithField("container", c.ID)
-	pub := &publisher{c: c, entry: entry, listeners: map[uint16]net.Listener{}}
+	pub := &publisher{c: c, entry: entry, tcp: map[uint16]io.Closer{}, udp: map[uint16]io.Closer{}}
 	defer pub.closeAll()
 	var generation uint64
 	for ctx.Err() == nil {
@@ -54,43 +55,58 @@ func (c *Container) publishListeners() {
 			continue
 		}
 		generation = resp.Generation
-		pub.reconcile(ctx, resp.TcpPorts)
+		pub.reconcile(ctx, resp.TcpPorts, resp.UdpPorts)
 	}
 }
 
-// publisher holds the namespace-side listeners of one container.
+// publisher holds the namespace-side sockets of one container.
 type publisher struct {
-	c         *Container
-	entry     *log.Entry
-	mu        sync.Mutex
-	listeners map[uint16]net.Listener
+	c     *Container
+	entry *log.Entry
+	mu    sync.Mutex
+	tcp   map[uint16]io.Closer
+	udp   map[uint16]io.Closer
 }
 
-// reconcile listens on every port in ports and stops listening on others.
-func (p *publisher) reconcile(ctx context.Context, ports []uint32) {
+// reconcile publishes every port in tcp and udp and stops publishing
+// others.
+func (p *publisher) reconcile(ctx context.Context, tcp, udp []uint32) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.reconcileSet(p.tcp, tcp, "TCP", func(port uint16) (io.Closer, error) {
+		ln, err := p.listen(port)
+		if err != nil {
+			return nil, err
+		}
+		go p.serve(ctx, ln, port)
+		return ln, nil
+	})
+	p.reconcileSet(p.udp, udp, "UDP", func(port uint16) (io.Closer, error) {
+		return p.relayUDP(ctx, port)
+	})
+}
+
+func (p *publisher) reconcileSet(have map[uint16]io.Closer, ports []uint32, proto string, open func(uint16) (io.Closer, error)) {
 	want := map[uint16]bool{}
 	for _, port := range ports {
 		want[uint16(port)] = true
 	}
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	for port, ln := range p.listeners {
+	for port, c := range have {
 		if !want[port] {
-			ln.Close()
-			delete(p.listeners, port)
+			c.Close()
+			delete(have, port)
 		}
 	}
 	for port := range want {
-		if _, ok := p.listeners[port]; ok {
+		if _, ok := have[port]; ok {
 			continue
 		}
-		ln, err := p.listen(port)
+		c, err := open(port)
 		if err != nil {
-			p.entry.WithError(err).Warnf("cannot publish guest port %d in the container's network namespace", port)
+			p.entry.WithError(err).Warnf("cannot publish guest %s port %d in the container's network namespace", proto, port)
 			continue
 		}
-		p.listeners[port] = ln
-		go p.serve(ctx, ln, port)
+		have[port] = c
 	}
 }
 
@@ -148,10 +164,12 @@ func (p *publisher) forward(ctx context.Context, outside net.Conn, port uint16) 
 func (p *publisher) closeAll() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	for port, ln := range p.listeners {
-		if err := ln.Close(); err != nil && !errors.Is(err, net.ErrClosed) {
-			p.entry.WithError(err).Debugf("close listener of port %d", port)
+	for _, set := range []map[uint16]io.Closer{p.tcp, p.udp} {
+		for port, c := range set {
+			if err := c.Close(); err != nil && !errors.Is(err, net.ErrClosed) {
+				p.entry.WithError(err).Debugf("close the socket of port %d", port)
+			}
+			delete(set, port)
 		}
-		delete(p.listeners, port)
 	}
 }

@@ -1821,8 +1821,10 @@ func (x *WaitListenersRequest) GetGeneration() uint64 {
 type Listeners struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// generation identifies this set (never 0).
-	Generation    uint64   `protobuf:"varint,1,opt,name=generation,proto3" json:"generation,omitempty"`
-	TcpPorts      []uint32 `protobuf:"varint,2,rep,packed,name=tcp_ports,json=tcpPorts,proto3" json:"tcp_ports,omitempty"`
+	Generation uint64   `protobuf:"varint,1,opt,name=generation,proto3" json:"generation,omitempty"`
+	TcpPorts   []uint32 `protobuf:"varint,2,rep,packed,name=tcp_ports,json=tcpPorts,proto3" json:"tcp_ports,omitempty"`
+	// udp_ports: unconnected UDP sockets bound to a non-loopback address.
+	UdpPorts      []uint32 `protobuf:"varint,3,rep,packed,name=udp_ports,json=udpPorts,proto3" json:"udp_ports,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1867,6 +1869,13 @@ func (x *Listeners) GetGeneration() uint64 {
 func (x *Listeners) GetTcpPorts() []uint32 {
 	if x != nil {
 		return x.TcpPorts
+	}
+	return nil
+}
+
+func (x *Listeners) GetUdpPorts() []uint32 {
+	if x != nil {
+		return x.UdpPorts
 	}
 	return nil
 }
@@ -2104,12 +2113,13 @@ const file_agent_proto_rawDesc = "" +
 	"\x14WaitListenersRequest\x12\x1e\n" +
 	"\n" +
 	"generation\x18\x01 \x01(\x04R\n" +
-	"generation\"H\n" +
+	"generation\"e\n" +
 	"\tListeners\x12\x1e\n" +
 	"\n" +
 	"generation\x18\x01 \x01(\x04R\n" +
 	"generation\x12\x1b\n" +
-	"\ttcp_ports\x18\x02 \x03(\rR\btcpPorts\"-\n" +
+	"\ttcp_ports\x18\x02 \x03(\rR\btcpPorts\x12\x1b\n" +
+	"\tudp_ports\x18\x03 \x03(\rR\budpPorts\"-\n" +
 	"\bOOMEvent\x12!\n" +
 	"\fcontainer_id\x18\x01 \x01(\tR\vcontainerId\"\xd2\x01\n" +
 	"\fStreamHeader\x128\n" +

@@ -1,6 +1,7 @@
-// Package listeners finds the TCP ports the guest listens on, for the host
-// to publish them (ingress). It reads /proc/net/tcp and /proc/net/tcp6,
-// which list every socket of the guest's (single) network namespace.
+// Package listeners finds the ports the guest listens on, for the host to
+// publish them (ingress): TCP sockets in LISTEN and unconnected bound UDP
+// sockets. It reads /proc/net/{tcp,tcp6,udp,udp6}, which list every socket
+// of the guest's (single) network namespace.
 package listeners
 
 import (
@@ -18,16 +19,27 @@ import (
 	"time"
 )
 
-// tcpListen is the LISTEN state in /proc/net/tcp.
-const tcpListen = "0A"
+// Socket states in /proc/net/{tcp,udp}: LISTEN, and CLOSE, which is what
+// an unconnected UDP socket shows.
+const (
+	tcpListen   = "0A"
+	udpUnconned = "07"
+)
 
-// Set is the sorted, de-duplicated list of listening ports.
-type Set []uint16
+// Set is what the guest listens on: sorted, de-duplicated ports.
+type Set struct {
+	TCP []uint16
+	UDP []uint16
+}
 
 // Generation identifies the set; never 0, so 0 can mean "none known".
 func (s Set) Generation() uint64 {
 	h := fnv.New64a()
-	for _, p := range s {
+	for _, p := range s.TCP {
+		h.Write([]byte{byte(p >> 8), byte(p)})
+	}
+	h.Write([]byte("udp"))
+	for _, p := range s.UDP {
 		h.Write([]byte{byte(p >> 8), byte(p)})
 	}
 	g := h.Sum64()
@@ -40,8 +52,20 @@ func (s Set) Generation() uint64 {
 // Read lists the ports listened on at a non-loopback address (a wildcard
 // or the NIC's), from procRoot (normally /proc).
 func Read(procRoot string) (Set, error) {
+	tcp, err := readTables(procRoot, tcpListen, "net/tcp", "net/tcp6")
+	if err != nil {
+		return Set{}, err
+	}
+	udp, err := readTables(procRoot, udpUnconned, "net/udp", "net/udp6")
+	if err != nil {
+		return Set{}, err
+	}
+	return Set{TCP: tcp, UDP: udp}, nil
+}
+
+func readTables(procRoot, state string, names ...string) ([]uint16, error) {
 	var ports []uint16
-	for _, name := range []string{"net/tcp", "net/tcp6"} {
+	for _, name := range names {
 		f, err := os.Open(procRoot + "/" + name)
 		if errors.Is(err, os.ErrNotExist) {
 			continue // a kernel without IPv6 has no tcp6
@@ -49,7 +73,7 @@ func Read(procRoot string) (Set, error) {
 		if err != nil {
 			return nil, err
 		}
-		p, err := parse(f)
+		p, err := parse(f, state)
 		f.Close()
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", name, err)
@@ -57,22 +81,27 @@ func Read(procRoot string) (Set, error) {
 		ports = append(ports, p...)
 	}
 	slices.Sort(ports)
-	return Set(slices.Compact(ports)), nil
+	return slices.Compact(ports), nil
 }
 
-// parse reads one /proc/net/tcp{,6} table.
-func parse(r io.Reader) ([]uint16, error) {
+// parse reads one /proc/net table: the local ports of the sockets in
+// state with no remote address, bound to a non-loopback address.
+func parse(r io.Reader, state string) ([]uint16, error) {
 	var ports []uint16
 	sc := bufio.NewScanner(r)
 	sc.Scan() // header
 	for sc.Scan() {
 		f := strings.Fields(sc.Text())
-		if len(f) < 4 || f[3] != tcpListen {
+		if len(f) < 4 || f[3] != state {
 			continue
 		}
 		addr, portHex, ok := strings.Cut(f[1], ":")
 		if !ok {
 			return nil, fmt.Errorf("bad local address %q", f[1])
+		}
+		// A connected UDP socket (a client's) is not a server.
+		if _, remotePort, _ := strings.Cut(f[2], ":"); remotePort != "0000" {
+			continue
 		}
 		port, err := strconv.ParseUint(portHex, 16, 16)
 		if err != nil {
@@ -82,7 +111,7 @@ func parse(r io.Reader) ([]uint16, error) {
 		if err != nil {
 			return nil, err
 		}
-		if !loop {
+		if !loop && port != 0 {
 			ports = append(ports, uint16(port))
 		}
 	}
@@ -132,14 +161,14 @@ func Wait(ctx context.Context, procRoot string, known uint64) (Set, error) {
 	for {
 		s, err := Read(procRoot)
 		if err != nil {
-			return nil, err
+			return Set{}, err
 		}
 		if s.Generation() != known {
 			return s, nil
 		}
 		select {
 		case <-ctx.Done():
-			return nil, ctx.Err()
+			return Set{}, ctx.Err()
 		case <-t.C:
 		}
 	}

@@ -233,8 +233,11 @@ func (s *Service) WaitListeners(ctx context.Context, req *api.WaitListenersReque
 		return nil, status.Errorf(codes.Internal, "read listening sockets: %v", err)
 	}
 	resp := &api.Listeners{Generation: set.Generation()}
-	for _, p := range set {
+	for _, p := range set.TCP {
 		resp.TcpPorts = append(resp.TcpPorts, uint32(p))
+	}
+	for _, p := range set.UDP {
+		resp.UdpPorts = append(resp.UdpPorts, uint32(p))
 	}
 	return resp, nil
 }
