@@ -5,12 +5,14 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"strings"
 	"time"
 
 	"github.com/containerd/errdefs/pkg/errgrpc"
 	"github.com/containerd/log"
 	"github.com/containerd/ttrpc"
 	"github.com/hashicorp/yamux"
+	"google.golang.org/grpc/status"
 
 	"github.com/earendil-works/gondolin-containerd/guest-agent/api"
 )
@@ -93,6 +95,25 @@ func (a *agentConn) openStdio(kind api.StreamHeader_Kind, containerID, execID st
 func (a *agentConn) Close() error {
 	a.client.Close()
 	return a.session.Close()
+}
+
+// processStartError reports a process the guest could not start (a
+// missing binary, a bad working directory) in runc's shim's words, "OCI
+// runtime create failed: ..." or "OCI runtime exec failed: exec failed:
+// ...": Docker shows that message as it is, so users see what they would
+// with runc. Other errors keep their kind, with context.
+func processStartError(op, what string, err error) error {
+	msg := err.Error()
+	if st, ok := status.FromError(err); ok {
+		msg = st.Message()
+	}
+	if strings.HasPrefix(msg, "unable to start container process") {
+		if op == "exec" {
+			return fmt.Errorf("OCI runtime exec failed: exec failed: %s", msg)
+		}
+		return fmt.Errorf("OCI runtime %s failed: %s", op, msg)
+	}
+	return fmt.Errorf("%s: %w", what, agentError(err))
 }
 
 // agentError turns the agent's status errors into containerd's error kinds

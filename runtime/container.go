@@ -225,7 +225,7 @@ func (r *Runtime) Create(ctx context.Context, opts CreateOpts) (_ *Container, re
 	timing.done("stdio")
 	resp, err := sb.agent.CreateContainer(ctx, req)
 	if err != nil {
-		return nil, fmt.Errorf("create container in the guest: %w", agentError(err))
+		return nil, processStartError("create", "create container in the guest", err)
 	}
 	c.init.guestPid = resp.Pid
 	timing.done("guest_create")
@@ -546,7 +546,7 @@ func (c *Container) Exec(ctx context.Context, execID string, spec *specs.Process
 	if _, err := c.sb.agent.ExecProcess(ctx, &api.ExecProcessRequest{ContainerId: c.ID, ExecId: execID, Process: proc, Stdio: want}); err != nil {
 		p.CloseStdin()
 		hio.Close()
-		return nil, fmt.Errorf("exec in %s: %w", c.ID, agentError(err))
+		return nil, processStartError("exec", "exec in "+c.ID, err)
 	}
 	go p.wait(c.sb.agent)
 	c.mu.Lock()
