@@ -164,6 +164,10 @@ func startSandbox(ctx context.Context, cfg sandboxConfig, st *persistedState) (_
 	return sb, nil
 }
 
+// vmExitWait is how long a failed agent call waits for the VMM to exit,
+// whose error then explains the failure better than a closed channel.
+const vmExitWait = time.Second
+
 // waitReady asks the agent for its info; the request waits in the channel
 // until the guest has booted far enough to answer.
 func (sb *sandbox) waitReady(ctx context.Context) (*api.InfoResponse, error) {
@@ -187,6 +191,13 @@ func (sb *sandbox) waitReady(ctx context.Context) (*api.InfoResponse, error) {
 	select {
 	case r := <-ch:
 		if r.err != nil {
+			// A VMM that dies during boot (a kernel it cannot load)
+			// closes the channel first: its own error says why.
+			select {
+			case <-sb.vm.Done():
+				return nil, fmt.Errorf("VM exited while booting: %v", sb.vm.ExitError())
+			case <-time.After(vmExitWait):
+			}
 			return nil, fmt.Errorf("guest agent did not answer: %w", r.err)
 		}
 		return r.info, nil
