@@ -250,18 +250,7 @@ func TestDockerPortTaken(t *testing.T) {
 	if got.code == 0 || !strings.Contains(got.stderr, key) || !strings.Contains(got.stderr, port) {
 		t.Fatalf("with host port %s taken, gondolin should fail like runc (%q, naming the port):\nrunc:     %s\ngondolin: %s", port, key, want, got)
 	}
-	st := strings.TrimSpace(docker(t, nil, "inspect", "-f", "{{.State.Status}}", name).stdout)
-	if st != "exited" && st != "created" {
-		t.Fatalf("after a failed start the container is %q", st)
-	}
-	id := strings.TrimSpace(docker(t, nil, "inspect", "-f", "{{.Id}}", name).stdout)
-	if id == "" {
-		t.Fatal("no container ID")
-	}
-	if res := docker(t, nil, "rm", "-f", name); res.code != 0 {
-		t.Fatalf("rm -f: %s", res)
-	}
-	assertNoLeftoversIn(t, dockerNamespace, id)
+	assertFailedRunLeavesNothing(t, name)
 }
 
 // A VM that cannot boot (its kernel is not a kernel) fails docker run with
@@ -319,18 +308,7 @@ func TestDockerVMCannotBoot(t *testing.T) {
 	if res.code == 0 || !named {
 		t.Errorf("want docker run to fail naming the cause (the kernel %s, or QEMU's error about it): %s", bad, res)
 	}
-	st := strings.TrimSpace(docker(t, nil, "inspect", "-f", "{{.State.Status}}", name).stdout)
-	if st != "exited" && st != "created" {
-		t.Fatalf("after a VM that cannot boot the container is %q", st)
-	}
-	id := strings.TrimSpace(docker(t, nil, "inspect", "-f", "{{.Id}}", name).stdout)
-	if id == "" {
-		t.Fatal("no container ID")
-	}
-	if res := docker(t, nil, "rm", "-f", name); res.code != 0 {
-		t.Fatalf("rm -f: %s", res)
-	}
-	assertNoLeftoversIn(t, dockerNamespace, id)
+	assertFailedRunLeavesNothing(t, name)
 
 	// The next container reads the config again.
 	restore()

@@ -261,6 +261,25 @@ func TestDockerBindVolume(t *testing.T) {
 	}
 }
 
+// assertFailedRunLeavesNothing checks what a docker run that failed left
+// of container name: it is exited or created (never stuck), and after
+// docker rm -f nothing of it remains.
+func assertFailedRunLeavesNothing(t *testing.T, name string) {
+	t.Helper()
+	st := strings.TrimSpace(docker(t, nil, "inspect", "-f", "{{.State.Status}}", name).stdout)
+	if st != "exited" && st != "created" {
+		t.Fatalf("after a failed start the container is %q", st)
+	}
+	id := strings.TrimSpace(docker(t, nil, "inspect", "-f", "{{.Id}}", name).stdout)
+	if id == "" {
+		t.Fatal("no container ID")
+	}
+	if res := docker(t, nil, "rm", "-f", name); res.code != 0 {
+		t.Fatalf("rm -f: %s", res)
+	}
+	assertNoLeftoversIn(t, dockerNamespace, id)
+}
+
 // dockerNamespace is the containerd namespace dockerd uses.
 const dockerNamespace = "moby"
 
@@ -273,15 +292,7 @@ func TestDockerErrors(t *testing.T) {
 	if res.code == 0 || !strings.Contains(res.stderr, "such-binary") {
 		t.Fatalf("want a clear error naming the missing entrypoint: %s", res)
 	}
-	st := strings.TrimSpace(docker(t, nil, "inspect", "-f", "{{.State.Status}}", name).stdout)
-	if st != "exited" && st != "created" {
-		t.Fatalf("after a failed start the container is %q", st)
-	}
-	id := strings.TrimSpace(docker(t, nil, "inspect", "-f", "{{.Id}}", name).stdout)
-	if res := docker(t, nil, "rm", "-f", name); res.code != 0 {
-		t.Fatalf("rm: %s", res)
-	}
-	assertNoLeftoversIn(t, dockerNamespace, id)
+	assertFailedRunLeavesNothing(t, name)
 }
 
 // docker rm -f on a running container removes its VM and everything of it.

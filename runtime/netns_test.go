@@ -73,21 +73,7 @@ func TestNetNSLinkReadsDefaultRoute(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer h.Close()
-	veth := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: "eth0"}, PeerName: "peer0"}
-	if err := h.LinkAdd(veth); err != nil {
-		t.Fatal(err)
-	}
-	link, err := h.LinkByName("eth0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr, _ := netlink.ParseAddr("172.17.0.2/16")
-	if err := h.AddrAdd(link, addr); err != nil {
-		t.Fatal(err)
-	}
-	if err := h.LinkSetUp(link); err != nil {
-		t.Fatal(err)
-	}
+	link := addVeth(t, h, "eth0", "172.17.0.2/16")
 	if err := h.RouteAdd(&netlink.Route{LinkIndex: link.Attrs().Index, Gw: net.ParseIP("172.17.0.1")}); err != nil {
 		t.Fatal(err)
 	}
@@ -106,21 +92,7 @@ func TestNetNSLinkReadsDefaultRoute(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer watch.Close()
-	veth1 := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: "eth1"}, PeerName: "peer1"}
-	if err := h.LinkAdd(veth1); err != nil {
-		t.Fatal(err)
-	}
-	link1, err := h.LinkByName("eth1")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr1, _ := netlink.ParseAddr("172.18.0.5/16")
-	if err := h.AddrAdd(link1, addr1); err != nil {
-		t.Fatal(err)
-	}
-	if err := h.LinkSetUp(link1); err != nil {
-		t.Fatal(err)
-	}
+	link1 := addVeth(t, h, "eth1", "172.18.0.5/16")
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	if !watch.changed(ctx) {
@@ -152,4 +124,28 @@ func TestNetNSLinkReadsDefaultRoute(t *testing.T) {
 	if l3.addr.String() != "172.18.0.5/16" || l3.gateway.String() != "172.18.0.1" || fmt.Sprint(l3.extra) != "[172.17.0.2/16]" {
 		t.Fatalf("after the route moved: link() = %+v", l3)
 	}
+}
+
+// addVeth adds a veth pair through h, gives name the address cidr and
+// brings it up.
+func addVeth(t *testing.T, h *netlink.Handle, name, cidr string) netlink.Link {
+	t.Helper()
+	if err := h.LinkAdd(&netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: name}, PeerName: "peer-" + name}); err != nil {
+		t.Fatal(err)
+	}
+	link, err := h.LinkByName(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr, err := netlink.ParseAddr(cidr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := h.AddrAdd(link, addr); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.LinkSetUp(link); err != nil {
+		t.Fatal(err)
+	}
+	return link
 }
