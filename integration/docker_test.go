@@ -189,6 +189,24 @@ func TestDockerBadAnnotation(t *testing.T) {
 	}
 }
 
+// --annotation io.gondolin.* reaches the runtime through Docker: a secret
+// is only a placeholder inside the VM, and net.mode=none takes the NIC
+// away even on Docker's bridge.
+func TestDockerAnnotations(t *testing.T) {
+	res := dockerRun(t, "gondolin", []string{"-e", "TOKEN=s3cr3t-docker-value", "--annotation", "io.gondolin.secret.TOKEN=api.example.test"},
+		"sh", "-c", `echo "$TOKEN"; tr '\0' '\n' < /proc/1/environ | grep TOKEN`)
+	if res.code != 0 || strings.Contains(res.stdout, "s3cr3t") || strings.Count(res.stdout, "GONDOLIN_SECRET_") != 2 {
+		t.Fatalf("the secret's value reached the VM, or no placeholder: %s", res)
+	}
+	script := `for d in /sys/class/net/*; do [ "$(cat $d/type)" = 1 ] && echo "${d##*/}"; done; true`
+	if res := dockerRun(t, "gondolin", []string{"--annotation", "io.gondolin.net.mode=none"}, "sh", "-c", script); res.code != 0 || strings.TrimSpace(res.stdout) != "" {
+		t.Fatalf("net.mode=none on the bridge should leave no NIC: %s", res)
+	}
+	if res := dockerRun(t, "gondolin", nil, "sh", "-c", script); res.code != 0 || len(strings.Fields(res.stdout)) != 1 {
+		t.Fatalf("the bridge gives the guest one NIC: %s", res)
+	}
+}
+
 // pause/unpause, stats, kill -s, restart and cp on a running container.
 func TestDockerManage(t *testing.T) {
 	id := dockerDetached(t, "gondolin", nil, "sh", "-c", "trap 'echo got-usr1' USR1; while true; do sleep 1; done")
