@@ -74,7 +74,7 @@ func (s *Server) Run(ctx context.Context, t Transport) error {
 
 // ServeSession runs a yamux server session on conn until it ends.
 func (s *Server) ServeSession(ctx context.Context, conn io.ReadWriteCloser) error {
-	sess, err := yamux.Server(conn, YamuxConfig())
+	sess, err := yamux.Server(newCoalescingConn(conn), YamuxConfig())
 	if err != nil {
 		conn.Close()
 		return err

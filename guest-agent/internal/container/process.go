@@ -324,7 +324,8 @@ func (m *Manager) copyOut(p *Process, dst io.WriteCloser, src *os.File) {
 		case <-stop:
 		}
 	}()
-	buf := make([]byte, 32*1024)
+	// One read is one yamux frame is one virtio-serial buffer.
+	buf := make([]byte, channel.MaxFrameBody)
 	broken := false
 	for {
 		n, err := src.Read(buf)
