@@ -108,9 +108,29 @@ func (w *netWatch) changed(ctx context.Context) bool {
 // the next one; the policy decides every flow whatever the guest's
 // addresses are, so a stale address costs reachability, never isolation.
 func (c *Container) followNetNS(ctx context.Context, w *netWatch, applied nsLink) {
-	defer w.Close()
 	entry := log.G(ctx).WithField("container", c.ID)
-	for w.changed(ctx) {
+	defer func() {
+		if w != nil {
+			w.Close()
+		}
+	}()
+	for {
+		if !w.changed(ctx) {
+			if ctx.Err() != nil {
+				return
+			}
+			// The subscription ended on its own (a netlink socket
+			// overrun ends it): subscribe again and read the namespace,
+			// since changes may have been missed.
+			w.Close()
+			w = nil
+			next, err := c.resubscribe(ctx, entry)
+			if err != nil {
+				entry.WithError(err).Warn("stopped following the container's network namespace")
+				return
+			}
+			w = next
+		}
 		link, err := c.netns.link()
 		if err != nil {
 			entry.WithError(err).Warn("read the container's network namespace after a change")
@@ -133,4 +153,21 @@ func (c *Container) followNetNS(ctx context.Context, w *netWatch, applied nsLink
 		entry.Infof("the guest follows its namespace: address %s gateway %s extra %v", link.addr, link.gateway, link.extra)
 		applied = link
 	}
+}
+
+// resubscribe subscribes to the namespace again, trying for a while.
+func (c *Container) resubscribe(ctx context.Context, entry *log.Entry) (*netWatch, error) {
+	var err error
+	for i := 0; i < 10; i++ {
+		var w *netWatch
+		if w, err = c.netns.watch(entry); err == nil {
+			return w, nil
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(time.Second):
+		}
+	}
+	return nil, err
 }
