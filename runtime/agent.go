@@ -107,7 +107,7 @@ func processStartError(op, what string, err error) error {
 	if st, ok := status.FromError(err); ok {
 		msg = st.Message()
 	}
-	if strings.HasPrefix(msg, "unable to start container process") {
+	if strings.HasPrefix(msg, api.ProcessStartFailed) {
 		if op == "exec" {
 			return fmt.Errorf("OCI runtime exec failed: exec failed: %s", msg)
 		}

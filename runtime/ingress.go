@@ -115,10 +115,15 @@ func (p *publisher) listen(port uint16) (net.Listener, error) {
 	var ln net.Listener
 	err := p.c.netns.do(func() error {
 		var err error
-		ln, err = net.Listen("tcp", net.JoinHostPort("", strconv.Itoa(int(port))))
+		ln, err = net.Listen("tcp", wildcard(port))
 		return err
 	})
 	return ln, err
+}
+
+// wildcard is port on every address.
+func wildcard(port uint16) string {
+	return net.JoinHostPort("", strconv.Itoa(int(port)))
 }
 
 func (p *publisher) serve(ctx context.Context, ln net.Listener, port uint16) {

@@ -3,7 +3,6 @@ package runtime
 import (
 	"context"
 	"net"
-	"strconv"
 	"sync"
 	"time"
 )
@@ -29,7 +28,7 @@ func (p *publisher) relayUDP(ctx context.Context, port uint16) (*udpRelay, error
 	var pc net.PacketConn
 	err := p.c.netns.do(func() error {
 		var err error
-		pc, err = net.ListenPacket("udp", net.JoinHostPort("", strconv.Itoa(int(port))))
+		pc, err = net.ListenPacket("udp", wildcard(port))
 		return err
 	})
 	if err != nil {

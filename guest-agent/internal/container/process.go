@@ -265,7 +265,7 @@ func (m *Manager) spawn(c *Container, p *Process, sp spawnSpec) (err error) {
 		return fmt.Errorf("container process exited before it was ready: %w", err)
 	}
 	if res.Error != "" {
-		return status.Errorf(codes.FailedPrecondition, "unable to start container process: %s", res.Error)
+		return status.Errorf(codes.FailedPrecondition, "%s: %s", api.ProcessStartFailed, res.Error)
 	}
 	_ = p.sync.SetDeadline(time.Time{})
 	return nil
@@ -294,7 +294,7 @@ func release(p *Process) error {
 	case err != nil:
 		return fmt.Errorf("wait for exec of container process: %w", err)
 	case res.Error != "":
-		return status.Errorf(codes.FailedPrecondition, "unable to start container process: %s", res.Error)
+		return status.Errorf(codes.FailedPrecondition, "%s: %s", api.ProcessStartFailed, res.Error)
 	}
 	return nil
 }
