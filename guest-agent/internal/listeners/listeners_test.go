@@ -85,7 +85,11 @@ func TestWait(t *testing.T) {
 	defer cancel()
 	go func() {
 		time.Sleep(300 * time.Millisecond)
-		os.WriteFile(filepath.Join(root, "net/tcp"), []byte(tcp4[:len(tcp4)-len(tcp4[indexLine(tcp4, 3):])]), 0o644)
+		// Replace the file at once, as the kernel's table changes: a
+		// truncate-then-write could be read empty in between.
+		tmp := filepath.Join(root, "net/tcp.new")
+		os.WriteFile(tmp, []byte(tcp4[:indexLine(tcp4, 3)]), 0o644)
+		os.Rename(tmp, filepath.Join(root, "net/tcp"))
 	}()
 	got, err := Wait(ctx, root, s.Generation())
 	if err != nil || !slices.Equal(got.TCP, []uint16{80}) {
