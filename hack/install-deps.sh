@@ -22,6 +22,8 @@ PACKAGES=(
 	debian-archive-keyring
 	linux-source-6.1
 	build-essential
+	# applies images/kernel/patches to the kernel source
+	patch
 	flex
 	bison
 	bc

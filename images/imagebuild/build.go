@@ -36,6 +36,9 @@ type Options struct {
 	// Fragment is the minimal kernel's config fragment; default
 	// kernel.Fragment (images/kernel/gondolin.config).
 	Fragment []byte
+	// Patches are applied to the kernel source first; default
+	// kernel.Patches() (images/kernel/patches).
+	Patches []kernel.Patch
 }
 
 // Result describes what Build did.
@@ -74,6 +77,10 @@ func Build(ctx context.Context, opts Options) (*Result, error) {
 	if opts.Fragment == nil {
 		opts.Fragment = kernel.Fragment
 	}
+	if opts.Patches == nil {
+		opts.Patches = kernel.Patches()
+	}
+	recipe := Recipe{Fragment: opts.Fragment, Patches: opts.Patches}
 	agent, err := ReadAgent(opts.Agent)
 	if err != nil {
 		return nil, err
@@ -97,7 +104,7 @@ func Build(ctx context.Context, opts Options) (*Result, error) {
 	}
 	agentArt := NewArtifact(filepath.Base(opts.Agent), RoleAgent, "", agent)
 	requested := RequestKeys(opts.Modules)
-	key := src.CacheKey(opts.Fragment)
+	key := src.CacheKey(recipe)
 
 	if !opts.Force {
 		if m, ok := UpToDate(opts.Out, rk, agentArt.SHA256, requested, key); ok {
@@ -158,7 +165,7 @@ func Build(ctx context.Context, opts Options) (*Result, error) {
 		return nil, err
 	}
 
-	bk, compiled, err := MinimalKernel(ctx, opts.Kernel, src, opts.Fragment, opts.Cache)
+	bk, compiled, err := MinimalKernel(ctx, opts.Kernel, src, recipe, opts.Cache)
 	if err != nil {
 		return nil, fmt.Errorf("minimal kernel: %w", err)
 	}
@@ -198,6 +205,9 @@ func Build(ctx context.Context, opts Options) (*Result, error) {
 		Modules:   mods,
 		LoadOrder: order,
 		Requested: requested,
+	}
+	for _, p := range opts.Patches {
+		m.Inputs = append(m.Inputs, NewArtifact(p.Name, RoleKernelPatch, "", p.Data))
 	}
 	for _, r := range plan.BuiltIn {
 		m.BuiltIn = append(m.BuiltIn, r.Name)

@@ -9,6 +9,8 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+
+	"github.com/earendil-works/gondolin-containerd/images/kernel"
 )
 
 func TestReadAgent(t *testing.T) {
@@ -308,9 +310,9 @@ type fakeKernel struct {
 
 func (f *fakeKernel) Source(context.Context) (*KernelSource, error) { s := f.src; return &s, nil }
 
-func (f *fakeKernel) Build(_ context.Context, _ *KernelSource, fragment []byte, dir string) (*BuiltKernel, error) {
+func (f *fakeKernel) Build(_ context.Context, _ *KernelSource, recipe Recipe, dir string) (*BuiltKernel, error) {
 	f.builds++
-	return &BuiltKernel{Release: "6.1.192-gondolin", Vmlinux: []byte("fake vmlinux"), Config: append([]byte(nil), fragment...)}, nil
+	return &BuiltKernel{Release: "6.1.192-gondolin", Vmlinux: []byte("fake vmlinux"), Config: append([]byte(nil), recipe.Fragment...)}, nil
 }
 
 func TestCheckFragment(t *testing.T) {
@@ -328,10 +330,16 @@ func TestCacheKey(t *testing.T) {
 	a := KernelSource{Package: "linux-source-6.1", Version: "6.1.192-2", Compiler: "gcc 12"}
 	b := a
 	b.Version = "6.1.193-1"
-	if a.CacheKey([]byte("x")) == b.CacheKey([]byte("x")) || a.CacheKey([]byte("x")) == a.CacheKey([]byte("y")) {
+	x, y := Recipe{Fragment: []byte("x")}, Recipe{Fragment: []byte("y")}
+	if a.CacheKey(x) == b.CacheKey(x) || a.CacheKey(x) == a.CacheKey(y) {
 		t.Error("cache key ignores the source version or the fragment")
 	}
-	if a.CacheKey([]byte("x")) != a.CacheKey([]byte("x")) {
+	if a.CacheKey(x) != a.CacheKey(x) {
 		t.Error("cache key not stable")
+	}
+	patched := Recipe{Fragment: x.Fragment, Patches: []kernel.Patch{{Name: "0001-a.patch", Data: []byte("1")}}}
+	edited := Recipe{Fragment: x.Fragment, Patches: []kernel.Patch{{Name: "0001-a.patch", Data: []byte("2")}}}
+	if a.CacheKey(patched) == a.CacheKey(x) || a.CacheKey(patched) == a.CacheKey(edited) {
+		t.Error("cache key ignores the patches")
 	}
 }

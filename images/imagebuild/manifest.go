@@ -23,6 +23,7 @@ const (
 	RoleInitrdStock   = "initrd-stock"  // its initramfs, with modules
 	RoleKernelSource  = "kernel-source" // linux-source tarball
 	RoleKernelConfig  = "kernel-config" // the config fragment (input), the full .config (output)
+	RoleKernelPatch   = "kernel-patch"  // a patch applied to the kernel source (input)
 )
 
 // MinimalInfo records how the minimal kernel was built.
@@ -56,7 +57,7 @@ type Manifest struct {
 	Metapackage        string `json:"metapackage"`
 	MetapackageVersion string `json:"metapackageVersion"`
 	// Inputs: the kernel .deb, the linux-source tarball, the config
-	// fragment and the agent binary; sorted by name.
+	// fragment, the kernel patches and the agent binary; sorted by name.
 	Inputs []Artifact `json:"inputs"`
 	// Outputs: the files named in doc.go; sorted by name.
 	Outputs []Artifact `json:"outputs"`

@@ -15,6 +15,8 @@ import (
 	"runtime"
 	"sort"
 	"strings"
+
+	"github.com/earendil-works/gondolin-containerd/images/kernel"
 )
 
 // DefaultSourcePackage is the Debian package whose tarball
@@ -33,11 +35,11 @@ const (
 // minimalBuilderVersion changes whenever the build recipe changes (make
 // targets, post-processing), so cached kernels from an older recipe are not
 // reused.
-const minimalBuilderVersion = "gondolin-minimal-kernel/1"
+const minimalBuilderVersion = "gondolin-minimal-kernel/2"
 
 // BuildDepsHint says what to install when the kernel source or the tools to
 // build it are missing.
-const BuildDepsHint = "apt-get install linux-source-6.1 build-essential flex bison bc libelf-dev"
+const BuildDepsHint = "apt-get install linux-source-6.1 build-essential patch flex bison bc libelf-dev"
 
 // KernelSource identifies what the minimal kernel is built from and with.
 type KernelSource struct {
@@ -47,12 +49,26 @@ type KernelSource struct {
 	Compiler string // first line of `gcc --version`
 }
 
-// CacheKey identifies a build of fragment from src: the same key gives the
+// Recipe is what the minimal kernel is built from besides the source: the
+// config fragment and the patches applied first.
+type Recipe struct {
+	Fragment []byte
+	Patches  []kernel.Patch
+}
+
+// DefaultRecipe is images/kernel: gondolin.config and patches/.
+func DefaultRecipe() Recipe {
+	return Recipe{Fragment: kernel.Fragment, Patches: kernel.Patches()}
+}
+
+// CacheKey identifies a build of recipe from src: the same key gives the
 // same kernel bytes.
-func (src *KernelSource) CacheKey(fragment []byte) string {
-	return SHA256Hex([]byte(strings.Join([]string{
-		minimalBuilderVersion, src.Package, src.Version, src.Compiler, SHA256Hex(fragment),
-	}, "\n")))
+func (src *KernelSource) CacheKey(recipe Recipe) string {
+	parts := []string{minimalBuilderVersion, src.Package, src.Version, src.Compiler, SHA256Hex(recipe.Fragment)}
+	for _, p := range recipe.Patches {
+		parts = append(parts, p.Name, SHA256Hex(p.Data))
+	}
+	return SHA256Hex([]byte(strings.Join(parts, "\n")))
 }
 
 // BuiltKernel is the result of a minimal kernel build.
@@ -66,9 +82,10 @@ type BuiltKernel struct {
 type KernelBuilder interface {
 	// Source resolves the installed kernel source and compiler.
 	Source(ctx context.Context) (*KernelSource, error)
-	// Build compiles fragment over tinyconfig in a scratch directory below
-	// dir, which it removes afterwards.
-	Build(ctx context.Context, src *KernelSource, fragment []byte, dir string) (*BuiltKernel, error)
+	// Build applies recipe's patches to the source and compiles its
+	// fragment over tinyconfig, in a scratch directory below dir, which it
+	// removes afterwards.
+	Build(ctx context.Context, src *KernelSource, recipe Recipe, dir string) (*BuiltKernel, error)
 }
 
 // MakeKernel builds with the kernel's own make from Debian's linux-source
@@ -99,7 +116,7 @@ func (mk MakeKernel) Source(ctx context.Context) (*KernelSource, error) {
 	if _, err := os.Stat(src.Tarball); err != nil {
 		return nil, fmt.Errorf("%s %s is installed but %s is missing: reinstall it (%s)", pkg, version, src.Tarball, BuildDepsHint)
 	}
-	for _, tool := range []string{"make", "gcc", "ld", "flex", "bison", "bc", "tar", "xz"} {
+	for _, tool := range []string{"make", "gcc", "ld", "flex", "bison", "bc", "tar", "xz", "patch"} {
 		if _, err := exec.LookPath(tool); err != nil {
 			return nil, fmt.Errorf("building the minimal guest kernel needs %s: %s", tool, BuildDepsHint)
 		}
@@ -112,9 +129,10 @@ func (mk MakeKernel) Source(ctx context.Context) (*KernelSource, error) {
 	return src, nil
 }
 
-// Build extracts the tarball, configures tinyconfig + fragment, checks that
-// every symbol of the fragment took, and builds vmlinux.
-func (mk MakeKernel) Build(ctx context.Context, src *KernelSource, fragment []byte, dir string) (*BuiltKernel, error) {
+// Build extracts the tarball, applies the patches, configures tinyconfig +
+// fragment, checks that every symbol of the fragment took, and builds
+// vmlinux.
+func (mk MakeKernel) Build(ctx context.Context, src *KernelSource, recipe Recipe, dir string) (*BuiltKernel, error) {
 	scratch, err := os.MkdirTemp(dir, "kbuild-")
 	if err != nil {
 		return nil, err
@@ -135,6 +153,18 @@ func (mk MakeKernel) Build(ctx context.Context, src *KernelSource, fragment []by
 		return nil, fmt.Errorf("%s: want one top directory, found %d entries", src.Tarball, len(ents))
 	}
 	tree := filepath.Join(scratch, ents[0].Name())
+	for _, p := range recipe.Patches {
+		path := filepath.Join(scratch, p.Name)
+		if err := os.WriteFile(path, p.Data, 0o644); err != nil {
+			return nil, err
+		}
+		// --forward: a patch the source already carries is an error,
+		// not a reversal.
+		if err := mk.run(ctx, tree, "patch", "-p1", "--forward", "--batch", "-i", path); err != nil {
+			return nil, fmt.Errorf("kernel patch %s does not apply to %s %s: %w", p.Name, src.Package, src.Version, err)
+		}
+	}
+	fragment := recipe.Fragment
 	fragPath := filepath.Join(scratch, "gondolin.config")
 	if err := os.WriteFile(fragPath, fragment, 0o644); err != nil {
 		return nil, err
@@ -331,15 +361,15 @@ type minimalCache struct {
 	Config  string `json:"configSHA256"`
 }
 
-// MinimalKernel returns the kernel for src and fragment from the cache
+// MinimalKernel returns the kernel for src and recipe from the cache
 // (cache/minimal-<key>), building it first if it is not there or damaged.
-func MinimalKernel(ctx context.Context, kb KernelBuilder, src *KernelSource, fragment []byte, cache string) (*BuiltKernel, bool, error) {
-	key := src.CacheKey(fragment)
+func MinimalKernel(ctx context.Context, kb KernelBuilder, src *KernelSource, recipe Recipe, cache string) (*BuiltKernel, bool, error) {
+	key := src.CacheKey(recipe)
 	dir := filepath.Join(cache, "minimal-"+key[:16])
 	if bk, ok := readMinimalCache(dir, key); ok {
 		return bk, false, nil
 	}
-	bk, err := kb.Build(ctx, src, fragment, cache)
+	bk, err := kb.Build(ctx, src, recipe, cache)
 	if err != nil {
 		return nil, false, err
 	}

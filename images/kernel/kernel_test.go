@@ -18,3 +18,21 @@ func TestFragment(t *testing.T) {
 		}
 	}
 }
+
+// Every patch applies with -p1 to one named file and says why it exists.
+func TestPatches(t *testing.T) {
+	ps := Patches()
+	if len(ps) == 0 {
+		t.Fatal("no patches embedded")
+	}
+	for i, p := range ps {
+		if i > 0 && ps[i-1].Name >= p.Name {
+			t.Errorf("patches out of order: %s before %s", ps[i-1].Name, p.Name)
+		}
+		s := string(p.Data)
+		desc, diff, ok := strings.Cut(s, "\n--- a/")
+		if !ok || !strings.Contains(diff, "\n+++ b/") || strings.TrimSpace(desc) == "" {
+			t.Errorf("%s: want a description, then a -p1 unified diff (--- a/…, +++ b/…)", p.Name)
+		}
+	}
+}

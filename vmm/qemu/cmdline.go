@@ -34,10 +34,21 @@ const tcgCPU = "max,-erms,-fsrm"
 // hostTSCKHz is replaced in tests.
 var hostTSCKHz = vmm.HostTSCKHz
 
+// mmioQueueSize caps the virtqueues of virtio-mmio devices (the patched
+// minimal kernel's virtio_mmio.max_queue_size; other kernels ignore it).
+// QEMU offers 1024 entries for every queue there, and virtio-serial then
+// holds 8 MiB of receive buffers in the guest; 256 is virtio-net's own
+// default on PCI and more than the channel keeps in flight.
+const mmioQueueSize = 256
+
 // machineKernelArgs are added for a machine, accelerator and vCPU count.
 func machineKernelArgs(m vmm.Machine, accel vmm.Accelerator, cpus uint32) []string {
-	if m != vmm.MachineMicrovm || accel != vmm.AccelTCG {
+	if m != vmm.MachineMicrovm {
 		return nil
+	}
+	args := []string{fmt.Sprintf("virtio_mmio.max_queue_size=%d", mmioQueueSize)}
+	if accel != vmm.AccelTCG {
+		return args
 	}
 	// Under TCG the guest has neither kvmclock nor a TSC-deadline timer, so
 	// the kernel calibrates the TSC and then the local APIC timer against
@@ -46,7 +57,6 @@ func machineKernelArgs(m vmm.Machine, accel vmm.Accelerator, cpus uint32) []stri
 	// TCG). With one vCPU, tick from the PIT instead of the local APIC timer,
 	// which spares its calibration and verification (~0.25 s); with more,
 	// the broadcast tick that needs is slower than calibrating.
-	var args []string
 	if khz := hostTSCKHz(); khz > 0 {
 		args = append(args, fmt.Sprintf("tsc_early_khz=%d", khz))
 	}

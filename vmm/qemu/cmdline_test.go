@@ -116,7 +116,7 @@ func TestArgsMicrovm(t *testing.T) {
 		t.Errorf("microvm devices = %q", devices)
 	}
 	appendArg := argAfter(args, "-append")[0]
-	if !strings.Contains(appendArg, " tsc_early_khz=2596144 ") || strings.Contains(appendArg, "noapictimer") || !strings.HasSuffix(appendArg, " gondolin.debug=1") {
+	if !strings.Contains(appendArg, " virtio_mmio.max_queue_size=256 tsc_early_khz=2596144 ") || strings.Contains(appendArg, "noapictimer") || !strings.HasSuffix(appendArg, " gondolin.debug=1") {
 		t.Errorf("-append (2 vCPUs) = %q", appendArg)
 	}
 	cfg.CPUs = 1
@@ -127,7 +127,7 @@ func TestArgsMicrovm(t *testing.T) {
 	// KVM has kvmclock and a TSC-deadline timer: no TCG workarounds.
 	cfg.Accelerator = vmm.AccelKVM
 	args, _ = Args(cfg, "/q")
-	if a := argAfter(args, "-append")[0]; strings.Contains(a, "tsc_early_khz") || strings.Contains(a, "noapictimer") {
+	if a := argAfter(args, "-append")[0]; strings.Contains(a, "tsc_early_khz") || strings.Contains(a, "noapictimer") || !strings.Contains(a, " virtio_mmio.max_queue_size=256") {
 		t.Errorf("KVM -append = %q", a)
 	}
 	// q35 (the default) keeps PCI devices and no TCG timer arguments.
@@ -136,7 +136,7 @@ func TestArgsMicrovm(t *testing.T) {
 	if got := argAfter(args, "-machine")[0]; got != "q35,memory-backend=mem" {
 		t.Errorf("q35 -machine = %q", got)
 	}
-	if a := argAfter(args, "-append")[0]; strings.Contains(a, "noapictimer") {
+	if a := argAfter(args, "-append")[0]; strings.Contains(a, "noapictimer") || strings.Contains(a, "virtio_mmio") {
 		t.Errorf("q35 -append = %q", a)
 	}
 	cfg.Machine = "virt"
