@@ -157,8 +157,11 @@ func describeLinks(links []netlink.Link) string {
 }
 
 // DetachRoot unbinds the NIC with mac from its driver, so that the
-// interface disappears from the guest.
-func DetachRoot(mac net.HardwareAddr) error {
+// interface disappears from the guest. It returns once the interface is
+// gone; the driver's teardown may still be finishing then (see
+// unbindUntilGone), and an error it meets later goes to done, which may be
+// nil.
+func DetachRoot(mac net.HardwareAddr, done func(error)) error {
 	h, err := netlink.NewHandle(unix.NETLINK_ROUTE)
 	if err != nil {
 		return fmt.Errorf("open a netlink socket: %w", err)
@@ -168,7 +171,43 @@ func DetachRoot(mac net.HardwareAddr) error {
 	if err != nil {
 		return err
 	}
-	return unbind("/sys/class/net/" + link.Attrs().Name + "/device")
+	iface := "/sys/class/net/" + link.Attrs().Name
+	gone := func() bool {
+		_, err := os.Lstat(iface)
+		return errors.Is(err, os.ErrNotExist)
+	}
+	return untilGone(func() error { return unbind(iface + "/device") }, gone, goneInterval, done)
+}
+
+// goneInterval is how often DetachRoot looks for the interface.
+const goneInterval = time.Millisecond
+
+// untilGone runs unbind and returns as soon as gone reports the interface
+// gone (looking every interval), or unbind has returned. The kernel
+// unlists an interface first and then waits, sleeping in jiffies, for the
+// last references to it to drop: that half of an unbind (~30 ms here) need
+// not delay the container. What unbind returns after untilGone did goes to
+// done.
+func untilGone(unbind func() error, gone func() bool, interval time.Duration, done func(error)) error {
+	result := make(chan error, 1)
+	go func() { result <- unbind() }()
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case err := <-result:
+			return err
+		case <-t.C:
+		}
+		if gone() {
+			go func() {
+				if err := <-result; done != nil {
+					done(err)
+				}
+			}()
+			return nil
+		}
+	}
 }
 
 // unbind writes the device's name to its driver's unbind file.

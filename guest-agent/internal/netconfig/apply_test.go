@@ -6,6 +6,7 @@ import (
 	"os"
 	"runtime"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -148,5 +149,47 @@ func TestApply(t *testing.T) {
 	})
 	if err != nil {
 		t.Fatal(err)
+	}
+}
+
+// The detach returns once the interface is gone, before the unbind does;
+// the unbind's late result reaches done.
+func TestUntilGoneReturnsWhenGone(t *testing.T) {
+	release := make(chan struct{})
+	var gone atomic.Bool
+	late := make(chan error, 1)
+	unbindErr := errors.New("late failure")
+	unbind := func() error {
+		gone.Store(true) // the kernel unlists the interface first...
+		<-release        // ...and then waits for its references
+		return unbindErr
+	}
+	returned := make(chan error, 1)
+	go func() { returned <- untilGone(unbind, gone.Load, time.Millisecond, func(err error) { late <- err }) }()
+	select {
+	case err := <-returned:
+		if err != nil {
+			t.Fatalf("untilGone = %v, want nil once the interface is gone", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("untilGone waited for the unbind although the interface was gone")
+	}
+	close(release)
+	select {
+	case err := <-late:
+		if err != unbindErr {
+			t.Fatalf("done got %v, want the unbind's error", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the unbind's result never reached done")
+	}
+}
+
+// An unbind that fails before the interface goes is the detach's error.
+func TestUntilGoneUnbindFails(t *testing.T) {
+	want := errors.New("no driver")
+	err := untilGone(func() error { return want }, func() bool { return false }, time.Millisecond, nil)
+	if err != want {
+		t.Fatalf("untilGone = %v, want %v", err, want)
 	}
 }

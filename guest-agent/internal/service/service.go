@@ -252,7 +252,12 @@ func (s *Service) ConfigureNetwork(ctx context.Context, req *api.ConfigureNetwor
 		if err != nil {
 			return nil, status.Errorf(codes.InvalidArgument, "detach network: mac %q: %v", req.GetMac(), err)
 		}
-		if err := netconfig.DetachRoot(mac); err != nil {
+		late := func(err error) {
+			if err != nil {
+				agentlog.Errorf("detach NIC %s: after the interface was gone: %v", mac, err)
+			}
+		}
+		if err := netconfig.DetachRoot(mac, late); err != nil {
 			agentlog.Errorf("detach NIC %s: %v", mac, err)
 			return nil, status.Errorf(codes.Internal, "detach network: %v", err)
 		}
