@@ -18,9 +18,12 @@ import (
 
 func TestParsePSS(t *testing.T) {
 	text := "55d0c6a5f000-7ffc2b5fe000 ---p 00000000 00:00 0                          [rollup]\n" +
-		"Rss:               18432 kB\nPss:                9123 kB\nPss_Anon:           4000 kB\n"
-	if got, err := parsePSS(text); err != nil || got != 9123 {
-		t.Errorf("parsePSS = %d, %v; want 9123", got, err)
+		"Rss:               18432 kB\nPss:                9123 kB\nPss_Dirty:  100 kB\nPss_Anon:           4000 kB\nPss_File:  3000 kB\nPss_Shmem:  2123 kB\n"
+	if got, err := parsePSS(text); err != nil || got != (pss{total: 9123, anon: 4000, file: 3000, shmem: 2123}) {
+		t.Errorf("parsePSS = %+v, %v; want 9123 = 4000 anon + 3000 file + 2123 shmem", got, err)
+	}
+	if got, err := parsePSS("Pss: 7 kB\n"); err != nil || got.total != 7 {
+		t.Errorf("parsePSS without the split = %+v, %v", got, err)
 	}
 	if _, err := parsePSS("Rss: 1 kB\n"); err == nil {
 		t.Error("parsePSS without a Pss line must fail")
@@ -50,11 +53,12 @@ func TestArgValue(t *testing.T) {
 }
 
 func TestDescribeProcs(t *testing.T) {
-	procs := []Proc{{1, "qemu", 2048}, {2, "shim", 1024}, {3, "virtiofsd", 512}, {4, "virtiofsd", 512}}
+	procs := []Proc{{PID: 1, Name: "qemu", PSSKiB: 2048, AnonKiB: 1024, FileKiB: 512, ShmemKiB: 512}, {PID: 2, Name: "shim", PSSKiB: 1024},
+		{PID: 3, Name: "virtiofsd", PSSKiB: 512, AnonKiB: 512}, {PID: 4, Name: "virtiofsd", PSSKiB: 512, AnonKiB: 512}}
 	if got := SumPSS(procs); got != 4 {
 		t.Errorf("SumPSS = %v MiB, want 4", got)
 	}
-	want := "qemu 2.0 MiB, shim 1.0 MiB, virtiofsd 1.0 MiB (2 processes)"
+	want := "qemu 2.0 MiB [anon 1.0, file 0.5, shmem 0.5], shim 1.0 MiB, virtiofsd 1.0 MiB (2 processes) [anon 1.0, file 0.0, shmem 0.0]"
 	if got := DescribeProcs(procs); got != want {
 		t.Errorf("DescribeProcs = %q, want %q", got, want)
 	}

@@ -15,18 +15,53 @@ type Proc struct {
 	PID    int
 	Name   string
 	PSSKiB int64
+	// The PSS split: anonymous, file-backed (binaries, libraries, the
+	// guest kernel and initrd QEMU keeps mapped; shared with every other
+	// process mapping them), shared memory (the guest's RAM).
+	AnonKiB, FileKiB, ShmemKiB int64
 }
 
-// parsePSS returns the Pss value (KiB) of a /proc/PID/smaps_rollup text.
-func parsePSS(text string) (int64, error) {
+// pss is a process's proportional set size from smaps_rollup, in KiB, and
+// its split: anonymous memory, file pages, and shared memory (for QEMU and
+// virtiofsd, the guest's RAM, a memfd both map).
+type pss struct {
+	total, anon, file, shmem int64
+}
+
+// parsePSS reads a /proc/PID/smaps_rollup text. Pss is required; the
+// split lines are optional (older kernels lack them).
+func parsePSS(text string) (pss, error) {
+	var p pss
+	found := false
 	sc := bufio.NewScanner(strings.NewReader(text))
 	for sc.Scan() {
 		f := strings.Fields(sc.Text())
-		if len(f) >= 2 && f[0] == "Pss:" {
-			return strconv.ParseInt(f[1], 10, 64)
+		if len(f) < 2 {
+			continue
 		}
+		var dst *int64
+		switch f[0] {
+		case "Pss:":
+			dst, found = &p.total, true
+		case "Pss_Anon:":
+			dst = &p.anon
+		case "Pss_File:":
+			dst = &p.file
+		case "Pss_Shmem:":
+			dst = &p.shmem
+		default:
+			continue
+		}
+		v, err := strconv.ParseInt(f[1], 10, 64)
+		if err != nil {
+			return pss{}, fmt.Errorf("smaps_rollup: %q: %w", sc.Text(), err)
+		}
+		*dst = v
 	}
-	return 0, fmt.Errorf("no Pss line in smaps_rollup")
+	if !found {
+		return pss{}, fmt.Errorf("no Pss line in smaps_rollup")
+	}
+	return p, nil
 }
 
 // parseStatPPID returns the parent pid from a /proc/PID/stat text. The
@@ -123,11 +158,11 @@ func ProcsPSS(pids []int) []Proc {
 		if err != nil {
 			continue
 		}
-		kib, err := parsePSS(string(b))
+		p, err := parsePSS(string(b))
 		if err != nil {
 			continue
 		}
-		out = append(out, Proc{PID: pid, Name: procName(dir), PSSKiB: kib})
+		out = append(out, Proc{PID: pid, Name: procName(dir), PSSKiB: p.total, AnonKiB: p.anon, FileKiB: p.file, ShmemKiB: p.shmem})
 	}
 	return out
 }
@@ -168,22 +203,35 @@ func SumPSS(procs []Proc) float64 {
 
 // DescribeProcs summarises procs by name: "qemu-system-x86 151.2 MiB, …".
 func DescribeProcs(procs []Proc) string {
-	by := map[string]int64{}
+	type sums struct{ total, anon, file, shmem int64 }
+	by := map[string]*sums{}
 	count := map[string]int{}
 	for _, p := range procs {
-		by[p.Name] += p.PSSKiB
+		if by[p.Name] == nil {
+			by[p.Name] = &sums{}
+		}
+		b := by[p.Name]
+		b.total += p.PSSKiB
+		b.anon += p.AnonKiB
+		b.file += p.FileKiB
+		b.shmem += p.ShmemKiB
 		count[p.Name]++
 	}
 	names := make([]string, 0, len(by))
 	for n := range by {
 		names = append(names, n)
 	}
-	sort.Slice(names, func(i, j int) bool { return by[names[i]] > by[names[j]] })
+	sort.Slice(names, func(i, j int) bool { return by[names[i]].total > by[names[j]].total })
+	mib := func(kib int64) string { return fmt.Sprintf("%.1f", float64(kib)/1024) }
 	var parts []string
 	for _, n := range names {
-		s := fmt.Sprintf("%s %.1f MiB", n, float64(by[n])/1024)
+		b := by[n]
+		s := fmt.Sprintf("%s %s MiB", n, mib(b.total))
 		if count[n] > 1 {
 			s = fmt.Sprintf("%s (%d processes)", s, count[n])
+		}
+		if b.anon+b.file+b.shmem > 0 {
+			s += fmt.Sprintf(" [anon %s, file %s, shmem %s]", mib(b.anon), mib(b.file), mib(b.shmem))
 		}
 		parts = append(parts, s)
 	}
