@@ -5,6 +5,7 @@ package integration
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -387,4 +388,37 @@ func (e *eventLog) topics(t *testing.T, names ...string) []string {
 		}
 	}
 	return order
+}
+
+// The guest console carries a container's own steps and failures; each
+// exec's steps only with log_level = "debug", which turns the agent's
+// debug lines on (an exec-probed container would fill it otherwise).
+func TestConsoleLogDebugLevel(t *testing.T) {
+	state := os.Getenv("GONDOLIN_CONTAINERD_STATE")
+	if state == "" {
+		t.Fatal("GONDOLIN_CONTAINERD_STATE is not set (.cache/dev/env sets it)")
+	}
+	for _, level := range []string{"info", "debug"} {
+		cfg := filepath.Join(t.TempDir(), "config.toml")
+		if err := os.WriteFile(cfg, []byte(fmt.Sprintf("log_level = %q\n", level)), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		id := startDetached(t, []string{"--runtime-config-path", cfg}, "sleep", "1000")
+		if res := ctr(t, nil, "task", "exec", "--exec-id", "probe", id, "true"); res.code != 0 {
+			t.Fatalf("exec: %s", res)
+		}
+		console := filepath.Join(state, "io.containerd.runtime.v2.task", namespace(), id, "console.log")
+		b, err := os.ReadFile(console)
+		if err != nil {
+			t.Fatal(err)
+		}
+		log := string(b)
+		if !strings.Contains(log, "container "+id+" created") {
+			t.Fatalf("log_level %s: the console lacks the container's create line:\n%s", level, log)
+		}
+		execLine := "debug: container " + id + ": exec probe prepared"
+		if got := strings.Contains(log, execLine); got != (level == "debug") {
+			t.Fatalf("log_level %s: exec lines on the console = %v, want %v:\n%s", level, got, level == "debug", log)
+		}
+	}
 }

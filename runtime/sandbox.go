@@ -127,6 +127,9 @@ func startSandbox(ctx context.Context, cfg sandboxConfig, st *persistedState) (_
 		Shares:        vmShares,
 		NIC:           cfg.nic,
 	}
+	if lvl := cfg.runtime.LogLevel; lvl == "debug" || lvl == "trace" {
+		vmCfg.KernelArgs = append(vmCfg.KernelArgs, api.DebugKernelArg)
+	}
 	// The VMM is started from inside the container's network namespace
 	// and stays there: its PID is what OCI hooks get to find the
 	// namespace. Its own sockets are path-bound unix sockets, which work

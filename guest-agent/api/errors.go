@@ -5,3 +5,10 @@ package api
 // binary, a bad working directory): the host recognises it by this prefix
 // to report the failure in the words users know from runc.
 const ProcessStartFailed = "unable to start container process"
+
+// DebugKernelArg on the guest kernel's command line turns the agent's debug
+// lines on (per-process steps on the serial console); the host adds it when
+// its own log level is debug or trace. Without it the console carries only
+// what explains a failed boot or container, each line costing the guest
+// about a millisecond of emulated serial output.
+const DebugKernelArg = "gondolin.debug=1"

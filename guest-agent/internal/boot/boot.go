@@ -13,6 +13,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/earendil-works/gondolin-containerd/guest-agent/api"
 	"github.com/earendil-works/gondolin-containerd/guest-agent/internal/agentlog"
 )
 
@@ -67,7 +68,10 @@ func Setup() error {
 			setupConsole()
 		}
 	}
-	agentlog.Infof("mounted /proc /sys /dev /dev/pts /dev/shm /run /tmp %s", CgroupRoot)
+	if cmdline, err := os.ReadFile("/proc/cmdline"); err == nil && HasKernelArg(string(cmdline), api.DebugKernelArg) {
+		agentlog.SetDebug(true)
+	}
+	agentlog.Debugf("mounted /proc /sys /dev /dev/pts /dev/shm /run /tmp %s", CgroupRoot)
 	for _, l := range [][2]string{{"/proc/self/fd", "/dev/fd"}, {"/proc/self/fd/0", "/dev/stdin"}, {"/proc/self/fd/1", "/dev/stdout"}, {"/proc/self/fd/2", "/dev/stderr"}} {
 		_ = os.Symlink(l[0], l[1])
 	}
@@ -76,14 +80,14 @@ func Setup() error {
 	n, err := LoadModules(ModulesLoadOrder)
 	if err != nil {
 		agentlog.Errorf("loading modules: %v", err)
-	} else {
+	} else if n > 0 {
 		agentlog.Infof("loaded %d modules in %s", n, time.Since(start).Round(time.Millisecond))
 	}
 
 	if ctrls, err := EnableControllers(CgroupRoot); err != nil {
 		agentlog.Errorf("enabling cgroup controllers: %v", err)
 	} else {
-		agentlog.Infof("cgroup controllers: %s", strings.Join(ctrls, " "))
+		agentlog.Debugf("cgroup controllers: %s", strings.Join(ctrls, " "))
 	}
 	if err := loopbackUp(); err != nil {
 		agentlog.Warnf("bringing lo up: %v", err)
@@ -250,4 +254,15 @@ func KernelRelease() string {
 func PowerOff() error {
 	unix.Sync()
 	return unix.Reboot(unix.LINUX_REBOOT_CMD_RESTART)
+}
+
+// HasKernelArg reports whether the kernel command line cmdline holds arg
+// as one of its space-separated words.
+func HasKernelArg(cmdline, arg string) bool {
+	for _, f := range strings.Fields(cmdline) {
+		if f == arg {
+			return true
+		}
+	}
+	return false
 }

@@ -15,3 +15,13 @@ func TestParseUptimeMillis(t *testing.T) {
 		}
 	}
 }
+
+func TestHasKernelArg(t *testing.T) {
+	cmdline := "console=ttyS0 quiet gondolin.debug=1 panic=-1\n"
+	if !HasKernelArg(cmdline, "gondolin.debug=1") || !HasKernelArg(cmdline, "panic=-1") {
+		t.Errorf("HasKernelArg misses a word of %q", cmdline)
+	}
+	if HasKernelArg(cmdline, "gondolin.debug") || HasKernelArg("xgondolin.debug=1", "gondolin.debug=1") {
+		t.Error("HasKernelArg matched part of a word")
+	}
+}

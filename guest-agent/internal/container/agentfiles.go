@@ -52,7 +52,7 @@ func setupAgentFiles(c *Container, req *api.CreateContainerRequest, certs []byte
 		return nil
 	}
 	c.env = caEnv(p)
-	agentlog.Infof("container %s: CA bundle with extra certificates at %s", c.ID, p)
+	agentlog.Debugf("container %s: CA bundle with extra certificates at %s", c.ID, p)
 	return nil
 }
 

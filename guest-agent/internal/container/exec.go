@@ -210,7 +210,7 @@ func (m *Manager) Exec(ctx context.Context, req *api.ExecProcessRequest) error {
 		}
 		return err
 	}
-	agentlog.Infof("container %s: exec %s prepared (pid %d) in %s", cid, eid, p.Pid, time.Since(start).Round(time.Millisecond))
+	agentlog.Debugf("container %s: exec %s prepared (pid %d) in %s", cid, eid, p.Pid, time.Since(start).Round(time.Millisecond))
 	return nil
 }
 
@@ -277,7 +277,7 @@ func (m *Manager) DeleteProcess(ctx context.Context, cid, eid string) error {
 		return status.Errorf(codes.FailedPrecondition, "exec %q of container %q is still running (pid %d)", eid, cid, p.Pid)
 	}
 	m.forget(c, p)
-	agentlog.Infof("container %s: exec %s deleted", cid, eid)
+	agentlog.Debugf("container %s: exec %s deleted", cid, eid)
 	return nil
 }
 

@@ -135,7 +135,13 @@ func (p *Process) onExit(e reaper.Exit) {
 	p.mu.Lock()
 	p.exit = e
 	p.mu.Unlock()
-	agentlog.Infof("container %s: process %d exited with status %d", p.ContainerID, e.Pid, e.Status)
+	// A container's own exit explains a failure; every exec's would
+	// fill the console of a container probed by exec every few seconds.
+	logExit := agentlog.Infof
+	if p.ExecID != "" {
+		logExit = agentlog.Debugf
+	}
+	logExit("container %s: process %d exited with status %d", p.ContainerID, e.Pid, e.Status)
 	close(p.exited)
 	go func() {
 		p.io.Wait()
@@ -390,7 +396,7 @@ func (m *Manager) Start(ctx context.Context, cid, eid string) (int, error) {
 	if err := release(p); err != nil {
 		return 0, err
 	}
-	agentlog.Infof("container %s: started pid %d", cid, p.Pid)
+	agentlog.Debugf("container %s: started pid %d", cid, p.Pid)
 	return p.Pid, nil
 }
 
