@@ -89,6 +89,7 @@ func startSandbox(ctx context.Context, cfg sandboxConfig, st *persistedState) (_
 		return nil, err
 	}
 	log.G(ctx).WithFields(log.Fields{"accel": accel, "reason": reason}).Info("accelerator chosen")
+	timing := newPhases()
 
 	sb := &sandbox{id: cfg.id, stateDir: cfg.stateDir, console: cfg.console, accel: accel}
 	defer func() {
@@ -110,6 +111,7 @@ func startSandbox(ctx context.Context, cfg sandboxConfig, st *persistedState) (_
 	if err := writeState(cfg.stateDir, st); err != nil {
 		return nil, err
 	}
+	timing.done("fs_start")
 
 	channel := filepath.Join(cfg.stateDir, "channel.sock")
 	vmCfg := vmm.Config{
@@ -148,6 +150,7 @@ func startSandbox(ctx context.Context, cfg sandboxConfig, st *persistedState) (_
 	if err := writeState(cfg.stateDir, st); err != nil {
 		return nil, err
 	}
+	timing.done("vmm_start")
 
 	bootCtx, cancel := context.WithTimeout(ctx, cfg.runtime.BootTimeout.Duration)
 	defer cancel()
@@ -156,12 +159,16 @@ func startSandbox(ctx context.Context, cfg sandboxConfig, st *persistedState) (_
 		return nil, sb.bootError(err)
 	}
 	sb.agent = agent
+	timing.done("channel")
 	info, err := sb.waitReady(bootCtx)
 	if err != nil {
 		return nil, sb.bootError(err)
 	}
 	sb.info = info
-	log.G(ctx).WithFields(log.Fields{
+	timing.done("agent_info")
+	// guest_ready_ms is the guest's own uptime when its agent was ready;
+	// the *_ms fields are the host's steps up to the agent's first answer.
+	log.G(ctx).WithFields(timing.fields).WithFields(log.Fields{
 		"kernel": info.KernelRelease, "agent": info.AgentVersion, "guest_ready_ms": info.ReadyMs,
 	}).Info("guest agent ready")
 	return sb, nil
