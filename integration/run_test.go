@@ -65,6 +65,21 @@ func TestStdinBinary(t *testing.T) {
 	}
 }
 
+// ctr sends CloseIO the moment its input ends, while up to 64 KiB may
+// still sit in the stdin FIFO: all of it reaches the process before EOF
+// (the shim used to end the stream at once and drop it, 1 run in 10).
+func TestStdinCompleteBeforeEOF(t *testing.T) {
+	data := make([]byte, 4<<20)
+	_, _ = rand.Read(data)
+	sum := sha256.Sum256(data)
+	for i := 0; i < 5; i++ {
+		res := run(t, data, nil, "sha256sum")
+		if res.code != 0 || !strings.HasPrefix(res.stdout, hex.EncodeToString(sum[:])) {
+			t.Fatalf("run %d: want all 4 MiB, then EOF (sha256 %x): %s", i, sum, res)
+		}
+	}
+}
+
 // Binary stdout arrives intact and complete, up to the last byte written
 // before exit.
 func TestStdoutBinaryComplete(t *testing.T) {

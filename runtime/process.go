@@ -90,7 +90,7 @@ func (p *Process) attachStdio(agent *agentConn) (_ *api.Stdio, retErr error) {
 		p.stdinStream = s
 		go func() {
 			// A closed stream (the process exited) ends the copy too.
-			if _, err := io.Copy(s, p.io.stdin); err != nil {
+			if err := p.io.stdin.copyTo(s); err != nil {
 				log.L.WithError(err).Debug("stdin copy")
 			}
 			p.CloseStdin()
@@ -148,7 +148,17 @@ func (p *Process) wait(agent *agentConn) {
 	p.setExited(status, exitedAt)
 }
 
-// CloseStdin ends the process's stdin: the guest sees EOF.
+// CloseIO is the client's "no more stdin": what the FIFO holds still
+// reaches the process, which then sees EOF.
+func (p *Process) CloseIO() {
+	if p.io != nil && p.io.stdin != nil && p.stdinStream != nil {
+		p.io.stdin.closeInput()
+		return
+	}
+	p.CloseStdin()
+}
+
+// CloseStdin ends the process's stdin at once: the guest sees EOF.
 func (p *Process) CloseStdin() {
 	p.stdinOnce.Do(func() {
 		if p.stdinStream != nil {

@@ -29,7 +29,7 @@ type Stdio struct {
 
 // hostIO is the host end of a process's stdio.
 type hostIO struct {
-	stdin          io.ReadCloser
+	stdin          *stdinFIFO
 	stdout, stderr io.WriteCloser
 	// closers run after the process's output has been copied.
 	closers []func() error
@@ -45,7 +45,7 @@ func openHostIO(ctx context.Context, id, namespace string, s Stdio) (_ *hostIO, 
 		}
 	}()
 	if s.Stdin != "" {
-		f, err := fifo.OpenFifo(ctx, s.Stdin, syscall.O_RDONLY|syscall.O_NONBLOCK, 0)
+		f, err := openStdinFIFO(s.Stdin)
 		if err != nil {
 			return nil, fmt.Errorf("open stdin %s: %w", s.Stdin, err)
 		}

@@ -470,7 +470,7 @@ func (s *service) CloseIO(ctx context.Context, r *taskAPI.CloseIORequest) (_ *em
 		return nil, err
 	}
 	if r.Stdin {
-		p.CloseStdin()
+		p.CloseIO()
 	}
 	return &emptypb.Empty{}, nil
 }

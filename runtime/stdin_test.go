@@ -1,0 +1,75 @@
+package runtime
+
+import (
+	"bytes"
+	"os"
+	"path/filepath"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// After closeInput the copy delivers what the FIFO holds and ends, though
+// the client's writer stays open (as ctr's does).
+func TestStdinFIFODrainsOnCloseInput(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "stdin")
+	if err := syscall.Mkfifo(path, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	in, err := openStdinFIFO(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer in.Close()
+	w, err := os.OpenFile(path, os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+
+	var got bytes.Buffer
+	done := make(chan error, 1)
+	go func() { done <- in.copyTo(&got) }()
+	// More than one read's worth, still in the FIFO when CloseIO comes.
+	data := bytes.Repeat([]byte("0123456789abcdef"), 3000)
+	if _, err := w.Write(data); err != nil {
+		t.Fatal(err)
+	}
+	in.closeInput()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("copyTo: %v", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the copy did not end after closeInput with the writer open")
+	}
+	if !bytes.Equal(got.Bytes(), data) {
+		t.Fatalf("copied %d bytes, want the %d written before closeInput", got.Len(), len(data))
+	}
+}
+
+// Without closeInput the copy ends at the FIFO's EOF, after all data.
+func TestStdinFIFOEOF(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "stdin")
+	if err := syscall.Mkfifo(path, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	in, err := openStdinFIFO(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer in.Close()
+	w, err := os.OpenFile(path, os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got bytes.Buffer
+	done := make(chan error, 1)
+	go func() { done <- in.copyTo(&got) }()
+	w.Write([]byte("hello"))
+	w.Close()
+	if err := <-done; err != nil || got.String() != "hello" {
+		t.Fatalf("copyTo = %v, %q", err, got.String())
+	}
+}
