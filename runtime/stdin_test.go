@@ -9,9 +9,10 @@ import (
 	"time"
 )
 
-// After closeInput the copy delivers what the FIFO holds and ends, though
-// the client's writer stays open (as ctr's does).
-func TestStdinFIFODrainsOnCloseInput(t *testing.T) {
+// newStdinFIFO makes a FIFO, opens it as the shim does and returns it
+// with a client writer.
+func newStdinFIFO(t *testing.T) (*stdinFIFO, *os.File) {
+	t.Helper()
 	path := filepath.Join(t.TempDir(), "stdin")
 	if err := syscall.Mkfifo(path, 0o600); err != nil {
 		t.Fatal(err)
@@ -20,11 +21,18 @@ func TestStdinFIFODrainsOnCloseInput(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer in.Close()
+	t.Cleanup(func() { in.Close() })
 	w, err := os.OpenFile(path, os.O_WRONLY, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
+	return in, w
+}
+
+// After closeInput the copy delivers what the FIFO holds and ends, though
+// the client's writer stays open (as ctr's does).
+func TestStdinFIFODrainsOnCloseInput(t *testing.T) {
+	in, w := newStdinFIFO(t)
 	defer w.Close()
 
 	var got bytes.Buffer
@@ -51,19 +59,7 @@ func TestStdinFIFODrainsOnCloseInput(t *testing.T) {
 
 // Without closeInput the copy ends at the FIFO's EOF, after all data.
 func TestStdinFIFOEOF(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "stdin")
-	if err := syscall.Mkfifo(path, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	in, err := openStdinFIFO(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer in.Close()
-	w, err := os.OpenFile(path, os.O_WRONLY, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
+	in, w := newStdinFIFO(t)
 	var got bytes.Buffer
 	done := make(chan error, 1)
 	go func() { done <- in.copyTo(&got) }()
