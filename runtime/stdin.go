@@ -33,9 +33,6 @@ func openStdinFIFO(path string) (*stdinFIFO, error) {
 	return &stdinFIFO{f: f}, nil
 }
 
-// Read reads from the FIFO (io.Reader, for callers that need one).
-func (s *stdinFIFO) Read(p []byte) (int, error) { return s.f.Read(p) }
-
 // Close closes the FIFO; a copy in progress ends.
 func (s *stdinFIFO) Close() error { return s.f.Close() }
 

@@ -56,11 +56,6 @@ type Recipe struct {
 	Patches  []kernel.Patch
 }
 
-// DefaultRecipe is images/kernel: gondolin.config and patches/.
-func DefaultRecipe() Recipe {
-	return Recipe{Fragment: kernel.Fragment, Patches: kernel.Patches()}
-}
-
 // CacheKey identifies a build of recipe from src: the same key gives the
 // same kernel bytes.
 func (src *KernelSource) CacheKey(recipe Recipe) string {

@@ -158,9 +158,8 @@ func describeLinks(links []netlink.Link) string {
 
 // DetachRoot unbinds the NIC with mac from its driver, so that the
 // interface disappears from the guest. It returns once the interface is
-// gone; the driver's teardown may still be finishing then (see
-// unbindUntilGone), and an error it meets later goes to done, which may be
-// nil.
+// gone; the driver's teardown may still be finishing then (see untilGone),
+// and an error it meets later goes to done, which may be nil.
 func DetachRoot(mac net.HardwareAddr, done func(error)) error {
 	h, err := netlink.NewHandle(unix.NETLINK_ROUTE)
 	if err != nil {
