@@ -41,6 +41,15 @@ var hostTSCKHz = vmm.HostTSCKHz
 // default on PCI and more than the channel keeps in flight.
 const mmioQueueSize = 256
 
+// pageReportingOrder is the smallest block of free guest memory, as a
+// power of two of pages, that the balloon reports to QEMU for release (the
+// patched minimal kernel's page_reporting.page_reporting_order; 6.1 would
+// otherwise use 4 MiB blocks on x86_64). Memory the guest frees while it
+// boots (initrd, init sections, alignment gaps of the kernel image, ~10
+// MiB) merges into blocks of 512 KiB to 2 MiB, which 4 MiB never catches.
+// 128 KiB keeps the number of reports (one fallocate each) small.
+const pageReportingOrder = 5
+
 // accelKernelArgs are added for an accelerator and vCPU count, on any
 // machine.
 func accelKernelArgs(accel vmm.Accelerator, cpus uint32) []string {
@@ -58,7 +67,10 @@ func machineKernelArgs(m vmm.Machine, accel vmm.Accelerator, cpus uint32) []stri
 	if m != vmm.MachineMicrovm {
 		return nil
 	}
-	args := []string{fmt.Sprintf("virtio_mmio.max_queue_size=%d", mmioQueueSize)}
+	args := []string{
+		fmt.Sprintf("virtio_mmio.max_queue_size=%d", mmioQueueSize),
+		fmt.Sprintf("page_reporting.page_reporting_order=%d", pageReportingOrder),
+	}
 	if accel != vmm.AccelTCG {
 		return args
 	}

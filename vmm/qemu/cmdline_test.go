@@ -116,12 +116,12 @@ func TestArgsMicrovm(t *testing.T) {
 		t.Errorf("microvm devices = %q", devices)
 	}
 	appendArg := argAfter(args, "-append")[0]
-	if !strings.Contains(appendArg, " virtio_mmio.max_queue_size=256 tsc_early_khz=2596144 ") || strings.Contains(appendArg, "noapictimer") || strings.Contains(appendArg, "noreplace-smp") || !strings.HasSuffix(appendArg, " gondolin.debug=1") {
+	if !strings.Contains(appendArg, " virtio_mmio.max_queue_size=256 page_reporting.page_reporting_order=5 tsc_early_khz=2596144 ") || strings.Contains(appendArg, "noapictimer") || strings.Contains(appendArg, "noreplace-smp") || !strings.HasSuffix(appendArg, " gondolin.debug=1") {
 		t.Errorf("-append (2 vCPUs) = %q", appendArg)
 	}
 	cfg.CPUs = 1
 	args, _ = Args(cfg, "/q")
-	if a := argAfter(args, "-append")[0]; !strings.Contains(a, " noreplace-smp virtio_mmio.max_queue_size=256 tsc_early_khz=2596144 noapictimer ") {
+	if a := argAfter(args, "-append")[0]; !strings.Contains(a, " noreplace-smp virtio_mmio.max_queue_size=256 page_reporting.page_reporting_order=5 tsc_early_khz=2596144 noapictimer ") {
 		t.Errorf("-append (1 vCPU) = %q", a)
 	}
 	// KVM has kvmclock and a TSC-deadline timer: no TCG workarounds.
