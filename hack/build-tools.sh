@@ -7,9 +7,11 @@
 #   docker      dockerd and docker-proxy (github.com/moby/moby/v2) and the docker CLI
 #               (github.com/docker/cli), for the private dockerd of `make dev-up`
 #   runsc       gVisor's runsc and containerd-shim-runsc-v1 (only for `make bench`)
+#   virtiofsd   the Rust virtiofsd, from Debian's crate packages with Debian's Rust
+#               toolchain (hack/virtiofsd/README.md), for the tests that run it
 #
 # Usage: hack/build-tools.sh DIR [COMPONENT...]   (make tools: DIR = .cache/tools;
-#        default components: containerd runc docker)
+#        default components: containerd runc docker virtiofsd)
 #
 # Each component is skipped when DIR/bin already holds its binaries built for the
 # pinned version (recorded in DIR/bin/.<component>.stamp).
@@ -26,10 +28,10 @@ dir="$(cd "$1" && pwd)"
 bin="$dir/bin"
 shift
 components=("$@")
-((${#components[@]} > 0)) || components=(containerd runc docker)
+((${#components[@]} > 0)) || components=(containerd runc docker virtiofsd)
 for c in "${components[@]}"; do
-	[[ $c == containerd || $c == runc || $c == docker || $c == runsc ]] ||
-		die "unknown component '$c' (containerd, runc, docker, runsc)"
+	[[ $c == containerd || $c == runc || $c == docker || $c == runsc || $c == virtiofsd ]] ||
+		die "unknown component '$c' (containerd, runc, docker, runsc, virtiofsd)"
 done
 wanted() {
 	local c
@@ -187,8 +189,71 @@ build_docker() {
 	log "built dockerd, docker-proxy ($MOBY_VERSION) and $got in $((SECONDS - start))s"
 }
 
+build_virtiofsd() {
+	local stamp="$bin/.virtiofsd.stamp" want start got work vendor cargo=/usr/bin/cargo
+	local locks="$REPO_ROOT/hack/virtiofsd"
+	want="virtiofsd $VIRTIOFSD_VERSION debs $(sha256sum <"$locks/debs.lock" | cut -c1-16) cargo $(sha256sum <"$locks/Cargo.lock" | cut -c1-16)"
+	if [[ -x $bin/virtiofsd && -f $stamp && "$(cat "$stamp")" == "$want" ]]; then
+		log "virtiofsd $VIRTIOFSD_VERSION already in $bin"
+		return 0
+	fi
+	# Debian's toolchain, not a rustup one earlier on PATH: the build must be
+	# the one CI makes.
+	[[ -x $cargo && -x /usr/bin/rustc ]] ||
+		die "/usr/bin/cargo or /usr/bin/rustc missing: install rustc-web and cargo-web (make deps)"
+	for f in /usr/include/seccomp.h /usr/include/cap-ng.h; do
+		[[ -e $f ]] || die "$f missing: install libseccomp-dev and libcap-ng-dev (make deps)"
+	done
+	log "building virtiofsd $VIRTIOFSD_VERSION into $bin ($("$cargo" --version); takes a few minutes)"
+	start=$SECONDS
+	rm -f "$stamp"
+	work="$dir/virtiofsd-build"
+	mkdir -p "$work/debs"
+	# 1. The pinned crate packages ("<pool path> <sha256>" per line), kept between
+	#    builds while their checksum matches.
+	local path sha f
+	while read -r path sha; do
+		f="$work/debs/$(basename "$path")"
+		if [[ -f $f ]] && echo "$sha  $f" | sha256sum -c --status; then continue; fi
+		curl -fsS --retry 3 -o "$f.part" "http://deb.debian.org/debian/$path" ||
+			die "fetching http://deb.debian.org/debian/$path failed (trixie may have replaced it: see hack/virtiofsd/README.md)"
+		echo "$sha  $f.part" | sha256sum -c --status || die "$path: sha256 differs from hack/virtiofsd/debs.lock"
+		mv -f "$f.part" "$f"
+	done <"$locks/debs.lock"
+	# 2. Their crate sources (with .cargo-checksum.json) as a directory source
+	#    that replaces crates.io.
+	rm -rf "$work/root" "$work/src"
+	mkdir -p "$work/root"
+	for f in "$work"/debs/*.deb; do dpkg-deb -x "$f" "$work/root"; done
+	vendor="$work/root/usr/share/cargo/registry"
+	cp -a "$vendor/virtiofsd-$VIRTIOFSD_VERSION" "$work/src"
+	cp "$locks/Cargo.lock" "$work/src/Cargo.lock"
+	mkdir -p "$work/cargo-home"
+	cat >"$work/cargo-home/config.toml" <<EOC
+[source.crates-io]
+replace-with = "debian"
+[source.debian]
+directory = "$vendor"
+[net]
+offline = true
+EOC
+	# 3. Build with the pinned lock file, no network.
+	(
+		cd "$work/src"
+		export CARGO_HOME="$work/cargo-home" RUSTFLAGS="--remap-path-prefix=$work=/build"
+		"$cargo" build --release --offline --locked --target-dir "$work/target"
+	) || die "cargo build of virtiofsd $VIRTIOFSD_VERSION failed (see the output above)"
+	install -m 0755 "$work/target/release/virtiofsd" "$bin/virtiofsd"
+	rm -rf "$work/root" "$work/src" "$work/target"
+	got="$("$bin/virtiofsd" --version 2>/dev/null | sed -n 1p)"
+	[[ $got == "virtiofsd $VIRTIOFSD_VERSION" ]] || die "built virtiofsd reports '$got', expected $VIRTIOFSD_VERSION"
+	echo "$want" >"$stamp"
+	log "built $got in $((SECONDS - start))s"
+}
+
 wanted containerd && build_containerd
 wanted runc && build_runc
 wanted docker && build_docker
 wanted runsc && build_runsc
+wanted virtiofsd && build_virtiofsd
 exit 0

@@ -30,6 +30,13 @@ PACKAGES=(
 	libelf-dev
 	# runc and friends build with -tags seccomp
 	libseccomp-dev
+	# the Rust virtiofsd (hack/build-tools.sh virtiofsd): Debian 12's newer Rust
+	# toolchain and the C libraries it links
+	rustc-web
+	cargo-web
+	libcap-ng-dev
+	pkg-config
+	curl
 	# networking for containers and the policy re-dial path
 	iproute2
 	iptables

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -14,8 +15,13 @@ import (
 	"github.com/containerd/log"
 )
 
-// DefaultVirtiofsd is where Debian's QEMU package installs virtiofsd.
-const DefaultVirtiofsd = "/usr/lib/qemu/virtiofsd"
+// DefaultVirtiofsd is where Debian's QEMU package (up to 7.2) installs its
+// virtiofsd; rustVirtiofsd is where distributions install the Rust one,
+// which replaced it (QEMU 8.0 dropped the C file server).
+const (
+	DefaultVirtiofsd = "/usr/lib/qemu/virtiofsd"
+	rustVirtiofsd    = "/usr/libexec/virtiofsd"
+)
 
 // FileServer is a virtiofsd process exporting one host directory.
 type FileServer struct {
@@ -26,27 +32,94 @@ type FileServer struct {
 	done   chan struct{}
 }
 
-// StartFileServer exports dir on a vhost-user socket. The socket is ready
-// to be handed to the VMM when this returns.
-func StartFileServer(ctx context.Context, binary, dir, socket string) (*FileServer, error) {
-	if binary == "" {
-		binary = DefaultVirtiofsd
+// virtiofsdFlavour tells the two virtiofsd implementations apart: they take
+// the same settings in different syntaxes.
+type virtiofsdFlavour int
+
+const (
+	// flavourC is QEMU's C virtiofsd: `-o key=value` options.
+	flavourC virtiofsdFlavour = iota
+	// flavourRust is gitlab.com/virtio-fs/virtiofsd: long options.
+	flavourRust
+)
+
+// detectFlavour asks binary for its version: the C one says "virtiofsd
+// version 7.2.22 (...)", the Rust one "virtiofsd 1.13.2".
+func detectFlavour(ctx context.Context, binary string) (virtiofsdFlavour, error) {
+	out, err := exec.CommandContext(ctx, binary, "--version").CombinedOutput()
+	if err != nil {
+		return 0, fmt.Errorf("%s --version: %w: %s", binary, err, bytes.TrimSpace(out))
 	}
-	if _, err := os.Stat(binary); err != nil {
-		return nil, fmt.Errorf("virtiofsd (%s) is not installed: install Debian's qemu-system-common package (make deps) or set virtiofsd_path in the runtime config: %w", binary, err)
+	return parseFlavour(string(out))
+}
+
+func parseFlavour(version string) (virtiofsdFlavour, error) {
+	first, _, _ := strings.Cut(strings.TrimSpace(version), "\n")
+	fields := strings.Fields(first)
+	switch {
+	case len(fields) >= 3 && fields[0] == "virtiofsd" && fields[1] == "version":
+		return flavourC, nil
+	case len(fields) >= 2 && fields[0] == "virtiofsd":
+		return flavourRust, nil
 	}
-	fs := &FileServer{socket: socket, done: make(chan struct{})}
-	// cache=auto keeps metadata coherent with host-side changes; chroot
-	// sandboxing works inside containers and user namespaces alike. xattr
-	// carries file capabilities and SELinux labels of image files.
-	fs.cmd = exec.Command(binary,
-		"--socket-path="+socket,
-		"-o", "source="+dir,
+	return 0, fmt.Errorf("not a virtiofsd: --version printed %q (expected QEMU's \"virtiofsd version 7.x\" or the Rust \"virtiofsd 1.x\")", first)
+}
+
+// fileServerArgs are virtiofsd's arguments to export dir on socket.
+// cache=auto keeps metadata coherent with host-side changes; chroot
+// sandboxing works inside containers and user namespaces alike. xattr
+// carries file capabilities and SELinux labels of image files.
+func fileServerArgs(f virtiofsdFlavour, dir, socket string) []string {
+	if f == flavourRust {
+		// No thread pool (the Rust default, 0 = serve requests on the
+		// queue's own thread): one VM's requests arrive one queue at a
+		// time anyway, and every idle thread costs memory.
+		return []string{
+			"--socket-path=" + socket,
+			"--shared-dir=" + dir,
+			"--cache=auto",
+			"--sandbox=chroot",
+			"--xattr",
+			"--log-level=error",
+		}
+	}
+	return []string{
+		"--socket-path=" + socket,
+		"-o", "source=" + dir,
 		"-o", "cache=auto",
 		"-o", "sandbox=chroot",
 		"-o", "xattr",
 		"-o", "log_level=err",
-	)
+	}
+}
+
+// defaultBinary is the virtiofsd to run when the runtime config names none:
+// QEMU's, else the Rust one.
+func defaultBinary() string {
+	for _, b := range []string{DefaultVirtiofsd, rustVirtiofsd} {
+		if _, err := os.Stat(b); err == nil {
+			return b
+		}
+	}
+	return DefaultVirtiofsd
+}
+
+// StartFileServer exports dir on a vhost-user socket with binary (either
+// virtiofsd; "" picks an installed one). The socket is ready to be handed
+// to the VMM when this returns.
+func StartFileServer(ctx context.Context, binary, dir, socket string) (*FileServer, error) {
+	if binary == "" {
+		binary = defaultBinary()
+	}
+	if _, err := os.Stat(binary); err != nil {
+		return nil, fmt.Errorf("virtiofsd (%s) is not installed: install Debian's qemu-system-common package (make deps), or the Rust virtiofsd, or set virtiofsd_path in the runtime config: %w", binary, err)
+	}
+	flavour, err := detectFlavour(ctx, binary)
+	if err != nil {
+		return nil, fmt.Errorf("virtiofsd_path %s: %w", binary, err)
+	}
+	fs := &FileServer{socket: socket, done: make(chan struct{})}
+	fs.cmd = exec.Command(binary, fileServerArgs(flavour, dir, socket)...)
 	fs.cmd.Stderr = &lockedWriter{mu: &fs.mu, w: &fs.stderr}
 	fs.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	if err := fs.cmd.Start(); err != nil {

@@ -4,6 +4,8 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"slices"
+	"strings"
 	"testing"
 	"time"
 )
@@ -15,7 +17,7 @@ func TestFileServerStopIsPrompt(t *testing.T) {
 	fake := filepath.Join(dir, "virtiofsd")
 	// Creates its socket, then serves until SIGTERM, like virtiofsd whose
 	// VMM left without it noticing.
-	script := "#!/bin/sh\nfor a; do case $a in --socket-path=*) : > \"${a#--socket-path=}\";; esac; done\n" +
+	script := "#!/bin/sh\n[ \"$1\" = --version ] && { echo virtiofsd 1.13.2; exit 0; }\nfor a; do case $a in --socket-path=*) : > \"${a#--socket-path=}\";; esac; done\n" +
 		"trap 'exit 0' TERM\nwhile :; do sleep 0.01; done\n"
 	if err := os.WriteFile(fake, []byte(script), 0o755); err != nil {
 		t.Fatal(err)
@@ -33,4 +35,54 @@ func TestFileServerStopIsPrompt(t *testing.T) {
 	if _, err := os.Stat(sock); !os.IsNotExist(err) {
 		t.Errorf("socket left behind: %v", err)
 	}
+}
+
+func TestParseFlavour(t *testing.T) {
+	for _, tc := range []struct {
+		version string
+		want    virtiofsdFlavour
+		ok      bool
+	}{
+		{"virtiofsd version 7.2.22 (Debian 1:7.2+dfsg-7+deb12u18+b3)\nCopyright (c) 2003-2022 Fabrice Bellard\n", flavourC, true},
+		{"virtiofsd 1.13.2\n", flavourRust, true},
+		{"virtiofsd 1.5.0", flavourRust, true},
+		{"", 0, false},
+		{"qemu-system-x86_64 version 7.2.22\n", 0, false},
+	} {
+		got, err := parseFlavour(tc.version)
+		if (err == nil) != tc.ok || (tc.ok && got != tc.want) {
+			t.Errorf("parseFlavour(%q) = %v, %v; want %v (ok %v)", tc.version, got, err, tc.want, tc.ok)
+		}
+		if err != nil && !strings.Contains(err.Error(), "virtiofsd 1.x") {
+			t.Errorf("error %q does not say what is accepted", err)
+		}
+	}
+}
+
+// Both flavours get the same settings, each in its own syntax.
+func TestFileServerArgs(t *testing.T) {
+	c := fileServerArgs(flavourC, "/r", "/s.sock")
+	for _, want := range [][]string{{"-o", "source=/r"}, {"-o", "cache=auto"}, {"-o", "sandbox=chroot"}, {"-o", "xattr"}} {
+		if !containsSeq(c, want) {
+			t.Errorf("C args %q lack %q", c, want)
+		}
+	}
+	r := fileServerArgs(flavourRust, "/r", "/s.sock")
+	for _, want := range []string{"--socket-path=/s.sock", "--shared-dir=/r", "--cache=auto", "--sandbox=chroot", "--xattr"} {
+		if !slices.Contains(r, want) {
+			t.Errorf("Rust args %q lack %q", r, want)
+		}
+	}
+	if slices.Contains(r, "-o") {
+		t.Errorf("Rust args %q carry C options", r)
+	}
+}
+
+func containsSeq(args, seq []string) bool {
+	for i := 0; i+len(seq) <= len(args); i++ {
+		if slices.Equal(args[i:i+len(seq)], seq) {
+			return true
+		}
+	}
+	return false
 }
