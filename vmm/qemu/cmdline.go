@@ -53,13 +53,29 @@ const pageReportingOrder = 5
 // accelKernelArgs are added for an accelerator and vCPU count, on any
 // machine.
 func accelKernelArgs(accel vmm.Accelerator, cpus uint32) []string {
-	if accel != vmm.AccelTCG || cpus != 1 {
+	if accel != vmm.AccelTCG {
 		return nil
 	}
-	// A kernel built for SMP that finds one CPU rewrites every LOCK prefix
-	// in its text to a NOP (SMP alternatives). Under TCG each rewrite
-	// costs far more than the prefix saves: it took ~60 ms of the boot.
-	return []string{"noreplace-smp"}
+	// TCG keeps the host code it translated from a guest page until the
+	// guest CPU writes to that page. virtiofsd (a vhost-user back-end)
+	// writes file data straight into guest memory, which TCG never sees:
+	// a page that held code, freed and refilled with another file's code
+	// by virtiofsd, would run the old translation. QEMU 7.2 finds a
+	// translation by virtual and physical address, so that takes the same
+	// virtual address (e.g. two static binaries, both at 0x401000); QEMU
+	// 8+ finds it by physical address alone, and user processes of
+	// binaries read over virtio-fs crash at once. init_on_alloc=1 makes
+	// the guest zero every page it allocates, a CPU write that discards
+	// the page's translations before virtiofsd fills it.
+	args := []string{"init_on_alloc=1"}
+	if cpus == 1 {
+		// A kernel built for SMP that finds one CPU rewrites every LOCK
+		// prefix in its text to a NOP (SMP alternatives). Under TCG each
+		// rewrite costs far more than the prefix saves: it took ~60 ms
+		// of the boot.
+		args = append(args, "noreplace-smp")
+	}
+	return args
 }
 
 // machineKernelArgs are added for a machine, accelerator and vCPU count.

@@ -116,18 +116,18 @@ func TestArgsMicrovm(t *testing.T) {
 		t.Errorf("microvm devices = %q", devices)
 	}
 	appendArg := argAfter(args, "-append")[0]
-	if !strings.Contains(appendArg, " virtio_mmio.max_queue_size=256 page_reporting.page_reporting_order=5 tsc_early_khz=2596144 ") || strings.Contains(appendArg, "noapictimer") || strings.Contains(appendArg, "noreplace-smp") || !strings.HasSuffix(appendArg, " gondolin.debug=1") {
+	if !strings.Contains(appendArg, " virtio_mmio.max_queue_size=256 page_reporting.page_reporting_order=5 tsc_early_khz=2596144 ") || strings.Contains(appendArg, "noapictimer") || strings.Contains(appendArg, "noreplace-smp") || !strings.Contains(appendArg, " init_on_alloc=1 ") || !strings.HasSuffix(appendArg, " gondolin.debug=1") {
 		t.Errorf("-append (2 vCPUs) = %q", appendArg)
 	}
 	cfg.CPUs = 1
 	args, _ = Args(cfg, "/q")
-	if a := argAfter(args, "-append")[0]; !strings.Contains(a, " noreplace-smp virtio_mmio.max_queue_size=256 page_reporting.page_reporting_order=5 tsc_early_khz=2596144 noapictimer ") {
+	if a := argAfter(args, "-append")[0]; !strings.Contains(a, " init_on_alloc=1 noreplace-smp virtio_mmio.max_queue_size=256 page_reporting.page_reporting_order=5 tsc_early_khz=2596144 noapictimer ") {
 		t.Errorf("-append (1 vCPU) = %q", a)
 	}
 	// KVM has kvmclock and a TSC-deadline timer: no TCG workarounds.
 	cfg.Accelerator = vmm.AccelKVM
 	args, _ = Args(cfg, "/q")
-	if a := argAfter(args, "-append")[0]; strings.Contains(a, "tsc_early_khz") || strings.Contains(a, "noapictimer") || strings.Contains(a, "noreplace-smp") || !strings.Contains(a, " virtio_mmio.max_queue_size=256") {
+	if a := argAfter(args, "-append")[0]; strings.Contains(a, "tsc_early_khz") || strings.Contains(a, "noapictimer") || strings.Contains(a, "noreplace-smp") || strings.Contains(a, "init_on_alloc") || !strings.Contains(a, " virtio_mmio.max_queue_size=256") {
 		t.Errorf("KVM -append = %q", a)
 	}
 	// q35 (the default) keeps PCI devices and no TCG timer arguments.
