@@ -7,11 +7,13 @@
 #   docker      dockerd and docker-proxy (github.com/moby/moby/v2) and the docker CLI
 #               (github.com/docker/cli), for the private dockerd of `make dev-up`
 #   runsc       gVisor's runsc and containerd-shim-runsc-v1 (only for `make bench`)
+#   qemu        QEMU 10 from Debian's bookworm-backports, unpacked into DIR/qemu (the
+#               system's QEMU 7.2 stays), for booting from VM snapshots
 #   virtiofsd   the Rust virtiofsd, from Debian's crate packages with Debian's Rust
 #               toolchain (hack/virtiofsd/README.md), for the tests that run it
 #
 # Usage: hack/build-tools.sh DIR [COMPONENT...]   (make tools: DIR = .cache/tools;
-#        default components: containerd runc docker virtiofsd)
+#        default components: containerd runc docker virtiofsd qemu)
 #
 # Each component is skipped when DIR/bin already holds its binaries built for the
 # pinned version (recorded in DIR/bin/.<component>.stamp).
@@ -28,10 +30,10 @@ dir="$(cd "$1" && pwd)"
 bin="$dir/bin"
 shift
 components=("$@")
-((${#components[@]} > 0)) || components=(containerd runc docker virtiofsd)
+((${#components[@]} > 0)) || components=(containerd runc docker virtiofsd qemu)
 for c in "${components[@]}"; do
-	[[ $c == containerd || $c == runc || $c == docker || $c == runsc || $c == virtiofsd ]] ||
-		die "unknown component '$c' (containerd, runc, docker, runsc, virtiofsd)"
+	[[ $c == containerd || $c == runc || $c == docker || $c == runsc || $c == virtiofsd || $c == qemu ]] ||
+		die "unknown component '$c' (containerd, runc, docker, runsc, virtiofsd, qemu)"
 done
 wanted() {
 	local c
@@ -251,9 +253,42 @@ EOC
 	log "built $got in $((SECONDS - start))s"
 }
 
+# QEMU is a package, not a build: the pinned debs are unpacked into DIR/qemu.
+# QEMU finds its firmware relative to its binary (DIR/qemu/usr/share/qemu).
+build_qemu() {
+	local stamp="$bin/.qemu.stamp" want root="$dir/qemu" path sha f got
+	want="qemu $QEMU_SNAPSHOT_VERSION $(echo "$QEMU_SNAPSHOT_DEBS" | sha256sum | cut -c1-16)"
+	if [[ -x $root/usr/bin/qemu-system-x86_64 && -f $stamp && "$(cat "$stamp")" == "$want" ]]; then
+		log "QEMU $QEMU_SNAPSHOT_VERSION already in $root"
+		return 0
+	fi
+	log "unpacking QEMU $QEMU_SNAPSHOT_VERSION (bookworm-backports) into $root"
+	rm -f "$stamp"
+	rm -rf "$root" "$dir/qemu-debs"
+	mkdir -p "$root" "$dir/qemu-debs"
+	while read -r path sha; do
+		[[ -n $path ]] || continue
+		f="$dir/qemu-debs/$(basename "$path")"
+		curl -fsS --retry 3 -o "$f" "http://deb.debian.org/debian/$path" ||
+			die "fetching http://deb.debian.org/debian/$path failed (bookworm-backports may have a newer build: update QEMU_SNAPSHOT_DEBS in hack/versions.env)"
+		echo "$sha  $f" | sha256sum -c --status || die "$path: sha256 differs from hack/versions.env"
+		dpkg-deb -x "$f" "$root"
+	done <<<"$QEMU_SNAPSHOT_DEBS"
+	rm -rf "$dir/qemu-debs"
+	# Debian's 10.0 data package names microvm's firmware (qboot) qboot.rom; QEMU
+	# still asks for bios-microvm.bin.
+	[[ -e $root/usr/share/qemu/bios-microvm.bin ]] || ln -s qboot.rom "$root/usr/share/qemu/bios-microvm.bin"
+	got="$("$root/usr/bin/qemu-system-x86_64" --version 2>&1 | sed -n 1p)" ||
+		die "the unpacked QEMU does not run: $got (missing libraries? make deps installs them)"
+	[[ $got == *"version $QEMU_SNAPSHOT_VERSION"* ]] || die "unpacked QEMU reports '$got', expected $QEMU_SNAPSHOT_VERSION"
+	echo "$want" >"$stamp"
+	log "unpacked $got"
+}
+
 wanted containerd && build_containerd
 wanted runc && build_runc
 wanted docker && build_docker
 wanted runsc && build_runsc
 wanted virtiofsd && build_virtiofsd
+wanted qemu && build_qemu
 exit 0
