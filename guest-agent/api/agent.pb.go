@@ -1986,6 +1986,61 @@ func (x *StreamHeader) GetExecId() string {
 	return ""
 }
 
+type RestoredRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The host's CLOCK_REALTIME, in nanoseconds since the Unix epoch.
+	UnixNanos int64 `protobuf:"varint,1,opt,name=unix_nanos,json=unixNanos,proto3" json:"unix_nanos,omitempty"`
+	// Random bytes from the host (at least 32), credited to the guest's
+	// entropy pool and mixed into a reseed of its random number generator.
+	Entropy       []byte `protobuf:"bytes,2,opt,name=entropy,proto3" json:"entropy,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RestoredRequest) Reset() {
+	*x = RestoredRequest{}
+	mi := &file_agent_proto_msgTypes[31]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RestoredRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RestoredRequest) ProtoMessage() {}
+
+func (x *RestoredRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[31]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RestoredRequest.ProtoReflect.Descriptor instead.
+func (*RestoredRequest) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{31}
+}
+
+func (x *RestoredRequest) GetUnixNanos() int64 {
+	if x != nil {
+		return x.UnixNanos
+	}
+	return 0
+}
+
+func (x *RestoredRequest) GetEntropy() []byte {
+	if x != nil {
+		return x.Entropy
+	}
+	return nil
+}
+
 var File_agent_proto protoreflect.FileDescriptor
 
 const file_agent_proto_rawDesc = "" +
@@ -2133,8 +2188,11 @@ const file_agent_proto_rawDesc = "" +
 	"\n" +
 	"\x06STDOUT\x10\x03\x12\n" +
 	"\n" +
-	"\x06STDERR\x10\x042\xcb\n" +
+	"\x06STDERR\x10\x04\"J\n" +
+	"\x0fRestoredRequest\x12\x1d\n" +
 	"\n" +
+	"unix_nanos\x18\x01 \x01(\x03R\tunixNanos\x12\x18\n" +
+	"\aentropy\x18\x02 \x01(\fR\aentropy2\x95\v\n" +
 	"\x05Agent\x12A\n" +
 	"\x04Info\x12\x18.gondolin.agent.v1.Empty\x1a\x1f.gondolin.agent.v1.InfoResponse\x12h\n" +
 	"\x0fCreateContainer\x12).gondolin.agent.v1.CreateContainerRequest\x1a*.gondolin.agent.v1.CreateContainerResponse\x12_\n" +
@@ -2151,7 +2209,8 @@ const file_agent_proto_rawDesc = "" +
 	"\x0fUpdateContainer\x12).gondolin.agent.v1.UpdateContainerRequest\x1a\x18.gondolin.agent.v1.Empty\x12@\n" +
 	"\aWaitOOM\x12\x18.gondolin.agent.v1.Empty\x1a\x1b.gondolin.agent.v1.OOMEvent\x12X\n" +
 	"\x10ConfigureNetwork\x12*.gondolin.agent.v1.ConfigureNetworkRequest\x1a\x18.gondolin.agent.v1.Empty\x12V\n" +
-	"\rWaitListeners\x12'.gondolin.agent.v1.WaitListenersRequest\x1a\x1c.gondolin.agent.v1.ListenersBCZAgithub.com/earendil-works/gondolin-containerd/guest-agent/api;apib\x06proto3"
+	"\rWaitListeners\x12'.gondolin.agent.v1.WaitListenersRequest\x1a\x1c.gondolin.agent.v1.Listeners\x12H\n" +
+	"\bRestored\x12\".gondolin.agent.v1.RestoredRequest\x1a\x18.gondolin.agent.v1.EmptyBCZAgithub.com/earendil-works/gondolin-containerd/guest-agent/api;apib\x06proto3"
 
 var (
 	file_agent_proto_rawDescOnce sync.Once
@@ -2166,7 +2225,7 @@ func file_agent_proto_rawDescGZIP() []byte {
 }
 
 var file_agent_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 32)
+var file_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 33)
 var file_agent_proto_goTypes = []any{
 	(StreamHeader_Kind)(0),          // 0: gondolin.agent.v1.StreamHeader.Kind
 	(*Empty)(nil),                   // 1: gondolin.agent.v1.Empty
@@ -2200,7 +2259,8 @@ var file_agent_proto_goTypes = []any{
 	(*Listeners)(nil),               // 29: gondolin.agent.v1.Listeners
 	(*OOMEvent)(nil),                // 30: gondolin.agent.v1.OOMEvent
 	(*StreamHeader)(nil),            // 31: gondolin.agent.v1.StreamHeader
-	nil,                             // 32: gondolin.agent.v1.CreateContainerRequest.SysctlEntry
+	(*RestoredRequest)(nil),         // 32: gondolin.agent.v1.RestoredRequest
+	nil,                             // 33: gondolin.agent.v1.CreateContainerRequest.SysctlEntry
 }
 var file_agent_proto_depIdxs = []int32{
 	3,  // 0: gondolin.agent.v1.Process.user:type_name -> gondolin.agent.v1.User
@@ -2209,7 +2269,7 @@ var file_agent_proto_depIdxs = []int32{
 	5,  // 3: gondolin.agent.v1.CreateContainerRequest.process:type_name -> gondolin.agent.v1.Process
 	8,  // 4: gondolin.agent.v1.CreateContainerRequest.mounts:type_name -> gondolin.agent.v1.Mount
 	9,  // 5: gondolin.agent.v1.CreateContainerRequest.stdio:type_name -> gondolin.agent.v1.Stdio
-	32, // 6: gondolin.agent.v1.CreateContainerRequest.sysctl:type_name -> gondolin.agent.v1.CreateContainerRequest.SysctlEntry
+	33, // 6: gondolin.agent.v1.CreateContainerRequest.sysctl:type_name -> gondolin.agent.v1.CreateContainerRequest.SysctlEntry
 	7,  // 7: gondolin.agent.v1.CreateContainerRequest.shares:type_name -> gondolin.agent.v1.Share
 	5,  // 8: gondolin.agent.v1.ExecProcessRequest.process:type_name -> gondolin.agent.v1.Process
 	9,  // 9: gondolin.agent.v1.ExecProcessRequest.stdio:type_name -> gondolin.agent.v1.Stdio
@@ -2231,24 +2291,26 @@ var file_agent_proto_depIdxs = []int32{
 	1,  // 25: gondolin.agent.v1.Agent.WaitOOM:input_type -> gondolin.agent.v1.Empty
 	27, // 26: gondolin.agent.v1.Agent.ConfigureNetwork:input_type -> gondolin.agent.v1.ConfigureNetworkRequest
 	28, // 27: gondolin.agent.v1.Agent.WaitListeners:input_type -> gondolin.agent.v1.WaitListenersRequest
-	2,  // 28: gondolin.agent.v1.Agent.Info:output_type -> gondolin.agent.v1.InfoResponse
-	11, // 29: gondolin.agent.v1.Agent.CreateContainer:output_type -> gondolin.agent.v1.CreateContainerResponse
-	13, // 30: gondolin.agent.v1.Agent.StartProcess:output_type -> gondolin.agent.v1.StartProcessResponse
-	15, // 31: gondolin.agent.v1.Agent.WaitProcess:output_type -> gondolin.agent.v1.WaitProcessResponse
-	1,  // 32: gondolin.agent.v1.Agent.SignalProcess:output_type -> gondolin.agent.v1.Empty
-	1,  // 33: gondolin.agent.v1.Agent.DeleteContainer:output_type -> gondolin.agent.v1.Empty
-	1,  // 34: gondolin.agent.v1.Agent.Shutdown:output_type -> gondolin.agent.v1.Empty
-	1,  // 35: gondolin.agent.v1.Agent.ExecProcess:output_type -> gondolin.agent.v1.Empty
-	1,  // 36: gondolin.agent.v1.Agent.DeleteProcess:output_type -> gondolin.agent.v1.Empty
-	1,  // 37: gondolin.agent.v1.Agent.ResizePty:output_type -> gondolin.agent.v1.Empty
-	23, // 38: gondolin.agent.v1.Agent.ListProcesses:output_type -> gondolin.agent.v1.ListProcessesResponse
-	25, // 39: gondolin.agent.v1.Agent.Stats:output_type -> gondolin.agent.v1.StatsResponse
-	1,  // 40: gondolin.agent.v1.Agent.UpdateContainer:output_type -> gondolin.agent.v1.Empty
-	30, // 41: gondolin.agent.v1.Agent.WaitOOM:output_type -> gondolin.agent.v1.OOMEvent
-	1,  // 42: gondolin.agent.v1.Agent.ConfigureNetwork:output_type -> gondolin.agent.v1.Empty
-	29, // 43: gondolin.agent.v1.Agent.WaitListeners:output_type -> gondolin.agent.v1.Listeners
-	28, // [28:44] is the sub-list for method output_type
-	12, // [12:28] is the sub-list for method input_type
+	32, // 28: gondolin.agent.v1.Agent.Restored:input_type -> gondolin.agent.v1.RestoredRequest
+	2,  // 29: gondolin.agent.v1.Agent.Info:output_type -> gondolin.agent.v1.InfoResponse
+	11, // 30: gondolin.agent.v1.Agent.CreateContainer:output_type -> gondolin.agent.v1.CreateContainerResponse
+	13, // 31: gondolin.agent.v1.Agent.StartProcess:output_type -> gondolin.agent.v1.StartProcessResponse
+	15, // 32: gondolin.agent.v1.Agent.WaitProcess:output_type -> gondolin.agent.v1.WaitProcessResponse
+	1,  // 33: gondolin.agent.v1.Agent.SignalProcess:output_type -> gondolin.agent.v1.Empty
+	1,  // 34: gondolin.agent.v1.Agent.DeleteContainer:output_type -> gondolin.agent.v1.Empty
+	1,  // 35: gondolin.agent.v1.Agent.Shutdown:output_type -> gondolin.agent.v1.Empty
+	1,  // 36: gondolin.agent.v1.Agent.ExecProcess:output_type -> gondolin.agent.v1.Empty
+	1,  // 37: gondolin.agent.v1.Agent.DeleteProcess:output_type -> gondolin.agent.v1.Empty
+	1,  // 38: gondolin.agent.v1.Agent.ResizePty:output_type -> gondolin.agent.v1.Empty
+	23, // 39: gondolin.agent.v1.Agent.ListProcesses:output_type -> gondolin.agent.v1.ListProcessesResponse
+	25, // 40: gondolin.agent.v1.Agent.Stats:output_type -> gondolin.agent.v1.StatsResponse
+	1,  // 41: gondolin.agent.v1.Agent.UpdateContainer:output_type -> gondolin.agent.v1.Empty
+	30, // 42: gondolin.agent.v1.Agent.WaitOOM:output_type -> gondolin.agent.v1.OOMEvent
+	1,  // 43: gondolin.agent.v1.Agent.ConfigureNetwork:output_type -> gondolin.agent.v1.Empty
+	29, // 44: gondolin.agent.v1.Agent.WaitListeners:output_type -> gondolin.agent.v1.Listeners
+	1,  // 45: gondolin.agent.v1.Agent.Restored:output_type -> gondolin.agent.v1.Empty
+	29, // [29:46] is the sub-list for method output_type
+	12, // [12:29] is the sub-list for method input_type
 	12, // [12:12] is the sub-list for extension type_name
 	12, // [12:12] is the sub-list for extension extendee
 	0,  // [0:12] is the sub-list for field type_name
@@ -2265,7 +2327,7 @@ func file_agent_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_agent_proto_rawDesc), len(file_agent_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   32,
+			NumMessages:   33,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -24,6 +24,7 @@ type AgentService interface {
 	WaitOOM(context.Context, *Empty) (*OOMEvent, error)
 	ConfigureNetwork(context.Context, *ConfigureNetworkRequest) (*Empty, error)
 	WaitListeners(context.Context, *WaitListenersRequest) (*Listeners, error)
+	Restored(context.Context, *RestoredRequest) (*Empty, error)
 }
 
 func RegisterAgentService(srv *ttrpc.Server, svc AgentService) {
@@ -140,6 +141,13 @@ func RegisterAgentService(srv *ttrpc.Server, svc AgentService) {
 					return nil, err
 				}
 				return svc.WaitListeners(ctx, &req)
+			},
+			"Restored": func(ctx context.Context, unmarshal func(interface{}) error) (interface{}, error) {
+				var req RestoredRequest
+				if err := unmarshal(&req); err != nil {
+					return nil, err
+				}
+				return svc.Restored(ctx, &req)
 			},
 		},
 	})
@@ -278,6 +286,14 @@ func (c *agentClient) ConfigureNetwork(ctx context.Context, req *ConfigureNetwor
 func (c *agentClient) WaitListeners(ctx context.Context, req *WaitListenersRequest) (*Listeners, error) {
 	var resp Listeners
 	if err := c.client.Call(ctx, "gondolin.agent.v1.Agent", "WaitListeners", req, &resp); err != nil {
+		return nil, err
+	}
+	return &resp, nil
+}
+
+func (c *agentClient) Restored(ctx context.Context, req *RestoredRequest) (*Empty, error) {
+	var resp Empty
+	if err := c.client.Call(ctx, "gondolin.agent.v1.Agent", "Restored", req, &resp); err != nil {
 		return nil, err
 	}
 	return &resp, nil

@@ -60,6 +60,8 @@ func run() error {
 		Network:       &netconfig.Configurator{},
 		KernelRelease: boot.KernelRelease(),
 		PowerOffDelay: 100 * time.Millisecond,
+		SetClock:      boot.SetClock,
+		AddEntropy:    boot.AddEntropy,
 		PowerOff: func() {
 			agentlog.Infof("powering off")
 			if err := boot.PowerOff(); err != nil {

@@ -55,6 +55,9 @@ type Service struct {
 	PowerOff func()
 	// PowerOffDelay lets the Shutdown response reach the host first.
 	PowerOffDelay time.Duration
+	// SetClock and AddEntropy apply what Restored carries (package boot).
+	SetClock   func(time.Time) error
+	AddEntropy func([]byte) error
 
 	readyMs  atomic.Uint64
 	ready    atomic.Bool
@@ -75,6 +78,24 @@ func (s *Service) Info(ctx context.Context, _ *api.Empty) (*api.InfoResponse, er
 		return nil, status.Error(codes.Unavailable, "agent is not ready yet")
 	}
 	return &api.InfoResponse{AgentVersion: Version, KernelRelease: s.KernelRelease, ReadyMs: s.readyMs.Load()}, nil
+}
+
+// Restored sets the clock and reseeds the random number generator of a
+// guest restored from a snapshot.
+func (s *Service) Restored(ctx context.Context, req *api.RestoredRequest) (*api.Empty, error) {
+	if s.SetClock == nil || s.AddEntropy == nil {
+		return nil, status.Error(codes.Unimplemented, "this agent cannot set the clock or add entropy")
+	}
+	host := time.Unix(0, req.GetUnixNanos())
+	skew := host.Sub(time.Now())
+	if err := s.SetClock(host); err != nil {
+		return nil, status.Error(codes.Internal, err.Error())
+	}
+	if err := s.AddEntropy(req.GetEntropy()); err != nil {
+		return nil, status.Error(codes.InvalidArgument, err.Error())
+	}
+	agentlog.Infof("resumed from a VM snapshot: clock set (moved by %s), random number generator reseeded with %d bytes from the host", skew.Round(time.Millisecond), len(req.GetEntropy()))
+	return &api.Empty{}, nil
 }
 
 // CreateContainer prepares a container whose init waits for StartProcess.
