@@ -93,9 +93,13 @@ func fileServerArgs(f virtiofsdFlavour, dir, socket string) []string {
 	}
 }
 
-// defaultBinary is the virtiofsd to run when the runtime config names none:
-// QEMU's, else the Rust one.
-func defaultBinary() string {
+// FileServerBinary is the virtiofsd StartFileServer runs for the runtime
+// config's virtiofsd_path: that path, or when it is empty QEMU's
+// virtiofsd, else the Rust one.
+func FileServerBinary(path string) string {
+	if path != "" {
+		return path
+	}
 	for _, b := range []string{DefaultVirtiofsd, rustVirtiofsd} {
 		if _, err := os.Stat(b); err == nil {
 			return b
@@ -108,9 +112,7 @@ func defaultBinary() string {
 // virtiofsd; "" picks an installed one). The socket is ready to be handed
 // to the VMM when this returns.
 func StartFileServer(ctx context.Context, binary, dir, socket string) (*FileServer, error) {
-	if binary == "" {
-		binary = defaultBinary()
-	}
+	binary = FileServerBinary(binary)
 	if _, err := os.Stat(binary); err != nil {
 		return nil, fmt.Errorf("virtiofsd (%s) is not installed: install Debian's qemu-system-common package (make deps), or the Rust virtiofsd, or set virtiofsd_path in the runtime config: %w", binary, err)
 	}

@@ -62,6 +62,10 @@ type Config struct {
 	// travel over a unix stream socket to a userspace network (the
 	// runtime's egress policy). Nil means no NIC at all.
 	NIC *NIC
+	// Incoming, when set, is a VM state saved from a VM of the same
+	// configuration (but for its sockets, console and ID): the VM resumes
+	// from it instead of booting.
+	Incoming string
 }
 
 // NIC is a guest network interface backed by a unix stream socket. The

@@ -198,6 +198,11 @@ func Args(cfg vmm.Config, qmpSocket string) ([]string, error) {
 			"-device", dev.fs+",chardev="+id+",tag="+s.Tag,
 		)
 	}
+	if cfg.Incoming != "" {
+		// The state is loaded over QMP (migrate-incoming), once the
+		// capabilities it was saved with are set.
+		args = append(args, "-incoming", "defer")
+	}
 	if nic := cfg.NIC; nic != nil {
 		// The link is private to this VM, so a large MTU (host_mtu,
 		// which the guest driver adopts) moves more data per emulated

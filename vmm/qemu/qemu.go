@@ -3,6 +3,7 @@ package qemu
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -37,15 +38,25 @@ type VM struct {
 
 var _ vmm.VM = (*VM)(nil)
 
-// Start launches QEMU for cfg. It returns once the process runs and its
-// monitor socket exists; the guest boots in the background.
-func Start(ctx context.Context, binary string, cfg vmm.Config) (*VM, error) {
+// BinaryPath resolves the runtime config's qemu_path ("" for DefaultBinary)
+// to the executable Start runs.
+func BinaryPath(binary string) (string, error) {
 	if binary == "" {
 		binary = DefaultBinary
 	}
 	path, err := exec.LookPath(binary)
 	if err != nil {
-		return nil, fmt.Errorf("QEMU (%s) is not installed: install Debian's qemu-system-x86 package (make deps) or set qemu_path in the runtime config: %w", binary, err)
+		return "", fmt.Errorf("QEMU (%s) is not installed: install Debian's qemu-system-x86 package (make deps) or set qemu_path in the runtime config: %w", binary, err)
+	}
+	return path, nil
+}
+
+// Start launches QEMU for cfg. It returns once the process runs and its
+// monitor socket exists; the guest boots in the background.
+func Start(ctx context.Context, binary string, cfg vmm.Config) (*VM, error) {
+	path, err := BinaryPath(binary)
+	if err != nil {
+		return nil, err
 	}
 	for _, f := range []struct{ what, path string }{{"kernel", cfg.Kernel}, {"initrd", cfg.Initrd}} {
 		if _, err := os.Stat(f.path); err != nil {
@@ -61,6 +72,9 @@ func Start(ctx context.Context, binary string, cfg vmm.Config) (*VM, error) {
 	args, err := Args(cfg, qmpSocket)
 	if err != nil {
 		return nil, err
+	}
+	if dir := firmwareDir(path); dir != "" {
+		args = append([]string{"-L", dir}, args...)
 	}
 	log.G(ctx).WithFields(log.Fields{"accel": cfg.Accelerator, "machine": machine, "machine_reason": reason}).Debugf("starting %s %v", path, args)
 
@@ -88,7 +102,33 @@ func Start(ctx context.Context, binary string, cfg vmm.Config) (*VM, error) {
 		_ = vm.kill()
 		return nil, err
 	}
+	if cfg.Incoming != "" {
+		if err := vm.loadState(ctx, cfg.Incoming); err != nil {
+			_ = vm.kill()
+			<-vm.done
+			return nil, err
+		}
+	}
 	return vm, nil
+}
+
+// systemFirmwareDir is where a QEMU installed in /usr finds its firmware.
+const systemFirmwareDir = "/usr/share/qemu"
+
+// firmwareDir is the firmware directory of a QEMU unpacked elsewhere than
+// /usr (PREFIX/usr/bin/qemu-system-x86_64 with PREFIX/usr/share/qemu), for
+// -L: Debian's build looks only in /usr/share/qemu, which holds the
+// firmware of the system's own QEMU, maybe of another version. "" when
+// there is none or it is the system's.
+func firmwareDir(binary string) string {
+	dir := filepath.Join(filepath.Dir(binary), "..", "share", "qemu")
+	if dir == systemFirmwareDir {
+		return ""
+	}
+	if st, err := os.Stat(dir); err != nil || !st.IsDir() {
+		return ""
+	}
+	return dir
 }
 
 func (vm *VM) waitForSocket(ctx context.Context, path string, timeout time.Duration) error {
@@ -156,28 +196,46 @@ func (vm *VM) monitor() (*qmp.SocketMonitor, error) {
 const qmpTimeout = 5 * time.Second
 
 func (vm *VM) run(ctx context.Context, cmd string) error {
-	errc := make(chan error, 1)
+	_, err := vm.runJSON(ctx, `{"execute":"`+cmd+`"}`)
+	return err
+}
+
+// runJSON sends one QMP command (a JSON object) and returns QEMU's answer.
+func (vm *VM) runJSON(ctx context.Context, command string) ([]byte, error) {
+	type result struct {
+		out []byte
+		err error
+	}
+	name := command
+	var c struct {
+		Execute string `json:"execute"`
+	}
+	if json.Unmarshal([]byte(command), &c) == nil && c.Execute != "" {
+		name = c.Execute
+	}
+	resc := make(chan result, 1)
 	go func() {
 		mon, err := vm.monitor()
+		var out []byte
 		if err == nil {
-			_, err = mon.Run([]byte(`{"execute":"` + cmd + `"}`))
+			out, err = mon.Run([]byte(command))
 		}
-		errc <- err
+		resc <- result{out, err}
 	}()
 	timer := time.NewTimer(qmpTimeout)
 	defer timer.Stop()
 	select {
-	case err := <-errc:
-		if err != nil {
-			return fmt.Errorf("QMP %s: %w", cmd, err)
+	case r := <-resc:
+		if r.err != nil {
+			return nil, fmt.Errorf("QMP %s: %w", name, r.err)
 		}
-		return nil
+		return r.out, nil
 	case <-vm.done:
-		return fmt.Errorf("QMP %s: qemu exited: %v", cmd, vm.ExitError())
+		return nil, fmt.Errorf("QMP %s: qemu exited: %v", name, vm.ExitError())
 	case <-timer.C:
-		return fmt.Errorf("QMP %s: no answer within %s", cmd, qmpTimeout)
+		return nil, fmt.Errorf("QMP %s: no answer within %s", name, qmpTimeout)
 	case <-ctx.Done():
-		return fmt.Errorf("QMP %s: %w", cmd, ctx.Err())
+		return nil, fmt.Errorf("QMP %s: %w", name, ctx.Err())
 	}
 }
 

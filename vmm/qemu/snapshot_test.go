@@ -1,0 +1,54 @@
+package qemu
+
+import (
+	"os"
+	"path/filepath"
+	"slices"
+	"testing"
+)
+
+// A VM that resumes a saved state waits for it (-incoming defer) instead of
+// booting; one that boots has no -incoming.
+func TestArgsIncoming(t *testing.T) {
+	cfg := testConfig()
+	args, err := Args(cfg, "/q")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if slices.Contains(args, "-incoming") {
+		t.Errorf("a booting VM has -incoming: %q", args)
+	}
+	cfg.Incoming = "/snap/k.state"
+	args, _ = Args(cfg, "/q")
+	if got := argAfter(args, "-incoming"); len(got) != 1 || got[0] != "defer" {
+		t.Errorf("-incoming = %q, want defer (the state is loaded over QMP)", got)
+	}
+}
+
+func TestMigrateCommand(t *testing.T) {
+	got := migrateCommand("migrate-incoming", "/var/lib/gondolin/snapshots/../snapshots/k.state")
+	want := `{"execute":"migrate-incoming","arguments":{"uri":"file:/var/lib/gondolin/snapshots/k.state"}}`
+	if got != want {
+		t.Errorf("got %s, want %s", got, want)
+	}
+}
+
+// A QEMU unpacked outside /usr gets its own firmware directory; the
+// system's QEMU, or one without a share/qemu beside it, gets none.
+func TestFirmwareDir(t *testing.T) {
+	root := t.TempDir()
+	bin := filepath.Join(root, "usr", "bin", "qemu-system-x86_64")
+	if got := firmwareDir(bin); got != "" {
+		t.Errorf("no share/qemu: got %q", got)
+	}
+	share := filepath.Join(root, "usr", "share", "qemu")
+	if err := os.MkdirAll(share, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if got := firmwareDir(bin); got != share {
+		t.Errorf("got %q, want %q", got, share)
+	}
+	if got := firmwareDir("/usr/bin/qemu-system-x86_64"); got != "" {
+		t.Errorf("system QEMU: got %q", got)
+	}
+}
