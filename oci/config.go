@@ -20,6 +20,9 @@ import (
 // DefaultConfigPath is read when containerd passes no ConfigPath option.
 const DefaultConfigPath = "/etc/gondolin/config.toml"
 
+// DefaultSnapshotDir holds the saved VM states snapshot_boot restores.
+const DefaultSnapshotDir = "/var/lib/gondolin/snapshots"
+
 // DefaultAuditDir holds the per-container egress audit files.
 const DefaultAuditDir = "/var/log/gondolin/audit"
 
@@ -50,6 +53,12 @@ type Config struct {
 	MemoryOverheadMiB uint64 `toml:"memory_overhead_mib"`
 	// BootTimeout bounds how long the guest agent may take to answer.
 	BootTimeout Duration `toml:"boot_timeout"`
+	// SnapshotBoot resumes each VM from a saved state of a VM booted once
+	// with the same configuration (kept in SnapshotDir) instead of booting
+	// it. It needs QEMU 9.0 or later and the Rust virtiofsd; a VM that
+	// cannot be restored boots instead, and the shim log says why.
+	SnapshotBoot bool   `toml:"snapshot_boot"`
+	SnapshotDir  string `toml:"snapshot_dir"`
 	// LogLevel is the shim's log level (debug, info, warn, error).
 	LogLevel string `toml:"log_level"`
 	// AllowedAnnotations lists the io.gondolin.* annotations containers may
@@ -121,6 +130,7 @@ func DefaultConfig(exeDir string) *Config {
 		DefaultCPUs:       1,
 		MemoryOverheadMiB: 128,
 		BootTimeout:       Duration{60 * time.Second},
+		SnapshotDir:       DefaultSnapshotDir,
 		LogLevel:          "info",
 		AuditDir:          DefaultAuditDir,
 		shareDir:          share,
@@ -157,7 +167,7 @@ func parseConfig(cfg *Config, text string) error {
 		for i, k := range undecoded {
 			keys[i] = k.String()
 		}
-		return fmt.Errorf("unknown keys %s: accepted keys are guest_kernel, kernel_path, initrd_path, machine, qemu_path, virtiofsd_path, accelerator, default_memory_mib, default_cpus, memory_overhead_mib, boot_timeout, log_level, allowed_annotations, default_annotations, audit_dir, upstream_hosts, upstream_ca_file, upstream_dns", strings.Join(keys, ", "))
+		return fmt.Errorf("unknown keys %s: accepted keys are guest_kernel, kernel_path, initrd_path, machine, qemu_path, virtiofsd_path, accelerator, default_memory_mib, default_cpus, memory_overhead_mib, boot_timeout, snapshot_boot, snapshot_dir, log_level, allowed_annotations, default_annotations, audit_dir, upstream_hosts, upstream_ca_file, upstream_dns", strings.Join(keys, ", "))
 	}
 	if files, ok := guestImages[cfg.GuestKernel]; ok && cfg.shareDir != "" {
 		if !md.IsDefined("kernel_path") {
@@ -210,6 +220,9 @@ func (c *Config) validate() error {
 		if err := (&Settings{Secrets: map[string][]HostPattern{}}).set(key, value, nil); err != nil {
 			errs = append(errs, fmt.Errorf("default_annotations: %w", err))
 		}
+	}
+	if !filepath.IsAbs(c.SnapshotDir) {
+		errs = append(errs, fmt.Errorf("snapshot_dir = %q: must be an absolute path", c.SnapshotDir))
 	}
 	if !filepath.IsAbs(c.AuditDir) {
 		errs = append(errs, fmt.Errorf("audit_dir = %q: must be an absolute path", c.AuditDir))

@@ -3,6 +3,7 @@ package runtime
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -31,6 +32,8 @@ type sandbox struct {
 	fs       []*vmm.FileServer
 	agent    *agentConn
 	info     *api.InfoResponse
+	// restored says the VM resumed from a snapshot instead of booting.
+	restored bool
 }
 
 type sandboxConfig struct {
@@ -98,21 +101,6 @@ func startSandbox(ctx context.Context, cfg sandboxConfig, st *persistedState) (_
 		}
 	}()
 
-	var vmShares []vmm.Share
-	for _, sh := range cfg.shares {
-		fs, err := vmm.StartFileServer(ctx, cfg.runtime.VirtiofsdPath, sh.dir, filepath.Join(cfg.stateDir, "fs-"+sh.tag+".sock"))
-		if err != nil {
-			return nil, err
-		}
-		sb.fs = append(sb.fs, fs)
-		st.VirtiofsdPids = append(st.VirtiofsdPids, fs.Pid())
-		vmShares = append(vmShares, vmm.Share{Tag: sh.tag, Socket: fs.Socket()})
-	}
-	if err := writeState(cfg.stateDir, st); err != nil {
-		return nil, err
-	}
-	timing.done("fs_start")
-
 	channel := filepath.Join(cfg.stateDir, "channel.sock")
 	vmCfg := vmm.Config{
 		ID:            cfg.id,
@@ -126,35 +114,49 @@ func startSandbox(ctx context.Context, cfg sandboxConfig, st *persistedState) (_
 		ConsoleLog:    cfg.console,
 		ChannelSocket: channel,
 		ChannelName:   api.ChannelPortName,
-		Shares:        vmShares,
 		NIC:           cfg.nic,
+	}
+	for _, sh := range cfg.shares {
+		vmCfg.Shares = append(vmCfg.Shares, vmm.Share{Tag: sh.tag, Socket: filepath.Join(cfg.stateDir, "fs-"+sh.tag+".sock")})
 	}
 	if lvl := cfg.runtime.LogLevel; lvl == "debug" || lvl == "trace" {
 		vmCfg.KernelArgs = append(vmCfg.KernelArgs, api.DebugKernelArg)
 	}
-	// The VMM is started from inside the container's network namespace
-	// and stays there: its PID is what OCI hooks get to find the
-	// namespace. Its own sockets are path-bound unix sockets, which work
-	// from any network namespace.
-	var vm vmm.VM
-	err = cfg.netns.do(func() error {
-		var err error
-		vm, err = qemu.Start(ctx, cfg.runtime.QEMUPath, vmCfg)
-		return err
-	})
+	if cfg.runtime.SnapshotBoot {
+		machine, _, err := vmm.DetectMachine(vmCfg.Machine, vmCfg.Kernel)
+		if err != nil {
+			return nil, err
+		}
+		vmCfg.Machine = machine
+		state, err := ensureSnapshot(ctx, cfg.runtime, vmCfg)
+		if err != nil {
+			log.G(ctx).WithError(err).Warn("snapshot_boot: no VM snapshot to resume; booting the VM instead")
+		} else {
+			vmCfg.Incoming = state
+		}
+		timing.done("snapshot")
+	}
+	err = sb.launch(ctx, cfg, st, vmCfg, timing)
+	if err != nil && vmCfg.Incoming != "" {
+		// A snapshot that cannot be loaded will not load next time
+		// either: set it aside (its error file makes later starts boot
+		// at once) and boot this VM.
+		log.G(ctx).WithError(err).Warn("snapshot_boot: resuming the VM snapshot failed; booting the VM instead")
+		discardSnapshot(vmCfg.Incoming, err)
+		sb.stopFileServers()
+		st.VirtiofsdPids = nil
+		vmCfg.Incoming = ""
+		err = sb.launch(ctx, cfg, st, vmCfg, timing)
+	}
 	if err != nil {
 		return nil, err
 	}
-	sb.vm = vm
-	st.QEMUPid = vm.Pid()
-	if err := writeState(cfg.stateDir, st); err != nil {
-		return nil, err
-	}
+	sb.restored = vmCfg.Incoming != ""
 	timing.done("vmm_start")
 
 	bootCtx, cancel := context.WithTimeout(ctx, cfg.runtime.BootTimeout.Duration)
 	defer cancel()
-	agent, err := dialAgent(bootCtx, channel, vm.Done())
+	agent, err := dialAgent(bootCtx, channel, sb.vm.Done())
 	if err != nil {
 		return nil, sb.bootError(err)
 	}
@@ -166,10 +168,16 @@ func startSandbox(ctx context.Context, cfg sandboxConfig, st *persistedState) (_
 	}
 	sb.info = info
 	timing.done("agent_info")
+	if sb.restored {
+		if err := sb.tellRestored(bootCtx); err != nil {
+			return nil, sb.bootError(err)
+		}
+		timing.done("restored")
+	}
 	// guest_ready_ms is the guest's own uptime when its agent was ready;
 	// the *_ms fields are the host's steps up to the agent's first answer.
 	log.G(ctx).WithFields(timing.fields).WithFields(log.Fields{
-		"kernel": info.KernelRelease, "agent": info.AgentVersion, "guest_ready_ms": info.ReadyMs,
+		"kernel": info.KernelRelease, "agent": info.AgentVersion, "guest_ready_ms": info.ReadyMs, "boot": sb.bootKind(),
 	}).Info("guest agent ready")
 	return sb, nil
 }
@@ -343,4 +351,67 @@ func killIfOurs(pid int, stateDir string) error {
 func zombie(stat []byte) bool {
 	i := bytes.LastIndexByte(stat, ')')
 	return i >= 0 && i+2 < len(stat) && stat[i+2] == 'Z'
+}
+
+// launch starts the file servers of vmCfg's shares and then the VMM (which
+// resumes vmCfg.Incoming, if set), recording their PIDs in st.
+func (sb *sandbox) launch(ctx context.Context, cfg sandboxConfig, st *persistedState, vmCfg vmm.Config, timing *phases) error {
+	for i, sh := range cfg.shares {
+		fs, err := vmm.StartFileServer(ctx, cfg.runtime.VirtiofsdPath, sh.dir, vmCfg.Shares[i].Socket)
+		if err != nil {
+			return err
+		}
+		sb.fs = append(sb.fs, fs)
+		st.VirtiofsdPids = append(st.VirtiofsdPids, fs.Pid())
+	}
+	if err := writeState(cfg.stateDir, st); err != nil {
+		return err
+	}
+	timing.done("fs_start")
+	// The VMM is started from inside the container's network namespace
+	// and stays there: its PID is what OCI hooks get to find the
+	// namespace. Its own sockets are path-bound unix sockets, which work
+	// from any network namespace.
+	var vm vmm.VM
+	err := cfg.netns.do(func() error {
+		var err error
+		vm, err = qemu.Start(ctx, cfg.runtime.QEMUPath, vmCfg)
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	sb.vm = vm
+	st.QEMUPid = vm.Pid()
+	return writeState(cfg.stateDir, st)
+}
+
+// stopFileServers ends the file servers of a VMM that did not start.
+func (sb *sandbox) stopFileServers() {
+	for _, fs := range sb.fs {
+		fs.Stop()
+	}
+	sb.fs = nil
+}
+
+// tellRestored gives a guest resumed from a snapshot the time and fresh
+// entropy (api.RestoredRequest).
+func (sb *sandbox) tellRestored(ctx context.Context) error {
+	entropy := make([]byte, 64)
+	if _, err := rand.Read(entropy); err != nil {
+		return err
+	}
+	_, err := sb.agent.Restored(ctx, &api.RestoredRequest{UnixNanos: time.Now().UnixNano(), Entropy: entropy})
+	if err != nil {
+		return fmt.Errorf("agent: set the clock and entropy of the resumed VM: %w", agentError(err))
+	}
+	return nil
+}
+
+// bootKind names how the VM came up, for the log.
+func (sb *sandbox) bootKind() string {
+	if sb.restored {
+		return "snapshot"
+	}
+	return "cold"
 }

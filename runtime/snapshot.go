@@ -1,0 +1,217 @@
+package runtime
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/containerd/log"
+	"golang.org/x/sys/unix"
+
+	"github.com/earendil-works/gondolin-containerd/oci"
+	"github.com/earendil-works/gondolin-containerd/vmm"
+	"github.com/earendil-works/gondolin-containerd/vmm/qemu"
+)
+
+// A VM snapshot is the saved state of a VM booted once, with the agent ready
+// and waiting for its host, and nothing of any container in it yet: no
+// share mounted, no network configured. A VM of the same configuration
+// resumes from it instead of booting; its sockets, console and file servers
+// are its own (the shares are mounted after the restore, from the new
+// container's file servers). The saved state is a file per configuration in
+// snapshot_dir, named by a digest of everything that shapes the guest.
+
+// channelChardev is the label of the agent channel's chardev on QEMU's
+// command line (vmm/qemu).
+const channelChardev = "channel"
+
+// templateTimeout bounds the boot and save of a new snapshot.
+const templateTimeout = 2 * time.Minute
+
+// snapshotKey digests what the guest's saved state depends on: the binaries
+// and images (by path, size and modification time), the VM's size and
+// devices and the kernel command line. Socket paths, console and ID are the
+// restored VM's own and are left out.
+func snapshotKey(rc *oci.Config, cfg vmm.Config) (string, error) {
+	type file struct {
+		Path  string
+		Size  int64
+		MTime int64
+	}
+	stat := func(p string) (file, error) {
+		st, err := os.Stat(p)
+		if err != nil {
+			return file{}, err
+		}
+		return file{p, st.Size(), st.ModTime().UnixNano()}, nil
+	}
+	qemuPath, err := qemu.BinaryPath(rc.QEMUPath)
+	if err != nil {
+		return "", err
+	}
+	var k struct {
+		QEMU, Virtiofsd, Kernel, Initrd file
+		KernelArgs                      []string
+		MemoryMiB                       uint64
+		CPUs                            uint32
+		Accel, Machine, Channel         string
+		ShareTags                       []string
+		NIC                             bool
+		MAC                             string
+		MTU                             int
+	}
+	for _, f := range []struct {
+		dst  *file
+		path string
+	}{{&k.QEMU, qemuPath}, {&k.Virtiofsd, vmm.FileServerBinary(rc.VirtiofsdPath)}, {&k.Kernel, cfg.Kernel}, {&k.Initrd, cfg.Initrd}} {
+		if *f.dst, err = stat(f.path); err != nil {
+			return "", err
+		}
+	}
+	k.KernelArgs, k.MemoryMiB, k.CPUs = cfg.KernelArgs, cfg.MemoryMiB, cfg.CPUs
+	k.Accel, k.Machine, k.Channel = string(cfg.Accelerator), string(cfg.Machine), cfg.ChannelName
+	for _, s := range cfg.Shares {
+		k.ShareTags = append(k.ShareTags, s.Tag)
+	}
+	if cfg.NIC != nil {
+		k.NIC, k.MAC, k.MTU = true, cfg.NIC.MAC.String(), cfg.NIC.MTU
+	}
+	b, err := json.Marshal(k)
+	if err != nil {
+		return "", err
+	}
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:12]), nil
+}
+
+// ensureSnapshot returns the saved state for cfg, booting and saving a VM
+// first when there is none. Concurrent shims wait for the one that builds
+// it. A build that failed leaves KEY.error, which later calls return
+// without trying again (delete it to retry).
+func ensureSnapshot(ctx context.Context, rc *oci.Config, cfg vmm.Config) (string, error) {
+	key, err := snapshotKey(rc, cfg)
+	if err != nil {
+		return "", fmt.Errorf("snapshot key: %w", err)
+	}
+	if err := os.MkdirAll(rc.SnapshotDir, 0o700); err != nil {
+		return "", err
+	}
+	base := filepath.Join(rc.SnapshotDir, key)
+	state := base + ".state"
+	if _, err := os.Stat(state); err == nil {
+		return state, nil
+	}
+	lock, err := os.OpenFile(base+".lock", os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		return "", err
+	}
+	defer lock.Close()
+	if err := unix.Flock(int(lock.Fd()), unix.LOCK_EX); err != nil {
+		return "", fmt.Errorf("lock %s: %w", lock.Name(), err)
+	}
+	defer unix.Flock(int(lock.Fd()), unix.LOCK_UN)
+	if _, err := os.Stat(state); err == nil {
+		return state, nil // built while this shim waited
+	}
+	if msg, err := os.ReadFile(base + ".error"); err == nil {
+		return "", fmt.Errorf("an earlier attempt failed (remove %s.error to try again): %s", base, msg)
+	}
+	start := time.Now()
+	if err := buildSnapshot(ctx, rc, cfg, state); err != nil {
+		_ = os.WriteFile(base+".error", []byte(err.Error()), 0o600)
+		return "", err
+	}
+	log.G(ctx).WithFields(log.Fields{"state": state, "ms": time.Since(start).Milliseconds()}).Info("saved a VM snapshot")
+	return state, nil
+}
+
+// buildSnapshot boots a VM like cfg whose file servers export an empty
+// directory and whose NIC goes nowhere, waits until its agent has opened
+// the channel, and saves its state to path.
+func buildSnapshot(ctx context.Context, rc *oci.Config, cfg vmm.Config, path string) (retErr error) {
+	ctx, cancel := context.WithTimeout(ctx, templateTimeout)
+	defer cancel()
+	// Short: unix socket paths in it must fit 108 bytes.
+	dir, err := os.MkdirTemp(filepath.Dir(path), ".b")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	empty := filepath.Join(dir, "empty")
+	if err := os.Mkdir(empty, 0o755); err != nil {
+		return err
+	}
+	tcfg := cfg
+	tcfg.ID = "snapshot-" + filepath.Base(path)
+	tcfg.StateDir = dir
+	tcfg.ConsoleLog = filepath.Join(dir, "console.log")
+	tcfg.ChannelSocket = filepath.Join(dir, "channel.sock")
+	tcfg.Incoming = ""
+	tcfg.Shares = nil
+	for i, s := range cfg.Shares {
+		fs, err := vmm.StartFileServer(ctx, rc.VirtiofsdPath, empty, filepath.Join(dir, fmt.Sprintf("fs%d.sock", i)))
+		if err != nil {
+			return err
+		}
+		defer fs.Stop()
+		tcfg.Shares = append(tcfg.Shares, vmm.Share{Tag: s.Tag, Socket: fs.Socket()})
+	}
+	if cfg.NIC != nil {
+		nic := *cfg.NIC
+		nic.Socket = filepath.Join(dir, "net.sock")
+		l, err := net.Listen("unix", nic.Socket)
+		if err != nil {
+			return err
+		}
+		defer l.Close()
+		go discardFrames(l)
+		tcfg.NIC = &nic
+	}
+	vm, err := qemu.Start(ctx, rc.QEMUPath, tcfg)
+	if err != nil {
+		return fmt.Errorf("boot the VM to snapshot: %w", err)
+	}
+	defer vm.Stop(context.WithoutCancel(ctx), 0)
+	if err := vm.WaitChannelOpen(ctx, channelChardev); err != nil {
+		console, _ := os.ReadFile(tcfg.ConsoleLog)
+		return fmt.Errorf("VM to snapshot: %w; console: %s", err, tail(console, 2048))
+	}
+	tmp := filepath.Join(dir, "state")
+	if err := vm.SaveState(ctx, tmp); err != nil {
+		return err
+	}
+	return os.Rename(tmp, path)
+}
+
+// discardFrames takes the one connection of a snapshot VM's NIC and reads
+// whatever the guest sends until it closes.
+func discardFrames(l net.Listener) {
+	c, err := l.Accept()
+	if err != nil {
+		return
+	}
+	defer c.Close()
+	_, _ = io.Copy(io.Discard, c)
+}
+
+func tail(b []byte, n int) []byte {
+	if len(b) > n {
+		return b[len(b)-n:]
+	}
+	return b
+}
+
+// discardSnapshot sets aside a saved state that failed to load: it is
+// removed and its error recorded, so that later starts boot at once.
+func discardSnapshot(state string, loadErr error) {
+	base := state[:len(state)-len(filepath.Ext(state))]
+	_ = os.WriteFile(base+".error", []byte("loading the saved state failed: "+loadErr.Error()), 0o600)
+	_ = os.Remove(state)
+}

@@ -1,0 +1,73 @@
+package runtime
+
+import (
+	"net"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/earendil-works/gondolin-containerd/oci"
+	"github.com/earendil-works/gondolin-containerd/vmm"
+)
+
+// The snapshot key changes with what shapes the guest (size, kernel
+// command line, devices, images) and not with what is the resumed VM's own
+// (ID, sockets, console).
+func TestSnapshotKey(t *testing.T) {
+	dir := t.TempDir()
+	files := map[string]string{}
+	for _, f := range []string{"qemu", "virtiofsd", "vmlinuz", "initrd"} {
+		p := filepath.Join(dir, f)
+		if err := os.WriteFile(p, []byte(f), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		files[f] = p
+	}
+	rc := &oci.Config{QEMUPath: files["qemu"], VirtiofsdPath: files["virtiofsd"]}
+	base := vmm.Config{
+		ID: "a", StateDir: "/run/a", Kernel: files["vmlinuz"], Initrd: files["initrd"],
+		MemoryMiB: 512, CPUs: 1, Accelerator: vmm.AccelTCG, Machine: vmm.MachineMicrovm,
+		ConsoleLog: "/run/a/console.log", ChannelSocket: "/run/a/channel.sock", ChannelName: "io.gondolin.channel",
+		Shares: []vmm.Share{{Tag: "rootfs", Socket: "/run/a/fs-rootfs.sock"}},
+		NIC:    &vmm.NIC{Socket: "/run/a/net.sock", MAC: net.HardwareAddr{2, 0, 0, 0, 0, 1}, MTU: 65000},
+	}
+	key := func(c vmm.Config) string {
+		t.Helper()
+		k, err := snapshotKey(rc, c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return k
+	}
+	k0 := key(base)
+
+	own := base
+	own.ID, own.StateDir, own.ConsoleLog, own.ChannelSocket = "b", "/run/b", "/run/b/console.log", "/run/b/channel.sock"
+	own.Shares = []vmm.Share{{Tag: "rootfs", Socket: "/run/b/fs-rootfs.sock"}}
+	own.NIC = &vmm.NIC{Socket: "/run/b/net.sock", MAC: base.NIC.MAC, MTU: base.NIC.MTU}
+	if key(own) != k0 {
+		t.Error("the key depends on the VM's own ID, sockets or console")
+	}
+
+	for name, change := range map[string]func(*vmm.Config){
+		"memory":      func(c *vmm.Config) { c.MemoryMiB = 1024 },
+		"cpus":        func(c *vmm.Config) { c.CPUs = 2 },
+		"kernel args": func(c *vmm.Config) { c.KernelArgs = []string{"gondolin.debug=1"} },
+		"shares":      func(c *vmm.Config) { c.Shares = append(c.Shares, vmm.Share{Tag: "binds"}) },
+		"no NIC":      func(c *vmm.Config) { c.NIC = nil },
+		"machine":     func(c *vmm.Config) { c.Machine = vmm.MachineQ35 },
+	} {
+		c := base
+		c.Shares = append([]vmm.Share(nil), base.Shares...)
+		change(&c)
+		if key(c) == k0 {
+			t.Errorf("changing %s keeps the key", name)
+		}
+	}
+	if err := os.WriteFile(files["vmlinuz"], []byte("another kernel"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if key(base) == k0 {
+		t.Error("a rebuilt kernel keeps the key")
+	}
+}
