@@ -48,9 +48,17 @@ func (s *Session) setupRuntime(ctx context.Context, name string) *Runtime {
 	case "runsc":
 		rt = s.setupRunsc(ctx)
 	case "gondolin":
-		rt = s.setupGondolin(ctx)
+		rt = s.setupGondolin(ctx, name, "")
+	case "gondolin-snapshot":
+		// snapshot_boot with QEMU 10 and the Rust virtiofsd, which
+		// `make tools` puts into the tools directory.
+		snapshots := filepath.Join(s.Opts.WorkDir, "gondolin-snapshots")
+		_ = os.RemoveAll(snapshots) // a snapshot of another build must not be measured
+		rt = s.setupGondolin(ctx, name, fmt.Sprintf("qemu_path = %q\nvirtiofsd_path = %q\nsnapshot_boot = true\nsnapshot_dir = %q\n",
+			filepath.Join(filepath.Dir(s.Opts.Tools), "qemu", "usr", "bin", "qemu-system-x86_64"),
+			filepath.Join(s.Opts.Tools, "virtiofsd"), snapshots))
 	default:
-		return &Runtime{Info: &report.Runtime{Name: name, Absent: "unknown runtime (runc, runsc, gondolin)"}}
+		return &Runtime{Info: &report.Runtime{Name: name, Absent: "unknown runtime (runc, runsc, gondolin, gondolin-snapshot)"}}
 	}
 	return rt
 }
@@ -197,9 +205,11 @@ func (s *Session) setupRunsc(ctx context.Context) *Runtime {
 	return viaRunc
 }
 
-func (s *Session) setupGondolin(ctx context.Context) *Runtime {
+// setupGondolin prepares gondolin under name, with config (runtime config
+// TOML; "" for the built-in config) for every container.
+func (s *Session) setupGondolin(ctx context.Context, name, config string) *Runtime {
 	shim := filepath.Join(s.Opts.RuntimeDir, "bin", "containerd-shim-gondolin-v1")
-	info := &report.Runtime{Name: "gondolin", RuntimeType: "io.containerd.gondolin.v1", Accelerator: "unknown",
+	info := &report.Runtime{Name: name, RuntimeType: "io.containerd.gondolin.v1", Accelerator: "unknown",
 		How: "containerd-shim-gondolin-v1 from " + shim + ", built-in config"}
 	if s.Opts.GondolinFrom != "" {
 		info.How += " (shim and guest image copied from " + s.Opts.GondolinFrom + " at the start)"
@@ -207,29 +217,43 @@ func (s *Session) setupGondolin(ctx context.Context) *Runtime {
 	rt := &Runtime{
 		Info:     info,
 		RunFlags: []string{"--runtime", "io.containerd.gondolin.v1"},
-		NetFlags: func(srv *HTTPSServer) ([]string, error) {
-			// The egress proxy verifies the upstream: trust the bench
-			// server's certificate through a runtime config.
-			dir := filepath.Join(s.Opts.WorkDir, "gondolin-https")
-			if err := os.MkdirAll(dir, 0o755); err != nil {
-				return nil, err
-			}
-			ca := filepath.Join(dir, "server.pem")
-			cfg := filepath.Join(dir, "config.toml")
-			if err := os.WriteFile(ca, srv.CertPEM, 0o644); err != nil {
-				return nil, err
-			}
-			if err := os.WriteFile(cfg, []byte(fmt.Sprintf("upstream_ca_file = %q\n", ca)), 0o644); err != nil {
-				return nil, err
-			}
-			ip := srv.IP
-			flags := []string{"--net-host", "--runtime-config-path", cfg,
-				"--annotation", fmt.Sprintf("io.gondolin.net.allow=%s:%d", ip, srv.Port)}
-			if ip.IsPrivate() || ip.IsLoopback() || ip.IsLinkLocalUnicast() {
-				flags = append(flags, "--annotation", "io.gondolin.net.allow-internal="+ip.String())
-			}
-			return flags, nil
-		},
+	}
+	if config != "" {
+		dir := filepath.Join(s.Opts.WorkDir, name)
+		path := filepath.Join(dir, "config.toml")
+		err := os.MkdirAll(dir, 0o755)
+		if err == nil {
+			err = os.WriteFile(path, []byte(config), 0o644)
+		}
+		if err != nil {
+			info.Absent = fmt.Sprintf("writing its runtime config: %v", err)
+			return rt
+		}
+		rt.RunFlags = append(rt.RunFlags, "--runtime-config-path", path)
+		info.How = strings.Replace(info.How, "built-in config", "runtime config: "+strings.ReplaceAll(strings.TrimSpace(config), "\n", ", "), 1)
+	}
+	rt.NetFlags = func(srv *HTTPSServer) ([]string, error) {
+		// The egress proxy verifies the upstream: trust the bench
+		// server's certificate through a runtime config.
+		dir := filepath.Join(s.Opts.WorkDir, name+"-https")
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			return nil, err
+		}
+		ca := filepath.Join(dir, "server.pem")
+		cfg := filepath.Join(dir, "config.toml")
+		if err := os.WriteFile(ca, srv.CertPEM, 0o644); err != nil {
+			return nil, err
+		}
+		if err := os.WriteFile(cfg, []byte(config+fmt.Sprintf("upstream_ca_file = %q\n", ca)), 0o644); err != nil {
+			return nil, err
+		}
+		ip := srv.IP
+		flags := []string{"--net-host", "--runtime-config-path", cfg,
+			"--annotation", fmt.Sprintf("io.gondolin.net.allow=%s:%d", ip, srv.Port)}
+		if ip.IsPrivate() || ip.IsLoopback() || ip.IsLinkLocalUnicast() {
+			flags = append(flags, "--annotation", "io.gondolin.net.allow-internal="+ip.String())
+		}
+		return flags, nil
 	}
 	b, err := os.ReadFile(shim)
 	if err != nil {
