@@ -12,8 +12,8 @@ import (
 // the minimal kernel on microvm (virtio-mmio devices) and Debian's stock
 // kernel on q35 (virtio-pci devices, modules from its initrd). Each boots a
 // container that writes its rootfs, reaches an allowed upstream through the
-// policy stack, and takes an exec with its exit code. (Booting from a VM
-// snapshot is not a path this QEMU can offer: docs/limits.md.)
+// policy stack, and takes an exec with its exit code. The third path,
+// resuming from a VM snapshot (snapshot_boot), is TestSnapshotBoot's.
 func TestBootPaths(t *testing.T) {
 	for _, bp := range []struct {
 		guestKernel   string

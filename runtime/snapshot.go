@@ -32,8 +32,8 @@ import (
 // command line (vmm/qemu).
 const channelChardev = "channel"
 
-// templateTimeout bounds the boot and save of a new snapshot.
-const templateTimeout = 2 * time.Minute
+// snapshotTimeout bounds the boot and save of a new snapshot.
+const snapshotTimeout = 2 * time.Minute
 
 // snapshotKey digests what the guest's saved state depends on: the binaries
 // and images (by path, size and modification time), the VM's size and
@@ -136,7 +136,7 @@ func ensureSnapshot(ctx context.Context, rc *oci.Config, cfg vmm.Config) (string
 // directory and whose NIC goes nowhere, waits until its agent has opened
 // the channel, and saves its state to path.
 func buildSnapshot(ctx context.Context, rc *oci.Config, cfg vmm.Config, path string) (retErr error) {
-	ctx, cancel := context.WithTimeout(ctx, templateTimeout)
+	ctx, cancel := context.WithTimeout(ctx, snapshotTimeout)
 	defer cancel()
 	// Short: unix socket paths in it must fit 108 bytes.
 	dir, err := os.MkdirTemp(filepath.Dir(path), ".b")
