@@ -158,7 +158,7 @@ func startSandbox(ctx context.Context, cfg sandboxConfig, st *persistedState) (_
 	defer cancel()
 	agent, err := dialAgent(bootCtx, channel, sb.vm.Done())
 	if err != nil {
-		return nil, sb.bootError(err)
+		return nil, sb.bootError(sb.vmExitCause(fmt.Errorf("connect to the guest agent: %w", err)))
 	}
 	sb.agent = agent
 	timing.done("channel")
@@ -170,7 +170,7 @@ func startSandbox(ctx context.Context, cfg sandboxConfig, st *persistedState) (_
 	timing.done("agent_info")
 	if sb.restored {
 		if err := sb.tellRestored(bootCtx); err != nil {
-			return nil, sb.bootError(err)
+			return nil, sb.bootError(sb.vmExitCause(err))
 		}
 		timing.done("restored")
 	}
@@ -209,20 +209,26 @@ func (sb *sandbox) waitReady(ctx context.Context) (*api.InfoResponse, error) {
 	select {
 	case r := <-ch:
 		if r.err != nil {
-			// A VMM that dies during boot (a kernel it cannot load)
-			// closes the channel first: its own error says why.
-			select {
-			case <-sb.vm.Done():
-				return nil, fmt.Errorf("VM exited while booting: %v", sb.vm.ExitError())
-			case <-time.After(vmExitWait):
-			}
-			return nil, fmt.Errorf("guest agent did not answer: %w", r.err)
+			return nil, sb.vmExitCause(fmt.Errorf("guest agent did not answer: %w", r.err))
 		}
 		return r.info, nil
 	case <-sb.vm.Done():
 		return nil, fmt.Errorf("VM exited while booting: %v", sb.vm.ExitError())
 	case <-ctx.Done():
 		return nil, fmt.Errorf("guest agent not ready within the boot timeout: %w", ctx.Err())
+	}
+}
+
+// vmExitCause explains a failed talk with the agent during boot: a VMM that
+// dies then (a kernel it cannot load) closes the channel before its exit is
+// seen, and its own error says more than the closed channel. It waits up to
+// vmExitWait for the VMM to exit and returns err if it does not.
+func (sb *sandbox) vmExitCause(err error) error {
+	select {
+	case <-sb.vm.Done():
+		return fmt.Errorf("VM exited while booting: %v", sb.vm.ExitError())
+	case <-time.After(vmExitWait):
+		return err
 	}
 }
 
