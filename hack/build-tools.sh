@@ -191,6 +191,18 @@ build_docker() {
 	log "built dockerd, docker-proxy ($MOBY_VERSION) and $got in $((SECONDS - start))s"
 }
 
+# fetch_deb POOL_PATH SHA256 DIR PIN: DIR/<name>.deb from deb.debian.org, checked
+# against its pinned sha256 (kept while it still matches). PIN names where the
+# pin lives, for the error.
+fetch_deb() {
+	local path=$1 sha=$2 f="$3/$(basename "$1")"
+	if [[ -f $f ]] && echo "$sha  $f" | sha256sum -c --status; then return 0; fi
+	curl -fsS --retry 3 -o "$f.part" "http://deb.debian.org/debian/$path" ||
+		die "fetching http://deb.debian.org/debian/$path failed; see $4"
+	echo "$sha  $f.part" | sha256sum -c --status || die "$path: sha256 differs from $4"
+	mv -f "$f.part" "$f"
+}
+
 build_virtiofsd() {
 	local stamp="$bin/.virtiofsd.stamp" want start got work vendor cargo=/usr/bin/cargo
 	local locks="$REPO_ROOT/hack/virtiofsd"
@@ -215,12 +227,7 @@ build_virtiofsd() {
 	#    builds while their checksum matches.
 	local path sha f
 	while read -r path sha; do
-		f="$work/debs/$(basename "$path")"
-		if [[ -f $f ]] && echo "$sha  $f" | sha256sum -c --status; then continue; fi
-		curl -fsS --retry 3 -o "$f.part" "http://deb.debian.org/debian/$path" ||
-			die "fetching http://deb.debian.org/debian/$path failed (trixie may have replaced it: see hack/virtiofsd/README.md)"
-		echo "$sha  $f.part" | sha256sum -c --status || die "$path: sha256 differs from hack/virtiofsd/debs.lock"
-		mv -f "$f.part" "$f"
+		fetch_deb "$path" "$sha" "$work/debs" "hack/virtiofsd/debs.lock (trixie may have replaced it: see hack/virtiofsd/README.md)"
 	done <"$locks/debs.lock"
 	# 2. Their crate sources (with .cargo-checksum.json) as a directory source
 	#    that replaces crates.io.
@@ -268,11 +275,8 @@ build_qemu() {
 	mkdir -p "$root" "$dir/qemu-debs"
 	while read -r path sha; do
 		[[ -n $path ]] || continue
-		f="$dir/qemu-debs/$(basename "$path")"
-		curl -fsS --retry 3 -o "$f" "http://deb.debian.org/debian/$path" ||
-			die "fetching http://deb.debian.org/debian/$path failed (bookworm-backports may have a newer build: update QEMU_SNAPSHOT_DEBS in hack/versions.env)"
-		echo "$sha  $f" | sha256sum -c --status || die "$path: sha256 differs from hack/versions.env"
-		dpkg-deb -x "$f" "$root"
+		fetch_deb "$path" "$sha" "$dir/qemu-debs" "QEMU_SNAPSHOT_DEBS in hack/versions.env (bookworm-backports may have a newer build)"
+		dpkg-deb -x "$dir/qemu-debs/$(basename "$path")" "$root"
 	done <<<"$QEMU_SNAPSHOT_DEBS"
 	rm -rf "$dir/qemu-debs"
 	# Debian's 10.0 data package names microvm's firmware (qboot) qboot.rom; QEMU

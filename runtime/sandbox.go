@@ -122,13 +122,17 @@ func startSandbox(ctx context.Context, cfg sandboxConfig, st *persistedState) (_
 	if lvl := cfg.runtime.LogLevel; lvl == "debug" || lvl == "trace" {
 		vmCfg.KernelArgs = append(vmCfg.KernelArgs, api.DebugKernelArg)
 	}
+	fsd, err := vmm.LookupVirtiofsd(ctx, cfg.runtime.VirtiofsdPath)
+	if err != nil {
+		return nil, err
+	}
 	if cfg.runtime.SnapshotBoot {
 		machine, _, err := vmm.DetectMachine(vmCfg.Machine, vmCfg.Kernel)
 		if err != nil {
 			return nil, err
 		}
 		vmCfg.Machine = machine
-		state, err := ensureSnapshot(ctx, cfg.runtime, vmCfg)
+		state, err := ensureSnapshot(ctx, cfg.runtime, fsd, vmCfg)
 		if err != nil {
 			log.G(ctx).WithError(err).Warn("snapshot_boot: no VM snapshot to resume; booting the VM instead")
 		} else {
@@ -136,7 +140,7 @@ func startSandbox(ctx context.Context, cfg sandboxConfig, st *persistedState) (_
 		}
 		timing.done("snapshot")
 	}
-	err = sb.launch(ctx, cfg, st, vmCfg, timing)
+	err = sb.launch(ctx, cfg, fsd, st, vmCfg, timing)
 	if err != nil && vmCfg.Incoming != "" {
 		// A snapshot that cannot be loaded will not load next time
 		// either: set it aside (its error file makes later starts boot
@@ -146,7 +150,7 @@ func startSandbox(ctx context.Context, cfg sandboxConfig, st *persistedState) (_
 		sb.stopFileServers()
 		st.VirtiofsdPids = nil
 		vmCfg.Incoming = ""
-		err = sb.launch(ctx, cfg, st, vmCfg, timing)
+		err = sb.launch(ctx, cfg, fsd, st, vmCfg, timing)
 	}
 	if err != nil {
 		return nil, err
@@ -359,11 +363,11 @@ func zombie(stat []byte) bool {
 	return i >= 0 && i+2 < len(stat) && stat[i+2] == 'Z'
 }
 
-// launch starts the file servers of vmCfg's shares and then the VMM (which
-// resumes vmCfg.Incoming, if set), recording their PIDs in st.
-func (sb *sandbox) launch(ctx context.Context, cfg sandboxConfig, st *persistedState, vmCfg vmm.Config, timing *phases) error {
+// launch starts the file servers of vmCfg's shares with fsd and then the
+// VMM (which resumes vmCfg.Incoming, if set), recording their PIDs in st.
+func (sb *sandbox) launch(ctx context.Context, cfg sandboxConfig, fsd *vmm.Virtiofsd, st *persistedState, vmCfg vmm.Config, timing *phases) error {
 	for i, sh := range cfg.shares {
-		fs, err := vmm.StartFileServer(ctx, cfg.runtime.VirtiofsdPath, sh.dir, vmCfg.Shares[i].Socket)
+		fs, err := fsd.StartFileServer(ctx, sh.dir, vmCfg.Shares[i].Socket)
 		if err != nil {
 			return err
 		}

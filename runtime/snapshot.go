@@ -28,10 +28,6 @@ import (
 // container's file servers). The saved state is a file per configuration in
 // snapshot_dir, named by a digest of everything that shapes the guest.
 
-// channelChardev is the label of the agent channel's chardev on QEMU's
-// command line (vmm/qemu).
-const channelChardev = "channel"
-
 // snapshotTimeout bounds the boot and save of a new snapshot.
 const snapshotTimeout = 2 * time.Minute
 
@@ -39,7 +35,7 @@ const snapshotTimeout = 2 * time.Minute
 // and images (by path, size and modification time), the VM's size and
 // devices and the kernel command line. Socket paths, console and ID are the
 // restored VM's own and are left out.
-func snapshotKey(rc *oci.Config, cfg vmm.Config) (string, error) {
+func snapshotKey(rc *oci.Config, fsd *vmm.Virtiofsd, cfg vmm.Config) (string, error) {
 	type file struct {
 		Path  string
 		Size  int64
@@ -70,7 +66,7 @@ func snapshotKey(rc *oci.Config, cfg vmm.Config) (string, error) {
 	for _, f := range []struct {
 		dst  *file
 		path string
-	}{{&k.QEMU, qemuPath}, {&k.Virtiofsd, vmm.FileServerBinary(rc.VirtiofsdPath)}, {&k.Kernel, cfg.Kernel}, {&k.Initrd, cfg.Initrd}} {
+	}{{&k.QEMU, qemuPath}, {&k.Virtiofsd, fsd.Path}, {&k.Kernel, cfg.Kernel}, {&k.Initrd, cfg.Initrd}} {
 		if *f.dst, err = stat(f.path); err != nil {
 			return "", err
 		}
@@ -95,8 +91,8 @@ func snapshotKey(rc *oci.Config, cfg vmm.Config) (string, error) {
 // first when there is none. Concurrent shims wait for the one that builds
 // it. A build that failed leaves KEY.error, which later calls return
 // without trying again (delete it to retry).
-func ensureSnapshot(ctx context.Context, rc *oci.Config, cfg vmm.Config) (string, error) {
-	key, err := snapshotKey(rc, cfg)
+func ensureSnapshot(ctx context.Context, rc *oci.Config, fsd *vmm.Virtiofsd, cfg vmm.Config) (string, error) {
+	key, err := snapshotKey(rc, fsd, cfg)
 	if err != nil {
 		return "", fmt.Errorf("snapshot key: %w", err)
 	}
@@ -124,7 +120,7 @@ func ensureSnapshot(ctx context.Context, rc *oci.Config, cfg vmm.Config) (string
 		return "", fmt.Errorf("an earlier attempt failed (remove %s.error to try again): %s", base, msg)
 	}
 	start := time.Now()
-	if err := buildSnapshot(ctx, rc, cfg, state); err != nil {
+	if err := buildSnapshot(ctx, rc.QEMUPath, fsd, cfg, state); err != nil {
 		_ = os.WriteFile(base+".error", []byte(err.Error()), 0o600)
 		return "", err
 	}
@@ -135,7 +131,7 @@ func ensureSnapshot(ctx context.Context, rc *oci.Config, cfg vmm.Config) (string
 // buildSnapshot boots a VM like cfg whose file servers export an empty
 // directory and whose NIC goes nowhere, waits until its agent has opened
 // the channel, and saves its state to path.
-func buildSnapshot(ctx context.Context, rc *oci.Config, cfg vmm.Config, path string) (retErr error) {
+func buildSnapshot(ctx context.Context, qemuPath string, fsd *vmm.Virtiofsd, cfg vmm.Config, path string) error {
 	ctx, cancel := context.WithTimeout(ctx, snapshotTimeout)
 	defer cancel()
 	// Short: unix socket paths in it must fit 108 bytes.
@@ -156,7 +152,7 @@ func buildSnapshot(ctx context.Context, rc *oci.Config, cfg vmm.Config, path str
 	tcfg.Incoming = ""
 	tcfg.Shares = nil
 	for i, s := range cfg.Shares {
-		fs, err := vmm.StartFileServer(ctx, rc.VirtiofsdPath, empty, filepath.Join(dir, fmt.Sprintf("fs%d.sock", i)))
+		fs, err := fsd.StartFileServer(ctx, empty, filepath.Join(dir, fmt.Sprintf("fs%d.sock", i)))
 		if err != nil {
 			return err
 		}
@@ -174,14 +170,13 @@ func buildSnapshot(ctx context.Context, rc *oci.Config, cfg vmm.Config, path str
 		go discardFrames(l)
 		tcfg.NIC = &nic
 	}
-	vm, err := qemu.Start(ctx, rc.QEMUPath, tcfg)
+	vm, err := qemu.Start(ctx, qemuPath, tcfg)
 	if err != nil {
 		return fmt.Errorf("boot the VM to snapshot: %w", err)
 	}
 	defer vm.Stop(context.WithoutCancel(ctx), 0)
-	if err := vm.WaitChannelOpen(ctx, channelChardev); err != nil {
-		console, _ := os.ReadFile(tcfg.ConsoleLog)
-		return fmt.Errorf("VM to snapshot: %w; console: %s", err, tail(console, 2048))
+	if err := vm.WaitChannelOpen(ctx); err != nil {
+		return fmt.Errorf("VM to snapshot: %w; last lines of its console:\n%s", err, tailLines(tcfg.ConsoleLog, 15))
 	}
 	tmp := filepath.Join(dir, "state")
 	if err := vm.SaveState(ctx, tmp); err != nil {
@@ -199,13 +194,6 @@ func discardFrames(l net.Listener) {
 	}
 	defer c.Close()
 	_, _ = io.Copy(io.Discard, c)
-}
-
-func tail(b []byte, n int) []byte {
-	if len(b) > n {
-		return b[len(b)-n:]
-	}
-	return b
 }
 
 // discardSnapshot sets aside a saved state that failed to load: it is

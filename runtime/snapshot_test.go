@@ -23,7 +23,8 @@ func TestSnapshotKey(t *testing.T) {
 		}
 		files[f] = p
 	}
-	rc := &oci.Config{QEMUPath: files["qemu"], VirtiofsdPath: files["virtiofsd"]}
+	rc := &oci.Config{QEMUPath: files["qemu"]}
+	fsd := &vmm.Virtiofsd{Path: files["virtiofsd"]}
 	base := vmm.Config{
 		ID: "a", StateDir: "/run/a", Kernel: files["vmlinuz"], Initrd: files["initrd"],
 		MemoryMiB: 512, CPUs: 1, Accelerator: vmm.AccelTCG, Machine: vmm.MachineMicrovm,
@@ -33,7 +34,7 @@ func TestSnapshotKey(t *testing.T) {
 	}
 	key := func(c vmm.Config) string {
 		t.Helper()
-		k, err := snapshotKey(rc, c)
+		k, err := snapshotKey(rc, fsd, c)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -93,35 +93,40 @@ func fileServerArgs(f virtiofsdFlavour, dir, socket string) []string {
 	}
 }
 
-// FileServerBinary is the virtiofsd StartFileServer runs for the runtime
-// config's virtiofsd_path: that path, or when it is empty QEMU's
-// virtiofsd, else the Rust one.
-func FileServerBinary(path string) string {
-	if path != "" {
-		return path
-	}
-	for _, b := range []string{DefaultVirtiofsd, rustVirtiofsd} {
-		if _, err := os.Stat(b); err == nil {
-			return b
-		}
-	}
-	return DefaultVirtiofsd
+// Virtiofsd is a virtiofsd binary and the syntax it takes.
+type Virtiofsd struct {
+	Path    string
+	flavour virtiofsdFlavour
 }
 
-// StartFileServer exports dir on a vhost-user socket with binary (either
-// virtiofsd; "" picks an installed one). The socket is ready to be handed
-// to the VMM when this returns.
-func StartFileServer(ctx context.Context, binary, dir, socket string) (*FileServer, error) {
-	binary = FileServerBinary(binary)
-	if _, err := os.Stat(binary); err != nil {
-		return nil, fmt.Errorf("virtiofsd (%s) is not installed: install Debian's qemu-system-common package (make deps), or the Rust virtiofsd, or set virtiofsd_path in the runtime config: %w", binary, err)
+// LookupVirtiofsd resolves the runtime config's virtiofsd_path: that path,
+// or when it is empty QEMU's virtiofsd, else the Rust one. It asks the
+// binary which virtiofsd it is, once for all the file servers of a VM.
+func LookupVirtiofsd(ctx context.Context, path string) (*Virtiofsd, error) {
+	if path == "" {
+		path = DefaultVirtiofsd
+		for _, b := range []string{DefaultVirtiofsd, rustVirtiofsd} {
+			if _, err := os.Stat(b); err == nil {
+				path = b
+				break
+			}
+		}
 	}
-	flavour, err := detectFlavour(ctx, binary)
+	if _, err := os.Stat(path); err != nil {
+		return nil, fmt.Errorf("virtiofsd (%s) is not installed: install Debian's qemu-system-common package (make deps), or the Rust virtiofsd, or set virtiofsd_path in the runtime config: %w", path, err)
+	}
+	flavour, err := detectFlavour(ctx, path)
 	if err != nil {
-		return nil, fmt.Errorf("virtiofsd_path %s: %w", binary, err)
+		return nil, fmt.Errorf("virtiofsd_path %s: %w", path, err)
 	}
+	return &Virtiofsd{Path: path, flavour: flavour}, nil
+}
+
+// StartFileServer exports dir on a vhost-user socket. The socket is ready
+// to be handed to the VMM when this returns.
+func (v *Virtiofsd) StartFileServer(ctx context.Context, dir, socket string) (*FileServer, error) {
 	fs := &FileServer{socket: socket, done: make(chan struct{})}
-	fs.cmd = exec.Command(binary, fileServerArgs(flavour, dir, socket)...)
+	fs.cmd = exec.Command(v.Path, fileServerArgs(v.flavour, dir, socket)...)
 	fs.cmd.Stderr = &lockedWriter{mu: &fs.mu, w: &fs.stderr}
 	fs.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	if err := fs.cmd.Start(); err != nil {

@@ -23,7 +23,11 @@ func TestFileServerStopIsPrompt(t *testing.T) {
 		t.Fatal(err)
 	}
 	sock := filepath.Join(dir, "fs.sock")
-	fs, err := StartFileServer(context.Background(), fake, dir, sock)
+	v, err := LookupVirtiofsd(context.Background(), fake)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fs, err := v.StartFileServer(context.Background(), dir, sock)
 	if err != nil {
 		t.Fatal(err)
 	}

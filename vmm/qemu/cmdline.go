@@ -28,6 +28,9 @@ var baseKernelArgs = []string{
 	"random.trust_cpu=on",
 }
 
+// channelChardev is the id of the agent channel's chardev.
+const channelChardev = "channel"
+
 // tcgCPU is the CPU model under TCG.
 const tcgCPU = "max,-erms,-fsrm"
 
@@ -159,8 +162,8 @@ func Args(cfg vmm.Config, qmpSocket string) ([]string, error) {
 		"-chardev", "file,id=console,path=" + cfg.ConsoleLog,
 		"-serial", "chardev:console",
 		"-device", dev.serial + ",id=ser0",
-		"-chardev", "socket,id=channel,path=" + cfg.ChannelSocket + ",server=on,wait=off",
-		"-device", "virtserialport,bus=ser0.0,chardev=channel,name=" + cfg.ChannelName,
+		"-chardev", "socket,id=" + channelChardev + ",path=" + cfg.ChannelSocket + ",server=on,wait=off",
+		"-device", "virtserialport,bus=ser0.0,chardev=" + channelChardev + ",name=" + cfg.ChannelName,
 		"-device", dev.rng,
 		"-qmp", "unix:" + qmpSocket + ",server=on,wait=off",
 	}

@@ -106,6 +106,7 @@ func Start(ctx context.Context, binary string, cfg vmm.Config) (*VM, error) {
 		if err := vm.loadState(ctx, cfg.Incoming); err != nil {
 			_ = vm.kill()
 			<-vm.done
+			_ = vm.closeMonitor()
 			return nil, err
 		}
 	}
@@ -195,30 +196,29 @@ func (vm *VM) monitor() (*qmp.SocketMonitor, error) {
 // accepts the connection in the kernel but never answers.
 const qmpTimeout = 5 * time.Second
 
-func (vm *VM) run(ctx context.Context, cmd string) error {
-	_, err := vm.runJSON(ctx, `{"execute":"`+cmd+`"}`)
+// execute runs a QMP command that takes no arguments.
+func (vm *VM) execute(ctx context.Context, name string) error {
+	_, err := vm.run(ctx, qmp.Command{Execute: name})
 	return err
 }
 
-// runJSON sends one QMP command (a JSON object) and returns QEMU's answer.
-func (vm *VM) runJSON(ctx context.Context, command string) ([]byte, error) {
+// run sends one QMP command and returns QEMU's answer.
+func (vm *VM) run(ctx context.Context, cmd qmp.Command) ([]byte, error) {
 	type result struct {
 		out []byte
 		err error
 	}
-	name := command
-	var c struct {
-		Execute string `json:"execute"`
-	}
-	if json.Unmarshal([]byte(command), &c) == nil && c.Execute != "" {
-		name = c.Execute
+	name := cmd.Execute
+	command, err := json.Marshal(cmd)
+	if err != nil {
+		return nil, fmt.Errorf("QMP %s: %w", name, err)
 	}
 	resc := make(chan result, 1)
 	go func() {
 		mon, err := vm.monitor()
 		var out []byte
 		if err == nil {
-			out, err = mon.Run([]byte(command))
+			out, err = mon.Run(command)
 		}
 		resc <- result{out, err}
 	}()
@@ -240,10 +240,10 @@ func (vm *VM) runJSON(ctx context.Context, command string) ([]byte, error) {
 }
 
 // Pause stops the guest's vCPUs (QMP stop).
-func (vm *VM) Pause(ctx context.Context) error { return vm.run(ctx, "stop") }
+func (vm *VM) Pause(ctx context.Context) error { return vm.execute(ctx, "stop") }
 
 // Resume lets the guest run again (QMP cont).
-func (vm *VM) Resume(ctx context.Context) error { return vm.run(ctx, "cont") }
+func (vm *VM) Resume(ctx context.Context) error { return vm.execute(ctx, "cont") }
 
 // Stop waits up to grace for QEMU to exit by itself (the guest powering
 // off), then asks it to quit over QMP, then kills it. A guest whose kernel
@@ -258,7 +258,7 @@ func (vm *VM) Stop(ctx context.Context, grace time.Duration) error {
 	if grace > 0 {
 		vm.waitExitOrHalt(ctx, grace)
 	}
-	if err := vm.run(ctx, "quit"); err != nil {
+	if err := vm.execute(ctx, "quit"); err != nil {
 		log.G(ctx).WithError(err).Debug("qmp quit failed; killing qemu")
 	}
 	select {

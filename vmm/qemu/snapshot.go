@@ -7,6 +7,8 @@ import (
 	"os"
 	"path/filepath"
 	"time"
+
+	"github.com/digitalocean/go-qemu/qmp"
 )
 
 // A VM's state is saved to and loaded from a file with the mapped-ram
@@ -14,7 +16,9 @@ import (
 // file, pages the guest never touched are holes, and loading skips them. A
 // plain stream would make the loading QEMU read each zero page, and a read
 // of a memfd hole allocates it: the restored VM would hold all its memory.
-const migrationCaps = `{"execute":"migrate-set-capabilities","arguments":{"capabilities":[{"capability":"mapped-ram","state":true}]}}`
+var migrationCaps = qmp.Command{Execute: "migrate-set-capabilities", Args: map[string]any{
+	"capabilities": []map[string]any{{"capability": "mapped-ram", "state": true}},
+}}
 
 // migrationPoll is how often the state of a save or load is asked for.
 const migrationPoll = 5 * time.Millisecond
@@ -22,14 +26,14 @@ const migrationPoll = 5 * time.Millisecond
 // SaveState stops the guest and writes its state to path (replacing it).
 // The VM stays paused; stop it afterwards.
 func (vm *VM) SaveState(ctx context.Context, path string) error {
-	if err := vm.run(ctx, "stop"); err != nil {
+	if err := vm.execute(ctx, "stop"); err != nil {
 		return err
 	}
-	if _, err := vm.runJSON(ctx, migrationCaps); err != nil {
+	if _, err := vm.run(ctx, migrationCaps); err != nil {
 		return fmt.Errorf("save VM state: %w (QEMU 9.0 or later is needed)", err)
 	}
 	_ = os.Remove(path)
-	if _, err := vm.runJSON(ctx, migrateCommand("migrate", path)); err != nil {
+	if _, err := vm.run(ctx, migrateCommand("migrate", path)); err != nil {
 		return fmt.Errorf("save VM state to %s: %w", path, err)
 	}
 	return vm.waitMigration(ctx, "save VM state to "+path)
@@ -38,86 +42,92 @@ func (vm *VM) SaveState(ctx context.Context, path string) error {
 // loadState loads the state a VM started with Incoming was saved with, and
 // lets the guest run.
 func (vm *VM) loadState(ctx context.Context, path string) error {
-	if _, err := vm.runJSON(ctx, migrationCaps); err != nil {
+	if _, err := vm.run(ctx, migrationCaps); err != nil {
 		return fmt.Errorf("load VM state: %w (QEMU 9.0 or later is needed)", err)
 	}
-	if _, err := vm.runJSON(ctx, migrateCommand("migrate-incoming", path)); err != nil {
+	if _, err := vm.run(ctx, migrateCommand("migrate-incoming", path)); err != nil {
 		return fmt.Errorf("load VM state from %s: %w", path, err)
 	}
 	if err := vm.waitMigration(ctx, "load VM state from "+path); err != nil {
 		return err
 	}
 	// The state was saved from a stopped VM: it loads stopped.
-	return vm.run(ctx, "cont")
+	return vm.execute(ctx, "cont")
 }
 
-func migrateCommand(cmd, path string) string {
-	args, _ := json.Marshal(map[string]string{"uri": "file:" + filepath.Clean(path)})
-	return `{"execute":"` + cmd + `","arguments":` + string(args) + `}`
+// migrateCommand is migrate or migrate-incoming (cmd) to or from a file.
+func migrateCommand(cmd, path string) qmp.Command {
+	return qmp.Command{Execute: cmd, Args: map[string]string{"uri": "file:" + filepath.Clean(path)}}
 }
 
 // waitMigration polls query-migrate until the save or load completed or
 // failed. QEMU's own error is quoted on failure.
 func (vm *VM) waitMigration(ctx context.Context, what string) error {
-	for {
-		out, err := vm.runJSON(ctx, `{"execute":"query-migrate"}`)
-		if err != nil {
-			return fmt.Errorf("%s: %w", what, err)
-		}
-		var st struct {
-			Return struct {
-				Status    string `json:"status"`
-				ErrorDesc string `json:"error-desc"`
-			} `json:"return"`
-		}
-		if err := json.Unmarshal(out, &st); err != nil {
-			return fmt.Errorf("%s: query-migrate answered %q: %w", what, out, err)
-		}
-		switch st.Return.Status {
-		case "completed":
-			return nil
-		case "failed", "cancelled":
-			return fmt.Errorf("%s: %s: %s %s", what, st.Return.Status, st.Return.ErrorDesc, vm.Stderr())
-		}
-		select {
-		case <-vm.done:
-			return fmt.Errorf("%s: qemu exited: %v", what, vm.ExitError())
-		case <-ctx.Done():
-			return fmt.Errorf("%s: %w", what, ctx.Err())
-		case <-time.After(migrationPoll):
-		}
+	var st struct {
+		Status    string `json:"status"`
+		ErrorDesc string `json:"error-desc"`
 	}
+	err := vm.poll(ctx, "query-migrate", migrationPoll, &st, func() (bool, error) {
+		switch st.Status {
+		case "completed":
+			return true, nil
+		case "failed", "cancelled":
+			return true, fmt.Errorf("%s: %s %s", st.Status, st.ErrorDesc, vm.Stderr())
+		}
+		return false, nil
+	})
+	if err != nil {
+		return fmt.Errorf("%s: %w", what, err)
+	}
+	return nil
 }
 
-// WaitChannelOpen returns once the guest has opened the virtio-serial port
-// of the chardev called label (QMP query-chardev's frontend-open): the
-// agent does that when it is ready and waits for the host.
-func (vm *VM) WaitChannelOpen(ctx context.Context, label string) error {
+// WaitChannelOpen returns once the guest has opened the agent channel's
+// virtio-serial port (QMP query-chardev's frontend-open of its chardev):
+// the agent does that when it is ready and waits for the host.
+func (vm *VM) WaitChannelOpen(ctx context.Context) error {
+	var chardevs []struct {
+		Label        string `json:"label"`
+		FrontendOpen bool   `json:"frontend-open"`
+	}
+	err := vm.poll(ctx, "query-chardev", 20*time.Millisecond, &chardevs, func() (bool, error) {
+		for _, c := range chardevs {
+			if c.Label == channelChardev && c.FrontendOpen {
+				return true, nil
+			}
+		}
+		return false, nil
+	})
+	if err != nil {
+		return fmt.Errorf("waiting for the guest to open the agent channel: %w", err)
+	}
+	return nil
+}
+
+// poll runs the QMP command cmd every interval, decoding what it returns
+// into ret, until check says it is done (or failed), QEMU exits or ctx
+// ends.
+func (vm *VM) poll(ctx context.Context, cmd string, interval time.Duration, ret any, check func() (bool, error)) error {
 	for {
-		out, err := vm.runJSON(ctx, `{"execute":"query-chardev"}`)
+		out, err := vm.run(ctx, qmp.Command{Execute: cmd})
 		if err != nil {
 			return err
 		}
-		var st struct {
-			Return []struct {
-				Label        string `json:"label"`
-				FrontendOpen bool   `json:"frontend-open"`
-			} `json:"return"`
+		answer := struct {
+			Return any `json:"return"`
+		}{ret}
+		if err := json.Unmarshal(out, &answer); err != nil {
+			return fmt.Errorf("%s answered %q: %w", cmd, out, err)
 		}
-		if err := json.Unmarshal(out, &st); err != nil {
-			return fmt.Errorf("query-chardev answered %q: %w", out, err)
-		}
-		for _, c := range st.Return {
-			if c.Label == label && c.FrontendOpen {
-				return nil
-			}
+		if done, err := check(); done || err != nil {
+			return err
 		}
 		select {
 		case <-vm.done:
-			return fmt.Errorf("qemu exited before the guest opened %s: %v", label, vm.ExitError())
+			return fmt.Errorf("qemu exited: %v", vm.ExitError())
 		case <-ctx.Done():
-			return fmt.Errorf("waiting for the guest to open %s: %w", label, ctx.Err())
-		case <-time.After(20 * time.Millisecond):
+			return ctx.Err()
+		case <-time.After(interval):
 		}
 	}
 }

@@ -1,6 +1,7 @@
 package qemu
 
 import (
+	"encoding/json"
 	"os"
 	"path/filepath"
 	"slices"
@@ -26,7 +27,11 @@ func TestArgsIncoming(t *testing.T) {
 }
 
 func TestMigrateCommand(t *testing.T) {
-	got := migrateCommand("migrate-incoming", "/var/lib/gondolin/snapshots/../snapshots/k.state")
+	b, err := json.Marshal(migrateCommand("migrate-incoming", "/var/lib/gondolin/snapshots/../snapshots/k.state"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := string(b)
 	want := `{"execute":"migrate-incoming","arguments":{"uri":"file:/var/lib/gondolin/snapshots/k.state"}}`
 	if got != want {
 		t.Errorf("got %s, want %s", got, want)

@@ -9,15 +9,6 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// The random driver's ioctls (linux/random.h); x/sys/unix does not name
-// them.
-const (
-	// rndAddEntropy is RNDADDENTROPY: _IOW('R', 0x03, int[2]).
-	rndAddEntropy = 0x40085203
-	// rndReseedCRNG is RNDRESEEDCRNG: _IO('R', 0x07).
-	rndReseedCRNG = 0x5207
-)
-
 // minEntropy is the least a restored guest accepts: a full reseed of the
 // kernel's ChaCha20 generator is 32 bytes.
 const minEntropy = 32
@@ -50,11 +41,11 @@ func AddEntropy(data []byte) error {
 	*(*int32)(unsafe.Pointer(&req[0])) = int32(len(data) * 8)
 	*(*int32)(unsafe.Pointer(&req[4])) = int32(len(data))
 	copy(req[8:], data)
-	if _, _, e := unix.Syscall(unix.SYS_IOCTL, f.Fd(), rndAddEntropy, uintptr(unsafe.Pointer(&req[0]))); e != 0 {
+	if _, _, e := unix.Syscall(unix.SYS_IOCTL, f.Fd(), unix.RNDADDENTROPY, uintptr(unsafe.Pointer(&req[0]))); e != 0 {
 		return fmt.Errorf("RNDADDENTROPY: %w", e)
 	}
-	if _, _, e := unix.Syscall(unix.SYS_IOCTL, f.Fd(), rndReseedCRNG, 0); e != 0 {
-		return fmt.Errorf("RNDRESEEDCRNG: %w", e)
+	if err := unix.IoctlSetInt(int(f.Fd()), unix.RNDRESEEDCRNG, 0); err != nil {
+		return fmt.Errorf("RNDRESEEDCRNG: %w", err)
 	}
 	return nil
 }
