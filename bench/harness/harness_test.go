@@ -52,13 +52,37 @@ func TestArgValue(t *testing.T) {
 	}
 }
 
+func TestParseJIT(t *testing.T) {
+	// QEMU's TCG code buffer (anonymous rwx), its binary's text (file,
+	// r-x), the heap (named, rw-) and an anonymous rw- mapping.
+	text := `55a13c592000-55a13d17e000 r-xp 00000000 08:01 123 /usr/bin/qemu-system-x86_64
+Size:               6500 kB
+Pss:                3100 kB
+55a16e746000-55a16eee9000 rw-p 00000000 00:00 0 [heap]
+Pss:                4700 kB
+7fbf70000000-7fbf73fff000 rwxp 00000000 00:00 0
+Size:              65532 kB
+Pss:               36000 kB
+Pss_Anon:          36000 kB
+VmFlags: rd wr ex mr mw me ac
+7fbf40000000-7fbf403c2000 rw-p 00000000 00:00 0
+Pss:                3700 kB
+`
+	if got, err := parseJIT(text); err != nil || got != 36000 {
+		t.Errorf("parseJIT = %d, %v; want 36000 (the rwx anonymous mapping only)", got, err)
+	}
+}
+
 func TestDescribeProcs(t *testing.T) {
-	procs := []Proc{{PID: 1, Name: "qemu", PSSKiB: 2048, AnonKiB: 1024, FileKiB: 512, ShmemKiB: 512}, {PID: 2, Name: "shim", PSSKiB: 1024},
+	procs := []Proc{{PID: 1, Name: "qemu", PSSKiB: 2048, AnonKiB: 1024, FileKiB: 512, ShmemKiB: 512, JITKiB: 256}, {PID: 2, Name: "shim", PSSKiB: 1024},
 		{PID: 3, Name: "virtiofsd", PSSKiB: 512, AnonKiB: 512}, {PID: 4, Name: "virtiofsd", PSSKiB: 512, AnonKiB: 512}}
 	if got := SumPSS(procs); got != 4 {
 		t.Errorf("SumPSS = %v MiB, want 4", got)
 	}
-	want := "qemu 2.0 MiB [anon 1.0, file 0.5, shmem 0.5], shim 1.0 MiB, virtiofsd 1.0 MiB (2 processes) [anon 1.0, file 0.0, shmem 0.0]"
+	if got := SumJIT(procs); got != 0.25 {
+		t.Errorf("SumJIT = %v MiB, want 0.25", got)
+	}
+	want := "qemu 2.0 MiB [anon 1.0 (of it executable 0.2), file 0.5, shmem 0.5], shim 1.0 MiB, virtiofsd 1.0 MiB (2 processes) [anon 1.0, file 0.0, shmem 0.0]"
 	if got := DescribeProcs(procs); got != want {
 		t.Errorf("DescribeProcs = %q, want %q", got, want)
 	}

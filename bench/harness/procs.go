@@ -19,6 +19,10 @@ type Proc struct {
 	// guest kernel and initrd QEMU keeps mapped; shared with every other
 	// process mapping them), shared memory (the guest's RAM).
 	AnonKiB, FileKiB, ShmemKiB int64
+	// JITKiB is the part of AnonKiB in anonymous executable mappings: in
+	// QEMU under TCG, its translation cache (the guest code translated to
+	// host code), which a KVM host does not have.
+	JITKiB int64
 }
 
 // pss is a process's proportional set size from smaps_rollup, in KiB, and
@@ -62,6 +66,34 @@ func parsePSS(text string) (pss, error) {
 		return pss{}, fmt.Errorf("no Pss line in smaps_rollup")
 	}
 	return p, nil
+}
+
+// parseJIT sums the PSS of the anonymous executable mappings in a
+// /proc/PID/smaps text: mappings with an 'x' permission and no pathname
+// (QEMU's TCG code buffer is one such mapping).
+func parseJIT(text string) (int64, error) {
+	var kib int64
+	jit := false
+	sc := bufio.NewScanner(strings.NewReader(text))
+	for sc.Scan() {
+		f := strings.Fields(sc.Text())
+		if len(f) == 0 {
+			continue
+		}
+		if strings.Contains(f[0], "-") && !strings.HasSuffix(f[0], ":") {
+			// A mapping's header: range perms offset dev inode [path].
+			jit = len(f) == 5 && strings.Contains(f[1], "x")
+			continue
+		}
+		if jit && f[0] == "Pss:" && len(f) >= 2 {
+			v, err := strconv.ParseInt(f[1], 10, 64)
+			if err != nil {
+				return 0, fmt.Errorf("smaps: %q: %w", sc.Text(), err)
+			}
+			kib += v
+		}
+	}
+	return kib, sc.Err()
 }
 
 // parseStatPPID returns the parent pid from a /proc/PID/stat text. The
@@ -162,7 +194,11 @@ func ProcsPSS(pids []int) []Proc {
 		if err != nil {
 			continue
 		}
-		out = append(out, Proc{PID: pid, Name: procName(dir), PSSKiB: p.total, AnonKiB: p.anon, FileKiB: p.file, ShmemKiB: p.shmem})
+		proc := Proc{PID: pid, Name: procName(dir), PSSKiB: p.total, AnonKiB: p.anon, FileKiB: p.file, ShmemKiB: p.shmem}
+		if b, err := os.ReadFile(filepath.Join(dir, "smaps")); err == nil {
+			proc.JITKiB, _ = parseJIT(string(b))
+		}
+		out = append(out, proc)
 	}
 	return out
 }
@@ -201,9 +237,18 @@ func SumPSS(procs []Proc) float64 {
 	return float64(kib) / 1024
 }
 
+// SumJIT adds up the PSS of procs' anonymous executable memory, in MiB.
+func SumJIT(procs []Proc) float64 {
+	var kib int64
+	for _, p := range procs {
+		kib += p.JITKiB
+	}
+	return float64(kib) / 1024
+}
+
 // DescribeProcs summarises procs by name: "qemu-system-x86 151.2 MiB, …".
 func DescribeProcs(procs []Proc) string {
-	type sums struct{ total, anon, file, shmem int64 }
+	type sums struct{ total, anon, file, shmem, jit int64 }
 	by := map[string]*sums{}
 	count := map[string]int{}
 	for _, p := range procs {
@@ -215,13 +260,19 @@ func DescribeProcs(procs []Proc) string {
 		b.anon += p.AnonKiB
 		b.file += p.FileKiB
 		b.shmem += p.ShmemKiB
+		b.jit += p.JITKiB
 		count[p.Name]++
 	}
 	names := make([]string, 0, len(by))
 	for n := range by {
 		names = append(names, n)
 	}
-	sort.Slice(names, func(i, j int) bool { return by[names[i]].total > by[names[j]].total })
+	sort.Slice(names, func(i, j int) bool {
+		if a, b := by[names[i]].total, by[names[j]].total; a != b {
+			return a > b
+		}
+		return names[i] < names[j] // ties in name order: a stable report
+	})
 	mib := func(kib int64) string { return fmt.Sprintf("%.1f", float64(kib)/1024) }
 	var parts []string
 	for _, n := range names {
@@ -231,7 +282,11 @@ func DescribeProcs(procs []Proc) string {
 			s = fmt.Sprintf("%s (%d processes)", s, count[n])
 		}
 		if b.anon+b.file+b.shmem > 0 {
-			s += fmt.Sprintf(" [anon %s, file %s, shmem %s]", mib(b.anon), mib(b.file), mib(b.shmem))
+			jit := ""
+			if b.jit > 0 {
+				jit = fmt.Sprintf(" (of it executable %s)", mib(b.jit))
+			}
+			s += fmt.Sprintf(" [anon %s%s, file %s, shmem %s]", mib(b.anon), jit, mib(b.file), mib(b.shmem))
 		}
 		parts = append(parts, s)
 	}
