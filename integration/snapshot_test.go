@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -81,5 +82,65 @@ func TestSnapshotBoot(t *testing.T) {
 		if res := ctr(t, nil, "task", "exec", "--exec-id", "e", id, "sh", "-c", "exit 5"); res.code != 5 {
 			t.Errorf("exec exit code in resumed VM: %s", res)
 		}
+	}
+}
+
+// A saved state no VM can resume from again, because a file its key was
+// made from changed (an upgraded virtiofsd here), is removed when the next
+// snapshot is made; states of files that did not change stay.
+func TestSnapshotPrune(t *testing.T) {
+	u := startUpstream(t)
+	virtiofsd := rustVirtiofsd(t)
+	qemu := filepath.Join(filepath.Dir(virtiofsd), "..", "qemu", "usr", "bin", "qemu-system-x86_64")
+	snapDir := t.TempDir()
+	// Two VMMs: the tools directory's, and a copy of its virtiofsd that is
+	// then "upgraded".
+	copied := filepath.Join(t.TempDir(), "virtiofsd")
+	if res := command(t, nil, "cp", virtiofsd, copied); res.code != 0 {
+		t.Fatalf("copy virtiofsd: %s", res)
+	}
+	config := func(fsd string) string {
+		cfg, _ := runtimeConfig(t, u, fmt.Sprintf("qemu_path = %q\nvirtiofsd_path = %q\nsnapshot_boot = true\nsnapshot_dir = %q", qemu, fsd, snapDir))
+		return cfg
+	}
+	kept, upgraded := config(virtiofsd), config(copied)
+	states := func() []string {
+		s, _ := filepath.Glob(filepath.Join(snapDir, "*.state"))
+		return s
+	}
+	for _, cfg := range []string{kept, upgraded} {
+		if res := run(t, nil, []string{"--runtime-config-path", cfg}, "true"); res.code != 0 {
+			t.Fatalf("container with %s: %s", cfg, res)
+		}
+	}
+	before := states()
+	if len(before) != 2 {
+		t.Fatalf("want a saved state per virtiofsd, found %v", before)
+	}
+	later := time.Now().Add(time.Minute)
+	if err := os.Chtimes(copied, later, later); err != nil {
+		t.Fatal(err)
+	}
+	if res := run(t, nil, []string{"--runtime-config-path", upgraded}, "true"); res.code != 0 {
+		t.Fatalf("container after the upgrade: %s", res)
+	}
+	after := states()
+	if len(after) != 2 {
+		t.Fatalf("after the upgrade: want the kept state and a new one, found %v (before: %v)", after, before)
+	}
+	common := 0
+	for _, s := range after {
+		if slices.Contains(before, s) {
+			common++
+		}
+	}
+	if common != 1 {
+		t.Errorf("want exactly the untouched virtiofsd's state kept: before %v, after %v", before, after)
+	}
+	if leftover, _ := filepath.Glob(filepath.Join(snapDir, "*.error")); len(leftover) != 0 {
+		t.Errorf("snapshot errors: %v", leftover)
+	}
+	if inputs, _ := filepath.Glob(filepath.Join(snapDir, "*.inputs")); len(inputs) != 2 {
+		t.Errorf("want an inputs file per saved state, found %v", inputs)
 	}
 }

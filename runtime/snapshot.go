@@ -10,6 +10,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/containerd/log"
@@ -31,29 +32,33 @@ import (
 // snapshotTimeout bounds the boot and save of a new snapshot.
 const snapshotTimeout = 2 * time.Minute
 
+// fileStamp identifies a file's version by path, size and modification time.
+type fileStamp struct {
+	Path  string
+	Size  int64
+	MTime int64
+}
+
+func stampFile(path string) (fileStamp, error) {
+	st, err := os.Stat(path)
+	if err != nil {
+		return fileStamp{}, err
+	}
+	return fileStamp{path, st.Size(), st.ModTime().UnixNano()}, nil
+}
+
 // snapshotKey digests what the guest's saved state depends on: the binaries
 // and images (by path, size and modification time), the VM's size and
 // devices and the kernel command line. Socket paths, console and ID are the
-// restored VM's own and are left out.
-func snapshotKey(rc *oci.Config, fsd *vmm.Virtiofsd, cfg vmm.Config) (string, error) {
-	type file struct {
-		Path  string
-		Size  int64
-		MTime int64
-	}
-	stat := func(p string) (file, error) {
-		st, err := os.Stat(p)
-		if err != nil {
-			return file{}, err
-		}
-		return file{p, st.Size(), st.ModTime().UnixNano()}, nil
-	}
+// restored VM's own and are left out. It also returns the stamps of those
+// files: once one of them changes, no VM will resume from that state again.
+func snapshotKey(rc *oci.Config, fsd *vmm.Virtiofsd, cfg vmm.Config) (string, []fileStamp, error) {
 	qemuPath, err := qemu.BinaryPath(rc.QEMUPath)
 	if err != nil {
-		return "", err
+		return "", nil, err
 	}
 	var k struct {
-		QEMU, Virtiofsd, Kernel, Initrd file
+		QEMU, Virtiofsd, Kernel, Initrd fileStamp
 		KernelArgs                      []string
 		MemoryMiB                       uint64
 		CPUs                            uint32
@@ -64,11 +69,11 @@ func snapshotKey(rc *oci.Config, fsd *vmm.Virtiofsd, cfg vmm.Config) (string, er
 		MTU                             int
 	}
 	for _, f := range []struct {
-		dst  *file
+		dst  *fileStamp
 		path string
 	}{{&k.QEMU, qemuPath}, {&k.Virtiofsd, fsd.Path}, {&k.Kernel, cfg.Kernel}, {&k.Initrd, cfg.Initrd}} {
-		if *f.dst, err = stat(f.path); err != nil {
-			return "", err
+		if *f.dst, err = stampFile(f.path); err != nil {
+			return "", nil, err
 		}
 	}
 	k.KernelArgs, k.MemoryMiB, k.CPUs = cfg.KernelArgs, cfg.MemoryMiB, cfg.CPUs
@@ -81,10 +86,10 @@ func snapshotKey(rc *oci.Config, fsd *vmm.Virtiofsd, cfg vmm.Config) (string, er
 	}
 	b, err := json.Marshal(k)
 	if err != nil {
-		return "", err
+		return "", nil, err
 	}
 	sum := sha256.Sum256(b)
-	return hex.EncodeToString(sum[:12]), nil
+	return hex.EncodeToString(sum[:12]), []fileStamp{k.QEMU, k.Virtiofsd, k.Kernel, k.Initrd}, nil
 }
 
 // ensureSnapshot returns the saved state for cfg, booting and saving a VM
@@ -92,7 +97,7 @@ func snapshotKey(rc *oci.Config, fsd *vmm.Virtiofsd, cfg vmm.Config) (string, er
 // it. A build that failed leaves KEY.error, which later calls return
 // without trying again (delete it to retry).
 func ensureSnapshot(ctx context.Context, rc *oci.Config, fsd *vmm.Virtiofsd, cfg vmm.Config) (string, error) {
-	key, err := snapshotKey(rc, fsd, cfg)
+	key, inputs, err := snapshotKey(rc, fsd, cfg)
 	if err != nil {
 		return "", fmt.Errorf("snapshot key: %w", err)
 	}
@@ -118,6 +123,12 @@ func ensureSnapshot(ctx context.Context, rc *oci.Config, fsd *vmm.Virtiofsd, cfg
 	}
 	if msg, err := os.ReadFile(base + ".error"); err == nil {
 		return "", fmt.Errorf("an earlier attempt failed (remove %s.error to try again): %s", base, msg)
+	}
+	// A new key is what an upgrade of QEMU, virtiofsd or the guest image
+	// leads to: the states those files no longer match are removed.
+	pruneSnapshots(ctx, rc.SnapshotDir)
+	if err := writeInputs(base+inputsExt, inputs); err != nil {
+		return "", err
 	}
 	start := time.Now()
 	if err := buildSnapshot(ctx, rc.QEMUPath, fsd, cfg, state); err != nil {
@@ -202,4 +213,72 @@ func discardSnapshot(state string, loadErr error) {
 	base := state[:len(state)-len(filepath.Ext(state))]
 	_ = os.WriteFile(base+".error", []byte("loading the saved state failed: "+loadErr.Error()), 0o600)
 	_ = os.Remove(state)
+}
+
+// inputsExt names the file beside each saved state that lists the files
+// its key was made from (JSON fileStamps), for pruneSnapshots.
+const inputsExt = ".inputs"
+
+func writeInputs(path string, inputs []fileStamp) error {
+	b, err := json.Marshal(inputs)
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(path, b, 0o600)
+}
+
+// pruneSnapshots removes from dir every saved state (and its error, lock and
+// inputs files) whose inputs have changed or gone: no key can lead to it
+// again. States saved without an inputs file are left alone. It also removes
+// build directories a killed shim left behind.
+func pruneSnapshots(ctx context.Context, dir string) {
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return
+	}
+	for _, e := range ents {
+		name := e.Name()
+		if e.IsDir() && strings.HasPrefix(name, ".b") {
+			// Builds in progress are younger than snapshotTimeout.
+			if info, err := e.Info(); err == nil && time.Since(info.ModTime()) > 2*snapshotTimeout {
+				_ = os.RemoveAll(filepath.Join(dir, name))
+			}
+			continue
+		}
+		base, ok := strings.CutSuffix(name, inputsExt)
+		if !ok {
+			continue
+		}
+		stale, why := inputsChanged(filepath.Join(dir, name))
+		if !stale {
+			continue
+		}
+		for _, ext := range []string{".state", ".error", ".lock", inputsExt} {
+			_ = os.Remove(filepath.Join(dir, base+ext))
+		}
+		log.G(ctx).WithFields(log.Fields{"snapshot": base, "reason": why}).Info("removed a VM snapshot no VM can resume from")
+	}
+}
+
+// inputsChanged reports whether a file listed in an inputs file changed or
+// is gone, and which. An unreadable inputs file counts as changed.
+func inputsChanged(path string) (bool, string) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return true, err.Error()
+	}
+	var inputs []fileStamp
+	if err := json.Unmarshal(b, &inputs); err != nil {
+		return true, fmt.Sprintf("%s: %v", path, err)
+	}
+	for _, in := range inputs {
+		now, err := stampFile(in.Path)
+		if err != nil {
+			return true, err.Error()
+		}
+		if now != in {
+			return true, in.Path + " changed"
+		}
+	}
+	return false, ""
 }

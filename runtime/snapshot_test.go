@@ -1,10 +1,13 @@
 package runtime
 
 import (
+	"context"
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"testing"
+	"time"
 
 	"github.com/earendil-works/gondolin-containerd/oci"
 	"github.com/earendil-works/gondolin-containerd/vmm"
@@ -34,7 +37,7 @@ func TestSnapshotKey(t *testing.T) {
 	}
 	key := func(c vmm.Config) string {
 		t.Helper()
-		k, err := snapshotKey(rc, fsd, c)
+		k, _, err := snapshotKey(rc, fsd, c)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -70,5 +73,79 @@ func TestSnapshotKey(t *testing.T) {
 	}
 	if key(base) == k0 {
 		t.Error("a rebuilt kernel keeps the key")
+	}
+}
+
+// pruneSnapshots removes the saved states whose inputs changed or are gone,
+// with their side files, and keeps the others.
+func TestPruneSnapshots(t *testing.T) {
+	dir := t.TempDir()
+	snaps := filepath.Join(dir, "snapshots")
+	if err := os.Mkdir(snaps, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	write := func(p, content string) {
+		t.Helper()
+		if err := os.WriteFile(p, []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	kernel, qemuBin, gone := filepath.Join(dir, "vmlinuz"), filepath.Join(dir, "qemu"), filepath.Join(dir, "old-qemu")
+	write(kernel, "kernel")
+	write(qemuBin, "qemu")
+	write(gone, "old qemu")
+	save := func(key string, files ...string) {
+		t.Helper()
+		var inputs []fileStamp
+		for _, f := range files {
+			st, err := stampFile(f)
+			if err != nil {
+				t.Fatal(err)
+			}
+			inputs = append(inputs, st)
+		}
+		if err := writeInputs(filepath.Join(snaps, key+inputsExt), inputs); err != nil {
+			t.Fatal(err)
+		}
+		write(filepath.Join(snaps, key+".state"), "state")
+		write(filepath.Join(snaps, key+".lock"), "")
+	}
+	save("current", qemuBin, kernel)
+	save("rebuilt", qemuBin, kernel)
+	save("removed", gone, kernel)
+	write(filepath.Join(snaps, "legacy.state"), "saved before inputs files existed")
+	// The kernel is rebuilt: same path, other content and time.
+	write(kernel, "another kernel")
+	if err := os.Chtimes(kernel, time.Now().Add(time.Hour), time.Now().Add(time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	save("current", qemuBin, kernel)
+	if err := os.Remove(gone); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Mkdir(filepath.Join(snaps, ".b123"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	old := time.Now().Add(-time.Hour)
+	if err := os.Chtimes(filepath.Join(snaps, ".b123"), old, old); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Mkdir(filepath.Join(snaps, ".b456"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+
+	pruneSnapshots(context.Background(), snaps)
+
+	ents, err := os.ReadDir(snaps)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var left []string
+	for _, e := range ents {
+		left = append(left, e.Name())
+	}
+	want := []string{".b456", "current.inputs", "current.lock", "current.state", "legacy.state"}
+	if !slices.Equal(left, want) {
+		t.Errorf("left after pruning: %v, want %v", left, want)
 	}
 }
