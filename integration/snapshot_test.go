@@ -85,9 +85,11 @@ func TestSnapshotBoot(t *testing.T) {
 	}
 }
 
-// A saved state no VM can resume from again, because a file its key was
-// made from changed (an upgraded virtiofsd here), is removed when the next
-// snapshot is made; states of files that did not change stay.
+// With snapshot_boot at its default (auto), a QEMU and virtiofsd that can
+// save a VM make and use snapshots. A saved state no VM can resume from
+// again, because a file its key was made from changed (an upgraded
+// virtiofsd here), is removed when the next snapshot is made; states of
+// files that did not change stay.
 func TestSnapshotPrune(t *testing.T) {
 	u := startUpstream(t)
 	virtiofsd := rustVirtiofsd(t)
@@ -99,8 +101,10 @@ func TestSnapshotPrune(t *testing.T) {
 	if res := command(t, nil, "cp", virtiofsd, copied); res.code != 0 {
 		t.Fatalf("copy virtiofsd: %s", res)
 	}
+	// snapshot_boot is left at its default, auto: with QEMU 10 and the
+	// Rust virtiofsd that is snapshot boot.
 	config := func(fsd string) string {
-		cfg, _ := runtimeConfig(t, u, fmt.Sprintf("qemu_path = %q\nvirtiofsd_path = %q\nsnapshot_boot = true\nsnapshot_dir = %q", qemu, fsd, snapDir))
+		cfg, _ := runtimeConfig(t, u, fmt.Sprintf("qemu_path = %q\nvirtiofsd_path = %q\nsnapshot_dir = %q", qemu, fsd, snapDir))
 		return cfg
 	}
 	kept, upgraded := config(virtiofsd), config(copied)

@@ -55,10 +55,12 @@ type Config struct {
 	BootTimeout Duration `toml:"boot_timeout"`
 	// SnapshotBoot resumes each VM from a saved state of a VM booted once
 	// with the same configuration (kept in SnapshotDir) instead of booting
-	// it. It needs QEMU 9.0 or later and the Rust virtiofsd; a VM that
-	// cannot be restored boots instead, and the shim log says why.
-	SnapshotBoot bool   `toml:"snapshot_boot"`
-	SnapshotDir  string `toml:"snapshot_dir"`
+	// it. It needs QEMU 9.0 or later and the Rust virtiofsd: "auto" (the
+	// default) uses it when both are there, true always tries and warns
+	// when it cannot, false never. A VM that cannot be restored boots
+	// instead, and the shim log says why.
+	SnapshotBoot SnapshotBoot `toml:"snapshot_boot"`
+	SnapshotDir  string       `toml:"snapshot_dir"`
 	// LogLevel is the shim's log level (debug, info, warn, error).
 	LogLevel string `toml:"log_level"`
 	// AllowedAnnotations lists the io.gondolin.* annotations containers may
@@ -102,6 +104,33 @@ var guestImages = map[string][2]string{
 	GuestKernelStock:   {"vmlinuz-stock", "initrd-stock.img"},
 }
 
+// SnapshotBoot is snapshot_boot: true, false or "auto".
+type SnapshotBoot string
+
+const (
+	SnapshotBootAuto SnapshotBoot = "auto"
+	SnapshotBootOn   SnapshotBoot = "true"
+	SnapshotBootOff  SnapshotBoot = "false"
+)
+
+// UnmarshalTOML takes a TOML boolean or the string "auto".
+func (b *SnapshotBoot) UnmarshalTOML(v any) error {
+	switch v := v.(type) {
+	case bool:
+		*b = SnapshotBootOff
+		if v {
+			*b = SnapshotBootOn
+		}
+		return nil
+	case string:
+		if v == string(SnapshotBootAuto) {
+			*b = SnapshotBootAuto
+			return nil
+		}
+	}
+	return fmt.Errorf("snapshot_boot = %#v: must be true, false or \"auto\"", v)
+}
+
 // Duration is a time.Duration written as "30s" in TOML.
 type Duration struct{ time.Duration }
 
@@ -130,6 +159,7 @@ func DefaultConfig(exeDir string) *Config {
 		DefaultCPUs:       1,
 		MemoryOverheadMiB: 128,
 		BootTimeout:       Duration{60 * time.Second},
+		SnapshotBoot:      SnapshotBootAuto,
 		SnapshotDir:       DefaultSnapshotDir,
 		LogLevel:          "info",
 		AuditDir:          DefaultAuditDir,

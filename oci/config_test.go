@@ -42,6 +42,22 @@ allowed_annotations = ["io.gondolin.vm.*"]
 	}
 }
 
+func TestSnapshotBootValues(t *testing.T) {
+	if got := DefaultConfig("/b").SnapshotBoot; got != SnapshotBootAuto {
+		t.Errorf("default snapshot_boot = %q, want auto", got)
+	}
+	for text, want := range map[string]SnapshotBoot{
+		`snapshot_boot = true`:   SnapshotBootOn,
+		`snapshot_boot = false`:  SnapshotBootOff,
+		`snapshot_boot = "auto"`: SnapshotBootAuto,
+	} {
+		cfg := DefaultConfig("/b")
+		if err := parseConfig(cfg, text); err != nil || cfg.SnapshotBoot != want {
+			t.Errorf("%s: got %q, %v; want %q", text, cfg.SnapshotBoot, err, want)
+		}
+	}
+}
+
 func TestConfigErrors(t *testing.T) {
 	for text, want := range map[string]string{
 		`kernal_path = "/k"`:        "unknown keys kernal_path",
@@ -50,6 +66,8 @@ func TestConfigErrors(t *testing.T) {
 		`default_memory_mib = 16`:   "at least 64",
 		`allowed_annotations=["x"]`: "must start with io.gondolin.",
 		`log_level = "loud"`:        "log_level",
+		`snapshot_boot = "yes"`:     `snapshot_boot = "yes": must be true, false or "auto"`,
+		`snapshot_boot = 1`:         `must be true, false or "auto"`,
 	} {
 		err := parseConfig(DefaultConfig("/b"), text)
 		if err == nil || !strings.Contains(err.Error(), want) {

@@ -126,17 +126,20 @@ func startSandbox(ctx context.Context, cfg sandboxConfig, st *persistedState) (_
 	if err != nil {
 		return nil, err
 	}
-	if cfg.runtime.SnapshotBoot {
+	if mode := cfg.runtime.SnapshotBoot; mode != oci.SnapshotBootOff {
 		machine, _, err := vmm.DetectMachine(vmCfg.Machine, vmCfg.Kernel)
 		if err != nil {
 			return nil, err
 		}
 		vmCfg.Machine = machine
 		state, err := ensureSnapshot(ctx, cfg.runtime, fsd, vmCfg)
-		if err != nil {
-			log.G(ctx).WithError(err).Warn("snapshot_boot: no VM snapshot to resume; booting the VM instead")
-		} else {
+		switch {
+		case err == nil:
 			vmCfg.Incoming = state
+		case mode == oci.SnapshotBootAuto && errors.Is(err, errSnapshotUnsupported):
+			log.G(ctx).WithError(err).Debug("snapshot_boot = auto: booting the VM")
+		default:
+			log.G(ctx).WithError(err).Warn("snapshot_boot: no VM snapshot to resume; booting the VM instead")
 		}
 		timing.done("snapshot")
 	}

@@ -5,11 +5,13 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -92,11 +94,19 @@ func snapshotKey(rc *oci.Config, fsd *vmm.Virtiofsd, cfg vmm.Config) (string, []
 	return hex.EncodeToString(sum[:12]), []fileStamp{k.QEMU, k.Virtiofsd, k.Kernel, k.Initrd}, nil
 }
 
+// errSnapshotUnsupported marks a QEMU or virtiofsd that cannot save a VM:
+// snapshot_boot = "auto" then boots quietly.
+var errSnapshotUnsupported = errors.New("this QEMU and virtiofsd cannot save a VM")
+
 // ensureSnapshot returns the saved state for cfg, booting and saving a VM
 // first when there is none. Concurrent shims wait for the one that builds
-// it. A build that failed leaves KEY.error, which later calls return
-// without trying again (delete it to retry).
+// it. A build that failed leaves KEY.error, and a QEMU too old to save
+// leaves KEY.unsupported: later calls return at once without trying again
+// (delete the file to retry).
 func ensureSnapshot(ctx context.Context, rc *oci.Config, fsd *vmm.Virtiofsd, cfg vmm.Config) (string, error) {
+	if err := fsd.CanSaveState(); err != nil {
+		return "", fmt.Errorf("%w: %w", errSnapshotUnsupported, err)
+	}
 	key, inputs, err := snapshotKey(rc, fsd, cfg)
 	if err != nil {
 		return "", fmt.Errorf("snapshot key: %w", err)
@@ -106,8 +116,8 @@ func ensureSnapshot(ctx context.Context, rc *oci.Config, fsd *vmm.Virtiofsd, cfg
 	}
 	base := filepath.Join(rc.SnapshotDir, key)
 	state := base + ".state"
-	if _, err := os.Stat(state); err == nil {
-		return state, nil
+	if found, err := savedState(base); found || err != nil {
+		return state, err
 	}
 	lock, err := os.OpenFile(base+".lock", os.O_CREATE|os.O_RDWR, 0o600)
 	if err != nil {
@@ -118,17 +128,19 @@ func ensureSnapshot(ctx context.Context, rc *oci.Config, fsd *vmm.Virtiofsd, cfg
 		return "", fmt.Errorf("lock %s: %w", lock.Name(), err)
 	}
 	defer unix.Flock(int(lock.Fd()), unix.LOCK_UN)
-	if _, err := os.Stat(state); err == nil {
-		return state, nil // built while this shim waited
-	}
-	if msg, err := os.ReadFile(base + ".error"); err == nil {
-		return "", fmt.Errorf("an earlier attempt failed (remove %s.error to try again): %s", base, msg)
+	if found, err := savedState(base); found || err != nil {
+		return state, err // built (or given up) while this shim waited
 	}
 	// A new key is what an upgrade of QEMU, virtiofsd or the guest image
-	// leads to: the states those files no longer match are removed.
+	// leads to: the states those files no longer match are removed, and
+	// the least recently used beyond maxSnapshots.
 	pruneSnapshots(ctx, rc.SnapshotDir)
 	if err := writeInputs(base+inputsExt, inputs); err != nil {
 		return "", err
+	}
+	if err := qemu.CanSaveState(ctx, rc.QEMUPath); err != nil {
+		_ = os.WriteFile(base+".unsupported", []byte(err.Error()), 0o600)
+		return "", fmt.Errorf("%w: %w", errSnapshotUnsupported, err)
 	}
 	start := time.Now()
 	if err := buildSnapshot(ctx, rc.QEMUPath, fsd, cfg, state); err != nil {
@@ -137,6 +149,22 @@ func ensureSnapshot(ctx context.Context, rc *oci.Config, fsd *vmm.Virtiofsd, cfg
 	}
 	log.G(ctx).WithFields(log.Fields{"state": state, "ms": time.Since(start).Milliseconds()}).Info("saved a VM snapshot")
 	return state, nil
+}
+
+// savedState looks for base's state, or the record of why there is none.
+// A state found is marked used now (pruning keeps the recently used ones).
+func savedState(base string) (bool, error) {
+	now := time.Now()
+	if err := os.Chtimes(base+".state", now, now); err == nil {
+		return true, nil
+	}
+	if msg, err := os.ReadFile(base + ".unsupported"); err == nil {
+		return true, fmt.Errorf("%w: %s", errSnapshotUnsupported, msg)
+	}
+	if msg, err := os.ReadFile(base + ".error"); err == nil {
+		return true, fmt.Errorf("an earlier attempt failed (remove %s.error to try again): %s", base, msg)
+	}
+	return false, nil
 }
 
 // buildSnapshot boots a VM like cfg whose file servers export an empty
@@ -227,11 +255,17 @@ func writeInputs(path string, inputs []fileStamp) error {
 	return os.WriteFile(path, b, 0o600)
 }
 
-// pruneSnapshots removes from dir every saved state (and its error, lock and
-// inputs files) whose inputs have changed or gone: no key can lead to it
-// again. States saved without an inputs file are left alone. It also removes
-// build directories a killed shim left behind.
+// maxSnapshots bounds the saved states kept (~40 MB each on disk): one per
+// VM shape, and containers with many different memory limits make many.
+const maxSnapshots = 8
+
+// pruneSnapshots removes from dir every saved state (and the files beside
+// it) whose inputs have changed or gone: no key can lead to it again. States
+// saved without an inputs file are left to the least-recently-used bound,
+// maxSnapshots, applied next. It also removes build directories a killed
+// shim left behind.
 func pruneSnapshots(ctx context.Context, dir string) {
+	defer pruneLeastUsed(ctx, dir, maxSnapshots-1) // room for the one being made
 	ents, err := os.ReadDir(dir)
 	if err != nil {
 		return
@@ -253,10 +287,36 @@ func pruneSnapshots(ctx context.Context, dir string) {
 		if !stale {
 			continue
 		}
-		for _, ext := range []string{".state", ".error", ".lock", inputsExt} {
-			_ = os.Remove(filepath.Join(dir, base+ext))
-		}
+		removeSnapshot(dir, base)
 		log.G(ctx).WithFields(log.Fields{"snapshot": base, "reason": why}).Info("removed a VM snapshot no VM can resume from")
+	}
+}
+
+// removeSnapshot removes key base's state and every file beside it.
+func removeSnapshot(dir, base string) {
+	for _, ext := range []string{".state", ".error", ".unsupported", ".lock", inputsExt} {
+		_ = os.Remove(filepath.Join(dir, base+ext))
+	}
+}
+
+// pruneLeastUsed keeps the keep most recently used states in dir (each use
+// sets a state's modification time) and removes the others.
+func pruneLeastUsed(ctx context.Context, dir string, keep int) {
+	states, _ := filepath.Glob(filepath.Join(dir, "*.state"))
+	if len(states) <= keep {
+		return
+	}
+	used := map[string]time.Time{}
+	for _, s := range states {
+		if st, err := os.Stat(s); err == nil {
+			used[s] = st.ModTime()
+		}
+	}
+	slices.SortFunc(states, func(a, b string) int { return used[b].Compare(used[a]) })
+	for _, s := range states[keep:] {
+		base := strings.TrimSuffix(filepath.Base(s), ".state")
+		removeSnapshot(dir, base)
+		log.G(ctx).WithFields(log.Fields{"snapshot": base, "reason": fmt.Sprintf("only the %d most recently used are kept", keep)}).Info("removed a VM snapshot")
 	}
 }
 

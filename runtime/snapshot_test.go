@@ -2,10 +2,13 @@ package runtime
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"net"
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -147,5 +150,103 @@ func TestPruneSnapshots(t *testing.T) {
 	want := []string{".b456", "current.inputs", "current.lock", "current.state", "legacy.state"}
 	if !slices.Equal(left, want) {
 		t.Errorf("left after pruning: %v, want %v", left, want)
+	}
+}
+
+// pruneLeastUsed keeps the most recently used states and removes the rest
+// with the files beside them.
+func TestPruneLeastUsed(t *testing.T) {
+	dir := t.TempDir()
+	now := time.Now()
+	for i := 0; i < 5; i++ {
+		base := filepath.Join(dir, fmt.Sprintf("k%d", i))
+		for _, ext := range []string{".state", ".lock", inputsExt} {
+			if err := os.WriteFile(base+ext, nil, 0o600); err != nil {
+				t.Fatal(err)
+			}
+		}
+		// k0 was used last, k4 first.
+		used := now.Add(-time.Duration(i) * time.Minute)
+		if err := os.Chtimes(base+".state", used, used); err != nil {
+			t.Fatal(err)
+		}
+	}
+	pruneLeastUsed(context.Background(), dir, 2)
+	left, _ := filepath.Glob(filepath.Join(dir, "*"))
+	for i := range left {
+		left[i] = filepath.Base(left[i])
+	}
+	want := []string{"k0.inputs", "k0.lock", "k0.state", "k1.inputs", "k1.lock", "k1.state"}
+	if !slices.Equal(left, want) {
+		t.Errorf("left: %v, want %v", left, want)
+	}
+}
+
+// A virtiofsd or QEMU that cannot save a VM is found out before any VM is
+// booted for it; for QEMU the finding is kept (KEY.unsupported), so later
+// containers do not ask again.
+func TestEnsureSnapshotUnsupported(t *testing.T) {
+	dir := t.TempDir()
+	script := func(name, out string) string {
+		t.Helper()
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte("#!/bin/sh\necho '"+out+"'\n"), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	for _, f := range []string{"vmlinuz", "initrd"} {
+		if err := os.WriteFile(filepath.Join(dir, f), []byte(f), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cfg := vmm.Config{Kernel: filepath.Join(dir, "vmlinuz"), Initrd: filepath.Join(dir, "initrd"), MemoryMiB: 512, CPUs: 1,
+		Accelerator: vmm.AccelTCG, Machine: vmm.MachineMicrovm}
+	ctx := context.Background()
+	// The fake QEMU prints a version file: replacing the script itself
+	// would change the snapshot key.
+	version := filepath.Join(dir, "qemu-version")
+	setVersion := func(v string) {
+		t.Helper()
+		if err := os.WriteFile(version, []byte(v+"\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	setVersion("QEMU emulator version 7.2.22 (Debian 1:7.2+dfsg-7+deb12u18)")
+	qemuBin := filepath.Join(dir, "qemu")
+	if err := os.WriteFile(qemuBin, []byte("#!/bin/sh\ncat "+version+"\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	rc := &oci.Config{QEMUPath: qemuBin, SnapshotDir: filepath.Join(dir, "snapshots")}
+
+	cfsd, err := vmm.LookupVirtiofsd(ctx, script("virtiofsd-c", "virtiofsd version 7.2.22 (Debian 1:7.2+dfsg-7+deb12u18)"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ensureSnapshot(ctx, rc, cfsd, cfg); !errors.Is(err, errSnapshotUnsupported) || !strings.Contains(err.Error(), "C virtiofsd") {
+		t.Errorf("with the C virtiofsd: %v", err)
+	}
+	if _, err := os.Stat(rc.SnapshotDir); err == nil {
+		t.Error("the snapshot directory was made for a virtiofsd that cannot save")
+	}
+
+	fsd, err := vmm.LookupVirtiofsd(ctx, script("virtiofsd", "virtiofsd 1.13.2"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 2; i++ {
+		if _, err := ensureSnapshot(ctx, rc, fsd, cfg); !errors.Is(err, errSnapshotUnsupported) || !strings.Contains(err.Error(), "QEMU 7.2: saving a VM with virtio-fs needs QEMU 9.0") {
+			t.Errorf("call %d with QEMU 7.2: %v", i, err)
+		}
+		// The second call must not ask QEMU again.
+		setVersion("QEMU emulator version 10.0.2")
+	}
+	for _, pattern := range []string{"*.unsupported", "*" + inputsExt} {
+		if m, _ := filepath.Glob(filepath.Join(rc.SnapshotDir, pattern)); len(m) != 1 {
+			t.Errorf("%s in the snapshot directory: %v", pattern, m)
+		}
+	}
+	if m, _ := filepath.Glob(filepath.Join(rc.SnapshotDir, "*.state")); len(m) != 0 {
+		t.Errorf("states: %v", m)
 	}
 }

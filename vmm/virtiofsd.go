@@ -122,6 +122,16 @@ func LookupVirtiofsd(ctx context.Context, path string) (*Virtiofsd, error) {
 	return &Virtiofsd{Path: path, flavour: flavour}, nil
 }
 
+// CanSaveState tells whether this virtiofsd can hand its state over with
+// its VM's, which saving a VM with virtio-fs needs: the Rust one can, QEMU's
+// C one cannot.
+func (v *Virtiofsd) CanSaveState() error {
+	if v.flavour != flavourRust {
+		return fmt.Errorf("%s is QEMU's C virtiofsd, which cannot save its state with its VM: use the Rust virtiofsd (virtiofsd_path)", v.Path)
+	}
+	return nil
+}
+
 // StartFileServer exports dir on a vhost-user socket. The socket is ready
 // to be handed to the VMM when this returns.
 func (v *Virtiofsd) StartFileServer(ctx context.Context, dir, socket string) (*FileServer, error) {

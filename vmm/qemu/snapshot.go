@@ -5,7 +5,10 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/digitalocean/go-qemu/qmp"
@@ -130,4 +133,49 @@ func (vm *VM) poll(ctx context.Context, cmd string, interval time.Duration, ret 
 		case <-time.After(interval):
 		}
 	}
+}
+
+// CanSaveState tells whether the QEMU at binary (as BinaryPath resolves it)
+// can save and load a VM with virtio-fs devices: QEMU 9.0 added both the
+// mapped-ram capability and migration of vhost-user-fs (with a virtiofsd
+// that hands over its state). The error says which version was found.
+func CanSaveState(ctx context.Context, binary string) error {
+	path, err := BinaryPath(binary)
+	if err != nil {
+		return err
+	}
+	out, err := exec.CommandContext(ctx, path, "--version").Output()
+	if err != nil {
+		return fmt.Errorf("%s --version: %w", path, err)
+	}
+	major, minor, err := parseVersion(string(out))
+	if err != nil {
+		return fmt.Errorf("%s: %w", path, err)
+	}
+	if major < 9 {
+		return fmt.Errorf("%s is QEMU %d.%d: saving a VM with virtio-fs needs QEMU 9.0 or later", path, major, minor)
+	}
+	return nil
+}
+
+// parseVersion reads "QEMU emulator version 10.0.2 (Debian …)".
+func parseVersion(out string) (major, minor int, err error) {
+	first, _, _ := strings.Cut(strings.TrimSpace(out), "\n")
+	bad := fmt.Errorf("not a QEMU version: --version printed %q (expected \"QEMU emulator version X.Y.Z\")", first)
+	_, v, ok := strings.Cut(first, "emulator version ")
+	if !ok {
+		return 0, 0, bad
+	}
+	v, _, _ = strings.Cut(v, " ")
+	parts := strings.SplitN(v, ".", 3)
+	if len(parts) < 2 {
+		return 0, 0, bad
+	}
+	if major, err = strconv.Atoi(parts[0]); err != nil {
+		return 0, 0, bad
+	}
+	if minor, err = strconv.Atoi(parts[1]); err != nil {
+		return 0, 0, bad
+	}
+	return major, minor, nil
 }

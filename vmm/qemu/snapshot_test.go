@@ -57,3 +57,21 @@ func TestFirmwareDir(t *testing.T) {
 		t.Errorf("system QEMU: got %q", got)
 	}
 }
+
+func TestParseVersion(t *testing.T) {
+	for out, want := range map[string][2]int{
+		"QEMU emulator version 7.2.22 (Debian 1:7.2+dfsg-7+deb12u18)\nCopyright (c) 2003-2022 Fabrice Bellard": {7, 2},
+		"QEMU emulator version 10.0.2 (Debian 1:10.0.2+ds-1~bpo12+1)\n":                                        {10, 0},
+		"QEMU emulator version 9.1.0\n": {9, 1},
+	} {
+		major, minor, err := parseVersion(out)
+		if err != nil || major != want[0] || minor != want[1] {
+			t.Errorf("parseVersion(%q) = %d.%d, %v; want %d.%d", out, major, minor, err, want[0], want[1])
+		}
+	}
+	for _, out := range []string{"", "virtiofsd 1.13.2", "QEMU emulator version x.y"} {
+		if _, _, err := parseVersion(out); err == nil {
+			t.Errorf("parseVersion(%q) succeeded", out)
+		}
+	}
+}
