@@ -127,11 +127,9 @@ func startSandbox(ctx context.Context, cfg sandboxConfig, st *persistedState) (_
 		return nil, err
 	}
 	if mode := cfg.runtime.SnapshotBoot; mode != oci.SnapshotBootOff {
-		machine, _, err := vmm.DetectMachine(vmCfg.Machine, vmCfg.Kernel)
-		if err != nil {
-			return nil, err
-		}
-		vmCfg.Machine = machine
+		// The machine is left as configured: QEMU resolves "auto" from the
+		// kernel, which is part of the snapshot's key, the same way for
+		// the VM saved and the VMs resumed.
 		state, err := ensureSnapshot(ctx, cfg.runtime, fsd, vmCfg)
 		switch {
 		case err == nil:
