@@ -179,11 +179,14 @@ func startSandbox(ctx context.Context, cfg sandboxConfig, st *persistedState) (_
 		}
 		timing.done("restored")
 	}
-	// guest_ready_ms is the guest's own uptime when its agent was ready;
+	// guest_ready_ms is the guest's own uptime when its agent was ready
+	// (for a resumed VM that was the snapshot's boot, so it is left out);
 	// the *_ms fields are the host's steps up to the agent's first answer.
-	log.G(ctx).WithFields(timing.fields).WithFields(log.Fields{
-		"kernel": info.KernelRelease, "agent": info.AgentVersion, "guest_ready_ms": info.ReadyMs, "boot": sb.bootKind(),
-	}).Info("guest agent ready")
+	fields := log.Fields{"kernel": info.KernelRelease, "agent": info.AgentVersion, "boot": sb.bootKind()}
+	if !sb.restored {
+		fields["guest_ready_ms"] = info.ReadyMs
+	}
+	log.G(ctx).WithFields(timing.fields).WithFields(fields).Info("guest agent ready")
 	return sb, nil
 }
 
