@@ -101,8 +101,9 @@ var errSnapshotUnsupported = errors.New("this QEMU and virtiofsd cannot save a V
 // ensureSnapshot returns the saved state for cfg, booting and saving a VM
 // first when there is none. Concurrent shims wait for the one that builds
 // it. A build that failed leaves KEY.error, and a QEMU too old to save
-// leaves KEY.unsupported: later calls return at once without trying again
-// (delete the file to retry).
+// leaves KEY.unsupported: later calls return at once without trying again,
+// for snapshotRetryAfter after an error and for good when unsupported
+// (delete the file to retry sooner).
 func ensureSnapshot(ctx context.Context, rc *oci.Config, fsd *vmm.Virtiofsd, cfg vmm.Config) (string, error) {
 	if err := fsd.CanSaveState(); err != nil {
 		return "", fmt.Errorf("%w: %w", errSnapshotUnsupported, err)
@@ -147,6 +148,7 @@ func ensureSnapshot(ctx context.Context, rc *oci.Config, fsd *vmm.Virtiofsd, cfg
 		_ = os.WriteFile(base+".error", []byte(err.Error()), 0o600)
 		return "", err
 	}
+	_ = os.Remove(base + ".error") // of an earlier attempt
 	log.G(ctx).WithFields(log.Fields{"state": state, "ms": time.Since(start).Milliseconds()}).Info("saved a VM snapshot")
 	return state, nil
 }
@@ -161,11 +163,20 @@ func savedState(base string) (bool, error) {
 	if msg, err := os.ReadFile(base + ".unsupported"); err == nil {
 		return true, fmt.Errorf("%w: %s", errSnapshotUnsupported, msg)
 	}
-	if msg, err := os.ReadFile(base + ".error"); err == nil {
-		return true, fmt.Errorf("an earlier attempt failed (remove %s.error to try again): %s", base, msg)
+	if st, err := os.Stat(base + ".error"); err == nil {
+		retry := st.ModTime().Add(snapshotRetryAfter)
+		if time.Now().Before(retry) {
+			msg, _ := os.ReadFile(base + ".error")
+			return true, fmt.Errorf("an earlier attempt failed (tried again after %s, or remove %s.error): %s", retry.UTC().Format(time.RFC3339), base, msg)
+		}
 	}
 	return false, nil
 }
+
+// snapshotRetryAfter is how long a failure to make or load a snapshot
+// keeps VMs of its shape booting: the cause may pass (a full disk, a host
+// too loaded to boot the VM within snapshotTimeout).
+const snapshotRetryAfter = time.Hour
 
 // buildSnapshot boots a VM like cfg whose file servers export an empty
 // directory and whose NIC goes nowhere, waits until its agent has opened
