@@ -117,8 +117,8 @@ func ensureSnapshot(ctx context.Context, rc *oci.Config, fsd *vmm.Virtiofsd, cfg
 	}
 	base := filepath.Join(rc.SnapshotDir, key)
 	state := base + ".state"
-	if found, err := savedState(base); found || err != nil {
-		return state, err
+	if found, err := savedState(base); found != "" || err != nil {
+		return found, err
 	}
 	lock, err := os.OpenFile(base+".lock", os.O_CREATE|os.O_RDWR, 0o600)
 	if err != nil {
@@ -129,8 +129,8 @@ func ensureSnapshot(ctx context.Context, rc *oci.Config, fsd *vmm.Virtiofsd, cfg
 		return "", fmt.Errorf("lock %s: %w", lock.Name(), err)
 	}
 	defer unix.Flock(int(lock.Fd()), unix.LOCK_UN)
-	if found, err := savedState(base); found || err != nil {
-		return state, err // built (or given up) while this shim waited
+	if found, err := savedState(base); found != "" || err != nil {
+		return found, err // built (or given up on) while this shim waited
 	}
 	// A new key is what an upgrade of QEMU, virtiofsd or the guest image
 	// leads to: the states those files no longer match are removed, and
@@ -153,24 +153,25 @@ func ensureSnapshot(ctx context.Context, rc *oci.Config, fsd *vmm.Virtiofsd, cfg
 	return state, nil
 }
 
-// savedState looks for base's state, or the record of why there is none.
-// A state found is marked used now (pruning keeps the recently used ones).
-func savedState(base string) (bool, error) {
+// savedState returns base's state file, or the record of why there is
+// none as an error, or neither. A state found is marked used now (pruning
+// keeps the recently used ones).
+func savedState(base string) (string, error) {
 	now := time.Now()
 	if err := os.Chtimes(base+".state", now, now); err == nil {
-		return true, nil
+		return base + ".state", nil
 	}
 	if msg, err := os.ReadFile(base + ".unsupported"); err == nil {
-		return true, fmt.Errorf("%w: %s", errSnapshotUnsupported, msg)
+		return "", fmt.Errorf("%w: %s", errSnapshotUnsupported, msg)
 	}
 	if st, err := os.Stat(base + ".error"); err == nil {
 		retry := st.ModTime().Add(snapshotRetryAfter)
 		if time.Now().Before(retry) {
 			msg, _ := os.ReadFile(base + ".error")
-			return true, fmt.Errorf("an earlier attempt failed (tried again after %s, or remove %s.error): %s", retry.UTC().Format(time.RFC3339), base, msg)
+			return "", fmt.Errorf("an earlier attempt failed (tried again after %s, or remove %s.error): %s", retry.UTC().Format(time.RFC3339), base, msg)
 		}
 	}
-	return false, nil
+	return "", nil
 }
 
 // snapshotRetryAfter is how long a failure to make or load a snapshot

@@ -255,21 +255,21 @@ func TestEnsureSnapshotUnsupported(t *testing.T) {
 // then the snapshot is tried again; a state found is marked used.
 func TestSavedStateRetry(t *testing.T) {
 	base := filepath.Join(t.TempDir(), "key")
-	if found, err := savedState(base); found || err != nil {
-		t.Fatalf("nothing saved: %v, %v", found, err)
+	if found, err := savedState(base); found != "" || err != nil {
+		t.Fatalf("nothing saved: %q, %v", found, err)
 	}
 	if err := os.WriteFile(base+".error", []byte("boot timed out"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if found, err := savedState(base); !found || err == nil || !strings.Contains(err.Error(), "boot timed out") {
-		t.Errorf("after a failure: %v, %v", found, err)
+	if found, err := savedState(base); found != "" || err == nil || !strings.Contains(err.Error(), "boot timed out") {
+		t.Errorf("after a failure: %q, %v", found, err)
 	}
 	past := time.Now().Add(-snapshotRetryAfter - time.Minute)
 	if err := os.Chtimes(base+".error", past, past); err != nil {
 		t.Fatal(err)
 	}
-	if found, err := savedState(base); found || err != nil {
-		t.Errorf("a failure older than snapshotRetryAfter must be retried: %v, %v", found, err)
+	if found, err := savedState(base); found != "" || err != nil {
+		t.Errorf("a failure older than snapshotRetryAfter must be retried: %q, %v", found, err)
 	}
 	if err := os.WriteFile(base+".state", nil, 0o600); err != nil {
 		t.Fatal(err)
@@ -277,8 +277,8 @@ func TestSavedStateRetry(t *testing.T) {
 	if err := os.Chtimes(base+".state", past, past); err != nil {
 		t.Fatal(err)
 	}
-	if found, err := savedState(base); !found || err != nil {
-		t.Errorf("with a state: %v, %v", found, err)
+	if found, err := savedState(base); found != base+".state" || err != nil {
+		t.Errorf("with a state: %q, %v", found, err)
 	}
 	if st, err := os.Stat(base + ".state"); err != nil || time.Since(st.ModTime()) > time.Minute {
 		t.Errorf("the state found is not marked used: %v", err)
