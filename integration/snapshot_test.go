@@ -76,8 +76,8 @@ func TestSnapshotBoot(t *testing.T) {
 		console := filepath.Join(os.Getenv("GONDOLIN_CONTAINERD_STATE"), "io.containerd.runtime.v2.task", namespace(), id, "console.log")
 		b, err := os.ReadFile(console)
 		if err != nil || !strings.Contains(string(b), "host connected") || strings.Contains(string(b), "gondolin-agent: starting") ||
-			!strings.Contains(string(b), "resumed from a VM snapshot: clock set") {
-			t.Errorf("console of a resumed VM (%v): want the agent's host connection, its clock and entropy from the host, and no boot:\n%s", err, b)
+			!strings.Contains(string(b), "resumed from a VM snapshot: clock set") || !strings.Contains(string(b), ", prestarted init ") {
+			t.Errorf("console of a resumed VM (%v): want the agent's host connection, its clock and entropy from the host, no boot, and the container's init prestarted in the snapshot:\n%s", err, b)
 		}
 		if res := ctr(t, nil, "task", "exec", "--exec-id", "e", id, "sh", "-c", "exit 5"); res.code != 5 {
 			t.Errorf("exec exit code in resumed VM: %s", res)

@@ -81,6 +81,12 @@ func run() error {
 		}
 	}()
 
+	// Before the channel opens: a VM snapshot is saved once it has, and
+	// should hold the prestarted init running.
+	if err := mgr.Prestart(context.Background()); err != nil {
+		agentlog.Warnf("%v; the first container's init will be forked when it is created", err)
+	}
+
 	port := channel.NewSerialPort(api.ChannelPortName)
 	dev, err := port.Find(10 * time.Second)
 	if err != nil {

@@ -77,6 +77,7 @@ type Manager struct {
 	mu         sync.Mutex
 	containers map[string]*Container
 	shares     map[string]*share
+	prestarted *prestartedInit // the next container's init, if started (Prestart)
 }
 
 // NewManager returns a manager starting processes through r.
@@ -113,6 +114,8 @@ type Process struct {
 	Pid         int
 
 	sync *os.File // agent end of the socket to the waiting init
+	// prestarted: the init was started before its container (Prestart).
+	prestarted bool
 
 	// beforeDone runs after the exit, before done is closed (the init's
 	// last OOM check, so an OOM event precedes WaitProcess's answer).
@@ -358,7 +361,11 @@ func (m *Manager) create(ctx context.Context, c *Container, req *api.CreateConta
 	if err := m.spawn(c, p, spawnSpec{cfg: cfg, terminal: req.GetProcess().GetTerminal(), ptmx: c.ptmx, stdio: stdio}); err != nil {
 		return 0, err
 	}
-	steps.done("spawn")
+	if p.prestarted {
+		steps.done("prestarted init")
+	} else {
+		steps.done("spawn")
+	}
 	return p.Pid, nil
 }
 

@@ -158,50 +158,6 @@ func (m *Manager) spawn(c *Container, p *Process, sp spawnSpec) (err error) {
 		}
 	}
 
-	spair, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
-	if err != nil {
-		return fmt.Errorf("socketpair: %w", err)
-	}
-	childSync := os.NewFile(uintptr(spair[1]), "sync-child")
-	childFiles = append(childFiles, childSync)
-	if err := unix.SetNonblock(spair[0], true); err != nil {
-		unix.Close(spair[0])
-		return err
-	}
-	p.sync = os.NewFile(uintptr(spair[0]), "sync")
-	parentFiles = append(parentFiles, p.sync)
-	fds = append(fds, childSync.Fd())
-	if sp.cgroupNS != nil {
-		fds = append(fds, sp.cgroupNS.Fd())
-		sp.cfg.JoinCgroupNS = true
-	}
-
-	cg, err := os.Open(c.cgroup)
-	if err != nil {
-		return fmt.Errorf("open cgroup: %w", err)
-	}
-	childFiles = append(childFiles, cg)
-
-	sys := &syscall.SysProcAttr{
-		Setsid:      true,
-		UseCgroupFD: true,
-		CgroupFD:    int(cg.Fd()),
-	}
-	if len(sp.join) == 0 {
-		sys.Cloneflags = unix.CLONE_NEWPID | unix.CLONE_NEWUTS | unix.CLONE_NEWIPC
-	}
-	if sp.terminal {
-		// The new session's controlling terminal, so that its process
-		// group is the foreground one (^C is SIGINT for it).
-		sys.Setctty = true
-		sys.Ctty = 0
-	}
-	attr := &syscall.ProcAttr{
-		Dir:   "/",
-		Env:   []string{initproc.EnvMarker + "=1"},
-		Files: fds,
-		Sys:   sys,
-	}
 	// Count the copiers before the process can exit (onExit waits for them).
 	copiers := 0
 	for _, f := range []*os.File{stdoutR, stderrR} {
@@ -212,16 +168,20 @@ func (m *Manager) spawn(c *Container, p *Process, sp spawnSpec) (err error) {
 	if tty != nil {
 		copiers = 1
 	}
+	if sp.cgroupNS != nil {
+		sp.cfg.JoinCgroupNS = true
+	}
 	p.io.Add(copiers)
-	pid, err := runInNamespaces(sp.join, func() (int, error) {
-		return m.reaper.Start(func() (int, error) {
-			return syscall.ForkExec(m.cfg.Exe, []string{"gondolin-agent", initproc.Arg}, attr)
-		}, p.onExit)
-	})
+	pid, syncSock, err := m.startPrestarted(c, p, sp, fds)
+	p.prestarted = syncSock != nil
+	if err == nil && syncSock == nil {
+		pid, syncSock, err = m.forkInit(c, p, sp, fds)
+	}
 	if err != nil {
 		p.io.Add(-copiers)
 		return fmt.Errorf("start container process: %w", err)
 	}
+	p.sync = syncSock
 	p.Pid = pid
 	c.procs[p.ExecID] = p
 	for _, f := range childFiles {
@@ -269,6 +229,71 @@ func (m *Manager) spawn(c *Container, p *Process, sp spawnSpec) (err error) {
 	}
 	_ = p.sync.SetDeadline(time.Time{})
 	return nil
+}
+
+// initCloneflags are the namespaces every container init gets new.
+const initCloneflags = unix.CLONE_NEWPID | unix.CLONE_NEWUTS | unix.CLONE_NEWIPC
+
+// forkInit starts the container process for p by re-executing the agent
+// with stdio as its fds 0-2, born into the container's cgroup (and for an
+// exec, in the namespaces of sp.join). It returns the agent's end of the
+// sync socket.
+func (m *Manager) forkInit(c *Container, p *Process, sp spawnSpec, stdio []uintptr) (pid int, syncSock *os.File, err error) {
+	spair, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return 0, nil, fmt.Errorf("socketpair: %w", err)
+	}
+	childSync := os.NewFile(uintptr(spair[1]), "sync-child")
+	defer childSync.Close()
+	if err := unix.SetNonblock(spair[0], true); err != nil {
+		unix.Close(spair[0])
+		return 0, nil, err
+	}
+	syncSock = os.NewFile(uintptr(spair[0]), "sync")
+	defer func() {
+		if err != nil {
+			syncSock.Close()
+		}
+	}()
+	fds := append(append([]uintptr{}, stdio...), childSync.Fd())
+	if sp.cgroupNS != nil {
+		fds = append(fds, sp.cgroupNS.Fd()) // initproc.CgroupNSFd
+	}
+	cg, err := os.Open(c.cgroup)
+	if err != nil {
+		return 0, nil, fmt.Errorf("open cgroup: %w", err)
+	}
+	defer cg.Close()
+
+	sys := &syscall.SysProcAttr{
+		Setsid:      true,
+		UseCgroupFD: true,
+		CgroupFD:    int(cg.Fd()),
+	}
+	if len(sp.join) == 0 {
+		sys.Cloneflags = initCloneflags
+	}
+	if sp.terminal {
+		// The new session's controlling terminal, so that its process
+		// group is the foreground one (^C is SIGINT for it).
+		sys.Setctty = true
+		sys.Ctty = 0
+	}
+	attr := &syscall.ProcAttr{
+		Dir:   "/",
+		Env:   []string{initproc.EnvMarker + "=1"},
+		Files: fds,
+		Sys:   sys,
+	}
+	pid, err = runInNamespaces(sp.join, func() (int, error) {
+		return m.reaper.Start(func() (int, error) {
+			return syscall.ForkExec(m.cfg.Exe, []string{"gondolin-agent", initproc.Arg}, attr)
+		}, p.onExit)
+	})
+	if err != nil {
+		return 0, nil, err
+	}
+	return pid, syncSock, nil
 }
 
 // discard swallows a terminal's output nobody asked for, so that the

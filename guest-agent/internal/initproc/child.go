@@ -23,6 +23,21 @@ func Main() {
 	// thread; keep the goroutine on it.
 	runtime.LockOSThread()
 	sync := os.NewFile(SyncFd, "sync")
+	if len(os.Args) > 2 && os.Args[2] == PrestartedArg {
+		// Started before its container: up to here it cost the fork,
+		// the exec and the runtime's start, which is what starting it
+		// early saves. Its stdio comes with the container.
+		if _, err := sync.Write([]byte{ReadyByte}); err != nil {
+			os.Exit(1)
+		}
+		stdio, terminal, err := ReceiveStdio(SyncFd)
+		if err != nil {
+			fail(sync, err)
+		}
+		if err := takeStdio(stdio, terminal); err != nil {
+			fail(sync, err)
+		}
+	}
 	var cfg Config
 	if err := ReadMessage(sync, &cfg); err != nil {
 		fail(sync, fmt.Errorf("read config: %w", err))

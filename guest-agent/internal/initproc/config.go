@@ -33,6 +33,14 @@ const CgroupNSFd = 4
 // StartByte released the child from the agent's side.
 const StartByte = 's'
 
+// PrestartedArg follows Arg for an init started before its container
+// exists (see Main): it reports ReadyByte on the sync socket once it runs,
+// then waits for its stdio (SendStdio) before it reads its Config.
+const PrestartedArg = "prestarted"
+
+// ReadyByte tells the agent a prestarted init is running.
+const ReadyByte = 'r'
+
 // Mount is a mount the child makes itself because it depends on its
 // namespaces (proc for the PID namespace, mqueue for IPC, cgroup2 for the
 // cgroup namespace). Target is an absolute guest path, already resolved

@@ -63,6 +63,20 @@ func (r *Reaper) Start(start func() (int, error), onExit func(Exit)) (int, error
 	return pid, nil
 }
 
+// Handover makes onExit the one told of pid's exit, in place of the
+// callback it was started with. It returns false, and changes nothing, if
+// pid has already been reaped (its callback ran or is running) or was
+// never started here.
+func (r *Reaper) Handover(pid int, onExit func(Exit)) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if _, ok := r.subs[pid]; !ok {
+		return false
+	}
+	r.subs[pid] = onExit
+	return true
+}
+
 // Run reaps children until stop is closed. It must run in the process that
 // forks the children (the agent); as PID 1 it also reaps orphans.
 func (r *Reaper) Run(stop <-chan struct{}) {

@@ -63,6 +63,54 @@ func TestReaperDispatchesByPid(t *testing.T) {
 	}
 }
 
+func TestHandover(t *testing.T) {
+	sh, err := lookSh()
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := New()
+	stop := make(chan struct{})
+	defer close(stop)
+	go r.Run(stop)
+
+	first := make(chan Exit, 1)
+	second := make(chan Exit, 1)
+	r2, w2, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r2.Close()
+	// Waits for a line on stdin, so it outlives the handover.
+	pid, err := r.Start(func() (int, error) {
+		return syscall.ForkExec(sh, []string{"sh", "-c", "read x; exit 5"}, &syscall.ProcAttr{Env: []string{}, Files: []uintptr{r2.Fd(), 2, 2}})
+	}, func(e Exit) { first <- e })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !r.Handover(pid, func(e Exit) { second <- e }) {
+		t.Fatal("Handover of a running child = false")
+	}
+	w2.Write([]byte("go\n"))
+	w2.Close()
+	select {
+	case e := <-second:
+		if e.Pid != pid || e.Status != 5 {
+			t.Fatalf("exit = %+v, want pid %d status 5", e, pid)
+		}
+	case e := <-first:
+		t.Fatalf("the replaced callback got %+v", e)
+	case <-time.After(10 * time.Second):
+		t.Fatal("timed out")
+	}
+	// Reaped: nothing to hand over any more.
+	if r.Handover(pid, func(Exit) {}) {
+		t.Fatal("Handover of a reaped child = true")
+	}
+	if r.Handover(-1, func(Exit) {}) {
+		t.Fatal("Handover of an unknown pid = true")
+	}
+}
+
 func lookSh() (string, error) {
 	for _, p := range []string{"/bin/sh", "/usr/bin/sh"} {
 		if _, err := os.Stat(p); err == nil {
