@@ -82,7 +82,9 @@ func run() error {
 	}()
 
 	// Before the channel opens: a VM snapshot is saved once it has, and
-	// should hold the prestarted init running.
+	// should hold the codecs built and the prestarted init running.
+	warmed := warmCodecs()
+	agentlog.Debugf("built the codecs of %d message types", warmed)
 	if err := mgr.Prestart(context.Background()); err != nil {
 		agentlog.Warnf("%v; the first container's init will be forked when it is created", err)
 	}

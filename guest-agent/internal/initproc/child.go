@@ -27,6 +27,7 @@ func Main() {
 		// Started before its container: up to here it cost the fork,
 		// the exec and the runtime's start, which is what starting it
 		// early saves. Its stdio comes with the container.
+		WarmCodec() // for the Config it will read
 		if _, err := sync.Write([]byte{ReadyByte}); err != nil {
 			os.Exit(1)
 		}
