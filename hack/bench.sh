@@ -12,6 +12,10 @@
 # BENCH_RUNTIMES (e.g. runc,gondolin), BENCH_WORKLOADS (e.g. start,exec), more in
 # `go run ./cmd/gondolin-bench -h` (in bench/). BENCH_GONDOLIN_OUTPUT: the build tree
 # to take the gondolin shim and guest image from (default: this repository's _output).
+# BENCH_BASELINE=<git revision>: also build that revision (in a temporary worktree) and
+# measure it in the same session as the runtimes gondolin-base and gondolin-snapshot-base,
+# alternating with the others, for an optimisation's before/after figures (default
+# runtimes then: runc,gondolin-base,gondolin).
 #
 # Results go to .cache/bench/<UTC timestamp>-<git short sha>/ (results.json,
 # results.md, results.png, logs); the last line of output names that folder.
@@ -176,6 +180,30 @@ bench_down_quiet() {
 	bench_down >/dev/null 2>&1 || true
 }
 
+# build_baseline REV: build revision REV of this repository in a temporary worktree
+# and copy its shim and guest image to $BENCH_BASELINE_DIR. Its guest kernel comes
+# from this checkout's image cache (built once per kernel config).
+build_baseline() {
+	local rev=$1 src="$BENCH_CACHE_DIR/baseline-src"
+	git -C "$REPO_ROOT" rev-parse --verify --quiet "$rev^{commit}" >/dev/null ||
+		die "BENCH_BASELINE=$rev is not a commit of $REPO_ROOT (a git revision such as HEAD~1 or a hash)"
+	git -C "$REPO_ROOT" worktree remove --force "$src" >/dev/null 2>&1 || rm -rf "$src"
+	git -C "$REPO_ROOT" worktree prune
+	git -C "$REPO_ROOT" worktree add --quiet --detach "$src" "$rev" || die "git worktree add $src $rev failed"
+	mkdir -p "$src/.cache" "$REPO_ROOT/.cache/images"
+	ln -s "$REPO_ROOT/.cache/images" "$src/.cache/images"
+	log "building the baseline $rev in $src"
+	if ! make -C "$src" build >"$BENCH_CACHE_DIR/baseline-build.log" 2>&1; then
+		tail -n 20 "$BENCH_CACHE_DIR/baseline-build.log" >&2
+		git -C "$REPO_ROOT" worktree remove --force "$src" >/dev/null 2>&1 || true
+		die "building the baseline $rev failed; see $BENCH_CACHE_DIR/baseline-build.log"
+	fi
+	rm -rf "$BENCH_BASELINE_DIR"
+	cp -a "$src/_output" "$BENCH_BASELINE_DIR"
+	git -C "$REPO_ROOT" worktree remove --force "$src" >/dev/null 2>&1 || rm -rf "$src"
+	git -C "$REPO_ROOT" worktree prune
+}
+
 case "${1:-}" in
 up)
 	bench_lock
@@ -208,6 +236,14 @@ log "building the harness (bench/)"
 	CGO_ENABLED=0 "$go" build -trimpath -ldflags '-s -w' -o "$out/bench-fetch" ./cmd/bench-fetch
 ) || die "building the harness (bench/cmd/gondolin-bench, bench/cmd/bench-fetch) failed"
 snapshot_runtime
+baseline_flags=()
+if [[ -n ${BENCH_BASELINE:-} ]]; then
+	BENCH_BASELINE_DIR="$BENCH_CACHE_DIR/baseline"
+	build_baseline "$BENCH_BASELINE"
+	baseline_flags=(--baseline-dir "$BENCH_BASELINE_DIR"
+		--baseline-rev "$(git -C "$REPO_ROOT" rev-parse --short "$BENCH_BASELINE^{commit}")")
+	export BENCH_RUNTIMES="${BENCH_RUNTIMES:-runc,gondolin-base,gondolin}"
+fi
 trap 'bench_down >>"$out/teardown.log" 2>&1 || echo "warning: teardown failed, see $out/teardown.log" >&2' EXIT
 bench_up "$out/containerd.log"
 
@@ -226,6 +262,7 @@ PATH="$BENCH_RUNTIME_DIR/bin:$TOOLS_DIR/bin:$PATH" \
 	--out "$out" \
 	--work-dir "$BENCH_CACHE_DIR/work" \
 	--print-dir=false \
+	"${baseline_flags[@]}" \
 	"$@"
 rc=$?
 set -e

@@ -3,6 +3,7 @@ package harness
 import (
 	"archive/tar"
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"io"
@@ -316,5 +317,20 @@ func TestBuildImage(t *testing.T) {
 	other.TreeFiles++
 	if n2, _ := other.Name(); n2 == name {
 		t.Error("image name does not change with the tree size")
+	}
+}
+
+// The baseline runtimes need a baseline build; without one they are
+// reported absent with what to run, before anything is started.
+func TestBaselineRuntimeNeedsABuild(t *testing.T) {
+	s := &Session{Opts: Options{RuntimeDir: t.TempDir(), WorkDir: t.TempDir(), Tools: t.TempDir()}}
+	for _, name := range []string{"gondolin-base", "gondolin-snapshot-base"} {
+		rt := s.setupRuntime(context.Background(), name)
+		if !strings.Contains(rt.Info.Absent, "BENCH_BASELINE=") {
+			t.Errorf("%s without a baseline: Absent = %q", name, rt.Info.Absent)
+		}
+	}
+	if !isBaseline("gondolin-snapshot-base") || isBaseline("gondolin-snapshot") || isBaseline("gondolin") {
+		t.Error("isBaseline names the wrong runtimes")
 	}
 }

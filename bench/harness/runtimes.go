@@ -47,21 +47,25 @@ func (s *Session) setupRuntime(ctx context.Context, name string) *Runtime {
 		rt = s.setupRunc(ctx)
 	case "runsc":
 		rt = s.setupRunsc(ctx)
-	case "gondolin":
+	case "gondolin", "gondolin-base":
 		rt = s.setupGondolin(ctx, name, "")
-	case "gondolin-snapshot":
+	case "gondolin-snapshot", "gondolin-snapshot-base":
 		// snapshot_boot with QEMU 10 and the Rust virtiofsd, which
 		// `make tools` puts into the tools directory.
-		snapshots := filepath.Join(s.Opts.WorkDir, "gondolin-snapshots")
+		snapshots := filepath.Join(s.Opts.WorkDir, name+"-states")
 		_ = os.RemoveAll(snapshots) // a snapshot of another build must not be measured
 		rt = s.setupGondolin(ctx, name, fmt.Sprintf("qemu_path = %q\nvirtiofsd_path = %q\nsnapshot_boot = true\nsnapshot_dir = %q\n",
 			filepath.Join(filepath.Dir(s.Opts.Tools), "qemu", "usr", "bin", "qemu-system-x86_64"),
 			filepath.Join(s.Opts.Tools, "virtiofsd"), snapshots))
 	default:
-		return &Runtime{Info: &report.Runtime{Name: name, Absent: "unknown runtime (runc, runsc, gondolin, gondolin-snapshot)"}}
+		return &Runtime{Info: &report.Runtime{Name: name, Absent: "unknown runtime (runc, runsc, gondolin, gondolin-snapshot, and with a baseline build gondolin-base, gondolin-snapshot-base)"}}
 	}
 	return rt
 }
+
+// isBaseline says whether the gondolin runtime name runs the baseline
+// build (Options.BaselineDir).
+func isBaseline(name string) bool { return strings.HasSuffix(name, "-base") }
 
 // smoke runs `true` in a fresh container.
 func (s *Session) smoke(ctx context.Context, rt *Runtime) error {
@@ -218,6 +222,17 @@ func (s *Session) setupGondolin(ctx context.Context, name, config string) *Runti
 		Info:     info,
 		RunFlags: []string{"--runtime", "io.containerd.gondolin.v1"},
 	}
+	if isBaseline(name) {
+		if s.Opts.BaselineDir == "" {
+			info.Absent = "no baseline build: run with BENCH_BASELINE=<git revision> (make bench builds it)"
+			return rt
+		}
+		// containerd runs a shim given by absolute path; the shim
+		// finds its guest image in ../share/gondolin beside it.
+		shim = filepath.Join(s.Opts.BaselineDir, "bin", "containerd-shim-gondolin-v1")
+		info.How = "containerd-shim-gondolin-v1 from " + shim + " (the baseline, commit " + s.Opts.BaselineRev + "), built-in config"
+		rt.RunFlags = []string{"--runtime", shim}
+	}
 	if config != "" {
 		dir := filepath.Join(s.Opts.WorkDir, name)
 		path := filepath.Join(dir, "config.toml")
@@ -262,7 +277,9 @@ func (s *Session) setupGondolin(ctx context.Context, name, config string) *Runti
 	}
 	sum := sha256.Sum256(b)
 	info.Version = fmt.Sprintf("shim sha256 %s", hex.EncodeToString(sum[:])[:12])
-	if from := s.Opts.GondolinFrom; from == "" || filepath.Clean(from) == filepath.Join(s.Opts.Repo, "_output") {
+	if isBaseline(name) {
+		info.Version = "commit " + s.Opts.BaselineRev + " (baseline), " + info.Version
+	} else if from := s.Opts.GondolinFrom; from == "" || filepath.Clean(from) == filepath.Join(s.Opts.Repo, "_output") {
 		// Built from this tree (make bench builds it first).
 		tree := "commit " + s.Results.Git.Commit
 		if s.Results.Git.Dirty {

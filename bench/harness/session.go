@@ -38,11 +38,16 @@ type Options struct {
 	Tools          string // .cache/tools/bin: ctr, runc, runsc
 	RuntimeDir     string // the copied gondolin tree (bin/, share/)
 	GondolinFrom   string // where RuntimeDir was copied from
-	Repo           string
-	Out            string // results folder
-	WorkDir        string // bind-mount source and other large scratch files
-	Busybox        string
-	Fetch          string // static bench-fetch binary
+	// BaselineDir is another gondolin tree (bin/, share/), built from
+	// commit BaselineRev, that the runtimes gondolin-base and
+	// gondolin-snapshot-base run: the before of a before/after.
+	BaselineDir string
+	BaselineRev string
+	Repo        string
+	Out         string // results folder
+	WorkDir     string // bind-mount source and other large scratch files
+	Busybox     string
+	Fetch       string // static bench-fetch binary
 
 	Log func(format string, args ...any)
 }

@@ -60,6 +60,8 @@ func run() int {
 	tools := flag.String("tools", "", "directory with ctr, containerd, runc, runsc (.cache/tools/bin)")
 	runtimeDir := flag.String("runtime-dir", "", "gondolin tree with bin/containerd-shim-gondolin-v1 and share/gondolin")
 	gondolinFrom := flag.String("gondolin-from", "", "where the gondolin tree in --runtime-dir was copied from (for the report)")
+	baselineDir := flag.String("baseline-dir", "", "a second gondolin tree (bin/, share/) for the runtimes gondolin-base and gondolin-snapshot-base (hack/bench.sh builds it from BENCH_BASELINE)")
+	baselineRev := flag.String("baseline-rev", "", "the commit --baseline-dir was built from (for the report)")
 	repo := flag.String("repo", ".", "repository root (for the commit)")
 	out := flag.String("out", "", "results folder")
 	workDir := flag.String("work-dir", "", "scratch space for large files (default: <repo>/.cache/bench/work)")
@@ -111,7 +113,8 @@ func run() int {
 		Settle: settle, Quick: *quick,
 		Runtimes: split(get("runtimes")), Workloads: split(get("workloads")),
 		Address: *address, Namespace: *namespace, ContainerdRoot: *root, ContainerdLog: *clog,
-		Tools: *tools, RuntimeDir: *runtimeDir, GondolinFrom: *gondolinFrom, Repo: *repo, Out: *out, WorkDir: *workDir,
+		Tools: *tools, RuntimeDir: *runtimeDir, GondolinFrom: *gondolinFrom,
+		BaselineDir: *baselineDir, BaselineRev: *baselineRev, Repo: *repo, Out: *out, WorkDir: *workDir,
 		Busybox: *busybox, Fetch: *fetch,
 	}
 	for _, w := range opts.Workloads {
