@@ -33,17 +33,11 @@ type prestartedInit struct {
 // first container gains: one init is prestarted per VM, since each costs
 // guest memory while it waits.
 func (m *Manager) Prestart(ctx context.Context) error {
-	spair, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	syncSock, childSync, err := newSyncSocket()
 	if err != nil {
-		return fmt.Errorf("prestart container init: socketpair: %w", err)
-	}
-	childSync := os.NewFile(uintptr(spair[1]), "sync-child")
-	defer childSync.Close()
-	if err := unix.SetNonblock(spair[0], true); err != nil {
-		unix.Close(spair[0])
 		return fmt.Errorf("prestart container init: %w", err)
 	}
-	syncSock := os.NewFile(uintptr(spair[0]), "sync")
+	defer childSync.Close()
 	devnull, err := os.OpenFile(os.DevNull, os.O_RDWR, 0)
 	if err != nil {
 		syncSock.Close()

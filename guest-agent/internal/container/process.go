@@ -231,6 +231,22 @@ func (m *Manager) spawn(c *Container, p *Process, sp spawnSpec) (err error) {
 	return nil
 }
 
+// newSyncSocket makes the socket between the agent and a container
+// process: the agent's end is non-blocking (its reads and writes can time
+// out), the child's, passed as initproc.SyncFd, is blocking.
+func newSyncSocket() (agentEnd, childEnd *os.File, err error) {
+	spair, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return nil, nil, fmt.Errorf("socketpair: %w", err)
+	}
+	if err := unix.SetNonblock(spair[0], true); err != nil {
+		unix.Close(spair[0])
+		unix.Close(spair[1])
+		return nil, nil, fmt.Errorf("socketpair: %w", err)
+	}
+	return os.NewFile(uintptr(spair[0]), "sync"), os.NewFile(uintptr(spair[1]), "sync-child"), nil
+}
+
 // initCloneflags are the namespaces every container init gets new.
 const initCloneflags = unix.CLONE_NEWPID | unix.CLONE_NEWUTS | unix.CLONE_NEWIPC
 
@@ -239,17 +255,11 @@ const initCloneflags = unix.CLONE_NEWPID | unix.CLONE_NEWUTS | unix.CLONE_NEWIPC
 // exec, in the namespaces of sp.join). It returns the agent's end of the
 // sync socket.
 func (m *Manager) forkInit(c *Container, p *Process, sp spawnSpec, stdio []uintptr) (pid int, syncSock *os.File, err error) {
-	spair, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	syncSock, childSync, err := newSyncSocket()
 	if err != nil {
-		return 0, nil, fmt.Errorf("socketpair: %w", err)
-	}
-	childSync := os.NewFile(uintptr(spair[1]), "sync-child")
-	defer childSync.Close()
-	if err := unix.SetNonblock(spair[0], true); err != nil {
-		unix.Close(spair[0])
 		return 0, nil, err
 	}
-	syncSock = os.NewFile(uintptr(spair[0]), "sync")
+	defer childSync.Close()
 	defer func() {
 		if err != nil {
 			syncSock.Close()
