@@ -51,16 +51,24 @@ func (m *Manager) Prestart(ctx context.Context) error {
 		// Its session leads to the container's terminal, if it gets one.
 		Sys: &syscall.SysProcAttr{Setsid: true, Cloneflags: initCloneflags},
 	}
+	z := &prestartedInit{sync: syncSock}
 	pid, err := m.reaper.Start(func() (int, error) {
 		return syscall.ForkExec(m.cfg.Exe, []string{"gondolin-agent", initproc.Arg, initproc.PrestartedArg}, attr)
 	}, func(e reaper.Exit) {
+		// Only while no container took it (Handover replaces this).
 		agentlog.Warnf("prestarted container init (pid %d) exited with status %d before a container took it", e.Pid, e.Status)
+		m.mu.Lock()
+		defer m.mu.Unlock()
+		if m.prestarted == z {
+			m.prestarted = nil
+			z.sync.Close()
+		}
 	})
 	if err != nil {
 		syncSock.Close()
 		return fmt.Errorf("prestart container init: %w", err)
 	}
-	z := &prestartedInit{pid: pid, sync: syncSock}
+	z.pid = pid
 	if err := z.waitReady(ctx); err != nil {
 		z.discard()
 		return fmt.Errorf("prestart container init: %w", err)
@@ -75,8 +83,12 @@ func (m *Manager) Prestart(ctx context.Context) error {
 	return nil
 }
 
+// prestartTimeout bounds the wait for a prestarted init to run, which holds
+// the agent's channel shut: it takes ~0.1 s under TCG.
+const prestartTimeout = 10 * time.Second
+
 func (z *prestartedInit) waitReady(ctx context.Context) error {
-	deadline := time.Now().Add(60 * time.Second)
+	deadline := time.Now().Add(prestartTimeout)
 	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
 		deadline = d
 	}
@@ -114,7 +126,7 @@ func (m *Manager) startPrestarted(c *Container, p *Process, sp spawnSpec, stdio 
 		return 0, nil, nil
 	}
 	if !m.reaper.Handover(z.pid, p.onExit) {
-		z.sync.Close() // it died; its exit was logged
+		z.sync.Close() // it died before its exit was dispatched
 		return 0, nil, nil
 	}
 	// In the cgroup before it does anything for the container, as if
