@@ -130,9 +130,15 @@ func startSandbox(ctx context.Context, cfg sandboxConfig, st *persistedState) (_
 		// The machine is left as configured: QEMU resolves "auto" from the
 		// kernel, which is part of the snapshot's key, the same way for
 		// the VM saved and the VMs resumed.
-		state, err := ensureSnapshot(ctx, cfg.runtime, fsd, vmCfg)
+		// The VMs saved and resumed have the snapshot argument (the
+		// agent prepares the first create before it is saved); a VM
+		// booted instead has not.
+		snapCfg := vmCfg
+		snapCfg.KernelArgs = append(append([]string{}, vmCfg.KernelArgs...), api.SnapshotKernelArg)
+		state, err := ensureSnapshot(ctx, cfg.runtime, fsd, snapCfg)
 		switch {
 		case err == nil:
+			vmCfg = snapCfg
 			vmCfg.Incoming = state
 		case mode == oci.SnapshotBootAuto && errors.Is(err, errSnapshotUnsupported):
 			log.G(ctx).WithError(err).Debug("snapshot_boot = auto: booting the VM")

@@ -12,3 +12,11 @@ const ProcessStartFailed = "unable to start container process"
 // what explains a failed boot or container, each line costing the guest
 // about a millisecond of emulated serial output.
 const DebugKernelArg = "gondolin.debug=1"
+
+// SnapshotKernelArg is on the command line of VMs saved as a snapshot and
+// of those resumed from one. Their agent does before it opens its channel
+// what it would otherwise do during the first create (start the first
+// container's init, build its codecs), so that the snapshot holds it done.
+// A booted VM would only move that work before its first answer, and pay
+// for the codecs of messages it never uses: measured ~3% slower to start.
+const SnapshotKernelArg = "gondolin.snapshot=1"

@@ -81,12 +81,15 @@ func run() error {
 		}
 	}()
 
-	// Before the channel opens: a VM snapshot is saved once it has, and
-	// should hold the codecs built and the prestarted init running.
-	warmed := warmCodecs()
-	agentlog.Debugf("built the codecs of %d message types", warmed)
-	if err := mgr.Prestart(context.Background()); err != nil {
-		agentlog.Warnf("%v; the first container's init will be forked when it is created", err)
+	// In a VM to be saved as a snapshot, before the channel opens: the
+	// snapshot is saved once it has, and should hold the codecs built and
+	// the prestarted init running.
+	if boot.KernelArg(api.SnapshotKernelArg) {
+		warmed := warmCodecs()
+		agentlog.Debugf("built the codecs of %d message types", warmed)
+		if err := mgr.Prestart(context.Background()); err != nil {
+			agentlog.Warnf("%v; the first container's init will be forked when it is created", err)
+		}
 	}
 
 	port := channel.NewSerialPort(api.ChannelPortName)

@@ -68,7 +68,7 @@ func Setup() error {
 			setupConsole()
 		}
 	}
-	if cmdline, err := os.ReadFile("/proc/cmdline"); err == nil && HasKernelArg(string(cmdline), api.DebugKernelArg) {
+	if KernelArg(api.DebugKernelArg) {
 		agentlog.SetDebug(true)
 	}
 	agentlog.Debugf("mounted /proc /sys /dev /dev/pts /dev/shm /run /tmp %s", CgroupRoot)
@@ -265,4 +265,10 @@ func HasKernelArg(cmdline, arg string) bool {
 		}
 	}
 	return false
+}
+
+// KernelArg reports whether the kernel's command line has arg.
+func KernelArg(arg string) bool {
+	cmdline, err := os.ReadFile("/proc/cmdline")
+	return err == nil && HasKernelArg(string(cmdline), arg)
 }
