@@ -180,6 +180,12 @@ bench_down_quiet() {
 	bench_down >/dev/null 2>&1 || true
 }
 
+# remove_worktree DIR: drop the temporary worktree at DIR, if any.
+remove_worktree() {
+	git -C "$REPO_ROOT" worktree remove --force "$1" >/dev/null 2>&1 || rm -rf "$1"
+	git -C "$REPO_ROOT" worktree prune
+}
+
 # build_baseline REV: build revision REV of this repository in a temporary worktree
 # and copy its shim and guest image to $BENCH_BASELINE_DIR. Its guest kernel comes
 # from this checkout's image cache (built once per kernel config).
@@ -187,21 +193,19 @@ build_baseline() {
 	local rev=$1 src="$BENCH_CACHE_DIR/baseline-src"
 	git -C "$REPO_ROOT" rev-parse --verify --quiet "$rev^{commit}" >/dev/null ||
 		die "BENCH_BASELINE=$rev is not a commit of $REPO_ROOT (a git revision such as HEAD~1 or a hash)"
-	git -C "$REPO_ROOT" worktree remove --force "$src" >/dev/null 2>&1 || rm -rf "$src"
-	git -C "$REPO_ROOT" worktree prune
+	remove_worktree "$src"
 	git -C "$REPO_ROOT" worktree add --quiet --detach "$src" "$rev" || die "git worktree add $src $rev failed"
 	mkdir -p "$src/.cache" "$REPO_ROOT/.cache/images"
 	ln -s "$REPO_ROOT/.cache/images" "$src/.cache/images"
 	log "building the baseline $rev in $src"
 	if ! make -C "$src" build >"$BENCH_CACHE_DIR/baseline-build.log" 2>&1; then
 		tail -n 20 "$BENCH_CACHE_DIR/baseline-build.log" >&2
-		git -C "$REPO_ROOT" worktree remove --force "$src" >/dev/null 2>&1 || true
+		remove_worktree "$src"
 		die "building the baseline $rev failed; see $BENCH_CACHE_DIR/baseline-build.log"
 	fi
 	rm -rf "$BENCH_BASELINE_DIR"
 	cp -a "$src/_output" "$BENCH_BASELINE_DIR"
-	git -C "$REPO_ROOT" worktree remove --force "$src" >/dev/null 2>&1 || rm -rf "$src"
-	git -C "$REPO_ROOT" worktree prune
+	remove_worktree "$src"
 }
 
 case "${1:-}" in

@@ -28,10 +28,10 @@ type prestartedInit struct {
 // asks for it, and waits until it runs. Under TCG, forking and starting
 // the agent binary costs a container ~140 ms of its start when done during
 // the create (measured in a VM resumed from a snapshot, whose translation
-// cache is empty); started while the VM boots, that work happens before
-// the agent opens its channel, and a VM snapshot holds it done. Only the
-// first container gains: one init is prestarted per VM, since each costs
-// guest memory while it waits.
+// cache is empty); started before the agent opens its channel, a VM
+// snapshot holds that work done. The agent calls it once, in VMs to be
+// saved as snapshots. Only the first container gains: one init is
+// prestarted per VM, since each costs guest memory while it waits.
 func (m *Manager) Prestart(ctx context.Context) error {
 	syncSock, childSync, err := newSyncSocket()
 	if err != nil {
@@ -74,12 +74,8 @@ func (m *Manager) Prestart(ctx context.Context) error {
 		return fmt.Errorf("prestart container init: %w", err)
 	}
 	m.mu.Lock()
-	old := m.prestarted
 	m.prestarted = z
 	m.mu.Unlock()
-	if old != nil {
-		old.discard()
-	}
 	return nil
 }
 
