@@ -15,6 +15,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -74,7 +75,23 @@ func (r result) String() string {
 // ctr runs the real ctr against the private containerd.
 func ctr(t *testing.T, stdin []byte, args ...string) result {
 	t.Helper()
-	return command(t, stdin, "ctr", args...)
+	return command(t, stdin, "ctr", withBootPathConfig(args)...)
+}
+
+// bootPathConfigEnv names a runtime config for every `ctr run` of the suite
+// that does not give its own: hack/integration.sh runs the suite a second
+// time with one that resumes the VMs from snapshots, so that the tests cover
+// that boot path as well as the default boot.
+const bootPathConfigEnv = "GONDOLIN_TEST_RUNTIME_CONFIG"
+
+// withBootPathConfig adds --runtime-config-path from bootPathConfigEnv to a
+// `ctr run` command line (args without the leading "ctr") that has none.
+func withBootPathConfig(args []string) []string {
+	path := os.Getenv(bootPathConfigEnv)
+	if path == "" || len(args) == 0 || args[0] != "run" || slices.Contains(args, "--runtime-config-path") {
+		return args
+	}
+	return append([]string{"run", "--runtime-config-path", path}, args[1:]...)
 }
 
 // command runs a CLI to completion (at most 5 minutes) and collects what
@@ -222,4 +239,23 @@ func hostKernel(t *testing.T) string {
 		t.Fatal(err)
 	}
 	return strings.TrimSpace(string(out))
+}
+
+// The second pass's config reaches every `ctr run` without its own and
+// nothing else.
+func TestWithBootPathConfig(t *testing.T) {
+	t.Setenv(bootPathConfigEnv, "/c.toml")
+	for _, tc := range []struct{ in, want []string }{
+		{[]string{"run", "--rm", "img", "id"}, []string{"run", "--runtime-config-path", "/c.toml", "--rm", "img", "id"}},
+		{[]string{"run", "--runtime-config-path", "/own.toml", "img", "id"}, []string{"run", "--runtime-config-path", "/own.toml", "img", "id"}},
+		{[]string{"task", "exec", "id", "run"}, []string{"task", "exec", "id", "run"}},
+	} {
+		if got := withBootPathConfig(tc.in); !slices.Equal(got, tc.want) {
+			t.Errorf("withBootPathConfig(%q) = %q, want %q", tc.in, got, tc.want)
+		}
+	}
+	t.Setenv(bootPathConfigEnv, "")
+	if got := withBootPathConfig([]string{"run", "img"}); !slices.Equal(got, []string{"run", "img"}) {
+		t.Errorf("without %s: %q", bootPathConfigEnv, got)
+	}
 }

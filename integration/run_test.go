@@ -226,7 +226,7 @@ func TestKillAll(t *testing.T) {
 // A foreground run killed from outside exits 128+signal.
 func TestKillForegroundExitStatus(t *testing.T) {
 	id := newID(t)
-	cmd := exec.Command("ctr", "run", "--rm", "--runtime", runtimeName, testImage(t), id, "sleep", "1000")
+	cmd := exec.Command("ctr", withBootPathConfig([]string{"run", "--rm", "--runtime", runtimeName, testImage(t), id, "sleep", "1000"})...)
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	if err := cmd.Start(); err != nil {

@@ -180,7 +180,7 @@ func TestTTY(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command("ctr", "run", "--rm", "-t", "--runtime", runtimeName, testImage(t), id, "sh")
+	cmd := exec.Command("ctr", withBootPathConfig([]string{"run", "--rm", "-t", "--runtime", runtimeName, testImage(t), id, "sh"})...)
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = slave, slave, slave
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Setctty: true, Ctty: 0}
 	if err := cmd.Start(); err != nil {
