@@ -89,6 +89,9 @@ type Config struct {
 	// /etc/resolv.conf.
 	UpstreamDNS []string `toml:"upstream_dns"`
 
+	// Limits bound what one container's guest can make the host spend.
+	Limits Limits `toml:"limits"`
+
 	// shareDir is where `make install` puts the guest images.
 	shareDir string
 }
@@ -163,6 +166,7 @@ func DefaultConfig(exeDir string) *Config {
 		SnapshotDir:       DefaultSnapshotDir,
 		LogLevel:          "info",
 		AuditDir:          DefaultAuditDir,
+		Limits:            DefaultLimits(),
 		shareDir:          share,
 	}
 }
@@ -197,7 +201,7 @@ func parseConfig(cfg *Config, text string) error {
 		for i, k := range undecoded {
 			keys[i] = k.String()
 		}
-		return fmt.Errorf("unknown keys %s: accepted keys are guest_kernel, kernel_path, initrd_path, machine, qemu_path, virtiofsd_path, accelerator, default_memory_mib, default_cpus, memory_overhead_mib, boot_timeout, snapshot_boot, snapshot_dir, log_level, allowed_annotations, default_annotations, audit_dir, upstream_hosts, upstream_ca_file, upstream_dns", strings.Join(keys, ", "))
+		return fmt.Errorf("unknown keys %s: accepted keys are guest_kernel, kernel_path, initrd_path, machine, qemu_path, virtiofsd_path, accelerator, default_memory_mib, default_cpus, memory_overhead_mib, boot_timeout, snapshot_boot, snapshot_dir, log_level, allowed_annotations, default_annotations, audit_dir, upstream_hosts, upstream_ca_file, upstream_dns, limits (table: "+limitKeys+")", strings.Join(keys, ", "))
 	}
 	if files, ok := guestImages[cfg.GuestKernel]; ok && cfg.shareDir != "" {
 		if !md.IsDefined("kernel_path") {
@@ -270,6 +274,7 @@ func (c *Config) validate() error {
 	if _, err := c.UpstreamDNSServers(); err != nil {
 		errs = append(errs, err)
 	}
+	errs = append(errs, c.Limits.validate()...)
 	return errors.Join(errs...)
 }
 

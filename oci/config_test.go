@@ -159,3 +159,21 @@ func TestNetworkConfigErrors(t *testing.T) {
 		}
 	}
 }
+
+func TestLimitsDefaultsAndValidation(t *testing.T) {
+	cfg := DefaultConfig("/x/bin")
+	if cfg.Limits != DefaultLimits() {
+		t.Fatalf("default config limits = %+v, want %+v", cfg.Limits, DefaultLimits())
+	}
+	if err := parseConfig(DefaultConfig("/x/bin"), "[limits]\ntcp_flows = 10\n"); err != nil {
+		t.Fatalf("a valid limit was refused: %v", err)
+	}
+	err := parseConfig(DefaultConfig("/x/bin"), "[limits]\ntcp_flows = 0\n")
+	if err == nil || !strings.Contains(err.Error(), "limits.tcp_flows = 0") {
+		t.Fatalf("a zero limit: got %v, want an error naming limits.tcp_flows", err)
+	}
+	err = parseConfig(DefaultConfig("/x/bin"), "[limits]\nnope = 1\n")
+	if err == nil || !strings.Contains(err.Error(), "tcp_flows") {
+		t.Fatalf("an unknown limit: got %v, want an error listing the accepted keys", err)
+	}
+}
