@@ -251,6 +251,11 @@ func parseHostPattern(item string) (HostPattern, error) {
 		p.Port = uint16(n)
 	}
 	if ip, err := netip.ParseAddr(host); err == nil {
+		if ip.Zone() != "" {
+			// A zone names an interface of the host, never a destination
+			// policy could match.
+			return p, fmt.Errorf("%q: an IP address with a zone (%%%s) is not accepted", item, ip.Zone())
+		}
 		p.IP = ip.Unmap()
 		return p, nil
 	}
@@ -283,6 +288,14 @@ func parseInternalList(value string) ([]HostPattern, []netip.Prefix, error) {
 			pfx, err := netip.ParsePrefix(item)
 			if err != nil {
 				return nil, nil, fmt.Errorf("%q is not a CIDR range: %v", item, err)
+			}
+			if pfx.Addr().Is4In6() {
+				// ::ffff:a.b.c.d/n names IPv4 addresses, which policy
+				// compares as IPv4.
+				if pfx.Bits() < 96 {
+					return nil, nil, fmt.Errorf("%q: an IPv4-mapped range needs a prefix length of at least 96", item)
+				}
+				pfx = netip.PrefixFrom(pfx.Addr().Unmap(), pfx.Bits()-96)
 			}
 			ranges = append(ranges, pfx.Masked())
 			continue

@@ -81,6 +81,21 @@ type Config struct {
 	RootCAs *x509.CertPool
 	// MTU of the guest NIC; 0 means 65000.
 	MTU int
+
+	// HostAddrs reports the host's own addresses that a dial could reach:
+	// those of the network namespace upstream connections leave from and
+	// of its routers, and the shim's own namespace's. Each counts as
+	// internal in every mode, like loopback. Policy reads them at start
+	// (an error there fails NewNetwork) and again at most every
+	// hostAddrsTTL; a later error keeps the last set. Nil: no host
+	// addresses beyond the internal ranges.
+	HostAddrs func(ctx context.Context) ([]netip.Addr, error)
+	// Limits bound what the guest can make the shim spend (the runtime
+	// config's [limits]). A zero field takes its oci.DefaultLimits value.
+	Limits oci.Limits
+
+	// hostAddrs caches HostAddrs; set by setDefaults.
+	hostAddrs *hostAddrSet
 }
 
 // ConfigFromSettings fills the policy fields of a Config from validated
@@ -172,6 +187,7 @@ func (c *Config) setDefaults() error {
 	if c.MTU == 0 {
 		c.MTU = defaultMTU
 	}
+	c.Limits = limitsWithDefaults(c.Limits)
 	if c.MTU < minMTU || c.MTU > maxMTU {
 		return fmt.Errorf("policy: MTU %d out of range %d..%d", c.MTU, minMTU, maxMTU)
 	}
@@ -183,6 +199,37 @@ func (c *Config) setDefaults() error {
 		c.DNSServers = servers
 	}
 	return nil
+}
+
+// limitsWithDefaults fills the zero (or negative) fields of l from
+// oci.DefaultLimits: a limit is never off.
+func limitsWithDefaults(l oci.Limits) oci.Limits {
+	d := oci.DefaultLimits()
+	pick := func(v *int, def int) {
+		if *v <= 0 {
+			*v = def
+		}
+	}
+	pick(&l.TCPFlows, d.TCPFlows)
+	pick(&l.UDPFlows, d.UDPFlows)
+	pick(&l.DNSInFlight, d.DNSInFlight)
+	pick(&l.HTTPHeaderBytes, d.HTTPHeaderBytes)
+	pick(&l.PublishedPorts, d.PublishedPorts)
+	pick(&l.AuditLinesPerSecond, d.AuditLinesPerSecond)
+	pick(&l.GuestEventsPerSecond, d.GuestEventsPerSecond)
+	if l.HTTPHeaderTimeout.Duration <= 0 {
+		l.HTTPHeaderTimeout = d.HTTPHeaderTimeout
+	}
+	if l.AgentCallTimeout.Duration <= 0 {
+		l.AgentCallTimeout = d.AgentCallTimeout
+	}
+	if l.ConsoleLogBytes <= 0 {
+		l.ConsoleLogBytes = d.ConsoleLogBytes
+	}
+	if l.AuditFileBytes <= 0 {
+		l.AuditFileBytes = d.AuditFileBytes
+	}
+	return l
 }
 
 func resolvConfServers(path string) ([]netip.AddrPort, error) {

@@ -311,10 +311,10 @@ func (u *upstream) plainPort() string {
 
 // Addresses of the pretend internet.
 var (
-	apiIP    = netip.MustParseAddr("203.0.113.10")
-	otherIP  = netip.MustParseAddr("203.0.113.11")
-	dbIP     = netip.MustParseAddr("203.0.113.20")
-	bannerIP = netip.MustParseAddr("203.0.113.21")
+	apiIP    = netip.MustParseAddr("93.184.215.10")
+	otherIP  = netip.MustParseAddr("93.184.215.11")
+	dbIP     = netip.MustParseAddr("93.184.215.20")
+	bannerIP = netip.MustParseAddr("93.184.215.21")
 )
 
 type env struct {

@@ -87,6 +87,12 @@ func NewNetwork(ctx context.Context, cfg Config) (*Network, error) {
 	if err != nil {
 		return nil, err
 	}
+	if cfg.HostAddrs != nil {
+		logger := cfg.Logger
+		if cfg.hostAddrs, err = newHostAddrSet(ctx, cfg.HostAddrs, logger.Warn); err != nil {
+			return nil, err
+		}
+	}
 	n := &Network{
 		cfg:     cfg,
 		ca:      ca,

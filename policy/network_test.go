@@ -150,7 +150,7 @@ func TestHTTPAllowedAndDenied(t *testing.T) {
 	}
 	conn.Close()
 	// The upstream connection went to api.example.com's checked address.
-	if !e.dialer.attempted("tcp 203.0.113.10:80") || e.dialer.attempted("203.0.113.11") {
+	if !e.dialer.attempted("tcp 93.184.215.10:80") || e.dialer.attempted("93.184.215.11") {
 		t.Fatalf("dial attempts: %v", e.dialer.attempts)
 	}
 
@@ -807,9 +807,9 @@ func waitFor(t *testing.T, cond func() bool) {
 }
 
 func TestIPLiteralAllowAndH2C(t *testing.T) {
-	e := newEnv(t, Config{Allow: allow(t, "api.example.com,203.0.113.10")})
+	e := newEnv(t, Config{Allow: allow(t, "api.example.com,93.184.215.10")})
 	c := e.g.client(e.n.CACertPEM(), true)
-	resp, err := c.Get("https://203.0.113.10/echo")
+	resp, err := c.Get("https://93.184.215.10/echo")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -817,10 +817,10 @@ func TestIPLiteralAllowAndH2C(t *testing.T) {
 	if resp.StatusCode != 200 || len(resp.TLS.PeerCertificates[0].IPAddresses) != 1 {
 		t.Fatalf("IP literal over TLS: %d", resp.StatusCode)
 	}
-	if _, err := c.Get("https://203.0.113.11/echo"); err != nil {
+	if _, err := c.Get("https://93.184.215.11/echo"); err != nil {
 		t.Fatal(err)
 	}
-	if r, ok := e.findAudit(func(r AuditRecord) bool { return r.Host == "203.0.113.11" }); !ok || r.Decision != Denied {
+	if r, ok := e.findAudit(func(r AuditRecord) bool { return r.Host == "93.184.215.11" }); !ok || r.Decision != Denied {
 		t.Fatalf("IP literal not in net.allow: %+v", r)
 	}
 

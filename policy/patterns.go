@@ -1,8 +1,12 @@
 package policy
 
 import (
+	"context"
+	"fmt"
 	"net/netip"
 	"strings"
+	"sync"
+	"time"
 
 	"github.com/earendil-works/gondolin-containerd/oci"
 )
@@ -102,66 +106,127 @@ func mustPrefixes(ss ...string) []netip.Prefix {
 	return out
 }
 
-// internalRanges are refused on every resolved address unless
-// net.allow-internal names them: "this" network, private, CGNAT, loopback,
-// link-local (which holds cloud metadata 169.254.169.254), IETF protocol
-// assignments, the benchmark range (which also holds the synthetic DNS pool),
-// multicast, reserved and broadcast; for IPv6 unspecified, loopback,
-// IPv4-compatible, discard, unique-local (fd00:ec2::254 metadata),
-// link-local, site-local and multicast. IPv4-mapped, NAT64 and 6to4 forms
-// are unwrapped and their IPv4 address checked.
+// internalRanges are refused on every address before it is dialled unless
+// net.allow-internal names them. They are every range the IANA IPv4 and
+// IPv6 Special-Purpose Address Registries mark not globally reachable
+// (testdata/iana-special-purpose.csv transcribes both; a property test
+// holds this list to it), taken whole: an entry marked globally reachable
+// inside such a range (192.0.0.9/32 PCP anycast inside 192.0.0.0/24,
+// 2001:1::1/128 inside 2001::/23) stays internal, since none of them is
+// a web destination. Added to them: multicast, the deprecated 6to4 relay
+// anycast range, and all IPv6 outside global unicast 2000::/3, which
+// covers IPv4-compatible, IPv4-translated (::ffff:0:0:0/96), discard,
+// dummy, unique-local (fd00:ec2::254 metadata), link-local, site-local,
+// SRv6 SIDs and multicast. 64:ff9b::/96 (NAT64, globally reachable) and
+// 2002::/16 (6to4, "N/A" in the registry) are judged by the IPv4 address
+// they embed, as is ::ffff:0:0/96, which dials its IPv4 address.
 var internalRanges = mustPrefixes(
+	// IPv4 Special-Purpose Address Registry, Globally Reachable = False.
 	"0.0.0.0/8", "10.0.0.0/8", "100.64.0.0/10", "127.0.0.0/8", "169.254.0.0/16",
-	"172.16.0.0/12", "192.0.0.0/24", "192.168.0.0/16", "198.18.0.0/15",
-	"224.0.0.0/4", "240.0.0.0/4",
-	"::/128", "::1/128", "::/96", "100::/64", "fc00::/7", "fe80::/10", "fec0::/10", "ff00::/8",
+	"172.16.0.0/12", "192.0.0.0/24", "192.0.2.0/24", "192.168.0.0/16", "198.18.0.0/15",
+	"198.51.100.0/24", "203.0.113.0/24", "240.0.0.0/4", "255.255.255.255/32",
+	// Multicast; 6to4 relay anycast (deprecated by RFC 7526).
+	"224.0.0.0/4", "192.88.99.0/24",
+	// IPv6 Special-Purpose Address Registry, Globally Reachable = False,
+	// inside global unicast: IETF protocol assignments (holding Teredo
+	// 2001::/32, benchmarking, ORCHID), documentation (both).
+	"2001::/23", "2001:db8::/32", "3fff::/20",
 )
 
 var (
-	nat64Prefix   = netip.MustParsePrefix("64:ff9b::/96")
-	nat64Local    = netip.MustParsePrefix("64:ff9b:1::/48")
-	sixToFourPref = netip.MustParsePrefix("2002::/16")
+	globalUnicast = netip.MustParsePrefix("2000::/3")
+	// nat64Prefix is the well-known NAT64 prefix (RFC 6052), globally
+	// reachable: it stands for the IPv4 address in its last 32 bits.
+	nat64Prefix = netip.MustParsePrefix("64:ff9b::/96")
+	// nat64Local is the local-use NAT64 prefix (RFC 8215), not globally
+	// reachable. As a /48 it embeds the IPv4 address around the "u"
+	// octet (bits 64-71, RFC 6052 section 2.2): bits 48-63 and 72-87.
+	nat64Local = netip.MustParsePrefix("64:ff9b:1::/48")
+	// ipv4Translated is the SIIT form ::ffff:0:a.b.c.d (RFC 2765).
+	ipv4Translated = netip.MustParsePrefix("::ffff:0:0:0/96")
+	ipv4Compatible = netip.MustParsePrefix("::/96")
+	sixToFourPref  = netip.MustParsePrefix("2002::/16")
+	// teredoPrefix (RFC 4380): the server's IPv4 in bits 32-63, the
+	// client's in the last 32 bits with every bit inverted.
+	teredoPrefix = netip.MustParsePrefix("2001::/32")
 )
 
-// embeddedIPv4 returns the IPv4 address an IPv6 address stands for, if any.
-func embeddedIPv4(a netip.Addr) (netip.Addr, bool) {
-	if a.Is4In6() {
-		return a.Unmap(), true
-	}
+// embeddedIPv4s returns every IPv4 address an IPv6 address carries, by the
+// rules of each form that carries one. translation is true for the forms
+// that stand for exactly that IPv4 host (mapped, translated, NAT64), so a
+// net.allow-internal entry for the IPv4 address covers them.
+func embeddedIPv4s(a netip.Addr) (v4s []netip.Addr, translation bool) {
 	if !a.Is6() {
-		return netip.Addr{}, false
+		return nil, false
 	}
-	b := a.As16()
+	b := a.WithZone("").As16()
+	v4 := func(i, j, k, l int) netip.Addr { return netip.AddrFrom4([4]byte{b[i], b[j], b[k], b[l]}) }
 	switch {
-	case nat64Prefix.Contains(a), nat64Local.Contains(a):
-		return netip.AddrFrom4([4]byte{b[12], b[13], b[14], b[15]}), true
+	case a.Is4In6():
+		return []netip.Addr{a.Unmap()}, true
+	case ipv4Translated.Contains(a), nat64Prefix.Contains(a):
+		return []netip.Addr{v4(12, 13, 14, 15)}, true
+	case nat64Local.Contains(a):
+		return []netip.Addr{v4(6, 7, 9, 10)}, true
+	case ipv4Compatible.Contains(a):
+		return []netip.Addr{v4(12, 13, 14, 15)}, false
 	case sixToFourPref.Contains(a):
-		return netip.AddrFrom4([4]byte{b[2], b[3], b[4], b[5]}), true
+		return []netip.Addr{v4(2, 3, 4, 5)}, false
+	case teredoPrefix.Contains(a):
+		client := netip.AddrFrom4([4]byte{^b[12], ^b[13], ^b[14], ^b[15]})
+		return []netip.Addr{v4(4, 5, 6, 7), client}, false
 	}
-	return netip.Addr{}, false
+	return nil, false
 }
 
-// isInternal reports whether a is an address the guest may not reach unless
-// it is named by net.allow-internal.
+// isInternal reports whether a lies in a range the guest may not reach
+// unless net.allow-internal names it. It does not know the host's own
+// addresses: Config.isInternal adds them.
 func isInternal(a netip.Addr) bool {
 	if !a.IsValid() {
 		return true
 	}
 	a = a.WithZone("")
-	if v4, ok := embeddedIPv4(a); ok {
+	v4s, _ := embeddedIPv4s(a)
+	for _, v4 := range v4s {
 		if isInternal(v4) {
 			return true
 		}
-		if a.Is4In6() {
-			return false
-		}
+	}
+	if a.Is4In6() {
+		return false // it is its IPv4 address, checked above
+	}
+	if a.Is6() && !globalUnicast.Contains(a) && !nat64Prefix.Contains(a) {
+		return true
 	}
 	for _, p := range internalRanges {
 		if p.Contains(a) {
 			return true
 		}
 	}
-	return a == netip.AddrFrom4([4]byte{255, 255, 255, 255})
+	return false
+}
+
+// isInternal is the package's isInternal plus the host's own addresses,
+// bare or embedded in an IPv6 address.
+func (c *Config) isInternal(a netip.Addr) bool {
+	if isInternal(a) {
+		return true
+	}
+	if c.hostAddrs == nil {
+		return false
+	}
+	a = a.WithZone("")
+	if c.hostAddrs.has(a.Unmap()) {
+		return true
+	}
+	v4s, _ := embeddedIPv4s(a)
+	for _, v4 := range v4s {
+		if c.hostAddrs.has(v4) {
+			return true
+		}
+	}
+	return false
 }
 
 // internalAllowed reports whether the internal address a, reached as host
@@ -169,8 +234,8 @@ func isInternal(a netip.Addr) bool {
 // host name pattern).
 func (c *Config) internalAllowed(host string, a netip.Addr, port uint16) bool {
 	cands := []netip.Addr{a.WithZone("")}
-	if v4, ok := embeddedIPv4(a); ok {
-		cands = append(cands, v4)
+	if v4s, translation := embeddedIPv4s(a); translation {
+		cands = append(cands, v4s...)
 	}
 	for _, ip := range cands {
 		for _, r := range c.AllowInternalRanges {
@@ -197,5 +262,65 @@ func (c *Config) internalAllowed(host string, a netip.Addr, port uint16) bool {
 // addrBlocked is the internal-range check applied to every address before
 // it is dialled.
 func (c *Config) addrBlocked(host string, a netip.Addr, port uint16) bool {
-	return isInternal(a) && !c.internalAllowed(host, a, port)
+	return c.isInternal(a) && !c.internalAllowed(host, a, port)
+}
+
+// hostAddrsTTL is how long a reading of the host's addresses is used.
+// Addresses change by the operator's hand (docker network connect, DHCP),
+// never the guest's, so a second's staleness cannot be steered.
+const hostAddrsTTL = time.Second
+
+// hostAddrSet caches Config.HostAddrs.
+type hostAddrSet struct {
+	read func(context.Context) ([]netip.Addr, error)
+	warn func(msg string, args ...any)
+
+	mu      sync.Mutex
+	addrs   map[netip.Addr]struct{}
+	readAt  time.Time
+	lastErr string
+}
+
+func newHostAddrSet(ctx context.Context, read func(context.Context) ([]netip.Addr, error), warn func(string, ...any)) (*hostAddrSet, error) {
+	s := &hostAddrSet{read: read, warn: warn}
+	addrs, err := read(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("policy: read the host's addresses: %w", err)
+	}
+	s.set(addrs)
+	return s, nil
+}
+
+func (s *hostAddrSet) set(addrs []netip.Addr) {
+	m := make(map[netip.Addr]struct{}, len(addrs))
+	for _, a := range addrs {
+		m[a.WithZone("").Unmap()] = struct{}{}
+	}
+	s.addrs, s.readAt = m, time.Now()
+}
+
+// has reports whether a is one of the host's addresses, reading them
+// again once the last reading is older than hostAddrsTTL. Readers wait for
+// a reading in progress rather than use a stale set.
+func (s *hostAddrSet) has(a netip.Addr) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if time.Since(s.readAt) > hostAddrsTTL {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		addrs, err := s.read(ctx)
+		cancel()
+		if err != nil {
+			// Keep the last set (addresses are rarely removed) and say
+			// so once per distinct error.
+			s.readAt = time.Now()
+			if msg := err.Error(); msg != s.lastErr {
+				s.lastErr = msg
+				s.warn("reading the host's addresses failed; using the last reading", "error", err)
+			}
+		} else {
+			s.set(addrs)
+		}
+	}
+	_, ok := s.addrs[a]
+	return ok
 }
