@@ -17,6 +17,9 @@ import (
 	"github.com/containerd/log"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"github.com/sirupsen/logrus"
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
 
 	"github.com/earendil-works/gondolin-containerd/guest-agent/api"
 	"github.com/earendil-works/gondolin-containerd/oci"
@@ -68,6 +71,8 @@ func startNetwork(ctx context.Context, p networkParams) (_ *sandboxNetwork, retE
 	cfg.Container = p.id
 	cfg.CAStateDir = p.caDir
 	cfg.Dialer = ns.dial
+	cfg.HostAddrs = ns.hostAddrs
+	cfg.Limits = p.runtime.Limits
 	if cfg.DNSServers, err = p.runtime.UpstreamDNSServers(); err != nil {
 		return nil, err
 	}
@@ -301,4 +306,63 @@ func (r *upstreamResolver) LookupNetIP(ctx context.Context, network, host string
 		return addrs, nil
 	}
 	return r.dns.LookupNetIP(ctx, network, host)
+}
+
+// hostAddrs lists the addresses a dial from the namespace could reach on
+// the host itself: every address (IPv4 and IPv6, loopback included) and
+// every route's gateway of the namespace, and the same of the shim's own
+// namespace (the host's, whose outside address a container's route
+// reaches). Policy counts each as internal.
+func (n *netNS) hostAddrs(ctx context.Context) ([]netip.Addr, error) {
+	own, err := netlink.NewHandle(unix.NETLINK_ROUTE)
+	if err != nil {
+		return nil, fmt.Errorf("netlink in the shim's network namespace: %w", err)
+	}
+	defer own.Close()
+	out, err := namespaceAddrs(own)
+	if err != nil {
+		return nil, fmt.Errorf("the shim's network namespace: %w", err)
+	}
+	if n.f == nil {
+		return out, nil
+	}
+	h, err := netlink.NewHandleAt(netns.NsHandle(int(n.f.Fd())), unix.NETLINK_ROUTE)
+	if err != nil {
+		return nil, fmt.Errorf("netlink in %s: %w", n.f.Name(), err)
+	}
+	defer h.Close()
+	more, err := namespaceAddrs(h)
+	if err != nil {
+		return nil, fmt.Errorf("network namespace %s: %w", n.f.Name(), err)
+	}
+	return append(out, more...), nil
+}
+
+// namespaceAddrs reads the addresses and route gateways of h's namespace.
+func namespaceAddrs(h *netlink.Handle) ([]netip.Addr, error) {
+	addrs, err := h.AddrList(nil, netlink.FAMILY_ALL)
+	if err != nil {
+		return nil, fmt.Errorf("list addresses: %w", err)
+	}
+	var out []netip.Addr
+	for _, a := range addrs {
+		if ip, ok := netip.AddrFromSlice(a.IP); ok {
+			out = append(out, ip.Unmap())
+		}
+	}
+	routes, err := h.RouteList(nil, netlink.FAMILY_ALL)
+	if err != nil {
+		return nil, fmt.Errorf("list routes: %w", err)
+	}
+	for _, r := range routes {
+		if ip, ok := netip.AddrFromSlice(r.Gw); ok && !ip.IsUnspecified() {
+			out = append(out, ip.Unmap())
+		}
+		for _, nh := range r.MultiPath {
+			if ip, ok := netip.AddrFromSlice(nh.Gw); ok && !ip.IsUnspecified() {
+				out = append(out, ip.Unmap())
+			}
+		}
+	}
+	return out, nil
 }

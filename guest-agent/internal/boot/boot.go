@@ -1,5 +1,6 @@
-// Package boot does what PID 1 must do before it can serve the host: mount
-// the pseudo file systems, point stdio at the console, load kernel modules,
+// Package boot does what PID 1 must do before it can serve the host: make
+// its root a mount point containers can pivot_root away from, mount the
+// pseudo file systems, point stdio at the console, load kernel modules,
 // enable cgroup v2 controllers and bring the loopback interface up.
 package boot
 
@@ -50,6 +51,11 @@ var baseMounts = []mountPoint{
 func Setup() error {
 	os.Setenv("PATH", DefaultPath)
 	unix.Umask(0o022)
+	// Without it no container can be confined to its root (see
+	// MakeRootPivotable): the guest is no use without that.
+	if err := MakeRootPivotable(); err != nil {
+		return err
+	}
 	for i, m := range baseMounts {
 		if err := mountOne(m); err != nil {
 			// cgroup2 with nsdelegate may be refused; retry plainly.

@@ -66,10 +66,11 @@ type nsFile struct {
 }
 
 // execNamespaces are the container init's namespaces an exec process is
-// started in (its mount namespace is the VM's, like the agent's). Its
-// cgroup namespace is joined by the child itself, once it is in the
-// container's cgroup: the kernel refuses CLONE_INTO_CGROUP from a cgroup
-// outside the caller's cgroup namespace.
+// started in. Its cgroup and mount namespaces are joined by the child
+// itself: the kernel refuses CLONE_INTO_CGROUP from a cgroup outside the
+// caller's cgroup namespace, and setns(CLONE_NEWNS) to a thread of a
+// multi-threaded process; nor could the agent binary be re-executed from
+// inside the container's root.
 var execNamespaces = []struct {
 	name string
 	flag int
@@ -128,6 +129,24 @@ func runInNamespaces(ns []nsFile, start func() (int, error)) (int, error) {
 	return r.pid, r.err
 }
 
+// ownMountNS refuses the agent's own mount namespace as an init's: an
+// exec process started in it would have the guest's root for its own.
+// Every init makes one of its own before it reports ready, so this is a
+// check that it did.
+func ownMountNS(ns *os.File) error {
+	var theirs, ours unix.Stat_t
+	if err := unix.Fstat(int(ns.Fd()), &theirs); err != nil {
+		return fmt.Errorf("stat the init's mount namespace: %w", err)
+	}
+	if err := unix.Stat("/proc/self/ns/mnt", &ours); err != nil {
+		return fmt.Errorf("stat the agent's mount namespace: %w", err)
+	}
+	if theirs.Dev == ours.Dev && theirs.Ino == ours.Ino {
+		return errors.New("the container init is in the agent's mount namespace")
+	}
+	return nil
+}
+
 func validExecID(eid string) error {
 	if eid == "" {
 		return errors.New("exec id must not be empty")
@@ -139,8 +158,8 @@ func validExecID(eid string) error {
 }
 
 // Exec prepares another process in a created or running container: in the
-// init's PID, UTS, IPC and cgroup namespaces and its cgroup, chrooted into
-// the container root; it waits for Start like the init.
+// init's PID, UTS, IPC, cgroup and mount namespaces (so its root is the
+// init's) and its cgroup; it waits for Start like the init.
 func (m *Manager) Exec(ctx context.Context, req *api.ExecProcessRequest) error {
 	cid, eid := req.GetContainerId(), req.GetExecId()
 	if err := validExecID(eid); err != nil {
@@ -188,6 +207,16 @@ func (m *Manager) Exec(ctx context.Context, req *api.ExecProcessRequest) error {
 		return fmt.Errorf("exec %q in container %q: %w", eid, cid, err)
 	}
 	defer cgns.Close()
+	mntns, err := os.Open(fmt.Sprintf("/proc/%d/ns/mnt", init.Pid))
+	if err != nil {
+		stdio.close()
+		return fmt.Errorf("exec %q in container %q: %w", eid, cid, err)
+	}
+	defer mntns.Close()
+	if err := ownMountNS(mntns); err != nil {
+		stdio.close()
+		return fmt.Errorf("exec %q in container %q: %w", eid, cid, err)
+	}
 	// Checked again with the namespaces open: the pid was still the init.
 	if init.hasExited() {
 		stdio.close()
@@ -202,7 +231,7 @@ func (m *Manager) Exec(ctx context.Context, req *api.ExecProcessRequest) error {
 	cfg.Exec = true
 	p := newProcess(cid, eid)
 	start := time.Now()
-	err = m.spawn(c, p, spawnSpec{cfg: cfg, terminal: req.GetProcess().GetTerminal(), ptmx: c.ptmx, stdio: stdio, join: ns, cgroupNS: cgns})
+	err = m.spawn(c, p, spawnSpec{cfg: cfg, terminal: req.GetProcess().GetTerminal(), ptmx: c.ptmx, stdio: stdio, join: ns, cgroupNS: cgns, mountNS: mntns})
 	if err != nil {
 		agentlog.Errorf("container %s: exec %s: %v", cid, eid, err)
 		if p.Pid != 0 {

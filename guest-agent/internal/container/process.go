@@ -80,6 +80,10 @@ type spawnSpec struct {
 	// cgroupNS is the init's cgroup namespace, which an exec process
 	// joins itself (passed as initproc.CgroupNSFd).
 	cgroupNS *os.File
+	// mountNS is the init's mount namespace, whose root is the
+	// container's; an exec process joins it itself (passed as
+	// initproc.MountNSFd, after cgroupNS).
+	mountNS *os.File
 }
 
 // spawn starts the container process for p (the init, or an exec process
@@ -170,6 +174,12 @@ func (m *Manager) spawn(c *Container, p *Process, sp spawnSpec) (err error) {
 	}
 	if sp.cgroupNS != nil {
 		sp.cfg.JoinCgroupNS = true
+	}
+	if sp.mountNS != nil {
+		if sp.cgroupNS == nil {
+			return errors.New("an exec process needs the init's cgroup namespace with its mount namespace")
+		}
+		sp.cfg.JoinMountNS = true
 	}
 	p.io.Add(copiers)
 	pid, syncSock, err := m.startPrestarted(c, p, sp, fds)
@@ -268,6 +278,9 @@ func (m *Manager) forkInit(c *Container, p *Process, sp spawnSpec, stdio []uintp
 	fds := append(append([]uintptr{}, stdio...), childSync.Fd())
 	if sp.cgroupNS != nil {
 		fds = append(fds, sp.cgroupNS.Fd()) // initproc.CgroupNSFd
+	}
+	if sp.mountNS != nil {
+		fds = append(fds, sp.mountNS.Fd()) // initproc.MountNSFd
 	}
 	cg, err := os.Open(c.cgroup)
 	if err != nil {

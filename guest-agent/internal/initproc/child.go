@@ -22,6 +22,14 @@ func Main() {
 	// Namespace changes (cgroupns), no_new_privs and exec happen on this
 	// thread; keep the goroutine on it.
 	runtime.LockOSThread()
+	// Until it execs the container's program (which makes it dumpable
+	// again) this process is the agent binary with every capability, and
+	// for an exec process some of its threads still have the agent's
+	// root: no process of the container may ptrace it or open its
+	// /proc/<pid>/{root,cwd,exe,fd,mem}. runc's init does the same.
+	if err := unix.Prctl(unix.PR_SET_DUMPABLE, 0, 0, 0, 0); err != nil {
+		os.Exit(1)
+	}
 	sync := os.NewFile(SyncFd, "sync")
 	if len(os.Args) > 2 && os.Args[2] == PrestartedArg {
 		// Started before its container: up to here it cost the fork,
@@ -54,9 +62,20 @@ func Main() {
 	if n, err := sync.Read(b[:]); n != 1 || err != nil || b[0] != StartByte {
 		os.Exit(1) // the agent went away or deleted us before start
 	}
-	unix.CloseOnExec(SyncFd)
+	closeOnExec()
 	err = syscall.Exec(path, cfg.Args, cfg.Env)
 	fail(sync, fmt.Errorf("exec %s: %w", path, err))
+}
+
+// closeOnExec marks every fd above stdio close-on-exec (the sync socket,
+// which reports a failed exec, among them): the container's program gets
+// its stdio and nothing of the agent's. The agent opens everything
+// O_CLOEXEC and passes only what the child needs; this keeps it so
+// whatever a later change passes or opens.
+func closeOnExec() {
+	if err := unix.CloseRange(SyncFd, ^uint(0), unix.CLOSE_RANGE_CLOEXEC); err != nil {
+		unix.CloseOnExec(SyncFd) // a kernel before 5.11
+	}
 }
 
 func fail(sync io.Writer, err error) {
@@ -68,11 +87,24 @@ func prepare(cfg *Config) (string, error) {
 	if len(cfg.Args) == 0 {
 		return "", errors.New("process args must not be empty")
 	}
+	if cfg.Exec && !cfg.JoinMountNS {
+		// It would run with the agent's root.
+		return "", errors.New("an exec process must join the container's mount namespace")
+	}
+	// Read while /proc is still the guest's: the container may have none.
+	lastCap := LastCap()
 	if cfg.JoinCgroupNS {
 		err := unix.Setns(CgroupNSFd, unix.CLONE_NEWCGROUP)
 		unix.Close(CgroupNSFd)
 		if err != nil {
 			return "", fmt.Errorf("join the container's cgroup namespace: %w", err)
+		}
+	}
+	if cfg.JoinMountNS {
+		err := joinMountNS(MountNSFd)
+		unix.Close(MountNSFd)
+		if err != nil {
+			return "", err
 		}
 	}
 	if !cfg.Exec {
@@ -89,17 +121,11 @@ func prepare(cfg *Config) (string, error) {
 			return "", fmt.Errorf("set %s to soft %d hard %d: %w", r.Type, r.Soft, r.Hard, err)
 		}
 	}
-	// Read before chroot: the container may have no /proc.
-	lastCap := LastCap()
-	if err := unix.Chroot(cfg.Rootfs); err != nil {
-		return "", fmt.Errorf("chroot %s: %w", cfg.Rootfs, err)
-	}
+	// The root is the container's now (enterRoot, joinMountNS), and so
+	// is the cwd: "/".
 	cwd := cfg.Cwd
 	if cwd == "" {
 		cwd = "/"
-	}
-	if err := unix.Chdir("/"); err != nil {
-		return "", fmt.Errorf("chdir /: %w", err)
 	}
 	if err := unix.Chdir(cwd); err != nil {
 		return "", fmt.Errorf("chdir to cwd (%q) set in config.json failed: %w", cwd, err)
@@ -162,9 +188,14 @@ func prepare(cfg *Config) (string, error) {
 }
 
 // setupNamespaces does what only the container init does, in its new
-// namespaces: cgroup namespace, hostname, namespace-bound mounts, sysctls,
-// then masked and read-only paths (after the mounts, so that they apply to
-// the container's own /proc).
+// namespaces: cgroup namespace, hostname, a mount namespace of its own,
+// namespace-bound mounts, sysctls, then masked and read-only paths (after
+// the mounts, so that they apply to the container's own /proc), and last
+// the move into the container root, which leaves the agent's mounts
+// behind. The mounts the agent made below Rootfs before this process
+// took its namespace (the root itself, binds, /dev, its files) come along
+// as copies; everything made here exists in the container's namespace
+// only and goes with it.
 func setupNamespaces(cfg *Config) error {
 	if cfg.CgroupNS {
 		if err := unix.Unshare(unix.CLONE_NEWCGROUP); err != nil {
@@ -175,6 +206,9 @@ func setupNamespaces(cfg *Config) error {
 		if err := unix.Sethostname([]byte(cfg.Hostname)); err != nil {
 			return fmt.Errorf("set hostname %q: %w", cfg.Hostname, err)
 		}
+	}
+	if err := unshareMountNS(); err != nil {
+		return err
 	}
 	for _, m := range cfg.Mounts {
 		if err := os.MkdirAll(m.Target, 0o755); err != nil {
@@ -197,5 +231,5 @@ func setupNamespaces(cfg *Config) error {
 			return err
 		}
 	}
-	return nil
+	return enterRoot(cfg.Rootfs)
 }

@@ -2,10 +2,12 @@
 // re-executes itself as "gondolin-agent init" in the container's new PID,
 // UTS and IPC namespaces and cgroup (or, for an exec process, in those of
 // the container init); that child reads its Config from fd 3, prepares the
-// process (namespace-bound mounts, sysctls, masked and read-only paths,
-// rlimits, chroot, cwd, umask, capabilities, user, PATH lookup,
-// no_new_privs), reports ready, and waits for the start byte before it
-// execs the container's program, the way runc create/start works.
+// process (a mount namespace of its own with the container root
+// pivot_root'ed in, or for an exec the init's; namespace-bound mounts,
+// sysctls, masked and read-only paths, rlimits, cwd, umask, capabilities,
+// user, PATH lookup, no_new_privs), reports ready, and waits for the start
+// byte before it execs the container's program, the way runc create/start
+// works.
 package initproc
 
 import (
@@ -29,6 +31,12 @@ const SyncFd = 3
 // CgroupNSFd is, for an exec process with JoinCgroupNS, the cgroup
 // namespace of the container init.
 const CgroupNSFd = 4
+
+// MountNSFd is, for an exec process, the mount namespace of the container
+// init, which the child joins itself: setns(CLONE_NEWNS) is refused to a
+// thread that shares its fs_struct with others, which every thread of the
+// agent does. It follows CgroupNSFd: an exec process is given both.
+const MountNSFd = 5
 
 // StartByte released the child from the agent's side.
 const StartByte = 's'
@@ -62,6 +70,8 @@ type Rlimit struct {
 
 // Config is what the agent sends the child.
 type Config struct {
+	// Rootfs is the container root, a mount point in the agent's mount
+	// namespace; the init makes it the root of its own (see enterRoot).
 	Rootfs         string   `json:"rootfs"`
 	Hostname       string   `json:"hostname,omitempty"`
 	Args           []string `json:"args"`
@@ -87,10 +97,14 @@ type Config struct {
 	Caps CapSets `json:"caps"`
 	// Exec marks an exec process: it was started in the namespaces of the
 	// container init, so hostname, mounts, sysctls and paths are not set
-	// up again.
+	// up again. It must join the init's mount namespace (JoinMountNS):
+	// without it it would run in the agent's.
 	Exec bool `json:"exec,omitempty"`
 	// JoinCgroupNS: join the cgroup namespace at CgroupNSFd first.
 	JoinCgroupNS bool `json:"join_cgroupns,omitempty"`
+	// JoinMountNS: join the mount namespace at MountNSFd, whose root is
+	// the container's (an exec process).
+	JoinMountNS bool `json:"join_mountns,omitempty"`
 }
 
 // Result is the child's answer: ready, or why not.
