@@ -56,9 +56,39 @@ type HostPattern struct {
 	Wildcard bool
 	IP       netip.Addr
 	Port     uint16
+	// Scheme is set on secret hosts only: "https" (the default) or
+	// "http" (the annotation named http:// explicitly). A secret host
+	// without a port is bound to the scheme's default port, 443 or 80.
+	Scheme string
 }
 
+// DefaultPort is the port a secret host without one is bound to: 80 for
+// http, 443 otherwise.
+func (p HostPattern) DefaultPort() uint16 {
+	if p.Port != 0 {
+		return p.Port
+	}
+	if p.Scheme == SchemeHTTP {
+		return 80
+	}
+	return 443
+}
+
+// Schemes a secret host may name.
+const (
+	SchemeHTTP  = "http"
+	SchemeHTTPS = "https"
+)
+
 func (p HostPattern) String() string {
+	h := p.hostString()
+	if p.Scheme != "" {
+		return p.Scheme + "://" + h
+	}
+	return h
+}
+
+func (p HostPattern) hostString() string {
 	h := p.Host
 	if p.Wildcard {
 		h = "*." + h
@@ -177,9 +207,9 @@ func (s *Settings) set(key, value string, cfg *Config) error {
 		if !envNameRE.MatchString(name) {
 			return fmt.Errorf("annotation %s names secret %q, which is not an environment variable name (letters, digits and _, not starting with a digit)", key, name)
 		}
-		hosts, err := parseHostList(value, false)
+		hosts, err := parseSecretHosts(value)
 		if err != nil || len(hosts) == 0 {
-			return bad("a comma list of the hosts the secret may be sent to", err)
+			return bad("a comma list of the hosts the secret may be sent to, each host[:port] (HTTPS, port 443 by default) or http://host[:port] (plain HTTP, port 80 by default)", err)
 		}
 		s.Secrets[name] = hosts
 	case key == AnnotationVMMemory:
@@ -220,6 +250,46 @@ func parseHostList(value string, portRequired bool) ([]HostPattern, error) {
 		if portRequired && p.Wildcard {
 			return nil, fmt.Errorf("%q: wildcards are not accepted here", item)
 		}
+		out = append(out, p)
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("the list is empty")
+	}
+	return out, nil
+}
+
+// parseSecretHosts reads the hosts of io.gondolin.secret.NAME: each is
+// [scheme://]host[:port]. Without a scheme a secret is bound to HTTPS: the
+// value only ever travels inside TLS the host verified, and only to the
+// named port (443 when none is given). http:// binds it to plain HTTP
+// (port 80 by default) and must be asked for explicitly.
+func parseSecretHosts(value string) ([]HostPattern, error) {
+	var out []HostPattern
+	for _, item := range strings.Split(value, ",") {
+		item = strings.TrimSpace(item)
+		if item == "" {
+			continue
+		}
+		scheme := SchemeHTTPS
+		rest := item
+		if i := strings.Index(item, "://"); i >= 0 {
+			switch strings.ToLower(item[:i]) {
+			case SchemeHTTP:
+				scheme = SchemeHTTP
+			case SchemeHTTPS:
+			default:
+				return nil, fmt.Errorf("%q: scheme %q is not http or https", item, item[:i])
+			}
+			rest = item[i+3:]
+		}
+		if rest == "" || strings.ContainsAny(rest, "/?#@") || strings.Contains(rest, "://") {
+			return nil, fmt.Errorf("%q: want [http://|https://]host[:port], without a path, query or user", item)
+		}
+		p, err := parseHostPattern(rest)
+		if err != nil {
+			return nil, err
+		}
+		p.Scheme = scheme
 		out = append(out, p)
 	}
 	if len(out) == 0 {

@@ -13,6 +13,7 @@ import (
 	"net/netip"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/earendil-works/gondolin-containerd/oci"
@@ -86,14 +87,16 @@ func (n *Network) serveHTTP(w http.ResponseWriter, r *http.Request) {
 			"To allow it, add it to the container annotation " + oci.AnnotationNetAllow + " (for example " + oci.AnnotationNetAllow + "=" + allowExample(host, port, f.tls) + ")."})
 		return
 	}
-	substituted, blocked := n.secrets.apply(r, host, port)
-	if blocked != "" {
+	// userinfo of an absolute-form target is never sent on.
+	r.URL.User = nil
+	ap := n.secrets.apply(r, scheme, host, port)
+	if ap.blocked != "" {
 		n.denyHTTP(w, rec, &denial{http.StatusForbidden,
-			"the request carries secret " + blocked + ", which may not be sent to " + host,
-			"The hosts it may be sent to are set by the annotation " + oci.AnnotationSecretPrefix + blocked + "."})
+			"the request carries secret " + ap.blocked + ", which may not be sent to " + scheme + "://" + hostPort(host, port),
+			"The hosts it may be sent to are set by the annotation " + oci.AnnotationSecretPrefix + ap.blocked + "."})
 		return
 	}
-	addrs, d := n.upstreamAddrs(r.Context(), f, host, port, n.cfg.Mode == oci.NetModePolicy || substituted)
+	addrs, d := n.upstreamAddrs(r.Context(), f, host, port, n.cfg.Mode == oci.NetModePolicy || ap.used)
 	if d != nil {
 		n.denyHTTP(w, rec, d)
 		return
@@ -102,13 +105,17 @@ func (n *Network) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	if n.cfg.Mode == oci.NetModeOpen {
 		reason = "net.mode=open"
 	}
-	if substituted {
+	if ap.substituted {
 		reason += "; secrets substituted"
 	}
 	n.audit(rec.allow(reason))
 
 	target := hostPort(host, port)
-	f.setChecked(target, addrs)
+	st := &reqState{scheme: scheme, target: target, addrs: addrs, port: port, rec: rec}
+	if len(n.secrets.list) > 0 {
+		n.guardSecrets(r, st, ap)
+	}
+	r = r.WithContext(context.WithValue(r.Context(), reqStateKey{}, st))
 	r.URL.Scheme = scheme
 	r.URL.Host = target
 	f.reverseProxy().ServeHTTP(w, r)
@@ -197,39 +204,151 @@ func (n *Network) isAddrOf(ctx context.Context, ip netip.Addr, host string) bool
 	return false
 }
 
-func (f *flow) setChecked(target string, addrs []netip.Addr) {
+// reqState is what serveHTTP decided about one request, for the upstream
+// transport and the response.
+type reqState struct {
+	scheme string
+	target string
+	// addrs are the addresses checked for this request's host: its
+	// connection is dialled to one of them, and only requests checked to
+	// the same addresses share it.
+	addrs []netip.Addr
+	port  uint16
+	rec   AuditRecord
+
+	// bound: a secret may be sent to this target, so its responses are
+	// redacted in full (and must come back in an encoding that can be).
+	bound bool
+	// back replaces value forms in what comes back.
+	back *matcher
+	// blocked is the secret a request body or trailer carried to a host
+	// it is not bound to.
+	blocked atomic.Pointer[string]
+}
+
+type reqStateKey struct{}
+
+func stateOf(ctx context.Context) *reqState {
+	st, _ := ctx.Value(reqStateKey{}).(*reqState)
+	return st
+}
+
+// key names the upstream transport a request may use: the same scheme,
+// host:port and checked addresses.
+func (st *reqState) key() string {
+	var b strings.Builder
+	b.WriteString(st.scheme + "://" + st.target)
+	for _, a := range st.addrs {
+		b.WriteString(" " + a.String())
+	}
+	return b.String()
+}
+
+// guardSecrets arranges the secret checks that cannot be made on the
+// headers: the request body and trailers are scanned for secrets not
+// bound to the target (a find ends the request before the match leaves
+// and is audited), and what comes back is redacted (modifyResponse).
+func (n *Network) guardSecrets(r *http.Request, st *reqState, ap applied) {
+	host, _, _ := net.SplitHostPort(st.target)
+	st.bound = n.secrets.boundTo(st.scheme, host, st.port)
+	pats := ap.echo
+	if n.secrets.back != nil {
+		pats = append(pats, n.secrets.back.pats...)
+	}
+	st.back = newMatcher(pats)
+	if st.bound {
+		// The transport asks for gzip and decodes it itself, so the
+		// body comes back in a form the redactor can read.
+		r.Header.Del("Accept-Encoding")
+	}
+	leak := n.secrets.leakMatcher(st.scheme, host, st.port)
+	if leak == nil || r.Body == nil || r.Body == http.NoBody {
+		return
+	}
+	block := func(name, where string) error {
+		if st.blocked.CompareAndSwap(nil, &name) {
+			n.audit(st.rec.deny("the request " + where + " carries secret " + name + ", which may not be sent to " + st.scheme + "://" + st.target))
+		}
+		return errSecretInStream
+	}
+	in := r.Trailer
+	sf := newStreamFilter(r.Body, leak, false)
+	sf.onMatch = func(name string) error { return block(name, "body") }
+	sf.atEOF = func() error {
+		for _, t := range []http.Header{in, r.Trailer} {
+			for k, vs := range t {
+				if name := leak.first(k + ": " + strings.Join(vs, "\n")); name != "" {
+					return block(name, "trailer")
+				}
+			}
+		}
+		return nil
+	}
+	r.Body = sf
+}
+
+// maxFlowUpstreams bounds the transports a flow keeps (one per checked
+// destination); past it the oldest is dropped with its idle connections.
+const maxFlowUpstreams = 8
+
+// upstreamSet is a flow's upstream transports by reqState.key.
+type upstreamSet struct {
+	m     map[string]*http.Transport
+	order []string
+}
+
+// RoundTrip sends a request on a connection of the transport for its
+// checked destination: a connection dialled for another host's check, or
+// for other addresses, is never reused.
+func (f *flow) RoundTrip(req *http.Request) (*http.Response, error) {
+	st := stateOf(req.Context())
+	if st == nil || len(st.addrs) == 0 {
+		return nil, errors.New("policy: the request's destination was not checked")
+	}
+	return f.transportFor(st).RoundTrip(req)
+}
+
+func (f *flow) transportFor(st *reqState) *http.Transport {
+	key := st.key()
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if f.checked == nil {
-		f.checked = map[string][]netip.Addr{}
+	u := &f.upstream
+	if t := u.m[key]; t != nil {
+		return t
 	}
-	f.checked[target] = addrs
+	if u.m == nil {
+		u.m = map[string]*http.Transport{}
+	}
+	if len(u.order) >= maxFlowUpstreams {
+		old := u.order[0]
+		u.order = u.order[1:]
+		u.m[old].CloseIdleConnections()
+		delete(u.m, old)
+	}
+	n := f.n
+	addrs, port := st.addrs, st.port
+	t := &http.Transport{
+		// The dial ignores the address the transport asks for: it is
+		// always one of the addresses checked for this key.
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			ctx, cancel := context.WithTimeout(ctx, dialTimeout)
+			defer cancel()
+			c, _, err := n.dialAddrs(ctx, addrs, port)
+			return c, err
+		},
+		TLSClientConfig:       &tls.Config{RootCAs: n.cfg.RootCAs, MinVersion: tls.VersionTLS12},
+		ForceAttemptHTTP2:     true,
+		TLSHandshakeTimeout:   dialTimeout,
+		IdleConnTimeout:       90 * time.Second,
+		MaxIdleConnsPerHost:   8,
+		ExpectContinueTimeout: time.Second,
+	}
+	u.m[key] = t
+	u.order = append(u.order, key)
+	return t
 }
 
-// dialChecked is the upstream transport's dialer: it dials only addresses
-// the request's check produced.
-func (f *flow) dialChecked(ctx context.Context, network, addr string) (net.Conn, error) {
-	f.mu.Lock()
-	addrs := f.checked[addr]
-	f.mu.Unlock()
-	_, ps, err := net.SplitHostPort(addr)
-	if err != nil {
-		return nil, err
-	}
-	port, err := strconv.ParseUint(ps, 10, 16)
-	if err != nil {
-		return nil, err
-	}
-	if len(addrs) == 0 {
-		return nil, errors.New("policy: " + addr + " was not checked")
-	}
-	ctx, cancel := context.WithTimeout(ctx, dialTimeout)
-	defer cancel()
-	c, _, err := f.n.dialAddrs(ctx, addrs, uint16(port))
-	return c, err
-}
-
-// reverseProxy is the flow's upstream side: its own transport, so
+// reverseProxy is the flow's upstream side: its own transports, so
 // upstream connections live and die with the guest's connection.
 func (f *flow) reverseProxy() *httputil.ReverseProxy {
 	f.mu.Lock()
@@ -238,37 +357,97 @@ func (f *flow) reverseProxy() *httputil.ReverseProxy {
 		return f.proxy
 	}
 	n := f.n
-	f.transport = &http.Transport{
-		DialContext:           f.dialChecked,
-		TLSClientConfig:       &tls.Config{RootCAs: n.cfg.RootCAs, MinVersion: tls.VersionTLS12},
-		ForceAttemptHTTP2:     true,
-		TLSHandshakeTimeout:   dialTimeout,
-		IdleConnTimeout:       90 * time.Second,
-		MaxIdleConnsPerHost:   8,
-		ExpectContinueTimeout: time.Second,
-	}
 	f.proxy = &httputil.ReverseProxy{
 		// The request URL is set by serveHTTP; Rewrite mode strips
 		// X-Forwarded-* and keeps the guest's Host header.
-		Rewrite:       func(*httputil.ProxyRequest) {},
-		Transport:     f.transport,
-		FlushInterval: -1,
-		ErrorLog:      log.New(redactWriter{n}, "", 0),
-		ErrorHandler:  f.proxyError,
-		ModifyResponse: func(resp *http.Response) error {
-			// No HTTP/3 hints: QUIC would bypass the mediation.
-			resp.Header.Del("Alt-Svc")
-			return nil
-		},
+		Rewrite:        func(*httputil.ProxyRequest) {},
+		Transport:      f,
+		FlushInterval:  -1,
+		ErrorLog:       log.New(redactWriter{n}, "", 0),
+		ErrorHandler:   f.proxyError,
+		ModifyResponse: n.modifyResponse,
 	}
 	return f.proxy
 }
 
+// modifyResponse drops HTTP/3 hints (QUIC would bypass the mediation) and,
+// when the container has secrets, turns every value form in what comes
+// back into its placeholder: header names and values, the body (streamed)
+// and trailers. From a target a secret is bound to, the body must come in
+// an encoding the redactor reads (identity, or gzip the transport decoded)
+// and its length is dropped since redaction changes it. From any other
+// target a value form cuts the response instead, keeping lengths intact:
+// no value should ever be there.
+func (n *Network) modifyResponse(resp *http.Response) error {
+	resp.Header.Del("Alt-Svc")
+	st := stateOf(resp.Request.Context())
+	if st == nil || st.back == nil {
+		return nil
+	}
+	redactHeader(resp.Header, st.back)
+	if resp.Body == nil || resp.Body == http.NoBody {
+		return nil
+	}
+	cut := func(name string) error {
+		n.audit(st.rec.deny("the response from " + st.scheme + "://" + st.target + " carried secret " + name + "; cut"))
+		return errSecretInStream
+	}
+	if resp.StatusCode == http.StatusSwitchingProtocols {
+		// An upgraded stream has its own framing: a match cuts it.
+		rwc, ok := resp.Body.(io.ReadWriteCloser)
+		if !ok {
+			return errors.New("policy: upgraded response body is not writable")
+		}
+		sf := newStreamFilter(rwc, st.back, false)
+		sf.onMatch = cut
+		resp.Body = &rwFilter{streamFilter: sf, w: rwc}
+		return nil
+	}
+	replace := st.bound
+	if replace {
+		if ce := resp.Header.Get("Content-Encoding"); ce != "" && !strings.EqualFold(ce, "identity") {
+			return fmt.Errorf("policy: %s://%s answered with Content-Encoding %q, which the secret redactor cannot read", st.scheme, st.target, ce)
+		}
+		resp.Header.Del("Content-Length")
+		resp.ContentLength = -1
+	}
+	sf := newStreamFilter(resp.Body, st.back, replace)
+	sf.onMatch = cut
+	sf.atEOF = func() error {
+		redactHeader(resp.Trailer, st.back)
+		return nil
+	}
+	resp.Body = sf
+	return nil
+}
+
+// redactHeader replaces value forms in h's names and values in place.
+func redactHeader(h http.Header, m *matcher) {
+	for k, vs := range h {
+		for i, v := range vs {
+			vs[i] = m.replace(v)
+		}
+		if nk := m.replace(k); nk != k {
+			delete(h, k)
+			h[nk] = append(h[nk], vs...)
+		}
+	}
+}
+
 func (f *flow) proxyError(w http.ResponseWriter, r *http.Request, err error) {
+	n := f.n
+	if st := stateOf(r.Context()); st != nil {
+		if name := st.blocked.Load(); name != nil {
+			w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+			w.Header().Set("X-Gondolin-Denied", "1")
+			w.WriteHeader(http.StatusForbidden)
+			io.WriteString(w, n.secrets.redact("gondolin: the request carries secret "+*name+", which may not be sent to "+st.scheme+"://"+st.target+".\n"))
+			return
+		}
+	}
 	if errors.Is(err, context.Canceled) || r.Context().Err() != nil {
 		return
 	}
-	n := f.n
 	n.logDebug("upstream request failed", "host", r.URL.Host, "error", err)
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 	w.WriteHeader(http.StatusBadGateway)
@@ -279,9 +458,12 @@ func (f *flow) proxyError(w http.ResponseWriter, r *http.Request, err error) {
 // connection is gone.
 func (f *flow) release() {
 	f.mu.Lock()
-	t := f.transport
+	ts := make([]*http.Transport, 0, len(f.upstream.m))
+	for _, t := range f.upstream.m {
+		ts = append(ts, t)
+	}
 	f.mu.Unlock()
-	if t != nil {
+	for _, t := range ts {
 		t.CloseIdleConnections()
 	}
 }

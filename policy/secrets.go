@@ -4,6 +4,7 @@ import (
 	"crypto/rand"
 	"encoding/base64"
 	"encoding/hex"
+	"encoding/json"
 	"net/http"
 	"net/url"
 	"sort"
@@ -25,11 +26,18 @@ type secret struct {
 	value       string
 	placeholder string
 	hosts       []oci.HostPattern
+	// forms are the value's encodings looked for in what comes back and in
+	// what goes elsewhere, each with the placeholder's same encoding.
+	forms []pattern
 }
 
 type secretSet struct {
 	list     []*secret
 	redactor *strings.Replacer
+	// back replaces every form of every value in what comes back to the
+	// guest; leak finds a value's forms in what goes to a host it is not
+	// bound to.
+	back *matcher
 }
 
 // NewPlaceholder returns a fresh placeholder: what the guest sees in place
@@ -43,6 +51,61 @@ func NewPlaceholder() string {
 	return PlaceholderPrefix + hex.EncodeToString(b)
 }
 
+// valueForms lists the encodings of value that an echoing server, a log or
+// a hostile guest may carry it in, each paired with the same encoding of
+// ph: as is, URL-escaped, JSON-escaped and base64 (standard and URL
+// alphabets, padded or not). base64Cores adds the part of its base64
+// encoding that does not depend on neighbouring bytes, at each of the three
+// alignments, so the value is found inside a longer base64 blob too (Basic
+// credentials "user:value", a JWT). Forms shorter than minRealValueLen are
+// left out unless they are the value itself: they would match ordinary text.
+func valueForms(name, value, ph string) []pattern {
+	var out []pattern
+	add := func(from, to string) {
+		if from == "" || (len(from) < minRealValueLen && from != value) {
+			return
+		}
+		out = append(out, pattern{from: []byte(from), to: []byte(to), name: name})
+	}
+	add(value, ph)
+	add(url.QueryEscape(value), ph)
+	add(url.PathEscape(value), ph)
+	add(jsonEscape(value, true), ph)
+	add(jsonEscape(value, false), ph)
+	for _, enc := range []*base64.Encoding{base64.StdEncoding, base64.URLEncoding, base64.RawStdEncoding, base64.RawURLEncoding} {
+		add(enc.EncodeToString([]byte(value)), enc.EncodeToString([]byte(ph)))
+	}
+	for _, enc := range []*base64.Encoding{base64.RawStdEncoding, base64.RawURLEncoding} {
+		for a := 0; a < 3; a++ {
+			add(base64Core(enc, value, a), base64Core(enc, ph, a))
+		}
+	}
+	return out
+}
+
+func jsonEscape(s string, html bool) string {
+	var b strings.Builder
+	e := json.NewEncoder(&b)
+	e.SetEscapeHTML(html)
+	if err := e.Encode(s); err != nil {
+		return ""
+	}
+	out := strings.TrimSpace(b.String())
+	return out[1 : len(out)-1]
+}
+
+// base64Core is the run of base64 characters that encode only bytes of s
+// when s starts at byte offset align (mod 3) of a longer input.
+func base64Core(enc *base64.Encoding, s string, align int) string {
+	full := enc.EncodeToString(append(make([]byte, align), s...))
+	first := (8*align + 5) / 6
+	last := (8*(align+len(s)) - 6) / 6 // inclusive
+	if last < first || last >= len(full) {
+		return ""
+	}
+	return full[first : last+1]
+}
+
 func newSecretSet(m map[string]Secret) *secretSet {
 	s := &secretSet{}
 	names := make([]string, 0, len(m))
@@ -52,16 +115,17 @@ func newSecretSet(m map[string]Secret) *secretSet {
 	sort.Strings(names)
 	type pair struct{ from, to string }
 	var pairs []pair
+	var back []pattern
 	for _, name := range names {
 		sec := &secret{name: name, value: m[name].Value, placeholder: NewPlaceholder(), hosts: m[name].Hosts}
+		sec.forms = valueForms(name, sec.value, sec.placeholder)
+		back = append(back, sec.forms...)
 		s.list = append(s.list, sec)
 		tag := "[secret " + name + "]"
 		pairs = append(pairs, pair{sec.placeholder, "[placeholder " + name + "]"},
 			pair{strings.ToLower(sec.placeholder), "[placeholder " + name + "]"})
-		for _, form := range []string{sec.value, url.QueryEscape(sec.value), url.PathEscape(sec.value), base64.StdEncoding.EncodeToString([]byte(sec.value))} {
-			if form != "" {
-				pairs = append(pairs, pair{form, tag})
-			}
+		for _, f := range sec.forms {
+			pairs = append(pairs, pair{string(f.from), tag})
 		}
 	}
 	// Longest first, so a value containing another is redacted whole.
@@ -73,6 +137,7 @@ func newSecretSet(m map[string]Secret) *secretSet {
 	if len(args) > 0 {
 		s.redactor = strings.NewReplacer(args...)
 	}
+	s.back = newMatcher(back)
 	return s
 }
 
@@ -110,28 +175,95 @@ func decodeBasic(v string) (string, bool) {
 	return string(b), true
 }
 
-// apply handles the secrets of a request to host:port. A secret found in
-// the request (as its placeholder or its real value) that may not go to
-// host blocks the whole request: apply then returns that secret's name and
-// changes nothing. Otherwise placeholders of the secrets allowed for host
-// are replaced by their real values in every header value (inside Basic
-// credentials too) and in the query string, and apply reports whether it
-// replaced any.
-func (s *secretSet) apply(r *http.Request, host string, port uint16) (substituted bool, blockedBy string) {
-	if len(s.list) == 0 {
-		return false, ""
+// allowedFor reports whether sec may be sent to host:port over scheme: a
+// host pattern matches, the scheme is the pattern's (https unless it named
+// http://) and the port is the pattern's or the scheme's default.
+func (sec *secret) allowedFor(scheme, host string, port uint16) bool {
+	for _, p := range sec.hosts {
+		want := p.Scheme
+		if want == "" {
+			want = oci.SchemeHTTPS
+		}
+		if want == scheme && p.DefaultPort() == port && matchHost(p, host) {
+			return true
+		}
 	}
-	hay := []string{strings.ToLower(host), r.URL.Path, r.URL.RawPath, r.URL.RawQuery}
+	return false
+}
+
+// boundTo reports whether any secret may be sent to host:port over scheme.
+func (s *secretSet) boundTo(scheme, host string, port uint16) bool {
+	for _, sec := range s.list {
+		if sec.allowedFor(scheme, host, port) {
+			return true
+		}
+	}
+	return false
+}
+
+// leakMatcher finds, in what goes to host:port over scheme, the
+// placeholder (in any case) and the value forms of every secret not bound
+// there. nil when every secret may go there.
+func (s *secretSet) leakMatcher(scheme, host string, port uint16) *matcher {
+	var pats []pattern
+	for _, sec := range s.list {
+		if sec.allowedFor(scheme, host, port) {
+			continue
+		}
+		pats = append(pats, pattern{from: []byte(strings.ToLower(sec.placeholder)), fold: true, name: sec.name})
+		if len(sec.value) >= minRealValueLen {
+			pats = append(pats, sec.forms...)
+		}
+	}
+	return newMatcher(pats)
+}
+
+// applied is what apply did to a request.
+type applied struct {
+	// blocked names a secret found in a request to a host it is not
+	// bound to; nothing was changed then.
+	blocked string
+	// used: a secret bound to the host was found, so the host (not the
+	// guest's choice of address) must decide where the request goes.
+	used bool
+	// substituted: a placeholder was replaced by its value.
+	substituted bool
+	// echo pairs each header value that now carries a value with what the
+	// guest sent, so an echo of it is turned back.
+	echo []pattern
+}
+
+// apply handles the secrets of a request to host:port over scheme. A
+// secret found in the request's method, target, Host or headers (as its
+// placeholder in any case, or its value) that may not go there blocks the
+// whole request: apply then reports that secret's name and changes
+// nothing. Otherwise placeholders of the secrets allowed there are
+// replaced by their real values in every header value (inside Basic
+// credentials too) and in the query string.
+func (s *secretSet) apply(r *http.Request, scheme, host string, port uint16) applied {
+	var res applied
+	if len(s.list) == 0 {
+		return res
+	}
+	hay := []string{strings.ToLower(host), r.Host, r.Method, r.RequestURI, r.URL.Path, r.URL.RawPath, r.URL.RawQuery, r.URL.Opaque}
 	if q, err := url.QueryUnescape(r.URL.RawQuery); err == nil {
 		hay = append(hay, q)
 	}
-	for k, vs := range r.Header {
-		hay = append(hay, k)
-		for _, v := range vs {
-			hay = append(hay, v)
-			if isAuthHeader(k) {
-				if d, ok := decodeBasic(v); ok {
-					hay = append(hay, d)
+	if p, err := url.PathUnescape(r.URL.EscapedPath()); err == nil {
+		hay = append(hay, p)
+	}
+	if r.URL.User != nil {
+		hay = append(hay, r.URL.User.String())
+	}
+	for _, hdr := range []http.Header{r.Header, r.Trailer} {
+		for k, vs := range hdr {
+			hay = append(hay, k)
+			for _, v := range vs {
+				hay = append(hay, v)
+				if isAuthHeader(k) {
+					if d, ok := decodeBasic(v); ok {
+						hay = append(hay, d)
+					}
 				}
 			}
 		}
@@ -152,32 +284,37 @@ func (s *secretSet) apply(r *http.Request, host string, port uint16) (substitute
 		if !found {
 			continue
 		}
-		if !matchAny(sec.hosts, host, port) {
-			return false, sec.name
+		if !sec.allowedFor(scheme, host, port) {
+			return applied{blocked: sec.name}
 		}
 		use = append(use, sec)
 	}
-	for _, sec := range use {
-		for k, vs := range r.Header {
-			for i, v := range vs {
+	res.used = len(use) > 0
+	for k, vs := range r.Header {
+		for i, v := range vs {
+			nv := v
+			for _, sec := range use {
 				if isAuthHeader(k) {
-					if d, ok := decodeBasic(v); ok && strings.Contains(d, sec.placeholder) {
-						scheme, _, _ := strings.Cut(v, " ")
-						vs[i] = scheme + " " + base64.StdEncoding.EncodeToString([]byte(strings.ReplaceAll(d, sec.placeholder, sec.value)))
-						substituted = true
+					if d, ok := decodeBasic(nv); ok && strings.Contains(d, sec.placeholder) {
+						scheme, _, _ := strings.Cut(nv, " ")
+						nv = scheme + " " + base64.StdEncoding.EncodeToString([]byte(strings.ReplaceAll(d, sec.placeholder, sec.value)))
 						continue
 					}
 				}
-				if strings.Contains(v, sec.placeholder) {
-					vs[i] = strings.ReplaceAll(v, sec.placeholder, sec.value)
-					substituted = true
-				}
+				nv = strings.ReplaceAll(nv, sec.placeholder, sec.value)
+			}
+			if nv != v {
+				vs[i] = nv
+				res.substituted = true
+				res.echo = append(res.echo, pattern{from: []byte(nv), to: []byte(v)})
 			}
 		}
+	}
+	for _, sec := range use {
 		if strings.Contains(r.URL.RawQuery, sec.placeholder) {
 			r.URL.RawQuery = strings.ReplaceAll(r.URL.RawQuery, sec.placeholder, url.QueryEscape(sec.value))
-			substituted = true
+			res.substituted = true
 		}
 	}
-	return substituted, ""
+	return res
 }

@@ -8,7 +8,6 @@ import (
 	"errors"
 	"io"
 	"net"
-	"net/http"
 	"net/http/httputil"
 	"net/netip"
 	"strconv"
@@ -47,10 +46,10 @@ type flow struct {
 	tls       bool
 	sni       string
 
-	mu        sync.Mutex
-	checked   map[string][]netip.Addr
-	transport *http.Transport
-	proxy     *httputil.ReverseProxy
+	mu    sync.Mutex
+	proxy *httputil.ReverseProxy
+	// upstream holds one transport per checked destination (proxy.go).
+	upstream upstreamSet
 }
 
 func (f *flow) record(proto string) AuditRecord {
