@@ -230,7 +230,7 @@ func TestEgressAllowedHostGetsSecret(t *testing.T) {
 	cfg, auditDir := runtimeConfig(t, u, "")
 	url := fmt.Sprintf("https://api.x.test:%d/hello", u.port)
 	res, id := egressRun(t, cfg,
-		[]string{fmt.Sprintf("io.gondolin.net.allow=api.x.test:%d", u.port), "io.gondolin.secret.TOKEN=api.x.test"},
+		[]string{fmt.Sprintf("io.gondolin.net.allow=api.x.test:%d", u.port), fmt.Sprintf("io.gondolin.secret.TOKEN=api.x.test:%d", u.port)},
 		[]string{"TOKEN=" + testSecret},
 		`curl -fsS -H "Authorization: Bearer $TOKEN" `+url+` && echo "env:$TOKEN" && cat /proc/$$/environ | tr '\0' '\n' | grep ^TOKEN= && cat /proc/self/environ | tr '\0' '\n' | grep ^TOKEN=`)
 	if res.code != 0 || !strings.Contains(res.stdout, "hello from api.x.test") || !strings.Contains(res.stdout, "auth-ok") {
