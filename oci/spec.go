@@ -111,6 +111,12 @@ type HostBind struct {
 	Readonly bool
 }
 
+// ReadonlyRoot says the container's root file system is read-only
+// (root.readonly: ctr run --read-only, docker run --read-only).
+func ReadonlyRoot(s *specs.Spec) bool {
+	return s.Root != nil && s.Root.Readonly
+}
+
 // GuestContainer translates the spec into the agent's create request and
 // the host bind mounts the runtime must share into the guest.
 func GuestContainer(id string, s *specs.Spec) (*api.CreateContainerRequest, []HostBind, error) {
@@ -124,9 +130,10 @@ func GuestContainer(id string, s *specs.Spec) (*api.CreateContainerRequest, []Ho
 		Hostname:    s.Hostname,
 		Process:     proc,
 	}
-	if s.Root != nil {
-		req.RootfsReadonly = s.Root.Readonly
-	}
+	// The guest makes a read-only root read-only for the container; the
+	// runtime makes it read-only on the host as well (ReadonlyRoot), so a
+	// guest that remounts it read-write still cannot write it.
+	req.RootfsReadonly = ReadonlyRoot(s)
 	var binds []HostBind
 	for _, m := range s.Mounts {
 		if !filepath.IsAbs(m.Destination) {

@@ -3,7 +3,6 @@ package runtime
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -124,9 +123,24 @@ func (r *Runtime) Create(ctx context.Context, opts CreateOpts) (_ *Container, re
 		}
 	}
 	shares := []share{{tag: oci.RootfsTag, dir: rootfs}}
+	// A read-only root is served read-only by the host (roroot.go), sealed
+	// once the guest has created the container.
+	var sealRoot func() error
+	if oci.ReadonlyRoot(spec) {
+		st.ReadonlyRoot = filepath.Join(stateDir, readonlyRootName) // recorded first: a crash mid-mount still gets unmounted
+		if err := writeState(stateDir, st); err != nil {
+			return nil, err
+		}
+		dir, err := prepareReadonlyRoot(st.ReadonlyRoot, rootfs)
+		if err != nil {
+			return nil, err
+		}
+		shares[0].dir = dir
+		sealRoot = func() error { return sealReadonlyRoot(dir) }
+	}
 	timing.done("rootfs")
 	if len(binds) > 0 {
-		st.BindsDir = filepath.Join(stateDir, "binds")
+		st.BindsDir = filepath.Join(stateDir, bindsName)
 		if err := writeState(stateDir, st); err != nil {
 			return nil, err
 		}
@@ -228,6 +242,11 @@ func (r *Runtime) Create(ctx context.Context, opts CreateOpts) (_ *Container, re
 		return nil, processStartError("create", "create container in the guest", err)
 	}
 	c.init.guestPid = resp.Pid
+	if sealRoot != nil {
+		if err := sealRoot(); err != nil {
+			return nil, err
+		}
+	}
 	timing.done("guest_create")
 	log.G(ctx).WithFields(timing.fields).WithField("container", opts.ID).Debug("container created")
 	go c.init.wait(sb.agent)
@@ -699,8 +718,11 @@ func (c *Container) Delete(ctx context.Context) (Exit, error) {
 	return exit, nil
 }
 
+// unmountRootfs detaches the snapshot's mounts on target (the bundle's
+// rootfs) with everything below them, by descriptor (mounts.go): no path
+// below target, which the guest writes, is looked up.
 func unmountRootfs(target string) error {
-	if err := mount.UnmountRecursive(target, unix.MNT_DETACH); err != nil && !errors.Is(err, os.ErrNotExist) {
+	if err := detachPath(target); err != nil {
 		return fmt.Errorf("unmount rootfs %s: %w", target, err)
 	}
 	return nil

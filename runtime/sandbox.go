@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -34,6 +35,8 @@ type sandbox struct {
 	info     *api.InfoResponse
 	// restored says the VM resumed from a snapshot instead of booting.
 	restored bool
+	// consoleLog writes the guest console to console, capped.
+	consoleLog *consoleLog
 }
 
 type sandboxConfig struct {
@@ -62,8 +65,12 @@ type share struct {
 type persistedState struct {
 	Bundle        string `json:"bundle"`
 	RootfsMounted string `json:"rootfs_mounted,omitempty"`
-	// BindsDir holds the container's host bind mounts, if any.
+	// BindsDir is the binds share (binds.go): a tmpfs in the state
+	// directory with the container's host bind mounts, if any.
 	BindsDir string `json:"binds_dir,omitempty"`
+	// ReadonlyRoot is the overlay that serves a read-only root
+	// (roroot.go), in the state directory, if the root is read-only.
+	ReadonlyRoot string `json:"readonly_root,omitempty"`
 	// NetNSPin is where a network namespace the shim created is pinned.
 	NetNSPin      string `json:"netns_pin,omitempty"`
 	QEMUPid       int    `json:"qemu_pid,omitempty"`
@@ -126,6 +133,12 @@ func startSandbox(ctx context.Context, cfg sandboxConfig, st *persistedState) (_
 	if err != nil {
 		return nil, err
 	}
+	// The console goes through the shim, which caps the log; a VM saved
+	// as a snapshot (no container in it) writes its own.
+	consoleSocket := filepath.Join(cfg.stateDir, "console.sock")
+	if sb.consoleLog, err = openConsoleLog(cfg.id, cfg.console, consoleSocket, cfg.runtime.Limits.ConsoleLogBytes); err != nil {
+		return nil, err
+	}
 	if mode := cfg.runtime.SnapshotBoot; mode != oci.SnapshotBootOff {
 		// The machine is left as configured: QEMU resolves "auto" from the
 		// kernel, which is part of the snapshot's key, the same way for
@@ -147,6 +160,7 @@ func startSandbox(ctx context.Context, cfg sandboxConfig, st *persistedState) (_
 		}
 		timing.done("snapshot")
 	}
+	vmCfg.ConsoleSocket = consoleSocket
 	err = sb.launch(ctx, cfg, fsd, st, vmCfg, timing)
 	if err != nil && vmCfg.Incoming != "" {
 		// A snapshot that cannot be loaded will not load next time
@@ -281,14 +295,33 @@ func (sb *sandbox) stop(ctx context.Context, grace time.Duration) {
 	for _, fs := range sb.fs {
 		fs.Stop()
 	}
+	if sb.consoleLog != nil {
+		sb.consoleLog.Close()
+	}
 	timing.done("fs_stop")
 	log.G(ctx).WithFields(timing.fields).Debug("sandbox stopped")
 }
 
-// tailLines returns the last n lines of a file, for error messages.
+// tailWindow bounds how much of a console log tailLines reads.
+const tailWindow = 64 << 10
+
+// tailLines returns the last n lines of a file (of its last tailWindow
+// bytes), for error messages.
 func tailLines(path string, n int) string {
-	b, err := os.ReadFile(path)
+	f, err := os.Open(path)
 	if err != nil {
+		return fmt.Sprintf("(console log unreadable: %v)", err)
+	}
+	defer f.Close()
+	var b []byte
+	if fi, err := f.Stat(); err == nil && fi.Size() > tailWindow {
+		b = make([]byte, tailWindow)
+		n, err := f.ReadAt(b, fi.Size()-tailWindow)
+		if err != nil && !errors.Is(err, io.EOF) {
+			return fmt.Sprintf("(console log unreadable: %v)", err)
+		}
+		b = b[:n]
+	} else if b, err = io.ReadAll(io.LimitReader(f, tailWindow)); err != nil {
 		return fmt.Sprintf("(console log unreadable: %v)", err)
 	}
 	lines := strings.Split(strings.TrimRight(string(bytes.ReplaceAll(b, []byte("\r"), nil)), "\n"), "\n")
@@ -320,6 +353,18 @@ func Cleanup(ctx context.Context, stateRoot, namespace, id string) error {
 			errs = append(errs, err)
 		}
 	}
+	// The shares are detached by descriptor from the state directory
+	// (mounts.go), never through a path the guest could have written. The
+	// state directory is never removed over a live mount: that would
+	// delete the host files behind it.
+	if st.ReadonlyRoot != "" {
+		if err := stateName(dir, st.ReadonlyRoot, readonlyRootName); err != nil {
+			return errors.Join(append(errs, err)...)
+		}
+		if err := detachAndRemove(st.ReadonlyRoot); err != nil {
+			return errors.Join(append(errs, err)...)
+		}
+	}
 	if st.RootfsMounted != "" {
 		if err := unmountRootfs(st.RootfsMounted); err != nil {
 			errs = append(errs, err)
@@ -331,9 +376,10 @@ func Cleanup(ctx context.Context, stateRoot, namespace, id string) error {
 		}
 	}
 	if st.BindsDir != "" {
+		if err := stateName(dir, st.BindsDir, bindsName); err != nil {
+			return errors.Join(append(errs, err)...)
+		}
 		if err := removeBinds(st.BindsDir); err != nil {
-			// Never remove the state directory over a live bind mount:
-			// that would delete the host files behind it.
 			return errors.Join(append(errs, err)...)
 		}
 	}
@@ -341,6 +387,21 @@ func Cleanup(ctx context.Context, stateRoot, namespace, id string) error {
 		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
+}
+
+// Names of the shares the runtime makes in a container's state directory.
+const (
+	bindsName        = "binds"
+	readonlyRootName = "rootfs-ro"
+)
+
+// stateName checks that a share path read back from the state file is the
+// one the runtime makes there, so cleanup never acts elsewhere.
+func stateName(stateDir, path, name string) error {
+	if path != filepath.Join(stateDir, name) {
+		return fmt.Errorf("state file of %s names %q, not %s: refusing to unmount it", stateDir, path, filepath.Join(stateDir, name))
+	}
+	return nil
 }
 
 // killIfOurs kills pid only if its command line names our state directory,

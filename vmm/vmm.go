@@ -50,8 +50,13 @@ type Config struct {
 	// Machine is the VM model; MachineAuto or "" picks it from the kernel
 	// image (DetectMachine) when the VM starts.
 	Machine Machine
-	// ConsoleLog receives the guest's serial console.
+	// ConsoleLog receives the guest's serial console: the VMM writes it
+	// unless ConsoleSocket is set.
 	ConsoleLog string
+	// ConsoleSocket, when set, is a unix socket the VMM connects to and
+	// sends the serial console to; whoever listens there writes
+	// ConsoleLog (bounded: a guest can print without end).
+	ConsoleSocket string
 	// ChannelSocket is where the VMM listens for the host end of the agent
 	// channel (a unix socket carrying the virtio-serial port's bytes).
 	ChannelSocket string

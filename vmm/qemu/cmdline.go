@@ -159,7 +159,7 @@ func Args(cfg vmm.Config, qmpSocket string) ([]string, error) {
 		"-kernel", cfg.Kernel,
 		"-initrd", cfg.Initrd,
 		"-append", strings.Join(kernelArgs, " "),
-		"-chardev", "file,id=console,path=" + cfg.ConsoleLog,
+		"-chardev", consoleChardev(cfg),
 		"-serial", "chardev:console",
 		"-device", dev.serial + ",id=ser0",
 		"-chardev", "socket,id=" + channelChardev + ",path=" + cfg.ChannelSocket + ",server=on,wait=off",
@@ -222,6 +222,17 @@ func Args(cfg vmm.Config, qmpSocket string) ([]string, error) {
 	return args, nil
 }
 
+// consoleChardev is the serial console's chardev: a client socket to
+// cfg.ConsoleSocket when set (the runtime writes the log there, with a
+// cap), else QEMU's own file. A slow reader holds the guest's UART, never
+// loses output.
+func consoleChardev(cfg vmm.Config) string {
+	if cfg.ConsoleSocket != "" {
+		return "socket,id=console,path=" + cfg.ConsoleSocket + ",server=off"
+	}
+	return "file,id=console,path=" + cfg.ConsoleLog
+}
+
 func validate(cfg vmm.Config) error {
 	switch {
 	case cfg.ID == "":
@@ -246,7 +257,7 @@ func validate(cfg vmm.Config) error {
 			return fmt.Errorf("vm config: share tag %q / socket %q must be non-empty and free of commas", s.Tag, s.Socket)
 		}
 	}
-	paths := []string{cfg.Kernel, cfg.Initrd, cfg.ConsoleLog, cfg.ChannelSocket, cfg.ID}
+	paths := []string{cfg.Kernel, cfg.Initrd, cfg.ConsoleLog, cfg.ConsoleSocket, cfg.ChannelSocket, cfg.ID}
 	if cfg.NIC != nil {
 		if cfg.NIC.Socket == "" || len(cfg.NIC.MAC) != 6 {
 			return fmt.Errorf("vm config: a NIC needs a socket and a 6-byte MAC (got %q, %q)", cfg.NIC.Socket, cfg.NIC.MAC)

@@ -65,6 +65,30 @@ func TestArgsTCG(t *testing.T) {
 	}
 }
 
+// With a console socket QEMU connects to the runtime's listener (which caps
+// the log) instead of writing the log file itself.
+func TestArgsConsoleSocket(t *testing.T) {
+	cfg := testConfig()
+	cfg.ConsoleSocket = "/run/g/x/console.sock"
+	args, err := Args(cfg, "/q")
+	if err != nil {
+		t.Fatal(err)
+	}
+	chardevs := argAfter(args, "-chardev")
+	if !slices.Contains(chardevs, "socket,id=console,path=/run/g/x/console.sock,server=off") {
+		t.Errorf("chardevs = %q, want the console on the socket", chardevs)
+	}
+	for _, c := range chardevs {
+		if strings.HasPrefix(c, "file,") {
+			t.Errorf("chardev %q: QEMU must not write the console log itself", c)
+		}
+	}
+	cfg.ConsoleSocket = "/run/g/x,y/console.sock"
+	if _, err := Args(cfg, "/q"); err == nil {
+		t.Error("a console socket path with a comma was accepted")
+	}
+}
+
 func TestArgsKVM(t *testing.T) {
 	cfg := testConfig()
 	cfg.Accelerator = vmm.AccelKVM

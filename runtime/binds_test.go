@@ -1,0 +1,447 @@
+package runtime
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/earendil-works/gondolin-containerd/oci"
+)
+
+// needMounts skips a test that mounts file systems where it cannot.
+func needMounts(t *testing.T) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("mounting needs root")
+	}
+	probe := t.TempDir()
+	if err := unix.Mount("probe", probe, "tmpfs", 0, "size=4k"); err != nil {
+		t.Skipf("cannot mount a tmpfs here: %v", err)
+	}
+	_ = unix.Unmount(probe, unix.MNT_DETACH)
+}
+
+// mountTmpfs mounts a tmpfs on dir for the test's life.
+func mountTmpfs(t *testing.T, dir string) {
+	t.Helper()
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Mount("gondolin-test", dir, "tmpfs", 0, "size=1m"); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = unix.Unmount(dir, unix.MNT_DETACH) })
+}
+
+// mounted says whether something is mounted exactly at path.
+func mounted(t *testing.T, path string) bool {
+	t.Helper()
+	b, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(line); len(f) > 4 && f[4] == path {
+			return true
+		}
+	}
+	return false
+}
+
+// mountsBelow lists the mounts at or below path.
+func mountsBelow(t *testing.T, path string) []string {
+	t.Helper()
+	b, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, line := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(line); len(f) > 4 && (f[4] == path || strings.HasPrefix(f[4], path+"/")) {
+			out = append(out, f[4])
+		}
+	}
+	return out
+}
+
+func wantErrno(t *testing.T, err error, want unix.Errno, what string) {
+	t.Helper()
+	if !errors.Is(err, want) {
+		t.Errorf("%s: got %v, want %v", what, err, want)
+	}
+}
+
+// The binds share's root takes no new entry, a read-only bind is read-only
+// in its submounts too, a read-write bind is writable, and removal leaves
+// the sources (and a host mount below one) in place.
+func TestPrepareBinds(t *testing.T) {
+	needMounts(t)
+	tmp := t.TempDir()
+	roSrc := filepath.Join(tmp, "ro")
+	mountTmpfs(t, filepath.Join(roSrc, "sub")) // a host mount below a :ro source
+	rwSrc := filepath.Join(tmp, "rw")
+	if err := os.Mkdir(rwSrc, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	fileSrc := filepath.Join(tmp, "file")
+	if err := os.WriteFile(fileSrc, []byte("host"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	dir := filepath.Join(tmp, "state", "binds")
+	if err := os.Mkdir(filepath.Dir(dir), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	err := prepareBinds(dir, []oci.HostBind{
+		{Name: "0", Source: roSrc, Readonly: true},
+		{Name: "1", Source: rwSrc},
+		{Name: "2", Source: fileSrc, Readonly: true},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = removeBinds(dir) })
+
+	wantErrno(t, os.WriteFile(filepath.Join(dir, "planted"), nil, 0o644), unix.EROFS, "new file in the share root")
+	wantErrno(t, os.Symlink("/proc", filepath.Join(dir, "planted")), unix.EROFS, "new symlink in the share root")
+	wantErrno(t, os.Mkdir(filepath.Join(dir, "planted"), 0o755), unix.EROFS, "new directory in the share root")
+	wantErrno(t, os.Rename(filepath.Join(dir, "1"), filepath.Join(dir, "x")), unix.EROFS, "rename in the share root")
+	wantErrno(t, os.WriteFile(filepath.Join(dir, "0", "x"), nil, 0o644), unix.EROFS, "write into a :ro bind")
+	wantErrno(t, os.WriteFile(filepath.Join(dir, "0", "sub", "x"), nil, 0o644), unix.EROFS, "write into a submount of a :ro bind")
+	wantErrno(t, os.WriteFile(filepath.Join(dir, "2"), []byte("guest"), 0o644), unix.EROFS, "write to a :ro file bind")
+	if err := os.WriteFile(filepath.Join(dir, "1", "x"), []byte("guest"), 0o644); err != nil {
+		t.Errorf("write into a :rw bind: %v", err)
+	}
+	if b, _ := os.ReadFile(filepath.Join(rwSrc, "x")); string(b) != "guest" {
+		t.Errorf("the :rw bind's write did not reach its source: %q", b)
+	}
+
+	if err := removeBinds(dir); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Lstat(dir); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("binds share still there: %v", err)
+	}
+	if left := mountsBelow(t, filepath.Dir(dir)); len(left) > 0 {
+		t.Errorf("mounts left in the state directory: %v", left)
+	}
+	if !mounted(t, filepath.Join(roSrc, "sub")) {
+		t.Error("removing the binds unmounted the host mount below a source")
+	}
+	if b, _ := os.ReadFile(fileSrc); string(b) != "host" {
+		t.Errorf("file source changed: %q", b)
+	}
+	if _, err := os.Stat(filepath.Join(rwSrc, "x")); err != nil {
+		t.Errorf("removing the binds removed a source's file: %v", err)
+	}
+}
+
+// A failing bind leaves nothing mounted.
+func TestPrepareBindsFailureLeavesNothing(t *testing.T) {
+	needMounts(t)
+	tmp := t.TempDir()
+	src := filepath.Join(tmp, "src")
+	if err := os.Mkdir(src, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	dir := filepath.Join(tmp, "binds")
+	err := prepareBinds(dir, []oci.HostBind{{Name: "0", Source: src}, {Name: "1", Source: filepath.Join(tmp, "missing")}})
+	if err == nil {
+		t.Fatal("a missing source was accepted")
+	}
+	if left := mountsBelow(t, tmp); len(left) > 0 {
+		t.Errorf("mounts left: %v", left)
+	}
+	if _, err := os.Lstat(dir); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("binds directory left: %v", err)
+	}
+}
+
+// A binds share in the layout of older shims (binds straight in a
+// directory the guest could write) with what a hostile guest plants there:
+// a symlink to a host mount point, a symlink to /proc, a directory with
+// files. Removal detaches the real binds, follows no symlink and leaves
+// the host's mounts alone.
+func TestRemoveBindsHostileLegacyLayout(t *testing.T) {
+	needMounts(t)
+	tmp := t.TempDir()
+	victim := filepath.Join(tmp, "victim")
+	mountTmpfs(t, victim)
+	if err := os.WriteFile(filepath.Join(victim, "keep"), []byte("x"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	src := filepath.Join(tmp, "src")
+	if err := os.Mkdir(src, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	dir := filepath.Join(tmp, "state", "binds")
+	if err := os.MkdirAll(filepath.Join(dir, "0"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Mount(src, filepath.Join(dir, "0"), "", unix.MS_BIND, ""); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = unix.Unmount(filepath.Join(dir, "0"), unix.MNT_DETACH) })
+	for name, target := range map[string]string{"1": victim, "proc": "/proc", "dots": "../../victim"} {
+		if err := os.Symlink(target, filepath.Join(dir, name)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.MkdirAll(filepath.Join(dir, "junk", "deeper"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(victim, filepath.Join(dir, "junk", "deeper", "link")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "junk", "file"), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+
+	if err := removeBinds(dir); err != nil {
+		t.Fatal(err)
+	}
+	if !mounted(t, victim) {
+		t.Fatal("a planted symlink made removeBinds unmount a host mount")
+	}
+	if _, err := os.Stat(filepath.Join(victim, "keep")); err != nil {
+		t.Errorf("a planted symlink made removeBinds delete host files: %v", err)
+	}
+	if _, err := os.Lstat(dir); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("binds directory left: %v", err)
+	}
+	if left := mountsBelow(t, filepath.Dir(dir)); len(left) > 0 {
+		t.Errorf("mounts left: %v", left)
+	}
+	if _, err := os.Stat(src); err != nil {
+		t.Errorf("bind source removed: %v", err)
+	}
+}
+
+// Cleanup acts only on the share names the runtime makes in the state
+// directory, whatever the state file says.
+func TestCleanupRefusesForeignSharePaths(t *testing.T) {
+	needMounts(t)
+	root := t.TempDir()
+	victim := filepath.Join(t.TempDir(), "victim")
+	mountTmpfs(t, victim)
+	for _, st := range []persistedState{{BindsDir: victim}, {ReadonlyRoot: victim}} {
+		dir := StateDir(root, "ns", "c")
+		if err := os.MkdirAll(dir, 0o700); err != nil {
+			t.Fatal(err)
+		}
+		if err := writeState(dir, &st); err != nil {
+			t.Fatal(err)
+		}
+		if err := Cleanup(context.Background(), root, "ns", "c"); err == nil {
+			t.Errorf("Cleanup accepted state %+v", st)
+		}
+		if !mounted(t, victim) {
+			t.Fatalf("Cleanup unmounted %s, which the state file named", victim)
+		}
+	}
+}
+
+// Cleanup removes the binds share and the read-only root of a shim that
+// died, and the state directory with them.
+func TestCleanupShares(t *testing.T) {
+	needMounts(t)
+	root := t.TempDir()
+	dir := StateDir(root, "ns", "c")
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	src := t.TempDir()
+	rootfs := t.TempDir()
+	st := persistedState{BindsDir: filepath.Join(dir, bindsName), ReadonlyRoot: filepath.Join(dir, readonlyRootName)}
+	if err := prepareBinds(st.BindsDir, []oci.HostBind{{Name: "0", Source: src}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := prepareReadonlyRoot(st.ReadonlyRoot, rootfs); err != nil {
+		t.Fatal(err)
+	}
+	if err := writeState(dir, &st); err != nil {
+		t.Fatal(err)
+	}
+	if err := Cleanup(context.Background(), root, "ns", "c"); err != nil {
+		t.Fatal(err)
+	}
+	if left := mountsBelow(t, root); len(left) > 0 {
+		t.Errorf("mounts left: %v", left)
+	}
+	if _, err := os.Stat(dir); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("state directory left: %v", err)
+	}
+}
+
+// unmountRootfs detaches the rootfs without following what the guest wrote
+// in it: a symlink there naming a host mount point is not unmounted.
+func TestUnmountRootfsIgnoresGuestSymlinks(t *testing.T) {
+	needMounts(t)
+	tmp := t.TempDir()
+	victim := filepath.Join(tmp, "victim")
+	mountTmpfs(t, victim)
+	rootfs := filepath.Join(tmp, "bundle", "rootfs")
+	mountTmpfs(t, rootfs)
+	if err := os.Symlink(victim, filepath.Join(rootfs, "evil")); err != nil {
+		t.Fatal(err)
+	}
+	mountTmpfs(t, filepath.Join(rootfs, "sub")) // host-made, below the rootfs
+	if err := unmountRootfs(rootfs); err != nil {
+		t.Fatal(err)
+	}
+	if left := mountsBelow(t, rootfs); len(left) > 0 {
+		t.Errorf("mounts left: %v", left)
+	}
+	if !mounted(t, victim) {
+		t.Error("unmountRootfs unmounted the target of a symlink in the rootfs")
+	}
+	if err := unmountRootfs(filepath.Join(tmp, "missing", "rootfs")); err != nil {
+		t.Errorf("missing rootfs: %v", err)
+	}
+}
+
+// The read-only root takes the agent's mount points until it is sealed,
+// never writes the container's rootfs, and is read-only after the seal.
+func TestReadonlyRoot(t *testing.T) {
+	needMounts(t)
+	tmp := t.TempDir()
+	rootfs := filepath.Join(tmp, "rootfs")
+	if err := os.MkdirAll(filepath.Join(rootfs, "etc"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(rootfs, "etc", "passwd"), []byte("root"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	state := filepath.Join(tmp, "state")
+	if err := os.Mkdir(state, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	dir := filepath.Join(state, readonlyRootName)
+	share, err := prepareReadonlyRoot(dir, rootfs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = detachAndRemove(dir) })
+	// Before the seal: the agent's mount points.
+	if err := os.Mkdir(filepath.Join(share, "proc"), 0o755); err != nil {
+		t.Fatalf("mount point before the seal: %v", err)
+	}
+	if err := os.WriteFile(filepath.Join(share, "etc", "resolv.conf"), nil, 0o644); err != nil {
+		t.Fatalf("file mount point before the seal: %v", err)
+	}
+	// A file held open for writing keeps it from being sealed.
+	f, err := os.OpenFile(filepath.Join(share, "etc", "resolv.conf"), os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantErrno(t, sealReadonlyRoot(share), unix.EBUSY, "seal with a file open for writing")
+	f.Close()
+	if err := sealReadonlyRoot(share); err != nil {
+		t.Fatal(err)
+	}
+	wantErrno(t, os.WriteFile(filepath.Join(share, "etc", "passwd"), []byte("guest"), 0o644), unix.EROFS, "write after the seal")
+	wantErrno(t, os.Mkdir(filepath.Join(share, "x"), 0o755), unix.EROFS, "mkdir after the seal")
+	// What a copy of the mount could do: make its own mount read-write.
+	if err := unix.Mount("", share, "", unix.MS_REMOUNT|unix.MS_BIND|unix.MS_NOSUID|unix.MS_NODEV, ""); err != nil {
+		t.Fatalf("bind remount read-write: %v", err)
+	}
+	wantErrno(t, os.WriteFile(filepath.Join(share, "etc", "passwd"), []byte("guest"), 0o644), unix.EROFS, "write after a per-mount remount read-write")
+	if b, _ := os.ReadFile(filepath.Join(share, "etc", "passwd")); string(b) != "root" {
+		t.Errorf("the root shows %q", b)
+	}
+	for _, p := range []string{"proc", "etc/resolv.conf"} {
+		if _, err := os.Lstat(filepath.Join(rootfs, p)); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("%s reached the container's rootfs: %v", p, err)
+		}
+	}
+	if err := detachAndRemove(dir); err != nil {
+		t.Fatal(err)
+	}
+	if left := mountsBelow(t, state); len(left) > 0 {
+		t.Errorf("mounts left: %v", left)
+	}
+	if b, _ := os.ReadFile(filepath.Join(rootfs, "etc", "passwd")); string(b) != "root" {
+		t.Errorf("rootfs changed: %q", b)
+	}
+}
+
+// The console log keeps the head up to the limit and ends with one line
+// saying the rest was discarded; later connections (a VM booted again)
+// append under the same limit.
+func TestConsoleLogCap(t *testing.T) {
+	dir := t.TempDir()
+	path, sock := filepath.Join(dir, "console.log"), filepath.Join(dir, "console.sock")
+	const limit = 4096
+	c, err := openConsoleLog("c", path, sock, limit)
+	if err != nil {
+		t.Fatal(err)
+	}
+	send := func(b []byte) {
+		conn, err := net.Dial("unix", sock)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := conn.Write(b); err != nil {
+			t.Fatal(err)
+		}
+		conn.Close()
+	}
+	send([]byte("boot error: the first line\n"))
+	send([]byte(strings.Repeat("flood flood flood\n", 100000)))
+	c.Close()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(b) > limit {
+		t.Errorf("console log is %d bytes, over the %d limit", len(b), limit)
+	}
+	if !strings.HasPrefix(string(b), "boot error: the first line\n") {
+		t.Errorf("the head is lost: %q", b[:min(len(b), 64)])
+	}
+	if !strings.HasSuffix(string(b), "the rest of the guest's console output was discarded]\n") {
+		t.Errorf("no closing line: %q", b[max(0, len(b)-200):])
+	}
+	if c.dropped == 0 {
+		t.Error("nothing counted as discarded")
+	}
+	if _, err := os.Stat(sock); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("console socket left: %v", err)
+	}
+	if !strings.Contains(tailLines(path, 2), "discarded") {
+		t.Errorf("tailLines = %q", tailLines(path, 2))
+	}
+}
+
+// A tiny limit is still a hard bound.
+func TestConsoleLogTinyLimit(t *testing.T) {
+	dir := t.TempDir()
+	path, sock := filepath.Join(dir, "console.log"), filepath.Join(dir, "console.sock")
+	c, err := openConsoleLog("c", path, sock, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.write([]byte(strings.Repeat("x", 100)))
+	c.write([]byte("y"))
+	c.Close()
+	if fi, err := os.Stat(path); err != nil || fi.Size() > 10 {
+		t.Fatalf("console log: %v, %v", fi, err)
+	}
+}
+
+// The state file still reads the binds share of older shims.
+func TestPersistedStateFields(t *testing.T) {
+	var st persistedState
+	if err := json.Unmarshal([]byte(`{"bundle":"/b","binds_dir":"/s/binds","readonly_root":"/s/rootfs-ro"}`), &st); err != nil {
+		t.Fatal(err)
+	}
+	if st.BindsDir != "/s/binds" || st.ReadonlyRoot != "/s/rootfs-ro" {
+		t.Errorf("%+v", st)
+	}
+}
