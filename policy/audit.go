@@ -2,6 +2,10 @@ package policy
 
 import (
 	"encoding/json"
+	"fmt"
+	"os"
+	"strings"
+	"sync"
 	"time"
 )
 
@@ -9,6 +13,9 @@ import (
 const (
 	Allowed = "allowed"
 	Denied  = "denied"
+	// Suppressed marks the summary of records left out past
+	// Limits.AuditLinesPerSecond; its reason says how many.
+	Suppressed = "suppressed"
 )
 
 // AuditRecord is one egress decision, written as one JSON line to
@@ -41,25 +48,184 @@ func (r AuditRecord) deny(reason string) AuditRecord {
 	return r
 }
 
-// audit writes one record. It never blocks a flow on a failing writer for
-// longer than the write takes.
+// maxAuditField bounds each free-text field of a record (a request path
+// can be as long as the header limit), so that one line stays small.
+const maxAuditField = 512
+
+func truncateField(s string) string {
+	if len(s) <= maxAuditField {
+		return s
+	}
+	return strings.ToValidUTF8(s[:maxAuditField], "") + "…"
+}
+
+// audit writes one record, unless the container's records are past
+// Limits.AuditLinesPerSecond: then it is counted, and one summary record
+// says how many were left out. It never blocks a flow on a failing writer
+// for longer than the write takes.
 func (n *Network) audit(r AuditRecord) {
 	r.Time = time.Now().UTC()
 	r.Container = n.cfg.Container
-	r.Host = n.secrets.redact(r.Host)
-	r.Path = n.secrets.redact(r.Path)
-	r.Reason = n.secrets.redact(r.Reason)
-	r.Method = n.secrets.redact(r.Method)
+	r.Host = truncateField(n.secrets.redact(r.Host))
+	r.Path = truncateField(n.secrets.redact(r.Path))
+	r.Reason = truncateField(n.secrets.redact(r.Reason))
+	r.Method = truncateField(n.secrets.redact(r.Method))
+	r.Dest = truncateField(r.Dest)
+	n.auditMu.Lock()
+	defer n.auditMu.Unlock()
+	if !n.auditRate.take(r.Time) {
+		n.auditSuppressed++
+		if r.Decision == Denied {
+			n.auditSuppressedDenied++
+		}
+		if n.auditFlush == nil {
+			n.auditFlush = time.AfterFunc(time.Second, n.flushAuditSummary)
+		}
+		return
+	}
+	n.writeSummaryLocked()
+	n.writeAuditLocked(r)
+}
+
+// flushAuditSummary writes the summary of suppressed records, if any, a
+// second after the first was suppressed.
+func (n *Network) flushAuditSummary() {
+	n.auditMu.Lock()
+	defer n.auditMu.Unlock()
+	n.auditFlush = nil
+	n.writeSummaryLocked()
+}
+
+// writeSummaryLocked writes one record for the records left out since the
+// last one written. It costs no token: the summary is what keeps a flood
+// visible, and there is at most one per second.
+func (n *Network) writeSummaryLocked() {
+	if n.auditSuppressed == 0 {
+		return
+	}
+	n.writeAuditLocked(AuditRecord{
+		Time:      time.Now().UTC(),
+		Container: n.cfg.Container,
+		Protocol:  "audit",
+		Decision:  Suppressed,
+		Reason: fmt.Sprintf("%d more records suppressed (%d of them denials) past limits.audit_lines_per_second = %d",
+			n.auditSuppressed, n.auditSuppressedDenied, n.cfg.Limits.AuditLinesPerSecond),
+	})
+	n.auditSuppressed, n.auditSuppressedDenied = 0, 0
+}
+
+func (n *Network) writeAuditLocked(r AuditRecord) {
 	b, err := json.Marshal(r)
 	if err != nil {
 		return
 	}
 	b = append(b, '\n')
-	n.auditMu.Lock()
-	defer n.auditMu.Unlock()
 	if _, err := n.cfg.AuditLog.Write(b); err != nil {
 		n.logWarn("audit log write failed", "error", err)
 	}
+}
+
+// tokenBucket allows rate events a second, in bursts of up to one
+// second's worth.
+type tokenBucket struct {
+	rate   float64
+	tokens float64
+	last   time.Time
+}
+
+func newTokenBucket(rate int) tokenBucket {
+	return tokenBucket{rate: float64(rate), tokens: float64(rate)}
+}
+
+func (b *tokenBucket) take(now time.Time) bool {
+	if !b.last.IsZero() {
+		b.tokens = min(b.rate, b.tokens+now.Sub(b.last).Seconds()*b.rate)
+	}
+	b.last = now
+	if b.tokens < 1 {
+		return false
+	}
+	b.tokens--
+	return true
+}
+
+// AuditFile is a container's audit file, kept under a size: once the live
+// file reaches half of maxBytes it is renamed to path.1 (replacing the one
+// before) and a new one started, so the two together stay under maxBytes
+// (plus one record) and the newest records are always kept.
+type AuditFile struct {
+	mu   sync.Mutex
+	path string
+	half int64
+	f    *os.File
+	size int64
+}
+
+// OpenAuditFile opens path for appending under the size cap maxBytes.
+// The directory must be the host's own (not writable by a guest): the file
+// is renamed by path.
+func OpenAuditFile(path string, maxBytes int64) (*AuditFile, error) {
+	a := &AuditFile{path: path, half: max(maxBytes/2, 1)}
+	if err := a.open(); err != nil {
+		return nil, err
+	}
+	return a, nil
+}
+
+func (a *AuditFile) open() error {
+	f, err := os.OpenFile(a.path, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
+	if err != nil {
+		return fmt.Errorf("open audit file: %w", err)
+	}
+	st, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return fmt.Errorf("stat audit file: %w", err)
+	}
+	a.f, a.size = f, st.Size()
+	return nil
+}
+
+// Write appends p (one record), rotating first if p would take the live
+// file past its half of the cap.
+func (a *AuditFile) Write(p []byte) (int, error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.f == nil {
+		return 0, os.ErrClosed
+	}
+	if a.size > 0 && a.size+int64(len(p)) > a.half {
+		if err := a.rotate(); err != nil {
+			return 0, err
+		}
+	}
+	n, err := a.f.Write(p)
+	a.size += int64(n)
+	return n, err
+}
+
+func (a *AuditFile) rotate() error {
+	if err := a.f.Close(); err != nil {
+		a.f = nil
+		return fmt.Errorf("close audit file: %w", err)
+	}
+	a.f = nil
+	if err := os.Rename(a.path, a.path+".1"); err != nil {
+		return fmt.Errorf("rotate audit file: %w", err)
+	}
+	return a.open()
+}
+
+// Close closes the live file.
+func (a *AuditFile) Close() error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.f == nil {
+		return nil
+	}
+	err := a.f.Close()
+	a.f = nil
+	return err
 }
 
 // logWarn and logDebug log with every string argument redacted.

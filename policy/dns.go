@@ -21,8 +21,14 @@ import (
 var synthPrefix = netip.MustParsePrefix("198.19.0.0/16")
 
 const (
-	synthTTL        = 300
-	dnsIdleTimeout  = 30 * time.Second
+	synthTTL       = 300
+	dnsIdleTimeout = 30 * time.Second
+	// dnsUDPIdleTimeout ends a guest resolver's UDP flow: resolvers use a
+	// new source port per lookup, so a flow rarely sees a second query.
+	dnsUDPIdleTimeout = 5 * time.Second
+	// maxDNSQueryUDP bounds a query datagram read from the guest; stub
+	// queries are far smaller, and a longer one is dropped.
+	maxDNSQueryUDP  = 4096
 	dnsQueryTimeout = 3 * time.Second
 	maxDNSRecords   = 16384
 )
@@ -70,10 +76,13 @@ func (p *synthPool) nameFor(a netip.Addr) (string, bool) {
 
 // dnsRecords remembers which names the guest was told an address belongs
 // to (net.dns=trusted|open), so that a flow to that address can be checked
-// against the name the guest asked for.
+// against the name the guest asked for. It holds at most maxDNSRecords
+// (address, name) pairs in all: a guest asking an upstream it controls
+// for endless names of one address cannot grow it.
 type dnsRecords struct {
-	mu sync.Mutex
-	m  map[netip.Addr]map[string]time.Time
+	mu    sync.Mutex
+	m     map[netip.Addr]map[string]time.Time
+	total int
 }
 
 func (r *dnsRecords) add(name string, a netip.Addr, ttl time.Duration) {
@@ -89,31 +98,42 @@ func (r *dnsRecords) add(name string, a netip.Addr, ttl time.Duration) {
 	if r.m == nil {
 		r.m = map[netip.Addr]map[string]time.Time{}
 	}
-	if len(r.m) >= maxDNSRecords {
-		for k, names := range r.m {
-			for n, exp := range names {
-				if now.After(exp) {
-					delete(names, n)
-				}
-			}
-			if len(names) == 0 {
-				delete(r.m, k)
-			}
-		}
-		for k := range r.m {
-			if len(r.m) < maxDNSRecords {
-				break
-			}
-			delete(r.m, k)
-		}
-	}
 	a = a.Unmap()
+	if _, ok := r.m[a][name]; !ok && r.total >= maxDNSRecords {
+		r.evictLocked(now)
+	}
 	names := r.m[a]
 	if names == nil {
 		names = map[string]time.Time{}
 		r.m[a] = names
 	}
+	if _, ok := names[name]; !ok {
+		r.total++
+	}
 	names[name] = now.Add(ttl)
+}
+
+// evictLocked drops the expired pairs, then arbitrary ones until a quarter
+// of the room is free, so a flood does not pay for a sweep per answer.
+func (r *dnsRecords) evictLocked(now time.Time) {
+	for k, names := range r.m {
+		for n, exp := range names {
+			if now.After(exp) {
+				delete(names, n)
+				r.total--
+			}
+		}
+		if len(names) == 0 {
+			delete(r.m, k)
+		}
+	}
+	for k, names := range r.m {
+		if r.total < maxDNSRecords*3/4 {
+			break
+		}
+		r.total -= len(names)
+		delete(r.m, k)
+	}
 }
 
 func (r *dnsRecords) has(a netip.Addr, name string) bool {
@@ -375,24 +395,32 @@ func readDNSTCP(r io.Reader) ([]byte, error) {
 	return msg, nil
 }
 
-// serveDNSUDP answers the queries the guest sends from one UDP socket.
-func (n *Network) serveDNSUDP(conn net.Conn) {
+// serveDNSUDP answers the queries the guest sends from one UDP socket,
+// until it has been idle for dnsUDPIdleTimeout or the table evicts it.
+func (n *Network) serveDNSUDP(conn net.Conn, uf *udpFlow) {
+	defer n.udpFlows.remove(uf)
 	defer conn.Close()
-	buf := make([]byte, 65535)
+	buf := make([]byte, maxDNSQueryUDP+1)
 	var wmu sync.Mutex
 	for {
-		conn.SetReadDeadline(time.Now().Add(dnsIdleTimeout))
+		conn.SetReadDeadline(time.Now().Add(dnsUDPIdleTimeout))
 		m, err := conn.Read(buf)
 		if err != nil {
 			return
 		}
+		if m > maxDNSQueryUDP {
+			continue
+		}
 		q := append([]byte(nil), buf[:m]...)
+		n.udpFlows.touch(uf, 1)
 		select {
 		case n.dnsSem <- struct{}{}:
 		case <-n.ctx.Done():
+			n.udpFlows.touch(uf, -1)
 			return
 		}
 		go func() {
+			defer n.udpFlows.touch(uf, -1)
 			defer func() { <-n.dnsSem }()
 			if resp := n.answerDNS(n.ctx, q, false); resp != nil {
 				wmu.Lock()
@@ -412,7 +440,14 @@ func (n *Network) serveDNSTCP(conn net.Conn) {
 		if err != nil {
 			return
 		}
+		// TCP questions share the bound on DNS work with UDP ones.
+		select {
+		case n.dnsSem <- struct{}{}:
+		case <-n.ctx.Done():
+			return
+		}
 		resp := n.answerDNS(n.ctx, q, true)
+		<-n.dnsSem
 		if resp == nil {
 			return
 		}

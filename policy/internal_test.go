@@ -251,12 +251,12 @@ func TestHostAddrsInternal(t *testing.T) {
 	}
 	c := Config{hostAddrs: set}
 	for s, want := range map[string]bool{
-		"93.184.215.99":       true,
+		"93.184.215.99":        true,
 		"::ffff:93.184.215.99": true,
-		"64:ff9b::5db8:d763":  true,
-		"2002:5db8:d763::1":   true,
-		"2606:4700::99":       true,
-		"93.184.215.98":       false,
+		"64:ff9b::5db8:d763":   true,
+		"2002:5db8:d763::1":    true,
+		"2606:4700::99":        true,
+		"93.184.215.98":        false,
 	} {
 		if got := c.isInternal(netip.MustParseAddr(s)); got != want {
 			t.Errorf("isInternal(%s) = %v, want %v", s, got, want)

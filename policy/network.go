@@ -36,9 +36,11 @@ var (
 )
 
 const (
-	nicID          tcpip.NICID = 1
-	tcpMaxInFlight             = 512
-	maxDNSInFlight             = 64
+	nicID tcpip.NICID = 1
+	// tcpMaxInFlight bounds handshakes in progress (gVisor's forwarder
+	// answers SYNs past it with nothing); established flows are bounded by
+	// Limits.TCPFlows.
+	tcpMaxInFlight = 512
 )
 
 // Network is one guest's network. Create it with NewNetwork, attach the
@@ -63,7 +65,16 @@ type Network struct {
 	httpSrv   *http.Server
 	httpLn    *connListener
 
-	auditMu sync.Mutex
+	// auditMu guards the audit writer and its rate limit.
+	auditMu               sync.Mutex
+	auditRate             tokenBucket
+	auditSuppressed       int
+	auditSuppressedDenied int
+	auditFlush            *time.Timer
+
+	// tcpFlows and udpFlows bound the guest's flows (limits.go).
+	tcpFlows flowLimit
+	udpFlows udpTable
 
 	// addrs are the guest's address and the gateway's.
 	addrs atomic.Pointer[linkAddrs]
@@ -98,9 +109,12 @@ func NewNetwork(ctx context.Context, cfg Config) (*Network, error) {
 		ca:      ca,
 		secrets: newSecretSet(cfg.Secrets),
 		synth:   newSynthPool(),
-		dnsSem:  make(chan struct{}, maxDNSInFlight),
+		dnsSem:  make(chan struct{}, cfg.Limits.DNSInFlight),
 		httpLn:  newConnListener(),
 	}
+	n.auditRate = newTokenBucket(cfg.Limits.AuditLinesPerSecond)
+	n.tcpFlows.max = cfg.Limits.TCPFlows
+	n.udpFlows.max = cfg.Limits.UDPFlows
 	n.ctx, n.cancel = context.WithCancel(ctx)
 	if err := n.buildStack(); err != nil {
 		n.cancel()
@@ -166,12 +180,15 @@ func (n *Network) startHTTP() {
 	protos.SetHTTP1(true)
 	protos.SetHTTP2(true)
 	protos.SetUnencryptedHTTP2(true)
+	// A guest holding connections with unfinished headers holds at most
+	// MaxHeaderBytes each (plus the server's 4 KiB slack), for at most
+	// ReadHeaderTimeout; the number of connections is Limits.TCPFlows.
 	n.httpSrv = &http.Server{
 		Handler:           http.HandlerFunc(n.serveHTTP),
 		Protocols:         &protos,
-		ReadHeaderTimeout: time.Minute,
+		ReadHeaderTimeout: n.cfg.Limits.HTTPHeaderTimeout.Duration,
 		IdleTimeout:       5 * time.Minute,
-		MaxHeaderBytes:    1 << 20,
+		MaxHeaderBytes:    n.cfg.Limits.HTTPHeaderBytes,
 		ErrorLog:          log.New(redactWriter{n}, "", 0),
 		BaseContext:       func(net.Listener) context.Context { return n.ctx },
 		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
@@ -300,6 +317,13 @@ func (n *Network) Close() error {
 		n.stack.Close()
 		n.link.Close()
 		n.stack.Wait()
+		n.auditMu.Lock()
+		if n.auditFlush != nil {
+			n.auditFlush.Stop()
+			n.auditFlush = nil
+		}
+		n.writeSummaryLocked()
+		n.auditMu.Unlock()
 	})
 	return nil
 }

@@ -88,23 +88,31 @@ func (n *Network) handleTCP(r *tcp.ForwarderRequest) {
 		f.name = name
 	}
 	act, rawHost, reason, hint := n.classifyTCP(f)
-	switch act {
-	case actRefuse:
+	if act == actRefuse {
 		r.Complete(true)
 		rec := f.record("tcp")
 		n.audit(rec.deny(reason + hint))
 		return
+	}
+	release := n.tcpFlows.acquire()
+	if release == nil {
+		r.Complete(true)
+		n.refused(&n.tcpFlows.notice, "tcp_flows", n.tcpFlows.max, "new TCP flows", f.record("tcp"))
+		return
+	}
+	switch act {
 	case actRaw:
 		// Dial first, so the guest sees the upstream's refusal as its own.
 		up, addr, err := n.dialRaw(f, rawHost)
 		if err != nil {
+			release()
 			r.Complete(true)
 			rec := f.record("tcp")
 			rec.Host = rawHost
 			n.audit(rec.deny(err.Error()))
 			return
 		}
-		conn, ok := n.accept(r, f)
+		conn, ok := n.accept(r, f, release)
 		if !ok {
 			up.Close()
 			return
@@ -115,7 +123,7 @@ func (n *Network) handleTCP(r *tcp.ForwarderRequest) {
 		n.relay(conn, up)
 		return
 	}
-	conn, ok := n.accept(r, f)
+	conn, ok := n.accept(r, f, release)
 	if !ok {
 		return
 	}
@@ -126,13 +134,17 @@ func (n *Network) handleTCP(r *tcp.ForwarderRequest) {
 	n.sniff(f, conn)
 }
 
-func (n *Network) accept(r *tcp.ForwarderRequest, f *flow) (*gonet.TCPConn, bool) {
+// accept completes the guest's handshake. The flow holds its slot of
+// Limits.TCPFlows (release) until its guest side is closed.
+func (n *Network) accept(r *tcp.ForwarderRequest, f *flow, release func()) (*gonet.TCPConn, bool) {
 	var wq waiter.Queue
-	ep, err := r.CreateEndpoint(&wq)
+	raw, err := r.CreateEndpoint(&wq)
 	if err != nil {
+		release()
 		r.Complete(true)
 		return nil, false
 	}
+	ep := &countedEndpoint{Endpoint: raw, release: release}
 	r.Complete(false)
 	ep.SocketOptions().SetKeepAlive(true)
 	f.ep = ep

@@ -4,6 +4,7 @@ import (
 	"context"
 	"net"
 	"net/netip"
+	"sync"
 	"time"
 
 	"github.com/earendil-works/gondolin-containerd/oci"
@@ -14,6 +15,89 @@ import (
 
 const udpIdleTimeout = 60 * time.Second
 
+// udpFlow is one guest UDP flow (DNS or relayed) in the udpTable.
+type udpFlow struct {
+	conn net.Conn // nil while it is being set up
+	last time.Time
+	busy int // DNS questions being answered
+}
+
+// udpTable bounds the guest's UDP flows to Limits.UDPFlows. A guest
+// resolver sends each query from a new source port, so every query is a
+// new flow: when the table is full the least recently active idle flow is
+// closed to make room (its next datagram opens a new one), and only when
+// every flow is busy is the new one refused.
+type udpTable struct {
+	mu     sync.Mutex
+	max    int
+	flows  map[*udpFlow]struct{}
+	notice limitNotice
+}
+
+// reserve takes a place for a new flow, evicting the stalest idle one if
+// the table is full; nil when none can be had.
+func (t *udpTable) reserve(now time.Time) *udpFlow {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.flows == nil {
+		t.flows = map[*udpFlow]struct{}{}
+	}
+	if len(t.flows) >= t.max {
+		var victim *udpFlow
+		for f := range t.flows {
+			if f.conn != nil && f.busy == 0 && (victim == nil || f.last.Before(victim.last)) {
+				victim = f
+			}
+		}
+		if victim == nil {
+			return nil
+		}
+		delete(t.flows, victim)
+		// Closing ends the flow's goroutine, which removes nothing more.
+		go victim.conn.Close()
+	}
+	f := &udpFlow{last: now}
+	t.flows[f] = struct{}{}
+	return f
+}
+
+func (t *udpTable) start(f *udpFlow, conn net.Conn) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	f.conn = conn
+}
+
+func (t *udpTable) remove(f *udpFlow) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	delete(t.flows, f)
+}
+
+// touch notes activity on f; busy changes its count of questions being
+// answered.
+func (t *udpTable) touch(f *udpFlow, busy int) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	f.last = time.Now()
+	f.busy += busy
+}
+
+func (t *udpTable) count() int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return len(t.flows)
+}
+
+// udpFlowFor reserves a place in the table for a new flow, reporting the
+// refusal when there is none.
+func (n *Network) udpFlowFor(rec AuditRecord) *udpFlow {
+	f := n.udpFlows.reserve(time.Now())
+	if f == nil {
+		n.refused(&n.udpFlows.notice, "udp_flows", n.udpFlows.max, "new UDP flows", rec)
+	}
+	return f
+}
+
 // handleUDP is called for the first datagram of every guest UDP flow.
 // DNS (port 53 to any address) is answered here; in mode open other UDP
 // to public addresses is relayed; everything else is refused (the stack
@@ -23,10 +107,17 @@ func (n *Network) handleUDP(r *udp.ForwarderRequest) bool {
 	dst := netip.AddrPortFrom(fromTCPIP(id.LocalAddress), id.LocalPort)
 	rec := AuditRecord{Protocol: "udp", Host: dst.Addr().String(), Port: dst.Port(), Dest: dst.String()}
 	if dst.Port() == 53 {
-		conn, ok := n.acceptUDP(r)
-		if ok {
-			go n.serveDNSUDP(conn)
+		uf := n.udpFlowFor(rec)
+		if uf == nil {
+			return false
 		}
+		conn, ok := n.acceptUDP(r)
+		if !ok {
+			n.udpFlows.remove(uf)
+			return true
+		}
+		n.udpFlows.start(uf, conn)
+		go n.serveDNSUDP(conn, uf)
 		return true
 	}
 	if n.cfg.Mode != oci.NetModeOpen {
@@ -48,11 +139,17 @@ func (n *Network) handleUDP(r *udp.ForwarderRequest) bool {
 		}
 		return false
 	}
+	uf := n.udpFlowFor(rec)
+	if uf == nil {
+		return false
+	}
 	conn, ok := n.acceptUDP(r)
 	if !ok {
+		n.udpFlows.remove(uf)
 		return true
 	}
-	go n.relayUDP(conn, dst, name, rec)
+	n.udpFlows.start(uf, conn)
+	go n.relayUDP(conn, uf, dst, name, rec)
 	return true
 }
 
@@ -65,7 +162,8 @@ func (n *Network) acceptUDP(r *udp.ForwarderRequest) (*gonet.UDPConn, bool) {
 	return gonet.NewUDPConn(&wq, ep), true
 }
 
-func (n *Network) relayUDP(guest *gonet.UDPConn, dst netip.AddrPort, name string, rec AuditRecord) {
+func (n *Network) relayUDP(guest *gonet.UDPConn, uf *udpFlow, dst netip.AddrPort, name string, rec AuditRecord) {
+	defer n.udpFlows.remove(uf)
 	defer guest.Close()
 	ctx, cancel := context.WithTimeout(n.ctx, dialTimeout)
 	addrs := []netip.Addr{dst.Addr()}
@@ -92,18 +190,18 @@ func (n *Network) relayUDP(guest *gonet.UDPConn, dst netip.AddrPort, name string
 	defer stop()
 	done := make(chan struct{})
 	go func() {
-		copyDatagrams(guest, up)
+		copyDatagrams(guest, up, nil)
 		close(done)
 	}()
-	copyDatagrams(up, guest)
+	copyDatagrams(up, guest, func() { n.udpFlows.touch(uf, 0) })
 	guest.Close()
 	up.Close()
 	<-done
 }
 
 // copyDatagrams copies datagrams until a read fails or the flow has been
-// idle for udpIdleTimeout.
-func copyDatagrams(dst, src net.Conn) {
+// idle for udpIdleTimeout, calling touch (if set) for each.
+func copyDatagrams(dst, src net.Conn, touch func()) {
 	buf := make([]byte, 65535)
 	for {
 		src.SetReadDeadline(time.Now().Add(udpIdleTimeout))
@@ -111,6 +209,9 @@ func copyDatagrams(dst, src net.Conn) {
 		if err != nil {
 			dst.Close()
 			return
+		}
+		if touch != nil {
+			touch()
 		}
 		if _, err := dst.Write(buf[:m]); err != nil {
 			src.Close()

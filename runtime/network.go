@@ -33,7 +33,7 @@ type sandboxNetwork struct {
 	policy *policy.Network
 	socket string
 	ln     *net.UnixListener
-	audit  *os.File
+	audit  *policy.AuditFile
 	// logs are the shim-log writers of the audit and diagnostics.
 	logs []io.Closer
 }
@@ -93,7 +93,7 @@ func startNetwork(ctx context.Context, p networkParams) (_ *sandboxNetwork, retE
 	auditLog := entry.WithField("audit", "egress").WriterLevel(logrus.InfoLevel)
 	diagLog := entry.WithField("component", "policy").WriterLevel(logrus.WarnLevel)
 	sn.logs = append(sn.logs, auditLog, diagLog)
-	if sn.audit, err = openAuditFile(p.runtime.AuditDir, p.namespace, p.id); err != nil {
+	if sn.audit, err = openAuditFile(p.runtime.AuditDir, p.namespace, p.id, p.runtime.Limits.AuditFileBytes); err != nil {
 		return nil, err
 	}
 	cfg.AuditLog = io.MultiWriter(sn.audit, auditLog)
@@ -228,17 +228,15 @@ func secretValues(spec *specs.Spec, settings *oci.Settings) map[string]string {
 }
 
 // openAuditFile opens <dir>/<namespace>/<id>.jsonl for appending; records
-// of a container that ran before under the same name are kept.
-func openAuditFile(dir, namespace, id string) (*os.File, error) {
+// of a container that ran before under the same name are kept. The file
+// and its one predecessor <id>.jsonl.1 together stay under maxBytes
+// (limits.audit_file_bytes): the oldest records make room.
+func openAuditFile(dir, namespace, id string, maxBytes int64) (*policy.AuditFile, error) {
 	nsDir := filepath.Join(dir, namespace)
 	if err := os.MkdirAll(nsDir, 0o700); err != nil {
 		return nil, fmt.Errorf("create audit directory: %w", err)
 	}
-	f, err := os.OpenFile(filepath.Join(nsDir, id+".jsonl"), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
-	if err != nil {
-		return nil, fmt.Errorf("open audit file: %w", err)
-	}
-	return f, nil
+	return policy.OpenAuditFile(filepath.Join(nsDir, id+".jsonl"), maxBytes)
 }
 
 // upstreamRoots is the system pool plus the operator's extra roots.
