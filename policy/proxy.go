@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"net/http/httputil"
 	"net/netip"
+	"sort"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -236,12 +237,14 @@ func stateOf(ctx context.Context) *reqState {
 // key names the upstream transport a request may use: the same scheme,
 // host:port and checked addresses.
 func (st *reqState) key() string {
-	var b strings.Builder
-	b.WriteString(st.scheme + "://" + st.target)
-	for _, a := range st.addrs {
-		b.WriteString(" " + a.String())
+	// Sorted, so that a resolver's changing order does not churn
+	// transports; the set is what was checked.
+	as := make([]string, len(st.addrs))
+	for i, a := range st.addrs {
+		as[i] = a.String()
 	}
-	return b.String()
+	sort.Strings(as)
+	return st.scheme + "://" + st.target + " " + strings.Join(as, " ")
 }
 
 // guardSecrets arranges the secret checks that cannot be made on the
@@ -385,6 +388,8 @@ func (n *Network) modifyResponse(resp *http.Response) error {
 		return nil
 	}
 	redactHeader(resp.Header, st.back)
+	// Trailer names are announced before the body; values come at its end.
+	redactHeader(resp.Trailer, st.back)
 	if resp.Body == nil || resp.Body == http.NoBody {
 		return nil
 	}
