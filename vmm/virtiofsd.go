@@ -16,12 +16,13 @@ import (
 )
 
 // DefaultVirtiofsd is where Debian's QEMU package (up to 7.2) installs its
-// virtiofsd; rustVirtiofsd is where distributions install the Rust one,
-// which replaced it (QEMU 8.0 dropped the C file server).
-const (
-	DefaultVirtiofsd = "/usr/lib/qemu/virtiofsd"
-	rustVirtiofsd    = "/usr/libexec/virtiofsd"
-)
+// C virtiofsd, the last resort when no Rust one is found.
+const DefaultVirtiofsd = "/usr/lib/qemu/virtiofsd"
+
+// rustVirtiofsdPaths are where distributions install the Rust virtiofsd,
+// which replaced QEMU's (QEMU 8.0 dropped the C file server). After them a
+// virtiofsd on PATH (`make tools` puts one in .cache/tools/bin) is tried.
+var rustVirtiofsdPaths = []string{"/usr/libexec/virtiofsd", "/usr/lib/virtiofsd"}
 
 // FileServer is a virtiofsd process exporting one host directory.
 type FileServer struct {
@@ -66,9 +67,23 @@ func parseFlavour(version string) (virtiofsdFlavour, error) {
 }
 
 // fileServerArgs are virtiofsd's arguments to export dir on socket.
-// cache=auto keeps metadata coherent with host-side changes; chroot
-// sandboxing works inside containers and user namespaces alike. xattr
-// carries file capabilities and SELinux labels of image files.
+// cache=auto keeps metadata coherent with host-side changes. xattr carries
+// file capabilities and SELinux labels of image files.
+//
+// virtiofsd is what a hostile guest talks to on the host, so it runs as
+// confined as it can (docs/security.md, "virtiofsd"):
+//   - sandbox=namespace: its own mount, PID and network namespaces,
+//     pivot_root'ed into dir, so a compromised virtiofsd sees no host path
+//     but the share, no host process and no network (chroot left it in
+//     the host's namespaces, with the host's mount table and /proc);
+//   - its seccomp allow-list (the Rust one's --seccomp=kill, said
+//     explicitly; QEMU's C one always installs its own);
+//   - capabilities cut to what serving files needs, less CAP_MKNOD (modcaps):
+//     the guest cannot make device nodes in host directories (a bind's
+//     source), which host users could open. FIFOs and sockets need no
+//     capability and still work; the agent never makes device nodes in a
+//     share (a container's /dev nodes go on a guest tmpfs or are bound
+//     from the guest's /dev).
 func fileServerArgs(f virtiofsdFlavour, dir, socket string) []string {
 	if f == flavourRust {
 		// No thread pool (the Rust default, 0 = serve requests on the
@@ -78,7 +93,9 @@ func fileServerArgs(f virtiofsdFlavour, dir, socket string) []string {
 			"--socket-path=" + socket,
 			"--shared-dir=" + dir,
 			"--cache=auto",
-			"--sandbox=chroot",
+			"--sandbox=namespace",
+			"--seccomp=kill",
+			"--modcaps=-mknod",
 			"--xattr",
 			"--log-level=error",
 		}
@@ -87,7 +104,8 @@ func fileServerArgs(f virtiofsdFlavour, dir, socket string) []string {
 		"--socket-path=" + socket,
 		"-o", "source=" + dir,
 		"-o", "cache=auto",
-		"-o", "sandbox=chroot",
+		"-o", "sandbox=namespace",
+		"-o", "modcaps=-mknod",
 		"-o", "xattr",
 		"-o", "log_level=err",
 	}
@@ -100,17 +118,21 @@ type Virtiofsd struct {
 }
 
 // LookupVirtiofsd resolves the runtime config's virtiofsd_path: that path,
-// or when it is empty QEMU's virtiofsd, else the Rust one. It asks the
-// binary which virtiofsd it is, once for all the file servers of a VM.
+// or when it is empty the Rust virtiofsd (rustVirtiofsdPaths, then PATH),
+// else QEMU's C one. The Rust one is preferred: it is maintained, its
+// seccomp filter is current, and only it can save its state with a VM. It
+// asks the binary which virtiofsd it is, once for all the file servers of
+// a VM.
 func LookupVirtiofsd(ctx context.Context, path string) (*Virtiofsd, error) {
 	if path == "" {
-		path = DefaultVirtiofsd
-		for _, b := range []string{DefaultVirtiofsd, rustVirtiofsd} {
-			if _, err := os.Stat(b); err == nil {
-				path = b
-				break
-			}
+		candidates := append([]string{}, rustVirtiofsdPaths...)
+		if p, err := exec.LookPath("virtiofsd"); err == nil {
+			candidates = append(candidates, p)
 		}
+		if v := lookupRustVirtiofsd(ctx, candidates); v != nil {
+			return v, nil
+		}
+		path = DefaultVirtiofsd
 	}
 	if _, err := os.Stat(path); err != nil {
 		return nil, fmt.Errorf("virtiofsd (%s) is not installed: install Debian's qemu-system-common package (make deps), or the Rust virtiofsd, or set virtiofsd_path in the runtime config: %w", path, err)
@@ -120,6 +142,20 @@ func LookupVirtiofsd(ctx context.Context, path string) (*Virtiofsd, error) {
 		return nil, fmt.Errorf("virtiofsd_path %s: %w", path, err)
 	}
 	return &Virtiofsd{Path: path, flavour: flavour}, nil
+}
+
+// lookupRustVirtiofsd returns the first of candidates that is the Rust
+// virtiofsd; nil if none is.
+func lookupRustVirtiofsd(ctx context.Context, candidates []string) *Virtiofsd {
+	for _, p := range candidates {
+		if _, err := os.Stat(p); err != nil {
+			continue
+		}
+		if f, err := detectFlavour(ctx, p); err == nil && f == flavourRust {
+			return &Virtiofsd{Path: p, flavour: f}
+		}
+	}
+	return nil
 }
 
 // CanSaveState tells whether this virtiofsd can hand its state over with

@@ -66,19 +66,52 @@ func TestParseFlavour(t *testing.T) {
 // Both flavours get the same settings, each in its own syntax.
 func TestFileServerArgs(t *testing.T) {
 	c := fileServerArgs(flavourC, "/r", "/s.sock")
-	for _, want := range [][]string{{"-o", "source=/r"}, {"-o", "cache=auto"}, {"-o", "sandbox=chroot"}, {"-o", "xattr"}} {
+	for _, want := range [][]string{{"-o", "source=/r"}, {"-o", "cache=auto"}, {"-o", "sandbox=namespace"}, {"-o", "modcaps=-mknod"}, {"-o", "xattr"}} {
 		if !containsSeq(c, want) {
 			t.Errorf("C args %q lack %q", c, want)
 		}
 	}
 	r := fileServerArgs(flavourRust, "/r", "/s.sock")
-	for _, want := range []string{"--socket-path=/s.sock", "--shared-dir=/r", "--cache=auto", "--sandbox=chroot", "--xattr"} {
+	for _, want := range []string{"--socket-path=/s.sock", "--shared-dir=/r", "--cache=auto", "--sandbox=namespace", "--seccomp=kill", "--modcaps=-mknod", "--xattr"} {
 		if !slices.Contains(r, want) {
 			t.Errorf("Rust args %q lack %q", r, want)
 		}
 	}
 	if slices.Contains(r, "-o") {
 		t.Errorf("Rust args %q carry C options", r)
+	}
+}
+
+// With no virtiofsd_path the Rust virtiofsd is chosen over QEMU's C one,
+// found on PATH too; a C one on PATH is passed over.
+func TestLookupPrefersRust(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name, version string) string {
+		p := filepath.Join(dir, name, "virtiofsd")
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, []byte("#!/bin/sh\necho '"+version+"'\n"), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	rust := write("rust", "virtiofsd 1.13.2")
+	c := write("c", "virtiofsd version 7.2.22 (Debian)")
+	v := lookupRustVirtiofsd(context.Background(), []string{filepath.Join(dir, "missing"), c, rust})
+	if v == nil || v.Path != rust || v.CanSaveState() != nil {
+		t.Fatalf("lookupRustVirtiofsd = %+v, want %s", v, rust)
+	}
+	if v := lookupRustVirtiofsd(context.Background(), []string{c}); v != nil {
+		t.Errorf("a C virtiofsd was taken for the Rust one: %+v", v)
+	}
+	t.Setenv("PATH", filepath.Dir(rust))
+	got, err := LookupVirtiofsd(context.Background(), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Path != rust && !slices.Contains(rustVirtiofsdPaths, got.Path) {
+		t.Errorf("LookupVirtiofsd chose %s, want the Rust one", got.Path)
 	}
 }
 
