@@ -9,8 +9,10 @@ import (
 	"log"
 	"net"
 	"net/http"
+	"net/http/httptrace"
 	"net/http/httputil"
 	"net/netip"
+	"net/textproto"
 	"sort"
 	"strconv"
 	"strings"
@@ -307,6 +309,17 @@ func (f *flow) RoundTrip(req *http.Request) (*http.Response, error) {
 	st := stateOf(req.Context())
 	if st == nil || len(st.addrs) == 0 {
 		return nil, errors.New("policy: the request's destination was not checked")
+	}
+	if st.back != nil {
+		// Informational responses (103 Early Hints) reach the guest from
+		// ReverseProxy's own trace hook, without ModifyResponse; a hook
+		// added here runs first and redacts their header in place.
+		req = req.WithContext(httptrace.WithClientTrace(req.Context(), &httptrace.ClientTrace{
+			Got1xxResponse: func(_ int, h textproto.MIMEHeader) error {
+				redactHeader(http.Header(h), st.back)
+				return nil
+			},
+		}))
 	}
 	return f.transportFor(st).RoundTrip(req)
 }

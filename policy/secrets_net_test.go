@@ -13,7 +13,9 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/http/httptrace"
 	"net/netip"
+	"net/textproto"
 	"strings"
 	"sync"
 	"testing"
@@ -73,6 +75,12 @@ func (rc *recorder) handle(w http.ResponseWriter, r *http.Request) {
 	case "/redirect":
 		w.Header().Set("Location", "https://api.example.com/cb?token="+auth)
 		w.WriteHeader(http.StatusFound)
+		return
+	case "/hints":
+		w.Header().Set("Link", "</x?t="+auth+">; rel=preload")
+		w.WriteHeader(http.StatusEarlyHints)
+		w.Header().Del("Link")
+		io.WriteString(w, "ok")
 		return
 	case "/br":
 		w.Header().Set("Content-Encoding", "br")
@@ -319,10 +327,34 @@ func TestSecretEchoRedacted(t *testing.T) {
 				t.Fatalf("redirect: %v", resp.Header)
 			}
 		}
-		// An encoding the redactor cannot read is refused.
-		req, _ := http.NewRequest("GET", "https://api.example.com/br", nil)
+		// 103 Early Hints bypass ModifyResponse in ReverseProxy.
+		var hints []string
+		var hmu sync.Mutex
+		ctx := httptrace.WithClientTrace(context.Background(), &httptrace.ClientTrace{
+			Got1xxResponse: func(code int, h textproto.MIMEHeader) error {
+				hmu.Lock()
+				hints = append(hints, fmt.Sprint(code, h))
+				hmu.Unlock()
+				return nil
+			},
+		})
+		req, _ := http.NewRequestWithContext(ctx, "GET", "https://api.example.com/hints", nil)
 		req.Header.Set("Authorization", "Bearer "+ph)
 		resp, err := c.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		readBody(t, resp)
+		hmu.Lock()
+		got := strings.Join(hints, "\n")
+		hmu.Unlock()
+		if strings.Contains(got, real) || !strings.Contains(got, ph) {
+			t.Fatalf("h2=%v early hints: %q", h2, got)
+		}
+		// An encoding the redactor cannot read is refused.
+		req, _ = http.NewRequest("GET", "https://api.example.com/br", nil)
+		req.Header.Set("Authorization", "Bearer "+ph)
+		resp, err = c.Do(req)
 		if err != nil {
 			t.Fatal(err)
 		}
