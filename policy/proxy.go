@@ -257,8 +257,12 @@ func (n *Network) guardSecrets(r *http.Request, st *reqState, ap applied) {
 	host, _, _ := net.SplitHostPort(st.target)
 	st.bound = n.secrets.boundTo(st.scheme, host, st.port)
 	pats := ap.echo
-	if n.secrets.back != nil {
-		pats = append(pats, n.secrets.back.pats...)
+	back := n.secrets.backLong
+	if st.bound {
+		back = n.secrets.back
+	}
+	if back != nil {
+		pats = append(pats, back.pats...)
 	}
 	st.back = newMatcher(pats)
 	if st.bound {

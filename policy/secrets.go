@@ -38,6 +38,10 @@ type secretSet struct {
 	// guest; leak finds a value's forms in what goes to a host it is not
 	// bound to.
 	back *matcher
+	// backLong is back for values of at least minRealValueLen bytes:
+	// what a response from a host no secret is bound to is cut for (a
+	// short value would cut ordinary responses).
+	backLong *matcher
 }
 
 // NewPlaceholder returns a fresh placeholder: what the guest sees in place
@@ -115,11 +119,14 @@ func newSecretSet(m map[string]Secret) *secretSet {
 	sort.Strings(names)
 	type pair struct{ from, to string }
 	var pairs []pair
-	var back []pattern
+	var back, long []pattern
 	for _, name := range names {
 		sec := &secret{name: name, value: m[name].Value, placeholder: NewPlaceholder(), hosts: m[name].Hosts}
 		sec.forms = valueForms(name, sec.value, sec.placeholder)
 		back = append(back, sec.forms...)
+		if len(sec.value) >= minRealValueLen {
+			long = append(long, sec.forms...)
+		}
 		s.list = append(s.list, sec)
 		tag := "[secret " + name + "]"
 		pairs = append(pairs, pair{sec.placeholder, "[placeholder " + name + "]"},
@@ -138,6 +145,7 @@ func newSecretSet(m map[string]Secret) *secretSet {
 		s.redactor = strings.NewReplacer(args...)
 	}
 	s.back = newMatcher(back)
+	s.backLong = newMatcher(long)
 	return s
 }
 

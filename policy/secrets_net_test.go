@@ -557,3 +557,36 @@ func TestSecretHostSwitchOnGuestConnection(t *testing.T) {
 		t.Fatalf("bound saw %d, other saw %d", bound.count(), other.count())
 	}
 }
+
+// A short value (under 8 bytes) is replaced in what a bound host sends
+// back, but does not cut ordinary responses from other hosts.
+func TestSecretShortValue(t *testing.T) {
+	const real = "z!q" // nothing a placeholder can contain
+	s := settings(t, map[string]string{
+		oci.AnnotationNetAllow:               "api.example.com,other.example.com",
+		oci.AnnotationSecretPrefix + "TOKEN": "api.example.com",
+	})
+	e := newEnv(t, ConfigFromSettings(s, map[string]string{"TOKEN": real}))
+	newRecorder(t, e, apiIP, 443, true)
+	newRecorder(t, e, otherIP, 443, true)
+	ph, _ := e.n.Placeholder("TOKEN")
+	c := e.g.client(e.n.CACertPEM(), false)
+	req, _ := http.NewRequest("GET", "https://api.example.com/echo", nil)
+	req.Header.Set("Authorization", "Bearer "+ph)
+	resp, err := c.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if body := readBody(t, resp); strings.Contains(body, real) || !strings.Contains(body, ph) {
+		t.Fatalf("bound host echo: %q", body)
+	}
+	req, _ = http.NewRequest("GET", "https://other.example.com/echo", nil)
+	req.Header.Set("Authorization", "xz!qx")
+	resp, err = c.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if body := readBody(t, resp); resp.StatusCode != 200 || !strings.Contains(body, "auth=xz!qx") {
+		t.Fatalf("other host with ordinary text: %d %q", resp.StatusCode, body)
+	}
+}
