@@ -287,7 +287,9 @@ func TestAuditFileCapped(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	line := func(i int) []byte { return []byte(fmt.Sprintf(`{"n":%d,"pad":"%s"}`+"\n", i, strings.Repeat("x", 100))) }
+	line := func(i int) []byte {
+		return []byte(fmt.Sprintf(`{"n":%d,"pad":"%s"}`+"\n", i, strings.Repeat("x", 100)))
+	}
 	for i := 0; i < 5000; i++ {
 		if _, err := af.Write(line(i)); err != nil {
 			t.Fatal(err)
