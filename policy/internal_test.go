@@ -4,11 +4,14 @@ import (
 	"context"
 	"encoding/csv"
 	"errors"
+	"io"
 	"math/rand/v2"
+	"net/http"
 	"net/netip"
 	"os"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/earendil-works/gondolin-containerd/oci"
 )
@@ -376,4 +379,71 @@ func FuzzInternalList(f *testing.F) {
 			}
 		}
 	})
+}
+
+// The finding: on a host whose outside address is an ordinary public one,
+// net.allow=<that address>:PORT (or its name, or tcp-allow, or open mode,
+// or UDP) without allow-internal must not reach it.
+func TestHostAddrsRefusedInEveryMode(t *testing.T) {
+	hostAddrs := func(context.Context) ([]netip.Addr, error) { return []netip.Addr{apiIP, dbIP}, nil }
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	for _, mode := range []oci.NetMode{oci.NetModePolicy, oci.NetModeOpen} {
+		t.Run(string(mode), func(t *testing.T) {
+			e := newEnv(t, Config{Mode: mode, HostAddrs: hostAddrs,
+				Allow:    allow(t, "api.example.com,93.184.215.10:80"),
+				TCPAllow: allow(t, "db.example.com:5432,93.184.215.20:5432")})
+			c := e.g.client(e.n.CACertPEM(), false)
+			for _, url := range []string{"http://api.example.com/echo", "https://api.example.com/echo", "http://93.184.215.10/echo"} {
+				resp, err := c.Get(url)
+				if err == nil {
+					body := readBody(t, resp)
+					if resp.StatusCode != http.StatusForbidden || !strings.Contains(body, oci.AnnotationNetAllowInternal) {
+						t.Fatalf("%s on the host's address: %d %q", url, resp.StatusCode, body)
+					}
+				}
+			}
+			for _, ap := range []netip.AddrPort{netip.AddrPortFrom(dbIP, 5432), netip.AddrPortFrom(apiIP, 80)} {
+				if conn, err := e.g.dialTCP(ctx, ap); err == nil {
+					conn.Write([]byte("GET / HTTP/1.0\r\n\r\n"))
+					conn.SetReadDeadline(time.Now().Add(3 * time.Second))
+					b, _ := io.ReadAll(conn)
+					conn.Close()
+					if strings.Contains(string(b), "200 OK") || strings.Contains(string(b), "hello") {
+						t.Fatalf("%s: reached the host: %q", ap, b)
+					}
+				}
+			}
+			if a, err := e.g.lookup("db.example.com"); err == nil {
+				if conn, err := e.g.dialTCP(ctx, netip.AddrPortFrom(a, 5432)); err == nil {
+					conn.Close()
+					t.Fatal("tcp-allow by name reached the host's address")
+				}
+			}
+			uc, err := e.g.dialUDP(netip.AddrPortFrom(dbIP, 7))
+			if err != nil {
+				t.Fatal(err)
+			}
+			uc.SetDeadline(time.Now().Add(time.Second))
+			uc.Write([]byte("datagram"))
+			if _, err := uc.Read(make([]byte, 64)); err == nil {
+				t.Fatal("UDP reached the host's address")
+			}
+			uc.Close()
+			for _, a := range []string{"93.184.215.10", "93.184.215.20"} {
+				if e.dialer.attempted(a) {
+					t.Fatalf("an upstream dial to the host's address %s was attempted", a)
+				}
+			}
+		})
+	}
+	// Named in allow-internal, the host's address is reachable.
+	e := newEnv(t, Config{HostAddrs: hostAddrs, Allow: allow(t, "api.example.com"), AllowInternal: allow(t, "93.184.215.10:80")})
+	resp, err := e.g.client(e.n.CACertPEM(), false).Get("http://api.example.com/echo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if readBody(t, resp); resp.StatusCode != http.StatusOK {
+		t.Fatalf("allow-internal for the host's address: %d", resp.StatusCode)
+	}
 }
