@@ -14,7 +14,7 @@ GOFLAGS_BUILD := -trimpath -buildvcs=false
 
 export PATH := $(BIN):$(CACHE)/tools/bin:/usr/local/go/bin:$(PATH)
 
-.PHONY: build shim agent images deps tools dev-up dev-down demo test unit integration bench install clean proto
+.PHONY: build shim agent images deps tools dev-up dev-down demo test unit integration fuzz bench install clean proto
 
 build: shim images
 
@@ -55,6 +55,17 @@ unit:
 
 integration: build tools
 	hack/integration.sh
+
+## fuzz: every Go fuzz target (func FuzzX in a _test.go) for FUZZTIME each; the
+## corpus lives in each package's testdata/fuzz. CI runs FUZZTIME=10s.
+FUZZTIME ?= 60s
+fuzz:
+	@set -e; for pkg in $$($(GO) list ./...); do \
+		for f in $$($(GO) test -list '^Fuzz' $$pkg | grep '^Fuzz' || true); do \
+			echo "== $$pkg $$f"; \
+			$(GO) test -run '^$$' -fuzz "^$$f\$$" -fuzztime $(FUZZTIME) $$pkg; \
+		done; \
+	done
 
 ## bench: the same workloads under runc, runsc (gVisor) and gondolin in one session
 ## (hack/bench.sh). BENCH_QUICK=1 for a short smoke run, BENCH_RUNS=N; results go to
