@@ -101,6 +101,26 @@ func (m *matcher) scan(b []byte, lower []byte, limit int, fn func(at int, p *pat
 	return pos
 }
 
+// partial returns the length of the longest tail of b that is a proper
+// prefix of a pattern: a match that may complete with more data. Every
+// match starting before it is decided by b alone.
+func (m *matcher) partial(b, lower []byte) int {
+	start := max(0, len(b)-m.maxLen+1)
+	for i := start; i < len(b); i++ {
+		for j := range m.pats {
+			p := &m.pats[j]
+			hay := b
+			if p.fold {
+				hay = lower
+			}
+			if tail := hay[i:]; len(tail) < len(p.from) && tail[0] == p.from[0] && bytes.HasPrefix(p.from, tail) {
+				return len(b) - i
+			}
+		}
+	}
+	return 0
+}
+
 // replace returns s with every match replaced.
 func (m *matcher) replace(s string) string {
 	if m == nil || len(s) == 0 {
@@ -225,15 +245,17 @@ func (s *streamFilter) process(final bool) error {
 		s.pending = s.pending[:0]
 		return nil
 	}
+	if s.m.fold {
+		s.lower = asciiLower(s.lower, s.pending)
+	}
 	limit := len(s.pending)
 	if !final {
-		limit = len(s.pending) - s.m.maxLen + 1
+		// Only a tail that may still become a match waits for more
+		// data, so an interactive stream (SSE, WebSocket) is not held.
+		limit -= s.m.partial(s.pending, s.lower)
 		if limit <= 0 {
 			return nil
 		}
-	}
-	if s.m.fold {
-		s.lower = asciiLower(s.lower, s.pending)
 	}
 	last := 0
 	var found *pattern

@@ -590,3 +590,50 @@ func TestSecretShortValue(t *testing.T) {
 		t.Fatalf("other host with ordinary text: %d %q", resp.StatusCode, body)
 	}
 }
+
+// With secrets configured, streams still flow: a WebSocket echo and an
+// event stream are not held back waiting for more data.
+func TestSecretStreamsFlow(t *testing.T) {
+	s := settings(t, map[string]string{
+		oci.AnnotationNetAllow:               "api.example.com,other.example.com",
+		oci.AnnotationSecretPrefix + "TOKEN": "api.example.com",
+	})
+	e := newEnv(t, ConfigFromSettings(s, map[string]string{"TOKEN": "stream-REAL-value-4242"}))
+	for _, host := range []string{"api.example.com", "other.example.com"} {
+		ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+		defer cancel()
+		raw, err := e.g.dialHost(ctx, host+":443")
+		if err != nil {
+			t.Fatal(err)
+		}
+		pool := x509.NewCertPool()
+		pool.AppendCertsFromPEM(e.n.CACertPEM())
+		conn := tls.Client(raw, &tls.Config{ServerName: host, RootCAs: pool, NextProtos: []string{"http/1.1"}})
+		defer conn.Close()
+		io.WriteString(conn, "GET /ws HTTP/1.1\r\nHost: "+host+"\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: MDEyMzQ1Njc4OWFiY2RlZg==\r\n\r\n")
+		br := bufio.NewReader(conn)
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil || resp.StatusCode != http.StatusSwitchingProtocols {
+			t.Fatalf("%s upgrade: %v %v", host, resp, err)
+		}
+		conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+		for _, msg := range []string{"hello", "world"} {
+			io.WriteString(conn, msg)
+			buf := make([]byte, len(msg))
+			if _, err := io.ReadFull(br, buf); err != nil || string(buf) != msg {
+				t.Fatalf("%s echo %q: %q %v", host, msg, buf, err)
+			}
+		}
+	}
+	c := e.g.client(e.n.CACertPEM(), false)
+	resp, err := c.Get("https://api.example.com/stream")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	line, err := bufio.NewReader(resp.Body).ReadString('\n')
+	if err != nil || line != "data: first\n" {
+		t.Fatalf("first event: %q %v", line, err)
+	}
+	close(e.up.streamRelease)
+}
