@@ -3,7 +3,6 @@ package runtime
 import (
 	"context"
 	"fmt"
-	"io"
 	"net"
 	"strings"
 	"time"
@@ -49,17 +48,16 @@ func dialAgent(ctx context.Context, socket string, vmDone <-chan struct{}) (*age
 		case <-time.After(10 * time.Millisecond):
 		}
 	}
-	cfg := yamux.DefaultConfig()
-	// A paused or slow (emulated) guest stops reading for a while: neither
-	// keep-alives nor write timeouts may tear the session down for that.
-	// A dead VM is noticed through the VMM process exiting instead.
-	cfg.EnableKeepAlive = false
-	cfg.ConnectionWriteTimeout = 24 * time.Hour
-	cfg.StreamOpenTimeout = 0
-	cfg.MaxStreamWindowSize = 1 << 20
-	cfg.LogOutput = io.Discard
-	cfg.Logger = nil
-	session, err := yamux.Client(conn, cfg)
+	return newAgentConn(ctx, conn)
+}
+
+// newAgentConn runs the host's end of the channel on conn. What the guest
+// sends is read through guestFrames (agentframes.go).
+func newAgentConn(ctx context.Context, conn net.Conn) (*agentConn, error) {
+	frames := newGuestFrames(conn, func(what string) {
+		log.G(ctx).Warnf("agent channel: dropped a %s from the guest: the host never accepts one (further ones are dropped silently)", what)
+	})
+	session, err := yamux.Client(frames, agentYamuxConfig())
 	if err != nil {
 		conn.Close()
 		return nil, fmt.Errorf("start channel session: %w", err)
