@@ -2,6 +2,7 @@ package runtime
 
 import (
 	"context"
+	"fmt"
 	"net"
 	"sync"
 	"time"
@@ -70,8 +71,16 @@ func (r *udpRelay) flow(ctx context.Context, client net.Addr) (net.Conn, error) 
 	if r.flows == nil {
 		return nil, net.ErrClosed
 	}
+	// Each flow is an endpoint in the userspace network and a goroutine:
+	// clients past limits.udp_flows (all relays of the container
+	// together) are dropped until a flow ends.
+	if r.p.udpFlows.Add(1) > r.p.maxUDPFlows {
+		r.p.udpFlows.Add(-1)
+		return nil, fmt.Errorf("UDP ingress from %s to port %d dropped: %d flows already (limits.udp_flows)", client, r.port, r.p.maxUDPFlows)
+	}
 	f, err := r.p.c.net.policy.DialGuestUDP(r.port)
 	if err != nil {
+		r.p.udpFlows.Add(-1)
 		return nil, err
 	}
 	r.flows[key] = f
@@ -84,6 +93,7 @@ func (r *udpRelay) flow(ctx context.Context, client net.Addr) (net.Conn, error) 
 // extends the deadline) or the relay closes.
 func (r *udpRelay) replies(ctx context.Context, client net.Addr, flow net.Conn) {
 	defer func() {
+		r.p.udpFlows.Add(-1)
 		r.mu.Lock()
 		if r.flows != nil && r.flows[client.String()] == flow {
 			delete(r.flows, client.String())
