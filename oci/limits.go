@@ -41,6 +41,11 @@ type Limits struct {
 	// AgentCallTimeout bounds every task-API call that waits on the guest;
 	// past it the VM is treated as wedged and killed.
 	AgentCallTimeout Duration `toml:"agent_call_timeout"`
+	// HostMemoryOverheadMiB is what the VM's host processes (QEMU's own
+	// heap and translation cache, the virtiofsds) may use beyond the VM's
+	// memory: the container's host cgroup gets memory.max = VM memory
+	// plus this.
+	HostMemoryOverheadMiB int `toml:"host_memory_overhead_mib"`
 }
 
 // DefaultLimits suit a developer machine and a CI runner alike.
@@ -57,6 +62,10 @@ func DefaultLimits() Limits {
 		AuditLinesPerSecond:  100,
 		GuestEventsPerSecond: 10,
 		AgentCallTimeout:     Duration{30 * time.Second},
+		// Measured under TCG: QEMU ~70 MiB (64 MiB tb-size, mostly
+		// touched under load) plus ~5 MiB per virtiofsd; see
+		// docs/security.md.
+		HostMemoryOverheadMiB: 160,
 	}
 }
 

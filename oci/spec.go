@@ -35,36 +35,55 @@ func ReadSpec(bundle string) (*specs.Spec, error) {
 	return &s, nil
 }
 
-// VMResources sizes the VM: the vm.* annotations win, then the OCI resource
-// limits (memory limit plus overhead; CPU quota/period rounded up, or the
-// cpuset's size), then the config's defaults. vCPUs never exceed the host's.
-func VMResources(s *specs.Spec, settings *Settings, cfg *Config) (memMiB uint64, cpus uint32) {
+// VMResources sizes the VM: from the OCI resource limits (memory limit
+// plus overhead; CPU quota/period rounded up, or the cpuset's size), else
+// the config's defaults. The vm.* annotations may lower what the OCI limits
+// give, never raise it: the limits are the operator's (Docker's --memory,
+// Kubernetes' resources), the annotations the container's. Without an OCI
+// limit an annotation sizes the VM freely. vCPUs never exceed the host's.
+func VMResources(s *specs.Spec, settings *Settings, cfg *Config) (memMiB uint64, cpus uint32, err error) {
 	memMiB, cpus = cfg.DefaultMemoryMiB, cfg.DefaultCPUs
+	var memLimited, cpuLimited bool
+	var limitMiB uint64
+	var cpuWhy string
 	if s.Linux != nil && s.Linux.Resources != nil {
 		r := s.Linux.Resources
 		if r.Memory != nil && r.Memory.Limit != nil && *r.Memory.Limit > 0 {
-			limit := (uint64(*r.Memory.Limit) + (1<<20 - 1)) >> 20
-			memMiB = max(limit+cfg.MemoryOverheadMiB, minMemoryMiB)
+			limitMiB = (uint64(*r.Memory.Limit) + (1<<20 - 1)) >> 20
+			memMiB = max(limitMiB+cfg.MemoryOverheadMiB, minMemoryMiB)
+			memLimited = true
 		}
 		if r.CPU != nil {
 			if r.CPU.Quota != nil && *r.CPU.Quota > 0 && r.CPU.Period != nil && *r.CPU.Period > 0 {
 				q, p := uint64(*r.CPU.Quota), *r.CPU.Period
-				cpus = uint32((q + p - 1) / p)
+				cpus = uint32(min((q+p-1)/p, 1<<16))
+				cpuLimited = true
+				cpuWhy = fmt.Sprintf("the container's CPU quota (%d/%d)", q, p)
 			} else if n := cpusetSize(r.CPU.Cpus); n > 0 {
 				cpus = n
+				cpuLimited = true
+				cpuWhy = fmt.Sprintf("the container's cpuset (%q)", r.CPU.Cpus)
 			}
 		}
 	}
 	if settings != nil && settings.MemoryMiB > 0 {
+		if memLimited && settings.MemoryMiB > memMiB {
+			return 0, 0, fmt.Errorf("annotation %s = %d MiB exceeds the %d MiB the container's memory limit gives its VM (%d MiB limit + memory_overhead_mib %d): the annotation may only lower the VM's memory",
+				AnnotationVMMemory, settings.MemoryMiB, memMiB, limitMiB, cfg.MemoryOverheadMiB)
+		}
 		memMiB = settings.MemoryMiB
 	}
 	if settings != nil && settings.CPUs > 0 {
+		if cpuLimited && settings.CPUs > cpus {
+			return 0, 0, fmt.Errorf("annotation %s = %d exceeds the %d vCPUs %s gives the VM: the annotation may only lower the VM's vCPUs",
+				AnnotationVMCPUs, settings.CPUs, cpus, cpuWhy)
+		}
 		cpus = settings.CPUs
 	}
 	if host := uint32(runtime.NumCPU()); cpus > host {
 		cpus = host
 	}
-	return memMiB, max(cpus, 1)
+	return memMiB, max(cpus, 1), nil
 }
 
 // cpusetSize counts the CPUs in a cpuset list such as "0-3,6"; 0 if empty

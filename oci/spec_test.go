@@ -20,24 +20,45 @@ func TestVMResources(t *testing.T) {
 		Memory: &specs.LinuxMemory{Limit: i64(300 << 20)},
 		CPU:    &specs.LinuxCPU{Quota: i64(150000), Period: u64(100000)},
 	}}}
-	mem, cpus := VMResources(withLimits, nil, cfg)
+	mem, cpus, err := VMResources(withLimits, nil, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
 	if mem != 300+cfg.MemoryOverheadMiB {
 		t.Errorf("memory = %d, want limit + overhead", mem)
 	}
 	if want := min(uint32(2), uint32(runtime.NumCPU())); cpus != want {
 		t.Errorf("cpus = %d, want %d (1.5 rounded up, capped by host)", cpus, want)
 	}
-	mem, cpus = VMResources(&specs.Spec{}, nil, cfg)
+	mem, cpus, _ = VMResources(&specs.Spec{}, nil, cfg)
 	if mem != cfg.DefaultMemoryMiB || cpus != cfg.DefaultCPUs {
 		t.Errorf("defaults: %d MiB %d cpus", mem, cpus)
 	}
-	mem, _ = VMResources(withLimits, &Settings{MemoryMiB: 2048}, cfg)
-	if mem != 2048 {
-		t.Errorf("annotation must win: %d", mem)
+	// Without OCI limits the annotations size the VM freely.
+	if mem, _, err = VMResources(&specs.Spec{}, &Settings{MemoryMiB: 2048}, cfg); err != nil || mem != 2048 {
+		t.Errorf("annotation without a limit: %d, %v", mem, err)
+	}
+	// With them, an annotation may lower the VM, never raise it.
+	if mem, _, err = VMResources(withLimits, &Settings{MemoryMiB: 256}, cfg); err != nil || mem != 256 {
+		t.Errorf("annotation lowering the memory: %d, %v", mem, err)
+	}
+	_, _, err = VMResources(withLimits, &Settings{MemoryMiB: 2048}, cfg)
+	if err == nil || !strings.Contains(err.Error(), AnnotationVMMemory) || !strings.Contains(err.Error(), "2048") || !strings.Contains(err.Error(), "428") {
+		t.Errorf("annotation raising the memory over the limit: %v", err)
+	}
+	if _, cpus, err = VMResources(withLimits, &Settings{CPUs: 1}, cfg); err != nil || cpus != 1 {
+		t.Errorf("annotation lowering the vCPUs: %d, %v", cpus, err)
+	}
+	_, _, err = VMResources(withLimits, &Settings{CPUs: 8}, cfg)
+	if err == nil || !strings.Contains(err.Error(), AnnotationVMCPUs) || !strings.Contains(err.Error(), "150000/100000") {
+		t.Errorf("annotation raising the vCPUs over the quota: %v", err)
 	}
 	cpuset := &specs.Spec{Linux: &specs.Linux{Resources: &specs.LinuxResources{CPU: &specs.LinuxCPU{Cpus: "0"}}}}
-	if _, cpus = VMResources(cpuset, nil, cfg); cpus != 1 {
+	if _, cpus, _ = VMResources(cpuset, nil, cfg); cpus != 1 {
 		t.Errorf("cpuset 0: %d cpus", cpus)
+	}
+	if _, _, err = VMResources(cpuset, &Settings{CPUs: 2}, cfg); err == nil {
+		t.Errorf("annotation raising the vCPUs over the cpuset: accepted")
 	}
 }
 

@@ -3,6 +3,7 @@ package runtime
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -10,14 +11,18 @@ import (
 	"sync"
 	"time"
 
+	v2stats "github.com/containerd/cgroups/v3/cgroup2/stats"
 	"github.com/containerd/containerd/v2/core/mount"
 	"github.com/containerd/errdefs"
 	"github.com/containerd/log"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
+	"golang.org/x/time/rate"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/earendil-works/gondolin-containerd/guest-agent/api"
 	"github.com/earendil-works/gondolin-containerd/oci"
+	"github.com/earendil-works/gondolin-containerd/vmm"
 )
 
 // CreateOpts is what containerd gives to create a container.
@@ -44,6 +49,13 @@ type Container struct {
 	spec         *specs.Spec
 	init         *Process
 	memoryMiB    uint64
+	// cgroup is the container's host cgroup (linux.cgroupsPath) holding
+	// QEMU and the virtiofsds; nil without a cgroupsPath.
+	cgroup *hostCgroup
+
+	// vmStopOnce stops the VM once when a helper dies or the guest is
+	// wedged.
+	vmStopOnce sync.Once
 
 	mu       sync.Mutex
 	execs    map[string]*Process
@@ -73,7 +85,10 @@ func (r *Runtime) Create(ctx context.Context, opts CreateOpts) (_ *Container, re
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", err, errdefs.ErrInvalidArgument)
 	}
-	memMiB, cpus := oci.VMResources(spec, settings, r.cfg.Runtime)
+	memMiB, cpus, err := oci.VMResources(spec, settings, r.cfg.Runtime)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", err, errdefs.ErrInvalidArgument)
+	}
 	if devs := oci.HostDevices(spec); len(devs) > 0 {
 		log.G(ctx).WithField("container", opts.ID).Warnf("host devices are not available inside the VM; the container will not have %s", strings.Join(devs, ", "))
 	}
@@ -150,6 +165,30 @@ func (r *Runtime) Create(ctx context.Context, opts CreateOpts) (_ *Container, re
 		shares = append(shares, share{tag: oci.BindsTag, dir: st.BindsDir})
 	}
 
+	// The host cgroup comes before any process of the VM: QEMU and the
+	// virtiofsds join it as they start.
+	if spec.Linux != nil && spec.Linux.CgroupsPath != "" {
+		cg, err := openHostCgroup(spec.Linux.CgroupsPath, vmCgroupLimits(spec, memMiB, cpus, r.cfg.Runtime.Limits.HostMemoryOverheadMiB))
+		if err != nil {
+			return nil, err
+		}
+		c.cgroup = cg
+		if cg.created {
+			// Recorded first: a shim that dies still gets it removed.
+			st.HostCgroup = cg.path
+			if err := writeState(stateDir, st); err != nil {
+				return nil, err
+			}
+		}
+		// Runs after the sandbox's undo (undo runs in reverse): the
+		// cgroup must be empty to go.
+		undo = append(undo, func() {
+			if err := cg.remove(); err != nil {
+				log.G(ctx).WithError(err).Warn("remove the container's host cgroup")
+			}
+		})
+	}
+
 	// The network namespace comes first: the VMM runs in it (so that
 	// hooks find it through the VMM's pid) and egress is dialled from it.
 	st.NetNSPin = filepath.Join(stateDir, "netns") // recorded first: a crash mid-create still unpins it
@@ -194,6 +233,7 @@ func (r *Runtime) Create(ctx context.Context, opts CreateOpts) (_ *Container, re
 		runtime:   r.cfg.Runtime,
 		nic:       network.nic(),
 		netns:     ns,
+		cgroup:    c.cgroup,
 	}, st)
 	if err != nil {
 		return nil, err
@@ -237,7 +277,9 @@ func (r *Runtime) Create(ctx context.Context, opts CreateOpts) (_ *Container, re
 		return nil, err
 	}
 	timing.done("stdio")
-	resp, err := sb.agent.CreateContainer(ctx, req)
+	cctx, cancel := context.WithTimeout(ctx, r.cfg.Runtime.Limits.AgentCallTimeout.Duration)
+	resp, err := sb.agent.CreateContainer(cctx, req)
+	cancel()
 	if err != nil {
 		return nil, processStartError("create", "create container in the guest", err)
 	}
@@ -253,10 +295,19 @@ func (r *Runtime) Create(ctx context.Context, opts CreateOpts) (_ *Container, re
 	go c.watchVM()
 	go c.watchAgent()
 	go c.watchOOM()
+	for i, fs := range sb.fs {
+		go c.watchFileServer(shares[i].tag, fs)
+	}
 
 	c.cleanup = func(ctx context.Context) error {
+		// Teardown runs to its end even when the client gives up on the
+		// call: a half-done one leaves processes and mounts behind.
+		ctx = context.WithoutCancel(ctx)
 		c.stoppingOnce.Do(func() { close(c.stopping) })
 		sb.stop(ctx, 3*time.Second)
+		if err := c.cgroup.remove(); err != nil {
+			log.G(ctx).WithError(err).Warn("remove the container's host cgroup")
+		}
 		hio.Close()
 		if err := network.Close(); err != nil {
 			log.G(ctx).WithError(err).Warn("close the container's network")
@@ -283,6 +334,70 @@ func (c *Container) watchVM() {
 	// Closing the channel fails the agent calls that wait for exits, which
 	// then report the processes as killed.
 	c.sb.agent.Close()
+	// The file servers have nothing left to serve.
+	for _, fs := range c.sb.fs {
+		fs.Stop()
+	}
+}
+
+// watchFileServer turns a virtiofsd that dies under the container (killed,
+// crashed) into the end of the task: the guest's file system is gone, so
+// the VM is stopped, which reports every process as killed.
+func (c *Container) watchFileServer(tag string, fs *vmm.FileServer) {
+	select {
+	case <-c.stopping:
+		return
+	case <-c.sb.vm.Done():
+		return
+	case <-fs.Done():
+	}
+	select {
+	case <-c.stopping:
+		return
+	default:
+	}
+	c.stopVM(fmt.Sprintf("virtiofsd of share %q (pid %d) exited: %s", tag, fs.Pid(), fs.Stderr()))
+}
+
+// stopVM ends the VM for good (once) because it cannot go on: a helper
+// died or the guest stopped answering. watchVM then reports the processes
+// killed. QEMU gets a moment to quit over QMP, which a wedged QEMU does not
+// answer, and is killed after that.
+func (c *Container) stopVM(reason string) {
+	c.vmStopOnce.Do(func() {
+		log.L.WithField("container", c.ID).Errorf("%s: stopping the VM", reason)
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		if err := c.sb.vm.Stop(ctx, 0); err != nil {
+			log.L.WithError(err).WithField("container", c.ID).Warn("stop VM")
+		}
+	})
+}
+
+// callTimeout bounds one agent call made for the task API
+// (limits.agent_call_timeout).
+func (c *Container) callTimeout() time.Duration {
+	return c.rt.cfg.Runtime.Limits.AgentCallTimeout.Duration
+}
+
+// guestCall runs one agent call made for the task API within
+// limits.agent_call_timeout. A guest that does not answer by then is
+// wedged: its VM is stopped, so that the task ends with its processes
+// reported killed instead of every later call hanging too. A paused VM
+// cannot answer at all: the call fails at once.
+func (c *Container) guestCall(ctx context.Context, what string, call func(context.Context) error) error {
+	if c.paused() {
+		return fmt.Errorf("%s: container %s is paused: %w", what, c.ID, errdefs.ErrFailedPrecondition)
+	}
+	d := c.callTimeout()
+	cctx, cancel := context.WithTimeout(ctx, d)
+	defer cancel()
+	err := call(cctx)
+	if err != nil && errors.Is(cctx.Err(), context.DeadlineExceeded) && ctx.Err() == nil && !c.paused() {
+		c.stopVM(fmt.Sprintf("%s: the guest did not answer within %s (limits.agent_call_timeout)", what, d))
+		return fmt.Errorf("%s: the guest did not answer within %s (limits.agent_call_timeout); its VM was stopped: %w", what, d, errdefs.ErrUnavailable)
+	}
+	return err
 }
 
 // Agent liveness: a guest whose agent stops answering (a wedged kernel, a
@@ -322,40 +437,58 @@ func (c *Container) watchAgent() {
 		log.L.WithError(err).WithField("container", c.ID).Warnf("guest agent did not answer (%d/%d)", misses, heartbeatMisses)
 		if misses >= heartbeatMisses {
 			log.L.WithField("container", c.ID).Errorf("guest agent missed %d heartbeats in a row: stopping the VM", heartbeatMisses)
-			c.sb.vm.Stop(context.Background(), 0)
+			c.stopVM(fmt.Sprintf("guest agent missed %d heartbeats in a row", heartbeatMisses))
 			return
 		}
 	}
 }
 
-// watchOOM reports the guest kernel's OOM kills in the container.
+// watchOOM reports the guest kernel's OOM kills in the container, at most
+// limits.guest_events_per_second of them: the guest may send as many as it
+// likes, and each becomes an event containerd stores and forwards.
 func (c *Container) watchOOM() {
-	for {
-		ctx, cancel := context.WithCancel(context.Background())
-		go func() {
-			select {
-			case <-c.stopping:
-			case <-c.sb.vm.Done():
-			}
-			cancel()
-		}()
+	ctx, cancel := c.runningContext()
+	defer cancel()
+	relayOOM(ctx, c.ID, c.rt.cfg.Runtime.Limits.GuestEventsPerSecond, func(ctx context.Context) (string, error) {
 		ev, err := c.sb.agent.WaitOOM(ctx, &api.Empty{})
-		cancel()
-		if err != nil {
-			select {
-			case <-c.stopping:
+		return ev.GetContainerId(), err
+	}, func() { c.rt.cfg.OnOOM(c.ID) })
+}
+
+// relayOOM asks the guest for OOM events with wait until ctx ends and
+// publishes those of container id, no more than perSecond a second (with
+// a burst of as many): past that it does not ask the guest again until the
+// rate allows, so a flood costs the host neither events nor CPU.
+func relayOOM(ctx context.Context, id string, perSecond int, wait func(context.Context) (string, error), publish func()) {
+	limiter := rate.NewLimiter(rate.Limit(perSecond), perSecond)
+	var throttled bool
+	for {
+		if !limiter.Allow() {
+			if !throttled {
+				log.L.WithField("container", id).Warnf("the guest reports more than %d OOM events a second (limits.guest_events_per_second): reporting them no faster", perSecond)
+				throttled = true
+			}
+			if err := limiter.Wait(ctx); err != nil {
 				return
-			case <-c.sb.vm.Done():
-				return
-			case <-time.After(time.Second):
-				// A transient error (or an agent without OOM support):
-				// try again rather than lose OOM events.
-				log.L.WithError(err).WithField("container", c.ID).Debug("wait for OOM events")
-				continue
 			}
 		}
-		if ev.ContainerId == c.ID {
-			c.rt.cfg.OnOOM(c.ID)
+		got, err := wait(ctx)
+		if ctx.Err() != nil {
+			return
+		}
+		if err != nil {
+			// A transient error (or an agent without OOM support): try
+			// again rather than lose OOM events.
+			log.L.WithError(err).WithField("container", id).Debug("wait for OOM events")
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(time.Second):
+			}
+			continue
+		}
+		if got == id {
+			publish()
 		}
 	}
 }
@@ -462,7 +595,10 @@ func (c *Container) configureNetwork(ctx context.Context) (retErr error) {
 		if watch != nil {
 			watch.Close()
 		}
-		if _, err := c.sb.agent.ConfigureNetwork(ctx, &api.ConfigureNetworkRequest{Mac: network.guestConfig().Mac, Detach: true}); err != nil {
+		if err := c.guestCall(ctx, "detach the guest's NIC", func(ctx context.Context) error {
+			_, err := c.sb.agent.ConfigureNetwork(ctx, &api.ConfigureNetworkRequest{Mac: network.guestConfig().Mac, Detach: true})
+			return err
+		}); err != nil {
 			return fmt.Errorf("detach the guest's NIC: %w", agentError(err))
 		}
 		return nil
@@ -494,7 +630,10 @@ func (c *Container) applyNetwork(ctx context.Context, link nsLink) error {
 	for _, p := range link.extra {
 		req.ExtraAddresses = append(req.ExtraAddresses, p.String())
 	}
-	if _, err := c.sb.agent.ConfigureNetwork(ctx, req); err != nil {
+	if err := c.guestCall(ctx, "configure the guest's network", func(ctx context.Context) error {
+		_, err := c.sb.agent.ConfigureNetwork(ctx, req)
+		return err
+	}); err != nil {
 		return fmt.Errorf("configure the guest's network: %w", agentError(err))
 	}
 	return nil
@@ -562,7 +701,10 @@ func (c *Container) Exec(ctx context.Context, execID string, spec *specs.Process
 		hio.Close()
 		return nil, err
 	}
-	if _, err := c.sb.agent.ExecProcess(ctx, &api.ExecProcessRequest{ContainerId: c.ID, ExecId: execID, Process: proc, Stdio: want}); err != nil {
+	if err := c.guestCall(ctx, "exec in "+c.ID, func(ctx context.Context) error {
+		_, err := c.sb.agent.ExecProcess(ctx, &api.ExecProcessRequest{ContainerId: c.ID, ExecId: execID, Process: proc, Stdio: want})
+		return err
+	}); err != nil {
 		p.CloseStdin()
 		hio.Close()
 		return nil, processStartError("exec", "exec in "+c.ID, err)
@@ -586,8 +728,16 @@ func (c *Container) DeleteExec(ctx context.Context, execID string) (Exit, error)
 	}
 	// The agent kills an exec that never started and forgets it, so that
 	// its ID can be used again.
-	if _, err := c.sb.agent.DeleteProcess(ctx, &api.DeleteProcessRequest{ContainerId: c.ID, ExecId: execID}); err != nil {
-		return Exit{}, fmt.Errorf("delete exec %s of %s: %w", execID, c.ID, agentError(err))
+	select {
+	case <-c.sb.vm.Done():
+		// Nothing is left in the guest to forget it.
+	default:
+		if err := c.guestCall(ctx, "delete exec "+execID, func(ctx context.Context) error {
+			_, err := c.sb.agent.DeleteProcess(ctx, &api.DeleteProcessRequest{ContainerId: c.ID, ExecId: execID})
+			return err
+		}); err != nil {
+			return Exit{}, fmt.Errorf("delete exec %s of %s: %w", execID, c.ID, agentError(err))
+		}
 	}
 	exit, err := p.Wait(ctx)
 	if err != nil {
@@ -641,7 +791,11 @@ type ProcessInfo struct {
 
 // Pids lists the container's processes (guest PIDs).
 func (c *Container) Pids(ctx context.Context) ([]ProcessInfo, error) {
-	resp, err := c.sb.agent.ListProcesses(ctx, &api.ListProcessesRequest{ContainerId: c.ID})
+	var resp *api.ListProcessesResponse
+	err := c.guestCall(ctx, "list processes", func(ctx context.Context) (err error) {
+		resp, err = c.sb.agent.ListProcesses(ctx, &api.ListProcessesRequest{ContainerId: c.ID})
+		return err
+	})
 	if err != nil {
 		return nil, fmt.Errorf("list processes of %s: %w", c.ID, agentError(err))
 	}
@@ -655,14 +809,46 @@ func (c *Container) Pids(ctx context.Context) ([]ProcessInfo, error) {
 // StatsTypeURL is the type of the bytes Stats returns.
 const StatsTypeURL = "io.containerd.cgroups.v2.Metrics"
 
-// Stats returns the container's cgroup v2 metrics measured in the guest,
-// proto-encoded as StatsTypeURL.
+// Stats returns the container's cgroup v2 metrics, proto-encoded as
+// StatsTypeURL. With a host cgroup, what counts against the host comes
+// from it: CPU, memory and memory events are the VM's host processes'
+// (QEMU and the virtiofsds), which the guest cannot fake. Pids, IO, RDMA
+// and hugetlb figures are the guest's word about the container's own
+// cgroup inside the VM. Without a host cgroup every figure is the guest's.
 func (c *Container) Stats(ctx context.Context) ([]byte, error) {
-	resp, err := c.sb.agent.Stats(ctx, &api.StatsRequest{ContainerId: c.ID})
+	var resp *api.StatsResponse
+	err := c.guestCall(ctx, "read stats", func(ctx context.Context) (err error) {
+		resp, err = c.sb.agent.Stats(ctx, &api.StatsRequest{ContainerId: c.ID})
+		return err
+	})
 	if err != nil {
 		return nil, fmt.Errorf("stats of %s: %w", c.ID, agentError(err))
 	}
-	return resp.Metrics, nil
+	if c.cgroup == nil {
+		return resp.Metrics, nil
+	}
+	host, err := c.cgroup.figures()
+	if err != nil {
+		return nil, fmt.Errorf("stats of %s: %w", c.ID, err)
+	}
+	return mergeHostFigures(resp.Metrics, host)
+}
+
+// mergeHostFigures puts the host cgroup's figures into the guest's metrics.
+func mergeHostFigures(guest []byte, host hostFigures) ([]byte, error) {
+	var m v2stats.Metrics
+	if err := proto.Unmarshal(guest, &m); err != nil {
+		// The guest's bytes are the guest's: a malformed message
+		// leaves the host's figures alone.
+		log.L.WithError(err).Debug("guest metrics are not a cgroup v2 Metrics message")
+		m.Reset()
+	}
+	m.CPU, m.Memory, m.MemoryEvents = host.cpu, host.memory, host.events
+	b, err := proto.Marshal(&m)
+	if err != nil {
+		return nil, fmt.Errorf("encode metrics: %w", err)
+	}
+	return b, nil
 }
 
 // Update changes the container's resource limits inside the guest. The VM
@@ -679,7 +865,10 @@ func (c *Container) Update(ctx context.Context, res *specs.LinuxResources) error
 	if err != nil {
 		return fmt.Errorf("encode resources: %w", err)
 	}
-	if _, err := c.sb.agent.UpdateContainer(ctx, &api.UpdateContainerRequest{ContainerId: c.ID, ResourcesJson: b}); err != nil {
+	if err := c.guestCall(ctx, "update resources", func(ctx context.Context) error {
+		_, err := c.sb.agent.UpdateContainer(ctx, &api.UpdateContainerRequest{ContainerId: c.ID, ResourcesJson: b})
+		return err
+	}); err != nil {
 		return fmt.Errorf("update %s: %w", c.ID, agentError(err))
 	}
 	return nil
@@ -703,13 +892,19 @@ func (c *Container) Delete(ctx context.Context) (Exit, error) {
 			runHooksLogged(ctx, "poststop", hooks.Poststop, state)
 		}
 	}
+	// The VM is gone: a process whose exit its wait has not recorded yet
+	// (its output still being copied) is recorded killed now, so that
+	// nothing waits on it forever.
+	killed := uint32(128 + unix.SIGKILL)
 	c.mu.Lock()
 	for _, e := range c.execs {
 		if e != nil {
+			e.setExited(killed, time.Now())
 			e.io.Close()
 		}
 	}
 	c.mu.Unlock()
+	p.setExited(killed, time.Now())
 	c.rt.remove(c.ID)
 	exit, _ := p.Wait(ctx)
 	if err != nil {
@@ -726,4 +921,39 @@ func unmountRootfs(target string) error {
 		return fmt.Errorf("unmount rootfs %s: %w", target, err)
 	}
 	return nil
+}
+
+// vmCgroupLimits are the host cgroup's limits for a VM of memMiB and cpus:
+// memory.max is the VM's memory plus what its host processes need beside
+// it (limits.host_memory_overhead_mib); cpu.max, when the container has a
+// CPU quota, is the VM's vCPUs' worth of the quota's period (the quota
+// rounded up to whole vCPUs: the guest enforces the exact quota inside).
+func vmCgroupLimits(spec *specs.Spec, memMiB uint64, cpus uint32, overheadMiB int) hostCgroupLimits {
+	lim := hostCgroupLimits{memoryBytes: int64(memMiB+uint64(max(overheadMiB, 0))) << 20}
+	if spec.Linux != nil && spec.Linux.Resources != nil {
+		if cpu := spec.Linux.Resources.CPU; cpu != nil && cpu.Quota != nil && *cpu.Quota > 0 && cpu.Period != nil && *cpu.Period > 0 {
+			lim.cpuPeriod = *cpu.Period
+			lim.cpuQuota = int64(cpus) * int64(*cpu.Period)
+		}
+	}
+	return lim
+}
+
+// ensureInitExits stops the VM if the init has not exited
+// limits.agent_call_timeout after a SIGKILL the guest acknowledged: a
+// guest that says yes and does nothing must not keep the task running.
+func (c *Container) ensureInitExits() {
+	d := c.callTimeout()
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-c.init.exited:
+		return
+	case <-c.stopping:
+		return
+	case <-c.sb.vm.Done():
+		return
+	case <-t.C:
+	}
+	c.stopVM(fmt.Sprintf("the container's init did not exit within %s of SIGKILL (limits.agent_call_timeout)", d))
 }

@@ -136,16 +136,38 @@ func (p *Process) wait(agent *agentConn) {
 	resp, err := agent.WaitProcess(context.Background(), &api.WaitProcessRequest{ContainerId: p.c.ID, ExecId: p.execID})
 	if err != nil {
 		log.L.WithError(err).WithField("container", p.c.ID).Warn("lost the process: the VM or its agent went away; reporting it killed")
+		// The channel is gone, so the copies end once what they hold
+		// is written; a host-side reader that stopped reading must not
+		// keep the exit from being reported.
+		p.waitCopies(lostOutputWait)
 	} else {
 		status = resp.ExitStatus
 		if resp.ExitedAtUnixNano > 0 {
 			exitedAt = time.Unix(0, resp.ExitedAtUnixNano)
 		}
+		// The agent closed the output streams before answering; the
+		// copies end once the last bytes are written to the host side.
+		p.copies.Wait()
 	}
-	// The agent closed the output streams before answering; the copies
-	// end once the last bytes are written to the host side.
-	p.copies.Wait()
 	p.setExited(status, exitedAt)
+}
+
+// lostOutputWait bounds how long the exit of a process whose VM went away
+// waits for its output to reach the host.
+const lostOutputWait = 2 * time.Second
+
+// waitCopies waits for the output copies, at most d.
+func (p *Process) waitCopies(d time.Duration) {
+	done := make(chan struct{})
+	go func() {
+		p.copies.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-time.After(d):
+		log.L.WithField("container", p.c.ID).Warnf("output of process %q not all written to the host within %s of losing its VM", p.execID, d)
+	}
 }
 
 // CloseIO is the client's "no more stdin": what the FIFO holds still
@@ -209,7 +231,11 @@ func (p *Process) Start(ctx context.Context) (uint32, error) {
 	if p.status != StatusCreated {
 		return 0, fmt.Errorf("process %q of %s is %s, not created: %w", p.execID, p.c.ID, p.status, errdefs.ErrFailedPrecondition)
 	}
-	resp, err := p.c.sb.agent.StartProcess(ctx, &api.StartProcessRequest{ContainerId: p.c.ID, ExecId: p.execID})
+	var resp *api.StartProcessResponse
+	err := p.c.guestCall(ctx, "start process", func(ctx context.Context) (err error) {
+		resp, err = p.c.sb.agent.StartProcess(ctx, &api.StartProcessRequest{ContainerId: p.c.ID, ExecId: p.execID})
+		return err
+	})
 	if err != nil {
 		return 0, fmt.Errorf("start process %q of %s: %w", p.execID, p.c.ID, agentError(err))
 	}
@@ -223,8 +249,10 @@ func (p *Process) ResizePty(ctx context.Context, width, height uint32) error {
 	if !p.stdio.Terminal {
 		return fmt.Errorf("process %q of %s has no terminal: %w", p.execID, p.c.ID, errdefs.ErrFailedPrecondition)
 	}
-	_, err := p.c.sb.agent.ResizePty(ctx, &api.ResizePtyRequest{ContainerId: p.c.ID, ExecId: p.execID, Width: width, Height: height})
-	return agentError(err)
+	return agentError(p.c.guestCall(ctx, "resize the terminal", func(ctx context.Context) error {
+		_, err := p.c.sb.agent.ResizePty(ctx, &api.ResizePtyRequest{ContainerId: p.c.ID, ExecId: p.execID, Width: width, Height: height})
+		return err
+	}))
 }
 
 // Wait blocks until the process has exited.
@@ -240,6 +268,10 @@ func (p *Process) Wait(ctx context.Context) (Exit, error) {
 }
 
 // Kill signals the process, or every process of its container with all.
+// A SIGKILL for the init or for all must end the container whatever the
+// guest does: if the guest does not answer (limits.agent_call_timeout), or
+// the init has not exited that long after, the VM is stopped, which
+// reports every process killed.
 func (p *Process) Kill(ctx context.Context, signal uint32, all bool) error {
 	p.mu.Lock()
 	stopped := p.status == StatusStopped
@@ -247,17 +279,41 @@ func (p *Process) Kill(ctx context.Context, signal uint32, all bool) error {
 	if stopped && !all {
 		return fmt.Errorf("process already finished: %w", errdefs.ErrNotFound)
 	}
+	mustEnd := signal == uint32(syscall.SIGKILL) && (p.execID == "" || all)
+	if p.c.sb.vmGone() {
+		// Nothing runs any more; the exits are on their way.
+		if mustEnd {
+			return nil
+		}
+		return fmt.Errorf("signal %d to %s: its VM has exited: %w", signal, p.c.ID, errdefs.ErrNotFound)
+	}
 	if p.c.paused() {
 		// The guest cannot act on a signal while its vCPUs are stopped:
 		// let it run so that the signal is delivered, as a frozen runc
 		// container is thawed for SIGKILL.
 		if err := p.c.Resume(ctx); err != nil {
-			return err
+			if !mustEnd {
+				return err
+			}
+			p.c.stopVM(fmt.Sprintf("SIGKILL to a paused container whose VM does not resume (%v)", err))
+			return nil
 		}
 	}
-	_, err := p.c.sb.agent.SignalProcess(ctx, &api.SignalProcessRequest{
-		ContainerId: p.c.ID, ExecId: p.execID, Signal: signal, All: all,
+	err := p.c.guestCall(ctx, "signal", func(ctx context.Context) error {
+		_, err := p.c.sb.agent.SignalProcess(ctx, &api.SignalProcessRequest{
+			ContainerId: p.c.ID, ExecId: p.execID, Signal: signal, All: all,
+		})
+		return err
 	})
+	if mustEnd {
+		if errdefs.IsUnavailable(err) && p.c.sb.vmGone() {
+			// The guest was wedged and its VM stopped: killed all the same.
+			return nil
+		}
+		if err == nil {
+			go p.c.ensureInitExits()
+		}
+	}
 	if err != nil {
 		return fmt.Errorf("signal %d to %s: %w", signal, p.c.ID, agentError(err))
 	}

@@ -52,6 +52,9 @@ type sandboxConfig struct {
 	nic *vmm.NIC
 	// netns is the network namespace the VMM runs in.
 	netns *netNS
+	// cgroup is the container's host cgroup, which the VMM and the file
+	// servers join as they start; nil for none.
+	cgroup *hostCgroup
 }
 
 // share is a host directory the guest mounts by tag.
@@ -75,6 +78,9 @@ type persistedState struct {
 	NetNSPin      string `json:"netns_pin,omitempty"`
 	QEMUPid       int    `json:"qemu_pid,omitempty"`
 	VirtiofsdPids []int  `json:"virtiofsd_pids,omitempty"`
+	// HostCgroup is the container's host cgroup when the shim created it
+	// (a path below the cgroup hierarchies' roots).
+	HostCgroup string `json:"host_cgroup,omitempty"`
 }
 
 const stateFile = "state.json"
@@ -265,28 +271,31 @@ func (sb *sandbox) bootError(err error) error {
 	return fmt.Errorf("%w; last lines of the guest console (%s):\n%s", err, sb.console, tailLines(sb.console, 15))
 }
 
-// stop ends the VM: a clean agent shutdown when it still answers, the VMM
-// otherwise; then the file server.
+// stop ends the VM: a clean agent shutdown when it still answers within
+// grace, the VMM otherwise; then the file servers. It is bounded whatever
+// the guest does: grace for the agent, then QMP quit (stopQuitWait, which a
+// wedged QEMU does not answer), then SIGKILL, then 500 ms per file server.
 func (sb *sandbox) stop(ctx context.Context, grace time.Duration) {
 	timing := newPhases()
-	if sb.agent != nil && grace > 0 {
+	if sb.agent != nil && grace > 0 && !sb.vmGone() {
 		sctx, cancel := context.WithTimeout(ctx, grace)
 		if _, err := sb.agent.Shutdown(sctx, &api.Empty{}); err != nil {
 			log.G(ctx).WithError(err).Debug("agent shutdown")
-		} else {
-			// The agent answers once every process is gone and the
-			// guest's file systems are synced to the host: nothing in
-			// the guest is left to lose, so QEMU need not wait for the
-			// guest kernel's own shutdown (~0.13 s under TCG).
-			grace = 0
 		}
 		cancel()
 	}
+	// After a shutdown the agent answered, nothing in the guest is left
+	// to lose (every process is gone and the guest's file systems are
+	// synced to the host), so QEMU need not wait for the guest kernel's
+	// own shutdown (~0.13 s under TCG); after one it did not answer within
+	// grace, the guest will not power off by itself either.
 	timing.done("agent_shutdown")
 	if sb.vm != nil {
-		if err := sb.vm.Stop(ctx, grace); err != nil {
+		qctx, cancel := context.WithTimeout(ctx, stopQuitWait)
+		if err := sb.vm.Stop(qctx, 0); err != nil {
 			log.G(ctx).WithError(err).Warn("stop VM")
 		}
+		cancel()
 	}
 	timing.done("vm_stop")
 	if sb.agent != nil {
@@ -300,6 +309,23 @@ func (sb *sandbox) stop(ctx context.Context, grace time.Duration) {
 	}
 	timing.done("fs_stop")
 	log.G(ctx).WithFields(timing.fields).Debug("sandbox stopped")
+}
+
+// stopQuitWait bounds the QMP quit of a VM being stopped; QEMU is killed
+// after it (vmm/qemu waits 2 s more for the quit to take effect).
+const stopQuitWait = time.Second
+
+// vmGone says the VMM has exited.
+func (sb *sandbox) vmGone() bool {
+	if sb.vm == nil {
+		return true
+	}
+	select {
+	case <-sb.vm.Done():
+		return true
+	default:
+		return false
+	}
 }
 
 // tailWindow bounds how much of a console log tailLines reads.
@@ -352,6 +378,10 @@ func Cleanup(ctx context.Context, stateRoot, namespace, id string) error {
 		if err := killIfOurs(pid, dir); err != nil {
 			errs = append(errs, err)
 		}
+	}
+	// Its processes are gone: the host cgroup the shim made can go.
+	if err := removeHostCgroup(st.HostCgroup); err != nil {
+		errs = append(errs, err)
 	}
 	// The shares are detached by descriptor from the state directory
 	// (mounts.go), never through a path the guest could have written. The
@@ -444,6 +474,9 @@ func (sb *sandbox) launch(ctx context.Context, cfg sandboxConfig, fsd *vmm.Virti
 		}
 		sb.fs = append(sb.fs, fs)
 		st.VirtiofsdPids = append(st.VirtiofsdPids, fs.Pid())
+		if err := cfg.cgroup.add(fs.Pid()); err != nil {
+			return err
+		}
 	}
 	if err := writeState(cfg.stateDir, st); err != nil {
 		return err
@@ -464,7 +497,13 @@ func (sb *sandbox) launch(ctx context.Context, cfg sandboxConfig, fsd *vmm.Virti
 	}
 	sb.vm = vm
 	st.QEMUPid = vm.Pid()
-	return writeState(cfg.stateDir, st)
+	if err := writeState(cfg.stateDir, st); err != nil {
+		return err
+	}
+	// QEMU joins the cgroup before the guest runs far: a cgroup v2 charge
+	// stays where a page was first touched, and the guest's RAM is
+	// touched as it boots.
+	return cfg.cgroup.add(vm.Pid())
 }
 
 // stopFileServers ends the file servers of a VMM that did not start.

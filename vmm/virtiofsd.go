@@ -208,6 +208,9 @@ func (fs *FileServer) Pid() int { return fs.cmd.Process.Pid }
 // Socket is the vhost-user socket to give the VMM.
 func (fs *FileServer) Socket() string { return fs.socket }
 
+// Done is closed when the virtiofsd process has exited.
+func (fs *FileServer) Done() <-chan struct{} { return fs.done }
+
 // Stderr is what virtiofsd printed.
 func (fs *FileServer) Stderr() string {
 	fs.mu.Lock()

@@ -244,9 +244,11 @@ func (s *service) Start(ctx context.Context, r *taskAPI.StartRequest) (_ *taskAP
 	return &taskAPI.StartResponse{Pid: pid}, nil
 }
 
+// onOOM queues a TaskOOM. The guest raises these (at most
+// limits.guest_events_per_second, runtime.relayOOM), so no lock is held
+// while the event waits for room in the queue: a flood must not hold up
+// starts and exits.
 func (s *service) onOOM(containerID string) {
-	s.lifecycleMu.Lock()
-	defer s.lifecycleMu.Unlock()
 	s.send(&eventstypes.TaskOOM{ContainerID: containerID})
 }
 
@@ -494,7 +496,9 @@ func (s *service) Update(ctx context.Context, r *taskAPI.UpdateTaskRequest) (_ *
 	return &emptypb.Empty{}, nil
 }
 
-// Stats returns cgroup v2 metrics measured in the guest.
+// Stats returns cgroup v2 metrics: CPU and memory measured on the host (the
+// container's host cgroup, holding its VM's processes), the rest in the
+// guest; see runtime.Container.Stats.
 func (s *service) Stats(ctx context.Context, r *taskAPI.StatsRequest) (_ *taskAPI.StatsResponse, err error) {
 	defer func() { err = errgrpc.ToGRPC(err) }()
 	c, err := s.container(r.ID)
