@@ -124,8 +124,8 @@ func ttrpcResponse(t testing.TB, msg proto.Message) []byte {
 // settle waits for the goroutine count to come down to at most want.
 func settle(want int) int {
 	n := goruntime.NumGoroutine()
-	for i := 0; i < 200 && n > want; i++ {
-		time.Sleep(5 * time.Millisecond)
+	for i := 0; i < 1000 && n > want; i++ {
+		time.Sleep(time.Millisecond)
 		n = goruntime.NumGoroutine()
 	}
 	return n
@@ -198,7 +198,18 @@ func FuzzAgentChannel(f *testing.F) {
 		if err != nil {
 			return
 		}
+		// The call ends with the guest's answer, or once yamux has read
+		// all the guest sent (a moment later, for the last frame to be
+		// handled), or after 20 ms.
 		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
+		go func() {
+			select {
+			case <-g.drained:
+				time.Sleep(time.Millisecond)
+				cancel()
+			case <-ctx.Done():
+			}
+		}()
 		_, _ = a.WaitListeners(ctx, &api.WaitListenersRequest{})
 		cancel()
 		a.Close()
