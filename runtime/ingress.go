@@ -71,13 +71,21 @@ func (c *Container) publishListeners() {
 	// guest_events_per_second times a second. What changed meanwhile is
 	// picked up by the next call, which returns the guest's latest list.
 	events := rate.NewLimiter(rate.Limit(limits.GuestEventsPerSecond), limits.GuestEventsPerSecond)
+	pub.follow(ctx, events, func(ctx context.Context, generation uint64) (*api.Listeners, error) {
+		return c.sb.agent.WaitListeners(ctx, &api.WaitListenersRequest{Generation: generation})
+	})
+}
+
+// follow publishes each list wait returns, at most at the rate events
+// allows, until ctx ends.
+func (p *publisher) follow(ctx context.Context, events *rate.Limiter, wait func(context.Context, uint64) (*api.Listeners, error)) {
 	var generation uint64
 	for ctx.Err() == nil {
 		if err := events.Wait(ctx); err != nil {
 			return
 		}
 		callCtx, callCancel := context.WithTimeout(ctx, listenersPoll)
-		resp, err := c.sb.agent.WaitListeners(callCtx, &api.WaitListenersRequest{Generation: generation})
+		resp, err := wait(callCtx, generation)
 		callCancel()
 		if err != nil {
 			if ctx.Err() != nil {
@@ -85,7 +93,7 @@ func (c *Container) publishListeners() {
 			}
 			if callCtx.Err() == nil {
 				// Not the poll's deadline: the agent failed; retry later.
-				entry.WithError(agentError(err)).Debug("wait for guest listeners")
+				p.entry.WithError(agentError(err)).Debug("wait for guest listeners")
 				select {
 				case <-ctx.Done():
 					return
@@ -95,7 +103,7 @@ func (c *Container) publishListeners() {
 			continue
 		}
 		generation = resp.Generation
-		pub.reconcile(ctx, resp.TcpPorts, resp.UdpPorts)
+		p.reconcile(ctx, resp.TcpPorts, resp.UdpPorts)
 	}
 }
 

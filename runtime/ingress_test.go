@@ -7,10 +7,13 @@ import (
 	"os"
 	"syscall"
 	"testing"
+	"time"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"github.com/sirupsen/logrus"
+	"golang.org/x/time/rate"
 
+	"github.com/earendil-works/gondolin-containerd/guest-agent/api"
 	"github.com/earendil-works/gondolin-containerd/oci"
 )
 
@@ -227,5 +230,26 @@ func check(t *testing.T, p *publisher, r ingressRules, busy map[ingressPort]bool
 		if _, ok := p.published[k]; !ok && fits && !busy[k] {
 			t.Fatalf("%s reported, allowed and within the limit but not published", k)
 		}
+	}
+}
+
+// A guest whose list changes as fast as it can answer is acted on at most
+// guest_events_per_second times a second.
+func TestIngressFollowIsRateLimited(t *testing.T) {
+	p, _ := testPublisher(ingressRules{limit: 256, minPort: 1024}, nil)
+	var calls int
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	start := time.Now()
+	p.follow(ctx, rate.NewLimiter(10, 10), func(context.Context, uint64) (*api.Listeners, error) {
+		calls++
+		return &api.Listeners{Generation: uint64(calls), TcpPorts: []uint32{uint32(2000 + calls%2)}}, nil
+	})
+	// A burst of 10, then 10 a second.
+	if most := 10 + int(time.Since(start).Seconds()*10) + 1; calls > most {
+		t.Fatalf("%d lists acted on in %s, want at most %d", calls, time.Since(start), most)
+	}
+	if calls < 10 {
+		t.Fatalf("only %d lists acted on", calls)
 	}
 }
