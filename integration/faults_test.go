@@ -13,10 +13,8 @@ import (
 	"testing"
 	"time"
 
-	cgroupstats "github.com/containerd/cgroups/v3/cgroup2/stats"
 	containerd "github.com/containerd/containerd/v2/client"
 	"github.com/containerd/containerd/v2/pkg/namespaces"
-	"github.com/containerd/typeurl/v2"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 )
 
@@ -134,22 +132,12 @@ func TestUpdateResources(t *testing.T) {
 		t.Fatalf("update: %v", err)
 	}
 	// ctr's default spec mounts no cgroup file system in the container
-	// (runc's neither), so read the new limit back through Metrics, which
-	// the guest measures.
-	metric, err := task.Metrics(ctx)
-	if err != nil {
-		t.Fatalf("metrics: %v", err)
-	}
-	data, err := typeurl.UnmarshalAny(metric.Data)
-	if err != nil {
-		t.Fatalf("decode metrics: %v", err)
-	}
-	m, ok := data.(*cgroupstats.Metrics)
-	if !ok {
-		t.Fatalf("metrics are %T, want cgroup v2 metrics", data)
-	}
-	if got := m.GetMemory().GetUsageLimit(); got != 100<<20 {
-		t.Fatalf("memory limit in the guest after update: %d, want %d", got, 100<<20)
+	// (runc's neither), and Metrics report the host cgroup's memory (the
+	// VM's), so the guest's new limit shows in what it does: a process
+	// that needs more than 100 MiB is OOM-killed.
+	res := ctr(t, nil, "task", "exec", "--exec-id", "over-limit", id, "sh", "-c", "x=$(head -c 120000000 /dev/zero | tr '\\0' a); echo survived")
+	if res.code != 137 || strings.Contains(res.stdout, "survived") {
+		t.Fatalf("want the guest to OOM-kill a process over the updated 100 MiB limit (137): %s", res)
 	}
 	huge := int64(64 << 30)
 	err = task.Update(ctx, containerd.WithResources(&specs.LinuxResources{Memory: &specs.LinuxMemory{Limit: &huge}}))

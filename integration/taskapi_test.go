@@ -87,7 +87,10 @@ func TestPs(t *testing.T) {
 	}
 }
 
-// metrics are cgroup v2 figures measured in the guest.
+// metrics are cgroup v2 figures: pids measured in the guest, CPU and
+// memory on the host (the container's host cgroup, whose limit is the
+// VM's memory plus the host overhead: 200 + memory_overhead_mib 128 +
+// host_memory_overhead_mib 160 MiB by default).
 func TestMetrics(t *testing.T) {
 	id := startDetached(t, []string{"--memory-limit", strconv.Itoa(200 << 20)}, "sh", "-c", "x=$(head -c 5000000 /dev/zero | tr '\\0' a); sleep 1000 & wait")
 	waitStatus(t, id, "RUNNING", "")
@@ -112,8 +115,8 @@ func TestMetrics(t *testing.T) {
 	if err := json.Unmarshal([]byte(res.stdout), &d); err != nil {
 		t.Fatalf("decode %q: %v", res.stdout, err)
 	}
-	if d.Pids.Current < 2 || d.CPU.UsageUsec == 0 || d.Memory.Usage < 1<<20 || d.Memory.UsageLimit != 200<<20 {
-		t.Fatalf("metrics not measured in the guest: %+v\n%s", d, res.stdout)
+	if d.Pids.Current < 2 || d.CPU.UsageUsec == 0 || d.Memory.Usage < 1<<20 || d.Memory.UsageLimit != (200+128+160)<<20 {
+		t.Fatalf("metrics not measured: %+v\n%s", d, res.stdout)
 	}
 }
 
@@ -142,11 +145,14 @@ func TestPauseResume(t *testing.T) {
 // comes before TaskExit and the exit status is 137.
 func TestOOM(t *testing.T) {
 	events := startEvents(t)
-	res := run(t, nil, []string{"--memory-limit", strconv.Itoa(64 << 20)}, "sh", "-c", "x=$(head -c 300000000 /dev/zero | tr '\\0' a); echo survived")
+	id := newID(t)
+	res := ctr(t, nil, "run", "--rm", "--runtime", runtimeName, "--memory-limit", strconv.Itoa(64<<20), testImage(t), id, "sh", "-c", "x=$(head -c 300000000 /dev/zero | tr '\\0' a); echo survived")
+	t.Cleanup(func() { assertNoLeftovers(t, id) })
 	if res.code != 137 || strings.Contains(res.stdout, "survived") {
 		t.Fatalf("want an OOM kill (137): %s", res)
 	}
-	order := events.topics(t, "/tasks/oom", "/tasks/exit")
+	// Only this container's events: other tests' containers exit too.
+	order := events.topicsOf(t, id, "/tasks/oom", "/tasks/exit")
 	if len(order) < 2 || order[0] != "/tasks/oom" {
 		t.Fatalf("want /tasks/oom before /tasks/exit, got %v", order)
 	}
@@ -378,9 +384,17 @@ func startEvents(t *testing.T) *eventLog {
 
 // topics returns, in order, the events seen so far among those named.
 func (e *eventLog) topics(t *testing.T, names ...string) []string {
+	return e.topicsOf(t, "", names...)
+}
+
+// topicsOf is topics for the events whose line names id ("": any).
+func (e *eventLog) topicsOf(t *testing.T, id string, names ...string) []string {
 	time.Sleep(time.Second)
 	var order []string
 	for _, line := range strings.Split(e.out.String(), "\n") {
+		if id != "" && !strings.Contains(line, id) {
+			continue
+		}
 		for _, n := range names {
 			if strings.Contains(line, n+" ") {
 				order = append(order, n)

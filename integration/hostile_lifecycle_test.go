@@ -1,0 +1,342 @@
+//go:build integration
+
+package integration
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	containerd "github.com/containerd/containerd/v2/client"
+	"github.com/containerd/containerd/v2/pkg/namespaces"
+
+	gruntime "github.com/earendil-works/gondolin-containerd/runtime"
+)
+
+// Issue 14 finding 10: a helper process of the VM that dies, or a guest
+// that stops answering, must end the task within a bounded time, and no
+// task-API call may hang on it; everything the container made goes at
+// delete. Finding 5: the VM's host processes run in the container's host
+// cgroup, which bounds them.
+
+// lifecycleCallTimeout is limits.agent_call_timeout in these tests'
+// runtime config; lifecycleBound is what each call or exit may take: the
+// timeout, a second of QMP quit and two of waiting for QEMU, and slack for
+// ctr and a loaded TCG host. It stays below the heartbeat watcher's
+// detection (three misses of 5 s + 5 s), so passing proves the bound on
+// the call itself.
+const (
+	lifecycleCallTimeout = 5 * time.Second
+	lifecycleBound       = 16 * time.Second
+)
+
+func lifecycleConfig(t *testing.T) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "config.toml")
+	cfg := fmt.Sprintf("[limits]\nagent_call_timeout = %q\n", lifecycleCallTimeout.String())
+	if err := os.WriteFile(path, []byte(cfg), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// vmState is the shim's state.json of container id.
+type vmState struct {
+	QEMUPid       int    `json:"qemu_pid"`
+	VirtiofsdPids []int  `json:"virtiofsd_pids"`
+	NetNSPin      string `json:"netns_pin"`
+	HostCgroup    string `json:"host_cgroup"`
+}
+
+func readVMState(t *testing.T, id string) vmState {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(gruntime.StateDir(gruntime.DefaultStateRoot, namespace(), id), "state.json"))
+	if err != nil {
+		t.Fatalf("state of %s: %v", id, err)
+	}
+	var st vmState
+	if err := json.Unmarshal(b, &st); err != nil {
+		t.Fatal(err)
+	}
+	if st.QEMUPid == 0 || len(st.VirtiofsdPids) == 0 {
+		t.Fatalf("state of %s names no processes: %s", id, b)
+	}
+	return st
+}
+
+// exitStatus is the task's exit status as containerd has it.
+func exitStatus(t *testing.T, id string) uint32 {
+	t.Helper()
+	client, err := containerd.New(os.Getenv("CONTAINERD_ADDRESS"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+	ctx := namespaces.WithNamespace(context.Background(), namespace())
+	c, err := client.LoadContainer(ctx, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	task, err := c.Task(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := task.Status(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st.ExitStatus
+}
+
+// waitStopped waits up to bound for the task to stop and says how long it
+// took.
+func waitStopped(t *testing.T, id string, bound time.Duration, why string) time.Duration {
+	t.Helper()
+	start := time.Now()
+	for taskStatus(t, id) != "STOPPED" {
+		if time.Since(start) > bound {
+			t.Fatalf("%s: task %s still %q after %s", why, id, taskStatus(t, id), bound)
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+	return time.Since(start)
+}
+
+// timed runs ctr and says how long it took.
+func timed(t *testing.T, args ...string) (result, time.Duration) {
+	start := time.Now()
+	res := ctr(t, nil, args...)
+	return res, time.Since(start)
+}
+
+// assertNothingLeft checks, beyond assertNoLeftovers, that no mount names
+// the container's state directory (the network namespace's pin lives
+// there) and that no process of the VM is left.
+func assertNothingLeft(t *testing.T, id string, st vmState) {
+	t.Helper()
+	assertNoLeftovers(t, id)
+	stateDir := gruntime.StateDir(gruntime.DefaultStateRoot, namespace(), id)
+	if mi, err := os.ReadFile("/proc/self/mountinfo"); err == nil {
+		for _, line := range strings.Split(string(mi), "\n") {
+			if strings.Contains(line, stateDir) || st.NetNSPin != "" && strings.Contains(line, st.NetNSPin) {
+				t.Errorf("mount left behind: %s", line)
+			}
+		}
+	}
+	for _, pid := range append([]int{st.QEMUPid}, st.VirtiofsdPids...) {
+		if b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid)); err == nil && strings.Contains(string(b), stateDir) {
+			t.Errorf("process %d left behind: %s", pid, strings.ReplaceAll(string(b), "\x00", " "))
+		}
+	}
+}
+
+// Killing the container's virtiofsd ends the task with a non-zero status
+// within the bound; delete returns at once and leaves nothing.
+func TestHostileVirtiofsdKilled(t *testing.T) {
+	id := startDetached(t, []string{"--runtime-config-path", lifecycleConfig(t)}, "sleep", "1000")
+	waitStatus(t, id, "RUNNING", "container did not start")
+	st := readVMState(t, id)
+	if err := syscall.Kill(st.VirtiofsdPids[0], syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	took := waitStopped(t, id, lifecycleBound, "virtiofsd killed")
+	t.Logf("task stopped %s after its virtiofsd was killed", took.Round(100*time.Millisecond))
+	if code := exitStatus(t, id); code == 0 {
+		t.Errorf("task exited 0 after its virtiofsd was killed; want a killed status")
+	}
+	res, d := timed(t, "task", "delete", id)
+	if res.code != 0 || d > lifecycleBound {
+		t.Errorf("task delete took %s: %s", d, res)
+	}
+	assertNothingLeft(t, id, st)
+}
+
+// A wedged guest (QEMU stopped dead): ps, exec and kill each return within
+// the bound; the task then ends non-zero; and `ctr task delete -f` on
+// another wedged container returns within the bound, leaving nothing.
+func TestHostileWedgedGuestCallsBounded(t *testing.T) {
+	cfg := lifecycleConfig(t)
+	var ids [2]string
+	var wg sync.WaitGroup
+	for i := range ids {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			ids[i] = newID(t)
+			if res := ctr(t, nil, "run", "-d", "--runtime", runtimeName, "--runtime-config-path", cfg, testImage(t), ids[i], "sleep", "1000"); res.code != 0 {
+				t.Errorf("ctr run -d: %s", res)
+			}
+		}()
+	}
+	wg.Wait()
+	for _, id := range ids {
+		t.Cleanup(func() {
+			if taskStatus(t, id) != "" {
+				ctr(t, nil, "task", "delete", "-f", id)
+			}
+			ctr(t, nil, "container", "delete", id)
+			assertNoLeftovers(t, id)
+		})
+	}
+	if t.Failed() {
+		t.FailNow()
+	}
+	calls, forced := ids[0], ids[1]
+	var states [2]vmState
+	for i, id := range ids {
+		waitStatus(t, id, "RUNNING", "container did not start")
+		states[i] = readVMState(t, id)
+		if err := syscall.Kill(states[i].QEMUPid, syscall.SIGSTOP); err != nil {
+			t.Fatal(err)
+		}
+	}
+	defer func() {
+		for _, st := range states {
+			syscall.Kill(st.QEMUPid, syscall.SIGCONT)
+		}
+	}()
+
+	type outcome struct {
+		name string
+		res  result
+		took time.Duration
+	}
+	out := make(chan outcome, 4)
+	for name, args := range map[string][]string{
+		"ps":   {"task", "ps", calls},
+		"exec": {"task", "exec", "--exec-id", "wedged", calls, "true"},
+		"kill": {"task", "kill", "-s", "SIGTERM", calls},
+	} {
+		go func() {
+			res, d := timed(t, args...)
+			out <- outcome{name, res, d}
+		}()
+	}
+	go func() {
+		res, d := timed(t, "task", "delete", "-f", forced)
+		out <- outcome{"delete -f", res, d}
+	}()
+	for range 4 {
+		o := <-out
+		t.Logf("%s on a wedged guest returned after %s (exit %d)", o.name, o.took.Round(100*time.Millisecond), o.res.code)
+		if o.took > lifecycleBound {
+			t.Errorf("%s on a wedged guest took %s, over %s: %s", o.name, o.took, lifecycleBound, o.res)
+		}
+		if o.name == "delete -f" && o.res.code != 0 {
+			t.Errorf("delete -f of a wedged container failed: %s", o.res)
+		}
+	}
+	waitStopped(t, calls, lifecycleBound, "wedged guest after its calls timed out")
+	if code := exitStatus(t, calls); code == 0 {
+		t.Errorf("wedged task exited 0; want a killed status")
+	}
+	if res, d := timed(t, "task", "delete", calls); res.code != 0 || d > lifecycleBound {
+		t.Errorf("task delete took %s: %s", d, res)
+	}
+	for i, id := range ids {
+		assertNothingLeft(t, id, states[i])
+	}
+}
+
+// hostCgroupOf is the cgroup of pid in the memory hierarchy (v1) or the
+// unified one (v2), and the directory holding its files.
+func hostCgroupOf(t *testing.T, pid int) (path, dir string) {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cgroup", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var unified string
+	for _, line := range strings.Split(strings.TrimSpace(string(b)), "\n") {
+		f := strings.SplitN(line, ":", 3)
+		if len(f) != 3 {
+			continue
+		}
+		for _, c := range strings.Split(f[1], ",") {
+			if c == "memory" {
+				return f[2], filepath.Join("/sys/fs/cgroup/memory", f[2])
+			}
+		}
+		if f[0] == "0" {
+			unified = f[2]
+		}
+	}
+	return unified, filepath.Join("/sys/fs/cgroup", unified)
+}
+
+func readCgroupInt(t *testing.T, dir string, files ...string) int64 {
+	t.Helper()
+	for _, f := range files {
+		if b, err := os.ReadFile(filepath.Join(dir, f)); err == nil {
+			v, err := strconv.ParseInt(strings.TrimSpace(string(b)), 10, 64)
+			if err != nil {
+				t.Fatalf("%s/%s: %q", dir, f, b)
+			}
+			return v
+		}
+	}
+	t.Fatalf("none of %v in %s", files, dir)
+	return 0
+}
+
+// `ctr run --memory-limit` puts QEMU and every virtiofsd into the
+// container's cgroup (ctr's /<namespace>/<id>) with memory.max = the VM's
+// memory plus the host overhead; the cgroup goes with the container. An
+// annotation may not raise the VM over the limit.
+func TestHostileCgroupBoundsVM(t *testing.T) {
+	const limitMiB = 200
+	id := startDetached(t, []string{"--memory-limit", strconv.Itoa(limitMiB << 20), "--cpus", "1"}, "sleep", "1000")
+	waitStatus(t, id, "RUNNING", "container did not start")
+	st := readVMState(t, id)
+	path, dir := hostCgroupOf(t, st.QEMUPid)
+	if want := "/" + namespace() + "/" + id; path != want {
+		t.Fatalf("QEMU is in cgroup %q, want the container's %q", path, want)
+	}
+	for _, pid := range st.VirtiofsdPids {
+		if p, _ := hostCgroupOf(t, pid); p != path {
+			t.Errorf("virtiofsd %d is in cgroup %q, want %q", pid, p, path)
+		}
+	}
+	// memory_overhead_mib (128) and host_memory_overhead_mib (160) by
+	// default.
+	want := int64(limitMiB+128+160) << 20
+	if got := readCgroupInt(t, dir, "memory.limit_in_bytes", "memory.max"); got != want {
+		t.Errorf("memory limit of the container's host cgroup = %d, want %d", got, want)
+	}
+	usage := readCgroupInt(t, dir, "memory.usage_in_bytes", "memory.current")
+	t.Logf("host cgroup %s: memory usage %d MiB of %d MiB", path, usage>>20, want>>20)
+
+	// Metrics report the host cgroup's memory.
+	res := ctr(t, nil, "task", "metrics", "--format", "json", id)
+	var m struct {
+		Memory struct {
+			Usage      uint64 `json:"usage"`
+			UsageLimit uint64 `json:"usage_limit"`
+		} `json:"memory"`
+	}
+	if err := json.Unmarshal([]byte(res.stdout), &m); err != nil || m.Memory.UsageLimit != uint64(want) || m.Memory.Usage < 16<<20 {
+		t.Errorf("metrics do not report the host cgroup (limit %d): %v %s", want, err, res)
+	}
+
+	ctr(t, nil, "task", "kill", "-s", "SIGKILL", id)
+	waitStatus(t, id, "STOPPED", "killed container")
+	ctr(t, nil, "task", "delete", id)
+	if _, err := os.Stat(dir); err == nil {
+		t.Errorf("host cgroup %s left after delete", dir)
+	}
+
+	// An annotation asking for more than the limit gives is refused,
+	// naming the key.
+	res = run(t, nil, []string{"--memory-limit", strconv.Itoa(limitMiB << 20), "--annotation", "io.gondolin.vm.memory=4096"}, "true")
+	if res.code == 0 || !strings.Contains(res.stderr, "io.gondolin.vm.memory") {
+		t.Errorf("an annotation raising the VM over the memory limit was not refused clearly: %s", res)
+	}
+}
