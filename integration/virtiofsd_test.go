@@ -50,25 +50,38 @@ func TestRustVirtiofsd(t *testing.T) {
 	id := startDetached(t, []string{"--runtime-config-path", cfg,
 		"--mount", "type=bind,src=" + bind + ",dst=/data,options=rbind:rw"}, "sleep", "1000")
 
-	// Both file servers of this container (rootfs and binds) are the Rust one.
+	// Both file servers of this container (rootfs and binds) are the Rust
+	// one. Each is two processes in its namespace sandbox: the one the
+	// shim started, and its child serving in new PID and mount namespaces.
 	stateDir := gruntime.StateDir(gruntime.DefaultStateRoot, namespace(), id)
-	servers := 0
+	parentOf := map[string]string{}
 	procs, _ := filepath.Glob("/proc/[0-9]*/cmdline")
 	for _, p := range procs {
 		b, err := os.ReadFile(p)
-		if err != nil || !bytes.Contains(b, []byte(stateDir)) {
+		if err != nil || !bytes.Contains(b, []byte(stateDir)) || !strings.Contains(string(b), "--shared-dir=") {
 			continue
 		}
-		exe, _ := os.Readlink(filepath.Join(filepath.Dir(p), "exe"))
-		if strings.Contains(string(b), "--shared-dir=") {
-			if exe != binary {
-				t.Errorf("file server %s runs %s, want %s", filepath.Dir(p), exe, binary)
+		pid := filepath.Base(filepath.Dir(p))
+		if exe, _ := os.Readlink(filepath.Join(filepath.Dir(p), "exe")); exe != binary {
+			t.Errorf("file server %s runs %s, want %s", pid, exe, binary)
+		}
+		if st, err := os.ReadFile(filepath.Join(filepath.Dir(p), "stat")); err == nil {
+			if f := strings.Fields(string(st[bytes.LastIndexByte(st, ')')+1:])); len(f) > 1 {
+				parentOf[pid] = f[1]
 			}
-			servers++
 		}
 	}
-	if servers != 2 {
-		t.Fatalf("want 2 Rust virtiofsd processes (rootfs and binds) for %s, found %d", id, servers)
+	ownPIDNS, _ := os.Readlink("/proc/self/ns/pid")
+	var servers []string
+	for pid, ppid := range parentOf {
+		if _, child := parentOf[ppid]; !child {
+			servers = append(servers, pid)
+		} else if ns, _ := os.Readlink("/proc/" + pid + "/ns/pid"); ns == ownPIDNS {
+			t.Errorf("virtiofsd %s serves in the host's PID namespace (want --sandbox=namespace)", pid)
+		}
+	}
+	if len(servers) != 2 {
+		t.Fatalf("want 2 Rust virtiofsd servers (rootfs and binds) for %s, found %v", id, servers)
 	}
 
 	script := `set -e
