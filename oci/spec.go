@@ -121,9 +121,10 @@ const (
 )
 
 // HostBind is a host path a container bind-mounts. The runtime mounts
-// Source at <binds share>/Name on the host (read-only there when Readonly,
-// so a guest cannot remount its way to writing it) and the guest binds
-// that entry onto the container's destination.
+// Source at <binds share>/Name on the host (read-only there, recursively,
+// when Readonly, so a guest cannot remount its way to writing it or a mount
+// below it) and the guest binds that entry onto the container's
+// destination.
 type HostBind struct {
 	Name     string
 	Source   string
