@@ -1,9 +1,11 @@
 package runtime
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net"
 	"os"
 	"path/filepath"
@@ -444,4 +446,75 @@ func TestPersistedStateFields(t *testing.T) {
 	if st.BindsDir != "/s/binds" || st.ReadonlyRoot != "/s/rootfs-ro" {
 		t.Errorf("%+v", st)
 	}
+}
+
+// A state directory without its state file still has any share detached
+// before it is removed: the files behind a bind stay.
+func TestCleanupWithoutStateFileDetachesShares(t *testing.T) {
+	needMounts(t)
+	root := t.TempDir()
+	dir := StateDir(root, "ns", "c")
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	src := t.TempDir()
+	if err := os.WriteFile(filepath.Join(src, "keep"), []byte("host"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := prepareBinds(filepath.Join(dir, bindsName), []oci.HostBind{{Name: "0", Source: src}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := Cleanup(context.Background(), root, "ns", "c"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(src, "keep")); err != nil {
+		t.Errorf("cleanup removed a bind's host file: %v", err)
+	}
+	if left := mountsBelow(t, root); len(left) > 0 {
+		t.Errorf("mounts left: %v", left)
+	}
+}
+
+// Whatever the guest sends, in whatever pieces, the console log stays
+// within its limit and keeps the head.
+func FuzzConsoleLogCap(f *testing.F) {
+	f.Add(uint16(100), []byte("hello\nworld\n"), uint8(3))
+	f.Add(uint16(1), []byte("x"), uint8(1))
+	f.Add(uint16(300), bytes.Repeat([]byte("flood "), 200), uint8(7))
+	f.Fuzz(func(t *testing.T, limit uint16, data []byte, pieces uint8) {
+		if limit == 0 {
+			return
+		}
+		dir := t.TempDir()
+		path := filepath.Join(dir, "console.log")
+		c, err := openConsoleLog("c", path, filepath.Join(dir, "s"), int64(limit))
+		if err != nil {
+			t.Fatal(err)
+		}
+		n := int(pieces%16) + 1
+		for i := 0; i < n; i++ {
+			lo, hi := len(data)*i/n, len(data)*(i+1)/n
+			c.write(data[lo:hi])
+		}
+		c.Close()
+		b, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(b) > int(limit) {
+			t.Fatalf("log is %d bytes, limit %d", len(b), limit)
+		}
+		if c.dropped == 0 && !bytes.Equal(b, data) {
+			t.Fatalf("nothing dropped but the log differs from the input")
+		}
+		if c.dropped > 0 {
+			head := int(limit) - len(fmt.Sprintf(consoleCappedLine, limit))
+			if head > 0 && !bytes.Equal(b[:head], data[:head]) {
+				t.Fatalf("the head is not the first %d bytes", head)
+			}
+			if c.dropped+int64(max(head, 0)) != int64(len(data)) {
+				t.Fatalf("dropped %d + kept %d != %d", c.dropped, head, len(data))
+			}
+		}
+	})
 }

@@ -364,6 +364,15 @@ func Cleanup(ctx context.Context, stateRoot, namespace, id string) error {
 	dir := StateDir(stateRoot, namespace, id)
 	b, err := os.ReadFile(filepath.Join(dir, stateFile))
 	if errors.Is(err, os.ErrNotExist) {
+		// The shares are recorded before they are made, so none should
+		// be here; were one left, RemoveAll would go through its mounts
+		// into host files. Detach them by descriptor first.
+		if err := removeBinds(filepath.Join(dir, bindsName)); err != nil {
+			return err
+		}
+		if err := detachAndRemove(filepath.Join(dir, readonlyRootName)); err != nil {
+			return err
+		}
 		return os.RemoveAll(dir)
 	}
 	if err != nil {
