@@ -83,7 +83,7 @@ func (n *Network) audit(r AuditRecord) {
 		}
 		return
 	}
-	n.writeSummaryLocked()
+	// A pending summary waits for its timer: at most one a second.
 	n.writeAuditLocked(r)
 }
 
@@ -97,8 +97,8 @@ func (n *Network) flushAuditSummary() {
 }
 
 // writeSummaryLocked writes one record for the records left out since the
-// last one written. It costs no token: the summary is what keeps a flood
-// visible, and there is at most one per second.
+// last summary. It costs no token: the summary is what keeps a flood
+// visible, and only the timer (once a second) and Close write one.
 func (n *Network) writeSummaryLocked() {
 	if n.auditSuppressed == 0 {
 		return
