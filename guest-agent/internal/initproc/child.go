@@ -24,9 +24,11 @@ func Main() {
 	runtime.LockOSThread()
 	// Until it execs the container's program (which makes it dumpable
 	// again) this process is the agent binary with every capability, and
-	// for an exec process some of its threads still have the agent's
-	// root: no process of the container may ptrace it or open its
-	// /proc/<pid>/{root,cwd,exe,fd,mem}. runc's init does the same.
+	// its threads other than this one keep the agent's mount namespace
+	// and root: no process of the container may ptrace it or open its
+	// /proc/<pid>/{root,cwd,exe,fd,mem} without CAP_SYS_PTRACE (which
+	// the default set lacks; see docs/security.md). runc's init does the
+	// same.
 	if err := unix.Prctl(unix.PR_SET_DUMPABLE, 0, 0, 0, 0); err != nil {
 		os.Exit(1)
 	}
