@@ -159,3 +159,12 @@ func TestEnterRootChrootEscape(t *testing.T) {
 		t.Fatalf("joined the init's mount namespace: %q; want %q", got, want)
 	}
 }
+
+// An exec process that was not given the init's mount namespace refuses
+// to go on: it would run with the agent's root.
+func TestExecWithoutMountNSRefused(t *testing.T) {
+	_, err := prepare(&Config{Args: []string{"true"}, Exec: true})
+	if err == nil || !strings.Contains(err.Error(), "mount namespace") {
+		t.Fatalf("prepare of an exec without JoinMountNS: %v", err)
+	}
+}
