@@ -62,8 +62,10 @@ func DefaultLimits() Limits {
 		AuditLinesPerSecond:  100,
 		GuestEventsPerSecond: 10,
 		AgentCallTimeout:     Duration{30 * time.Second},
-		// Measured under TCG: QEMU ~70 MiB (64 MiB tb-size, mostly
-		// touched under load) plus ~5 MiB per virtiofsd; see
+		// Measured under TCG: QEMU holds ~114 MiB besides guest RAM
+		// (the 64 MiB translation cache, the kernel and initrd images,
+		// its own binary and heap), each virtiofsd ~4 MiB; a busy VM's
+		// cgroup peaked at 112 MiB over its guest RAM. See
 		// docs/security.md.
 		HostMemoryOverheadMiB: 160,
 	}

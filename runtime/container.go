@@ -696,7 +696,27 @@ func (c *Container) Exec(ctx context.Context, execID string, spec *specs.Process
 		return nil, err
 	}
 	p := newProcess(c, execID, stdio, hio)
-	want, err := p.attachStdio(c.sb.agent)
+	// Opening a stream waits for the guest once too many are unanswered:
+	// bounded like a call, and the VM's stop ends the wait.
+	type attached struct {
+		want *api.Stdio
+		err  error
+	}
+	res := make(chan attached, 1)
+	var want *api.Stdio
+	err = c.guestCall(ctx, "open the exec's stdio", func(ctx context.Context) error {
+		go func() {
+			w, err := p.attachStdio(c.sb.agent)
+			res <- attached{w, err}
+		}()
+		select {
+		case r := <-res:
+			want = r.want
+			return r.err
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	})
 	if err != nil {
 		hio.Close()
 		return nil, err

@@ -495,6 +495,12 @@ func (sb *sandbox) launch(ctx context.Context, cfg sandboxConfig, fsd *vmm.Virti
 	// and stays there: its PID is what OCI hooks get to find the
 	// namespace. Its own sockets are path-bound unix sockets, which work
 	// from any network namespace.
+	// QEMU joins the container's host cgroup before it fills guest RAM
+	// (the kernel, or a saved state): a page stays charged to the cgroup
+	// that first touched it.
+	if cfg.cgroup != nil {
+		vmCfg.Started = cfg.cgroup.add
+	}
 	var vm vmm.VM
 	err := cfg.netns.do(func() error {
 		var err error
@@ -506,13 +512,7 @@ func (sb *sandbox) launch(ctx context.Context, cfg sandboxConfig, fsd *vmm.Virti
 	}
 	sb.vm = vm
 	st.QEMUPid = vm.Pid()
-	if err := writeState(cfg.stateDir, st); err != nil {
-		return err
-	}
-	// QEMU joins the cgroup before the guest runs far: a cgroup v2 charge
-	// stays where a page was first touched, and the guest's RAM is
-	// touched as it boots.
-	return cfg.cgroup.add(vm.Pid())
+	return writeState(cfg.stateDir, st)
 }
 
 // stopFileServers ends the file servers of a VMM that did not start.

@@ -71,6 +71,11 @@ type Config struct {
 	// configuration (but for its sockets, console and ID): the VM resumes
 	// from it instead of booting.
 	Incoming string
+	// Started, when set, is called with the VMM's PID as soon as the
+	// process exists, before it loads the kernel or a saved state into
+	// guest RAM (so that a cgroup it joins there is charged for that
+	// memory); an error kills the VMM and fails the start.
+	Started func(pid int) error
 }
 
 // NIC is a guest network interface backed by a unix stream socket. The

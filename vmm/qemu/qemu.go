@@ -97,6 +97,13 @@ func Start(ctx context.Context, binary string, cfg vmm.Config) (*VM, error) {
 		vm.exitErr = vm.cmd.Wait()
 		close(vm.done)
 	}()
+	if cfg.Started != nil {
+		if err := cfg.Started(vm.cmd.Process.Pid); err != nil {
+			_ = vm.kill()
+			<-vm.done
+			return nil, err
+		}
+	}
 
 	if err := vm.waitForSocket(ctx, qmpSocket, 10*time.Second); err != nil {
 		_ = vm.kill()
