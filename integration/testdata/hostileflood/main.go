@@ -5,12 +5,15 @@
 //	hostileflood syn N ADDR          N connections to ADDR (refused by policy)
 //	hostileflood hold N SECS ADDR    hold N connections to ADDR ("resolver": the DNS server) open for SECS
 //	hostileflood header N BYTES ADDR N connections each sending BYTES of unterminated header
+//	hostileflood get 1 URL           one HTTP GET, printing the status and body (exit 1 on failure)
 package main
 
 import (
 	"bufio"
 	"fmt"
+	"io"
 	"net"
+	"net/http"
 	"os"
 	"strconv"
 	"strings"
@@ -40,6 +43,8 @@ func main() {
 	case "header":
 		size, _ := strconv.Atoi(os.Args[3])
 		header(n, size, os.Args[4])
+	case "get":
+		get(os.Args[3])
 	}
 }
 
@@ -157,4 +162,19 @@ func header(n, size int, addr string) {
 	}
 	wg.Wait()
 	fmt.Printf("header cut=%d\n", cut.Load())
+}
+
+func get(url string) {
+	c := &http.Client{Timeout: 15 * time.Second}
+	resp, err := c.Get(url)
+	if err != nil {
+		fmt.Println("get error:", err)
+		os.Exit(1)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+	fmt.Printf("get status=%d body=%q\n", resp.StatusCode, body)
+	if resp.StatusCode != http.StatusOK {
+		os.Exit(1)
+	}
 }
