@@ -136,6 +136,31 @@ func assertNothingLeft(t *testing.T, id string, st vmState) {
 			t.Errorf("process %d left behind: %s", pid, strings.ReplaceAll(string(b), "\x00", " "))
 		}
 	}
+	if dir := hostCgroupDir(id); dir != "" {
+		t.Errorf("host cgroup left behind: %s", dir)
+	}
+}
+
+// hostCgroupDir is the container's host cgroup as `ctr run` names it
+// (/<namespace>/<id>) if it still exists, on cgroup v1 or v2; "" if not.
+func hostCgroupDir(id string) string {
+	for i := 0; i < 25; i++ {
+		left := ""
+		for _, dir := range []string{"/sys/fs/cgroup/memory", "/sys/fs/cgroup"} {
+			d := filepath.Join(dir, namespace(), id)
+			if _, err := os.Stat(d); err == nil {
+				left = d
+			}
+		}
+		if left == "" {
+			return ""
+		}
+		if i == 24 {
+			return left
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	return ""
 }
 
 // Killing the container's virtiofsd ends the task with a non-zero status
@@ -329,8 +354,8 @@ func TestHostileCgroupBoundsVM(t *testing.T) {
 	ctr(t, nil, "task", "kill", "-s", "SIGKILL", id)
 	waitStatus(t, id, "STOPPED", "killed container")
 	ctr(t, nil, "task", "delete", id)
-	if _, err := os.Stat(dir); err == nil {
-		t.Errorf("host cgroup %s left after delete", dir)
+	if left := hostCgroupDir(id); left != "" {
+		t.Errorf("host cgroup %s left after delete", left)
 	}
 
 	// An annotation asking for more than the limit gives is refused,
@@ -339,4 +364,22 @@ func TestHostileCgroupBoundsVM(t *testing.T) {
 	if res.code == 0 || !strings.Contains(res.stderr, "io.gondolin.vm.memory") {
 		t.Errorf("an annotation raising the VM over the memory limit was not refused clearly: %s", res)
 	}
+
+	// A shim that dies leaves its cgroup to `shim delete`, which removes
+	// it once the VM's processes are reaped.
+	id = startDetached(t, []string{"--memory-limit", strconv.Itoa(limitMiB << 20)}, "sleep", "1000")
+	waitStatus(t, id, "RUNNING", "container did not start")
+	st = readVMState(t, id)
+	if err := syscall.Kill(shimPID(t, id), syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(lifecycleBound)
+	for s := taskStatus(t, id); s != "" && s != "STOPPED"; s = taskStatus(t, id) {
+		if time.Now().After(deadline) {
+			t.Fatalf("task still %s after its shim was killed", s)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	ctr(t, nil, "task", "delete", id)
+	assertNothingLeft(t, id, st)
 }

@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/containerd/cgroups/v3"
 	"github.com/containerd/cgroups/v3/cgroup1"
@@ -182,6 +183,11 @@ func (h *hostCgroup) remove() error {
 	return removeHostCgroup(h.path)
 }
 
+// removeHostCgroupWait bounds how long removal waits for the cgroup's
+// processes to be gone: after a shim died, its QEMU and virtiofsds are
+// killed but reaped by whichever process inherited them, a moment later.
+const removeHostCgroupWait = 3 * time.Second
+
 // removeHostCgroup deletes the cgroup at path (below the hierarchies'
 // roots) in every hierarchy; a missing one is fine. The path is the shim's
 // own record, never anything the guest wrote.
@@ -189,6 +195,17 @@ func removeHostCgroup(path string) error {
 	if path == "" || path == "/" {
 		return nil
 	}
+	deadline := time.Now().Add(removeHostCgroupWait)
+	for {
+		err := removeHostCgroupOnce(path)
+		if err == nil || time.Now().After(deadline) {
+			return err
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func removeHostCgroupOnce(path string) error {
 	var err error
 	switch cgroups.Mode() {
 	case cgroups.Unified:
