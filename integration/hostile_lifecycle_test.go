@@ -351,6 +351,16 @@ func TestHostileCgroupBoundsVM(t *testing.T) {
 		t.Errorf("metrics do not report the host cgroup (limit %d): %v %s", want, err, res)
 	}
 
+	// A paused VM cannot answer: metrics are the host's, at once.
+	if res := ctr(t, nil, "task", "pause", id); res.code != 0 {
+		t.Fatalf("pause: %s", res)
+	}
+	res, took := timed(t, "task", "metrics", "--format", "json", id)
+	m.Memory.UsageLimit = 0
+	if err := json.Unmarshal([]byte(res.stdout), &m); err != nil || m.Memory.UsageLimit != uint64(want) || took > 5*time.Second {
+		t.Errorf("metrics of a paused container (after %s): %v %s", took, err, res)
+	}
+
 	ctr(t, nil, "task", "kill", "-s", "SIGKILL", id)
 	waitStatus(t, id, "STOPPED", "killed container")
 	ctr(t, nil, "task", "delete", id)

@@ -836,6 +836,14 @@ const StatsTypeURL = "io.containerd.cgroups.v2.Metrics"
 // and hugetlb figures are the guest's word about the container's own
 // cgroup inside the VM. Without a host cgroup every figure is the guest's.
 func (c *Container) Stats(ctx context.Context) ([]byte, error) {
+	if c.cgroup != nil && c.paused() {
+		// A paused VM cannot answer; the host's figures are there.
+		host, err := c.cgroup.figures()
+		if err != nil {
+			return nil, fmt.Errorf("stats of %s: %w", c.ID, err)
+		}
+		return mergeHostFigures(nil, host)
+	}
 	var resp *api.StatsResponse
 	err := c.guestCall(ctx, "read stats", func(ctx context.Context) (err error) {
 		resp, err = c.sb.agent.Stats(ctx, &api.StatsRequest{ContainerId: c.ID})
