@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -517,4 +518,39 @@ func FuzzConsoleLogCap(f *testing.F) {
 			}
 		}
 	})
+}
+
+// Close ends the copy while the VMM's connection is still open and idle.
+func TestConsoleLogCloseWithOpenConnection(t *testing.T) {
+	dir := t.TempDir()
+	path, sock := filepath.Join(dir, "console.log"), filepath.Join(dir, "console.sock")
+	c, err := openConsoleLog("c", path, sock, 1<<20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn, err := net.Dial("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if _, err := conn.Write([]byte("booting\n")); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(2 * time.Second)
+	for {
+		if b, _ := os.ReadFile(path); string(b) == "booting\n" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the console output did not reach the log")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	done := make(chan struct{})
+	go func() { c.Close(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(2 * time.Second):
+		t.Fatal("Close hangs on an open console connection")
+	}
 }
