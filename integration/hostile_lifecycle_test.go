@@ -393,3 +393,31 @@ func TestHostileCgroupBoundsVM(t *testing.T) {
 	ctr(t, nil, "task", "delete", id)
 	assertNothingLeft(t, id, st)
 }
+
+// A container that OOM-kills a child over and over raises TaskOOM events
+// no faster than limits.guest_events_per_second (1 here, with a burst of
+// 1): the guest's word reaches containerd's event stream at a bounded rate.
+func TestHostileOOMFloodRateLimited(t *testing.T) {
+	cfg := filepath.Join(t.TempDir(), "config.toml")
+	if err := os.WriteFile(cfg, []byte("[limits]\nguest_events_per_second = 1\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	events := startEvents(t)
+	id := newID(t)
+	const seconds = 8
+	script := fmt.Sprintf(`n=0; s=$(date +%%s); while [ $(( $(date +%%s) - s )) -lt %d ]; do dd if=/dev/zero of=/dev/null bs=48M count=1 2>/dev/null; n=$((n+1)); done; echo kills=$n`, seconds)
+	res := ctr(t, nil, "run", "--rm", "--runtime", runtimeName, "--runtime-config-path", cfg, "--memory-limit", strconv.Itoa(16<<20), testImage(t), id, "sh", "-c", script)
+	t.Cleanup(func() { assertNoLeftovers(t, id) })
+	var kills int
+	if _, err := fmt.Sscanf(strings.TrimSpace(res.stdout), "kills=%d", &kills); err != nil {
+		t.Fatalf("the container did not report its OOM kills: %s", res)
+	}
+	ooms := len(events.topicsOf(t, id, "/tasks/oom"))
+	t.Logf("%d OOM kills in the guest in %d s, %d TaskOOM events", kills, seconds, ooms)
+	if kills < 2*seconds {
+		t.Skipf("only %d OOM kills in %d s: too slow a host to flood", kills, seconds)
+	}
+	if ooms < 1 || ooms > seconds+3 {
+		t.Errorf("%d TaskOOM events for %d OOM kills in %d s; want 1 to %d", ooms, kills, seconds, seconds+3)
+	}
+}
