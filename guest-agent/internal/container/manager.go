@@ -130,6 +130,10 @@ type Process struct {
 	io      sync.WaitGroup
 }
 
+// devicesDir is where the tmpfs with the container's device nodes is
+// mounted (deviceSource): in its state directory, outside its root.
+func (c *Container) devicesDir() string { return filepath.Join(c.dir, "devices") }
+
 func newProcess(cid, eid string) *Process {
 	return &Process{ContainerID: cid, ExecID: eid, exited: make(chan struct{}), done: make(chan struct{})}
 }
@@ -314,25 +318,32 @@ func (m *Manager) create(ctx context.Context, c *Container, req *api.CreateConta
 	if err := os.MkdirAll(c.rootfs, 0o755); err != nil {
 		return 0, fmt.Errorf("create %s: %w", c.rootfs, err)
 	}
+	// Unless the container may open every device, nothing it can make a
+	// node on opens one (see setupDev).
+	nodev := !allowsAllDevices(res)
+	var rootFlags uintptr
+	if nodev {
+		rootFlags = unix.MS_NODEV
+	}
 	// Mounted read-write first: mount points and /dev entries may have to
 	// be created; a read-only root becomes read-only after that, as with
 	// runc.
-	if err := unix.Mount(req.GetRootfsTag(), c.rootfs, "virtiofs", 0, ""); err != nil {
+	if err := unix.Mount(req.GetRootfsTag(), c.rootfs, "virtiofs", rootFlags, ""); err != nil {
 		return 0, fmt.Errorf("mount virtio-fs share %q on %s: %w", req.GetRootfsTag(), c.rootfs, err)
 	}
 	steps.done("rootfs")
-	plan, err := mountAll(c.rootfs, req.GetMounts())
+	plan, err := mountAll(c.rootfs, req.GetMounts(), nodev)
 	if err != nil {
 		return 0, err
 	}
-	setupDev(c.rootfs, plan)
+	setupDev(c.rootfs, c.devicesDir(), plan)
 	steps.done("mounts")
 	if err := setupAgentFiles(c, req, certs); err != nil {
 		return 0, err
 	}
 	steps.done("files")
 	if req.GetRootfsReadonly() {
-		if err := remountReadonly(c.rootfs, 0); err != nil {
+		if err := remountReadonly(c.rootfs, rootFlags); err != nil {
 			return 0, err
 		}
 	}
@@ -510,7 +521,7 @@ func (m *Manager) teardown(c *Container) error {
 		errs = append(errs, err)
 	}
 	// Never RemoveAll: if an unmount failed, the share's files are below.
-	for _, d := range []string{c.rootfs, c.dir} {
+	for _, d := range []string{c.rootfs, c.devicesDir(), c.dir} {
 		if err := os.Remove(d); err != nil && !errors.Is(err, os.ErrNotExist) {
 			errs = append(errs, err)
 		}

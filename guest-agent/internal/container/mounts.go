@@ -6,7 +6,9 @@ import (
 	"os"
 	"path"
 	"path/filepath"
+	"strings"
 
+	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
 
 	"github.com/earendil-works/gondolin-containerd/guest-agent/api"
@@ -37,13 +39,18 @@ func nsBound(typ string) bool {
 }
 
 // mountAll makes the request's mounts under rootfs in order, except those
-// bound to the container's namespaces, which it plans for the init.
-func mountAll(rootfs string, mounts []*api.Mount) (*mountPlan, error) {
+// bound to the container's namespaces, which it plans for the init. With
+// nodev every mount but devpts is nodev, whatever its options say (see
+// setupDev).
+func mountAll(rootfs string, mounts []*api.Mount, nodev bool) (*mountPlan, error) {
 	plan := &mountPlan{}
 	for _, mnt := range mounts {
 		dest := path.Clean("/" + mnt.GetDestination())
 		typ := mountutil.NormalizeType(mnt.GetType())
 		opts := mountutil.ParseOptions(mnt.GetOptions())
+		if nodev && typ != "devpts" {
+			opts.Flags |= unix.MS_NODEV
+		}
 		target, err := mountutil.SecureJoin(rootfs, dest)
 		if err != nil {
 			return nil, fmt.Errorf("mount %s: resolve destination: %w", dest, err)
@@ -145,9 +152,37 @@ func bindMount(src, target string, opts mountutil.Options) error {
 			return fmt.Errorf("remount with flags %#x: %w", rest, err)
 		}
 	}
+	// The remount set the top mount's flags; an rbind's submounts keep
+	// their own, so nodev is set on them as well.
+	if opts.Flags&(unix.MS_REC|unix.MS_NODEV) == unix.MS_REC|unix.MS_NODEV {
+		attr := unix.MountAttr{Attr_set: unix.MOUNT_ATTR_NODEV}
+		if err := unix.MountSetattr(unix.AT_FDCWD, target, unix.AT_RECURSIVE, &attr); err != nil {
+			return fmt.Errorf("make the mounts below %s nodev: %w", target, err)
+		}
+	}
 	return nil
 }
 
+// bindDevice binds the device node src onto the container path name below
+// rootfs (a file made for it): a mount of src's file system, so the node
+// opens even where the mount below is nodev.
+func bindDevice(src, rootfs, name string) error {
+	target, err := mountutil.SecureJoin(rootfs, name)
+	if err != nil {
+		return err
+	}
+	if err := ensureMountPoint(target, false); err != nil {
+		return err
+	}
+	if err := unix.Mount(src, target, "", unix.MS_BIND, ""); err != nil {
+		return fmt.Errorf("bind %s on %s: %w", src, target, err)
+	}
+	return nil
+}
+
+// ensureMountPoint makes target a mount point for a directory or a
+// file. What is there already is never opened: the image decides what it
+// is (a FIFO would block; a device node on a nodev mount does not open).
 func ensureMountPoint(target string, dir bool) error {
 	if dir {
 		return os.MkdirAll(target, 0o755)
@@ -155,18 +190,46 @@ func ensureMountPoint(target string, dir bool) error {
 	if err := os.MkdirAll(filepath.Dir(target), 0o755); err != nil {
 		return err
 	}
-	f, err := os.OpenFile(target, os.O_CREATE|os.O_RDONLY, 0o644)
-	if err != nil {
-		return err
+	fd, err := unix.Open(target, unix.O_CREAT|unix.O_EXCL|unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o644)
+	if errors.Is(err, unix.EEXIST) {
+		return nil
 	}
-	return f.Close()
+	if err != nil {
+		return fmt.Errorf("create mount point %s: %w", target, err)
+	}
+	return unix.Close(fd)
 }
+
+// How a container is kept from devices it was not given
+//
+// runc confines device access with the device cgroup (linux.resources.
+// devices): a root container may mknod any node (CAP_MKNOD is in Docker's
+// default set) but opens only the allowed ones. The guest has no device
+// controller (cgroup v2 does it with BPF programs, which the minimal
+// kernel lacks), so a node made with mknod would open whatever the guest
+// kernel has: /dev/kmsg, the hardware RNG, the console (lines in the
+// host's console.log), a disk. The agent confines it with the mount
+// instead: every mount it makes for a container that is not allowed all
+// devices (see allowsAllDevices) is nodev, which the kernel checks on the
+// mount a node is opened through (may_open_dev), so a node made on the
+// root, the /dev tmpfs, a tmpfs or a bind opens as EACCES. The devices the
+// container is given are nodes of its own, made on a small tmpfs of the
+// agent's (deviceSource, not nodev, never reachable from the container)
+// and bound one by one onto files in its /dev: each bind is a mount of
+// that tmpfs, not of the nodev mount below it. Being the container's own
+// inodes, a chmod of them changes nothing the guest or another container
+// uses. devpts stays dev, so its ptys open; it makes no nodes on request.
 
 type devNode struct {
 	name         string
 	major, minor uint32
 }
 
+// devNodes are the devices every container gets: runc's default set
+// (OCI's linux.devices defaults and the device cgroup's default allow
+// list). /dev/ptmx is a link to the container's devpts instance. The
+// spec's other linux.devices are host devices, which the guest does not
+// have (oci.HostDevices).
 var devNodes = []devNode{
 	{"null", 1, 3}, {"zero", 1, 5}, {"full", 1, 7},
 	{"random", 1, 8}, {"urandom", 1, 9}, {"tty", 5, 0},
@@ -180,10 +243,60 @@ var devLinks = [][2]string{
 	{"/proc/self/fd/2", "stderr"},
 }
 
-// setupDev gives the container the usual device nodes, links and /dev/shm:
-// made fresh on a /dev tmpfs the spec mounted, bound from the guest's /dev
-// otherwise. Failures are logged: a read-only image without /dev still runs.
-func setupDev(rootfs string, plan *mountPlan) {
+// allowsAllDevices reports whether OCI device cgroup rules let the
+// container open every device, as --privileged's do ([{allow: true,
+// access: rwm}]): such a container's mounts are not nodev, and a node it
+// makes opens as under runc. A deny after the allow-all narrows it, and
+// then nodev stays (the guest cannot enforce a partial rule). No rules at
+// all is runc's default: only the default devices.
+func allowsAllDevices(res *specs.LinuxResources) bool {
+	if res == nil {
+		return false
+	}
+	all := false
+	for _, d := range res.Devices {
+		wild := (d.Type == "" || d.Type == "a") &&
+			(d.Major == nil || *d.Major == -1) && (d.Minor == nil || *d.Minor == -1)
+		switch {
+		case d.Allow && wild && (d.Access == "" || strings.Contains(d.Access, "r") && strings.Contains(d.Access, "w")):
+			all = true
+		case !d.Allow:
+			all = false
+		}
+	}
+	return all
+}
+
+// deviceSource mounts the tmpfs at dir that holds the container's device
+// nodes, and makes them. It is below the container's state directory, not
+// its root: nothing in the container's mount namespace reaches it but the
+// binds of its nodes.
+func deviceSource(dir string) error {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fmt.Errorf("create %s: %w", dir, err)
+	}
+	// nosuid and noexec carry over to each bind of a node; dev must.
+	if err := unix.Mount("tmpfs", dir, "tmpfs", unix.MS_NOSUID|unix.MS_NOEXEC, "mode=0755,size=4k,nr_inodes=32"); err != nil {
+		return fmt.Errorf("mount the device tmpfs on %s: %w", dir, err)
+	}
+	for _, d := range devNodes {
+		p := filepath.Join(dir, d.name)
+		if err := unix.Mknod(p, unix.S_IFCHR|0o666, int(unix.Mkdev(d.major, d.minor))); err != nil {
+			return fmt.Errorf("mknod %s: %w", p, err)
+		}
+		// mknod's mode went through the agent's umask.
+		if err := unix.Chmod(p, 0o666); err != nil {
+			return fmt.Errorf("chmod %s: %w", p, err)
+		}
+	}
+	return nil
+}
+
+// setupDev gives the container the usual device nodes (bound from its
+// device tmpfs at devices, see deviceSource), links and /dev/shm, on the
+// /dev tmpfs the spec mounted or on the root's /dev. Failures are logged:
+// a read-only image without /dev still runs.
+func setupDev(rootfs, devices string, plan *mountPlan) {
 	dev, err := mountutil.SecureJoin(rootfs, "/dev")
 	if err == nil {
 		err = os.MkdirAll(dev, 0o755)
@@ -192,28 +305,13 @@ func setupDev(rootfs string, plan *mountPlan) {
 		agentlog.Warnf("container /dev: %v", err)
 		return
 	}
-	for _, d := range devNodes {
-		p := filepath.Join(dev, d.name)
-		if plan.devTmpfs {
-			err := unix.Mknod(p, unix.S_IFCHR|0o666, int(unix.Mkdev(d.major, d.minor)))
-			if err == nil {
-				err = os.Chmod(p, 0o666)
+	if err := deviceSource(devices); err != nil {
+		agentlog.Warnf("container /dev: %v", err)
+	} else {
+		for _, d := range devNodes {
+			if err := bindDevice(filepath.Join(devices, d.name), rootfs, "/dev/"+d.name); err != nil {
+				agentlog.Warnf("container /dev/%s: %v", d.name, err)
 			}
-			if err != nil && !errors.Is(err, unix.EEXIST) {
-				agentlog.Warnf("mknod %s: %v", p, err)
-			}
-			continue
-		}
-		var st unix.Stat_t
-		if unix.Lstat(p, &st) == nil && st.Mode&unix.S_IFMT == unix.S_IFCHR && st.Rdev == unix.Mkdev(d.major, d.minor) {
-			continue
-		}
-		if err := ensureMountPoint(p, false); err != nil {
-			agentlog.Warnf("container /dev/%s: %v", d.name, err)
-			continue
-		}
-		if err := unix.Mount("/dev/"+d.name, p, "", unix.MS_BIND, ""); err != nil {
-			agentlog.Warnf("bind /dev/%s: %v", d.name, err)
 		}
 	}
 	for _, l := range devLinks {

@@ -55,12 +55,28 @@ func maskPath(rootfs, p string) error {
 	case MaskTmpfs:
 		err = unix.Mount("tmpfs", target, "tmpfs", unix.MS_RDONLY|unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, "size=0,mode=0755")
 	case MaskDevNull:
-		err = unix.Mount("/dev/null", target, "", unix.MS_BIND, "")
+		err = unix.Mount(containerNull(rootfs), target, "", unix.MS_BIND, "")
 	}
 	if err != nil {
 		return fmt.Errorf("mask %s: %w", p, err)
 	}
 	return nil
+}
+
+// containerNull is the /dev/null a masked file is bound to: the
+// container's own node (the agent binds one onto its /dev/null), as runc
+// masks after pivot_root, so that a chmod through a masked path changes no
+// node of the guest's; the guest's when the container has none.
+func containerNull(rootfs string) string {
+	p, err := mountutil.SecureJoin(rootfs, "/dev/null")
+	if err != nil {
+		return "/dev/null"
+	}
+	var st unix.Stat_t
+	if unix.Lstat(p, &st) != nil || st.Mode&unix.S_IFMT != unix.S_IFCHR || st.Rdev != unix.Mkdev(1, 3) {
+		return "/dev/null"
+	}
+	return p
 }
 
 // readonlyPath makes a container path read-only with a bind remount that

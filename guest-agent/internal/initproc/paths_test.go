@@ -55,3 +55,34 @@ func TestSysctlPath(t *testing.T) {
 		}
 	}
 }
+
+// A masked file is bound to the container's own /dev/null when it has
+// one, never to another node the image put there.
+func TestContainerNull(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root (mknod)")
+	}
+	rootfs := t.TempDir()
+	if got := containerNull(rootfs); got != "/dev/null" {
+		t.Errorf("no /dev: %q", got)
+	}
+	dev := filepath.Join(rootfs, "dev")
+	if err := os.Mkdir(dev, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Mknod(filepath.Join(dev, "null"), unix.S_IFCHR|0o666, int(unix.Mkdev(1, 11))); err != nil {
+		t.Fatal(err)
+	}
+	if got := containerNull(rootfs); got != "/dev/null" {
+		t.Errorf("/dev/null is the kmsg device: %q", got)
+	}
+	if err := os.Remove(filepath.Join(dev, "null")); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Mknod(filepath.Join(dev, "null"), unix.S_IFCHR|0o666, int(unix.Mkdev(1, 3))); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := containerNull(rootfs), filepath.Join(dev, "null"); got != want {
+		t.Errorf("containerNull = %q, want %q", got, want)
+	}
+}
