@@ -283,3 +283,52 @@ func mustV1Metrics() *v1stats.Metrics {
 		MemoryOomControl: &v1stats.MemoryOomControl{OomKill: 1},
 	}
 }
+
+// Whatever the guest sends as its metrics, the merge keeps the host's
+// figures and never fails or panics.
+func FuzzMergeHostFigures(f *testing.F) {
+	seed, _ := proto.Marshal(&v2stats.Metrics{Pids: &v2stats.PidsStat{Current: 3}, Memory: &v2stats.MemoryStat{Usage: 1 << 40}})
+	f.Add(seed)
+	f.Add([]byte{})
+	f.Add([]byte("\x0a\xff\xff\xff\xff\x0f"))
+	host := hostFigures{
+		cpu:    &v2stats.CPUStat{UsageUsec: 5000},
+		memory: &v2stats.MemoryStat{Usage: 200 << 20, UsageLimit: 700 << 20},
+		events: &v2stats.MemoryEvents{OomKill: 2},
+	}
+	f.Fuzz(func(t *testing.T, guest []byte) {
+		b, err := mergeHostFigures(guest, host)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var m v2stats.Metrics
+		if err := proto.Unmarshal(b, &m); err != nil {
+			t.Fatal(err)
+		}
+		if m.GetCPU().GetUsageUsec() != 5000 || m.GetMemory().GetUsage() != 200<<20 || m.GetMemory().GetUsageLimit() != 700<<20 || m.GetMemoryEvents().GetOomKill() != 2 {
+			t.Fatalf("host figures lost: %v", &m)
+		}
+	})
+}
+
+// A cgroupsPath, plain or systemd-style, becomes an absolute path below
+// the hierarchies' roots that never climbs out of them, or an error.
+func FuzzHostCgroupPath(f *testing.F) {
+	for _, s := range []string{"/default/c1", "system.slice:docker:abc", "kubepods-besteffort-pod12.slice:cri-containerd:c1", "a/../../b", ":x:y", "-.slice::c"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, in string) {
+		p, err := hostCgroupPath(in)
+		if err != nil || in == "" {
+			return
+		}
+		if !strings.HasPrefix(p, "/") || p == "/" || filepath.Clean(p) != p {
+			t.Fatalf("hostCgroupPath(%q) = %q", in, p)
+		}
+		for _, el := range strings.Split(p, "/") {
+			if el == ".." {
+				t.Fatalf("hostCgroupPath(%q) = %q climbs out", in, p)
+			}
+		}
+	})
+}
