@@ -3,6 +3,7 @@ package runtime
 import (
 	"bufio"
 	"encoding/binary"
+	"fmt"
 	"io"
 	"net"
 	"sync"
@@ -20,7 +21,7 @@ func agentYamuxConfig() *yamux.Config {
 	cfg.EnableKeepAlive = false
 	cfg.ConnectionWriteTimeout = 24 * time.Hour
 	cfg.StreamOpenTimeout = 0
-	cfg.MaxStreamWindowSize = 1 << 20
+	cfg.MaxStreamWindowSize = agentMaxWindow
 	// AcceptBacklog stays at its default: yamux also bounds the host's own
 	// unacknowledged opens by it. Streams the guest opens never reach the
 	// backlog (guestFrames drops them).
@@ -28,6 +29,10 @@ func agentYamuxConfig() *yamux.Config {
 	cfg.Logger = nil
 	return cfg
 }
+
+// agentMaxWindow is the most a stream of the channel may have in flight
+// towards the host, and so the largest data frame the guest may send.
+const agentMaxWindow = 1 << 20
 
 // yamux's frame header (github.com/hashicorp/yamux, spec.md): version,
 // type, flags, stream ID, length; a data frame's length bytes follow.
@@ -54,6 +59,15 @@ const (
 //     dropped, so yamux never learns of the stream and discards the data
 //     of any later frame on it.
 //
+// And a data frame reaches yamux only once all of it has arrived. yamux
+// reads a frame's payload from the connection holding the stream's receive
+// lock; a guest that sends part of a payload and stops would leave the
+// lock held, and with the stream half-closed (FIN) Read holds the state
+// lock while waiting for it, so every write on the stream, and any ttrpc
+// call, hangs, deaf to its context. A data frame longer than
+// agentMaxWindow (which yamux would refuse as past the window anyway) ends
+// the session.
+//
 // Everything else reaches yamux as the guest sent it, and yamux bounds it
 // (windows, versions, types). onDrop is called once, at the first
 // dropped frame, so the shim log gets one line however many follow.
@@ -71,7 +85,9 @@ func newGuestFrames(conn net.Conn, onDrop func(what string)) *guestFrames {
 	if onDrop == nil {
 		onDrop = func(string) {}
 	}
-	return &guestFrames{Conn: conn, r: bufio.NewReaderSize(conn, 32<<10), onDrop: onDrop}
+	// The buffer holds the largest frame: Go takes its pages from the
+	// kernel zeroed, so only what frames fill becomes resident.
+	return &guestFrames{Conn: conn, r: bufio.NewReaderSize(conn, yamuxHeaderSize+agentMaxWindow), onDrop: onDrop}
 }
 
 // Read is only called by yamux's receive loop, one call at a time.
@@ -106,10 +122,17 @@ func (g *guestFrames) Read(p []byte) (int, error) {
 			drop = "stream the guest opened"
 		}
 		if drop == "" {
-			g.pending = g.hdr[:]
 			if typ == yamuxTypeData {
+				if length > agentMaxWindow {
+					return 0, fmt.Errorf("agent channel: a data frame of %d bytes from the guest, past the %d byte window", length, agentMaxWindow)
+				}
+				// Wait for the whole payload (see above).
+				if _, err := g.r.Peek(int(length)); err != nil {
+					return 0, err
+				}
 				g.pass = int64(length)
 			}
+			g.pending = g.hdr[:]
 			continue
 		}
 		g.once.Do(func() { g.onDrop(drop) })

@@ -219,3 +219,34 @@ func FuzzAgentChannel(f *testing.F) {
 		}
 	})
 }
+
+// A guest that half-closes the control stream and sends part of a frame
+// must not wedge the host's calls: each still ends with its context.
+func TestAgentChannelPartialFrameDoesNotWedgeCalls(t *testing.T) {
+	const fin = 4
+	g := newGuestConn(yamuxFrame(yamuxTypeData, fin, 1, 100, []byte("only part of the payload")))
+	a, err := newAgentConn(context.Background(), g)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer g.Close()
+	defer a.Close()
+	g.waitDrained(t)
+	for i := 0; i < 2; i++ {
+		ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+		done := make(chan error, 1)
+		go func() {
+			_, err := a.WaitListeners(ctx, &api.WaitListenersRequest{})
+			done <- err
+		}()
+		select {
+		case err := <-done:
+			if err == nil {
+				t.Fatal("a call succeeded with no answer from the guest")
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatal("a call hung past its context's deadline")
+		}
+		cancel()
+	}
+}
