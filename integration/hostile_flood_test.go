@@ -130,6 +130,7 @@ func TestHostileFloodsStayBounded(t *testing.T) {
 	}
 	rss, _ := shimMemory(t, pid)
 	t.Logf("idle: shim RSS %.1f MiB", float64(rss)/(1<<20))
+	floodStart := time.Now()
 
 	flood("20,000 one-query DNS flows", "udp53", "20000")
 	flood("5,000 refused connections", "syn", "5000", "93.184.215.34:9")
@@ -146,6 +147,22 @@ func TestHostileFloodsStayBounded(t *testing.T) {
 	t.Logf("audit files: %d bytes (cap %d)", total, floodAuditCap)
 	if total > floodAuditCap+4096 {
 		t.Fatalf("audit files hold %d bytes, cap %d", total, floodAuditCap)
+	}
+	// The shim log gets the same lines as the audit file: rate-limited,
+	// not one per refusal (25,000 refusals above).
+	if logFile := os.Getenv("GONDOLIN_DEV_CONTAINERD_LOG"); logFile != "" {
+		secs := int(time.Since(floodStart)/time.Second) + 2
+		lb, _ := os.ReadFile(logFile)
+		n := 0
+		for _, line := range strings.Split(string(lb), "\n") {
+			if strings.Contains(line, "audit=egress") && strings.Contains(line, id) {
+				n++
+			}
+		}
+		t.Logf("shim log: %d audit lines in %d s", n, secs)
+		if limit := 100*secs + secs; n > limit {
+			t.Fatalf("shim log: %d audit lines in %d s, limit %d", n, secs, limit)
+		}
 	}
 	b, _ := os.ReadFile(live)
 	for _, want := range []string{`"decision":"suppressed"`, "limits.tcp_flows"} {
