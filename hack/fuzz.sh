@@ -28,11 +28,21 @@ parallel=()
 mapfile -t dirs < <(git ls-files -z --cached --others --exclude-standard -- '*_test.go' |
 	xargs -0 -r grep -lE '^func Fuzz[A-Z0-9_]' | xargs -r -n1 dirname | sort -u | sed 's|^|./|')
 targets=()
+declare -a summary
+failed=0
 for dir in "${dirs[@]}"; do
 	# A directory in a module of its own (bench/) is listed from there.
+	if ! list="$(cd "$dir" && "$GO" test -list '^Fuzz' . 2>&1)"; then
+		# A package that does not build must not drop its targets silently.
+		echo "$list" | tail -20
+		echo "[fuzz.sh] FAIL  $dir: cannot list its fuzz targets"
+		summary+=("FAIL  $dir (does not build)")
+		failed=1
+		continue
+	fi
 	while read -r name; do
 		[[ $name =~ ^Fuzz ]] && [[ $name =~ $FUZZ ]] && targets+=("$dir $name")
-	done < <(cd "$dir" && "$GO" test -list '^Fuzz' . 2>/dev/null)
+	done <<<"$list"
 done
 ((${#targets[@]})) || { echo "[fuzz.sh] no fuzz target matches '$FUZZ'" >&2; exit 1; }
 
@@ -42,8 +52,6 @@ if [[ -n ${FUZZBUDGET:-} ]]; then
 	FUZZTIME="$((per < 2 ? 2 : per))s"
 fi
 echo "[fuzz.sh] ${#targets[@]} fuzz targets, $FUZZTIME each"
-declare -a summary
-failed=0
 start_all=$SECONDS
 for t in "${targets[@]}"; do
 	read -r dir name <<<"$t"
