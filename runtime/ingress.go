@@ -309,6 +309,9 @@ type publisher struct {
 	// open opens the namespace-side socket of a port (listen and serve
 	// TCP, relay UDP); a field so tests can stand in for the namespace.
 	open func(context.Context, ingressPort) (io.Closer, error)
+	// dialGuest connects to a TCP port of the guest (the userspace
+	// network's); a field for the same reason.
+	dialGuest func(context.Context, uint16) (net.Conn, error)
 
 	mu        sync.Mutex
 	published map[ingressPort]io.Closer
@@ -331,6 +334,9 @@ func newPublisher(c *Container, entry *log.Entry, rules ingressRules, limits oci
 		maxUDPFlows: int64(limits.UDPFlows),
 	}
 	p.open = p.openPort
+	if c != nil && c.net != nil {
+		p.dialGuest = c.net.policy.DialGuest
+	}
 	return p
 }
 
@@ -440,7 +446,7 @@ func (p *publisher) serve(ctx context.Context, ln net.Listener, port uint16) {
 func (p *publisher) forward(ctx context.Context, outside net.Conn, port uint16) {
 	defer outside.Close()
 	dialCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	inside, err := p.c.net.policy.DialGuest(dialCtx, port)
+	inside, err := p.dialGuest(dialCtx, port)
 	cancel()
 	if err != nil {
 		p.entry.WithError(err).Debug("ingress connection refused by the guest")

@@ -3,8 +3,11 @@ package runtime
 import (
 	"context"
 	"encoding/binary"
+	"errors"
 	"io"
+	"net"
 	"os"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -252,4 +255,76 @@ func TestIngressFollowIsRateLimited(t *testing.T) {
 	if calls < 10 {
 		t.Fatalf("only %d lists acted on", calls)
 	}
+}
+
+// Connections into a published port past limits.tcp_flows are closed at
+// once; the ones being forwarded are not disturbed.
+func TestIngressConnectionsBounded(t *testing.T) {
+	p, _ := testPublisher(ingressRules{limit: 256, minPort: 1}, nil)
+	p.maxTCPConns = 2
+	var mu sync.Mutex
+	var inside []net.Conn
+	p.dialGuest = func(context.Context, uint16) (net.Conn, error) {
+		a, b := net.Pipe()
+		mu.Lock()
+		inside = append(inside, b)
+		mu.Unlock()
+		return a, nil
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go p.serve(ctx, ln, 80)
+	var clients []net.Conn
+	for i := 0; i < 5; i++ {
+		c, err := net.Dial("tcp", ln.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		clients = append(clients, c)
+		time.Sleep(20 * time.Millisecond) // accepted in this order
+	}
+	closed := 0
+	for _, c := range clients {
+		_ = c.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
+		if _, err := c.Read(make([]byte, 1)); errors.Is(err, io.EOF) {
+			closed++
+		}
+	}
+	mu.Lock()
+	forwarded := len(inside)
+	mu.Unlock()
+	if forwarded != 2 || closed != 3 {
+		t.Fatalf("%d connections forwarded, %d closed; want 2 and 3", forwarded, closed)
+	}
+	// One forwarded connection ends (the client and the guest close): a
+	// new one is accepted.
+	clients[0].Close()
+	mu.Lock()
+	inside[0].Close()
+	mu.Unlock()
+	deadline := time.Now().Add(5 * time.Second)
+	for p.tcpConns.Load() > 1 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	c, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	for time.Now().Before(deadline) {
+		mu.Lock()
+		forwarded = len(inside)
+		mu.Unlock()
+		if forwarded == 3 {
+			return
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Fatalf("no connection forwarded after one ended: %d", forwarded)
 }
