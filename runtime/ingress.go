@@ -311,7 +311,8 @@ type publisher struct {
 	open func(context.Context, ingressPort) (io.Closer, error)
 	// dialGuest connects to a TCP port of the guest (the userspace
 	// network's); a field for the same reason.
-	dialGuest func(context.Context, uint16) (net.Conn, error)
+	dialGuest    func(context.Context, uint16) (net.Conn, error)
+	dialGuestUDP func(uint16) (net.Conn, error)
 
 	mu        sync.Mutex
 	published map[ingressPort]io.Closer
@@ -335,7 +336,7 @@ func newPublisher(c *Container, entry *log.Entry, rules ingressRules, limits oci
 	}
 	p.open = p.openPort
 	if c != nil && c.net != nil {
-		p.dialGuest = c.net.policy.DialGuest
+		p.dialGuest, p.dialGuestUDP = c.net.policy.DialGuest, c.net.policy.DialGuestUDP
 	}
 	return p
 }

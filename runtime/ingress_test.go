@@ -328,3 +328,56 @@ func TestIngressConnectionsBounded(t *testing.T) {
 	}
 	t.Fatalf("no connection forwarded after one ended: %d", forwarded)
 }
+
+// UDP clients past limits.udp_flows get no flow into the guest until one
+// ends; the relay's own flows carry on.
+func TestIngressUDPFlowsBounded(t *testing.T) {
+	p, _ := testPublisher(ingressRules{limit: 256, minPort: 1}, nil)
+	p.maxUDPFlows = 2
+	var mu sync.Mutex
+	var inside []net.Conn
+	p.dialGuestUDP = func(uint16) (net.Conn, error) {
+		a, b := net.Pipe()
+		go func() { _, _ = io.Copy(io.Discard, b) }() // the guest reads
+		mu.Lock()
+		inside = append(inside, b)
+		mu.Unlock()
+		return a, nil
+	}
+	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	r := &udpRelay{p: p, port: 53, conn: pc, flows: map[string]net.Conn{}}
+	defer r.Close()
+	go r.serve(ctx)
+	for i := 0; i < 5; i++ {
+		c, err := net.Dial("udp", pc.LocalAddr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		for j := 0; j < 3; j++ {
+			if _, err := c.Write([]byte("question")); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	time.Sleep(300 * time.Millisecond)
+	mu.Lock()
+	n := len(inside)
+	mu.Unlock()
+	if n != 2 || p.udpFlows.Load() != 2 {
+		t.Fatalf("%d flows into the guest (%d counted) for 5 clients, limit 2", n, p.udpFlows.Load())
+	}
+	r.Close()
+	deadline := time.Now().Add(5 * time.Second)
+	for p.udpFlows.Load() != 0 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if p.udpFlows.Load() != 0 {
+		t.Fatalf("%d flows still counted after the relay closed", p.udpFlows.Load())
+	}
+}

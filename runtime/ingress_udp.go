@@ -78,7 +78,7 @@ func (r *udpRelay) flow(ctx context.Context, client net.Addr) (net.Conn, error) 
 		r.p.udpFlows.Add(-1)
 		return nil, fmt.Errorf("UDP ingress from %s to port %d dropped: %d flows already (limits.udp_flows)", client, r.port, r.p.maxUDPFlows)
 	}
-	f, err := r.p.c.net.policy.DialGuestUDP(r.port)
+	f, err := r.p.dialGuestUDP(r.port)
 	if err != nil {
 		r.p.udpFlows.Add(-1)
 		return nil, err
