@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -204,6 +206,29 @@ func (v *Virtiofsd) StartFileServer(ctx context.Context, dir, socket string) (*F
 
 // Pid is virtiofsd's host process ID.
 func (fs *FileServer) Pid() int { return fs.cmd.Process.Pid }
+
+// Pids are virtiofsd's host processes: the one started and, sandboxed in
+// its own namespaces (sandbox=namespace), the child that serves from its
+// new PID namespace. The Rust virtiofsd has forked that child by the time
+// its socket exists (StartFileServer's return); QEMU's C one forks it when
+// the VMM connects, so it inherits where its parent was put by then. Placing
+// a file server (a cgroup) means placing each of these.
+func (fs *FileServer) Pids() []int {
+	pids := []int{fs.Pid()}
+	tasks, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/children", fs.Pid()))
+	for _, t := range tasks {
+		b, err := os.ReadFile(t)
+		if err != nil {
+			continue
+		}
+		for _, f := range strings.Fields(string(b)) {
+			if pid, err := strconv.Atoi(f); err == nil {
+				pids = append(pids, pid)
+			}
+		}
+	}
+	return pids
+}
 
 // Socket is the vhost-user socket to give the VMM.
 func (fs *FileServer) Socket() string { return fs.socket }

@@ -115,6 +115,34 @@ func TestLookupPrefersRust(t *testing.T) {
 	}
 }
 
+// Pids names the started process and the child a sandboxed virtiofsd
+// serves from.
+func TestFileServerPids(t *testing.T) {
+	dir := t.TempDir()
+	fake := filepath.Join(dir, "virtiofsd")
+	// Like the Rust virtiofsd with sandbox=namespace: a child, which
+	// creates the socket, and a parent waiting for it.
+	script := "#!/bin/sh\n[ \"$1\" = --version ] && { echo virtiofsd 1.13.2; exit 0; }\n" +
+		"for a; do case $a in --socket-path=*) s=${a#--socket-path=};; esac; done\n" +
+		"sh -c \"trap 'exit 0' TERM; : > $s; while :; do sleep 0.01; done\" &\nc=$!\ntrap 'kill $c; exit 0' TERM\nwait $c\n"
+	if err := os.WriteFile(fake, []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	v, err := LookupVirtiofsd(context.Background(), fake)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fs, err := v.StartFileServer(context.Background(), dir, filepath.Join(dir, "fs.sock"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fs.Stop()
+	pids := fs.Pids()
+	if len(pids) != 2 || pids[0] != fs.Pid() {
+		t.Fatalf("Pids = %v, want %d and its child", pids, fs.Pid())
+	}
+}
+
 func containsSeq(args, seq []string) bool {
 	for i := 0; i+len(seq) <= len(args); i++ {
 		if slices.Equal(args[i:i+len(seq)], seq) {
