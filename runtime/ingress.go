@@ -57,7 +57,11 @@ func (c *Container) publishListeners() {
 	entry := log.G(ctx).WithField("container", c.ID)
 	limits := oci.DefaultLimits()
 	if c.rt != nil && c.rt.cfg.Runtime != nil {
-		limits = c.rt.cfg.Runtime.Limits
+		// A config file cannot turn a limit off (oci.Limits refuses 0);
+		// a Config built in code without [limits] gets the defaults.
+		if l := c.rt.cfg.Runtime.Limits; l.PublishedPorts > 0 && l.GuestEventsPerSecond > 0 && l.TCPFlows > 0 && l.UDPFlows > 0 {
+			limits = l
+		}
 	}
 	host, err := c.netns.isHost()
 	if err != nil {
