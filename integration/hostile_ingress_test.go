@@ -184,7 +184,11 @@ func TestHostileIngressListenerFlood(t *testing.T) {
 	if !tl[20000] || !tl[20255] || tl[20256] || len(ul) != 0 {
 		t.Errorf("unexpected choice of published ports: TCP 20000=%v 20255=%v 20256=%v, %d UDP", tl[20000], tl[20255], tl[20256], len(ul))
 	}
-	t.Logf("shim RSS with %d ports published: %d KiB", n, shimRSS(t, id))
+	rss := shimRSS(t, id)
+	t.Logf("shim RSS with %d ports published: %d KiB", n, rss)
+	if rss > 96<<10 {
+		t.Errorf("shim RSS %d KiB with %d ports published, want under 96 MiB", rss, n)
+	}
 }
 
 // freePort finds a port in candidates that nothing on the host listens on
