@@ -169,7 +169,13 @@ func TestHostileVirtiofsdKilled(t *testing.T) {
 	id := startDetached(t, []string{"--runtime-config-path", lifecycleConfig(t)}, "sleep", "1000")
 	waitStatus(t, id, "RUNNING", "container did not start")
 	st := readVMState(t, id)
-	if err := syscall.Kill(st.VirtiofsdPids[0], syscall.SIGKILL); err != nil {
+	// Kill the process that serves the share: a sandboxed virtiofsd's
+	// child, or virtiofsd itself.
+	victim := st.VirtiofsdPids[0]
+	if children := childPids(victim); len(children) > 0 {
+		victim = children[0]
+	}
+	if err := syscall.Kill(victim, syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
 	took := waitStopped(t, id, lifecycleBound, "virtiofsd killed")
@@ -271,6 +277,21 @@ func TestHostileWedgedGuestCallsBounded(t *testing.T) {
 	}
 }
 
+// childPids lists pid's child processes.
+func childPids(pid int) []int {
+	var out []int
+	tasks, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/children", pid))
+	for _, task := range tasks {
+		b, _ := os.ReadFile(task)
+		for _, f := range strings.Fields(string(b)) {
+			if c, err := strconv.Atoi(f); err == nil {
+				out = append(out, c)
+			}
+		}
+	}
+	return out
+}
+
 // hostCgroupOf is the cgroup of pid in the memory hierarchy (v1) or the
 // unified one (v2), and the directory holding its files.
 func hostCgroupOf(t *testing.T, pid int) (path, dir string) {
@@ -326,8 +347,11 @@ func TestHostileCgroupBoundsVM(t *testing.T) {
 		t.Fatalf("QEMU is in cgroup %q, want the container's %q", path, want)
 	}
 	for _, pid := range st.VirtiofsdPids {
-		if p, _ := hostCgroupOf(t, pid); p != path {
-			t.Errorf("virtiofsd %d is in cgroup %q, want %q", pid, p, path)
+		// The sandboxed virtiofsd serves from a child it forks.
+		for _, p := range append([]int{pid}, childPids(pid)...) {
+			if got, _ := hostCgroupOf(t, p); got != path {
+				t.Errorf("virtiofsd process %d is in cgroup %q, want %q", p, got, path)
+			}
 		}
 	}
 	// memory_overhead_mib (128) and host_memory_overhead_mib (160) by

@@ -483,7 +483,7 @@ func (sb *sandbox) launch(ctx context.Context, cfg sandboxConfig, fsd *vmm.Virti
 		}
 		sb.fs = append(sb.fs, fs)
 		st.VirtiofsdPids = append(st.VirtiofsdPids, fs.Pid())
-		if err := cfg.cgroup.add(fs.Pid()); err != nil {
+		if err := addFileServer(cfg.cgroup, fs); err != nil {
 			return err
 		}
 	}
@@ -513,6 +513,31 @@ func (sb *sandbox) launch(ctx context.Context, cfg sandboxConfig, fsd *vmm.Virti
 	sb.vm = vm
 	st.QEMUPid = vm.Pid()
 	return writeState(cfg.stateDir, st)
+}
+
+// addFileServer puts a file server's processes into the host cgroup: the
+// one started and, sandboxed, the child it serves from, which it may have
+// forked before the shim moved it (a child stays where it was forked).
+// The parent goes first and its children are listed after that, so none
+// forked in between is missed: one forked later is born in the cgroup. A
+// child gone meanwhile is no error; its parent then exits, which ends the
+// VM anyway.
+func addFileServer(cg *hostCgroup, fs *vmm.FileServer) error {
+	if cg == nil {
+		return nil
+	}
+	if err := cg.add(fs.Pid()); err != nil {
+		return err
+	}
+	for _, pid := range fs.Pids() {
+		if pid == fs.Pid() {
+			continue
+		}
+		if err := cg.add(pid); err != nil && !errors.Is(err, syscall.ESRCH) {
+			return err
+		}
+	}
+	return nil
 }
 
 // stopFileServers ends the file servers of a VMM that did not start.
