@@ -177,6 +177,9 @@ func (v *Virtiofsd) StartFileServer(ctx context.Context, dir, socket string) (*F
 	fs.cmd = exec.Command(v.Path, fileServerArgs(v.flavour, dir, socket)...)
 	fs.cmd.Stderr = &lockedWriter{mu: &fs.mu, w: &fs.stderr}
 	fs.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	// Its sandboxed child holds stderr too: once virtiofsd has exited,
+	// do not wait on the pipe for long.
+	fs.cmd.WaitDelay = time.Second
 	if err := fs.cmd.Start(); err != nil {
 		return nil, fmt.Errorf("start virtiofsd for %s: %w", dir, err)
 	}
@@ -255,7 +258,10 @@ func (fs *FileServer) Stop() {
 		select {
 		case <-fs.done:
 		case <-time.After(500 * time.Millisecond):
-			if err := fs.cmd.Process.Kill(); err != nil && !errors.Is(err, os.ErrProcessDone) {
+			// The process group: virtiofsd and its sandboxed child
+			// (which its parent's death kills too, by its own
+			// parent-death signal).
+			if err := syscall.Kill(-fs.cmd.Process.Pid, syscall.SIGKILL); err != nil && !errors.Is(err, syscall.ESRCH) {
 				log.L.WithError(err).Warn("kill virtiofsd")
 			}
 			<-fs.done

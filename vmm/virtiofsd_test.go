@@ -124,7 +124,7 @@ func TestFileServerPids(t *testing.T) {
 	// creates the socket, and a parent waiting for it.
 	script := "#!/bin/sh\n[ \"$1\" = --version ] && { echo virtiofsd 1.13.2; exit 0; }\n" +
 		"for a; do case $a in --socket-path=*) s=${a#--socket-path=};; esac; done\n" +
-		"sh -c \"trap 'exit 0' TERM; : > $s; while :; do sleep 0.01; done\" &\nc=$!\ntrap 'kill $c; exit 0' TERM\nwait $c\n"
+		"trap 'trap - TERM; kill 0; exit 0' TERM\nsh -c \": > $s; while :; do sleep 0.01; done\" &\nwait\n"
 	if err := os.WriteFile(fake, []byte(script), 0o755); err != nil {
 		t.Fatal(err)
 	}
