@@ -1,0 +1,31 @@
+package vmm
+
+import "context"
+
+// Backend is one VMM (QEMU today): it starts the VMs of a Config and, if
+// it can, saves and resumes them. A second VMM is a second Backend; the
+// rest of vmm (file servers, snapshots, the start of a VM) and its callers
+// stay the same.
+type Backend interface {
+	// Start launches a VM for cfg and returns once the VMM runs: the
+	// guest boots in the background, or has resumed cfg.Incoming.
+	Start(ctx context.Context, cfg Config) (VM, error)
+	// Binary is the VMM's executable: a saved state depends on its
+	// version, so it is part of the state's key.
+	Binary() (string, error)
+	// CanSaveState tells whether this VMM can save a VM with virtio-fs
+	// devices and resume one from the saved state; the error says why
+	// not. The VMs of a backend that can implement Saver.
+	CanSaveState(ctx context.Context) error
+}
+
+// Saver is a running VM whose state can be saved.
+type Saver interface {
+	// WaitChannelOpen returns once the guest has opened the agent
+	// channel: the agent does that when it is ready and waits for its
+	// host.
+	WaitChannelOpen(ctx context.Context) error
+	// SaveState stops the guest and writes its state to path; the VM
+	// stays paused.
+	SaveState(ctx context.Context, path string) error
+}
