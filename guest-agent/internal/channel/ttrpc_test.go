@@ -90,7 +90,7 @@ func TestInfoOverYamux(t *testing.T) {
 
 	// Errors carry codes and clear messages over the wire.
 	_, err = client.WaitProcess(cctx, &api.WaitProcessRequest{ContainerId: "nope"})
-	if status.Code(err) != codes.NotFound || status.Convert(err).Message() != `container "nope" not found` {
+	if status.Code(err) != codes.NotFound || status.Convert(err).Message() != `container "nope": not found` {
 		t.Fatalf("WaitProcess of unknown container: %v", err)
 	}
 	// A bad request is refused before anything is made.

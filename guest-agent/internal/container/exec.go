@@ -9,9 +9,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/containerd/errdefs"
 	"golang.org/x/sys/unix"
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 
 	"github.com/earendil-works/gondolin-containerd/guest-agent/api"
 	"github.com/earendil-works/gondolin-containerd/guest-agent/internal/agentlog"
@@ -163,11 +162,11 @@ func validExecID(eid string) error {
 func (m *Manager) Exec(ctx context.Context, req *api.ExecProcessRequest) error {
 	cid, eid := req.GetContainerId(), req.GetExecId()
 	if err := validExecID(eid); err != nil {
-		return status.Errorf(codes.InvalidArgument, "container %q: %v", cid, err)
+		return fmt.Errorf("container %q: %v: %w", cid, err, errdefs.ErrInvalidArgument)
 	}
 	cfg, err := processConfig(req.GetProcess())
 	if err != nil {
-		return status.Errorf(codes.InvalidArgument, "exec %q in container %q: %v", eid, cid, err)
+		return fmt.Errorf("exec %q in container %q: %v: %w", eid, cid, err, errdefs.ErrInvalidArgument)
 	}
 	c, err := m.get(cid)
 	if err != nil {
@@ -220,7 +219,7 @@ func (m *Manager) Exec(ctx context.Context, req *api.ExecProcessRequest) error {
 	// Checked again with the namespaces open: the pid was still the init.
 	if init.hasExited() {
 		stdio.close()
-		return status.Errorf(codes.FailedPrecondition, "cannot exec in container %q: it is not running (its init process has exited)", cid)
+		return fmt.Errorf("cannot exec in container %q: it is not running (its init process has exited): %w", cid, errdefs.ErrFailedPrecondition)
 	}
 	if old := c.procs[eid]; old != nil {
 		m.forget(c, old) // done: nothing left to wait for
@@ -247,18 +246,18 @@ func (m *Manager) Exec(ctx context.Context, req *api.ExecProcessRequest) error {
 // exec id must be new. c.mu is held.
 func (c *Container) execPrecondition(eid string) error {
 	if c.deleted {
-		return status.Errorf(codes.NotFound, "container %q not found", c.ID)
+		return fmt.Errorf("container %q: %w", c.ID, errdefs.ErrNotFound)
 	}
 	// A finished exec's id may be used again (as after DeleteProcess).
 	if p, ok := c.procs[eid]; (ok && !p.isDone()) || c.pending[eid] {
-		return status.Errorf(codes.AlreadyExists, "exec %q already exists in container %q", eid, c.ID)
+		return fmt.Errorf("exec %q already exists in container %q: %w", eid, c.ID, errdefs.ErrAlreadyExists)
 	}
 	init, ok := c.procs[""]
 	if !ok || init.Pid == 0 {
-		return status.Errorf(codes.FailedPrecondition, "cannot exec in container %q: it has no init process", c.ID)
+		return fmt.Errorf("cannot exec in container %q: it has no init process: %w", c.ID, errdefs.ErrFailedPrecondition)
 	}
 	if init.hasExited() {
-		return status.Errorf(codes.FailedPrecondition, "cannot exec in container %q: it is not running (its init process has exited)", c.ID)
+		return fmt.Errorf("cannot exec in container %q: it is not running (its init process has exited): %w", c.ID, errdefs.ErrFailedPrecondition)
 	}
 	return nil
 }
@@ -288,7 +287,7 @@ func (m *Manager) forget(c *Container, p *Process) {
 // forgets one that was never started; its exec id may then be used again.
 func (m *Manager) DeleteProcess(ctx context.Context, cid, eid string) error {
 	if eid == "" {
-		return status.Errorf(codes.InvalidArgument, "container %q: DeleteProcess needs an exec id (the init goes with DeleteContainer)", cid)
+		return fmt.Errorf("container %q: DeleteProcess needs an exec id (the init goes with DeleteContainer): %w", cid, errdefs.ErrInvalidArgument)
 	}
 	c, p, err := m.process(cid, eid)
 	if err != nil {
@@ -297,13 +296,13 @@ func (m *Manager) DeleteProcess(ctx context.Context, cid, eid string) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.procs[eid] != p {
-		return status.Errorf(codes.NotFound, "process %q of container %q not found", eid, cid)
+		return fmt.Errorf("process %q of container %q: %w", eid, cid, errdefs.ErrNotFound)
 	}
 	p.mu.Lock()
 	started := p.started
 	p.mu.Unlock()
 	if started && !p.hasExited() {
-		return status.Errorf(codes.FailedPrecondition, "exec %q of container %q is still running (pid %d)", eid, cid, p.Pid)
+		return fmt.Errorf("exec %q of container %q is still running (pid %d): %w", eid, cid, p.Pid, errdefs.ErrFailedPrecondition)
 	}
 	m.forget(c, p)
 	agentlog.Debugf("container %s: exec %s deleted", cid, eid)

@@ -12,8 +12,7 @@ import (
 	"strings"
 
 	"github.com/containerd/cgroups/v3/cgroup2"
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
+	"github.com/containerd/errdefs"
 	"google.golang.org/protobuf/proto"
 )
 
@@ -33,7 +32,7 @@ func (m *Manager) live(cid string) (*Container, error) {
 	deleted := c.deleted
 	c.mu.Unlock()
 	if deleted {
-		return nil, status.Errorf(codes.NotFound, "container %q not found", cid)
+		return nil, fmt.Errorf("container %q: %w", cid, errdefs.ErrNotFound)
 	}
 	return c, nil
 }
@@ -123,12 +122,12 @@ func (m *Manager) Update(ctx context.Context, cid string, resourcesJSON []byte) 
 	}
 	res, err := m.parseResources(resourcesJSON)
 	if err != nil {
-		return status.Errorf(codes.InvalidArgument, "container %q: %v", cid, err)
+		return fmt.Errorf("container %q: %v: %w", cid, err, errdefs.ErrInvalidArgument)
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.deleted {
-		return status.Errorf(codes.NotFound, "container %q not found", cid)
+		return fmt.Errorf("container %q: %w", cid, errdefs.ErrNotFound)
 	}
 	return applyResources(c.cgroup, res)
 }

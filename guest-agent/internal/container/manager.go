@@ -16,10 +16,9 @@ import (
 	"sync"
 	"time"
 
+	"github.com/containerd/errdefs"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 
 	"github.com/earendil-works/gondolin-containerd/guest-agent/api"
 	"github.com/earendil-works/gondolin-containerd/guest-agent/internal/agentlog"
@@ -206,7 +205,7 @@ func (m *Manager) get(id string) (*Container, error) {
 	defer m.mu.Unlock()
 	c, ok := m.containers[id]
 	if !ok {
-		return nil, status.Errorf(codes.NotFound, "container %q not found", id)
+		return nil, fmt.Errorf("container %q: %w", id, errdefs.ErrNotFound)
 	}
 	return c, nil
 }
@@ -221,9 +220,9 @@ func (m *Manager) process(cid, eid string) (*Container, *Process, error) {
 	p, ok := c.procs[eid]
 	if !ok || c.deleted {
 		if eid == "" {
-			return nil, nil, status.Errorf(codes.NotFound, "container %q not found", cid)
+			return nil, nil, fmt.Errorf("container %q: %w", cid, errdefs.ErrNotFound)
 		}
-		return nil, nil, status.Errorf(codes.NotFound, "process %q of container %q not found", eid, cid)
+		return nil, nil, fmt.Errorf("process %q of container %q: %w", eid, cid, errdefs.ErrNotFound)
 	}
 	return c, p, nil
 }
@@ -232,36 +231,36 @@ func (m *Manager) process(cid, eid string) (*Container, *Process, error) {
 func (m *Manager) Create(ctx context.Context, req *api.CreateContainerRequest) (int, error) {
 	id := req.GetContainerId()
 	if err := ValidID(id); err != nil {
-		return 0, status.Error(codes.InvalidArgument, err.Error())
+		return 0, fmt.Errorf("%v: %w", err, errdefs.ErrInvalidArgument)
 	}
 	if req.GetProcess() == nil || len(req.GetProcess().GetArgs()) == 0 {
-		return 0, status.Errorf(codes.InvalidArgument, "container %q: process args must not be empty", id)
+		return 0, fmt.Errorf("container %q: process args must not be empty: %w", id, errdefs.ErrInvalidArgument)
 	}
 	if req.GetRootfsTag() == "" {
-		return 0, status.Errorf(codes.InvalidArgument, "container %q: rootfs_tag must not be empty", id)
+		return 0, fmt.Errorf("container %q: rootfs_tag must not be empty: %w", id, errdefs.ErrInvalidArgument)
 	}
 	// What the request can get wrong is refused before anything is made.
 	cfg, err := processConfig(req.GetProcess())
 	if err != nil {
-		return 0, status.Errorf(codes.InvalidArgument, "container %q: %v", id, err)
+		return 0, fmt.Errorf("container %q: %v: %w", id, err, errdefs.ErrInvalidArgument)
 	}
 	res, err := m.parseResources(req.GetResourcesJson())
 	if err != nil {
-		return 0, status.Errorf(codes.InvalidArgument, "container %q: %v", id, err)
+		return 0, fmt.Errorf("container %q: %v: %w", id, err, errdefs.ErrInvalidArgument)
 	}
 	for _, sh := range req.GetShares() {
 		if err := validTag(sh.GetTag()); err != nil {
-			return 0, status.Errorf(codes.InvalidArgument, "container %q: %v", id, err)
+			return 0, fmt.Errorf("container %q: %v: %w", id, err, errdefs.ErrInvalidArgument)
 		}
 	}
 	for k := range req.GetSysctl() {
 		if _, err := initproc.SysctlPath("/proc/sys", k); err != nil {
-			return 0, status.Errorf(codes.InvalidArgument, "container %q: %v", id, err)
+			return 0, fmt.Errorf("container %q: %v: %w", id, err, errdefs.ErrInvalidArgument)
 		}
 	}
 	certs, err := parseCAPEM(req.GetExtraCaPem())
 	if err != nil {
-		return 0, status.Errorf(codes.InvalidArgument, "container %q: %v", id, err)
+		return 0, fmt.Errorf("container %q: %v: %w", id, err, errdefs.ErrInvalidArgument)
 	}
 	c := &Container{
 		ID:      id,
@@ -275,7 +274,7 @@ func (m *Manager) Create(ctx context.Context, req *api.CreateContainerRequest) (
 	m.mu.Lock()
 	if _, ok := m.containers[id]; ok {
 		m.mu.Unlock()
-		return 0, status.Errorf(codes.AlreadyExists, "container %q already exists", id)
+		return 0, fmt.Errorf("container %q: %w", id, errdefs.ErrAlreadyExists)
 	}
 	m.containers[id] = c
 	c.mu.Lock()
@@ -404,12 +403,12 @@ func (m *Manager) Start(ctx context.Context, cid, eid string) (int, error) {
 	p.mu.Lock()
 	if p.started {
 		p.mu.Unlock()
-		return 0, status.Errorf(codes.FailedPrecondition, "process %d of container %q was already started", p.Pid, cid)
+		return 0, fmt.Errorf("process %d of container %q was already started: %w", p.Pid, cid, errdefs.ErrFailedPrecondition)
 	}
 	p.started = true
 	p.mu.Unlock()
 	if p.hasExited() {
-		return 0, status.Errorf(codes.FailedPrecondition, "process of container %q exited before it was started", cid)
+		return 0, fmt.Errorf("process of container %q exited before it was started: %w", cid, errdefs.ErrFailedPrecondition)
 	}
 	if err := release(p); err != nil {
 		return 0, err
@@ -435,7 +434,7 @@ func (m *Manager) Wait(ctx context.Context, cid, eid string) (WaitResult, error)
 		e := p.exitInfo()
 		return WaitResult{Status: e.Status, ExitedAt: e.At}, nil
 	case <-ctx.Done():
-		return WaitResult{}, status.FromContextError(ctx.Err()).Err()
+		return WaitResult{}, ctx.Err()
 	}
 }
 
@@ -450,11 +449,11 @@ func (m *Manager) Signal(cid, eid string, sig unix.Signal, all bool) error {
 		return signalCgroup(c.cgroup, sig)
 	}
 	if p.hasExited() {
-		return status.Errorf(codes.NotFound, "process %d of container %q already finished", p.Pid, cid)
+		return fmt.Errorf("process %d of container %q already finished: %w", p.Pid, cid, errdefs.ErrNotFound)
 	}
 	if err := unix.Kill(p.Pid, sig); err != nil {
 		if errors.Is(err, unix.ESRCH) {
-			return status.Errorf(codes.NotFound, "process %d of container %q already finished", p.Pid, cid)
+			return fmt.Errorf("process %d of container %q already finished: %w", p.Pid, cid, errdefs.ErrNotFound)
 		}
 		return fmt.Errorf("signal %d to pid %d: %w", sig, p.Pid, err)
 	}
@@ -470,7 +469,7 @@ func (m *Manager) Delete(ctx context.Context, cid string) error {
 	c.mu.Lock()
 	if c.deleted {
 		c.mu.Unlock()
-		return status.Errorf(codes.NotFound, "container %q not found", cid)
+		return fmt.Errorf("container %q: %w", cid, errdefs.ErrNotFound)
 	}
 	err = m.teardown(c)
 	c.mu.Unlock()

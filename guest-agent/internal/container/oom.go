@@ -14,7 +14,6 @@ import (
 	"unsafe"
 
 	"golang.org/x/sys/unix"
-	"google.golang.org/grpc/status"
 
 	"github.com/earendil-works/gondolin-containerd/guest-agent/internal/agentlog"
 )
@@ -204,14 +203,14 @@ func (w *oomWatcher) Wait(ctx context.Context) (string, error) {
 		}
 		if err := ctx.Err(); err != nil {
 			w.mu.Unlock()
-			return "", status.FromContextError(err).Err()
+			return "", err
 		}
 		changed := w.changed
 		w.mu.Unlock()
 		select {
 		case <-changed:
 		case <-ctx.Done():
-			return "", status.FromContextError(ctx.Err()).Err()
+			return "", ctx.Err()
 		}
 	}
 }

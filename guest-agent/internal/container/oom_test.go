@@ -2,15 +2,13 @@ package container
 
 import (
 	"context"
+	"errors"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
-
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 )
 
 func TestParseOOMKills(t *testing.T) {
@@ -68,7 +66,7 @@ func TestOOMWatcher(t *testing.T) {
 	cctx, ccancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
 	_, err := w.Wait(cctx)
 	ccancel()
-	if status.Code(err) != codes.DeadlineExceeded {
+	if !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("Wait after deadline: %v", err)
 	}
 

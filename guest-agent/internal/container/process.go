@@ -10,9 +10,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/containerd/errdefs"
 	"golang.org/x/sys/unix"
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 
 	"github.com/earendil-works/gondolin-containerd/guest-agent/api"
 	"github.com/earendil-works/gondolin-containerd/guest-agent/internal/agentlog"
@@ -58,7 +57,7 @@ func (m *Manager) takeStdio(ctx context.Context, cid, eid string, stdio *api.Std
 		if err != nil {
 			s.close()
 			if errors.Is(err, context.DeadlineExceeded) {
-				return nil, status.Errorf(codes.DeadlineExceeded, "timed out after %s waiting for the host to open the %s (open stdio streams before CreateContainer)", m.cfg.StdioTimeout, k)
+				return nil, fmt.Errorf("timed out after %s waiting for the host to open the %s (open stdio streams before CreateContainer): %w", m.cfg.StdioTimeout, k, context.DeadlineExceeded)
 			}
 			return nil, err
 		}
@@ -235,7 +234,7 @@ func (m *Manager) spawn(c *Container, p *Process, sp spawnSpec) (err error) {
 		return fmt.Errorf("container process exited before it was ready: %w", err)
 	}
 	if res.Error != "" {
-		return status.Errorf(codes.FailedPrecondition, "%s: %s", api.ProcessStartFailed, res.Error)
+		return startFailed(res.Error)
 	}
 	_ = p.sync.SetDeadline(time.Time{})
 	return nil
@@ -342,7 +341,7 @@ func release(p *Process) error {
 	case err != nil:
 		return fmt.Errorf("wait for exec of container process: %w", err)
 	case res.Error != "":
-		return status.Errorf(codes.FailedPrecondition, "%s: %s", api.ProcessStartFailed, res.Error)
+		return startFailed(res.Error)
 	}
 	return nil
 }
@@ -432,4 +431,11 @@ func copyInTerminal(p *Process, dst *os.File, src net.Conn) {
 	_, _ = io.Copy(dst, src)
 	close(stop)
 	src.Close()
+}
+
+// startFailed is the error of a process the guest could not start (a missing
+// binary, a bad working directory). Its text is exactly api.ProcessStartFailed
+// and the reason: the host shows it to users as runc would.
+func startFailed(reason string) error {
+	return errdefs.ErrFailedPrecondition.WithMessage(api.ProcessStartFailed + ": " + reason)
 }

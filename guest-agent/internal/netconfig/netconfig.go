@@ -14,6 +14,8 @@ import (
 	"net/netip"
 	"slices"
 	"sync"
+
+	"github.com/containerd/errdefs"
 )
 
 // Config is a validated ConfigureNetwork request.
@@ -162,8 +164,8 @@ func (c Config) String() string {
 	return s
 }
 
-// ErrNoLink: no interface has the requested MAC.
-var ErrNoLink = errors.New("no network interface with that MAC")
+// ErrNoLink: no interface has the requested MAC. Its kind is not found.
+var ErrNoLink = errdefs.ErrNotFound.WithMessage("no network interface with that MAC")
 
 // Configurator applies the host's requests one at a time. A repeat of the
 // applied request (a retried call) does nothing; a different one is

@@ -4,15 +4,15 @@ package service
 
 import (
 	"context"
-	"errors"
+	"fmt"
 	"net"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/containerd/errdefs"
+	"github.com/containerd/errdefs/pkg/errgrpc"
 	"golang.org/x/sys/unix"
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 
 	"github.com/earendil-works/gondolin-containerd/guest-agent/api"
 	"github.com/earendil-works/gondolin-containerd/guest-agent/internal/agentlog"
@@ -75,7 +75,7 @@ func (s *Service) SetReady(ms uint64) {
 // Info answers once the agent is ready.
 func (s *Service) Info(ctx context.Context, _ *api.Empty) (*api.InfoResponse, error) {
 	if !s.ready.Load() {
-		return nil, status.Error(codes.Unavailable, "agent is not ready yet")
+		return nil, refuse(errdefs.ErrUnavailable, "agent is not ready yet")
 	}
 	return &api.InfoResponse{AgentVersion: Version, KernelRelease: s.KernelRelease, ReadyMs: s.readyMs.Load()}, nil
 }
@@ -84,15 +84,15 @@ func (s *Service) Info(ctx context.Context, _ *api.Empty) (*api.InfoResponse, er
 // guest restored from a snapshot.
 func (s *Service) Restored(ctx context.Context, req *api.RestoredRequest) (*api.Empty, error) {
 	if s.SetClock == nil || s.AddEntropy == nil {
-		return nil, status.Error(codes.Unimplemented, "this agent cannot set the clock or add entropy")
+		return nil, refuse(errdefs.ErrNotImplemented, "this agent cannot set the clock or add entropy")
 	}
 	host := time.Unix(0, req.GetUnixNanos())
 	skew := host.Sub(time.Now())
 	if err := s.SetClock(host); err != nil {
-		return nil, status.Error(codes.Internal, err.Error())
+		return nil, refuse(errdefs.ErrInternal, "%v", err)
 	}
 	if err := s.AddEntropy(req.GetEntropy()); err != nil {
-		return nil, status.Error(codes.InvalidArgument, err.Error())
+		return nil, refuse(errdefs.ErrInvalidArgument, "%v", err)
 	}
 	agentlog.Infof("resumed from a VM snapshot: clock set (moved by %s), random number generator reseeded with %d bytes from the host", skew.Round(time.Millisecond), len(req.GetEntropy()))
 	return &api.Empty{}, nil
@@ -102,7 +102,7 @@ func (s *Service) Restored(ctx context.Context, req *api.RestoredRequest) (*api.
 func (s *Service) CreateContainer(ctx context.Context, req *api.CreateContainerRequest) (*api.CreateContainerResponse, error) {
 	pid, err := s.Containers.Create(ctx, req)
 	if err != nil {
-		return nil, err
+		return nil, errgrpc.ToGRPC(err)
 	}
 	return &api.CreateContainerResponse{Pid: uint32(pid)}, nil
 }
@@ -111,7 +111,7 @@ func (s *Service) CreateContainer(ctx context.Context, req *api.CreateContainerR
 func (s *Service) StartProcess(ctx context.Context, req *api.StartProcessRequest) (*api.StartProcessResponse, error) {
 	pid, err := s.Containers.Start(ctx, req.GetContainerId(), req.GetExecId())
 	if err != nil {
-		return nil, err
+		return nil, errgrpc.ToGRPC(err)
 	}
 	return &api.StartProcessResponse{Pid: uint32(pid)}, nil
 }
@@ -120,7 +120,7 @@ func (s *Service) StartProcess(ctx context.Context, req *api.StartProcessRequest
 func (s *Service) WaitProcess(ctx context.Context, req *api.WaitProcessRequest) (*api.WaitProcessResponse, error) {
 	r, err := s.Containers.Wait(ctx, req.GetContainerId(), req.GetExecId())
 	if err != nil {
-		return nil, err
+		return nil, errgrpc.ToGRPC(err)
 	}
 	return &api.WaitProcessResponse{ExitStatus: r.Status, ExitedAtUnixNano: r.ExitedAt.UnixNano()}, nil
 }
@@ -129,10 +129,10 @@ func (s *Service) WaitProcess(ctx context.Context, req *api.WaitProcessRequest) 
 func (s *Service) SignalProcess(ctx context.Context, req *api.SignalProcessRequest) (*api.Empty, error) {
 	sig := req.GetSignal()
 	if sig == 0 || sig > 64 {
-		return nil, status.Errorf(codes.InvalidArgument, "invalid signal %d", sig)
+		return nil, refuse(errdefs.ErrInvalidArgument, "invalid signal %d", sig)
 	}
 	if err := s.Containers.Signal(req.GetContainerId(), req.GetExecId(), unix.Signal(sig), req.GetAll()); err != nil {
-		return nil, err
+		return nil, errgrpc.ToGRPC(err)
 	}
 	return &api.Empty{}, nil
 }
@@ -140,7 +140,7 @@ func (s *Service) SignalProcess(ctx context.Context, req *api.SignalProcessReque
 // DeleteContainer kills and removes a container.
 func (s *Service) DeleteContainer(ctx context.Context, req *api.DeleteContainerRequest) (*api.Empty, error) {
 	if err := s.Containers.Delete(ctx, req.GetContainerId()); err != nil {
-		return nil, err
+		return nil, errgrpc.ToGRPC(err)
 	}
 	return &api.Empty{}, nil
 }
@@ -166,7 +166,7 @@ func (s *Service) Shutdown(ctx context.Context, _ *api.Empty) (*api.Empty, error
 // StartProcess.
 func (s *Service) ExecProcess(ctx context.Context, req *api.ExecProcessRequest) (*api.Empty, error) {
 	if err := s.Containers.Exec(ctx, req); err != nil {
-		return nil, err
+		return nil, errgrpc.ToGRPC(err)
 	}
 	return &api.Empty{}, nil
 }
@@ -174,7 +174,7 @@ func (s *Service) ExecProcess(ctx context.Context, req *api.ExecProcessRequest) 
 // DeleteProcess forgets a finished (or never started) exec process.
 func (s *Service) DeleteProcess(ctx context.Context, req *api.DeleteProcessRequest) (*api.Empty, error) {
 	if err := s.Containers.DeleteProcess(ctx, req.GetContainerId(), req.GetExecId()); err != nil {
-		return nil, err
+		return nil, errgrpc.ToGRPC(err)
 	}
 	return &api.Empty{}, nil
 }
@@ -182,7 +182,7 @@ func (s *Service) DeleteProcess(ctx context.Context, req *api.DeleteProcessReque
 // ResizePty sets the window size of a process's terminal.
 func (s *Service) ResizePty(ctx context.Context, req *api.ResizePtyRequest) (*api.Empty, error) {
 	if err := s.Containers.ResizePty(ctx, req.GetContainerId(), req.GetExecId(), req.GetWidth(), req.GetHeight()); err != nil {
-		return nil, err
+		return nil, errgrpc.ToGRPC(err)
 	}
 	return &api.Empty{}, nil
 }
@@ -192,7 +192,7 @@ func (s *Service) ResizePty(ctx context.Context, req *api.ResizePtyRequest) (*ap
 func (s *Service) ListProcesses(ctx context.Context, req *api.ListProcessesRequest) (*api.ListProcessesResponse, error) {
 	ps, err := s.Containers.ListProcesses(ctx, req.GetContainerId())
 	if err != nil {
-		return nil, err
+		return nil, errgrpc.ToGRPC(err)
 	}
 	resp := &api.ListProcessesResponse{}
 	for _, p := range ps {
@@ -205,7 +205,7 @@ func (s *Service) ListProcesses(ctx context.Context, req *api.ListProcessesReque
 func (s *Service) Stats(ctx context.Context, req *api.StatsRequest) (*api.StatsResponse, error) {
 	b, err := s.Containers.Stats(ctx, req.GetContainerId())
 	if err != nil {
-		return nil, err
+		return nil, errgrpc.ToGRPC(err)
 	}
 	return &api.StatsResponse{Metrics: b}, nil
 }
@@ -213,7 +213,7 @@ func (s *Service) Stats(ctx context.Context, req *api.StatsRequest) (*api.StatsR
 // UpdateContainer applies new cgroup limits.
 func (s *Service) UpdateContainer(ctx context.Context, req *api.UpdateContainerRequest) (*api.Empty, error) {
 	if err := s.Containers.Update(ctx, req.GetContainerId(), req.GetResourcesJson()); err != nil {
-		return nil, err
+		return nil, errgrpc.ToGRPC(err)
 	}
 	return &api.Empty{}, nil
 }
@@ -222,7 +222,7 @@ func (s *Service) UpdateContainer(ctx context.Context, req *api.UpdateContainerR
 func (s *Service) WaitOOM(ctx context.Context, _ *api.Empty) (*api.OOMEvent, error) {
 	id, err := s.Containers.WaitOOM(ctx)
 	if err != nil {
-		return nil, err
+		return nil, errgrpc.ToGRPC(err)
 	}
 	return &api.OOMEvent{ContainerId: id}, nil
 }
@@ -249,9 +249,9 @@ func (s *Service) WaitListeners(ctx context.Context, req *api.WaitListenersReque
 	}
 	if err != nil {
 		if ctx.Err() != nil {
-			return nil, status.FromContextError(ctx.Err()).Err()
+			return nil, errgrpc.ToGRPC(ctx.Err())
 		}
-		return nil, status.Errorf(codes.Internal, "read listening sockets: %v", err)
+		return nil, refuse(errdefs.ErrInternal, "read listening sockets: %v", err)
 	}
 	resp := &api.Listeners{Generation: set.Generation()}
 	for _, p := range set.TCP {
@@ -271,7 +271,7 @@ func (s *Service) ConfigureNetwork(ctx context.Context, req *api.ConfigureNetwor
 	if req.GetDetach() {
 		mac, err := net.ParseMAC(req.GetMac())
 		if err != nil {
-			return nil, status.Errorf(codes.InvalidArgument, "detach network: mac %q: %v", req.GetMac(), err)
+			return nil, refuse(errdefs.ErrInvalidArgument, "detach network: mac %q: %v", req.GetMac(), err)
 		}
 		late := func(err error) {
 			if err != nil {
@@ -280,26 +280,31 @@ func (s *Service) ConfigureNetwork(ctx context.Context, req *api.ConfigureNetwor
 		}
 		if err := netconfig.DetachRoot(mac, late); err != nil {
 			agentlog.Errorf("detach NIC %s: %v", mac, err)
-			return nil, status.Errorf(codes.Internal, "detach network: %v", err)
+			return nil, refuse(errdefs.ErrInternal, "detach network: %v", err)
 		}
 		agentlog.Infof("NIC %s detached: the container's namespace has no interface", mac)
 		return &api.Empty{}, nil
 	}
 	cfg, err := netconfig.Parse(req.GetMac(), req.GetAddress(), req.GetGateway(), req.GetMtu(), req.GetExtraAddresses())
 	if err != nil {
-		return nil, status.Errorf(codes.InvalidArgument, "configure network: %v", err)
+		return nil, refuse(errdefs.ErrInvalidArgument, "configure network: %v", err)
 	}
 	if s.Network == nil {
-		return nil, status.Error(codes.Unimplemented, "configure network: this agent has no network configurator")
+		return nil, refuse(errdefs.ErrNotImplemented, "configure network: this agent has no network configurator")
 	}
 	if err := s.Network.Configure(cfg); err != nil {
 		agentlog.Errorf("configure network (%s): %v", cfg, err)
-		switch {
-		case errors.Is(err, netconfig.ErrNoLink):
-			return nil, status.Errorf(codes.NotFound, "configure network: %v", err)
+		if errdefs.IsNotFound(err) { // no NIC has that MAC (netconfig.ErrNoLink)
+			return nil, errgrpc.ToGRPC(fmt.Errorf("configure network: %w", err))
 		}
-		return nil, status.Errorf(codes.Internal, "configure network: %v", err)
+		return nil, refuse(errdefs.ErrInternal, "configure network: %v", err)
 	}
 	agentlog.Infof("network configured: %s", cfg)
 	return &api.Empty{}, nil
+}
+
+// refuse is an error of the service's own: kind (an errdefs error) picks its
+// gRPC code and the text is exactly the message.
+func refuse(kind interface{ WithMessage(string) error }, format string, args ...any) error {
+	return errgrpc.ToGRPC(kind.WithMessage(fmt.Sprintf(format, args...)))
 }
