@@ -310,9 +310,12 @@ func (p *Process) Kill(ctx context.Context, signal uint32, all bool) error {
 			// The guest was wedged and its VM stopped: killed all the same.
 			return nil
 		}
-		if err == nil {
-			go p.c.ensureInitExits()
-		}
+		// Whatever the guest answers: one that refuses the SIGKILL (an
+		// error, "not found" included, which containerd's clients take
+		// as "already exited" and then wait for the exit) must not keep
+		// the container running. An init that did exit reports it well
+		// within the bound.
+		go p.c.ensureInitExits()
 	}
 	if err != nil {
 		return fmt.Errorf("signal %d to %s: %w", signal, p.c.ID, agentError(err))
