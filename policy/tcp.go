@@ -2,63 +2,21 @@ package policy
 
 import (
 	"bufio"
-	"bytes"
 	"context"
-	"crypto/tls"
 	"errors"
-	"io"
 	"net"
-	"net/http/httputil"
 	"net/netip"
 	"strconv"
-	"sync"
 	"time"
 
 	"github.com/earendil-works/gondolin-containerd/oci"
-	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/adapters/gonet"
 	"gvisor.dev/gvisor/pkg/tcpip/transport/tcp"
-	"gvisor.dev/gvisor/pkg/waiter"
 )
 
-const (
-	// sniffTimeout bounds the wait for a client's first bytes.
-	sniffTimeout = 30 * time.Second
-	// openSniffTimeout is the wait in mode open on ports other than 80 and
-	// 443, after which a silent client (a server-speaks-first protocol)
-	// is passed through raw.
-	openSniffTimeout = 2 * time.Second
-	// tlsHandshakeTimeout bounds the guest-side MITM handshake.
-	tlsHandshakeTimeout = 30 * time.Second
-	dialTimeout         = 15 * time.Second
-	maxTLSRecord        = 16384 + 2048
-)
-
-// flow is one guest TCP connection.
-type flow struct {
-	n   *Network
-	ep  tcpip.Endpoint
-	src netip.AddrPort
-	dst netip.AddrPort
-	// name is the host a synthetic destination address stands for.
-	name      string
-	synthetic bool
-	tls       bool
-	sni       string
-
-	mu    sync.Mutex
-	proxy *httputil.ReverseProxy
-	// upstream holds one transport per checked destination (proxy.go).
-	upstream upstreamSet
-}
-
-func (f *flow) record(proto string) AuditRecord {
-	host := f.name
-	if host == "" {
-		host = f.dst.Addr().String()
-	}
-	return AuditRecord{Protocol: proto, Host: host, Port: f.dst.Port(), Dest: f.dst.String()}
-}
+// The carrier of TCP decisions: a guest SYN is decided, then refused,
+// relayed raw, answered as DNS, or sniffed and handed to TLS interception
+// or the HTTP server.
 
 type tcpAction int
 
@@ -132,23 +90,6 @@ func (n *Network) handleTCP(r *tcp.ForwarderRequest) {
 		return
 	}
 	n.sniff(f, conn)
-}
-
-// accept completes the guest's handshake. The flow holds its slot of
-// Limits.TCPFlows (release) until its guest side is closed.
-func (n *Network) accept(r *tcp.ForwarderRequest, f *flow, release func()) (*gonet.TCPConn, bool) {
-	var wq waiter.Queue
-	raw, err := r.CreateEndpoint(&wq)
-	if err != nil {
-		release()
-		r.Complete(true)
-		return nil, false
-	}
-	ep := &countedEndpoint{Endpoint: raw, release: release}
-	r.Complete(false)
-	ep.SocketOptions().SetKeepAlive(true)
-	f.ep = ep
-	return gonet.NewTCPConn(&wq, ep), true
 }
 
 // classifyTCP decides what happens to a new flow before the handshake, so
@@ -254,47 +195,6 @@ func (n *Network) dialRaw(f *flow, host string) (net.Conn, string, error) {
 	return n.dialAddrs(ctx, addrs, f.dst.Port())
 }
 
-// dialAddrs dials the first reachable of the checked addresses.
-func (n *Network) dialAddrs(ctx context.Context, addrs []netip.Addr, port uint16) (net.Conn, string, error) {
-	var errs []error
-	for _, a := range addrs {
-		addr := netip.AddrPortFrom(a, port).String()
-		c, err := n.cfg.Dialer(ctx, "tcp", addr)
-		if err == nil {
-			return c, addr, nil
-		}
-		errs = append(errs, err)
-	}
-	if len(errs) == 0 {
-		return nil, "", errors.New("no address to dial")
-	}
-	return nil, "", errors.Join(errs...)
-}
-
-// flowConn is the guest side of a flow, with the bytes peeked at by the
-// classifier still to be read.
-type flowConn struct {
-	*gonet.TCPConn
-	r *bufio.Reader
-	f *flow
-}
-
-func (c *flowConn) Read(p []byte) (int, error) { return c.r.Read(p) }
-
-func flowOf(c net.Conn) *flow {
-	switch c := c.(type) {
-	case *flowConn:
-		return c.f
-	case *tls.Conn:
-		if fc, ok := c.NetConn().(*flowConn); ok {
-			return fc.f
-		}
-	}
-	return nil
-}
-
-type flowKey struct{}
-
 // sniff classifies a flow by its first bytes: TLS, HTTP, or neither.
 func (n *Network) sniff(f *flow, conn *gonet.TCPConn) {
 	fc := &flowConn{TCPConn: conn, r: bufio.NewReaderSize(conn, 5+maxTLSRecord), f: f}
@@ -354,235 +254,6 @@ func isTimeout(err error) bool {
 	return errors.As(err, &ne) && ne.Timeout()
 }
 
-type protoKind int
-
-const (
-	protoUnknown protoKind = iota
-	protoTLS
-	protoHTTP
-)
-
-// peekProtocol looks at a client's first bytes without consuming them. For
-// TLS it waits for the whole first record (the ClientHello).
-func peekProtocol(r *bufio.Reader) (protoKind, error) {
-	b, err := r.Peek(1)
-	if err != nil {
-		return protoUnknown, err
-	}
-	if b[0] == 0x16 {
-		h, err := r.Peek(5)
-		if err != nil {
-			return protoUnknown, err
-		}
-		if h[1] != 3 || h[2] > 4 {
-			return protoUnknown, nil
-		}
-		l := int(h[3])<<8 | int(h[4])
-		if l == 0 || l > maxTLSRecord {
-			return protoUnknown, nil
-		}
-		if _, err := r.Peek(5 + l); err != nil {
-			return protoUnknown, err
-		}
-		return protoTLS, nil
-	}
-	for want := r.Buffered(); ; want = r.Buffered() + 1 {
-		b, err := r.Peek(want)
-		if err != nil {
-			return protoUnknown, err
-		}
-		switch classifyHTTP(b) {
-		case httpYes:
-			return protoHTTP, nil
-		case httpNo:
-			return protoUnknown, nil
-		}
-	}
-}
-
-type httpGuess int
-
-const (
-	httpMore httpGuess = iota
-	httpYes
-	httpNo
-)
-
-const maxMethodLen = 20
-
-// classifyHTTP tells whether b starts like an HTTP/1.x request line (or the
-// HTTP/2 prior-knowledge preface): an upper-case method token and a space.
-func classifyHTTP(b []byte) httpGuess {
-	for i, c := range b {
-		switch {
-		case c == ' ':
-			if i >= 3 {
-				return httpYes
-			}
-			return httpNo
-		case c >= 'A' && c <= 'Z', c == '-' && i > 0:
-		default:
-			return httpNo
-		}
-		if i >= maxMethodLen {
-			return httpNo
-		}
-	}
-	if len(b) > maxMethodLen {
-		return httpNo
-	}
-	return httpMore
-}
-
-// peekSNI reads the server name from the buffered ClientHello.
-func peekSNI(r *bufio.Reader) string {
-	b, err := r.Peek(r.Buffered())
-	if err != nil {
-		return ""
-	}
-	return parseSNI(b)
-}
-
-var errSNIDone = errors.New("sni read")
-
-// parseSNI lets crypto/tls parse a ClientHello and reports its SNI.
-func parseSNI(hello []byte) string {
-	var sni string
-	c := tls.Server(&replayConn{r: bytes.NewReader(hello)}, &tls.Config{
-		GetConfigForClient: func(h *tls.ClientHelloInfo) (*tls.Config, error) {
-			sni = h.ServerName
-			return nil, errSNIDone
-		},
-	})
-	c.Handshake()
-	return sni
-}
-
-// replayConn is a read-only net.Conn over a byte slice.
-type replayConn struct {
-	net.Conn
-	r io.Reader
-}
-
-func (c *replayConn) Read(p []byte) (int, error)       { return c.r.Read(p) }
-func (c *replayConn) Write(p []byte) (int, error)      { return len(p), nil }
-func (c *replayConn) Close() error                     { return nil }
-func (c *replayConn) SetDeadline(time.Time) error      { return nil }
-func (c *replayConn) SetReadDeadline(time.Time) error  { return nil }
-func (c *replayConn) SetWriteDeadline(time.Time) error { return nil }
-func (c *replayConn) LocalAddr() net.Addr              { return &net.TCPAddr{} }
-func (c *replayConn) RemoteAddr() net.Addr             { return &net.TCPAddr{} }
-
-// serveTLS terminates the guest's TLS with a leaf from the host CA and
-// hands the decrypted stream to the HTTP server.
-func (n *Network) serveTLS(f *flow, fc *flowConn) {
-	f.tls = true
-	tc := tls.Server(fc, n.tlsConfig)
-	ctx, cancel := context.WithTimeout(n.ctx, tlsHandshakeTimeout)
-	err := tc.HandshakeContext(ctx)
-	cancel()
-	if err != nil {
-		rec := f.record("tls")
-		if f.sni != "" {
-			rec.Host = f.sni
-		}
-		n.audit(rec.deny("TLS handshake with the guest failed (does it trust the gondolin CA?): " + err.Error()))
-		tc.Close()
-		return
-	}
-	n.httpLn.push(tc)
-}
-
-func (n *Network) getCertificate(h *tls.ClientHelloInfo) (*tls.Certificate, error) {
-	var f *flow
-	if fc, ok := h.Conn.(*flowConn); ok {
-		f = fc.f
-	}
-	name, ok := normalizeHost(h.ServerName)
-	if ok && f != nil {
-		f.sni = name
-	}
-	if !ok {
-		switch {
-		case f != nil && f.name != "":
-			name = f.name
-		case f != nil:
-			name = f.dst.Addr().String()
-		default:
-			return nil, errors.New("no server name")
-		}
-	}
-	return n.ca.leaf(name)
-}
-
-// relay copies both ways until both directions are done or the network
-// closes.
-func (n *Network) relay(guest, up net.Conn) {
-	done := make(chan struct{})
-	stop := context.AfterFunc(n.ctx, func() {
-		guest.Close()
-		up.Close()
-	})
-	defer stop()
-	go func() {
-		copyHalf(up, guest)
-		close(done)
-	}()
-	copyHalf(guest, up)
-	<-done
-	guest.Close()
-	up.Close()
-}
-
-type closeWriter interface{ CloseWrite() error }
-
-func copyHalf(dst, src net.Conn) {
-	_, err := io.Copy(dst, src)
-	if cw, ok := dst.(closeWriter); ok && err == nil {
-		cw.CloseWrite()
-	} else {
-		dst.Close()
-		src.Close()
-	}
-}
-
 func hostPort(host string, port uint16) string {
 	return net.JoinHostPort(host, strconv.Itoa(int(port)))
-}
-
-// connListener hands classified guest connections to the HTTP server.
-type connListener struct {
-	ch   chan net.Conn
-	done chan struct{}
-	once sync.Once
-}
-
-func newConnListener() *connListener {
-	return &connListener{ch: make(chan net.Conn), done: make(chan struct{})}
-}
-
-func (l *connListener) push(c net.Conn) {
-	select {
-	case l.ch <- c:
-	case <-l.done:
-		c.Close()
-	}
-}
-
-func (l *connListener) Accept() (net.Conn, error) {
-	select {
-	case c := <-l.ch:
-		return c, nil
-	case <-l.done:
-		return nil, net.ErrClosed
-	}
-}
-
-func (l *connListener) Close() error {
-	l.once.Do(func() { close(l.done) })
-	return nil
-}
-
-func (l *connListener) Addr() net.Addr {
-	return &net.TCPAddr{IP: net.IPv4zero}
 }
