@@ -117,7 +117,7 @@ func (o *Options) setDefaults() error {
 	if o.Arch != "amd64" {
 		return fmt.Errorf("architecture %s: only amd64 is supported (the image config and the guest are amd64)", o.Arch)
 	}
-	_, err := refName(o.Name)
+	_, err := testimage.RefName(o.Name)
 	return err
 }
 
@@ -345,15 +345,15 @@ func pack(opts *Options, root, work, archive string, pkgs map[string]string) (*r
 	if len(lf.stats.Skipped) > 0 {
 		opts.Log("left out %d device nodes/sockets: %s", len(lf.stats.Skipped), strings.Join(lf.stats.Skipped, " "))
 	}
-	meta := imageMeta{
-		name:    opts.Name,
-		created: opts.ModTime,
-		config: testimage.ImageConfig{
+	meta := testimage.Meta{
+		Name:    opts.Name,
+		Created: opts.ModTime,
+		Config: testimage.ImageConfig{
 			Env:        []string{"PATH=" + testimage.DefaultPath},
 			Cmd:        []string{"/bin/bash"},
 			WorkingDir: "/",
 		},
-		history: testimage.History{
+		History: testimage.History{
 			CreatedBy: "debootstrap " + strings.Join(Args(opts, "/"), " "),
 			Comment:   "gondolin distroimage, minimized; " + packageList(pkgs),
 		},
@@ -364,7 +364,7 @@ func pack(opts *Options, root, work, archive string, pkgs map[string]string) (*r
 	}
 	defer os.Remove(tmp.Name())
 	sum := newCounter()
-	lr, err := writeLayout(io.MultiWriter(tmp, sum), meta, lf)
+	lr, err := testimage.WriteLayout(io.MultiWriter(tmp, sum), meta, lf.layout())
 	if err == nil {
 		err = tmp.Chmod(0o644)
 	}
@@ -379,7 +379,7 @@ func pack(opts *Options, root, work, archive string, pkgs map[string]string) (*r
 	}
 	return &record{
 		Name:             opts.Name,
-		Digest:           lr.manifest.Digest,
+		Digest:           lr.Manifest.Digest,
 		ArchiveSHA256:    strings.TrimPrefix(sum.digest(), "sha256:"),
 		ArchiveSize:      sum.n,
 		LayerSize:        lf.desc.Size,

@@ -1,16 +1,12 @@
 package distroimage
 
 import (
-	"archive/tar"
 	"crypto/sha256"
 	"encoding/hex"
-	"encoding/json"
 	"fmt"
 	"hash"
 	"io"
 	"os"
-	"sort"
-	"strings"
 	"time"
 
 	"github.com/klauspost/compress/gzip"
@@ -68,148 +64,10 @@ func fillLayer(f *os.File, root string, mtime time.Time) (*layerFile, error) {
 	}, nil
 }
 
-// imageMeta is what the config and index say about the image.
-type imageMeta struct {
-	name    string
-	created time.Time
-	config  testimage.ImageConfig
-	history testimage.History
-}
-
-// layoutResult describes a written image layout.
-type layoutResult struct {
-	manifest testimage.Descriptor
-	config   testimage.Descriptor
-}
-
-// writeLayout writes an OCI image-layout tar archive with the single layer lf to w:
-// what `ctr image import` reads. Entries are sorted and share one mtime, so the same
-// layer and metadata give the same bytes.
-func writeLayout(w io.Writer, meta imageMeta, lf *layerFile) (*layoutResult, error) {
-	tag, err := refName(meta.name)
-	if err != nil {
-		return nil, err
-	}
-	created := meta.created.UTC().Format(time.RFC3339)
-	meta.history.Created = created
-	config, err := json.Marshal(testimage.Image{
-		Created:      created,
-		Architecture: "amd64",
-		OS:           "linux",
-		Config:       meta.config,
-		RootFS:       testimage.RootFS{Type: "layers", DiffIDs: []string{lf.diffID}},
-		History:      []testimage.History{meta.history},
-	})
-	if err != nil {
-		return nil, err
-	}
-	res := &layoutResult{config: describe(testimage.MediaTypeConfig, config)}
-	manifest, err := json.Marshal(testimage.Manifest{
-		SchemaVersion: 2,
-		MediaType:     testimage.MediaTypeManifest,
-		Config:        res.config,
-		Layers:        []testimage.Descriptor{lf.desc},
-	})
-	if err != nil {
-		return nil, err
-	}
-	res.manifest = describe(testimage.MediaTypeManifest, manifest)
-	index, err := indexJSON(res.manifest, meta.name, tag, created)
-	if err != nil {
-		return nil, err
-	}
-
-	files := []layoutFile{
-		{name: blobName(res.config), data: config},
-		{name: blobName(lf.desc), path: lf.path, size: lf.desc.Size},
-		{name: blobName(res.manifest), data: manifest},
-		{name: "index.json", data: index},
-		{name: "oci-layout", data: []byte(`{"imageLayoutVersion":"1.0.0"}`)},
-	}
-	sort.Slice(files, func(i, j int) bool { return files[i].name < files[j].name })
-	if err := writeLayoutTar(w, files, meta.created); err != nil {
-		return nil, fmt.Errorf("writing the image layout: %w", err)
-	}
-	return res, nil
-}
-
-// indexJSON is the layout's index.json: the manifest, named the way containerd's own
-// exporter names it (full name and tag), so that import gives it that name.
-func indexJSON(manifest testimage.Descriptor, name, tag, created string) ([]byte, error) {
-	manifest.Annotations = map[string]string{
-		testimage.AnnotationImageName: name,
-		testimage.AnnotationRefName:   tag,
-		testimage.AnnotationCreated:   created,
-	}
-	manifest.Platform = &testimage.Platform{Architecture: "amd64", OS: "linux"}
-	return json.Marshal(testimage.Index{
-		SchemaVersion: 2,
-		MediaType:     testimage.MediaTypeIndex,
-		Manifests:     []testimage.Descriptor{manifest},
-	})
-}
-
-// layoutFile is one file of the image layout: data in memory, or size bytes at path.
-type layoutFile struct {
-	name string
-	data []byte
-	path string
-	size int64
-}
-
-func writeLayoutTar(w io.Writer, files []layoutFile, mtime time.Time) error {
-	tw := tar.NewWriter(w)
-	mtime = mtime.UTC().Truncate(time.Second)
-	for _, d := range []string{"blobs/", "blobs/sha256/"} {
-		if err := tw.WriteHeader(&tar.Header{Typeflag: tar.TypeDir, Name: d, Mode: 0o755, ModTime: mtime}); err != nil {
-			return err
-		}
-	}
-	for _, f := range files {
-		size := int64(len(f.data))
-		if f.path != "" {
-			size = f.size
-		}
-		h := &tar.Header{Typeflag: tar.TypeReg, Name: f.name, Mode: 0o644, Size: size, ModTime: mtime}
-		if err := tw.WriteHeader(h); err != nil {
-			return fmt.Errorf("%s: %w", f.name, err)
-		}
-		if err := writeContent(tw, f); err != nil {
-			return fmt.Errorf("%s: %w", f.name, err)
-		}
-	}
-	return tw.Close()
-}
-
-func writeContent(w io.Writer, f layoutFile) error {
-	if f.path == "" {
-		_, err := w.Write(f.data)
-		return err
-	}
-	_, err := copyFile(w, f.path, f.size)
-	return err
-}
-
-// refName returns the tag of a full image name (for org.opencontainers.image.ref.name).
-func refName(name string) (string, error) {
-	if strings.Contains(name, "@") {
-		return "", fmt.Errorf("image name %q: give a tag, not a digest", name)
-	}
-	slash := strings.LastIndex(name, "/")
-	colon := strings.LastIndex(name, ":")
-	if colon <= slash || colon == len(name)-1 {
-		return "", fmt.Errorf("image name %q has no tag (want e.g. %s)", name, DefaultName)
-	}
-	return name[colon+1:], nil
-}
-
-func blobName(d testimage.Descriptor) string {
-	return "blobs/sha256/" + strings.TrimPrefix(d.Digest, "sha256:")
-}
-
-func describe(mediaType string, b []byte) testimage.Descriptor {
-	s := sha256.Sum256(b)
-	return testimage.Descriptor{MediaType: mediaType, Digest: "sha256:" + hex.EncodeToString(s[:]), Size: int64(len(b))}
+// layout is the layer's image layout (testimage.WriteLayout, the one writer
+// of the test images' archives).
+func (lf *layerFile) layout() testimage.Layer {
+	return testimage.Layer{Desc: lf.desc, DiffID: lf.diffID, Path: lf.path}
 }
 
 // counter hashes and counts what is written to it.

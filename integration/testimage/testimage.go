@@ -14,7 +14,6 @@ import (
 	"compress/gzip"
 	"crypto/sha256"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -174,8 +173,7 @@ func Build(w io.Writer, opts Options) (*Result, error) {
 		opts.ModTime = DefaultModTime
 	}
 	opts.ModTime = opts.ModTime.UTC().Truncate(time.Second)
-	tag, err := refName(opts.Name)
-	if err != nil {
+	if _, err := RefName(opts.Name); err != nil {
 		return nil, err
 	}
 	bb, err := os.ReadFile(opts.Busybox)
@@ -209,76 +207,25 @@ func Build(w io.Writer, opts Options) (*Result, error) {
 	}
 	layer := gz.Bytes()
 
-	created := opts.ModTime.Format(time.RFC3339)
 	res := &Result{Name: opts.Name, DiffID: digest(layerTar), Applets: nlinks}
-	res.Layer = Descriptor{MediaType: MediaTypeLayerGz, Digest: digest(layer), Size: int64(len(layer))}
-
-	config, err := json.Marshal(Image{
-		Created:      created,
-		Architecture: "amd64",
-		OS:           "linux",
+	res.Layer = describe(MediaTypeLayerGz, layer)
+	lr, err := WriteLayout(w, Meta{
+		Name:    opts.Name,
+		Created: opts.ModTime,
 		Config: ImageConfig{
 			Env:        []string{"PATH=" + DefaultPath},
 			Cmd:        []string{"sh"},
 			WorkingDir: "/",
 		},
-		RootFS: RootFS{Type: "layers", DiffIDs: []string{res.DiffID}},
-		History: []History{{
-			Created:   created,
+		History: History{
 			CreatedBy: "gondolin mktestimage",
 			Comment:   fmt.Sprintf("static busybox (sha256:%s) with %d applet links", sha(bb), nlinks),
-		}},
-	})
+		},
+	}, Layer{Desc: res.Layer, DiffID: res.DiffID, Data: layer})
 	if err != nil {
 		return nil, err
 	}
-	res.Config = Descriptor{MediaType: MediaTypeConfig, Digest: digest(config), Size: int64(len(config))}
-
-	manifest, err := json.Marshal(Manifest{
-		SchemaVersion: 2,
-		MediaType:     MediaTypeManifest,
-		Config:        res.Config,
-		Layers:        []Descriptor{res.Layer},
-	})
-	if err != nil {
-		return nil, err
-	}
-	res.Manifest = Descriptor{MediaType: MediaTypeManifest, Digest: digest(manifest), Size: int64(len(manifest))}
-
-	indexDesc := res.Manifest
-	indexDesc.Annotations = map[string]string{
-		AnnotationImageName: opts.Name,
-		AnnotationRefName:   tag,
-		AnnotationCreated:   created,
-	}
-	indexDesc.Platform = &Platform{Architecture: "amd64", OS: "linux"}
-	index, err := json.Marshal(Index{
-		SchemaVersion: 2,
-		MediaType:     MediaTypeIndex,
-		Manifests:     []Descriptor{indexDesc},
-	})
-	if err != nil {
-		return nil, err
-	}
-
-	blob := func(d Descriptor) string { return "blobs/sha256/" + strings.TrimPrefix(d.Digest, "sha256:") }
-	outer := []entry{
-		{name: "blobs", typ: tar.TypeDir, mode: 0o755},
-		{name: "blobs/sha256", typ: tar.TypeDir, mode: 0o755},
-		{name: blob(res.Config), typ: tar.TypeReg, mode: 0o644, data: config},
-		{name: blob(res.Layer), typ: tar.TypeReg, mode: 0o644, data: layer},
-		{name: blob(res.Manifest), typ: tar.TypeReg, mode: 0o644, data: manifest},
-		{name: "index.json", typ: tar.TypeReg, mode: 0o644, data: index},
-		{name: "oci-layout", typ: tar.TypeReg, mode: 0o644, data: []byte(`{"imageLayoutVersion":"1.0.0"}`)},
-	}
-	sort.Slice(outer, func(i, j int) bool { return outer[i].name < outer[j].name })
-	archive, err := writeTar(outer, opts.ModTime)
-	if err != nil {
-		return nil, fmt.Errorf("writing image layout: %w", err)
-	}
-	if _, err := w.Write(archive); err != nil {
-		return nil, err
-	}
+	res.Config, res.Manifest = lr.Config, lr.Manifest
 	return res, nil
 }
 
@@ -318,20 +265,6 @@ func splitDir(p string) (string, string) {
 		dir = "."
 	}
 	return dir, base
-}
-
-// refName returns the tag of a full image name, for org.opencontainers.image.ref.name
-// (containerd's exporter puts the tag there, and the full name in io.containerd.image.name).
-func refName(name string) (string, error) {
-	if strings.Contains(name, "@") {
-		return "", fmt.Errorf("image name %q: give a tag, not a digest", name)
-	}
-	slash := strings.LastIndex(name, "/")
-	colon := strings.LastIndex(name, ":")
-	if colon <= slash || colon == len(name)-1 {
-		return "", fmt.Errorf("image name %q has no tag (want e.g. %s)", name, DefaultName)
-	}
-	return name[colon+1:], nil
 }
 
 type entry struct {
