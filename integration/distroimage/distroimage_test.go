@@ -201,26 +201,26 @@ func TestArchiveIsAnImportableLayout(t *testing.T) {
 	f, err := os.Open(res.Path)
 	must(t, err)
 	defer f.Close()
-	files := byName(readTar(t, f))
+	files := testimage.ByName(readTar(t, f))
 
 	blobs := map[string][]byte{}
 	for name, f := range files {
 		if hexDigest, ok := strings.CutPrefix(name, "blobs/sha256/"); ok && hexDigest != "" {
-			if got := sha256hex(f.data); got != hexDigest {
+			if got := sha256hex(f.Data); got != hexDigest {
 				t.Errorf("blob %s has digest %s", name, got)
 			}
-			blobs["sha256:"+hexDigest] = f.data
+			blobs["sha256:"+hexDigest] = f.Data
 		}
 	}
 	if len(blobs) != 3 {
 		t.Fatalf("want 3 blobs, got %d", len(blobs))
 	}
 	var idx testimage.Index
-	must(t, json.Unmarshal(files["index.json"].data, &idx))
+	must(t, json.Unmarshal(files["index.json"].Data, &idx))
 	if len(idx.Manifests) != 1 || idx.Manifests[0].Digest != res.Digest ||
 		idx.Manifests[0].Annotations[testimage.AnnotationImageName] != DefaultName ||
 		idx.Manifests[0].Annotations[testimage.AnnotationRefName] != "latest" {
-		t.Fatalf("index.json = %s", files["index.json"].data)
+		t.Fatalf("index.json = %s", files["index.json"].Data)
 	}
 	var m testimage.Manifest
 	must(t, json.Unmarshal(blobs[res.Digest], &m))
@@ -243,7 +243,7 @@ func TestArchiveIsAnImportableLayout(t *testing.T) {
 	if diffID := "sha256:" + sha256hex(layer); len(cfg.RootFS.DiffIDs) != 1 || cfg.RootFS.DiffIDs[0] != diffID {
 		t.Errorf("diff_ids %v, layer tar is %s", cfg.RootFS.DiffIDs, diffID)
 	}
-	entries := byName(readTar(t, bytes.NewReader(layer)))
+	entries := testimage.ByName(readTar(t, bytes.NewReader(layer)))
 	for _, want := range []string{"bin", "usr/bin/bash", CABundle, "var/lib/apt/lists/", "var/log/dpkg.log"} {
 		if _, ok := entries[want]; !ok {
 			t.Errorf("layer has no %s", want)

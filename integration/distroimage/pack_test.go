@@ -15,42 +15,22 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/earendil-works/gondolin-containerd/integration/testimage"
 )
 
 var testMtime = time.Date(2024, 1, 1, 0, 0, 0, 0, time.UTC)
 
-type tarFile struct {
-	hdr  *tar.Header
-	data []byte
-}
+type tarFile = testimage.TarFile
 
-// readTar returns the archive's entries in order.
+// readTar returns the archive's entries in order (testimage.ReadTar).
 func readTar(t *testing.T, r io.Reader) []tarFile {
 	t.Helper()
-	var out []tarFile
-	tr := tar.NewReader(r)
-	for {
-		h, err := tr.Next()
-		if err == io.EOF {
-			return out
-		}
-		if err != nil {
-			t.Fatalf("reading tar: %v", err)
-		}
-		data, err := io.ReadAll(tr)
-		if err != nil {
-			t.Fatal(err)
-		}
-		out = append(out, tarFile{h, data})
+	files, err := testimage.ReadTar(r)
+	if err != nil {
+		t.Fatal(err)
 	}
-}
-
-func byName(files []tarFile) map[string]tarFile {
-	m := map[string]tarFile{}
-	for _, f := range files {
-		m[f.hdr.Name] = f
-	}
-	return m
+	return files
 }
 
 func must(t *testing.T, err error) {
@@ -108,7 +88,7 @@ func packTree(t *testing.T, root string) ([]byte, *PackStats) {
 func TestPackLayerEntries(t *testing.T) {
 	root, devOK := testTree(t)
 	layer, stats := packTree(t, root)
-	files := byName(readTar(t, bytes.NewReader(layer)))
+	files := testimage.ByName(readTar(t, bytes.NewReader(layer)))
 
 	type want struct {
 		typ      byte
@@ -145,10 +125,10 @@ func TestPackLayerEntries(t *testing.T) {
 			t.Errorf("%s: missing", name)
 			continue
 		}
-		h := f.hdr
-		if h.Typeflag != w.typ || h.Mode != w.mode || h.Uid != w.uid || h.Gid != w.gid || h.Linkname != w.link || string(f.data) != w.data {
+		h := f.Hdr
+		if h.Typeflag != w.typ || h.Mode != w.mode || h.Uid != w.uid || h.Gid != w.gid || h.Linkname != w.link || string(f.Data) != w.data {
 			t.Errorf("%s: type %c mode %o owner %d:%d link %q data %q; want type %c mode %o owner %d:%d link %q data %q",
-				name, h.Typeflag, h.Mode, h.Uid, h.Gid, h.Linkname, f.data, w.typ, w.mode, w.uid, w.gid, w.link, w.data)
+				name, h.Typeflag, h.Mode, h.Uid, h.Gid, h.Linkname, f.Data, w.typ, w.mode, w.uid, w.gid, w.link, w.data)
 		}
 		if !h.ModTime.Equal(testMtime) || h.Uname != "" || h.Gname != "" {
 			t.Errorf("%s: mtime %v, owner names %q:%q; want %v and numeric owners only", name, h.ModTime, h.Uname, h.Gname, testMtime)
@@ -206,11 +186,11 @@ func TestPackLayerKeepsCapabilities(t *testing.T) {
 		t.Skipf("cannot set file capabilities here: %v", err)
 	}
 	layer, _ := packTree(t, root)
-	f := byName(readTar(t, bytes.NewReader(layer)))["ping"]
-	if f.hdr == nil {
+	f := testimage.ByName(readTar(t, bytes.NewReader(layer)))["ping"]
+	if f.Hdr == nil {
 		t.Fatal("ping missing")
 	}
-	if got := f.hdr.PAXRecords["SCHILY.xattr."+capabilityXattr]; got != string(capabilityValue()) {
+	if got := f.Hdr.PAXRecords["SCHILY.xattr."+capabilityXattr]; got != string(capabilityValue()) {
 		t.Errorf("capability record %q, want %q", got, capabilityValue())
 	}
 }

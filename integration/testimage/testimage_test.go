@@ -42,45 +42,23 @@ func build(t *testing.T, opts Options) ([]byte, *Result) {
 	return buf.Bytes(), res
 }
 
-type tarFile struct {
-	hdr  *tar.Header
-	data []byte
-}
+type tarFile = TarFile
 
-// readTar returns the archive's entries in order.
+// readTar returns the archive's entries in order (testimage.ReadTar).
 func readTar(t *testing.T, r io.Reader) []tarFile {
 	t.Helper()
-	var out []tarFile
-	tr := tar.NewReader(r)
-	for {
-		h, err := tr.Next()
-		if err == io.EOF {
-			return out
-		}
-		if err != nil {
-			t.Fatalf("reading tar: %v", err)
-		}
-		data, err := io.ReadAll(tr)
-		if err != nil {
-			t.Fatal(err)
-		}
-		out = append(out, tarFile{h, data})
+	files, err := ReadTar(r)
+	if err != nil {
+		t.Fatal(err)
 	}
-}
-
-func byName(files []tarFile) map[string]tarFile {
-	m := map[string]tarFile{}
-	for _, f := range files {
-		m[f.hdr.Name] = f
-	}
-	return m
+	return files
 }
 
 func assertSorted(t *testing.T, what string, files []tarFile) {
 	t.Helper()
 	names := make([]string, len(files))
 	for i, f := range files {
-		names[i] = strings.TrimSuffix(f.hdr.Name, "/")
+		names[i] = strings.TrimSuffix(f.Hdr.Name, "/")
 	}
 	if !sort.StringsAreSorted(names) {
 		t.Errorf("%s entries are not sorted: %v", what, names)
@@ -113,25 +91,25 @@ func TestBuildLayout(t *testing.T) {
 	archive, res := build(t, Options{Busybox: bb, Applets: fakeApplets})
 	outer := readTar(t, bytes.NewReader(archive))
 	assertSorted(t, "image layout", outer)
-	files := byName(outer)
+	files := ByName(outer)
 	for _, f := range outer {
-		if !f.hdr.ModTime.Equal(DefaultModTime) {
-			t.Errorf("%s: mtime %v, want %v", f.hdr.Name, f.hdr.ModTime, DefaultModTime)
+		if !f.Hdr.ModTime.Equal(DefaultModTime) {
+			t.Errorf("%s: mtime %v, want %v", f.Hdr.Name, f.Hdr.ModTime, DefaultModTime)
 		}
 	}
 
-	if got := string(files["oci-layout"].data); got != `{"imageLayoutVersion":"1.0.0"}` {
+	if got := string(files["oci-layout"].Data); got != `{"imageLayoutVersion":"1.0.0"}` {
 		t.Errorf("oci-layout = %q", got)
 	}
 	// Every blob is named by its digest.
 	blobs := map[string][]byte{}
 	for name, f := range files {
-		if strings.HasPrefix(name, "blobs/sha256/") && f.hdr.Typeflag == tar.TypeReg {
+		if strings.HasPrefix(name, "blobs/sha256/") && f.Hdr.Typeflag == tar.TypeReg {
 			d := "sha256:" + strings.TrimPrefix(name, "blobs/sha256/")
-			if sum(f.data) != d {
-				t.Errorf("blob %s has digest %s", name, sum(f.data))
+			if sum(f.Data) != d {
+				t.Errorf("blob %s has digest %s", name, sum(f.Data))
 			}
-			blobs[d] = f.data
+			blobs[d] = f.Data
 		}
 	}
 	if len(blobs) != 3 {
@@ -139,7 +117,7 @@ func TestBuildLayout(t *testing.T) {
 	}
 
 	var idx Index
-	if err := json.Unmarshal(files["index.json"].data, &idx); err != nil {
+	if err := json.Unmarshal(files["index.json"].Data, &idx); err != nil {
 		t.Fatalf("index.json: %v", err)
 	}
 	if idx.SchemaVersion != 2 || idx.MediaType != MediaTypeIndex || len(idx.Manifests) != 1 {
@@ -204,11 +182,11 @@ func TestBuildLayout(t *testing.T) {
 func checkRootfs(t *testing.T, layer []tarFile, minLinks int) {
 	t.Helper()
 	assertSorted(t, "layer", layer)
-	files := byName(layer)
+	files := ByName(layer)
 
 	bb, ok := files["bin/busybox"]
-	if !ok || bb.hdr.Typeflag != tar.TypeReg || bb.hdr.Mode != 0o755 {
-		t.Fatalf("bin/busybox missing or wrong: %+v", bb.hdr)
+	if !ok || bb.Hdr.Typeflag != tar.TypeReg || bb.Hdr.Mode != 0o755 {
+		t.Fatalf("bin/busybox missing or wrong: %+v", bb.Hdr)
 	}
 	links := map[string]string{
 		"bin/sh": "busybox", "bin/true": "busybox", "bin/cat": "busybox", "bin/sleep": "busybox",
@@ -218,17 +196,17 @@ func checkRootfs(t *testing.T, layer []tarFile, minLinks int) {
 	}
 	for name, target := range links {
 		f, ok := files[name]
-		if !ok || f.hdr.Typeflag != tar.TypeSymlink || f.hdr.Linkname != target {
-			t.Errorf("%s: want symlink to %s, got %+v", name, target, f.hdr)
+		if !ok || f.Hdr.Typeflag != tar.TypeSymlink || f.Hdr.Linkname != target {
+			t.Errorf("%s: want symlink to %s, got %+v", name, target, f.Hdr)
 		}
 	}
 	nlinks := 0
 	for _, f := range layer {
-		if f.hdr.Typeflag == tar.TypeSymlink {
+		if f.Hdr.Typeflag == tar.TypeSymlink {
 			nlinks++
 		}
-		if f.hdr.Uid != 0 && f.hdr.Name != "home/gondolin/" {
-			t.Errorf("%s owned by %d", f.hdr.Name, f.hdr.Uid)
+		if f.Hdr.Uid != 0 && f.Hdr.Name != "home/gondolin/" {
+			t.Errorf("%s owned by %d", f.Hdr.Name, f.Hdr.Uid)
 		}
 	}
 	if nlinks < minLinks {
@@ -244,20 +222,20 @@ func checkRootfs(t *testing.T, layer []tarFile, minLinks int) {
 	}
 	for name, mode := range dirs {
 		f, ok := files[name]
-		if !ok || f.hdr.Typeflag != tar.TypeDir || f.hdr.Mode != mode {
-			t.Errorf("%s: want dir mode %o, got %+v", name, mode, f.hdr)
+		if !ok || f.Hdr.Typeflag != tar.TypeDir || f.Hdr.Mode != mode {
+			t.Errorf("%s: want dir mode %o, got %+v", name, mode, f.Hdr)
 		}
 	}
-	if h := files["home/gondolin/"].hdr; h == nil || h.Uid != 1000 || h.Gid != 1000 {
+	if h := files["home/gondolin/"].Hdr; h == nil || h.Uid != 1000 || h.Gid != 1000 {
 		t.Errorf("home/gondolin/ not owned by 1000:1000: %+v", h)
 	}
-	passwd := string(files["etc/passwd"].data)
+	passwd := string(files["etc/passwd"].Data)
 	for _, want := range []string{"root:x:0:0:", "gondolin:x:1000:1000:", "nobody:x:65534:65534:"} {
 		if !strings.Contains(passwd, want) {
 			t.Errorf("/etc/passwd lacks %q:\n%s", want, passwd)
 		}
 	}
-	group := string(files["etc/group"].data)
+	group := string(files["etc/group"].Data)
 	for _, want := range []string{"root:x:0:", "gondolin:x:1000:"} {
 		if !strings.Contains(group, want) {
 			t.Errorf("/etc/group lacks %q:\n%s", want, group)
@@ -323,9 +301,9 @@ func TestRealBusybox(t *testing.T) {
 		t.Fatal(err)
 	}
 	archive, res := build(t, Options{})
-	files := byName(readTar(t, bytes.NewReader(archive)))
+	files := ByName(readTar(t, bytes.NewReader(archive)))
 	layer := files["blobs/sha256/"+strings.TrimPrefix(res.Layer.Digest, "sha256:")]
-	zr, err := gzip.NewReader(bytes.NewReader(layer.data))
+	zr, err := gzip.NewReader(bytes.NewReader(layer.Data))
 	if err != nil {
 		t.Fatal(err)
 	}
