@@ -4,8 +4,11 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"strconv"
 	"strings"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/containerd/errdefs/pkg/errgrpc"
 	"github.com/containerd/log"
@@ -69,7 +72,7 @@ func newAgentConn(ctx context.Context, conn net.Conn) (*agentConn, error) {
 	}
 	client := ttrpc.NewClient(ctl, ttrpc.WithOnClose(func() {
 		log.G(ctx).Debug("agent control stream closed")
-	}))
+	}), ttrpc.WithUnaryClientInterceptor(boundGuestStatus))
 	return &agentConn{session: session, client: client, AgentService: api.NewAgentClient(client)}, nil
 }
 
@@ -93,6 +96,48 @@ func (a *agentConn) openStdio(kind api.StreamHeader_Kind, containerID, execID st
 func (a *agentConn) Close() error {
 	a.client.Close()
 	return a.session.Close()
+}
+
+// maxGuestMessage bounds the text of an error the guest answers with.
+const maxGuestMessage = 4 << 10
+
+// boundGuestStatus makes the error text of every agent answer safe to pass
+// on: it ends in the shim log and, through containerd, in a client's
+// terminal (docker prints "OCI runtime exec failed: ..." as it is), and
+// the guest writes it. It is cut to maxGuestMessage bytes (ttrpc allows
+// 4 MiB) and its control characters, invalid UTF-8 and other
+// non-printable runes (terminal escapes, bidirectional overrides,
+// newlines that would start a line of their own) are escaped. Status
+// details, which the agent never sends, are dropped unread.
+func boundGuestStatus(ctx context.Context, req *ttrpc.Request, resp *ttrpc.Response, _ *ttrpc.UnaryClientInfo, invoke ttrpc.Invoker) error {
+	err := invoke(ctx, req, resp)
+	if st := resp.Status; st != nil {
+		st.Message = guestText(st.Message, maxGuestMessage)
+		st.Details = nil
+	}
+	return err
+}
+
+// guestText is s, written by the guest, as printable text of at most max
+// bytes (plus a note of what was cut).
+func guestText(s string, max int) string {
+	var b strings.Builder
+	for i, r := range s {
+		if b.Len() >= max {
+			fmt.Fprintf(&b, "... [%d more bytes from the guest cut]", len(s)-i)
+			break
+		}
+		switch {
+		case r == utf8.RuneError && !strings.HasPrefix(s[i:], string(utf8.RuneError)):
+			fmt.Fprintf(&b, "\\x%02x", s[i])
+		case unicode.IsPrint(r):
+			b.WriteRune(r)
+		default:
+			q := strconv.QuoteRuneToASCII(r)
+			b.WriteString(q[1 : len(q)-1])
+		}
+	}
+	return b.String()
 }
 
 // processStartError reports a process the guest could not start (a
