@@ -31,6 +31,7 @@ import (
 	"time"
 
 	"github.com/earendil-works/gondolin-containerd/integration/testimage"
+	"github.com/earendil-works/gondolin-containerd/internal/atomicfile"
 )
 
 // Defaults of Options.
@@ -358,23 +359,13 @@ func pack(opts *Options, root, work, archive string, pkgs map[string]string) (*r
 			Comment:   "gondolin distroimage, minimized; " + packageList(pkgs),
 		},
 	}
-	tmp, err := os.CreateTemp(filepath.Dir(archive), "."+filepath.Base(archive)+".*")
-	if err != nil {
-		return nil, fmt.Errorf("creating the archive: %w", err)
-	}
-	defer os.Remove(tmp.Name())
 	sum := newCounter()
-	lr, err := testimage.WriteLayout(io.MultiWriter(tmp, sum), meta, lf.layout())
-	if err == nil {
-		err = tmp.Chmod(0o644)
-	}
-	if cerr := tmp.Close(); err == nil {
-		err = cerr
-	}
+	var lr *testimage.Layout
+	err = atomicfile.Write(archive, 0o644, func(w io.Writer) (err error) {
+		lr, err = testimage.WriteLayout(io.MultiWriter(w, sum), meta, lf.layout())
+		return err
+	})
 	if err != nil {
-		return nil, fmt.Errorf("writing the archive: %w", err)
-	}
-	if err := os.Rename(tmp.Name(), archive); err != nil {
 		return nil, fmt.Errorf("writing the archive: %w", err)
 	}
 	return &record{
@@ -403,11 +394,7 @@ func writeRecord(p string, rec *record) error {
 	if err != nil {
 		return err
 	}
-	tmp := p + ".tmp"
-	if err := os.WriteFile(tmp, append(b, '\n'), 0o644); err != nil {
-		return fmt.Errorf("writing the cache record: %w", err)
-	}
-	if err := os.Rename(tmp, p); err != nil {
+	if err := atomicfile.WriteFile(p, append(b, '\n'), 0o644); err != nil {
 		return fmt.Errorf("writing the cache record: %w", err)
 	}
 	return nil

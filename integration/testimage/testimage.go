@@ -24,6 +24,8 @@ import (
 	"sort"
 	"strings"
 	"time"
+
+	"github.com/earendil-works/gondolin-containerd/internal/atomicfile"
 )
 
 // DefaultName is the name the image is imported under.
@@ -232,39 +234,18 @@ func Build(w io.Writer, opts Options) (*Result, error) {
 // WriteFile builds the image into the file at path, atomically (a temporary file in the
 // same directory renamed over it).
 func WriteFile(path string, opts Options) (*Result, error) {
-	dir, base := splitDir(path)
-	if err := os.MkdirAll(dir, 0o755); err != nil {
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		return nil, err
 	}
-	f, err := os.CreateTemp(dir, "."+base+".*")
+	var res *Result
+	err := atomicfile.Write(path, 0o644, func(w io.Writer) (err error) {
+		res, err = Build(w, opts)
+		return err
+	})
 	if err != nil {
-		return nil, err
-	}
-	defer os.Remove(f.Name())
-	res, err := Build(f, opts)
-	if err != nil {
-		f.Close()
-		return nil, err
-	}
-	if err := f.Chmod(0o644); err != nil {
-		f.Close()
-		return nil, err
-	}
-	if err := f.Close(); err != nil {
-		return nil, err
-	}
-	if err := os.Rename(f.Name(), path); err != nil {
 		return nil, err
 	}
 	return res, nil
-}
-
-func splitDir(p string) (string, string) {
-	dir, base := filepath.Split(p)
-	if dir == "" {
-		dir = "."
-	}
-	return dir, base
 }
 
 type entry struct {
