@@ -16,6 +16,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/earendil-works/gondolin-containerd/oci"
+	"github.com/earendil-works/gondolin-containerd/vmm"
 )
 
 // needMounts skips a test that mounts file systems where it cannot.
@@ -417,8 +418,8 @@ func TestConsoleLogCap(t *testing.T) {
 	if _, err := os.Stat(sock); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("console socket left: %v", err)
 	}
-	if !strings.Contains(tailLines(path, 2), "discarded") {
-		t.Errorf("tailLines = %q", tailLines(path, 2))
+	if !strings.Contains(vmm.TailLines(path, 2), "discarded") {
+		t.Errorf("tailLines = %q", vmm.TailLines(path, 2))
 	}
 }
 

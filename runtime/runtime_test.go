@@ -28,17 +28,6 @@ func TestStateDirIsShortAndStable(t *testing.T) {
 	}
 }
 
-func TestTailLines(t *testing.T) {
-	p := filepath.Join(t.TempDir(), "console.log")
-	os.WriteFile(p, []byte("one\r\ntwo\nthree\nfour\n"), 0o644)
-	if got := tailLines(p, 2); got != "three\nfour" {
-		t.Fatalf("tail = %q", got)
-	}
-	if got := tailLines(filepath.Join(t.TempDir(), "none"), 2); !strings.Contains(got, "unreadable") {
-		t.Fatalf("missing file: %q", got)
-	}
-}
-
 func TestZombie(t *testing.T) {
 	if !zombie([]byte("123 (qemu (x)) Z 1 2")) || zombie([]byte("123 (sleep) S 1")) {
 		t.Fatal("zombie state misread")

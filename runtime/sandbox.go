@@ -7,10 +7,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
-	"strings"
 	"syscall"
 	"time"
 
@@ -20,7 +18,7 @@ import (
 	"github.com/earendil-works/gondolin-containerd/guest-agent/api"
 	"github.com/earendil-works/gondolin-containerd/oci"
 	"github.com/earendil-works/gondolin-containerd/vmm"
-	"github.com/earendil-works/gondolin-containerd/vmm/qemu"
+	"github.com/earendil-works/gondolin-containerd/vmm/backend"
 )
 
 // sandbox is one VM: the VMM, its file server and the agent channel.
@@ -114,80 +112,13 @@ func startSandbox(ctx context.Context, cfg sandboxConfig, st *persistedState) (_
 		}
 	}()
 
-	channel := filepath.Join(cfg.stateDir, "channel.sock")
-	vmCfg := vmm.Config{
-		ID:            cfg.id,
-		StateDir:      cfg.stateDir,
-		Kernel:        cfg.runtime.KernelPath,
-		Initrd:        cfg.runtime.InitrdPath,
-		MemoryMiB:     cfg.memoryMiB,
-		CPUs:          cfg.cpus,
-		Accelerator:   accel,
-		Machine:       vmm.Machine(cfg.runtime.Machine),
-		ConsoleLog:    cfg.console,
-		ChannelSocket: channel,
-		ChannelName:   api.ChannelPortName,
-		NIC:           cfg.nic,
-	}
-	for _, sh := range cfg.shares {
-		vmCfg.Shares = append(vmCfg.Shares, vmm.Share{Tag: sh.tag, Socket: filepath.Join(cfg.stateDir, "fs-"+sh.tag+".sock")})
-	}
-	if lvl := cfg.runtime.LogLevel; lvl == "debug" || lvl == "trace" {
-		vmCfg.KernelArgs = append(vmCfg.KernelArgs, api.DebugKernelArg)
-	}
-	fsd, err := vmm.LookupVirtiofsd(ctx, cfg.runtime.VirtiofsdPath)
-	if err != nil {
+	if err := sb.startVM(ctx, cfg, st, accel, timing); err != nil {
 		return nil, err
 	}
-	// The console goes through the shim, which caps the log; a VM saved
-	// as a snapshot (no container in it) writes its own.
-	consoleSocket := filepath.Join(cfg.stateDir, "console.sock")
-	if sb.consoleLog, err = openConsoleLog(cfg.id, cfg.console, consoleSocket, cfg.runtime.Limits.ConsoleLogBytes); err != nil {
-		return nil, err
-	}
-	if mode := cfg.runtime.SnapshotBoot; mode != oci.SnapshotBootOff {
-		// The machine is left as configured: QEMU resolves "auto" from the
-		// kernel, which is part of the snapshot's key, the same way for
-		// the VM saved and the VMs resumed.
-		// The VMs saved and resumed have the snapshot argument (the
-		// agent prepares the first create before it is saved); a VM
-		// booted instead has not.
-		snapCfg := vmCfg
-		snapCfg.KernelArgs = append(append([]string{}, vmCfg.KernelArgs...), api.SnapshotKernelArg)
-		state, err := ensureSnapshot(ctx, cfg.runtime, fsd, snapCfg)
-		switch {
-		case err == nil:
-			vmCfg = snapCfg
-			vmCfg.Incoming = state
-		case mode == oci.SnapshotBootAuto && errors.Is(err, errSnapshotUnsupported):
-			log.G(ctx).WithError(err).Debug("snapshot_boot = auto: booting the VM")
-		default:
-			log.G(ctx).WithError(err).Warn("snapshot_boot: no VM snapshot to resume; booting the VM instead")
-		}
-		timing.done("snapshot")
-	}
-	vmCfg.ConsoleSocket = consoleSocket
-	err = sb.launch(ctx, cfg, fsd, st, vmCfg, timing)
-	if err != nil && vmCfg.Incoming != "" {
-		// A snapshot that cannot be loaded will not load next time
-		// either: set it aside (its error file makes later starts boot
-		// at once) and boot this VM.
-		log.G(ctx).WithError(err).Warn("snapshot_boot: resuming the VM snapshot failed; booting the VM instead")
-		discardSnapshot(vmCfg.Incoming, err)
-		sb.stopFileServers()
-		st.VirtiofsdPids = nil
-		vmCfg.Incoming = ""
-		err = sb.launch(ctx, cfg, fsd, st, vmCfg, timing)
-	}
-	if err != nil {
-		return nil, err
-	}
-	sb.restored = vmCfg.Incoming != ""
-	timing.done("vmm_start")
 
 	bootCtx, cancel := context.WithTimeout(ctx, cfg.runtime.BootTimeout.Duration)
 	defer cancel()
-	agent, err := dialAgent(bootCtx, channel, sb.vm.Done())
+	agent, err := dialAgent(bootCtx, filepath.Join(cfg.stateDir, channelName), sb.vm.Done())
 	if err != nil {
 		return nil, sb.bootError(sb.vmExitCause(fmt.Errorf("connect to the guest agent: %w", err)))
 	}
@@ -214,6 +145,109 @@ func startSandbox(ctx context.Context, cfg sandboxConfig, st *persistedState) (_
 	}
 	log.G(ctx).WithFields(timing.fields).WithFields(fields).Info("guest agent ready")
 	return sb, nil
+}
+
+// channelName is the agent channel's socket in the state directory.
+const channelName = "channel.sock"
+
+// startVM starts the VM of cfg through vmm, resumed from a snapshot when
+// the runtime config allows it, and records its processes in st.
+func (sb *sandbox) startVM(ctx context.Context, cfg sandboxConfig, st *persistedState, accel vmm.Accelerator, timing *phases) error {
+	req, err := vmRequest(ctx, cfg, st, accel, timing)
+	if err != nil {
+		return err
+	}
+	// The console goes through the shim, which caps the log; a VM saved
+	// as a snapshot (no container in it) writes its own.
+	if sb.consoleLog, err = openConsoleLog(cfg.id, cfg.console, req.Config.ConsoleSocket, cfg.runtime.Limits.ConsoleLogBytes); err != nil {
+		return err
+	}
+	inst, err := vmm.Start(ctx, req)
+	if err != nil {
+		return err
+	}
+	sb.vm, sb.fs, sb.restored = inst.VM, inst.FileServers, inst.Restored
+	st.QEMUPid = inst.VM.Pid()
+	return writeState(cfg.stateDir, st)
+}
+
+// vmRequest is the VM of cfg as vmm starts it: its configuration, the
+// backend and file server from the runtime config, and the hooks that put
+// its processes into the container's host cgroup and network namespace
+// and record them in st.
+func vmRequest(ctx context.Context, cfg sandboxConfig, st *persistedState, accel vmm.Accelerator, timing *phases) (vmm.Request, error) {
+	vmCfg := vmm.Config{
+		ID:            cfg.id,
+		StateDir:      cfg.stateDir,
+		Kernel:        cfg.runtime.KernelPath,
+		Initrd:        cfg.runtime.InitrdPath,
+		MemoryMiB:     cfg.memoryMiB,
+		CPUs:          cfg.cpus,
+		Accelerator:   accel,
+		Machine:       vmm.Machine(cfg.runtime.Machine),
+		ConsoleLog:    cfg.console,
+		ConsoleSocket: filepath.Join(cfg.stateDir, "console.sock"),
+		ChannelSocket: filepath.Join(cfg.stateDir, channelName),
+		ChannelName:   api.ChannelPortName,
+		NIC:           cfg.nic,
+	}
+	var dirs []string
+	for _, sh := range cfg.shares {
+		vmCfg.Shares = append(vmCfg.Shares, vmm.Share{Tag: sh.tag, Socket: filepath.Join(cfg.stateDir, "fs-"+sh.tag+".sock")})
+		dirs = append(dirs, sh.dir)
+	}
+	if lvl := cfg.runtime.LogLevel; lvl == "debug" || lvl == "trace" {
+		vmCfg.KernelArgs = append(vmCfg.KernelArgs, api.DebugKernelArg)
+	}
+	// The VMM joins the container's host cgroup before it fills guest RAM
+	// (the kernel, or a saved state): a page stays charged to the cgroup
+	// that first touched it.
+	if cfg.cgroup != nil {
+		vmCfg.Started = cfg.cgroup.add
+	}
+	fsd, err := vmm.LookupVirtiofsd(ctx, cfg.runtime.VirtiofsdPath)
+	if err != nil {
+		return vmm.Request{}, err
+	}
+	vmb, err := backend.New(backend.QEMU, cfg.runtime.QEMUPath)
+	if err != nil {
+		return vmm.Request{}, err
+	}
+	req := vmm.Request{
+		Backend:   vmb,
+		Virtiofsd: fsd,
+		Config:    vmCfg,
+		Dirs:      dirs,
+		Hooks: vmm.Hooks{
+			FileServer: func(fs *vmm.FileServer) error { return addFileServer(cfg.cgroup, fs) },
+			// The file servers' PIDs are recorded before the VMM
+			// starts, for a `shim delete` after this shim died.
+			FileServers: func(fss []*vmm.FileServer) error {
+				st.VirtiofsdPids = nil
+				for _, fs := range fss {
+					st.VirtiofsdPids = append(st.VirtiofsdPids, fs.Pid())
+				}
+				return writeState(cfg.stateDir, st)
+			},
+			// The VMM is started from inside the container's network
+			// namespace and stays there: its PID is what OCI hooks get
+			// to find the namespace. Its own sockets are path-bound
+			// unix sockets, which work from any network namespace.
+			Run:   cfg.netns.do,
+			Phase: timing.done,
+		},
+	}
+	if mode := cfg.runtime.SnapshotBoot; mode != oci.SnapshotBootOff {
+		// The VMs saved and resumed have the snapshot argument (the
+		// agent prepares the first create before it is saved); a VM
+		// booted instead has not.
+		req.Snapshot = &vmm.SnapshotBoot{
+			Dir:        cfg.runtime.SnapshotDir,
+			Required:   mode == oci.SnapshotBootOn,
+			KernelArgs: []string{api.SnapshotKernelArg},
+		}
+	}
+	return req, nil
 }
 
 // vmExitWait is how long a failed agent call waits for the VMM to exit,
@@ -268,7 +302,7 @@ func (sb *sandbox) vmExitCause(err error) error {
 
 // bootError adds the end of the guest console to err.
 func (sb *sandbox) bootError(err error) error {
-	return fmt.Errorf("%w; last lines of the guest console (%s):\n%s", err, sb.console, tailLines(sb.console, 15))
+	return fmt.Errorf("%w; last lines of the guest console (%s):\n%s", err, sb.console, vmm.TailLines(sb.console, 15))
 }
 
 // stop ends the VM: a clean agent shutdown when it still answers within
@@ -326,35 +360,6 @@ func (sb *sandbox) vmGone() bool {
 	default:
 		return false
 	}
-}
-
-// tailWindow bounds how much of a console log tailLines reads.
-const tailWindow = 64 << 10
-
-// tailLines returns the last n lines of a file (of its last tailWindow
-// bytes), for error messages.
-func tailLines(path string, n int) string {
-	f, err := os.Open(path)
-	if err != nil {
-		return fmt.Sprintf("(console log unreadable: %v)", err)
-	}
-	defer f.Close()
-	var b []byte
-	if fi, err := f.Stat(); err == nil && fi.Size() > tailWindow {
-		b = make([]byte, tailWindow)
-		n, err := f.ReadAt(b, fi.Size()-tailWindow)
-		if err != nil && !errors.Is(err, io.EOF) {
-			return fmt.Sprintf("(console log unreadable: %v)", err)
-		}
-		b = b[:n]
-	} else if b, err = io.ReadAll(io.LimitReader(f, tailWindow)); err != nil {
-		return fmt.Sprintf("(console log unreadable: %v)", err)
-	}
-	lines := strings.Split(strings.TrimRight(string(bytes.ReplaceAll(b, []byte("\r"), nil)), "\n"), "\n")
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return strings.Join(lines, "\n")
 }
 
 // Cleanup removes what a container left when its shim died: it kills the
@@ -473,48 +478,6 @@ func zombie(stat []byte) bool {
 	return i >= 0 && i+2 < len(stat) && stat[i+2] == 'Z'
 }
 
-// launch starts the file servers of vmCfg's shares with fsd and then the
-// VMM (which resumes vmCfg.Incoming, if set), recording their PIDs in st.
-func (sb *sandbox) launch(ctx context.Context, cfg sandboxConfig, fsd *vmm.Virtiofsd, st *persistedState, vmCfg vmm.Config, timing *phases) error {
-	for i, sh := range cfg.shares {
-		fs, err := fsd.StartFileServer(ctx, sh.dir, vmCfg.Shares[i].Socket)
-		if err != nil {
-			return err
-		}
-		sb.fs = append(sb.fs, fs)
-		st.VirtiofsdPids = append(st.VirtiofsdPids, fs.Pid())
-		if err := addFileServer(cfg.cgroup, fs); err != nil {
-			return err
-		}
-	}
-	if err := writeState(cfg.stateDir, st); err != nil {
-		return err
-	}
-	timing.done("fs_start")
-	// The VMM is started from inside the container's network namespace
-	// and stays there: its PID is what OCI hooks get to find the
-	// namespace. Its own sockets are path-bound unix sockets, which work
-	// from any network namespace.
-	// QEMU joins the container's host cgroup before it fills guest RAM
-	// (the kernel, or a saved state): a page stays charged to the cgroup
-	// that first touched it.
-	if cfg.cgroup != nil {
-		vmCfg.Started = cfg.cgroup.add
-	}
-	var vm vmm.VM
-	err := cfg.netns.do(func() error {
-		var err error
-		vm, err = qemu.Start(ctx, cfg.runtime.QEMUPath, vmCfg)
-		return err
-	})
-	if err != nil {
-		return err
-	}
-	sb.vm = vm
-	st.QEMUPid = vm.Pid()
-	return writeState(cfg.stateDir, st)
-}
-
 // addFileServer puts a file server's processes into the host cgroup: the
 // one started and, sandboxed, the child it serves from, which it may have
 // forked before the shim moved it (a child stays where it was forked).
@@ -538,14 +501,6 @@ func addFileServer(cg *hostCgroup, fs *vmm.FileServer) error {
 		}
 	}
 	return nil
-}
-
-// stopFileServers ends the file servers of a VMM that did not start.
-func (sb *sandbox) stopFileServers() {
-	for _, fs := range sb.fs {
-		fs.Stop()
-	}
-	sb.fs = nil
 }
 
 // tellRestored gives a guest resumed from a snapshot the time and fresh

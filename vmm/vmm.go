@@ -1,7 +1,13 @@
 // Package vmm runs virtual machines for sandboxes. It knows how to start a
 // VM with a kernel, an initramfs, a channel to the guest agent and virtio-fs
 // shares, and how to pause, resume and stop it; it knows nothing about
-// containers. QEMU is the first backend (package vmm/qemu).
+// containers.
+//
+// Start is the one way a VM comes up: it starts the VM's file servers and
+// then the VM, resumed from a saved state of the VM's shape (the snapshot
+// cache, snapshot.go) when it can be, booted otherwise. The VMM itself is a
+// Backend: QEMU (package vmm/qemu) is the first, and package vmm/backend
+// picks one by name, so that callers never import a backend.
 package vmm
 
 import (

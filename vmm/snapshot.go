@@ -1,4 +1,4 @@
-package runtime
+package vmm
 
 import (
 	"context"
@@ -17,10 +17,6 @@ import (
 
 	"github.com/containerd/log"
 	"golang.org/x/sys/unix"
-
-	"github.com/earendil-works/gondolin-containerd/oci"
-	"github.com/earendil-works/gondolin-containerd/vmm"
-	"github.com/earendil-works/gondolin-containerd/vmm/qemu"
 )
 
 // A VM snapshot is the saved state of a VM booted once, with the agent ready
@@ -54,26 +50,29 @@ func stampFile(path string) (fileStamp, error) {
 // devices and the kernel command line. Socket paths, console and ID are the
 // restored VM's own and are left out. It also returns the stamps of those
 // files: once one of them changes, no VM will resume from that state again.
-func snapshotKey(rc *oci.Config, fsd *vmm.Virtiofsd, cfg vmm.Config) (string, []fileStamp, error) {
-	qemuPath, err := qemu.BinaryPath(rc.QEMUPath)
+func snapshotKey(b Backend, fsd *Virtiofsd, cfg Config) (string, []fileStamp, error) {
+	vmmPath, err := b.Binary()
 	if err != nil {
 		return "", nil, err
 	}
 	var k struct {
-		QEMU, Virtiofsd, Kernel, Initrd fileStamp
-		KernelArgs                      []string
-		MemoryMiB                       uint64
-		CPUs                            uint32
-		Accel, Machine, Channel         string
-		ShareTags                       []string
-		NIC                             bool
-		MAC                             string
-		MTU                             int
+		// VMM keeps the name it had when QEMU was the only VMM, so that
+		// the keys of the states already saved stay the same.
+		VMM                       fileStamp `json:"QEMU"`
+		Virtiofsd, Kernel, Initrd fileStamp
+		KernelArgs                []string
+		MemoryMiB                 uint64
+		CPUs                      uint32
+		Accel, Machine, Channel   string
+		ShareTags                 []string
+		NIC                       bool
+		MAC                       string
+		MTU                       int
 	}
 	for _, f := range []struct {
 		dst  *fileStamp
 		path string
-	}{{&k.QEMU, qemuPath}, {&k.Virtiofsd, fsd.Path}, {&k.Kernel, cfg.Kernel}, {&k.Initrd, cfg.Initrd}} {
+	}{{&k.VMM, vmmPath}, {&k.Virtiofsd, fsd.Path}, {&k.Kernel, cfg.Kernel}, {&k.Initrd, cfg.Initrd}} {
 		if *f.dst, err = stampFile(f.path); err != nil {
 			return "", nil, err
 		}
@@ -86,36 +85,36 @@ func snapshotKey(rc *oci.Config, fsd *vmm.Virtiofsd, cfg vmm.Config) (string, []
 	if cfg.NIC != nil {
 		k.NIC, k.MAC, k.MTU = true, cfg.NIC.MAC.String(), cfg.NIC.MTU
 	}
-	b, err := json.Marshal(k)
+	j, err := json.Marshal(k)
 	if err != nil {
 		return "", nil, err
 	}
-	sum := sha256.Sum256(b)
-	return hex.EncodeToString(sum[:12]), []fileStamp{k.QEMU, k.Virtiofsd, k.Kernel, k.Initrd}, nil
+	sum := sha256.Sum256(j)
+	return hex.EncodeToString(sum[:12]), []fileStamp{k.VMM, k.Virtiofsd, k.Kernel, k.Initrd}, nil
 }
 
-// errSnapshotUnsupported marks a QEMU or virtiofsd that cannot save a VM:
-// snapshot_boot = "auto" then boots quietly.
-var errSnapshotUnsupported = errors.New("this QEMU and virtiofsd cannot save a VM")
+// ErrSnapshotUnsupported marks a VMM or virtiofsd that cannot save a VM:
+// a VM whose snapshot is not Required then boots quietly.
+var ErrSnapshotUnsupported = errors.New("this QEMU and virtiofsd cannot save a VM")
 
 // ensureSnapshot returns the saved state for cfg, booting and saving a VM
 // first when there is none. Concurrent shims wait for the one that builds
-// it. A build that failed leaves KEY.error, and a QEMU too old to save
-// leaves KEY.unsupported: later calls return at once without trying again,
+// it. A build that failed leaves KEY.error, and a VMM that cannot save
+// (a QEMU too old) leaves KEY.unsupported: later calls return at once without trying again,
 // for snapshotRetryAfter after an error and for good when unsupported
 // (delete the file to retry sooner).
-func ensureSnapshot(ctx context.Context, rc *oci.Config, fsd *vmm.Virtiofsd, cfg vmm.Config) (string, error) {
+func ensureSnapshot(ctx context.Context, dir string, b Backend, fsd *Virtiofsd, cfg Config) (string, error) {
 	if err := fsd.CanSaveState(); err != nil {
-		return "", fmt.Errorf("%w: %w", errSnapshotUnsupported, err)
+		return "", fmt.Errorf("%w: %w", ErrSnapshotUnsupported, err)
 	}
-	key, inputs, err := snapshotKey(rc, fsd, cfg)
+	key, inputs, err := snapshotKey(b, fsd, cfg)
 	if err != nil {
 		return "", fmt.Errorf("snapshot key: %w", err)
 	}
-	if err := os.MkdirAll(rc.SnapshotDir, 0o700); err != nil {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return "", err
 	}
-	base := filepath.Join(rc.SnapshotDir, key)
+	base := filepath.Join(dir, key)
 	state := base + ".state"
 	if found, err := savedState(base); found != "" || err != nil {
 		return found, err
@@ -135,16 +134,16 @@ func ensureSnapshot(ctx context.Context, rc *oci.Config, fsd *vmm.Virtiofsd, cfg
 	// A new key is what an upgrade of QEMU, virtiofsd or the guest image
 	// leads to: the states those files no longer match are removed, and
 	// the least recently used beyond maxSnapshots.
-	pruneSnapshots(ctx, rc.SnapshotDir)
+	pruneSnapshots(ctx, dir)
 	if err := writeInputs(base+inputsExt, inputs); err != nil {
 		return "", err
 	}
-	if err := qemu.CanSaveState(ctx, rc.QEMUPath); err != nil {
+	if err := b.CanSaveState(ctx); err != nil {
 		_ = os.WriteFile(base+".unsupported", []byte(err.Error()), 0o600)
-		return "", fmt.Errorf("%w: %w", errSnapshotUnsupported, err)
+		return "", fmt.Errorf("%w: %w", ErrSnapshotUnsupported, err)
 	}
 	start := time.Now()
-	if err := buildSnapshot(ctx, rc.QEMUPath, fsd, cfg, state); err != nil {
+	if err := buildSnapshot(ctx, b, fsd, cfg, state); err != nil {
 		_ = os.WriteFile(base+".error", []byte(err.Error()), 0o600)
 		return "", err
 	}
@@ -162,7 +161,7 @@ func savedState(base string) (string, error) {
 		return base + ".state", nil
 	}
 	if msg, err := os.ReadFile(base + ".unsupported"); err == nil {
-		return "", fmt.Errorf("%w: %s", errSnapshotUnsupported, msg)
+		return "", fmt.Errorf("%w: %s", ErrSnapshotUnsupported, msg)
 	}
 	if st, err := os.Stat(base + ".error"); err == nil {
 		retry := st.ModTime().Add(snapshotRetryAfter)
@@ -182,7 +181,7 @@ const snapshotRetryAfter = time.Hour
 // buildSnapshot boots a VM like cfg whose file servers export an empty
 // directory and whose NIC goes nowhere, waits until its agent has opened
 // the channel, and saves its state to path.
-func buildSnapshot(ctx context.Context, qemuPath string, fsd *vmm.Virtiofsd, cfg vmm.Config, path string) error {
+func buildSnapshot(ctx context.Context, b Backend, fsd *Virtiofsd, cfg Config, path string) error {
 	ctx, cancel := context.WithTimeout(ctx, snapshotTimeout)
 	defer cancel()
 	// Short: unix socket paths in it must fit 108 bytes.
@@ -198,7 +197,11 @@ func buildSnapshot(ctx context.Context, qemuPath string, fsd *vmm.Virtiofsd, cfg
 	tcfg := cfg
 	tcfg.ID = "snapshot-" + filepath.Base(path)
 	tcfg.StateDir = dir
+	// It writes its own console log, and runs in the caller's cgroup:
+	// no container's.
 	tcfg.ConsoleLog = filepath.Join(dir, "console.log")
+	tcfg.ConsoleSocket = ""
+	tcfg.Started = nil
 	tcfg.ChannelSocket = filepath.Join(dir, "channel.sock")
 	tcfg.Incoming = ""
 	tcfg.Shares = nil
@@ -208,7 +211,7 @@ func buildSnapshot(ctx context.Context, qemuPath string, fsd *vmm.Virtiofsd, cfg
 			return err
 		}
 		defer fs.Stop()
-		tcfg.Shares = append(tcfg.Shares, vmm.Share{Tag: s.Tag, Socket: fs.Socket()})
+		tcfg.Shares = append(tcfg.Shares, Share{Tag: s.Tag, Socket: fs.Socket()})
 	}
 	if cfg.NIC != nil {
 		nic := *cfg.NIC
@@ -221,16 +224,20 @@ func buildSnapshot(ctx context.Context, qemuPath string, fsd *vmm.Virtiofsd, cfg
 		go discardFrames(l)
 		tcfg.NIC = &nic
 	}
-	vm, err := qemu.Start(ctx, qemuPath, tcfg)
+	vm, err := b.Start(ctx, tcfg)
 	if err != nil {
 		return fmt.Errorf("boot the VM to snapshot: %w", err)
 	}
 	defer vm.Stop(context.WithoutCancel(ctx), 0)
-	if err := vm.WaitChannelOpen(ctx); err != nil {
-		return fmt.Errorf("VM to snapshot: %w; last lines of its console:\n%s", err, tailLines(tcfg.ConsoleLog, 15))
+	saver, ok := vm.(Saver)
+	if !ok {
+		return fmt.Errorf("%w: its VMs cannot be saved", ErrSnapshotUnsupported)
+	}
+	if err := saver.WaitChannelOpen(ctx); err != nil {
+		return fmt.Errorf("VM to snapshot: %w; last lines of its console:\n%s", err, TailLines(tcfg.ConsoleLog, 15))
 	}
 	tmp := filepath.Join(dir, "state")
-	if err := vm.SaveState(ctx, tmp); err != nil {
+	if err := saver.SaveState(ctx, tmp); err != nil {
 		return err
 	}
 	return os.Rename(tmp, path)

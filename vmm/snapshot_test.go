@@ -1,4 +1,4 @@
-package runtime
+package vmm
 
 import (
 	"context"
@@ -11,9 +11,6 @@ import (
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/earendil-works/gondolin-containerd/oci"
-	"github.com/earendil-works/gondolin-containerd/vmm"
 )
 
 // The snapshot key changes with what shapes the guest (size, kernel
@@ -29,18 +26,18 @@ func TestSnapshotKey(t *testing.T) {
 		}
 		files[f] = p
 	}
-	rc := &oci.Config{QEMUPath: files["qemu"]}
-	fsd := &vmm.Virtiofsd{Path: files["virtiofsd"]}
-	base := vmm.Config{
+	b := fakeBackend{binary: files["qemu"]}
+	fsd := &Virtiofsd{Path: files["virtiofsd"]}
+	base := Config{
 		ID: "a", StateDir: "/run/a", Kernel: files["vmlinuz"], Initrd: files["initrd"],
-		MemoryMiB: 512, CPUs: 1, Accelerator: vmm.AccelTCG, Machine: vmm.MachineMicrovm,
+		MemoryMiB: 512, CPUs: 1, Accelerator: AccelTCG, Machine: MachineMicrovm,
 		ConsoleLog: "/run/a/console.log", ChannelSocket: "/run/a/channel.sock", ChannelName: "io.gondolin.channel",
-		Shares: []vmm.Share{{Tag: "rootfs", Socket: "/run/a/fs-rootfs.sock"}},
-		NIC:    &vmm.NIC{Socket: "/run/a/net.sock", MAC: net.HardwareAddr{2, 0, 0, 0, 0, 1}, MTU: 65000},
+		Shares: []Share{{Tag: "rootfs", Socket: "/run/a/fs-rootfs.sock"}},
+		NIC:    &NIC{Socket: "/run/a/net.sock", MAC: net.HardwareAddr{2, 0, 0, 0, 0, 1}, MTU: 65000},
 	}
-	key := func(c vmm.Config) string {
+	key := func(c Config) string {
 		t.Helper()
-		k, _, err := snapshotKey(rc, fsd, c)
+		k, _, err := snapshotKey(b, fsd, c)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -50,22 +47,22 @@ func TestSnapshotKey(t *testing.T) {
 
 	own := base
 	own.ID, own.StateDir, own.ConsoleLog, own.ChannelSocket = "b", "/run/b", "/run/b/console.log", "/run/b/channel.sock"
-	own.Shares = []vmm.Share{{Tag: "rootfs", Socket: "/run/b/fs-rootfs.sock"}}
-	own.NIC = &vmm.NIC{Socket: "/run/b/net.sock", MAC: base.NIC.MAC, MTU: base.NIC.MTU}
+	own.Shares = []Share{{Tag: "rootfs", Socket: "/run/b/fs-rootfs.sock"}}
+	own.NIC = &NIC{Socket: "/run/b/net.sock", MAC: base.NIC.MAC, MTU: base.NIC.MTU}
 	if key(own) != k0 {
 		t.Error("the key depends on the VM's own ID, sockets or console")
 	}
 
-	for name, change := range map[string]func(*vmm.Config){
-		"memory":      func(c *vmm.Config) { c.MemoryMiB = 1024 },
-		"cpus":        func(c *vmm.Config) { c.CPUs = 2 },
-		"kernel args": func(c *vmm.Config) { c.KernelArgs = []string{"gondolin.debug=1"} },
-		"shares":      func(c *vmm.Config) { c.Shares = append(c.Shares, vmm.Share{Tag: "binds"}) },
-		"no NIC":      func(c *vmm.Config) { c.NIC = nil },
-		"machine":     func(c *vmm.Config) { c.Machine = vmm.MachineQ35 },
+	for name, change := range map[string]func(*Config){
+		"memory":      func(c *Config) { c.MemoryMiB = 1024 },
+		"cpus":        func(c *Config) { c.CPUs = 2 },
+		"kernel args": func(c *Config) { c.KernelArgs = []string{"gondolin.debug=1"} },
+		"shares":      func(c *Config) { c.Shares = append(c.Shares, Share{Tag: "binds"}) },
+		"no NIC":      func(c *Config) { c.NIC = nil },
+		"machine":     func(c *Config) { c.Machine = MachineQ35 },
 	} {
 		c := base
-		c.Shares = append([]vmm.Share(nil), base.Shares...)
+		c.Shares = append([]Share(nil), base.Shares...)
 		change(&c)
 		if key(c) == k0 {
 			t.Errorf("changing %s keeps the key", name)
@@ -182,9 +179,30 @@ func TestPruneLeastUsed(t *testing.T) {
 	}
 }
 
-// A virtiofsd or QEMU that cannot save a VM is found out before any VM is
-// booted for it; for QEMU the finding is kept (KEY.unsupported), so later
-// containers do not ask again.
+// fakeBackend is a VMM that starts nothing: its binary is a file of the
+// test's and its CanSaveState answers canSave, counting the questions.
+type fakeBackend struct {
+	binary  string
+	canSave error
+	asked   *int
+}
+
+func (f fakeBackend) Start(context.Context, Config) (VM, error) {
+	return nil, errors.New("fakeBackend starts no VM")
+}
+
+func (f fakeBackend) Binary() (string, error) { return f.binary, nil }
+
+func (f fakeBackend) CanSaveState(context.Context) error {
+	if f.asked != nil {
+		*f.asked++
+	}
+	return f.canSave
+}
+
+// A virtiofsd or VMM that cannot save a VM is found out before any VM is
+// booted for it; for the VMM the finding is kept (KEY.unsupported), so
+// later containers do not ask again.
 func TestEnsureSnapshotUnsupported(t *testing.T) {
 	dir := t.TempDir()
 	script := func(name, out string) string {
@@ -195,58 +213,48 @@ func TestEnsureSnapshotUnsupported(t *testing.T) {
 		}
 		return p
 	}
-	for _, f := range []string{"vmlinuz", "initrd"} {
+	for _, f := range []string{"vmlinuz", "initrd", "qemu"} {
 		if err := os.WriteFile(filepath.Join(dir, f), []byte(f), 0o644); err != nil {
 			t.Fatal(err)
 		}
 	}
-	cfg := vmm.Config{Kernel: filepath.Join(dir, "vmlinuz"), Initrd: filepath.Join(dir, "initrd"), MemoryMiB: 512, CPUs: 1,
-		Accelerator: vmm.AccelTCG, Machine: vmm.MachineMicrovm}
+	cfg := Config{Kernel: filepath.Join(dir, "vmlinuz"), Initrd: filepath.Join(dir, "initrd"), MemoryMiB: 512, CPUs: 1,
+		Accelerator: AccelTCG, Machine: MachineMicrovm}
 	ctx := context.Background()
-	// The fake QEMU prints a version file: replacing the script itself
-	// would change the snapshot key.
-	version := filepath.Join(dir, "qemu-version")
-	setVersion := func(v string) {
-		t.Helper()
-		if err := os.WriteFile(version, []byte(v+"\n"), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	setVersion("QEMU emulator version 7.2.22 (Debian 1:7.2+dfsg-7+deb12u18)")
-	qemuBin := filepath.Join(dir, "qemu")
-	if err := os.WriteFile(qemuBin, []byte("#!/bin/sh\ncat "+version+"\n"), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	rc := &oci.Config{QEMUPath: qemuBin, SnapshotDir: filepath.Join(dir, "snapshots")}
+	asked := 0
+	b := fakeBackend{binary: filepath.Join(dir, "qemu"), canSave: errors.New("QEMU 7.2: saving a VM with virtio-fs needs QEMU 9.0 or later"), asked: &asked}
+	snapshots := filepath.Join(dir, "snapshots")
 
-	cfsd, err := vmm.LookupVirtiofsd(ctx, script("virtiofsd-c", "virtiofsd version 7.2.22 (Debian 1:7.2+dfsg-7+deb12u18)"))
+	cfsd, err := LookupVirtiofsd(ctx, script("virtiofsd-c", "virtiofsd version 7.2.22 (Debian 1:7.2+dfsg-7+deb12u18)"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := ensureSnapshot(ctx, rc, cfsd, cfg); !errors.Is(err, errSnapshotUnsupported) || !strings.Contains(err.Error(), "C virtiofsd") {
+	if _, err := ensureSnapshot(ctx, snapshots, b, cfsd, cfg); !errors.Is(err, ErrSnapshotUnsupported) || !strings.Contains(err.Error(), "C virtiofsd") {
 		t.Errorf("with the C virtiofsd: %v", err)
 	}
-	if _, err := os.Stat(rc.SnapshotDir); err == nil {
+	if _, err := os.Stat(snapshots); err == nil {
 		t.Error("the snapshot directory was made for a virtiofsd that cannot save")
 	}
 
-	fsd, err := vmm.LookupVirtiofsd(ctx, script("virtiofsd", "virtiofsd 1.13.2"))
+	fsd, err := LookupVirtiofsd(ctx, script("virtiofsd", "virtiofsd 1.13.2"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	for i := 0; i < 2; i++ {
-		if _, err := ensureSnapshot(ctx, rc, fsd, cfg); !errors.Is(err, errSnapshotUnsupported) || !strings.Contains(err.Error(), "QEMU 7.2: saving a VM with virtio-fs needs QEMU 9.0") {
+		if _, err := ensureSnapshot(ctx, snapshots, b, fsd, cfg); !errors.Is(err, ErrSnapshotUnsupported) || !strings.Contains(err.Error(), "QEMU 7.2: saving a VM with virtio-fs needs QEMU 9.0") {
 			t.Errorf("call %d with QEMU 7.2: %v", i, err)
 		}
-		// The second call must not ask QEMU again.
-		setVersion("QEMU emulator version 10.0.2")
+	}
+	// The second call must not ask the VMM again.
+	if asked != 1 {
+		t.Errorf("the VMM was asked %d times whether it can save", asked)
 	}
 	for _, pattern := range []string{"*.unsupported", "*" + inputsExt} {
-		if m, _ := filepath.Glob(filepath.Join(rc.SnapshotDir, pattern)); len(m) != 1 {
+		if m, _ := filepath.Glob(filepath.Join(snapshots, pattern)); len(m) != 1 {
 			t.Errorf("%s in the snapshot directory: %v", pattern, m)
 		}
 	}
-	if m, _ := filepath.Glob(filepath.Join(rc.SnapshotDir, "*.state")); len(m) != 0 {
+	if m, _ := filepath.Glob(filepath.Join(snapshots, "*.state")); len(m) != 0 {
 		t.Errorf("states: %v", m)
 	}
 }
