@@ -1,10 +1,12 @@
 package qemu
 
 import (
+	"context"
 	"encoding/json"
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 )
 
@@ -72,6 +74,31 @@ func TestParseVersion(t *testing.T) {
 	for _, out := range []string{"", "virtiofsd 1.13.2", "QEMU emulator version x.y"} {
 		if _, _, err := parseVersion(out); err == nil {
 			t.Errorf("parseVersion(%q) succeeded", out)
+		}
+	}
+}
+
+// CanSaveState reads QEMU's version: before 9.0 a VM with virtio-fs cannot
+// be saved, and the error says which version was found.
+func TestBackendCanSaveState(t *testing.T) {
+	dir := t.TempDir()
+	bin := filepath.Join(dir, "qemu")
+	for _, c := range []struct {
+		version string
+		ok      bool
+	}{
+		{"QEMU emulator version 7.2.22 (Debian 1:7.2+dfsg-7+deb12u18)", false},
+		{"QEMU emulator version 10.0.2", true},
+	} {
+		if err := os.WriteFile(bin, []byte("#!/bin/sh\necho '"+c.version+"'\n"), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		err := Backend{QEMU: bin}.CanSaveState(context.Background())
+		if c.ok != (err == nil) {
+			t.Errorf("%s: %v", c.version, err)
+		}
+		if !c.ok && (err == nil || !strings.Contains(err.Error(), "QEMU 7.2: saving a VM with virtio-fs needs QEMU 9.0")) {
+			t.Errorf("%s: the error does not say why: %v", c.version, err)
 		}
 	}
 }
