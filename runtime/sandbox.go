@@ -74,7 +74,9 @@ type persistedState struct {
 	ReadonlyRoot string `json:"readonly_root,omitempty"`
 	// NetNSPin is where a network namespace the shim created is pinned.
 	NetNSPin      string `json:"netns_pin,omitempty"`
-	QEMUPid       int    `json:"qemu_pid,omitempty"`
+	// VMMPid is the VMM's process (its JSON name is from when QEMU was
+	// the only VMM: state files of running containers keep working).
+	VMMPid        int    `json:"qemu_pid,omitempty"`
 	VirtiofsdPids []int  `json:"virtiofsd_pids,omitempty"`
 	// HostCgroup is the container's host cgroup when the shim created it
 	// (a path below the cgroup hierarchies' roots).
@@ -167,7 +169,7 @@ func (sb *sandbox) startVM(ctx context.Context, cfg sandboxConfig, st *persisted
 		return err
 	}
 	sb.vm, sb.fs, sb.restored = inst.VM, inst.FileServers, inst.Restored
-	st.QEMUPid = inst.VM.Pid()
+	st.VMMPid = inst.VM.Pid()
 	return writeState(cfg.stateDir, st)
 }
 
@@ -388,7 +390,7 @@ func Cleanup(ctx context.Context, stateRoot, namespace, id string) error {
 		return fmt.Errorf("parse state of %s: %w", id, err)
 	}
 	var errs []error
-	for _, pid := range append([]int{st.QEMUPid}, st.VirtiofsdPids...) {
+	for _, pid := range append([]int{st.VMMPid}, st.VirtiofsdPids...) {
 		if err := killIfOurs(pid, dir); err != nil {
 			errs = append(errs, err)
 		}
