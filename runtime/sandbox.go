@@ -73,11 +73,11 @@ type persistedState struct {
 	// (roroot.go), in the state directory, if the root is read-only.
 	ReadonlyRoot string `json:"readonly_root,omitempty"`
 	// NetNSPin is where a network namespace the shim created is pinned.
-	NetNSPin      string `json:"netns_pin,omitempty"`
+	NetNSPin string `json:"netns_pin,omitempty"`
 	// VMMPid is the VMM's process (its JSON name is from when QEMU was
 	// the only VMM: state files of running containers keep working).
-	VMMPid        int    `json:"qemu_pid,omitempty"`
-	VirtiofsdPids []int  `json:"virtiofsd_pids,omitempty"`
+	VMMPid        int   `json:"qemu_pid,omitempty"`
+	VirtiofsdPids []int `json:"virtiofsd_pids,omitempty"`
 	// HostCgroup is the container's host cgroup when the shim created it
 	// (a path below the cgroup hierarchies' roots).
 	HostCgroup string `json:"host_cgroup,omitempty"`
