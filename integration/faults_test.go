@@ -3,7 +3,6 @@
 package integration
 
 import (
-	"context"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -14,7 +13,6 @@ import (
 	"time"
 
 	containerd "github.com/containerd/containerd/v2/client"
-	"github.com/containerd/containerd/v2/pkg/namespaces"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 )
 
@@ -113,20 +111,7 @@ func TestWedgedVM(t *testing.T) {
 func TestUpdateResources(t *testing.T) {
 	id := startDetached(t, []string{"--memory-limit", strconv.Itoa(256 << 20)}, "sleep", "1000")
 	waitStatus(t, id, "RUNNING", "")
-	client, err := containerd.New(os.Getenv("CONTAINERD_ADDRESS"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer client.Close()
-	ctx := namespaces.WithNamespace(context.Background(), namespace())
-	c, err := client.LoadContainer(ctx, id)
-	if err != nil {
-		t.Fatal(err)
-	}
-	task, err := c.Task(ctx, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	ctx, task := loadTask(t, id)
 	limit := int64(100 << 20)
 	if err := task.Update(ctx, containerd.WithResources(&specs.LinuxResources{Memory: &specs.LinuxMemory{Limit: &limit}})); err != nil {
 		t.Fatalf("update: %v", err)
@@ -140,7 +125,7 @@ func TestUpdateResources(t *testing.T) {
 		t.Fatalf("want the guest to OOM-kill a process over the updated 100 MiB limit (137): %s", res)
 	}
 	huge := int64(64 << 30)
-	err = task.Update(ctx, containerd.WithResources(&specs.LinuxResources{Memory: &specs.LinuxMemory{Limit: &huge}}))
+	err := task.Update(ctx, containerd.WithResources(&specs.LinuxResources{Memory: &specs.LinuxMemory{Limit: &huge}}))
 	if err == nil || !strings.Contains(err.Error(), "booted with") {
 		t.Fatalf("want a clear refusal of a limit above the VM's memory, got %v", err)
 	}

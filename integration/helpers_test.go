@@ -20,6 +20,9 @@ import (
 	"testing"
 	"time"
 
+	containerd "github.com/containerd/containerd/v2/client"
+	"github.com/containerd/containerd/v2/pkg/namespaces"
+
 	gruntime "github.com/earendil-works/gondolin-containerd/runtime"
 )
 
@@ -258,4 +261,26 @@ func TestWithBootPathConfig(t *testing.T) {
 	if got := withBootPathConfig([]string{"run", "img"}); !slices.Equal(got, []string{"run", "img"}) {
 		t.Errorf("without %s: %q", bootPathConfigEnv, got)
 	}
+}
+
+// loadTask returns the task of container id through containerd's client (for
+// what ctr cannot do: update, exit status), and a context in the test's
+// namespace. The client is closed when the test ends.
+func loadTask(t *testing.T, id string) (context.Context, containerd.Task) {
+	t.Helper()
+	client, err := containerd.New(os.Getenv("CONTAINERD_ADDRESS"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { client.Close() })
+	ctx := namespaces.WithNamespace(context.Background(), namespace())
+	c, err := client.LoadContainer(ctx, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	task, err := c.Task(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ctx, task
 }

@@ -3,7 +3,6 @@
 package integration
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -14,9 +13,6 @@ import (
 	"syscall"
 	"testing"
 	"time"
-
-	containerd "github.com/containerd/containerd/v2/client"
-	"github.com/containerd/containerd/v2/pkg/namespaces"
 
 	gruntime "github.com/earendil-works/gondolin-containerd/runtime"
 )
@@ -75,20 +71,7 @@ func readVMState(t *testing.T, id string) vmState {
 // exitStatus is the task's exit status as containerd has it.
 func exitStatus(t *testing.T, id string) uint32 {
 	t.Helper()
-	client, err := containerd.New(os.Getenv("CONTAINERD_ADDRESS"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer client.Close()
-	ctx := namespaces.WithNamespace(context.Background(), namespace())
-	c, err := client.LoadContainer(ctx, id)
-	if err != nil {
-		t.Fatal(err)
-	}
-	task, err := c.Task(ctx, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	ctx, task := loadTask(t, id)
 	st, err := task.Status(ctx)
 	if err != nil {
 		t.Fatal(err)
