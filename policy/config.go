@@ -93,9 +93,6 @@ type Config struct {
 	// Limits bound what the guest can make the shim spend (the runtime
 	// config's [limits]). A zero field takes its oci.DefaultLimits value.
 	Limits oci.Limits
-
-	// hostAddrs caches HostAddrs; set by setDefaults.
-	hostAddrs *hostAddrSet
 }
 
 // ConfigFromSettings fills the policy fields of a Config from validated
@@ -131,45 +128,14 @@ const (
 )
 
 func (c *Config) setDefaults() error {
-	if c.Mode == "" {
-		c.Mode = oci.NetModePolicy
-	}
-	if c.DNS == "" {
-		c.DNS = oci.DNSSynthetic
-	}
-	switch c.Mode {
-	case oci.NetModeNone:
-		return ErrNoNetwork
-	case oci.NetModePolicy, oci.NetModeOpen:
-	default:
-		return fmt.Errorf("policy: net.mode %q: accepted values are policy, open, none", c.Mode)
-	}
-	switch c.DNS {
-	case oci.DNSSynthetic, oci.DNSTrusted, oci.DNSOpen:
-	default:
-		return fmt.Errorf("policy: net.dns %q: accepted values are synthetic, trusted, open", c.DNS)
+	if err := c.checkModes(); err != nil {
+		return err
 	}
 	if c.CAStateDir == "" {
 		return errors.New("policy: CAStateDir is required (the MITM CA lives there)")
 	}
-	for _, p := range c.TCPAllow {
-		if p.Port == 0 || p.Wildcard {
-			return fmt.Errorf("policy: net.tcp-allow entry %s must be host:port without wildcard", p)
-		}
-	}
-	names := make([]string, 0, len(c.Secrets))
-	for name := range c.Secrets {
-		names = append(names, name)
-	}
-	sort.Strings(names)
-	for _, name := range names {
-		s := c.Secrets[name]
-		if s.Value == "" {
-			return fmt.Errorf("policy: secret %s has no value (io.gondolin.secret.%s needs the environment variable %s set)", name, name, name)
-		}
-		if len(s.Hosts) == 0 {
-			return fmt.Errorf("policy: secret %s has no allowed hosts", name)
-		}
+	if err := c.checkLists(); err != nil {
+		return err
 	}
 	if c.AuditLog == nil {
 		c.AuditLog = io.Discard
@@ -197,6 +163,54 @@ func (c *Config) setDefaults() error {
 			return fmt.Errorf("policy: net.dns=%s needs upstream DNS servers and none were configured or found in /etc/resolv.conf (%v)", c.DNS, err)
 		}
 		c.DNSServers = servers
+	}
+	return nil
+}
+
+// checkModes defaults and checks net.mode and net.dns; net.mode=none is
+// ErrNoNetwork.
+func (c *Config) checkModes() error {
+	if c.Mode == "" {
+		c.Mode = oci.NetModePolicy
+	}
+	if c.DNS == "" {
+		c.DNS = oci.DNSSynthetic
+	}
+	switch c.Mode {
+	case oci.NetModeNone:
+		return ErrNoNetwork
+	case oci.NetModePolicy, oci.NetModeOpen:
+	default:
+		return fmt.Errorf("policy: net.mode %q: accepted values are policy, open, none", c.Mode)
+	}
+	switch c.DNS {
+	case oci.DNSSynthetic, oci.DNSTrusted, oci.DNSOpen:
+	default:
+		return fmt.Errorf("policy: net.dns %q: accepted values are synthetic, trusted, open", c.DNS)
+	}
+	return nil
+}
+
+// checkLists checks the net.tcp-allow entries and the secrets.
+func (c *Config) checkLists() error {
+	for _, p := range c.TCPAllow {
+		if p.Port == 0 || p.Wildcard {
+			return fmt.Errorf("policy: net.tcp-allow entry %s must be host:port without wildcard", p)
+		}
+	}
+	names := make([]string, 0, len(c.Secrets))
+	for name := range c.Secrets {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	for _, name := range names {
+		s := c.Secrets[name]
+		if s.Value == "" {
+			return fmt.Errorf("policy: secret %s has no value (io.gondolin.secret.%s needs the environment variable %s set)", name, name, name)
+		}
+		if len(s.Hosts) == 0 {
+			return fmt.Errorf("policy: secret %s has no allowed hosts", name)
+		}
 	}
 	return nil
 }

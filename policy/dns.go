@@ -12,7 +12,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/earendil-works/gondolin-containerd/oci"
 	"golang.org/x/net/dns/dnsmessage"
 )
 
@@ -156,19 +155,6 @@ func (r *dnsRecords) names(a netip.Addr) []string {
 	return out
 }
 
-// nameAllowed reports whether DNS may answer for name: any host in
-// net.allow or net.tcp-allow (ports aside), or anything in mode open.
-func (n *Network) nameAllowed(name string) bool {
-	if n.cfg.Mode == oci.NetModeOpen {
-		return true
-	}
-	return matchAnyHost(n.cfg.Allow, name) || matchAnyHost(n.cfg.TCPAllow, name)
-}
-
-func isLocalhost(name string) bool {
-	return name == "localhost" || strings.HasSuffix(name, ".localhost")
-}
-
 // answerDNS handles one DNS message from the guest and returns the reply,
 // or nil to drop it.
 func (n *Network) answerDNS(ctx context.Context, query []byte, overTCP bool) []byte {
@@ -189,51 +175,41 @@ func (n *Network) answerDNS(ctx context.Context, query []byte, overTCP bool) []b
 	}
 	q := qs[0]
 	raw := q.Name.String()
-	name, valid := normalizeHost(raw)
+	d := n.policy.DecideDNS(raw)
 	rec := AuditRecord{Protocol: "dns", Host: strings.TrimSuffix(strings.ToLower(raw), "."), Method: dnsTypeName(q.Type)}
-
-	if valid && isLocalhost(name) {
+	isA := q.Type == dnsmessage.TypeA && q.Class == dnsmessage.ClassINET
+	switch d.Action {
+	case DNSLocalhost:
 		var ans []dnsmessage.Resource
-		if q.Type == dnsmessage.TypeA && q.Class == dnsmessage.ClassINET {
+		if isA {
 			ans = append(ans, aRecord(q.Name, netip.AddrFrom4([4]byte{127, 0, 0, 1})))
 		}
 		return dnsReply(hdr, qs, dnsmessage.RCodeSuccess, ans)
-	}
-
-	switch n.cfg.DNS {
-	case oci.DNSSynthetic:
-		if !valid || !n.nameAllowed(name) {
-			n.audit(rec.deny("name not in " + oci.AnnotationNetAllow))
-			return dnsReply(hdr, qs, dnsmessage.RCodeNameError, nil)
-		}
+	case DNSRefuse:
+		n.audit(rec.deny(d.auditReason()))
+		return dnsReply(hdr, qs, dnsmessage.RCodeNameError, nil)
+	case DNSSynthesize:
 		var ans []dnsmessage.Resource
-		if q.Type == dnsmessage.TypeA && q.Class == dnsmessage.ClassINET {
-			a, ok := n.synth.addrFor(name)
+		if isA {
+			a, ok := n.synth.addrFor(d.Name)
 			if !ok {
 				n.audit(rec.deny("synthetic address pool exhausted"))
 				return dnsReply(hdr, qs, dnsmessage.RCodeServerFailure, nil)
 			}
 			ans = append(ans, aRecord(q.Name, a))
 		}
-		n.audit(rec.allow("synthetic answer"))
+		n.audit(rec.allow(d.Reason))
 		return dnsReply(hdr, qs, dnsmessage.RCodeSuccess, ans)
-
-	case oci.DNSTrusted:
-		// The allowlist is checked before anything leaves the host.
-		if !valid || !n.nameAllowed(name) {
-			n.audit(rec.deny("name not in " + oci.AnnotationNetAllow))
-			return dnsReply(hdr, qs, dnsmessage.RCodeNameError, nil)
-		}
 	}
 	resp, err := n.forwardDNS(ctx, query, hdr.ID, overTCP)
 	if err != nil {
 		n.audit(rec.deny("upstream DNS failed: " + err.Error()))
 		return dnsReply(hdr, qs, dnsmessage.RCodeServerFailure, nil)
 	}
-	if valid {
-		n.recordAnswers(name, resp)
+	if d.Valid {
+		n.recordAnswers(d.Name, resp)
 	}
-	n.audit(rec.allow("forwarded to upstream resolver"))
+	n.audit(rec.allow(d.Reason))
 	return resp
 }
 

@@ -59,6 +59,8 @@ func fuzzDNSNetwork(tb testing.TB, mode oci.NetMode, dns oci.DNSMode, answer *[]
 		return c, nil
 	}
 	n := &Network{cfg: cfg, synth: newSynthPool(), secrets: newSecretSet(nil), dnsSem: make(chan struct{}, 4)}
+	n.policy = newPolicy(&n.cfg, nil, n.secrets)
+	n.facts = netFacts{n}
 	n.auditRate = newTokenBucket(cfg.Limits.AuditLinesPerSecond)
 	n.ctx, n.cancel = context.WithCancel(context.Background())
 	n.addrs.Store(&linkAddrs{guest: defaultGuestAddress, gateway: defaultGateway})
@@ -116,7 +118,7 @@ func FuzzDNS(f *testing.F) {
 			return
 		}
 		name, valid := normalizeHost(qs[0].Name.String())
-		if dm == oci.DNSTrusted && nm == oci.NetModePolicy && (!valid || !n.nameAllowed(name)) && !(valid && isLocalhost(name)) && asked != 0 {
+		if dm == oci.DNSTrusted && nm == oci.NetModePolicy && (!valid || !n.policy.nameAllowed(name)) && !(valid && isLocalhost(name)) && asked != 0 {
 			t.Fatalf("trusted DNS asked upstream about %q", qs[0].Name)
 		}
 		if dm == oci.DNSSynthetic {
@@ -137,7 +139,7 @@ func FuzzDNS(f *testing.F) {
 				}
 				an, _ := normalizeHost(r.Header.Name.String())
 				addr := netip.AddrFrom4(ar.A)
-				if !(isLocalhost(an) && addr.IsLoopback()) && (!synthPrefix.Contains(addr) || !n.nameAllowed(an)) {
+				if !(isLocalhost(an) && addr.IsLoopback()) && (!synthPrefix.Contains(addr) || !n.policy.nameAllowed(an)) {
 					t.Fatalf("answered %s -> %s", an, addr)
 				}
 			}

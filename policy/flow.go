@@ -32,6 +32,11 @@ type flow struct {
 	upstream upstreamSet
 }
 
+// desc is the flow as the decisions see it.
+func (f *flow) desc() Flow {
+	return Flow{Dst: f.dst, Synthetic: f.synthetic, Name: f.name, TLS: f.tls, SNI: f.sni}
+}
+
 func (f *flow) record(proto string) AuditRecord {
 	host := f.name
 	if host == "" {

@@ -218,7 +218,8 @@ func TestEmbeddedIPv4Decoding(t *testing.T) {
 // stand for that host (mapped, NAT64), not the 6to4 or Teredo ones, which
 // stand for other hosts behind it.
 func TestInternalAllowedEmbedded(t *testing.T) {
-	c := ConfigFromSettings(settings(t, map[string]string{oci.AnnotationNetAllowInternal: "10.0.0.5,192.168.0.0/16"}), nil)
+	cfg := ConfigFromSettings(settings(t, map[string]string{oci.AnnotationNetAllowInternal: "10.0.0.5,192.168.0.0/16"}), nil)
+	c := newPolicy(&cfg, nil, nil)
 	for s, blocked := range map[string]bool{
 		"10.0.0.5":                 false,
 		"::ffff:10.0.0.5":          false,
@@ -252,7 +253,7 @@ func TestHostAddrsInternal(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := Config{hostAddrs: set}
+	c := newPolicy(&Config{}, set, nil)
 	for s, want := range map[string]bool{
 		"93.184.215.99":        true,
 		"::ffff:93.184.215.99": true,
@@ -275,7 +276,7 @@ func TestHostAddrsInternal(t *testing.T) {
 	if _, err := newHostAddrSet(context.Background(), read, func(string, ...any) {}); err == nil {
 		t.Error("a network whose host addresses cannot be read started")
 	}
-	c.AllowInternal = []oci.HostPattern{{IP: host, Port: 8080}}
+	c = newPolicy(&Config{AllowInternal: []oci.HostPattern{{IP: host, Port: 8080}}}, set, nil)
 	if c.addrBlocked("", host, 8080) || !c.addrBlocked("", host, 22) {
 		t.Error("allow-internal names the host's address on 8080 only")
 	}
@@ -287,7 +288,7 @@ func FuzzIsInternal(f *testing.F) {
 	}
 	host := netip.MustParseAddr("93.184.215.99")
 	set, _ := newHostAddrSet(context.Background(), func(context.Context) ([]netip.Addr, error) { return []netip.Addr{host}, nil }, func(string, ...any) {})
-	c := Config{hostAddrs: set}
+	c := newPolicy(&Config{}, set, nil)
 	f.Fuzz(func(t *testing.T, s string) {
 		a, err := netip.ParseAddr(s)
 		if err != nil {
@@ -316,15 +317,15 @@ func FuzzIsInternal(f *testing.F) {
 			}
 		}
 		if got && !c.isInternal(a) {
-			t.Fatalf("%s: Config.isInternal is weaker than isInternal", a)
+			t.Fatalf("%s: Policy.isInternal is weaker than isInternal", a)
 		}
 		// An address named by allow-internal is never blocked; one not
 		// internal never is either.
-		c2 := Config{AllowInternalRanges: []netip.Prefix{netip.PrefixFrom(a0, a0.BitLen())}}
+		c2 := newPolicy(&Config{AllowInternalRanges: []netip.Prefix{netip.PrefixFrom(a0, a0.BitLen())}}, nil, nil)
 		if c2.addrBlocked("", a, 1) {
 			t.Fatalf("%s blocked though allow-internal names it", a)
 		}
-		var plain Config
+		plain := newPolicy(&Config{}, nil, nil)
 		if !got && plain.addrBlocked("", a, 1) {
 			t.Fatalf("%s blocked though not internal", a)
 		}
@@ -344,6 +345,7 @@ func FuzzInternalList(f *testing.F) {
 				continue
 			}
 			c := ConfigFromSettings(st, nil)
+			pol := newPolicy(&c, nil, nil)
 			for _, p := range append(append(append([]oci.HostPattern(nil), c.AllowInternal...), c.Allow...), c.TCPAllow...) {
 				if p.IP.IsValid() {
 					if p.IP.Zone() != "" || p.IP.Is4In6() {
@@ -362,7 +364,7 @@ func FuzzInternalList(f *testing.F) {
 				if r != r.Masked() || r.Addr().Is4In6() {
 					t.Fatalf("%q: range %s not normalised", s, r)
 				}
-				if c.addrBlocked("", r.Addr(), 1) {
+				if pol.addrBlocked("", r.Addr(), 1) {
 					t.Fatalf("%q: %s blocked though allow-internal names it", s, r.Addr())
 				}
 			}
@@ -372,7 +374,7 @@ func FuzzInternalList(f *testing.F) {
 					if port == 0 {
 						port = 1
 					}
-					if c.addrBlocked("", p.IP, port) {
+					if pol.addrBlocked("", p.IP, port) {
 						t.Fatalf("%q: %s blocked though allow-internal names it", s, p.IP)
 					}
 				}

@@ -46,7 +46,12 @@ const (
 // Network is one guest's network. Create it with NewNetwork, attach the
 // VM's NIC stream with AttachStream, and Close it when the VM is gone.
 type Network struct {
-	cfg    Config
+	cfg Config
+	// policy makes every egress decision (decide.go); facts answers its
+	// questions from this network's DNS and resolver (facts.go).
+	policy *Policy
+	facts  Facts
+
 	ctx    context.Context
 	cancel context.CancelFunc
 
@@ -98,20 +103,23 @@ func NewNetwork(ctx context.Context, cfg Config) (*Network, error) {
 	if err != nil {
 		return nil, err
 	}
+	var hostAddrs *hostAddrSet
 	if cfg.HostAddrs != nil {
-		logger := cfg.Logger
-		if cfg.hostAddrs, err = newHostAddrSet(ctx, cfg.HostAddrs, logger.Warn); err != nil {
+		if hostAddrs, err = newHostAddrSet(ctx, cfg.HostAddrs, cfg.Logger.Warn); err != nil {
 			return nil, err
 		}
 	}
+	secrets := newSecretSet(cfg.Secrets)
 	n := &Network{
 		cfg:     cfg,
+		policy:  newPolicy(&cfg, hostAddrs, secrets),
 		ca:      ca,
-		secrets: newSecretSet(cfg.Secrets),
+		secrets: secrets,
 		synth:   newSynthPool(),
 		dnsSem:  make(chan struct{}, cfg.Limits.DNSInFlight),
 		httpLn:  newConnListener(),
 	}
+	n.facts = netFacts{n}
 	n.auditRate = newTokenBucket(cfg.Limits.AuditLinesPerSecond)
 	n.tcpFlows.max = cfg.Limits.TCPFlows
 	n.udpFlows.max = cfg.Limits.UDPFlows
@@ -343,70 +351,4 @@ func toTCPIP(a netip.Addr) tcpip.Address {
 func fromTCPIP(a tcpip.Address) netip.Addr {
 	ip, _ := netip.AddrFromSlice(a.AsSlice())
 	return ip.Unmap()
-}
-
-// resolveCache keeps upstream lookups briefly so a keep-alive client does
-// not cost one lookup per request.
-type resolveCache struct {
-	mu sync.Mutex
-	m  map[string]resolveEntry
-}
-
-type resolveEntry struct {
-	addrs []netip.Addr
-	exp   time.Time
-}
-
-const resolveTTL = 30 * time.Second
-
-func (n *Network) resolve(ctx context.Context, host string) ([]netip.Addr, error) {
-	if ip, err := netip.ParseAddr(host); err == nil {
-		return []netip.Addr{ip.Unmap()}, nil
-	}
-	c := &n.resolv
-	c.mu.Lock()
-	if e, ok := c.m[host]; ok && time.Now().Before(e.exp) {
-		c.mu.Unlock()
-		return e.addrs, nil
-	}
-	c.mu.Unlock()
-	lctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
-	addrs, err := n.cfg.Resolver.LookupNetIP(lctx, "ip", host)
-	if err != nil {
-		return nil, err
-	}
-	if len(addrs) == 0 {
-		return nil, fmt.Errorf("%s has no addresses", host)
-	}
-	for i := range addrs {
-		addrs[i] = addrs[i].Unmap()
-	}
-	c.mu.Lock()
-	if c.m == nil || len(c.m) > 4096 {
-		c.m = map[string]resolveEntry{}
-	}
-	c.m[host] = resolveEntry{addrs: addrs, exp: time.Now().Add(resolveTTL)}
-	c.mu.Unlock()
-	return addrs, nil
-}
-
-// deniedCache rate-limits audit records for refused UDP flows.
-type deniedCache struct {
-	mu sync.Mutex
-	m  map[string]time.Time
-}
-
-func (d *deniedCache) first(key string) bool {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	now := time.Now()
-	if d.m == nil || len(d.m) > 4096 {
-		d.m = map[string]time.Time{}
-	}
-	if t, ok := d.m[key]; ok && now.Sub(t) < time.Minute {
-		return false
-	}
-	d.m[key] = now
-	return true
 }

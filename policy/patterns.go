@@ -1,12 +1,8 @@
 package policy
 
 import (
-	"context"
-	"fmt"
 	"net/netip"
 	"strings"
-	"sync"
-	"time"
 
 	"github.com/earendil-works/gondolin-containerd/oci"
 )
@@ -209,20 +205,20 @@ func isInternal(a netip.Addr) bool {
 
 // isInternal is the package's isInternal plus the host's own addresses,
 // bare or embedded in an IPv6 address.
-func (c *Config) isInternal(a netip.Addr) bool {
+func (p *Policy) isInternal(a netip.Addr) bool {
 	if isInternal(a) {
 		return true
 	}
-	if c.hostAddrs == nil {
+	if p.hostAddrs == nil {
 		return false
 	}
 	a = a.WithZone("")
-	if c.hostAddrs.has(a.Unmap()) {
+	if p.hostAddrs.has(a.Unmap()) {
 		return true
 	}
 	v4s, _ := embeddedIPv4s(a)
 	for _, v4 := range v4s {
-		if c.hostAddrs.has(v4) {
+		if p.hostAddrs.has(v4) {
 			return true
 		}
 	}
@@ -232,26 +228,26 @@ func (c *Config) isInternal(a netip.Addr) bool {
 // internalAllowed reports whether the internal address a, reached as host
 // on port, is named by net.allow-internal (as a CIDR, an IP literal or a
 // host name pattern).
-func (c *Config) internalAllowed(host string, a netip.Addr, port uint16) bool {
+func (p *Policy) internalAllowed(host string, a netip.Addr, port uint16) bool {
 	cands := []netip.Addr{a.WithZone("")}
 	if v4s, translation := embeddedIPv4s(a); translation {
 		cands = append(cands, v4s...)
 	}
 	for _, ip := range cands {
-		for _, r := range c.AllowInternalRanges {
+		for _, r := range p.allowInternalRanges {
 			if r.Contains(ip) {
 				return true
 			}
 		}
-		for _, p := range c.AllowInternal {
-			if p.IP.IsValid() && p.IP.Unmap() == ip.Unmap() && (p.Port == 0 || p.Port == port) {
+		for _, e := range p.allowInternal {
+			if e.IP.IsValid() && e.IP.Unmap() == ip.Unmap() && (e.Port == 0 || e.Port == port) {
 				return true
 			}
 		}
 	}
 	if host != "" {
-		for _, p := range c.AllowInternal {
-			if !p.IP.IsValid() && matchPattern(p, host, port) {
+		for _, e := range p.allowInternal {
+			if !e.IP.IsValid() && matchPattern(e, host, port) {
 				return true
 			}
 		}
@@ -261,66 +257,6 @@ func (c *Config) internalAllowed(host string, a netip.Addr, port uint16) bool {
 
 // addrBlocked is the internal-range check applied to every address before
 // it is dialled.
-func (c *Config) addrBlocked(host string, a netip.Addr, port uint16) bool {
-	return c.isInternal(a) && !c.internalAllowed(host, a, port)
-}
-
-// hostAddrsTTL is how long a reading of the host's addresses is used.
-// Addresses change by the operator's hand (docker network connect, DHCP),
-// never the guest's, so a second's staleness cannot be steered.
-const hostAddrsTTL = time.Second
-
-// hostAddrSet caches Config.HostAddrs.
-type hostAddrSet struct {
-	read func(context.Context) ([]netip.Addr, error)
-	warn func(msg string, args ...any)
-
-	mu      sync.Mutex
-	addrs   map[netip.Addr]struct{}
-	readAt  time.Time
-	lastErr string
-}
-
-func newHostAddrSet(ctx context.Context, read func(context.Context) ([]netip.Addr, error), warn func(string, ...any)) (*hostAddrSet, error) {
-	s := &hostAddrSet{read: read, warn: warn}
-	addrs, err := read(ctx)
-	if err != nil {
-		return nil, fmt.Errorf("policy: read the host's addresses: %w", err)
-	}
-	s.set(addrs)
-	return s, nil
-}
-
-func (s *hostAddrSet) set(addrs []netip.Addr) {
-	m := make(map[netip.Addr]struct{}, len(addrs))
-	for _, a := range addrs {
-		m[a.WithZone("").Unmap()] = struct{}{}
-	}
-	s.addrs, s.readAt = m, time.Now()
-}
-
-// has reports whether a is one of the host's addresses, reading them
-// again once the last reading is older than hostAddrsTTL. Readers wait for
-// a reading in progress rather than use a stale set.
-func (s *hostAddrSet) has(a netip.Addr) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if time.Since(s.readAt) > hostAddrsTTL {
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		addrs, err := s.read(ctx)
-		cancel()
-		if err != nil {
-			// Keep the last set (addresses are rarely removed) and say
-			// so once per distinct error.
-			s.readAt = time.Now()
-			if msg := err.Error(); msg != s.lastErr {
-				s.lastErr = msg
-				s.warn("reading the host's addresses failed; using the last reading", "error", err)
-			}
-		} else {
-			s.set(addrs)
-		}
-	}
-	_, ok := s.addrs[a]
-	return ok
+func (p *Policy) addrBlocked(host string, a netip.Addr, port uint16) bool {
+	return p.isInternal(a) && !p.internalAllowed(host, a, port)
 }

@@ -46,7 +46,8 @@ func TestIsInternal(t *testing.T) {
 
 func TestInternalAllowed(t *testing.T) {
 	s := settings(t, map[string]string{oci.AnnotationNetAllowInternal: "10.0.0.0/8,metadata.internal:80,127.0.0.1"})
-	c := ConfigFromSettings(s, nil)
+	cfg := ConfigFromSettings(s, nil)
+	c := newPolicy(&cfg, nil, nil)
 	cases := []struct {
 		host    string
 		addr    string
@@ -234,6 +235,7 @@ func FuzzAnswerDNS(f *testing.F) {
 	f.Add([]byte{0, 1, 0, 0, 0, 2, 0, 0, 0, 0, 0, 0})
 	n := &Network{cfg: Config{DNS: oci.DNSSynthetic, Mode: oci.NetModePolicy, Allow: allow(f, "api.example.com,*.example.org")}, synth: newSynthPool(), secrets: newSecretSet(nil)}
 	n.cfg.AuditLog = &syncBuffer{}
+	n.policy = newPolicy(&n.cfg, nil, n.secrets)
 	n.ctx = context.Background()
 	f.Fuzz(func(t *testing.T, b []byte) {
 		resp := n.answerDNS(context.Background(), b, false)
@@ -248,7 +250,7 @@ func FuzzAnswerDNS(f *testing.F) {
 			if r, ok := a.Body.(*dnsmessage.AResource); ok {
 				addr := netip.AddrFrom4(r.A)
 				name, _ := normalizeHost(a.Header.Name.String())
-				if !isLocalhost(name) && (!synthPrefix.Contains(addr) || !n.nameAllowed(name)) {
+				if !isLocalhost(name) && (!synthPrefix.Contains(addr) || !n.policy.nameAllowed(name)) {
 					t.Fatalf("answered %s -> %s", name, addr)
 				}
 			}

@@ -14,121 +14,42 @@ import (
 	"net/netip"
 	"net/textproto"
 	"sort"
-	"strconv"
 	"strings"
 	"sync/atomic"
 	"time"
-
-	"github.com/earendil-works/gondolin-containerd/oci"
 )
 
-// denial is why a request is refused and what would allow it.
-type denial struct {
-	status int
-	reason string
-	hint   string
-}
-
-// requestTarget is the host and port a request is for: its Host (or
-// absolute URL) with the flow's destination port as the default port; the
-// synthetic name, SNI or destination address stand in for a missing Host.
-func (f *flow) requestTarget(r *http.Request) (string, uint16, bool) {
-	h := r.Host
-	if h == "" {
-		switch {
-		case f.sni != "":
-			h = f.sni
-		case f.name != "":
-			h = f.name
-		default:
-			h = f.dst.Addr().String()
-		}
-	}
-	port := f.dst.Port()
-	if i := strings.LastIndexByte(h, ':'); i > strings.LastIndexByte(h, ']') {
-		p, err := strconv.ParseUint(h[i+1:], 10, 16)
-		if err != nil || p == 0 {
-			return "", 0, false
-		}
-		port = uint16(p)
-		h = h[:i]
-	}
-	host, ok := normalizeHost(h)
-	return host, port, ok
-}
-
-// serveHTTP is the handler for every decrypted or plain guest request.
+// serveHTTP is the handler for every decrypted or plain guest request: it
+// carries out DecideRequest.
 func (n *Network) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	f, _ := r.Context().Value(flowKey{}).(*flow)
 	if f == nil {
 		http.Error(w, "gondolin: no flow", http.StatusInternalServerError)
 		return
 	}
-	scheme := "http"
-	if f.tls {
-		scheme = "https"
-	}
-	host, port, ok := f.requestTarget(r)
-	rec := AuditRecord{Protocol: scheme, Host: host, Port: port, Method: r.Method, Path: r.URL.Path, Dest: f.dst.String()}
-	if !ok {
-		rec.Host = r.Host
-		n.denyHTTP(w, rec, &denial{http.StatusBadRequest, "invalid Host " + strconv.Quote(r.Host), ""})
+	normalizeRequest(r)
+	d := n.policy.DecideRequest(r.Context(), n.facts, f.desc(), r)
+	rec := AuditRecord{Protocol: d.Scheme, Host: d.Host, Port: d.Port, Method: r.Method, Path: r.URL.Path, Dest: f.dst.String()}
+	if !d.Allow {
+		n.denyHTTP(w, rec, &denial{d.Status, d.Reason, d.Hint})
 		return
 	}
-	if r.Method == http.MethodConnect {
-		n.denyHTTP(w, rec, &denial{http.StatusForbidden, "CONNECT tunnels are not allowed", ""})
-		return
-	}
-	if up := r.Header.Get("Upgrade"); up != "" && (r.ProtoMajor != 1 || !strings.EqualFold(up, "websocket")) {
-		// Only WebSocket may take over a connection; other upgrades (h2c)
-		// would escape per-request checks, so the request goes on plain.
-		r.Header.Del("Upgrade")
-	}
-	if n.cfg.Mode == oci.NetModePolicy && !allowMatch(n.cfg.Allow, host, port) {
-		n.denyHTTP(w, rec, &denial{http.StatusForbidden,
-			hostPort(host, port) + " is not in " + oci.AnnotationNetAllow,
-			"To allow it, add it to the container annotation " + oci.AnnotationNetAllow + " (for example " + oci.AnnotationNetAllow + "=" + allowExample(host, port, f.tls) + ")."})
-		return
-	}
-	// userinfo of an absolute-form target is never sent on.
-	r.URL.User = nil
-	ap := n.secrets.apply(r, scheme, host, port)
-	if ap.blocked != "" {
-		n.denyHTTP(w, rec, &denial{http.StatusForbidden,
-			"the request carries secret " + ap.blocked + ", which may not be sent to " + scheme + "://" + hostPort(host, port),
-			"The hosts it may be sent to are set by the annotation " + oci.AnnotationSecretPrefix + ap.blocked + "."})
-		return
-	}
-	addrs, d := n.upstreamAddrs(r.Context(), f, host, port, n.cfg.Mode == oci.NetModePolicy || ap.used)
-	if d != nil {
-		n.denyHTTP(w, rec, d)
-		return
-	}
-	reason := "host in " + oci.AnnotationNetAllow
-	if n.cfg.Mode == oci.NetModeOpen {
-		reason = "net.mode=open"
-	}
+	ap := n.secrets.substitute(r, d.use)
+	reason := d.Reason
 	if ap.substituted {
 		reason += "; secrets substituted"
 	}
 	n.audit(rec.allow(reason))
 
-	target := hostPort(host, port)
-	st := &reqState{scheme: scheme, target: target, addrs: addrs, port: port, rec: rec}
+	target := hostPort(d.Host, d.Port)
+	st := &reqState{scheme: d.Scheme, target: target, addrs: d.Addrs, port: d.Port, rec: rec}
 	if len(n.secrets.list) > 0 {
 		n.guardSecrets(r, st, ap)
 	}
 	r = r.WithContext(context.WithValue(r.Context(), reqStateKey{}, st))
-	r.URL.Scheme = scheme
+	r.URL.Scheme = d.Scheme
 	r.URL.Host = target
 	f.reverseProxy().ServeHTTP(w, r)
-}
-
-func allowExample(host string, port uint16, tls bool) string {
-	if (tls && port == 443) || (!tls && port == 80) {
-		return host
-	}
-	return hostPort(host, port)
 }
 
 func (n *Network) denyHTTP(w http.ResponseWriter, rec AuditRecord, d *denial) {
@@ -142,69 +63,6 @@ func (n *Network) denyHTTP(w http.ResponseWriter, rec AuditRecord, d *denial) {
 	w.Header().Set("X-Gondolin-Denied", "1")
 	w.WriteHeader(d.status)
 	io.WriteString(w, n.secrets.redact(body))
-}
-
-// upstreamAddrs decides which addresses a request for host:port may be
-// sent to. trustHost is set when the decision rests on the host (mode
-// policy, or a secret is being substituted). A synthetic destination
-// stands for its name, so the host is resolved here and every address
-// checked; so it is with synthetic DNS when the host matters, since the
-// guest's own choice of address is not trusted then. With forwarded DNS
-// the guest's destination is used, but only if it is an address of the
-// host when the host matters; in mode open without secrets the guest's
-// public destination is used as it is. An internal address is never used
-// unless net.allow-internal names it.
-func (n *Network) upstreamAddrs(ctx context.Context, f *flow, host string, port uint16, trustHost bool) ([]netip.Addr, *denial) {
-	if f.synthetic || n.cfg.DNS == oci.DNSSynthetic && trustHost {
-		return n.resolveChecked(ctx, host, port)
-	}
-	ip := f.dst.Addr()
-	if trustHost && !n.isAddrOf(ctx, ip, host) {
-		return nil, &denial{http.StatusForbidden, "the guest connected to " + ip.String() + ", which is not an address of " + host, ""}
-	}
-	if n.cfg.addrBlocked(host, ip, port) {
-		return nil, internalDenial(host, ip)
-	}
-	return []netip.Addr{ip}, nil
-}
-
-func internalDenial(host string, a netip.Addr) *denial {
-	return &denial{http.StatusForbidden, host + " resolves to internal address " + a.String(),
-		"To allow it, name it in the annotation " + oci.AnnotationNetAllowInternal + " (a host, IP or CIDR)."}
-}
-
-// resolveChecked resolves host and refuses it if any of its addresses is
-// internal. The upstream connection is made to exactly these addresses.
-func (n *Network) resolveChecked(ctx context.Context, host string, port uint16) ([]netip.Addr, *denial) {
-	addrs, err := n.resolve(ctx, host)
-	if err != nil {
-		return nil, &denial{http.StatusBadGateway, "cannot resolve " + host + ": " + err.Error(), ""}
-	}
-	for _, a := range addrs {
-		if n.cfg.addrBlocked(host, a, port) {
-			return nil, internalDenial(host, a)
-		}
-	}
-	return addrs, nil
-}
-
-func (n *Network) isAddrOf(ctx context.Context, ip netip.Addr, host string) bool {
-	if lit, err := netip.ParseAddr(host); err == nil {
-		return lit.Unmap() == ip
-	}
-	if n.records.has(ip, host) {
-		return true
-	}
-	addrs, err := n.resolve(ctx, host)
-	if err != nil {
-		return false
-	}
-	for _, a := range addrs {
-		if a == ip {
-			return true
-		}
-	}
-	return false
 }
 
 // reqState is what serveHTTP decided about one request, for the upstream

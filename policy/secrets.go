@@ -241,17 +241,25 @@ type applied struct {
 	echo []pattern
 }
 
-// apply handles the secrets of a request to host:port over scheme. A
-// secret found in the request's method, target, Host or headers (as its
-// placeholder in any case, or its value) that may not go there blocks the
-// whole request: apply then reports that secret's name and changes
-// nothing. Otherwise placeholders of the secrets allowed there are
-// replaced by their real values in every header value (inside Basic
-// credentials too) and in the query string.
+// apply handles the secrets of a request to host:port over scheme: find,
+// then substitute what it found unless it blocked the request (then
+// nothing is changed).
 func (s *secretSet) apply(r *http.Request, scheme, host string, port uint16) applied {
-	var res applied
+	use, blocked := s.find(r, scheme, host, port)
+	if blocked != "" {
+		return applied{blocked: blocked}
+	}
+	return s.substitute(r, use)
+}
+
+// find reports the secrets a request to host:port over scheme carries, in
+// its method, target, Host or headers (as its placeholder in any case, or
+// its value). A secret that may not go there blocks the whole request:
+// find then reports that secret's name. Otherwise use lists the secrets
+// found, all bound there. r is not changed.
+func (s *secretSet) find(r *http.Request, scheme, host string, port uint16) (use []*secret, blocked string) {
 	if len(s.list) == 0 {
-		return res
+		return nil, ""
 	}
 	hay := []string{strings.ToLower(host), r.Host, r.Method, r.RequestURI, r.URL.Path, r.URL.RawPath, r.URL.RawQuery, r.URL.Opaque}
 	if q, err := url.QueryUnescape(r.URL.RawQuery); err == nil {
@@ -276,7 +284,6 @@ func (s *secretSet) apply(r *http.Request, scheme, host string, port uint16) app
 			}
 		}
 	}
-	var use []*secret
 	for _, sec := range s.list {
 		lowerPH := strings.ToLower(sec.placeholder)
 		found := false
@@ -293,10 +300,18 @@ func (s *secretSet) apply(r *http.Request, scheme, host string, port uint16) app
 			continue
 		}
 		if !sec.allowedFor(scheme, host, port) {
-			return applied{blocked: sec.name}
+			return nil, sec.name
 		}
 		use = append(use, sec)
 	}
+	return use, ""
+}
+
+// substitute replaces the placeholders of the secrets in use (which find
+// reported) by their real values in every header value (inside Basic
+// credentials too) and in the query string.
+func (s *secretSet) substitute(r *http.Request, use []*secret) applied {
+	var res applied
 	res.used = len(use) > 0
 	for k, vs := range r.Header {
 		for i, v := range vs {

@@ -162,7 +162,7 @@ func FuzzRequestTarget(f *testing.F) {
 		f.Add(s, uint16(443), "sni.example.com")
 	}
 	f.Fuzz(func(t *testing.T, host string, dport uint16, sni string) {
-		fl := &flow{dst: netip.AddrPortFrom(netip.MustParseAddr("203.0.113.7"), dport), sni: sni}
+		fl := Flow{Dst: netip.AddrPortFrom(netip.MustParseAddr("203.0.113.7"), dport), SNI: sni}
 		h, port, ok := fl.requestTarget(&http.Request{Host: host})
 		if !ok {
 			return

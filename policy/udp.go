@@ -7,7 +7,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/earendil-works/gondolin-containerd/oci"
 	"gvisor.dev/gvisor/pkg/tcpip/adapters/gonet"
 	"gvisor.dev/gvisor/pkg/tcpip/transport/udp"
 	"gvisor.dev/gvisor/pkg/waiter"
@@ -98,46 +97,22 @@ func (n *Network) udpFlowFor(rec AuditRecord) *udpFlow {
 	return f
 }
 
-// handleUDP is called for the first datagram of every guest UDP flow.
-// DNS (port 53 to any address) is answered here; in mode open other UDP
-// to public addresses is relayed; everything else is refused (the stack
-// answers ICMP port unreachable).
+// handleUDP is called for the first datagram of every guest UDP flow: it
+// carries out DecideUDP (a refusal makes the stack answer ICMP port
+// unreachable).
 func (n *Network) handleUDP(r *udp.ForwarderRequest) bool {
 	id := r.ID()
 	dst := netip.AddrPortFrom(fromTCPIP(id.LocalAddress), id.LocalPort)
 	rec := AuditRecord{Protocol: "udp", Host: dst.Addr().String(), Port: dst.Port(), Dest: dst.String()}
-	if dst.Port() == 53 {
-		uf := n.udpFlowFor(rec)
-		if uf == nil {
-			return false
-		}
-		conn, ok := n.acceptUDP(r)
-		if !ok {
-			n.udpFlows.remove(uf)
-			return true
-		}
-		n.udpFlows.start(uf, conn)
-		go n.serveDNSUDP(conn, uf)
-		return true
-	}
-	if n.cfg.Mode != oci.NetModeOpen {
-		if n.udpSeen.first(dst.String()) {
-			n.audit(rec.deny("UDP other than DNS is not allowed in net.mode=policy"))
+	d := n.policy.DecideUDP(n.facts, dst)
+	if d.Action == UDPRefuse {
+		if !d.Quiet && n.udpSeen.first(dst.String()) {
+			n.audit(rec.deny(d.auditReason()))
 		}
 		return false
 	}
-	var name string
-	if synthPrefix.Contains(dst.Addr()) {
-		var ok bool
-		if name, ok = n.synth.nameFor(dst.Addr()); !ok {
-			return false
-		}
-		rec.Host = name
-	} else if n.cfg.addrBlocked("", dst.Addr(), dst.Port()) {
-		if n.udpSeen.first(dst.String()) {
-			n.audit(rec.deny("internal address; to reach it, name it in " + oci.AnnotationNetAllowInternal))
-		}
-		return false
+	if d.Name != "" {
+		rec.Host = d.Name
 	}
 	uf := n.udpFlowFor(rec)
 	if uf == nil {
@@ -149,7 +124,11 @@ func (n *Network) handleUDP(r *udp.ForwarderRequest) bool {
 		return true
 	}
 	n.udpFlows.start(uf, conn)
-	go n.relayUDP(conn, uf, dst, name, rec)
+	if d.Action == UDPDNS {
+		go n.serveDNSUDP(conn, uf)
+	} else {
+		go n.relayUDP(conn, uf, dst, d.Name, rec)
+	}
 	return true
 }
 
@@ -166,14 +145,11 @@ func (n *Network) relayUDP(guest *gonet.UDPConn, uf *udpFlow, dst netip.AddrPort
 	defer n.udpFlows.remove(uf)
 	defer guest.Close()
 	ctx, cancel := context.WithTimeout(n.ctx, dialTimeout)
-	addrs := []netip.Addr{dst.Addr()}
-	if name != "" {
-		var d *denial
-		if addrs, d = n.resolveChecked(ctx, name, dst.Port()); d != nil {
-			cancel()
-			n.audit(rec.deny(d.reason))
-			return
-		}
+	addrs, err := n.policy.UDPAddrs(ctx, n.facts, dst, name)
+	if err != nil {
+		cancel()
+		n.audit(rec.deny(err.Error()))
+		return
 	}
 	up, err := n.cfg.Dialer(ctx, "udp", netip.AddrPortFrom(addrs[0], dst.Port()).String())
 	cancel()
@@ -218,4 +194,24 @@ func copyDatagrams(dst, src net.Conn, touch func()) {
 			return
 		}
 	}
+}
+
+// deniedCache rate-limits audit records for refused UDP flows.
+type deniedCache struct {
+	mu sync.Mutex
+	m  map[string]time.Time
+}
+
+func (d *deniedCache) first(key string) bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	now := time.Now()
+	if d.m == nil || len(d.m) > 4096 {
+		d.m = map[string]time.Time{}
+	}
+	if t, ok := d.m[key]; ok && now.Sub(t) < time.Minute {
+		return false
+	}
+	d.m[key] = now
+	return true
 }
