@@ -134,12 +134,20 @@ func run(t *testing.T, stdin []byte, flags []string, args ...string) result {
 	return res
 }
 
-// startDetached runs a long-lived container and registers its removal.
+// startDetached runs a long-lived container of the test image and registers
+// its removal.
 func startDetached(t *testing.T, flags []string, args ...string) string {
+	t.Helper()
+	return startDetachedImage(t, testImage(t), flags, args...)
+}
+
+// startDetachedImage runs a long-lived container of image and registers its
+// removal.
+func startDetachedImage(t *testing.T, image string, flags []string, args ...string) string {
 	t.Helper()
 	id := newID(t)
 	full := append([]string{"run", "-d", "--runtime", runtimeName}, flags...)
-	full = append(full, testImage(t), id)
+	full = append(full, image, id)
 	full = append(full, args...)
 	if res := ctr(t, nil, full...); res.code != 0 {
 		t.Fatalf("ctr run -d: %s", res)

@@ -134,18 +134,7 @@ func shimRSS(t *testing.T, id string) int {
 func TestHostileIngressListenerFlood(t *testing.T) {
 	ns := testNetNS(t)
 	tcp, udp := portRange(20000, 300), portRange(21000, 50)
-	id := newID(t)
-	full := []string{"run", "-d", "--runtime", runtimeName, "--with-ns", "network:" + ns, distroImage(t), id, "perl", "-e", listenScript(tcp, udp)}
-	if res := ctr(t, nil, full...); res.code != 0 {
-		t.Fatalf("ctr run -d: %s", res)
-	}
-	t.Cleanup(func() {
-		ctr(t, nil, "task", "kill", "-s", "SIGKILL", id)
-		waitStatus(t, id, "STOPPED", "")
-		ctr(t, nil, "task", "delete", id)
-		ctr(t, nil, "container", "delete", id)
-		assertNoLeftovers(t, id)
-	})
+	id := startDetachedImage(t, distroImage(t), []string{"--with-ns", "network:" + ns}, "perl", "-e", listenScript(tcp, udp))
 	waitStatus(t, id, "RUNNING", "the listener container did not start")
 
 	published := func() (int, map[int]bool, map[int]bool) {
@@ -223,22 +212,14 @@ func TestHostileIngressHostNetworkPrivilegedPort(t *testing.T) {
 	}
 	high := ln.Addr().(*net.TCPAddr).Port
 	ln.Close()
-	id := newID(t)
-	full := []string{"run", "-d", "--runtime", runtimeName, "--net-host", distroImage(t), id, "perl", "-e", listenScript([]int{low, high}, []int{low})}
-	if res := ctr(t, nil, full...); res.code != 0 {
-		t.Fatalf("ctr run -d: %s", res)
-	}
+	// Nothing of the test is left listening on the host once the container
+	// is gone (cleanups run last first: this one after the removal).
 	t.Cleanup(func() {
-		ctr(t, nil, "task", "kill", "-s", "SIGKILL", id)
-		waitStatus(t, id, "STOPPED", "")
-		ctr(t, nil, "task", "delete", id)
-		ctr(t, nil, "container", "delete", id)
-		assertNoLeftovers(t, id)
-		// Nothing of the test is left listening on the host.
 		if tl, ul := listening(t, ""); tl[low] || ul[low] || tl[high] {
 			t.Errorf("a port of the test is still bound on the host after delete: TCP %d=%v, UDP %d=%v, TCP %d=%v", low, tl[low], low, ul[low], high, tl[high])
 		}
 	})
+	id := startDetachedImage(t, distroImage(t), []string{"--net-host"}, "perl", "-e", listenScript([]int{low, high}, []int{low}))
 	waitStatus(t, id, "RUNNING", "the listener container did not start")
 	// The high port answers: the publisher works and has seen the list.
 	deadline := time.Now().Add(90 * time.Second)
