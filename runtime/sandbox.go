@@ -174,9 +174,7 @@ func (sb *sandbox) startVM(ctx context.Context, cfg sandboxConfig, st *persisted
 }
 
 // vmRequest is the VM of cfg as vmm starts it: its configuration, the
-// backend and file server from the runtime config, and the hooks that put
-// its processes into the container's host cgroup and network namespace
-// and record them in st.
+// backend and file server from the runtime config, and its hooks.
 func vmRequest(ctx context.Context, cfg sandboxConfig, st *persistedState, accel vmm.Accelerator, timing *phases) (vmm.Request, error) {
 	vmCfg := vmm.Config{
 		ID:            cfg.id,
@@ -220,24 +218,7 @@ func vmRequest(ctx context.Context, cfg sandboxConfig, st *persistedState, accel
 		Virtiofsd: fsd,
 		Config:    vmCfg,
 		Dirs:      dirs,
-		Hooks: vmm.Hooks{
-			FileServer: func(fs *vmm.FileServer) error { return addFileServer(cfg.cgroup, fs) },
-			// The file servers' PIDs are recorded before the VMM
-			// starts, for a `shim delete` after this shim died.
-			FileServers: func(fss []*vmm.FileServer) error {
-				st.VirtiofsdPids = nil
-				for _, fs := range fss {
-					st.VirtiofsdPids = append(st.VirtiofsdPids, fs.Pid())
-				}
-				return writeState(cfg.stateDir, st)
-			},
-			// The VMM is started from inside the container's network
-			// namespace and stays there: its PID is what OCI hooks get
-			// to find the namespace. Its own sockets are path-bound
-			// unix sockets, which work from any network namespace.
-			Run:   cfg.netns.do,
-			Phase: timing.done,
-		},
+		Hooks:     vmHooks(cfg, st, timing),
 	}
 	if mode := cfg.runtime.SnapshotBoot; mode != oci.SnapshotBootOff {
 		// The VMs saved and resumed have the snapshot argument (the
@@ -250,6 +231,29 @@ func vmRequest(ctx context.Context, cfg sandboxConfig, st *persistedState, accel
 		}
 	}
 	return req, nil
+}
+
+// vmHooks put the VM's processes into the container's host cgroup and
+// network namespace as they start, and record them in st.
+func vmHooks(cfg sandboxConfig, st *persistedState, timing *phases) vmm.Hooks {
+	return vmm.Hooks{
+		FileServer: func(fs *vmm.FileServer) error { return addFileServer(cfg.cgroup, fs) },
+		// The file servers' PIDs are recorded before the VMM starts, for
+		// a `shim delete` after this shim died.
+		FileServers: func(fss []*vmm.FileServer) error {
+			st.VirtiofsdPids = nil
+			for _, fs := range fss {
+				st.VirtiofsdPids = append(st.VirtiofsdPids, fs.Pid())
+			}
+			return writeState(cfg.stateDir, st)
+		},
+		// The VMM is started from inside the container's network
+		// namespace and stays there: its PID is what OCI hooks get to
+		// find the namespace. Its own sockets are path-bound unix
+		// sockets, which work from any network namespace.
+		Run:   cfg.netns.do,
+		Phase: timing.done,
+	}
 }
 
 // vmExitWait is how long a failed agent call waits for the VMM to exit,

@@ -190,10 +190,6 @@ func buildSnapshot(ctx context.Context, b Backend, fsd *Virtiofsd, cfg Config, p
 		return err
 	}
 	defer os.RemoveAll(dir)
-	empty := filepath.Join(dir, "empty")
-	if err := os.Mkdir(empty, 0o755); err != nil {
-		return err
-	}
 	tcfg := cfg
 	tcfg.ID = "snapshot-" + filepath.Base(path)
 	tcfg.StateDir = dir
@@ -204,25 +200,11 @@ func buildSnapshot(ctx context.Context, b Backend, fsd *Virtiofsd, cfg Config, p
 	tcfg.Started = nil
 	tcfg.ChannelSocket = filepath.Join(dir, "channel.sock")
 	tcfg.Incoming = ""
-	tcfg.Shares = nil
-	for i, s := range cfg.Shares {
-		fs, err := fsd.StartFileServer(ctx, empty, filepath.Join(dir, fmt.Sprintf("fs%d.sock", i)))
-		if err != nil {
-			return err
-		}
-		defer fs.Stop()
-		tcfg.Shares = append(tcfg.Shares, Share{Tag: s.Tag, Socket: fs.Socket()})
-	}
-	if cfg.NIC != nil {
-		nic := *cfg.NIC
-		nic.Socket = filepath.Join(dir, "net.sock")
-		l, err := net.Listen("unix", nic.Socket)
-		if err != nil {
-			return err
-		}
-		defer l.Close()
-		go discardFrames(l)
-		tcfg.NIC = &nic
+	var stop func()
+	tcfg.Shares, tcfg.NIC, stop, err = blankDevices(ctx, fsd, cfg, dir)
+	defer stop()
+	if err != nil {
+		return err
 	}
 	vm, err := b.Start(ctx, tcfg)
 	if err != nil {
@@ -241,6 +223,43 @@ func buildSnapshot(ctx context.Context, b Backend, fsd *Virtiofsd, cfg Config, p
 		return err
 	}
 	return os.Rename(tmp, path)
+}
+
+// blankDevices starts in dir the host ends of the devices of a VM like cfg
+// that holds no container: a file server of an empty directory for each
+// share, and a NIC whose frames go nowhere. stop ends them, also after an
+// error.
+func blankDevices(ctx context.Context, fsd *Virtiofsd, cfg Config, dir string) (shares []Share, nic *NIC, stop func(), err error) {
+	var stops []func()
+	stop = func() {
+		for _, s := range stops {
+			s()
+		}
+	}
+	empty := filepath.Join(dir, "empty")
+	if err := os.Mkdir(empty, 0o755); err != nil {
+		return nil, nil, stop, err
+	}
+	for i, s := range cfg.Shares {
+		fs, err := fsd.StartFileServer(ctx, empty, filepath.Join(dir, fmt.Sprintf("fs%d.sock", i)))
+		if err != nil {
+			return nil, nil, stop, err
+		}
+		stops = append(stops, fs.Stop)
+		shares = append(shares, Share{Tag: s.Tag, Socket: fs.Socket()})
+	}
+	if cfg.NIC != nil {
+		n := *cfg.NIC
+		n.Socket = filepath.Join(dir, "net.sock")
+		l, err := net.Listen("unix", n.Socket)
+		if err != nil {
+			return nil, nil, stop, err
+		}
+		stops = append(stops, func() { l.Close() })
+		go discardFrames(l)
+		nic = &n
+	}
+	return shares, nic, stop, nil
 }
 
 // discardFrames takes the one connection of a snapshot VM's NIC and reads
