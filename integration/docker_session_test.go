@@ -13,8 +13,6 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
-	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -31,9 +29,7 @@ type ptyDocker struct {
 	t      *testing.T
 	master console.Console
 	cmd    *exec.Cmd
-
-	mu  sync.Mutex
-	out []byte
+	out    *syncBuffer
 
 	exited chan struct{}
 	err    error
@@ -42,42 +38,8 @@ type ptyDocker struct {
 func startPTYDocker(t *testing.T, rows, cols uint16, args ...string) *ptyDocker {
 	t.Helper()
 	dockerHost(t)
-	master, slavePath, err := console.NewPty()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { master.Close() })
-	if err := master.Resize(console.WinSize{Height: rows, Width: cols}); err != nil {
-		t.Fatal(err)
-	}
-	slave, err := os.OpenFile(slavePath, os.O_RDWR|syscall.O_NOCTTY, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := &ptyDocker{t: t, master: master, exited: make(chan struct{})}
-	p.cmd = exec.Command("docker", args...)
-	p.cmd.Stdin, p.cmd.Stdout, p.cmd.Stderr = slave, slave, slave
-	// Its own session with the pty as controlling terminal: the CLI's
-	// process group is the terminal's foreground group, which the kernel
-	// sends SIGWINCH on a resize.
-	p.cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Setctty: true, Ctty: 0}
-	if err := p.cmd.Start(); err != nil {
-		slave.Close()
-		t.Fatal(err)
-	}
-	slave.Close()
-	go func() {
-		buf := make([]byte, 4096)
-		for {
-			n, err := master.Read(buf)
-			p.mu.Lock()
-			p.out = append(p.out, buf[:n]...)
-			p.mu.Unlock()
-			if err != nil {
-				return
-			}
-		}
-	}()
+	p := &ptyDocker{t: t, cmd: exec.Command("docker", args...), exited: make(chan struct{})}
+	p.master, p.out = startInPty(t, p.cmd, console.WinSize{Height: rows, Width: cols})
 	go func() {
 		p.err = p.cmd.Wait()
 		close(p.exited)
@@ -93,17 +55,9 @@ func startPTYDocker(t *testing.T, rows, cols uint16, args ...string) *ptyDocker 
 	return p
 }
 
-func (p *ptyDocker) output() string {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return string(p.out)
-}
+func (p *ptyDocker) output() string { return p.out.String() }
 
-func (p *ptyDocker) mark() int {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return len(p.out)
-}
+func (p *ptyDocker) mark() int { return p.out.Len() }
 
 func (p *ptyDocker) send(s string) {
 	p.t.Helper()

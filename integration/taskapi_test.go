@@ -3,7 +3,6 @@
 package integration
 
 import (
-	"bytes"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -11,8 +10,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -174,37 +171,9 @@ func TestCheckpointRefused(t *testing.T) {
 // A real terminal: window size, Ctrl-C to the foreground process, exit code.
 func TestTTY(t *testing.T) {
 	id := newID(t)
-	pty, slavePath, err := console.NewPty()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer pty.Close()
-	if err := pty.Resize(console.WinSize{Height: 33, Width: 101}); err != nil {
-		t.Fatal(err)
-	}
-	slave, err := os.OpenFile(slavePath, os.O_RDWR|syscall.O_NOCTTY, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.Command("ctr", withBootPathConfig([]string{"run", "--rm", "-t", "--runtime", runtimeName, testImage(t), id, "sh"})...)
-	cmd.Stdin, cmd.Stdout, cmd.Stderr = slave, slave, slave
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Setctty: true, Ctty: 0}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	slave.Close()
 	t.Cleanup(func() { assertNoLeftovers(t, id) })
-	out := &syncBuffer{}
-	go func() {
-		buf := make([]byte, 4096)
-		for {
-			n, err := pty.Read(buf)
-			out.Write(buf[:n])
-			if err != nil {
-				return
-			}
-		}
-	}()
+	cmd := exec.Command("ctr", withBootPathConfig([]string{"run", "--rm", "-t", "--runtime", runtimeName, testImage(t), id, "sh"})...)
+	pty, out := startInPty(t, cmd, console.WinSize{Height: 33, Width: 101})
 	expect := func(what string) {
 		t.Helper()
 		deadline := time.Now().Add(60 * time.Second)
@@ -251,37 +220,9 @@ func TestTTY(t *testing.T) {
 func TestExecTTY(t *testing.T) {
 	id := startDetached(t, nil, "sleep", "1000")
 	waitStatus(t, id, "RUNNING", "")
-	pty, slavePath, err := console.NewPty()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer pty.Close()
-	pty.Resize(console.WinSize{Height: 21, Width: 77})
-	slave, err := os.OpenFile(slavePath, os.O_RDWR|syscall.O_NOCTTY, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
 	cmd := exec.Command("ctr", "task", "exec", "-t", "--exec-id", "tty1", id, "sh", "-c", "sleep 1; stty size; tty; exit 4")
-	cmd.Stdin, cmd.Stdout, cmd.Stderr = slave, slave, slave
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Setctty: true, Ctty: 0}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	slave.Close()
-	var out bytes.Buffer
-	readDone := make(chan struct{})
-	go func() {
-		buf := make([]byte, 4096)
-		for {
-			n, err := pty.Read(buf)
-			out.Write(buf[:n])
-			if err != nil {
-				close(readDone)
-				return
-			}
-		}
-	}()
-	err = cmd.Wait()
+	_, out := startInPty(t, cmd, console.WinSize{Height: 21, Width: 77})
+	err := cmd.Wait()
 	<-time.After(500 * time.Millisecond)
 	if cmd.ProcessState.ExitCode() != 4 {
 		t.Fatalf("exec -t: %v, terminal %q", err, out.String())
@@ -346,23 +287,6 @@ func TestMaskedPaths(t *testing.T) {
 	if len(lines) < 2 || lines[0] != "0" || lines[1] != "0" || strings.Contains(res.stdout, "wrote-proc-sys") {
 		t.Fatalf("masked/readonly paths not applied: %s", res)
 	}
-}
-
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.buf.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.buf.String()
 }
 
 type eventLog struct {
