@@ -1,6 +1,12 @@
 // Package atomicfile writes a file so that a reader sees either its old
 // content or the whole new one, never a part: the content goes to a temporary
 // file in the same directory, is synced, and is renamed over the path.
+//
+// Not github.com/moby/sys/atomicwriter: its streaming writer renames whatever
+// was written on Close unless a Write failed, so a producer that fails for
+// another reason (a layer file shorter than recorded, a marshalling error)
+// would leave a truncated file in place; Write here takes the producer's
+// error into account.
 package atomicfile
 
 import (
