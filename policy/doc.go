@@ -61,4 +61,26 @@
 // any other host blocks it with a 403. Bodies are neither rewritten nor
 // scanned. Every decision is one JSON AuditRecord line, with secrets
 // redacted from it and from all log output.
+//
+// # The decision API
+//
+// Every decision above is a method of Policy in decide.go, a function of
+// the settings, the question and what a Facts answers (the synthetic
+// name of an address, the names forwarded DNS gave it, a name's
+// addresses): DecideConnect for a new TCP flow (refuse, DNS, raw with
+// ConnectAddrs, or inspect), DecideRequest for each HTTP request (the
+// target, the checked addresses to dial, the secrets to substitute),
+// DecideDNS for a question and DecideUDP (with UDPAddrs) for a UDP flow.
+// Each returns a Verdict: allowed or not, the rule that decided (the
+// audit reason) and, for a denial, what would allow it. Decisions dial
+// nothing, keep no state and write no audit record; the network code
+// (tcp.go, udp.go, dns.go, proxy.go) carries them out and audits them,
+// and patterns.go classifies addresses. NewPolicy builds the same Policy
+// without a network, for a tool asking whether something would be
+// allowed:
+//
+//	p, err := policy.NewPolicy(ctx, policy.ConfigFromSettings(settings, values))
+//	d := p.DecideRequest(ctx, facts, policy.Flow{Dst: dst, TLS: true, Synthetic: true, Name: host}, req)
+//	// d.Allow, d.Reason, d.Hint, d.Addrs, d.Secrets
+//
 package policy
