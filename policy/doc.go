@@ -58,9 +58,11 @@
 // digits). In requests to a host the secret is allowed for, the placeholder
 // is replaced by the real value in header values (inside Basic credentials
 // too) and in the query string; a placeholder or real value in a request to
-// any other host blocks it with a 403. Bodies are neither rewritten nor
-// scanned. Every decision is one JSON AuditRecord line, with secrets
-// redacted from it and from all log output.
+// any other host blocks it with a 403. Bodies are not rewritten: a
+// request's body and trailers are scanned for secrets not bound to its
+// target (a find ends the request), and every value form coming back is
+// turned into its placeholder. Every decision is one JSON AuditRecord
+// line, with secrets redacted from it and from all log output.
 //
 // # The decision API
 //
@@ -82,5 +84,4 @@
 //	p, err := policy.NewPolicy(ctx, policy.ConfigFromSettings(settings, values))
 //	d := p.DecideRequest(ctx, facts, policy.Flow{Dst: dst, TLS: true, Synthetic: true, Name: host}, req)
 //	// d.Allow, d.Reason, d.Hint, d.Addrs, d.Secrets
-//
 package policy
