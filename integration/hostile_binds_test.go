@@ -10,40 +10,13 @@ import (
 	"testing"
 	"time"
 
-	"golang.org/x/sys/unix"
+	"github.com/earendil-works/gondolin-containerd/internal/mounttest"
 )
 
 // Attacks on the shares (issue 14, findings 1, 3 and 4): from a privileged
 // root container that mounts the virtio-fs tags again, the host's mounts,
 // a read-only bind's submounts, a read-only root and the host's disk under
 // the bundle must stay as they were.
-
-// hostTmpfs mounts a small tmpfs on a new directory for the test's life.
-func hostTmpfs(t *testing.T, dir string) {
-	t.Helper()
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := unix.Mount("gondolin-hostile-test", dir, "tmpfs", 0, "size=1m"); err != nil {
-		t.Fatalf("mount a tmpfs on %s: %v", dir, err)
-	}
-	t.Cleanup(func() { _ = unix.Unmount(dir, unix.MNT_DETACH) })
-}
-
-// hostMounted says whether something is mounted exactly at path on the host.
-func hostMounted(t *testing.T, path string) bool {
-	t.Helper()
-	b, err := os.ReadFile("/proc/self/mountinfo")
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if f := strings.Fields(line); len(f) > 4 && f[4] == path {
-			return true
-		}
-	}
-	return false
-}
 
 // cVirtiofsdConfig is a runtime config that serves the shares with QEMU's
 // C virtiofsd. It announces no submounts, so a guest that mounts the binds
@@ -75,7 +48,7 @@ func bundleDir(id string) string {
 func TestHostileBindsShareRoot(t *testing.T) {
 	tmp := t.TempDir()
 	victim := filepath.Join(tmp, "victim")
-	hostTmpfs(t, victim)
+	mounttest.Tmpfs(t, victim)
 	if err := os.WriteFile(filepath.Join(victim, "keep"), []byte("host"), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -106,7 +79,7 @@ echo done`, victim)
 	if b, _ := os.ReadFile(filepath.Join(src, "through-share")); string(b) != "rw\n" {
 		t.Errorf("the :rw write did not reach its source: %q", b)
 	}
-	if !hostMounted(t, victim) {
+	if !mounttest.Mounted(t, victim) {
 		t.Fatal("deleting the container unmounted a host tmpfs")
 	}
 	if b, _ := os.ReadFile(filepath.Join(victim, "keep")); string(b) != "host" {
@@ -121,7 +94,7 @@ func TestHostileReadonlyBindSubmount(t *testing.T) {
 	tmp := t.TempDir()
 	src := filepath.Join(tmp, "src")
 	sub := filepath.Join(src, "sub")
-	hostTmpfs(t, sub)
+	mounttest.Tmpfs(t, sub)
 	// The tag mounted again is the share's root (C virtiofsd) or the
 	// bind itself (Rust virtiofsd, see cVirtiofsdConfig): both are tried.
 	script := `mkdir -p /mnt/b && mount -t virtiofs binds /mnt/b || { echo NOMOUNT; exit 0; }
@@ -154,7 +127,7 @@ echo done`
 			}
 		})
 	}
-	if !hostMounted(t, sub) {
+	if !mounttest.Mounted(t, sub) {
 		t.Error("the host tmpfs below the source is gone")
 	}
 }

@@ -15,64 +15,28 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/earendil-works/gondolin-containerd/internal/mounttest"
 	"github.com/earendil-works/gondolin-containerd/oci"
 	"github.com/earendil-works/gondolin-containerd/vmm"
 )
 
-// needMounts skips a test that mounts file systems where it cannot.
-func needMounts(t *testing.T) {
+// makeStateDir makes the state directory of container "c" in namespace
+// "ns" below root.
+func makeStateDir(t *testing.T, root string) string {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("mounting needs root")
+	dir := StateDir(root, "ns", "c")
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		t.Fatal(err)
 	}
-	probe := t.TempDir()
-	if err := unix.Mount("probe", probe, "tmpfs", 0, "size=4k"); err != nil {
-		t.Skipf("cannot mount a tmpfs here: %v", err)
-	}
-	_ = unix.Unmount(probe, unix.MNT_DETACH)
+	return dir
 }
 
-// mountTmpfs mounts a tmpfs on dir for the test's life.
-func mountTmpfs(t *testing.T, dir string) {
+// assertGone fails the test if path (not followed) still exists.
+func assertGone(t *testing.T, path, what string) {
 	t.Helper()
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		t.Fatal(err)
+	if _, err := os.Lstat(path); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("%s left: %v", what, err)
 	}
-	if err := unix.Mount("gondolin-test", dir, "tmpfs", 0, "size=1m"); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = unix.Unmount(dir, unix.MNT_DETACH) })
-}
-
-// mounted says whether something is mounted exactly at path.
-func mounted(t *testing.T, path string) bool {
-	t.Helper()
-	b, err := os.ReadFile("/proc/self/mountinfo")
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if f := strings.Fields(line); len(f) > 4 && f[4] == path {
-			return true
-		}
-	}
-	return false
-}
-
-// mountsBelow lists the mounts at or below path.
-func mountsBelow(t *testing.T, path string) []string {
-	t.Helper()
-	b, err := os.ReadFile("/proc/self/mountinfo")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var out []string
-	for _, line := range strings.Split(string(b), "\n") {
-		if f := strings.Fields(line); len(f) > 4 && (f[4] == path || strings.HasPrefix(f[4], path+"/")) {
-			out = append(out, f[4])
-		}
-	}
-	return out
 }
 
 func wantErrno(t *testing.T, err error, want unix.Errno, what string) {
@@ -86,10 +50,10 @@ func wantErrno(t *testing.T, err error, want unix.Errno, what string) {
 // in its submounts too, a read-write bind is writable, and removal leaves
 // the sources (and a host mount below one) in place.
 func TestPrepareBinds(t *testing.T) {
-	needMounts(t)
+	mounttest.Need(t)
 	tmp := t.TempDir()
 	roSrc := filepath.Join(tmp, "ro")
-	mountTmpfs(t, filepath.Join(roSrc, "sub")) // a host mount below a :ro source
+	mounttest.Tmpfs(t, filepath.Join(roSrc, "sub")) // a host mount below a :ro source
 	rwSrc := filepath.Join(tmp, "rw")
 	if err := os.Mkdir(rwSrc, 0o755); err != nil {
 		t.Fatal(err)
@@ -129,13 +93,9 @@ func TestPrepareBinds(t *testing.T) {
 	if err := removeBinds(dir); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := os.Lstat(dir); !errors.Is(err, os.ErrNotExist) {
-		t.Errorf("binds share still there: %v", err)
-	}
-	if left := mountsBelow(t, filepath.Dir(dir)); len(left) > 0 {
-		t.Errorf("mounts left in the state directory: %v", left)
-	}
-	if !mounted(t, filepath.Join(roSrc, "sub")) {
+	assertGone(t, dir, "binds share")
+	mounttest.NoneBelow(t, filepath.Dir(dir))
+	if !mounttest.Mounted(t, filepath.Join(roSrc, "sub")) {
 		t.Error("removing the binds unmounted the host mount below a source")
 	}
 	if b, _ := os.ReadFile(fileSrc); string(b) != "host" {
@@ -148,7 +108,7 @@ func TestPrepareBinds(t *testing.T) {
 
 // A failing bind leaves nothing mounted.
 func TestPrepareBindsFailureLeavesNothing(t *testing.T) {
-	needMounts(t)
+	mounttest.Need(t)
 	tmp := t.TempDir()
 	src := filepath.Join(tmp, "src")
 	if err := os.Mkdir(src, 0o755); err != nil {
@@ -159,12 +119,8 @@ func TestPrepareBindsFailureLeavesNothing(t *testing.T) {
 	if err == nil {
 		t.Fatal("a missing source was accepted")
 	}
-	if left := mountsBelow(t, tmp); len(left) > 0 {
-		t.Errorf("mounts left: %v", left)
-	}
-	if _, err := os.Lstat(dir); !errors.Is(err, os.ErrNotExist) {
-		t.Errorf("binds directory left: %v", err)
-	}
+	mounttest.NoneBelow(t, tmp)
+	assertGone(t, dir, "binds directory")
 }
 
 // A binds share in the layout of older shims (binds straight in a
@@ -173,10 +129,10 @@ func TestPrepareBindsFailureLeavesNothing(t *testing.T) {
 // files. Removal detaches the real binds, follows no symlink and leaves
 // the host's mounts alone.
 func TestRemoveBindsHostileLegacyLayout(t *testing.T) {
-	needMounts(t)
+	mounttest.Need(t)
 	tmp := t.TempDir()
 	victim := filepath.Join(tmp, "victim")
-	mountTmpfs(t, victim)
+	mounttest.Tmpfs(t, victim)
 	if err := os.WriteFile(filepath.Join(victim, "keep"), []byte("x"), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -210,18 +166,14 @@ func TestRemoveBindsHostileLegacyLayout(t *testing.T) {
 	if err := removeBinds(dir); err != nil {
 		t.Fatal(err)
 	}
-	if !mounted(t, victim) {
+	if !mounttest.Mounted(t, victim) {
 		t.Fatal("a planted symlink made removeBinds unmount a host mount")
 	}
 	if _, err := os.Stat(filepath.Join(victim, "keep")); err != nil {
 		t.Errorf("a planted symlink made removeBinds delete host files: %v", err)
 	}
-	if _, err := os.Lstat(dir); !errors.Is(err, os.ErrNotExist) {
-		t.Errorf("binds directory left: %v", err)
-	}
-	if left := mountsBelow(t, filepath.Dir(dir)); len(left) > 0 {
-		t.Errorf("mounts left: %v", left)
-	}
+	assertGone(t, dir, "binds directory")
+	mounttest.NoneBelow(t, filepath.Dir(dir))
 	if _, err := os.Stat(src); err != nil {
 		t.Errorf("bind source removed: %v", err)
 	}
@@ -230,22 +182,19 @@ func TestRemoveBindsHostileLegacyLayout(t *testing.T) {
 // Cleanup acts only on the share names the runtime makes in the state
 // directory, whatever the state file says.
 func TestCleanupRefusesForeignSharePaths(t *testing.T) {
-	needMounts(t)
+	mounttest.Need(t)
 	root := t.TempDir()
 	victim := filepath.Join(t.TempDir(), "victim")
-	mountTmpfs(t, victim)
+	mounttest.Tmpfs(t, victim)
 	for _, st := range []persistedState{{BindsDir: victim}, {ReadonlyRoot: victim}} {
-		dir := StateDir(root, "ns", "c")
-		if err := os.MkdirAll(dir, 0o700); err != nil {
-			t.Fatal(err)
-		}
+		dir := makeStateDir(t, root)
 		if err := writeState(dir, &st); err != nil {
 			t.Fatal(err)
 		}
 		if err := Cleanup(context.Background(), root, "ns", "c"); err == nil {
 			t.Errorf("Cleanup accepted state %+v", st)
 		}
-		if !mounted(t, victim) {
+		if !mounttest.Mounted(t, victim) {
 			t.Fatalf("Cleanup unmounted %s, which the state file named", victim)
 		}
 	}
@@ -254,12 +203,9 @@ func TestCleanupRefusesForeignSharePaths(t *testing.T) {
 // Cleanup removes the binds share and the read-only root of a shim that
 // died, and the state directory with them.
 func TestCleanupShares(t *testing.T) {
-	needMounts(t)
+	mounttest.Need(t)
 	root := t.TempDir()
-	dir := StateDir(root, "ns", "c")
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		t.Fatal(err)
-	}
+	dir := makeStateDir(t, root)
 	src := t.TempDir()
 	rootfs := t.TempDir()
 	st := persistedState{BindsDir: filepath.Join(dir, bindsName), ReadonlyRoot: filepath.Join(dir, readonlyRootName)}
@@ -275,34 +221,28 @@ func TestCleanupShares(t *testing.T) {
 	if err := Cleanup(context.Background(), root, "ns", "c"); err != nil {
 		t.Fatal(err)
 	}
-	if left := mountsBelow(t, root); len(left) > 0 {
-		t.Errorf("mounts left: %v", left)
-	}
-	if _, err := os.Stat(dir); !errors.Is(err, os.ErrNotExist) {
-		t.Errorf("state directory left: %v", err)
-	}
+	mounttest.NoneBelow(t, root)
+	assertGone(t, dir, "state directory")
 }
 
 // unmountRootfs detaches the rootfs without following what the guest wrote
 // in it: a symlink there naming a host mount point is not unmounted.
 func TestUnmountRootfsIgnoresGuestSymlinks(t *testing.T) {
-	needMounts(t)
+	mounttest.Need(t)
 	tmp := t.TempDir()
 	victim := filepath.Join(tmp, "victim")
-	mountTmpfs(t, victim)
+	mounttest.Tmpfs(t, victim)
 	rootfs := filepath.Join(tmp, "bundle", "rootfs")
-	mountTmpfs(t, rootfs)
+	mounttest.Tmpfs(t, rootfs)
 	if err := os.Symlink(victim, filepath.Join(rootfs, "evil")); err != nil {
 		t.Fatal(err)
 	}
-	mountTmpfs(t, filepath.Join(rootfs, "sub")) // host-made, below the rootfs
+	mounttest.Tmpfs(t, filepath.Join(rootfs, "sub")) // host-made, below the rootfs
 	if err := unmountRootfs(rootfs); err != nil {
 		t.Fatal(err)
 	}
-	if left := mountsBelow(t, rootfs); len(left) > 0 {
-		t.Errorf("mounts left: %v", left)
-	}
-	if !mounted(t, victim) {
+	mounttest.NoneBelow(t, rootfs)
+	if !mounttest.Mounted(t, victim) {
 		t.Error("unmountRootfs unmounted the target of a symlink in the rootfs")
 	}
 	if err := unmountRootfs(filepath.Join(tmp, "missing", "rootfs")); err != nil {
@@ -313,7 +253,7 @@ func TestUnmountRootfsIgnoresGuestSymlinks(t *testing.T) {
 // The read-only root takes the agent's mount points until it is sealed,
 // never writes the container's rootfs, and is read-only after the seal.
 func TestReadonlyRoot(t *testing.T) {
-	needMounts(t)
+	mounttest.Need(t)
 	tmp := t.TempDir()
 	rootfs := filepath.Join(tmp, "rootfs")
 	if err := os.MkdirAll(filepath.Join(rootfs, "etc"), 0o755); err != nil {
@@ -367,9 +307,7 @@ func TestReadonlyRoot(t *testing.T) {
 	if err := detachAndRemove(dir); err != nil {
 		t.Fatal(err)
 	}
-	if left := mountsBelow(t, state); len(left) > 0 {
-		t.Errorf("mounts left: %v", left)
-	}
+	mounttest.NoneBelow(t, state)
 	if b, _ := os.ReadFile(filepath.Join(rootfs, "etc", "passwd")); string(b) != "root" {
 		t.Errorf("rootfs changed: %q", b)
 	}
@@ -453,12 +391,9 @@ func TestPersistedStateFields(t *testing.T) {
 // A state directory without its state file still has any share detached
 // before it is removed: the files behind a bind stay.
 func TestCleanupWithoutStateFileDetachesShares(t *testing.T) {
-	needMounts(t)
+	mounttest.Need(t)
 	root := t.TempDir()
-	dir := StateDir(root, "ns", "c")
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		t.Fatal(err)
-	}
+	dir := makeStateDir(t, root)
 	src := t.TempDir()
 	if err := os.WriteFile(filepath.Join(src, "keep"), []byte("host"), 0o644); err != nil {
 		t.Fatal(err)
@@ -472,9 +407,7 @@ func TestCleanupWithoutStateFileDetachesShares(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(src, "keep")); err != nil {
 		t.Errorf("cleanup removed a bind's host file: %v", err)
 	}
-	if left := mountsBelow(t, root); len(left) > 0 {
-		t.Errorf("mounts left: %v", left)
-	}
+	mounttest.NoneBelow(t, root)
 }
 
 // Whatever the guest sends, in whatever pieces, the console log stays
