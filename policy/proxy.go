@@ -2,21 +2,16 @@ package policy
 
 import (
 	"context"
-	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
 	"log"
-	"net"
 	"net/http"
-	"net/http/httptrace"
 	"net/http/httputil"
 	"net/netip"
-	"net/textproto"
 	"sort"
 	"strings"
 	"sync/atomic"
-	"time"
 )
 
 // serveHTTP is the handler for every decrypted or plain guest request: it
@@ -107,125 +102,6 @@ func (st *reqState) key() string {
 	return st.scheme + "://" + st.target + " " + strings.Join(as, " ")
 }
 
-// guardSecrets arranges the secret checks that cannot be made on the
-// headers: the request body and trailers are scanned for secrets not
-// bound to the target (a find ends the request before the match leaves
-// and is audited), and what comes back is redacted (modifyResponse).
-func (n *Network) guardSecrets(r *http.Request, st *reqState, ap applied) {
-	host, _, _ := net.SplitHostPort(st.target)
-	st.bound = n.secrets.boundTo(st.scheme, host, st.port)
-	pats := ap.echo
-	back := n.secrets.backLong
-	if st.bound {
-		back = n.secrets.back
-	}
-	if back != nil {
-		pats = append(pats, back.pats...)
-	}
-	st.back = newMatcher(pats)
-	if st.bound {
-		// The transport asks for gzip and decodes it itself, so the
-		// body comes back in a form the redactor can read.
-		r.Header.Del("Accept-Encoding")
-	}
-	leak := n.secrets.leakMatcher(st.scheme, host, st.port)
-	if leak == nil || r.Body == nil || r.Body == http.NoBody {
-		return
-	}
-	block := func(name, where string) error {
-		if st.blocked.CompareAndSwap(nil, &name) {
-			n.audit(st.rec.deny("the request " + where + " carries secret " + name + ", which may not be sent to " + st.scheme + "://" + st.target))
-		}
-		return errSecretInStream
-	}
-	in := r.Trailer
-	sf := newStreamFilter(r.Body, leak, false)
-	sf.onMatch = func(name string) error { return block(name, "body") }
-	sf.atEOF = func() error {
-		for _, t := range []http.Header{in, r.Trailer} {
-			for k, vs := range t {
-				if name := leak.first(k + ": " + strings.Join(vs, "\n")); name != "" {
-					return block(name, "trailer")
-				}
-			}
-		}
-		return nil
-	}
-	r.Body = sf
-}
-
-// maxFlowUpstreams bounds the transports a flow keeps (one per checked
-// destination); past it the oldest is dropped with its idle connections.
-const maxFlowUpstreams = 8
-
-// upstreamSet is a flow's upstream transports by reqState.key.
-type upstreamSet struct {
-	m     map[string]*http.Transport
-	order []string
-}
-
-// RoundTrip sends a request on a connection of the transport for its
-// checked destination: a connection dialled for another host's check, or
-// for other addresses, is never reused.
-func (f *flow) RoundTrip(req *http.Request) (*http.Response, error) {
-	st := stateOf(req.Context())
-	if st == nil || len(st.addrs) == 0 {
-		return nil, errors.New("policy: the request's destination was not checked")
-	}
-	if st.back != nil {
-		// Informational responses (103 Early Hints) reach the guest from
-		// ReverseProxy's own trace hook, without ModifyResponse; a hook
-		// added here runs first and redacts their header in place.
-		req = req.WithContext(httptrace.WithClientTrace(req.Context(), &httptrace.ClientTrace{
-			Got1xxResponse: func(_ int, h textproto.MIMEHeader) error {
-				redactHeader(http.Header(h), st.back)
-				return nil
-			},
-		}))
-	}
-	return f.transportFor(st).RoundTrip(req)
-}
-
-func (f *flow) transportFor(st *reqState) *http.Transport {
-	key := st.key()
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	u := &f.upstream
-	if t := u.m[key]; t != nil {
-		return t
-	}
-	if u.m == nil {
-		u.m = map[string]*http.Transport{}
-	}
-	if len(u.order) >= maxFlowUpstreams {
-		old := u.order[0]
-		u.order = u.order[1:]
-		u.m[old].CloseIdleConnections()
-		delete(u.m, old)
-	}
-	n := f.n
-	addrs, port := st.addrs, st.port
-	t := &http.Transport{
-		// The dial ignores the address the transport asks for: it is
-		// always one of the addresses checked for this key.
-		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-			ctx, cancel := context.WithTimeout(ctx, dialTimeout)
-			defer cancel()
-			c, _, err := n.dialAddrs(ctx, addrs, port)
-			return c, err
-		},
-		TLSClientConfig:       &tls.Config{RootCAs: n.cfg.RootCAs, MinVersion: tls.VersionTLS12},
-		ForceAttemptHTTP2:     true,
-		TLSHandshakeTimeout:   dialTimeout,
-		IdleConnTimeout:       90 * time.Second,
-		MaxIdleConnsPerHost:   8,
-		ExpectContinueTimeout: time.Second,
-	}
-	u.m[key] = t
-	u.order = append(u.order, key)
-	return t
-}
-
 // reverseProxy is the flow's upstream side: its own transports, so
 // upstream connections live and die with the guest's connection.
 func (f *flow) reverseProxy() *httputil.ReverseProxy {
@@ -248,72 +124,6 @@ func (f *flow) reverseProxy() *httputil.ReverseProxy {
 	return f.proxy
 }
 
-// modifyResponse drops HTTP/3 hints (QUIC would bypass the mediation) and,
-// when the container has secrets, turns every value form in what comes
-// back into its placeholder: header names and values, the body (streamed)
-// and trailers. From a target a secret is bound to, the body must come in
-// an encoding the redactor reads (identity, or gzip the transport decoded)
-// and its length is dropped since redaction changes it. From any other
-// target a value form cuts the response instead, keeping lengths intact:
-// no value should ever be there.
-func (n *Network) modifyResponse(resp *http.Response) error {
-	resp.Header.Del("Alt-Svc")
-	st := stateOf(resp.Request.Context())
-	if st == nil || st.back == nil {
-		return nil
-	}
-	redactHeader(resp.Header, st.back)
-	// Trailer names are announced before the body; values come at its end.
-	redactHeader(resp.Trailer, st.back)
-	if resp.Body == nil || resp.Body == http.NoBody {
-		return nil
-	}
-	cut := func(name string) error {
-		n.audit(st.rec.deny("the response from " + st.scheme + "://" + st.target + " carried secret " + name + "; cut"))
-		return errSecretInStream
-	}
-	if resp.StatusCode == http.StatusSwitchingProtocols {
-		// An upgraded stream has its own framing: a match cuts it.
-		rwc, ok := resp.Body.(io.ReadWriteCloser)
-		if !ok {
-			return errors.New("policy: upgraded response body is not writable")
-		}
-		sf := newStreamFilter(rwc, st.back, false)
-		sf.onMatch = cut
-		resp.Body = &rwFilter{streamFilter: sf, w: rwc}
-		return nil
-	}
-	replace := st.bound
-	if replace {
-		if ce := resp.Header.Get("Content-Encoding"); ce != "" && !strings.EqualFold(ce, "identity") {
-			return fmt.Errorf("policy: %s://%s answered with Content-Encoding %q, which the secret redactor cannot read", st.scheme, st.target, ce)
-		}
-		resp.Header.Del("Content-Length")
-		resp.ContentLength = -1
-	}
-	sf := newStreamFilter(resp.Body, st.back, replace)
-	sf.onMatch = cut
-	sf.atEOF = func() error {
-		redactHeader(resp.Trailer, st.back)
-		return nil
-	}
-	resp.Body = sf
-	return nil
-}
-
-// redactHeader replaces value forms in h's names and values in place.
-func redactHeader(h http.Header, m *matcher) {
-	for k, vs := range h {
-		for i, v := range vs {
-			vs[i] = m.replace(v)
-		}
-		if nk := m.replace(k); nk != k {
-			delete(h, k)
-			h[nk] = append(h[nk], vs...)
-		}
-	}
-}
-
 func (f *flow) proxyError(w http.ResponseWriter, r *http.Request, err error) {
 	n := f.n
 	if st := stateOf(r.Context()); st != nil {
@@ -332,18 +142,4 @@ func (f *flow) proxyError(w http.ResponseWriter, r *http.Request, err error) {
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 	w.WriteHeader(http.StatusBadGateway)
 	io.WriteString(w, n.secrets.redact("gondolin: upstream "+r.URL.Host+" failed: "+err.Error()+"\n"))
-}
-
-// release drops the flow's idle upstream connections when the guest's
-// connection is gone.
-func (f *flow) release() {
-	f.mu.Lock()
-	ts := make([]*http.Transport, 0, len(f.upstream.m))
-	for _, t := range f.upstream.m {
-		ts = append(ts, t)
-	}
-	f.mu.Unlock()
-	for _, t := range ts {
-		t.CloseIdleConnections()
-	}
 }
