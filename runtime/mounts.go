@@ -140,37 +140,34 @@ func openDir(path string) (int, error) {
 // detachPath detaches every mount on path, a name in a directory the shim
 // made (its parent is resolved, the name itself never followed).
 func detachPath(path string) error {
-	parent, err := openDir(filepath.Dir(path))
-	if errors.Is(err, unix.ENOENT) {
-		return nil
-	}
-	if err != nil {
-		return fmt.Errorf("open %s: %w", filepath.Dir(path), err)
-	}
-	defer unix.Close(parent)
-	if err := detachAt(parent, filepath.Base(path)); err != nil {
-		return fmt.Errorf("%s: %w", filepath.Dir(path), err)
-	}
-	return nil
+	return inParent(path, detachAt)
 }
 
 // detachAndRemove detaches every mount on path and then removes it and
 // what is left in it, by descriptor.
 func detachAndRemove(path string) error {
-	parent, err := openDir(filepath.Dir(path))
+	return inParent(path, func(parent int, name string) error {
+		if err := detachAt(parent, name); err != nil {
+			return err
+		}
+		return removeBeneath(parent, name, 0)
+	})
+}
+
+// inParent runs fn on path's name in its parent directory, opened by
+// descriptor (a directory the shim made); a missing parent is nothing to do.
+func inParent(path string, fn func(parent int, name string) error) error {
+	dir := filepath.Dir(path)
+	parent, err := openDir(dir)
 	if errors.Is(err, unix.ENOENT) {
 		return nil
 	}
 	if err != nil {
-		return fmt.Errorf("open %s: %w", filepath.Dir(path), err)
+		return fmt.Errorf("open %s: %w", dir, err)
 	}
 	defer unix.Close(parent)
-	name := filepath.Base(path)
-	if err := detachAt(parent, name); err != nil {
-		return fmt.Errorf("%s: %w", filepath.Dir(path), err)
-	}
-	if err := removeBeneath(parent, name, 0); err != nil {
-		return fmt.Errorf("%s: %w", filepath.Dir(path), err)
+	if err := fn(parent, filepath.Base(path)); err != nil {
+		return fmt.Errorf("%s: %w", dir, err)
 	}
 	return nil
 }
