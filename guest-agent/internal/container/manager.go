@@ -21,6 +21,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/earendil-works/gondolin-containerd/guest-agent/api"
+	"github.com/earendil-works/gondolin-containerd/guest-agent/api/phase"
 	"github.com/earendil-works/gondolin-containerd/guest-agent/internal/agentlog"
 	"github.com/earendil-works/gondolin-containerd/guest-agent/internal/channel"
 	"github.com/earendil-works/gondolin-containerd/guest-agent/internal/initproc"
@@ -281,8 +282,7 @@ func (m *Manager) Create(ctx context.Context, req *api.CreateContainerRequest) (
 	m.mu.Unlock()
 	defer c.mu.Unlock()
 
-	start := time.Now()
-	steps := &stepTimes{last: start}
+	steps := phase.Start()
 	pid, err := m.create(ctx, c, req, cfg, res, certs, steps)
 	if err != nil {
 		agentlog.Errorf("create container %s: %v", id, err)
@@ -292,16 +292,16 @@ func (m *Manager) Create(ctx context.Context, req *api.CreateContainerRequest) (
 		m.mu.Unlock()
 		return 0, err
 	}
-	agentlog.Infof("container %s created (pid %d) in %s (%s)", id, pid, time.Since(start).Round(time.Millisecond), steps)
+	agentlog.Infof("container %s created (pid %d) in %s (%s)", id, pid, steps.Total().Round(time.Millisecond), steps)
 	return pid, nil
 }
 
-func (m *Manager) create(ctx context.Context, c *Container, req *api.CreateContainerRequest, cfg initproc.Config, res *specs.LinuxResources, certs []byte, steps *stepTimes) (int, error) {
+func (m *Manager) create(ctx context.Context, c *Container, req *api.CreateContainerRequest, cfg initproc.Config, res *specs.LinuxResources, certs []byte, steps *phase.Timer) (int, error) {
 	stdio, err := m.takeStdio(ctx, c.ID, "", req.GetStdio())
 	if err != nil {
 		return 0, err
 	}
-	steps.done("stdio")
+	steps.Done("stdio")
 	// Until the process owns them, close the streams on failure.
 	owned := false
 	defer func() {
@@ -330,17 +330,17 @@ func (m *Manager) create(ctx context.Context, c *Container, req *api.CreateConta
 	if err := unix.Mount(req.GetRootfsTag(), c.rootfs, "virtiofs", rootFlags, ""); err != nil {
 		return 0, fmt.Errorf("mount virtio-fs share %q on %s: %w", req.GetRootfsTag(), c.rootfs, err)
 	}
-	steps.done("rootfs")
+	steps.Done("rootfs")
 	plan, err := mountAll(c.rootfs, req.GetMounts(), nodev)
 	if err != nil {
 		return 0, err
 	}
 	setupDev(c.rootfs, c.devicesDir(), plan)
-	steps.done("mounts")
+	steps.Done("mounts")
 	if err := setupAgentFiles(c, req, certs); err != nil {
 		return 0, err
 	}
-	steps.done("files")
+	steps.Done("files")
 	if req.GetRootfsReadonly() {
 		if err := remountReadonly(c.rootfs, rootFlags); err != nil {
 			return 0, err
@@ -355,7 +355,7 @@ func (m *Manager) create(ctx context.Context, c *Container, req *api.CreateConta
 		return 0, err
 	}
 	m.oom.add(c.ID, c.cgroup)
-	steps.done("cgroup")
+	steps.Done("cgroup")
 
 	cfg.Rootfs = c.rootfs
 	cfg.Env = addEnvDefaults(cfg.Env, c.env)
@@ -372,27 +372,12 @@ func (m *Manager) create(ctx context.Context, c *Container, req *api.CreateConta
 		return 0, err
 	}
 	if p.prestarted {
-		steps.done("prestarted init")
+		steps.Done("prestarted init")
 	} else {
-		steps.done("spawn")
+		steps.Done("spawn")
 	}
 	return p.Pid, nil
 }
-
-// stepTimes records how long each step of a create took, for the log:
-// the guest's part of a container's start.
-type stepTimes struct {
-	last  time.Time
-	parts []string
-}
-
-func (s *stepTimes) done(name string) {
-	now := time.Now()
-	s.parts = append(s.parts, fmt.Sprintf("%s %dms", name, now.Sub(s.last).Milliseconds()))
-	s.last = now
-}
-
-func (s *stepTimes) String() string { return strings.Join(s.parts, ", ") }
 
 // Start lets a created process exec.
 func (m *Manager) Start(ctx context.Context, cid, eid string) (int, error) {
