@@ -3,6 +3,8 @@ package policy
 import (
 	"encoding/json"
 	"fmt"
+	"io"
+	"log/slog"
 	"os"
 	"strings"
 	"sync"
@@ -59,69 +61,109 @@ func truncateField(s string) string {
 	return strings.ToValidUTF8(s[:maxAuditField], "") + "…"
 }
 
+// auditor writes a network's audit records and log lines, with secrets
+// redacted, and holds the records to Limits.AuditLinesPerSecond.
+type auditor struct {
+	container string
+	w         io.Writer
+	logger    *slog.Logger
+	secrets   *secretSet
+	perSecond int
+
+	// mu guards the writer and the rate limit.
+	mu               sync.Mutex
+	rate             tokenBucket
+	suppressed       int
+	suppressedDenied int
+	flush            *time.Timer
+}
+
+// newAuditor writes to a defaulted Config's AuditLog and Logger.
+func newAuditor(cfg *Config, secrets *secretSet) auditor {
+	return auditor{
+		container: cfg.Container,
+		w:         cfg.AuditLog,
+		logger:    cfg.Logger,
+		secrets:   secrets,
+		perSecond: cfg.Limits.AuditLinesPerSecond,
+		rate:      newTokenBucket(cfg.Limits.AuditLinesPerSecond),
+	}
+}
+
 // audit writes one record, unless the container's records are past
 // Limits.AuditLinesPerSecond: then it is counted, and one summary record
 // says how many were left out. It never blocks a flow on a failing writer
 // for longer than the write takes.
-func (n *Network) audit(r AuditRecord) {
+func (a *auditor) audit(r AuditRecord) {
 	r.Time = time.Now().UTC()
-	r.Container = n.cfg.Container
-	r.Host = truncateField(n.secrets.redact(r.Host))
-	r.Path = truncateField(n.secrets.redact(r.Path))
-	r.Reason = truncateField(n.secrets.redact(r.Reason))
-	r.Method = truncateField(n.secrets.redact(r.Method))
+	r.Container = a.container
+	r.Host = truncateField(a.secrets.redact(r.Host))
+	r.Path = truncateField(a.secrets.redact(r.Path))
+	r.Reason = truncateField(a.secrets.redact(r.Reason))
+	r.Method = truncateField(a.secrets.redact(r.Method))
 	r.Dest = truncateField(r.Dest)
-	n.auditMu.Lock()
-	defer n.auditMu.Unlock()
-	if !n.auditRate.take(r.Time) {
-		n.auditSuppressed++
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if !a.rate.take(r.Time) {
+		a.suppressed++
 		if r.Decision == Denied {
-			n.auditSuppressedDenied++
+			a.suppressedDenied++
 		}
-		if n.auditFlush == nil {
-			n.auditFlush = time.AfterFunc(time.Second, n.flushAuditSummary)
+		if a.flush == nil {
+			a.flush = time.AfterFunc(time.Second, a.flushSummary)
 		}
 		return
 	}
 	// A pending summary waits for its timer: at most one a second.
-	n.writeAuditLocked(r)
+	a.writeLocked(r)
 }
 
-// flushAuditSummary writes the summary of suppressed records, if any, a
+// flushSummary writes the summary of suppressed records, if any, a
 // second after the first was suppressed.
-func (n *Network) flushAuditSummary() {
-	n.auditMu.Lock()
-	defer n.auditMu.Unlock()
-	n.auditFlush = nil
-	n.writeSummaryLocked()
+func (a *auditor) flushSummary() {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.flush = nil
+	a.writeSummaryLocked()
+}
+
+// close stops the summary timer and writes the summary still due.
+func (a *auditor) close() {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.flush != nil {
+		a.flush.Stop()
+		a.flush = nil
+	}
+	a.writeSummaryLocked()
 }
 
 // writeSummaryLocked writes one record for the records left out since the
 // last summary. It costs no token: the summary is what keeps a flood
 // visible, and only the timer (once a second) and Close write one.
-func (n *Network) writeSummaryLocked() {
-	if n.auditSuppressed == 0 {
+func (a *auditor) writeSummaryLocked() {
+	if a.suppressed == 0 {
 		return
 	}
-	n.writeAuditLocked(AuditRecord{
+	a.writeLocked(AuditRecord{
 		Time:      time.Now().UTC(),
-		Container: n.cfg.Container,
+		Container: a.container,
 		Protocol:  "audit",
 		Decision:  Suppressed,
 		Reason: fmt.Sprintf("%d more records suppressed (%d of them denials) past limits.audit_lines_per_second = %d",
-			n.auditSuppressed, n.auditSuppressedDenied, n.cfg.Limits.AuditLinesPerSecond),
+			a.suppressed, a.suppressedDenied, a.perSecond),
 	})
-	n.auditSuppressed, n.auditSuppressedDenied = 0, 0
+	a.suppressed, a.suppressedDenied = 0, 0
 }
 
-func (n *Network) writeAuditLocked(r AuditRecord) {
+func (a *auditor) writeLocked(r AuditRecord) {
 	b, err := json.Marshal(r)
 	if err != nil {
 		return
 	}
 	b = append(b, '\n')
-	if _, err := n.cfg.AuditLog.Write(b); err != nil {
-		n.logWarn("audit log write failed", "error", err)
+	if _, err := a.w.Write(b); err != nil {
+		a.logWarn("audit log write failed", "error", err)
 	}
 }
 
@@ -229,31 +271,31 @@ func (a *AuditFile) Close() error {
 }
 
 // logWarn and logDebug log with every string argument redacted.
-func (n *Network) logWarn(msg string, args ...any) { n.log(false, msg, args...) }
-func (n *Network) logDebug(msg string, args ...any) {
-	n.log(true, msg, args...)
+func (a *auditor) logWarn(msg string, args ...any) { a.log(false, msg, args...) }
+func (a *auditor) logDebug(msg string, args ...any) {
+	a.log(true, msg, args...)
 }
 
-func (n *Network) log(debug bool, msg string, args ...any) {
-	for i, a := range args {
-		switch v := a.(type) {
+func (a *auditor) log(debug bool, msg string, args ...any) {
+	for i, arg := range args {
+		switch v := arg.(type) {
 		case string:
-			args[i] = n.secrets.redact(v)
+			args[i] = a.secrets.redact(v)
 		case error:
-			args[i] = n.secrets.redact(v.Error())
+			args[i] = a.secrets.redact(v.Error())
 		}
 	}
 	if debug {
-		n.cfg.Logger.Debug(n.secrets.redact(msg), args...)
+		a.logger.Debug(a.secrets.redact(msg), args...)
 	} else {
-		n.cfg.Logger.Warn(n.secrets.redact(msg), args...)
+		a.logger.Warn(a.secrets.redact(msg), args...)
 	}
 }
 
 // redactWriter redacts what the HTTP server logs before it reaches Logger.
-type redactWriter struct{ n *Network }
+type redactWriter struct{ a *auditor }
 
 func (w redactWriter) Write(p []byte) (int, error) {
-	w.n.logDebug("http: " + string(p))
+	w.a.logDebug("http: " + string(p))
 	return len(p), nil
 }

@@ -61,7 +61,7 @@ func fuzzDNSNetwork(tb testing.TB, mode oci.NetMode, dns oci.DNSMode, answer *[]
 	n := &Network{cfg: cfg, synth: newSynthPool(), secrets: newSecretSet(nil), dnsSem: make(chan struct{}, 4)}
 	n.policy = newPolicy(&n.cfg, nil, n.secrets)
 	n.facts = netFacts{n}
-	n.auditRate = newTokenBucket(cfg.Limits.AuditLinesPerSecond)
+	n.auditor = newAuditor(&n.cfg, n.secrets)
 	n.ctx, n.cancel = context.WithCancel(context.Background())
 	n.addrs.Store(&linkAddrs{guest: defaultGuestAddress, gateway: defaultGateway})
 	tb.Cleanup(n.cancel)

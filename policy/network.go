@@ -70,12 +70,8 @@ type Network struct {
 	httpSrv   *http.Server
 	httpLn    *connListener
 
-	// auditMu guards the audit writer and its rate limit.
-	auditMu               sync.Mutex
-	auditRate             tokenBucket
-	auditSuppressed       int
-	auditSuppressedDenied int
-	auditFlush            *time.Timer
+	// auditor writes the audit records and logs (audit.go).
+	auditor
 
 	// tcpFlows and udpFlows bound the guest's flows (limits.go).
 	tcpFlows flowLimit
@@ -120,7 +116,7 @@ func NewNetwork(ctx context.Context, cfg Config) (*Network, error) {
 		httpLn:  newConnListener(),
 	}
 	n.facts = netFacts{n}
-	n.auditRate = newTokenBucket(cfg.Limits.AuditLinesPerSecond)
+	n.auditor = newAuditor(&n.cfg, secrets)
 	n.tcpFlows.max = cfg.Limits.TCPFlows
 	n.udpFlows.max = cfg.Limits.UDPFlows
 	n.ctx, n.cancel = context.WithCancel(ctx)
@@ -202,7 +198,7 @@ func (n *Network) startHTTP() {
 		ReadHeaderTimeout: n.cfg.Limits.HTTPHeaderTimeout.Duration,
 		IdleTimeout:       5 * time.Minute,
 		MaxHeaderBytes:    n.cfg.Limits.HTTPHeaderBytes,
-		ErrorLog:          log.New(redactWriter{n}, "", 0),
+		ErrorLog:          log.New(redactWriter{&n.auditor}, "", 0),
 		BaseContext:       func(net.Listener) context.Context { return n.ctx },
 		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
 			return context.WithValue(ctx, flowKey{}, flowOf(c))
@@ -330,13 +326,7 @@ func (n *Network) Close() error {
 		n.stack.Close()
 		n.link.Close()
 		n.stack.Wait()
-		n.auditMu.Lock()
-		if n.auditFlush != nil {
-			n.auditFlush.Stop()
-			n.auditFlush = nil
-		}
-		n.writeSummaryLocked()
-		n.auditMu.Unlock()
+		n.auditor.close()
 	})
 	return nil
 }

@@ -235,6 +235,7 @@ func FuzzAnswerDNS(f *testing.F) {
 	f.Add([]byte{0, 1, 0, 0, 0, 2, 0, 0, 0, 0, 0, 0})
 	n := &Network{cfg: Config{DNS: oci.DNSSynthetic, Mode: oci.NetModePolicy, Allow: allow(f, "api.example.com,*.example.org")}, synth: newSynthPool(), secrets: newSecretSet(nil)}
 	n.cfg.AuditLog = &syncBuffer{}
+	n.auditor = newAuditor(&n.cfg, n.secrets)
 	n.policy = newPolicy(&n.cfg, nil, n.secrets)
 	n.ctx = context.Background()
 	f.Fuzz(func(t *testing.T, b []byte) {

@@ -117,7 +117,7 @@ func (f *flow) reverseProxy() *httputil.ReverseProxy {
 		Rewrite:        func(*httputil.ProxyRequest) {},
 		Transport:      f,
 		FlushInterval:  -1,
-		ErrorLog:       log.New(redactWriter{n}, "", 0),
+		ErrorLog:       log.New(redactWriter{&n.auditor}, "", 0),
 		ErrorHandler:   f.proxyError,
 		ModifyResponse: n.modifyResponse,
 	}
