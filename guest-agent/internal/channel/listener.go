@@ -12,6 +12,11 @@ import (
 
 // Listener is a net.Listener fed by the dispatcher with control streams, so
 // a single ttrpc.Server serves every control stream of every session.
+//
+// The host's policy package has the same channel-fed listener (its
+// connListener hands classified guest connections to its HTTP server). The
+// two stay apart on purpose: the agent imports no package of the host, and
+// policy imports no other package of the project.
 type Listener struct {
 	ch     chan net.Conn
 	closed chan struct{}
