@@ -9,9 +9,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -518,10 +520,7 @@ func (m *Manager) teardown(c *Container) error {
 // directory, for power-off.
 func (m *Manager) Shutdown() {
 	m.mu.Lock()
-	cs := make([]*Container, 0, len(m.containers))
-	for _, c := range m.containers {
-		cs = append(cs, c)
-	}
+	cs := slices.Collect(maps.Values(m.containers))
 	m.mu.Unlock()
 	for _, c := range cs {
 		_ = killCgroup(c.cgroup, 0)

@@ -5,8 +5,10 @@ import (
 	"context"
 	"errors"
 	"io"
+	"maps"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -242,10 +244,7 @@ func (w *oomWatcher) poll() {
 	for {
 		time.Sleep(w.PollInterval)
 		w.mu.Lock()
-		es := make([]*oomEntry, 0, len(w.entries))
-		for _, e := range w.entries {
-			es = append(es, e)
-		}
+		es := slices.Collect(maps.Values(w.entries))
 		w.mu.Unlock()
 		for _, e := range es {
 			w.update(e)
