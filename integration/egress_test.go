@@ -36,15 +36,6 @@ import (
 // host names to 127.0.0.1 (upstream_hosts) and trusts the test CA
 // (upstream_ca_file); the container knows none of this.
 
-func distroImage(t *testing.T) string {
-	t.Helper()
-	img := os.Getenv("GONDOLIN_DISTRO_IMAGE")
-	if img == "" {
-		t.Fatal("GONDOLIN_DISTRO_IMAGE is not set: run the integration tests with `make test` or source .cache/dev/env after `make dev-up`")
-	}
-	return img
-}
-
 // testSecret is the real value of TOKEN; it must never reach the guest.
 // Random per run, so a log line from an earlier run cannot be mistaken.
 var testSecret = func() string {

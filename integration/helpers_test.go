@@ -31,11 +31,24 @@ import (
 
 const runtimeName = "io.containerd.gondolin.v1"
 
+// testImage is the busybox test image.
 func testImage(t *testing.T) string {
 	t.Helper()
-	img := os.Getenv("GONDOLIN_TEST_IMAGE")
+	return envImage(t, "GONDOLIN_TEST_IMAGE")
+}
+
+// distroImage is the Debian image with curl (integration/distroimage).
+func distroImage(t *testing.T) string {
+	t.Helper()
+	return envImage(t, "GONDOLIN_DISTRO_IMAGE")
+}
+
+// envImage is the image the environment variable names (.cache/dev/env).
+func envImage(t *testing.T, name string) string {
+	t.Helper()
+	img := os.Getenv(name)
 	if img == "" {
-		t.Fatal("GONDOLIN_TEST_IMAGE is not set: run the integration tests with `make test` or source .cache/dev/env after `make dev-up`")
+		t.Fatalf("%s is not set: run the integration tests with `make test` or source .cache/dev/env after `make dev-up`", name)
 	}
 	return img
 }
