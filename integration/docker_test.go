@@ -144,19 +144,26 @@ func waitHTTP(t *testing.T, url string, timeout time.Duration) string {
 	return ""
 }
 
+// waitLogs waits up to within for the container's docker logs to show want;
+// why is the failure.
+func waitLogs(t *testing.T, id, want string, within time.Duration, why string) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for !strings.Contains(docker(t, nil, "logs", id).stdout, want) {
+		if time.Now().After(deadline) {
+			t.Fatal(why)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
 // exec, logs, stop (SIGTERM then SIGKILL), wait and inspect.
 func TestDockerLifecycle(t *testing.T) {
 	id := dockerDetached(t, "gondolin", nil, "sh", "-c", "trap '' TERM; echo started; sleep 1000")
 	if res := docker(t, nil, "exec", id, "sh", "-c", "echo from-exec; exit 3"); res.code != 3 || res.stdout != "from-exec\n" {
 		t.Fatalf("docker exec: %s", res)
 	}
-	deadline := time.Now().Add(30 * time.Second)
-	for !strings.Contains(docker(t, nil, "logs", id).stdout, "started") {
-		if time.Now().After(deadline) {
-			t.Fatal("docker logs never showed the output")
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
+	waitLogs(t, id, "started", 30*time.Second, "docker logs never showed the output")
 	if rt := strings.TrimSpace(docker(t, nil, "inspect", "-f", "{{.HostConfig.Runtime}}", id).stdout); rt != "gondolin" {
 		t.Fatalf("inspect shows runtime %q", rt)
 	}
@@ -228,13 +235,7 @@ func TestDockerManage(t *testing.T) {
 	if res := docker(t, nil, "kill", "-s", "USR1", id); res.code != 0 {
 		t.Fatalf("kill -s USR1: %s", res)
 	}
-	deadline := time.Now().Add(20 * time.Second)
-	for !strings.Contains(docker(t, nil, "logs", id).stdout, "got-usr1") {
-		if time.Now().After(deadline) {
-			t.Fatal("the signal did not reach the container's process")
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
+	waitLogs(t, id, "got-usr1", 20*time.Second, "the signal did not reach the container's process")
 	dir := t.TempDir()
 	src := dir + "/in.txt"
 	if err := os.WriteFile(src, []byte("copied in\n"), 0o644); err != nil {
