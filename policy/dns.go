@@ -15,9 +15,8 @@ import (
 	"golang.org/x/net/dns/dnsmessage"
 )
 
-// synthPrefix is the pool synthetic DNS answers come from. It lies inside
-// the benchmark range 198.18.0.0/15, which upstream dials never reach.
-var synthPrefix = netip.MustParsePrefix("198.19.0.0/16")
+// The DNS server: every question is decided by Policy.DecideDNS and
+// answered (synthetic), forwarded or refused here.
 
 const (
 	synthTTL       = 300
@@ -29,131 +28,7 @@ const (
 	// queries are far smaller, and a longer one is dropped.
 	maxDNSQueryUDP  = 4096
 	dnsQueryTimeout = 3 * time.Second
-	maxDNSRecords   = 16384
 )
-
-// synthPool maps allowed names to stable addresses from synthPrefix, and
-// back: a flow to a synthetic address is known by name, not by IP.
-type synthPool struct {
-	mu     sync.Mutex
-	next   uint32
-	byName map[string]netip.Addr
-	byAddr map[netip.Addr]string
-}
-
-func newSynthPool() *synthPool {
-	return &synthPool{next: 1, byName: map[string]netip.Addr{}, byAddr: map[netip.Addr]string{}}
-}
-
-func (p *synthPool) addrFor(name string) (netip.Addr, bool) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if a, ok := p.byName[name]; ok {
-		return a, true
-	}
-	size := uint32(1) << (32 - synthPrefix.Bits())
-	if p.next >= size-1 {
-		return netip.Addr{}, false
-	}
-	base := synthPrefix.Addr().As4()
-	v := binary.BigEndian.Uint32(base[:]) + p.next
-	p.next++
-	var b [4]byte
-	binary.BigEndian.PutUint32(b[:], v)
-	a := netip.AddrFrom4(b)
-	p.byName[name] = a
-	p.byAddr[a] = name
-	return a, true
-}
-
-func (p *synthPool) nameFor(a netip.Addr) (string, bool) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	name, ok := p.byAddr[a.Unmap()]
-	return name, ok
-}
-
-// dnsRecords remembers which names the guest was told an address belongs
-// to (net.dns=trusted|open), so that a flow to that address can be checked
-// against the name the guest asked for. It holds at most maxDNSRecords
-// (address, name) pairs in all: a guest asking an upstream it controls
-// for endless names of one address cannot grow it.
-type dnsRecords struct {
-	mu    sync.Mutex
-	m     map[netip.Addr]map[string]time.Time
-	total int
-}
-
-func (r *dnsRecords) add(name string, a netip.Addr, ttl time.Duration) {
-	if ttl < time.Minute {
-		ttl = time.Minute
-	}
-	if ttl > time.Hour {
-		ttl = time.Hour
-	}
-	now := time.Now()
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if r.m == nil {
-		r.m = map[netip.Addr]map[string]time.Time{}
-	}
-	a = a.Unmap()
-	if _, ok := r.m[a][name]; !ok && r.total >= maxDNSRecords {
-		r.evictLocked(now)
-	}
-	names := r.m[a]
-	if names == nil {
-		names = map[string]time.Time{}
-		r.m[a] = names
-	}
-	if _, ok := names[name]; !ok {
-		r.total++
-	}
-	names[name] = now.Add(ttl)
-}
-
-// evictLocked drops the expired pairs, then arbitrary ones until a quarter
-// of the room is free, so a flood does not pay for a sweep per answer.
-func (r *dnsRecords) evictLocked(now time.Time) {
-	for k, names := range r.m {
-		for n, exp := range names {
-			if now.After(exp) {
-				delete(names, n)
-				r.total--
-			}
-		}
-		if len(names) == 0 {
-			delete(r.m, k)
-		}
-	}
-	for k, names := range r.m {
-		if r.total < maxDNSRecords*3/4 {
-			break
-		}
-		r.total -= len(names)
-		delete(r.m, k)
-	}
-}
-
-func (r *dnsRecords) has(a netip.Addr, name string) bool {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	exp, ok := r.m[a.Unmap()][name]
-	return ok && time.Now().Before(exp)
-}
-
-func (r *dnsRecords) names(a netip.Addr) []string {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	now := time.Now()
-	var out []string
-	for n, exp := range r.m[a.Unmap()] {
-		if now.Before(exp) {
-			out = append(out, n)
-		}
-	}
-	return out
-}
 
 // answerDNS handles one DNS message from the guest and returns the reply,
 // or nil to drop it.
