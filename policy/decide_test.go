@@ -15,30 +15,20 @@ import (
 // The decisions as tables: a Policy from annotations, Facts from maps, and
 // no network stack.
 
-// tableFacts answers from maps and counts what it was asked to resolve.
+// tableFacts is StaticFacts with a resolver that counts its lookups.
 type tableFacts struct {
-	synth    map[netip.Addr]string
-	dnsNames map[netip.Addr][]string
-	addrs    map[string][]netip.Addr
-	resolved []string
+	StaticFacts
+	res *testResolver
 }
 
-func (f *tableFacts) SyntheticName(a netip.Addr) (string, bool) {
-	name, ok := f.synth[a]
-	return name, ok
-}
-
-func (f *tableFacts) DNSNames(a netip.Addr) []string { return f.dnsNames[a] }
-
-func (f *tableFacts) Resolve(_ context.Context, host string) ([]netip.Addr, error) {
-	f.resolved = append(f.resolved, host)
-	if ip, err := netip.ParseAddr(host); err == nil {
-		return []netip.Addr{ip.Unmap()}, nil
+func (f tableFacts) lookups() int {
+	f.res.mu.Lock()
+	defer f.res.mu.Unlock()
+	n := 0
+	for _, c := range f.res.lookups {
+		n += c
 	}
-	if a, ok := f.addrs[host]; ok {
-		return a, nil
-	}
-	return nil, errors.New("no such host")
+	return n
 }
 
 var (
@@ -53,22 +43,23 @@ var (
 	gatewayIP  = netip.MustParseAddr("192.168.127.1")
 )
 
-func newTableFacts() *tableFacts {
-	return &tableFacts{
-		synth: map[netip.Addr]string{synthAPI: "api.example.com", synthDB: "db.example.com", synthMeta: "metadata.internal", synthOther: "other.example.com"},
-		dnsNames: map[netip.Addr][]string{
+func newTableFacts() tableFacts {
+	res := &testResolver{table: map[string][]netip.Addr{
+		"api.example.com":   {apiIP},
+		"db.example.com":    {dbIP},
+		"metadata.internal": {privIP},
+		"other.example.com": {otherIP},
+		"mixed.example.com": {apiIP, privIP},
+	}}
+	return tableFacts{StaticFacts{
+		Synthetic: map[netip.Addr]string{synthAPI: "api.example.com", synthDB: "db.example.com", synthMeta: "metadata.internal", synthOther: "other.example.com"},
+		Forwarded: map[netip.Addr][]string{
 			apiIP:  {"api.example.com"},
 			dbIP:   {"db.example.com"},
 			privIP: {"metadata.internal"},
 		},
-		addrs: map[string][]netip.Addr{
-			"api.example.com":   {apiIP},
-			"db.example.com":    {dbIP},
-			"metadata.internal": {privIP},
-			"other.example.com": {otherIP},
-			"mixed.example.com": {apiIP, privIP},
-		},
-	}
+		Resolver: res,
+	}, res}
 }
 
 // tablePolicy builds the Policy of annotations ann (with the secret TOKEN
@@ -185,8 +176,8 @@ func TestDecideConnect(t *testing.T) {
 			if d.Flow.Dst != tc.dst || d.Flow.Synthetic != synthPrefix.Contains(tc.dst.Addr()) {
 				t.Errorf("flow %+v", d.Flow)
 			}
-			if len(facts.resolved) != 0 {
-				t.Errorf("a connect decision resolved %v", facts.resolved)
+			if n := facts.lookups(); n != 0 {
+				t.Errorf("a connect decision made %d lookups", n)
 			}
 		})
 	}
@@ -365,8 +356,8 @@ func TestDecideRequestResolvesOnlyAllowed(t *testing.T) {
 	if d := p.DecideRequest(context.Background(), facts, Flow{Dst: netip.AddrPortFrom(otherIP, 80)}, r); d.Allow {
 		t.Fatal("allowed")
 	}
-	if len(facts.resolved) != 0 {
-		t.Fatalf("resolved %v", facts.resolved)
+	if n := facts.lookups(); n != 0 {
+		t.Fatalf("%d lookups", n)
 	}
 }
 

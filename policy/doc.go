@@ -82,6 +82,8 @@
 // allowed:
 //
 //	p, err := policy.NewPolicy(ctx, policy.ConfigFromSettings(settings, values))
-//	d := p.DecideRequest(ctx, facts, policy.Flow{Dst: dst, TLS: true, Synthetic: true, Name: host}, req)
+//	facts := policy.StaticFacts{Synthetic: map[netip.Addr]string{synth: host}} // resolves with net.DefaultResolver
+//	c := p.DecideConnect(facts, netip.AddrPortFrom(synth, 443), gateway)      // c.Action, c.Allow, c.Reason, c.Hint
+//	d := p.DecideRequest(ctx, facts, policy.Flow{Dst: c.Flow.Dst, Synthetic: true, Name: host, TLS: true}, req)
 //	// d.Allow, d.Reason, d.Hint, d.Addrs, d.Secrets
 package policy

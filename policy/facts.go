@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/binary"
 	"fmt"
+	"net"
 	"net/netip"
 	"sync"
 	"time"
@@ -20,6 +21,54 @@ func (f netFacts) DNSNames(a netip.Addr) []string { return f.n.records.names(a) 
 
 func (f netFacts) Resolve(ctx context.Context, host string) ([]netip.Addr, error) {
 	return f.n.resolv.resolve(ctx, f.n.cfg.Resolver, host)
+}
+
+// StaticFacts answers a Policy's questions without a network, for a tool
+// asking whether something would be allowed: the synthetic addresses and
+// forwarded DNS answers are what the caller says they are, and names are
+// looked up with Resolver.
+type StaticFacts struct {
+	// Synthetic maps the synthetic addresses handed out to their names.
+	Synthetic map[netip.Addr]string
+	// Forwarded maps addresses to the names forwarded DNS gave them.
+	Forwarded map[netip.Addr][]string
+	// Resolver looks names up; nil uses net.DefaultResolver.
+	Resolver Resolver
+}
+
+func (f StaticFacts) SyntheticName(a netip.Addr) (string, bool) {
+	name, ok := f.Synthetic[a.Unmap()]
+	return name, ok
+}
+
+func (f StaticFacts) DNSNames(a netip.Addr) []string { return f.Forwarded[a.Unmap()] }
+
+func (f StaticFacts) Resolve(ctx context.Context, host string) ([]netip.Addr, error) {
+	r := f.Resolver
+	if r == nil {
+		r = net.DefaultResolver
+	}
+	return lookup(ctx, r, host)
+}
+
+// lookup resolves host with r; an IP literal is its own address.
+func lookup(ctx context.Context, r Resolver, host string) ([]netip.Addr, error) {
+	if ip, err := netip.ParseAddr(host); err == nil {
+		return []netip.Addr{ip.Unmap()}, nil
+	}
+	lctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	addrs, err := r.LookupNetIP(lctx, "ip", host)
+	if err != nil {
+		return nil, err
+	}
+	if len(addrs) == 0 {
+		return nil, fmt.Errorf("%s has no addresses", host)
+	}
+	for i := range addrs {
+		addrs[i] = addrs[i].Unmap()
+	}
+	return addrs, nil
 }
 
 // resolveCache keeps upstream lookups briefly so a keep-alive client does
@@ -48,17 +97,9 @@ func (c *resolveCache) resolve(ctx context.Context, r Resolver, host string) ([]
 		return e.addrs, nil
 	}
 	c.mu.Unlock()
-	lctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
-	addrs, err := r.LookupNetIP(lctx, "ip", host)
+	addrs, err := lookup(ctx, r, host)
 	if err != nil {
 		return nil, err
-	}
-	if len(addrs) == 0 {
-		return nil, fmt.Errorf("%s has no addresses", host)
-	}
-	for i := range addrs {
-		addrs[i] = addrs[i].Unmap()
 	}
 	c.mu.Lock()
 	if c.m == nil || len(c.m) > 4096 {
