@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/containerd/errdefs"
+	"github.com/containerd/errdefs/pkg/errgrpc"
 	"github.com/containerd/ttrpc"
 	"github.com/hashicorp/yamux"
 	"google.golang.org/grpc/codes"
@@ -76,7 +78,9 @@ func TestInfoOverYamux(t *testing.T) {
 
 	cctx, ccancel := context.WithTimeout(ctx, 5*time.Second)
 	defer ccancel()
-	if _, err := client.Info(cctx, &api.Empty{}); status.Code(err) != codes.Unavailable {
+	// The host's waitReady retries while the agent answers Unavailable: the
+	// kind survives the wire and the host's conversion (runtime agentError).
+	if _, err := client.Info(cctx, &api.Empty{}); status.Code(err) != codes.Unavailable || !errdefs.IsUnavailable(errgrpc.ToNative(err)) {
 		t.Fatalf("Info before ready: %v, want Unavailable", err)
 	}
 	svc.SetReady(1234)
@@ -90,7 +94,7 @@ func TestInfoOverYamux(t *testing.T) {
 
 	// Errors carry codes and clear messages over the wire.
 	_, err = client.WaitProcess(cctx, &api.WaitProcessRequest{ContainerId: "nope"})
-	if status.Code(err) != codes.NotFound || status.Convert(err).Message() != `container "nope": not found` {
+	if status.Code(err) != codes.NotFound || status.Convert(err).Message() != `container "nope": not found` || !errdefs.IsNotFound(errgrpc.ToNative(err)) {
 		t.Fatalf("WaitProcess of unknown container: %v", err)
 	}
 	// A bad request is refused before anything is made.
