@@ -480,3 +480,59 @@ func TestNormalizeRequest(t *testing.T) {
 		}
 	}
 }
+
+// FuzzDecideConnect: whatever the destination, a flow the decision lets
+// through to a non-synthetic address is to one that is not internal, or
+// that net.allow-internal names (by address, or by a name forwarded DNS
+// gave it); and the addresses a raw flow is dialled at pass the same check.
+func FuzzDecideConnect(f *testing.F) {
+	for _, s := range []string{"10.0.0.7", "93.184.215.11", "198.19.0.2", "::ffff:169.254.169.254", "64:ff9b::a00:7", "93.184.215.99", "192.168.127.1"} {
+		f.Add(netip.MustParseAddr(s).AsSlice(), uint16(443), uint8(0))
+	}
+	anns := []map[string]string{
+		{annAllow: "api.example.com,*.svc.example.com:8443", annTCP: "db.example.com:5432,93.184.215.21:2222"},
+		{annMode: "open", annInternal: "10.0.0.0/8"},
+		{annAllow: "metadata.internal", annInternal: "metadata.internal", annDNS: "open", annTCP: "db.example.com:5432"},
+		{annMode: "open", annDNS: "trusted", annTCP: "metadata.internal:22"},
+	}
+	policies := make([]*Policy, len(anns))
+	for i, ann := range anns {
+		cfg := ConfigFromSettings(settings(f, ann), nil)
+		cfg.HostAddrs = func(context.Context) ([]netip.Addr, error) { return []netip.Addr{hostIP}, nil }
+		p, err := NewPolicy(context.Background(), cfg)
+		if err != nil {
+			f.Fatal(err)
+		}
+		policies[i] = p
+	}
+	f.Fuzz(func(t *testing.T, addr []byte, port uint16, which uint8) {
+		ip, ok := netip.AddrFromSlice(addr)
+		if !ok {
+			return
+		}
+		p := policies[int(which)%len(policies)]
+		facts := newTableFacts()
+		dst := netip.AddrPortFrom(ip, port)
+		d := p.DecideConnect(facts, dst, gatewayIP)
+		if d.Allow != (d.Action != TCPRefuse) {
+			t.Fatalf("%s: Allow %v with action %d", dst, d.Allow, d.Action)
+		}
+		if d.Action == TCPRefuse || d.Action == TCPDNS || d.Flow.Synthetic {
+			return
+		}
+		if ip.Unmap() == gatewayIP {
+			t.Fatalf("%s: the gateway let through", dst)
+		}
+		if p.isInternal(ip) && !p.internalAllowed("", ip, port) && !p.recordedInternalAllowed(facts, ip, port) {
+			t.Fatalf("%s: internal address let through (%d)", dst, d.Action)
+		}
+		if d.Action == TCPRaw {
+			addrs, _ := p.ConnectAddrs(context.Background(), facts, d.Flow, d.Host)
+			for _, a := range addrs {
+				if p.addrBlocked(d.Host, a, port) {
+					t.Fatalf("%s: raw flow dialled at blocked %s", dst, a)
+				}
+			}
+		}
+	})
+}
