@@ -16,6 +16,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -372,4 +373,70 @@ func (s *syncBuffer) Len() int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.buf.Len()
+}
+
+// pidsOf returns the PIDs of processes whose command line contains s.
+func pidsOf(s string) []int {
+	var pids []int
+	procs, _ := filepath.Glob("/proc/[0-9]*/cmdline")
+	for _, p := range procs {
+		b, err := os.ReadFile(p)
+		if err != nil || !strings.Contains(strings.ReplaceAll(string(b), "\x00", " "), s) {
+			continue
+		}
+		if pid, err := strconv.Atoi(filepath.Base(filepath.Dir(p))); err == nil && pid != os.Getpid() {
+			pids = append(pids, pid)
+		}
+	}
+	return pids
+}
+
+// shimPID finds the long-running shim serving container id.
+func shimPID(t *testing.T, id string) int {
+	t.Helper()
+	procs, _ := filepath.Glob("/proc/[0-9]*/cmdline")
+	for _, p := range procs {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			continue
+		}
+		args := strings.Split(strings.TrimRight(string(b), "\x00"), "\x00")
+		if len(args) == 0 || filepath.Base(args[0]) != "containerd-shim-gondolin-v1" {
+			continue
+		}
+		for i := 0; i+1 < len(args); i++ {
+			if args[i] == "-id" && args[i+1] == id && args[len(args)-1] != "start" {
+				pid, _ := strconv.Atoi(filepath.Base(filepath.Dir(p)))
+				return pid
+			}
+		}
+	}
+	t.Fatalf("no shim process for %s", id)
+	return 0
+}
+
+// procStatusKiB reads the figures in kB of /proc/pid/status (VmRSS, VmHWM,
+// ...), by name without the colon.
+func procStatusKiB(pid int) (map[string]int64, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return nil, err
+	}
+	st := map[string]int64{}
+	for _, line := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(line); len(f) == 3 && f[2] == "kB" {
+			st[strings.TrimSuffix(f[0], ":")], _ = strconv.ParseInt(f[1], 10, 64)
+		}
+	}
+	return st, nil
+}
+
+func TestProcStatusKiB(t *testing.T) {
+	st, err := procStatusKiB(os.Getpid())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st["VmRSS"] <= 0 || st["VmHWM"] < st["VmRSS"] {
+		t.Fatalf("VmRSS %d kB, VmHWM %d kB", st["VmRSS"], st["VmHWM"])
+	}
 }

@@ -3,7 +3,6 @@
 package integration
 
 import (
-	"bufio"
 	"bytes"
 	"fmt"
 	"os"
@@ -42,52 +41,14 @@ func buildFlood(t *testing.T) string {
 	return dir
 }
 
-// shimPID finds the long-running shim serving container id.
-func shimPID(t *testing.T, id string) int {
-	t.Helper()
-	procs, _ := filepath.Glob("/proc/[0-9]*/cmdline")
-	for _, p := range procs {
-		b, err := os.ReadFile(p)
-		if err != nil {
-			continue
-		}
-		args := strings.Split(strings.TrimRight(string(b), "\x00"), "\x00")
-		if len(args) == 0 || filepath.Base(args[0]) != "containerd-shim-gondolin-v1" {
-			continue
-		}
-		for i := 0; i+1 < len(args); i++ {
-			if args[i] == "-id" && args[i+1] == id && args[len(args)-1] != "start" {
-				pid, _ := strconv.Atoi(filepath.Base(filepath.Dir(p)))
-				return pid
-			}
-		}
-	}
-	t.Fatalf("no shim process for %s", id)
-	return 0
-}
-
 // shimMemory reads the shim's resident memory now and at its peak.
 func shimMemory(t *testing.T, pid int) (rss, peak int64) {
 	t.Helper()
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	st, err := procStatusKiB(pid)
 	if err != nil {
 		t.Fatalf("shim status: %v", err)
 	}
-	sc := bufio.NewScanner(bytes.NewReader(b))
-	for sc.Scan() {
-		f := strings.Fields(sc.Text())
-		if len(f) < 2 {
-			continue
-		}
-		kb, _ := strconv.ParseInt(f[1], 10, 64)
-		switch f[0] {
-		case "VmRSS:":
-			rss = kb << 10
-		case "VmHWM:":
-			peak = kb << 10
-		}
-	}
-	return rss, peak
+	return st["VmRSS"] << 10, st["VmHWM"] << 10
 }
 
 func TestHostileFloodsStayBounded(t *testing.T) {

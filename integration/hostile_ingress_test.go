@@ -7,7 +7,6 @@ import (
 	"encoding/hex"
 	"fmt"
 	"net"
-	"os"
 	"strconv"
 	"strings"
 	"testing"
@@ -115,17 +114,11 @@ func shimRSS(t *testing.T, id string) int {
 		t.Logf("want one shim for %s, found %v", id, shims)
 		return 0
 	}
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", shims[0]))
+	st, err := procStatusKiB(shims[0])
 	if err != nil {
 		return 0
 	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if f := strings.Fields(line); len(f) >= 2 && f[0] == "VmRSS:" {
-			kib, _ := strconv.Atoi(f[1])
-			return kib
-		}
-	}
-	return 0
+	return int(st["VmRSS"])
 }
 
 // A root container in a namespace of its own listens on 300 TCP and 50
