@@ -59,6 +59,8 @@ func TestTCPFlowLimit(t *testing.T) {
 			t.Fatalf("flow %d past tcp_flows was accepted", i)
 		}
 	}
+	// The refusal is audited just after the guest's RST is sent.
+	waitFor(t, func() bool { return e.countAudit("limits.tcp_flows") > 0 })
 	if got := e.countAudit("limits.tcp_flows"); got != 1 {
 		t.Fatalf("%d audit records for 20 refusals, want 1:\n%s", got, e.audit)
 	}
