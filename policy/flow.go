@@ -28,7 +28,7 @@ type flow struct {
 
 	mu    sync.Mutex
 	proxy *httputil.ReverseProxy
-	// upstream holds one transport per checked destination (proxy.go).
+	// upstream holds one transport per checked destination (upstream.go).
 	upstream upstreamSet
 }
 
