@@ -38,6 +38,9 @@ type Limits struct {
 	// GuestEventsPerSecond caps events the guest can raise (OOM kills,
 	// listener changes) that the shim acts on.
 	GuestEventsPerSecond int `toml:"guest_events_per_second"`
+	// FileServerOpenFiles caps the file descriptors each virtiofsd may
+	// hold (one per inode the guest keeps looked up).
+	FileServerOpenFiles int `toml:"file_server_open_files"`
 	// AgentCallTimeout bounds every task-API call that waits on the guest;
 	// past it the VM is treated as wedged and killed.
 	AgentCallTimeout Duration `toml:"agent_call_timeout"`
@@ -62,6 +65,7 @@ func DefaultLimits() Limits {
 		AuditLinesPerSecond:  100,
 		GuestEventsPerSecond: 10,
 		AgentCallTimeout:     Duration{30 * time.Second},
+		FileServerOpenFiles:  1 << 20,
 		// Measured under TCG: QEMU holds ~114 MiB besides guest RAM
 		// (the 64 MiB translation cache, the kernel and initrd images,
 		// its own binary and heap), each virtiofsd ~4 MiB; a busy VM's

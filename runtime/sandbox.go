@@ -209,6 +209,7 @@ func vmRequest(ctx context.Context, cfg sandboxConfig, st *persistedState, accel
 	if err != nil {
 		return vmm.Request{}, err
 	}
+	fsd.OpenFiles = cfg.runtime.Limits.FileServerOpenFiles
 	vmb, err := backend.New(backend.QEMU, cfg.runtime.QEMUPath)
 	if err != nil {
 		return vmm.Request{}, err

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/containerd/log"
+	"golang.org/x/sys/unix"
 )
 
 // DefaultVirtiofsd is where Debian's QEMU package (up to 7.2) installs its
@@ -86,7 +87,12 @@ func parseFlavour(version string) (virtiofsdFlavour, error) {
 //     capability and still work; the agent never makes device nodes in a
 //     share (a container's /dev nodes go on a guest tmpfs or are bound
 //     from the guest's /dev).
-func fileServerArgs(f virtiofsdFlavour, dir, socket string) []string {
+//
+// openFiles caps the file descriptors virtiofsd may hold: it keeps one per
+// inode the guest has looked up until the guest forgets it, and a hostile
+// guest kernel never does. Both flavours spell the option the same way.
+func fileServerArgs(f virtiofsdFlavour, dir, socket string, openFiles int) []string {
+	rlimit := fmt.Sprintf("--rlimit-nofile=%d", openFiles)
 	if f == flavourRust {
 		// No thread pool (the Rust default, 0 = serve requests on the
 		// queue's own thread): one VM's requests arrive one queue at a
@@ -100,6 +106,7 @@ func fileServerArgs(f virtiofsdFlavour, dir, socket string) []string {
 			"--modcaps=-mknod",
 			"--xattr",
 			"--log-level=error",
+			rlimit,
 		}
 	}
 	return []string{
@@ -110,14 +117,22 @@ func fileServerArgs(f virtiofsdFlavour, dir, socket string) []string {
 		"-o", "modcaps=-mknod",
 		"-o", "xattr",
 		"-o", "log_level=err",
+		rlimit,
 	}
 }
 
 // Virtiofsd is a virtiofsd binary and the syntax it takes.
 type Virtiofsd struct {
-	Path    string
-	flavour virtiofsdFlavour
+	Path string
+	// OpenFiles caps each file server's open file descriptors (limits.
+	// file_server_open_files); 0 means DefaultFileServerOpenFiles.
+	OpenFiles int
+	flavour   virtiofsdFlavour
 }
+
+// DefaultFileServerOpenFiles is the Rust virtiofsd's own default, below
+// most hosts' fs.nr_open.
+const DefaultFileServerOpenFiles = 1 << 20
 
 // LookupVirtiofsd resolves the runtime config's virtiofsd_path: that path,
 // or when it is empty the Rust virtiofsd (rustVirtiofsdPaths, then PATH),
@@ -174,7 +189,7 @@ func (v *Virtiofsd) CanSaveState() error {
 // to be handed to the VMM when this returns.
 func (v *Virtiofsd) StartFileServer(ctx context.Context, dir, socket string) (*FileServer, error) {
 	fs := &FileServer{socket: socket, done: make(chan struct{})}
-	fs.cmd = exec.Command(v.Path, fileServerArgs(v.flavour, dir, socket)...)
+	fs.cmd = exec.Command(v.Path, fileServerArgs(v.flavour, dir, socket, v.openFiles())...)
 	fs.cmd.Stderr = &lockedWriter{mu: &fs.mu, w: &fs.stderr}
 	fs.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	// Its sandboxed child holds stderr too: once virtiofsd has exited,
@@ -282,4 +297,20 @@ func (l *lockedWriter) Write(p []byte) (int, error) {
 		return len(p), nil
 	}
 	return l.w.Write(p)
+}
+
+// openFiles is the limit virtiofsd is asked for: the configured one, but
+// never above the shim's own hard limit, which virtiofsd could only pass
+// with CAP_SYS_RESOURCE (not every host's root has it) and would then
+// refuse to start.
+func (v *Virtiofsd) openFiles() int {
+	n := v.OpenFiles
+	if n <= 0 {
+		n = DefaultFileServerOpenFiles
+	}
+	var rl unix.Rlimit
+	if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &rl); err == nil && rl.Max != unix.RLIM_INFINITY && uint64(n) > rl.Max {
+		n = int(rl.Max)
+	}
+	return n
 }

@@ -65,14 +65,14 @@ func TestParseFlavour(t *testing.T) {
 
 // Both flavours get the same settings, each in its own syntax.
 func TestFileServerArgs(t *testing.T) {
-	c := fileServerArgs(flavourC, "/r", "/s.sock")
-	for _, want := range [][]string{{"-o", "source=/r"}, {"-o", "cache=auto"}, {"-o", "sandbox=namespace"}, {"-o", "modcaps=-mknod"}, {"-o", "xattr"}} {
+	c := fileServerArgs(flavourC, "/r", "/s.sock", 4096)
+	for _, want := range [][]string{{"-o", "source=/r"}, {"-o", "cache=auto"}, {"-o", "sandbox=namespace"}, {"-o", "modcaps=-mknod"}, {"-o", "xattr"}, {"--rlimit-nofile=4096"}} {
 		if !containsSeq(c, want) {
 			t.Errorf("C args %q lack %q", c, want)
 		}
 	}
-	r := fileServerArgs(flavourRust, "/r", "/s.sock")
-	for _, want := range []string{"--socket-path=/s.sock", "--shared-dir=/r", "--cache=auto", "--sandbox=namespace", "--seccomp=kill", "--modcaps=-mknod", "--xattr"} {
+	r := fileServerArgs(flavourRust, "/r", "/s.sock", 4096)
+	for _, want := range []string{"--socket-path=/s.sock", "--shared-dir=/r", "--cache=auto", "--sandbox=namespace", "--seccomp=kill", "--modcaps=-mknod", "--xattr", "--rlimit-nofile=4096"} {
 		if !slices.Contains(r, want) {
 			t.Errorf("Rust args %q lack %q", r, want)
 		}

@@ -194,3 +194,16 @@ func TestArgsNIC(t *testing.T) {
 		t.Errorf("NIC without MAC: %v", err)
 	}
 }
+
+// QEMU always runs under its seccomp filter with every optional deny.
+func TestArgsSandbox(t *testing.T) {
+	args, err := Args(vmm.Config{ID: "x", Kernel: "/k", Initrd: "/i", MemoryMiB: 256, CPUs: 1, Accelerator: vmm.AccelTCG,
+		ConsoleLog: "/c", ChannelSocket: "/s", ChannelName: "n"}, "/q")
+	if err != nil {
+		t.Fatal(err)
+	}
+	i := slices.Index(args, "-sandbox")
+	if i < 0 || args[i+1] != "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny" {
+		t.Fatalf("QEMU args lack the seccomp sandbox: %q", args)
+	}
+}
