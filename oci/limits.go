@@ -17,6 +17,11 @@ type Limits struct {
 	// TCPFlows bounds the guest's concurrent TCP flows through the
 	// egress policy (connections being classified, relayed or proxied).
 	TCPFlows int `toml:"tcp_flows"`
+	// UpstreamConnections bounds the host-side connections the egress
+	// policy holds open for the guest at once (raw relays and HTTP
+	// upstreams together): one guest connection can carry many HTTP/2
+	// streams, each of which could otherwise need its own upstream.
+	UpstreamConnections int `toml:"upstream_connections"`
 	// UDPFlows bounds the guest's concurrent UDP flows (DNS included).
 	UDPFlows int `toml:"udp_flows"`
 	// DNSInFlight bounds DNS questions being answered at once, over UDP
@@ -56,6 +61,7 @@ func DefaultLimits() Limits {
 	return Limits{
 		TCPFlows:             1024,
 		UDPFlows:             256,
+		UpstreamConnections:  1024,
 		DNSInFlight:          64,
 		HTTPHeaderBytes:      64 << 10,
 		HTTPHeaderTimeout:    Duration{30 * time.Second},

@@ -226,6 +226,7 @@ func limitsWithDefaults(l oci.Limits) oci.Limits {
 	}
 	pick(&l.TCPFlows, d.TCPFlows)
 	pick(&l.UDPFlows, d.UDPFlows)
+	pick(&l.UpstreamConnections, d.UpstreamConnections)
 	pick(&l.DNSInFlight, d.DNSInFlight)
 	pick(&l.HTTPHeaderBytes, d.HTTPHeaderBytes)
 	pick(&l.PublishedPorts, d.PublishedPorts)

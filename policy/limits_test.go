@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -368,4 +369,43 @@ func TestUDPDNSFloodMemory(t *testing.T) {
 	if n := e.countAudit("denied.example.net"); n > 2*oci.DefaultLimits().AuditLinesPerSecond+50 {
 		t.Fatalf("%d audit records for the flood", n)
 	}
+}
+
+// Upstream connections are bounded across the container, whatever carries
+// the guest's requests: past upstream_connections a request gets a 502 and
+// one audit record, and a connection closed gives its slot back.
+func TestUpstreamConnectionLimit(t *testing.T) {
+	e := newEnv(t, Config{Allow: allow(t, "api.example.com"), Limits: testLimits(func(l *oci.Limits) { l.UpstreamConnections = 3 })})
+	c := e.g.client(nil, false)
+	var held []*http.Response
+	for i := 0; i < 3; i++ {
+		resp, err := c.Get("http://api.example.com/stream")
+		if err != nil || resp.StatusCode != http.StatusOK {
+			t.Fatalf("request %d within the limit: %v %v", i, resp, err)
+		}
+		held = append(held, resp)
+	}
+	waitFor(t, func() bool { return e.n.upstreams.count() == 3 })
+	for i := 0; i < 5; i++ {
+		resp, err := c.Get("http://api.example.com/echo")
+		if err != nil {
+			t.Fatalf("request past the limit: %v", err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusBadGateway {
+			t.Fatalf("request %d past upstream_connections: status %d, want 502", i, resp.StatusCode)
+		}
+	}
+	waitFor(t, func() bool { return e.countAudit("limits.upstream_connections") > 0 })
+	if got := e.countAudit("limits.upstream_connections"); got != 1 {
+		t.Fatalf("%d audit records for 5 refusals, want 1:\n%s", got, e.audit)
+	}
+	close(e.up.streamRelease)
+	for _, r := range held {
+		io.Copy(io.Discard, r.Body)
+		r.Body.Close()
+	}
+	c.CloseIdleConnections()
+	e.n.Close()
+	waitFor(t, func() bool { return e.n.upstreams.count() == 0 })
 }

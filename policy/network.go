@@ -58,7 +58,9 @@ type Network struct {
 
 	// tcpFlows and udpFlows bound the guest's flows (limits.go).
 	tcpFlows flowLimit
-	udpFlows udpTable
+	// upstreams bounds the host-side connections dialled for the guest.
+	upstreams flowLimit
+	udpFlows  udpTable
 
 	// addrs are the guest's address and the gateway's.
 	addrs atomic.Pointer[linkAddrs]
@@ -101,6 +103,7 @@ func NewNetwork(ctx context.Context, cfg Config) (*Network, error) {
 	n.facts = netFacts{n}
 	n.auditor = newAuditor(&n.cfg, secrets)
 	n.tcpFlows.max = cfg.Limits.TCPFlows
+	n.upstreams.max = cfg.Limits.UpstreamConnections
 	n.udpFlows.max = cfg.Limits.UDPFlows
 	n.ctx, n.cancel = context.WithCancel(ctx)
 	if err := n.buildStack(); err != nil {

@@ -79,6 +79,10 @@ func (n *Network) buildStack() error {
 	return nil
 }
 
+// maxGuestHTTP2Streams bounds the concurrent requests of one guest HTTP/2
+// connection.
+const maxGuestHTTP2Streams = 32
+
 func (n *Network) startHTTP() {
 	n.tlsConfig = &tls.Config{
 		MinVersion:     tls.VersionTLS12,
@@ -98,8 +102,12 @@ func (n *Network) startHTTP() {
 		ReadHeaderTimeout: n.cfg.Limits.HTTPHeaderTimeout.Duration,
 		IdleTimeout:       5 * time.Minute,
 		MaxHeaderBytes:    n.cfg.Limits.HTTPHeaderBytes,
-		ErrorLog:          log.New(redactWriter{&n.auditor}, "", 0),
-		BaseContext:       func(net.Listener) context.Context { return n.ctx },
+		// One guest connection may carry this many HTTP/2 requests at
+		// once (Go's default is 250); their upstream connections are
+		// bounded across the container by Limits.UpstreamConnections.
+		HTTP2:       &http.HTTP2Config{MaxConcurrentStreams: maxGuestHTTP2Streams},
+		ErrorLog:    log.New(redactWriter{&n.auditor}, "", 0),
+		BaseContext: func(net.Listener) context.Context { return n.ctx },
 		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
 			return context.WithValue(ctx, flowKey{}, flowOf(c))
 		},
