@@ -108,7 +108,13 @@ func ttrpcResponse(t testing.TB, msg proto.Message) []byte {
 	if err != nil {
 		t.Fatal(err)
 	}
-	resp, err := proto.Marshal(&ttrpc.Response{Payload: payload})
+	return ttrpcAnswer(t, &ttrpc.Response{Payload: payload})
+}
+
+// ttrpcAnswer frames a ttrpc response to the host's first call (ttrpc
+// stream 1) on the control stream (yamux stream 1), in one data frame.
+func ttrpcAnswer(t testing.TB, r *ttrpc.Response) []byte {
+	resp, err := proto.Marshal(r)
 	if err != nil {
 		t.Fatal(err)
 	}

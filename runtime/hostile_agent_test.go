@@ -2,7 +2,6 @@ package runtime
 
 import (
 	"context"
-	"encoding/binary"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -16,7 +15,6 @@ import (
 	spb "google.golang.org/genproto/googleapis/rpc/status"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
-	"google.golang.org/protobuf/proto"
 
 	"github.com/earendil-works/gondolin-containerd/guest-agent/api"
 )
@@ -63,17 +61,7 @@ func TestKillRefusedByGuestStopsVM(t *testing.T) {
 
 // ttrpcStatusResponse is the guest's error answer to the host's first call.
 func ttrpcStatusResponse(t testing.TB, code codes.Code, msg string) []byte {
-	resp, err := proto.Marshal(&ttrpc.Response{Status: &spb.Status{Code: int32(code), Message: msg}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	hdr := make([]byte, 10)
-	binary.BigEndian.PutUint32(hdr, uint32(len(resp)))
-	binary.BigEndian.PutUint32(hdr[4:], 1)
-	hdr[8] = 2 // response
-	body := append(hdr, resp...)
-	const ack = 2
-	return append(yamuxFrame(yamuxTypeWindow, ack, 1, 0, nil), yamuxFrame(yamuxTypeData, 0, 1, uint32(len(body)), body)...)
+	return ttrpcAnswer(t, &ttrpc.Response{Status: &spb.Status{Code: int32(code), Message: msg}})
 }
 
 // answeringGuest sends its bytes once the host has written after the
