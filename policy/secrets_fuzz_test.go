@@ -97,7 +97,17 @@ func FuzzSecretApply(f *testing.F) {
 		r := mk()
 		before := dumpReq(r)
 		ap := set.apply(r, "https", "other.example.com", 443)
-		carries := strings.Contains(strings.ToLower(before), strings.ToLower(ph)) || strings.Contains(before, "real-value-1234")
+		// What apply reads: the request as written, and the decoded
+		// credentials of a Basic authorization header.
+		seen := before
+		for k, vs := range mk().Header {
+			for _, v := range vs {
+				if d, ok := decodeBasic(v); ok && isAuthHeader(k) {
+					seen += "\n" + d
+				}
+			}
+		}
+		carries := strings.Contains(strings.ToLower(seen), strings.ToLower(ph)) || strings.Contains(seen, "real-value-1234")
 		if carries && ap.blocked != "T" {
 			t.Fatalf("not blocked: %s", before)
 		}
