@@ -16,6 +16,7 @@ import (
 	"syscall"
 
 	"github.com/earendil-works/gondolin-containerd/images/kernel"
+	"github.com/earendil-works/gondolin-containerd/internal/atomicfile"
 )
 
 // FragmentName is how the config fragment is named in the manifest.
@@ -227,7 +228,7 @@ func Build(ctx context.Context, opts Options) (*Result, error) {
 		{KernelFile, bk.Vmlinux}, {InitrdFile, minInitrd}, {KernelConfigFile, bk.Config},
 		{KernelStockFile, vmlinuz}, {InitrdStockFile, initrd}, {ManifestFile, manifest},
 	} {
-		if err := WriteFileAtomic(filepath.Join(opts.Out, f.name), f.data, 0o644); err != nil {
+		if err := atomicfile.WriteFile(filepath.Join(opts.Out, f.name), f.data, 0o644); err != nil {
 			return nil, err
 		}
 	}
@@ -479,40 +480,6 @@ func pruneDebs(cache, keep string) {
 			_ = os.Remove(p)
 		}
 	}
-}
-
-// WriteFileAtomic writes data to a temporary file next to path and renames it
-// into place, so readers see the old or the new file, never a partial one.
-func WriteFileAtomic(path string, data []byte, perm os.FileMode) error {
-	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-")
-	if err != nil {
-		return err
-	}
-	tmp := f.Name()
-	ok := false
-	defer func() {
-		if !ok {
-			f.Close()
-			os.Remove(tmp)
-		}
-	}()
-	if _, err := f.Write(data); err != nil {
-		return err
-	}
-	if err := f.Chmod(perm); err != nil {
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		return err
-	}
-	ok = true
-	return nil
 }
 
 // lockDir takes an exclusive lock on dir/.lock so concurrent builds sharing a

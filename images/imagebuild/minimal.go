@@ -17,6 +17,7 @@ import (
 	"strings"
 
 	"github.com/earendil-works/gondolin-containerd/images/kernel"
+	"github.com/earendil-works/gondolin-containerd/internal/atomicfile"
 )
 
 // DefaultSourcePackage is the Debian package whose tarball
@@ -376,7 +377,7 @@ func MinimalKernel(ctx context.Context, kb KernelBuilder, src *KernelSource, rec
 		name string
 		data []byte
 	}{{"vmlinux", bk.Vmlinux}, {"config", bk.Config}, {"build.json", rec}} {
-		if err := WriteFileAtomic(filepath.Join(dir, f.name), f.data, 0o644); err != nil {
+		if err := atomicfile.WriteFile(filepath.Join(dir, f.name), f.data, 0o644); err != nil {
 			return nil, false, err
 		}
 	}
