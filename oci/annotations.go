@@ -3,146 +3,99 @@ package oci
 import (
 	"errors"
 	"fmt"
-	"net/netip"
+	"path"
 	"regexp"
 	"sort"
 	"strconv"
 	"strings"
+
+	"github.com/earendil-works/gondolin-containerd/policy"
 )
 
 // AnnotationPrefix starts every annotation gondolin reads.
 const AnnotationPrefix = "io.gondolin."
 
-// Annotation keys (DESIGN.md, "Contracts").
+// Annotation keys (DESIGN.md, "Contracts"). The net.* and secret.* keys
+// are the policy's own (policy.Key*): its denials name them.
 const (
-	AnnotationNetMode          = AnnotationPrefix + "net.mode"
-	AnnotationNetAllow         = AnnotationPrefix + "net.allow"
-	AnnotationNetAllowInternal = AnnotationPrefix + "net.allow-internal"
-	AnnotationNetDNS           = AnnotationPrefix + "net.dns"
-	AnnotationNetTCPAllow      = AnnotationPrefix + "net.tcp-allow"
-	AnnotationSecretPrefix     = AnnotationPrefix + "secret."
+	AnnotationNetMode          = policy.KeyMode
+	AnnotationNetAllow         = policy.KeyAllow
+	AnnotationNetAllowInternal = policy.KeyAllowInternal
+	AnnotationNetDNS           = policy.KeyDNS
+	AnnotationNetTCPAllow      = policy.KeyTCPAllow
+	AnnotationSecretPrefix     = policy.KeySecretPrefix
 	AnnotationVMMemory         = AnnotationPrefix + "vm.memory"
 	AnnotationVMCPUs           = AnnotationPrefix + "vm.cpus"
+	// AnnotationGroup puts containers into one shim process (read by the
+	// shim manager before the bundle is parsed; checked here).
+	AnnotationGroup = AnnotationPrefix + "group"
 )
 
 var knownAnnotations = []string{
 	AnnotationNetMode, AnnotationNetAllow, AnnotationNetAllowInternal, AnnotationNetDNS,
 	AnnotationNetTCPAllow, AnnotationSecretPrefix + "NAME", AnnotationVMMemory, AnnotationVMCPUs,
-}
-
-// NetMode is io.gondolin.net.mode.
-type NetMode string
-
-const (
-	NetModePolicy NetMode = "policy"
-	NetModeOpen   NetMode = "open"
-	NetModeNone   NetMode = "none"
-)
-
-// DNSMode is io.gondolin.net.dns.
-type DNSMode string
-
-const (
-	DNSSynthetic DNSMode = "synthetic"
-	DNSTrusted   DNSMode = "trusted"
-	DNSOpen      DNSMode = "open"
-)
-
-// HostPattern is one entry of an allow list: an exact host name, a
-// "*.domain" wildcard matching subdomains only, or an IP literal, with an
-// optional port (0 = any).
-type HostPattern struct {
-	Host     string
-	Wildcard bool
-	IP       netip.Addr
-	Port     uint16
-	// Scheme is set on secret hosts only: "https" (the default) or
-	// "http" (the annotation named http:// explicitly). A secret host
-	// without a port is bound to the scheme's default port, 443 or 80.
-	Scheme string
-}
-
-// DefaultPort is the port a secret host without one is bound to: 80 for
-// http, 443 otherwise.
-func (p HostPattern) DefaultPort() uint16 {
-	if p.Port != 0 {
-		return p.Port
-	}
-	if p.Scheme == SchemeHTTP {
-		return 80
-	}
-	return 443
-}
-
-// Schemes a secret host may name.
-const (
-	SchemeHTTP  = "http"
-	SchemeHTTPS = "https"
-)
-
-func (p HostPattern) String() string {
-	h := p.hostString()
-	if p.Scheme != "" {
-		return p.Scheme + "://" + h
-	}
-	return h
-}
-
-func (p HostPattern) hostString() string {
-	h := p.Host
-	if p.Wildcard {
-		h = "*." + h
-	}
-	if p.IP.IsValid() {
-		h = p.IP.String()
-		if p.IP.Is6() && p.Port != 0 {
-			h = "[" + h + "]"
-		}
-	}
-	if p.Port != 0 {
-		h += ":" + strconv.Itoa(int(p.Port))
-	}
-	return h
+	AnnotationGroup,
 }
 
 // Settings are the validated io.gondolin.* annotations of a container.
 type Settings struct {
-	NetMode NetMode
-	Allow   []HostPattern
-	// AllowInternal names private, loopback or link-local hosts and ranges
-	// that may be reached.
-	AllowInternal       []HostPattern
-	AllowInternalRanges []netip.Prefix
-	DNS                 DNSMode
-	// TCPAllow are host:port targets passed through as raw TCP.
-	TCPAllow []HostPattern
-	// Secrets maps an environment variable name to the hosts its real
-	// value may be sent to.
-	Secrets map[string][]HostPattern
+	// Rules are the container's egress policy.
+	policy.Rules
 	// MemoryMiB and CPUs are 0 when not set.
 	MemoryMiB uint64
 	CPUs      uint32
+	// Group is io.gondolin.group, "" when not set.
+	Group string
+}
+
+// Operator is what the runtime config says about annotations: the
+// operator's defaults, applied to every container that does not set the
+// key itself, and the keys containers may set (exact, or a prefix ending
+// in "*"; empty means all).
+type Operator struct {
+	DefaultAnnotations map[string]string
+	AllowedAnnotations []string
+}
+
+// Allowed reports whether the operator lets containers set key.
+func (op Operator) Allowed(key string) bool {
+	if len(op.AllowedAnnotations) == 0 {
+		return true
+	}
+	for _, p := range op.AllowedAnnotations {
+		if p == key {
+			return true
+		}
+		if strings.HasSuffix(p, "*") {
+			if ok, _ := path.Match(p, key); ok || strings.HasPrefix(key, strings.TrimSuffix(p, "*")) {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // ParseAnnotations validates every io.gondolin.* annotation. Other
 // annotations are not gondolin's and are ignored. All problems are reported
 // at once.
-func ParseAnnotations(annotations map[string]string, cfg *Config) (*Settings, error) {
-	s := &Settings{NetMode: NetModePolicy, DNS: DNSSynthetic, Secrets: map[string][]HostPattern{}}
+func ParseAnnotations(annotations map[string]string, op Operator) (*Settings, error) {
+	s := &Settings{Rules: policy.DefaultRules()}
 	var errs []error
 	// The operator's defaults first (validated when the config loaded),
 	// then what the container sets, each key replacing its default.
-	if cfg != nil {
-		for _, key := range gondolinKeys(cfg.DefaultAnnotations) {
-			if _, ok := annotations[key]; !ok {
-				if err := s.set(key, cfg.DefaultAnnotations[key], nil); err != nil {
-					errs = append(errs, fmt.Errorf("runtime config default_annotations: %w", err))
-				}
+	for _, key := range gondolinKeys(op.DefaultAnnotations) {
+		if _, ok := annotations[key]; !ok {
+			if err := s.Set(key, op.DefaultAnnotations[key]); err != nil {
+				errs = append(errs, fmt.Errorf("runtime config default_annotations: %w", err))
 			}
 		}
 	}
 	for _, key := range gondolinKeys(annotations) {
-		if err := s.set(key, annotations[key], cfg); err != nil {
+		if !op.Allowed(key) {
+			errs = append(errs, fmt.Errorf("annotation %s is not allowed by the runtime config (allowed_annotations = %q)", key, op.AllowedAnnotations))
+			continue
+		}
+		if err := s.Set(key, annotations[key]); err != nil {
 			errs = append(errs, err)
 		}
 	}
@@ -164,222 +117,44 @@ func gondolinKeys(m map[string]string) []string {
 	return keys
 }
 
-func (s *Settings) set(key, value string, cfg *Config) error {
-	if cfg != nil && !cfg.annotationAllowed(key) {
-		return fmt.Errorf("annotation %s is not allowed by the runtime config (allowed_annotations = %q)", key, cfg.AllowedAnnotations)
-	}
+// groupRE is what io.gondolin.group may hold: a name, as containerd's
+// identifiers.
+var groupRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,75}$`)
+
+// Set reads one io.gondolin.* annotation.
+func (s *Settings) Set(key, value string) error {
 	bad := func(accepted string, err error) error {
 		if err != nil {
 			return fmt.Errorf("annotation %s=%q is invalid: %v; accepted: %s", key, value, err, accepted)
 		}
 		return fmt.Errorf("annotation %s=%q is invalid; accepted: %s", key, value, accepted)
 	}
-	var err error
 	switch {
-	case key == AnnotationNetMode:
-		switch NetMode(value) {
-		case NetModePolicy, NetModeOpen, NetModeNone:
-			s.NetMode = NetMode(value)
-		default:
-			return bad("policy, open or none", nil)
+	case policy.IsKey(key):
+		if err := s.Rules.Set(key, value); err != nil {
+			return fmt.Errorf("annotation %w", err)
 		}
-	case key == AnnotationNetDNS:
-		switch DNSMode(value) {
-		case DNSSynthetic, DNSTrusted, DNSOpen:
-			s.DNS = DNSMode(value)
-		default:
-			return bad("synthetic, trusted or open", nil)
-		}
-	case key == AnnotationNetAllow:
-		if s.Allow, err = parseHostList(value, false); err != nil {
-			return bad("a comma list of host names (api.github.com), *.domain wildcards (*.npmjs.org) or IP literals, each with an optional :port", err)
-		}
-	case key == AnnotationNetAllowInternal:
-		if s.AllowInternal, s.AllowInternalRanges, err = parseInternalList(value); err != nil {
-			return bad("a comma list of host names, IP literals or CIDR ranges (10.0.0.0/8), each host with an optional :port", err)
-		}
-	case key == AnnotationNetTCPAllow:
-		if s.TCPAllow, err = parseHostList(value, true); err != nil {
-			return bad("a comma list of host:port targets (db.example.com:5432)", err)
-		}
-	case strings.HasPrefix(key, AnnotationSecretPrefix):
-		name := strings.TrimPrefix(key, AnnotationSecretPrefix)
-		if !envNameRE.MatchString(name) {
-			return fmt.Errorf("annotation %s names secret %q, which is not an environment variable name (letters, digits and _, not starting with a digit)", key, name)
-		}
-		hosts, err := parseSecretHosts(value)
-		if err != nil || len(hosts) == 0 {
-			return bad("a comma list of the hosts the secret may be sent to, each host[:port] (HTTPS, port 443 by default) or http://host[:port] (plain HTTP, port 80 by default)", err)
-		}
-		s.Secrets[name] = hosts
 	case key == AnnotationVMMemory:
-		if s.MemoryMiB, err = parseMemory(value); err != nil {
+		mib, err := parseMemory(value)
+		if err != nil {
 			return bad("a size of at least 64 MiB: 512M, 2G, or a number of MiB", err)
 		}
+		s.MemoryMiB = mib
 	case key == AnnotationVMCPUs:
 		n, err := strconv.ParseUint(value, 10, 32)
 		if err != nil || n < 1 || n > 255 {
 			return bad("a whole number of vCPUs from 1 to 255", nil)
 		}
 		s.CPUs = uint32(n)
+	case key == AnnotationGroup:
+		if !groupRE.MatchString(value) {
+			return bad("a name of 1 to 76 letters, digits, '_', '.' or '-', starting with a letter or digit", nil)
+		}
+		s.Group = value
 	default:
 		return fmt.Errorf("annotation %s is not known; gondolin accepts %s", key, strings.Join(knownAnnotations, ", "))
 	}
 	return nil
-}
-
-var (
-	envNameRE   = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
-	hostLabelRE = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$`)
-)
-
-func parseHostList(value string, portRequired bool) ([]HostPattern, error) {
-	var out []HostPattern
-	for _, item := range strings.Split(value, ",") {
-		item = strings.TrimSpace(item)
-		if item == "" {
-			continue
-		}
-		p, err := parseHostPattern(item)
-		if err != nil {
-			return nil, err
-		}
-		if portRequired && p.Port == 0 {
-			return nil, fmt.Errorf("%q has no port", item)
-		}
-		if portRequired && p.Wildcard {
-			return nil, fmt.Errorf("%q: wildcards are not accepted here", item)
-		}
-		out = append(out, p)
-	}
-	if len(out) == 0 {
-		return nil, fmt.Errorf("the list is empty")
-	}
-	return out, nil
-}
-
-// parseSecretHosts reads the hosts of io.gondolin.secret.NAME: each is
-// [scheme://]host[:port]. Without a scheme a secret is bound to HTTPS: the
-// value only ever travels inside TLS the host verified, and only to the
-// named port (443 when none is given). http:// binds it to plain HTTP
-// (port 80 by default) and must be asked for explicitly.
-func parseSecretHosts(value string) ([]HostPattern, error) {
-	var out []HostPattern
-	for _, item := range strings.Split(value, ",") {
-		item = strings.TrimSpace(item)
-		if item == "" {
-			continue
-		}
-		scheme := SchemeHTTPS
-		rest := item
-		if i := strings.Index(item, "://"); i >= 0 {
-			switch strings.ToLower(item[:i]) {
-			case SchemeHTTP:
-				scheme = SchemeHTTP
-			case SchemeHTTPS:
-			default:
-				return nil, fmt.Errorf("%q: scheme %q is not http or https", item, item[:i])
-			}
-			rest = item[i+3:]
-		}
-		if rest == "" || strings.ContainsAny(rest, "/?#@") || strings.Contains(rest, "://") {
-			return nil, fmt.Errorf("%q: want [http://|https://]host[:port], without a path, query or user", item)
-		}
-		p, err := parseHostPattern(rest)
-		if err != nil {
-			return nil, err
-		}
-		p.Scheme = scheme
-		out = append(out, p)
-	}
-	if len(out) == 0 {
-		return nil, fmt.Errorf("the list is empty")
-	}
-	return out, nil
-}
-
-func parseHostPattern(item string) (HostPattern, error) {
-	var p HostPattern
-	host, port := item, ""
-	if strings.HasPrefix(item, "[") {
-		end := strings.Index(item, "]")
-		if end < 0 {
-			return p, fmt.Errorf("%q: unclosed [", item)
-		}
-		host, port = item[1:end], strings.TrimPrefix(item[end+1:], ":")
-		if item[end+1:] != "" && !strings.HasPrefix(item[end+1:], ":") {
-			return p, fmt.Errorf("%q: expected :port after ]", item)
-		}
-	} else if strings.Count(item, ":") == 1 {
-		host, port, _ = strings.Cut(item, ":")
-	}
-	if port != "" {
-		n, err := strconv.ParseUint(port, 10, 16)
-		if err != nil || n == 0 {
-			return p, fmt.Errorf("%q: port %q is not a number from 1 to 65535", item, port)
-		}
-		p.Port = uint16(n)
-	}
-	if ip, err := netip.ParseAddr(host); err == nil {
-		if ip.Zone() != "" {
-			// A zone names an interface of the host, never a destination
-			// policy could match.
-			return p, fmt.Errorf("%q: an IP address with a zone (%%%s) is not accepted", item, ip.Zone())
-		}
-		p.IP = ip.Unmap()
-		return p, nil
-	}
-	host = strings.ToLower(strings.TrimSuffix(host, "."))
-	if rest, ok := strings.CutPrefix(host, "*."); ok {
-		p.Wildcard = true
-		host = rest
-	}
-	if host == "" || len(host) > 253 || strings.Contains(host, "*") {
-		return p, fmt.Errorf("%q is not a host name, *.domain or IP literal", item)
-	}
-	for _, label := range strings.Split(host, ".") {
-		if !hostLabelRE.MatchString(label) {
-			return p, fmt.Errorf("%q: %q is not a valid DNS label", item, label)
-		}
-	}
-	p.Host = host
-	return p, nil
-}
-
-func parseInternalList(value string) ([]HostPattern, []netip.Prefix, error) {
-	var hosts []HostPattern
-	var ranges []netip.Prefix
-	for _, item := range strings.Split(value, ",") {
-		item = strings.TrimSpace(item)
-		if item == "" {
-			continue
-		}
-		if strings.Contains(item, "/") {
-			pfx, err := netip.ParsePrefix(item)
-			if err != nil {
-				return nil, nil, fmt.Errorf("%q is not a CIDR range: %v", item, err)
-			}
-			if pfx.Addr().Is4In6() {
-				// ::ffff:a.b.c.d/n names IPv4 addresses, which policy
-				// compares as IPv4.
-				if pfx.Bits() < 96 {
-					return nil, nil, fmt.Errorf("%q: an IPv4-mapped range needs a prefix length of at least 96", item)
-				}
-				pfx = netip.PrefixFrom(pfx.Addr().Unmap(), pfx.Bits()-96)
-			}
-			ranges = append(ranges, pfx.Masked())
-			continue
-		}
-		p, err := parseHostPattern(item)
-		if err != nil {
-			return nil, nil, err
-		}
-		hosts = append(hosts, p)
-	}
-	if len(hosts)+len(ranges) == 0 {
-		return nil, nil, fmt.Errorf("the list is empty")
-	}
-	return hosts, ranges, nil
 }
 
 // parseMemory reads 512M, 2G, 1024 (MiB), 512Mi, 2Gi.
@@ -397,7 +172,7 @@ func parseMemory(v string) (uint64, error) {
 		return 0, fmt.Errorf("%q is not a size", v)
 	}
 	mib := n * mult
-	if mib < minMemoryMiB {
+	if mib < MinMemoryMiB {
 		return 0, fmt.Errorf("%d MiB is below the minimum", mib)
 	}
 	return mib, nil

@@ -4,6 +4,8 @@ import (
 	"net/netip"
 	"strings"
 	"testing"
+
+	"github.com/earendil-works/gondolin-containerd/policy"
 )
 
 func TestParseAnnotations(t *testing.T) {
@@ -17,11 +19,11 @@ func TestParseAnnotations(t *testing.T) {
 		"io.gondolin.vm.memory":           "1G",
 		"io.gondolin.vm.cpus":             "2",
 		"org.example.other":               "ignored",
-	}, DefaultConfig("/b"))
+	}, Operator{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if s.NetMode != NetModeOpen || s.DNS != DNSTrusted || s.MemoryMiB != 1024 || s.CPUs != 2 {
+	if s.Mode != policy.NetModeOpen || s.DNS != policy.DNSTrusted || s.MemoryMiB != 1024 || s.CPUs != 2 {
 		t.Fatalf("scalars wrong: %+v", s)
 	}
 	var allow []string
@@ -43,11 +45,11 @@ func TestParseAnnotations(t *testing.T) {
 }
 
 func TestParseAnnotationsDefaults(t *testing.T) {
-	s, err := ParseAnnotations(nil, nil)
+	s, err := ParseAnnotations(nil, Operator{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if s.NetMode != NetModePolicy || s.DNS != DNSSynthetic || s.MemoryMiB != 0 {
+	if s.Mode != policy.NetModePolicy || s.DNS != policy.DNSSynthetic || s.MemoryMiB != 0 {
 		t.Fatalf("defaults wrong: %+v", s)
 	}
 }
@@ -70,8 +72,10 @@ func TestParseAnnotationsErrors(t *testing.T) {
 		{"io.gondolin.vm.memory", "32M", "below the minimum"},
 		{"io.gondolin.vm.cpus", "0", "1 to 255"},
 		{"io.gondolin.vm.gpu", "1", "is not known; gondolin accepts"},
+		{"io.gondolin.group", "../x", "1 to 76 letters"},
+		{"io.gondolin.group", "", "1 to 76 letters"},
 	} {
-		_, err := ParseAnnotations(map[string]string{tc.key: tc.value}, nil)
+		_, err := ParseAnnotations(map[string]string{tc.key: tc.value}, Operator{})
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%s=%q: got %v, want error containing %q", tc.key, tc.value, err, tc.want)
 		}
@@ -79,8 +83,7 @@ func TestParseAnnotationsErrors(t *testing.T) {
 }
 
 func TestAnnotationsRestrictedByConfig(t *testing.T) {
-	cfg := DefaultConfig("/b")
-	cfg.AllowedAnnotations = []string{"io.gondolin.vm.*", "io.gondolin.net.dns"}
+	cfg := Operator{AllowedAnnotations: []string{"io.gondolin.vm.*", "io.gondolin.net.dns"}}
 	if _, err := ParseAnnotations(map[string]string{"io.gondolin.vm.memory": "1G", "io.gondolin.net.dns": "open"}, cfg); err != nil {
 		t.Fatalf("allowed annotations refused: %v", err)
 	}
@@ -90,64 +93,11 @@ func TestAnnotationsRestrictedByConfig(t *testing.T) {
 	}
 }
 
-// Secret hosts take an optional scheme: none or https:// binds the secret
-// to HTTPS (port 443 unless named), http:// to plain HTTP (port 80 unless
-// named).
-func TestParseSecretHosts(t *testing.T) {
-	for in, want := range map[string]string{
-		"api.example.com":                     "https://api.example.com",
-		"HTTPS://Api.Example.com:8443":        "https://api.example.com:8443",
-		"http://api.example.com":              "http://api.example.com",
-		"http://[2001:db8::1]:8080, *.x.test": "http://[2001:db8::1]:8080,https://*.x.test",
-		"http://10.0.0.1":                     "http://10.0.0.1",
-	} {
-		hosts, err := parseSecretHosts(in)
-		if err != nil {
-			t.Errorf("%q: %v", in, err)
-			continue
-		}
-		var got []string
-		for _, h := range hosts {
-			got = append(got, h.String())
-		}
-		if strings.Join(got, ",") != want {
-			t.Errorf("%q = %s, want %s", in, strings.Join(got, ","), want)
-		}
+// io.gondolin.group is the shim manager's; the parser accepts and checks
+// it so a pod that sets it is not refused.
+func TestParseAnnotationsGroup(t *testing.T) {
+	s, err := ParseAnnotations(map[string]string{AnnotationGroup: "pod-1.a_b"}, Operator{})
+	if err != nil || s.Group != "pod-1.a_b" {
+		t.Fatalf("group: %+v, %v", s, err)
 	}
-	for in, port := range map[string]uint16{"a.com": 443, "https://a.com": 443, "http://a.com": 80, "http://a.com:81": 81, "a.com:8443": 8443} {
-		hosts, _ := parseSecretHosts(in)
-		if len(hosts) != 1 || hosts[0].DefaultPort() != port {
-			t.Errorf("%q: port %v, want %d", in, hosts, port)
-		}
-	}
-	for _, bad := range []string{"", "ftp://a.com", "https://", "http://a.com/x", "http://u:p@a.com", "a.com?q", "a.com#f", "http://http://a.com", "://a.com", "http:/a.com", "http//a.com:80"} {
-		if _, err := parseSecretHosts(bad); err == nil {
-			t.Errorf("%q accepted", bad)
-		}
-	}
-}
-
-func FuzzParseSecretHosts(f *testing.F) {
-	for _, s := range []string{"api.example.com", "http://a.b:80", "https://[::1]:443", "*.x.test,http://y", "ftp://x"} {
-		f.Add(s)
-	}
-	f.Fuzz(func(t *testing.T, in string) {
-		hosts, err := parseSecretHosts(in)
-		if err != nil {
-			return
-		}
-		for _, h := range hosts {
-			if h.Scheme != SchemeHTTP && h.Scheme != SchemeHTTPS {
-				t.Fatalf("%q: scheme %q", in, h.Scheme)
-			}
-			if h.DefaultPort() == 0 {
-				t.Fatalf("%q: no port", in)
-			}
-			// What String prints parses back to the same pattern.
-			again, err := parseSecretHosts(h.String())
-			if err != nil || len(again) != 1 || again[0] != h {
-				t.Fatalf("%q: %s reparsed as %v, %v", in, h, again, err)
-			}
-		}
-	})
 }

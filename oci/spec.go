@@ -13,11 +13,8 @@ import (
 	"github.com/earendil-works/gondolin-containerd/guest-agent/api"
 )
 
-// minMemoryMiB is the least memory a guest boots with.
-const minMemoryMiB = 64
-
-// RootfsTag is the virtio-fs tag of a container's root file system share.
-const RootfsTag = "rootfs"
+// MinMemoryMiB is the least memory a guest boots with.
+const MinMemoryMiB = 64
 
 // ReadSpec loads the bundle's config.json.
 func ReadSpec(bundle string) (*specs.Spec, error) {
@@ -35,14 +32,23 @@ func ReadSpec(bundle string) (*specs.Spec, error) {
 	return &s, nil
 }
 
+// VMDefaults are the runtime config's VM sizes: MemoryMiB and CPUs for a
+// container without resource limits, OverheadMiB added to a memory limit
+// for the guest kernel and agent.
+type VMDefaults struct {
+	MemoryMiB   uint64
+	CPUs        uint32
+	OverheadMiB uint64
+}
+
 // VMResources sizes the VM: from the OCI resource limits (memory limit
 // plus overhead; CPU quota/period rounded up, or the cpuset's size), else
 // the config's defaults. The vm.* annotations may lower what the OCI limits
 // give, never raise it: the limits are the operator's (Docker's --memory,
 // Kubernetes' resources), the annotations the container's. Without an OCI
 // limit an annotation sizes the VM freely. vCPUs never exceed the host's.
-func VMResources(s *specs.Spec, settings *Settings, cfg *Config) (memMiB uint64, cpus uint32, err error) {
-	memMiB, cpus = cfg.DefaultMemoryMiB, cfg.DefaultCPUs
+func VMResources(s *specs.Spec, settings *Settings, cfg VMDefaults) (memMiB uint64, cpus uint32, err error) {
+	memMiB, cpus = cfg.MemoryMiB, cfg.CPUs
 	var memLimited, cpuLimited bool
 	var limitMiB uint64
 	var cpuWhy string
@@ -50,7 +56,7 @@ func VMResources(s *specs.Spec, settings *Settings, cfg *Config) (memMiB uint64,
 		r := s.Linux.Resources
 		if r.Memory != nil && r.Memory.Limit != nil && *r.Memory.Limit > 0 {
 			limitMiB = (uint64(*r.Memory.Limit) + (1<<20 - 1)) >> 20
-			memMiB = max(limitMiB+cfg.MemoryOverheadMiB, minMemoryMiB)
+			memMiB = max(limitMiB+cfg.OverheadMiB, MinMemoryMiB)
 			memLimited = true
 		}
 		if r.CPU != nil {
@@ -69,7 +75,7 @@ func VMResources(s *specs.Spec, settings *Settings, cfg *Config) (memMiB uint64,
 	if settings != nil && settings.MemoryMiB > 0 {
 		if memLimited && settings.MemoryMiB > memMiB {
 			return 0, 0, fmt.Errorf("annotation %s = %d MiB exceeds the %d MiB the container's memory limit gives its VM (%d MiB limit + memory_overhead_mib %d): the annotation may only lower the VM's memory",
-				AnnotationVMMemory, settings.MemoryMiB, memMiB, limitMiB, cfg.MemoryOverheadMiB)
+				AnnotationVMMemory, settings.MemoryMiB, memMiB, limitMiB, cfg.OverheadMiB)
 		}
 		memMiB = settings.MemoryMiB
 	}
@@ -113,13 +119,6 @@ var guestFilesystems = map[string]bool{
 	"mqueue": true, "cgroup": true, "cgroup2": true,
 }
 
-// BindsTag is the virtio-fs tag of the share that carries a container's
-// host bind mounts; the agent mounts share TAG at SharesDir/TAG.
-const (
-	BindsTag  = "binds"
-	SharesDir = "/run/gondolin/shares"
-)
-
 // HostBind is a host path a container bind-mounts. The runtime mounts
 // Source at <binds share>/Name on the host (read-only there, recursively,
 // when Readonly, so a guest cannot remount its way to writing it or a mount
@@ -146,7 +145,7 @@ func GuestContainer(id string, s *specs.Spec) (*api.CreateContainerRequest, []Ho
 	}
 	req := &api.CreateContainerRequest{
 		ContainerId: id,
-		RootfsTag:   RootfsTag,
+		RootfsTag:   api.RootfsTag,
 		Hostname:    s.Hostname,
 		Process:     proc,
 	}
@@ -182,7 +181,7 @@ func GuestContainer(id string, s *specs.Spec) (*api.CreateContainerRequest, []Ho
 			req.Mounts = append(req.Mounts, &api.Mount{
 				Destination: filepath.Clean(m.Destination),
 				Type:        "bind",
-				Source:      filepath.Join(SharesDir, BindsTag, b.Name),
+				Source:      filepath.Join(api.SharesDir, api.BindsTag, b.Name),
 				Options:     m.Options,
 			})
 		default:
@@ -190,7 +189,7 @@ func GuestContainer(id string, s *specs.Spec) (*api.CreateContainerRequest, []Ho
 		}
 	}
 	if len(binds) > 0 {
-		req.Shares = append(req.Shares, &api.Share{Tag: BindsTag})
+		req.Shares = append(req.Shares, &api.Share{Tag: api.BindsTag})
 	}
 	if l := s.Linux; l != nil {
 		req.MaskedPaths = l.MaskedPaths

@@ -8,6 +8,8 @@ import (
 	"testing"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
+
+	"github.com/earendil-works/gondolin-containerd/guest-agent/api"
 )
 
 func i64(v int64) *int64    { return &v }
@@ -15,7 +17,7 @@ func u64(v uint64) *uint64  { return &v }
 func u32p(v uint32) *uint32 { return &v }
 
 func TestVMResources(t *testing.T) {
-	cfg := DefaultConfig("/b")
+	cfg := VMDefaults{MemoryMiB: 512, CPUs: 1, OverheadMiB: 128}
 	withLimits := &specs.Spec{Linux: &specs.Linux{Resources: &specs.LinuxResources{
 		Memory: &specs.LinuxMemory{Limit: i64(300 << 20)},
 		CPU:    &specs.LinuxCPU{Quota: i64(150000), Period: u64(100000)},
@@ -24,14 +26,14 @@ func TestVMResources(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if mem != 300+cfg.MemoryOverheadMiB {
+	if mem != 300+cfg.OverheadMiB {
 		t.Errorf("memory = %d, want limit + overhead", mem)
 	}
 	if want := min(uint32(2), uint32(runtime.NumCPU())); cpus != want {
 		t.Errorf("cpus = %d, want %d (1.5 rounded up, capped by host)", cpus, want)
 	}
 	mem, cpus, _ = VMResources(&specs.Spec{}, nil, cfg)
-	if mem != cfg.DefaultMemoryMiB || cpus != cfg.DefaultCPUs {
+	if mem != cfg.MemoryMiB || cpus != cfg.CPUs {
 		t.Errorf("defaults: %d MiB %d cpus", mem, cpus)
 	}
 	// Without OCI limits the annotations size the VM freely.
@@ -88,7 +90,7 @@ func TestGuestContainer(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if req.Hostname != "box" || !req.RootfsReadonly || req.RootfsTag != RootfsTag {
+	if req.Hostname != "box" || !req.RootfsReadonly || req.RootfsTag != api.RootfsTag {
 		t.Errorf("request = %v", req)
 	}
 	p := req.Process
@@ -161,7 +163,7 @@ func TestGuestContainerBindsAndSecurity(t *testing.T) {
 	if req.Mounts[0].Source != "/run/gondolin/shares/binds/0" || req.Mounts[1].Source != "/run/gondolin/shares/binds/1" || req.Mounts[1].Type != "bind" {
 		t.Fatalf("guest mounts = %v", req.Mounts)
 	}
-	if len(req.Shares) != 1 || req.Shares[0].Tag != BindsTag {
+	if len(req.Shares) != 1 || req.Shares[0].Tag != api.BindsTag {
 		t.Fatalf("shares = %v", req.Shares)
 	}
 	if req.Process.Capabilities.Bounding[0] != "CAP_CHOWN" || req.MaskedPaths[0] != "/proc/kcore" || req.Sysctl["net.ipv4.ip_forward"] != "1" {

@@ -12,8 +12,6 @@ import (
 	"os"
 	"sort"
 	"strings"
-
-	"github.com/earendil-works/gondolin-containerd/oci"
 )
 
 // ErrNoNetwork is returned by NewNetwork for net.mode=none: the VM gets no
@@ -35,30 +33,30 @@ type Resolver interface {
 // and the hosts it may be sent to.
 type Secret struct {
 	Value string
-	Hosts []oci.HostPattern
+	Hosts []HostPattern
 }
 
-// Config is what one guest's network needs. The policy fields mirror
-// oci.Settings (see ConfigFromSettings); the rest is supplied by the runtime.
+// Config is what one guest's network needs. The policy fields are the
+// user's Rules (see Rules.Config); the rest is supplied by the runtime.
 type Config struct {
 	// Container names the container (or sandbox) in audit records.
 	Container string
 
 	// Mode is policy (default when empty), open or none.
-	Mode oci.NetMode
+	Mode NetMode
 	// DNS is synthetic (default when empty), trusted or open.
-	DNS oci.DNSMode
+	DNS DNSMode
 	// Allow lists the hosts HTTP and HTTPS requests may go to (mode
 	// policy). An entry without a port covers ports 80 and 443; an entry
 	// with a port covers that port only.
-	Allow []oci.HostPattern
+	Allow []HostPattern
 	// AllowInternal and AllowInternalRanges name internal addresses that may
 	// be reached; they lift the internal-range block but do not by
 	// themselves allow egress.
-	AllowInternal       []oci.HostPattern
+	AllowInternal       []HostPattern
 	AllowInternalRanges []netip.Prefix
 	// TCPAllow lists host:port targets passed through as raw TCP.
-	TCPAllow []oci.HostPattern
+	TCPAllow []HostPattern
 	// Secrets maps an environment variable name to its real value and
 	// allowed hosts. The guest only ever sees Network.Placeholder(name).
 	Secrets map[string]Secret
@@ -91,29 +89,8 @@ type Config struct {
 	// addresses beyond the internal ranges.
 	HostAddrs func(ctx context.Context) ([]netip.Addr, error)
 	// Limits bound what the guest can make the shim spend (the runtime
-	// config's [limits]). A zero field takes its oci.DefaultLimits value.
-	Limits oci.Limits
-}
-
-// ConfigFromSettings fills the policy fields of a Config from validated
-// annotations. secretValues holds the real value of each secret, normally
-// the container's environment variable of that name.
-func ConfigFromSettings(s *oci.Settings, secretValues map[string]string) Config {
-	c := Config{
-		Mode:                s.NetMode,
-		DNS:                 s.DNS,
-		Allow:               s.Allow,
-		AllowInternal:       s.AllowInternal,
-		AllowInternalRanges: s.AllowInternalRanges,
-		TCPAllow:            s.TCPAllow,
-	}
-	if len(s.Secrets) > 0 {
-		c.Secrets = make(map[string]Secret, len(s.Secrets))
-		for name, hosts := range s.Secrets {
-			c.Secrets[name] = Secret{Value: secretValues[name], Hosts: hosts}
-		}
-	}
-	return c
+	// config's [limits]). A zero field takes its DefaultLimits value.
+	Limits Limits
 }
 
 // The link is private to one VM, so it uses a large MTU: under TCG a guest
@@ -157,7 +134,7 @@ func (c *Config) setDefaults() error {
 	if c.MTU < minMTU || c.MTU > maxMTU {
 		return fmt.Errorf("policy: MTU %d out of range %d..%d", c.MTU, minMTU, maxMTU)
 	}
-	if c.DNS != oci.DNSSynthetic && len(c.DNSServers) == 0 {
+	if c.DNS != DNSSynthetic && len(c.DNSServers) == 0 {
 		servers, err := resolvConfServers("/etc/resolv.conf")
 		if err != nil || len(servers) == 0 {
 			return fmt.Errorf("policy: net.dns=%s needs upstream DNS servers and none were configured or found in /etc/resolv.conf (%v)", c.DNS, err)
@@ -171,20 +148,20 @@ func (c *Config) setDefaults() error {
 // ErrNoNetwork.
 func (c *Config) checkModes() error {
 	if c.Mode == "" {
-		c.Mode = oci.NetModePolicy
+		c.Mode = NetModePolicy
 	}
 	if c.DNS == "" {
-		c.DNS = oci.DNSSynthetic
+		c.DNS = DNSSynthetic
 	}
 	switch c.Mode {
-	case oci.NetModeNone:
+	case NetModeNone:
 		return ErrNoNetwork
-	case oci.NetModePolicy, oci.NetModeOpen:
+	case NetModePolicy, NetModeOpen:
 	default:
 		return fmt.Errorf("policy: net.mode %q: accepted values are policy, open, none", c.Mode)
 	}
 	switch c.DNS {
-	case oci.DNSSynthetic, oci.DNSTrusted, oci.DNSOpen:
+	case DNSSynthetic, DNSTrusted, DNSOpen:
 	default:
 		return fmt.Errorf("policy: net.dns %q: accepted values are synthetic, trusted, open", c.DNS)
 	}
@@ -216,9 +193,9 @@ func (c *Config) checkLists() error {
 }
 
 // limitsWithDefaults fills the zero (or negative) fields of l from
-// oci.DefaultLimits: a limit is never off.
-func limitsWithDefaults(l oci.Limits) oci.Limits {
-	d := oci.DefaultLimits()
+// DefaultLimits: a limit is never off.
+func limitsWithDefaults(l Limits) Limits {
+	d := DefaultLimits()
 	pick := func(v *int, def int) {
 		if *v <= 0 {
 			*v = def
@@ -229,20 +206,9 @@ func limitsWithDefaults(l oci.Limits) oci.Limits {
 	pick(&l.UpstreamConnections, d.UpstreamConnections)
 	pick(&l.DNSInFlight, d.DNSInFlight)
 	pick(&l.HTTPHeaderBytes, d.HTTPHeaderBytes)
-	pick(&l.PublishedPorts, d.PublishedPorts)
 	pick(&l.AuditLinesPerSecond, d.AuditLinesPerSecond)
-	pick(&l.GuestEventsPerSecond, d.GuestEventsPerSecond)
-	if l.HTTPHeaderTimeout.Duration <= 0 {
+	if l.HTTPHeaderTimeout <= 0 {
 		l.HTTPHeaderTimeout = d.HTTPHeaderTimeout
-	}
-	if l.AgentCallTimeout.Duration <= 0 {
-		l.AgentCallTimeout = d.AgentCallTimeout
-	}
-	if l.ConsoleLogBytes <= 0 {
-		l.ConsoleLogBytes = d.ConsoleLogBytes
-	}
-	if l.AuditFileBytes <= 0 {
-		l.AuditFileBytes = d.AuditFileBytes
 	}
 	return l
 }

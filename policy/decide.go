@@ -10,8 +10,6 @@ import (
 	"strconv"
 	"strings"
 	"time"
-
-	"github.com/earendil-works/gondolin-containerd/oci"
 )
 
 // Every egress decision is made in this file, from the settings (Policy),
@@ -24,12 +22,12 @@ import (
 // net.allow-internal, net.tcp-allow and the secrets' hosts, with the
 // host's own addresses (always internal).
 type Policy struct {
-	mode                oci.NetMode
-	dns                 oci.DNSMode
-	allow               []oci.HostPattern
-	allowInternal       []oci.HostPattern
+	mode                NetMode
+	dns                 DNSMode
+	allow               []HostPattern
+	allowInternal       []HostPattern
 	allowInternalRanges []netip.Prefix
-	tcpAllow            []oci.HostPattern
+	tcpAllow            []HostPattern
 	secrets             *secretSet
 	hostAddrs           *hostAddrSet
 }
@@ -189,39 +187,39 @@ func (p *Policy) DecideConnect(facts Facts, dst netip.AddrPort, gateway netip.Ad
 		return d
 	}
 	if !d.Flow.Synthetic && p.addrBlocked("", ip, port) && !p.recordedInternalAllowed(facts, ip, port) {
-		return refuse("internal address", "to reach it, name it in "+oci.AnnotationNetAllowInternal)
+		return refuse("internal address", "to reach it, name it in "+KeyAllowInternal)
 	}
 	if host, ok := p.tcpAllowTarget(facts, d.Flow); ok {
-		d.Action, d.Verdict, d.Host = TCPRaw, allowed(oci.AnnotationNetTCPAllow), host
+		d.Action, d.Verdict, d.Host = TCPRaw, allowed(KeyTCPAllow), host
 		return d
 	}
-	if p.mode == oci.NetModeOpen {
+	if p.mode == NetModeOpen {
 		d.Action, d.Verdict = TCPInspect, allowed("net.mode=open")
 		return d
 	}
 	name := d.Flow.Name
 	if d.Flow.Synthetic {
 		if allowMatch(p.allow, name, port) {
-			d.Action, d.Verdict = TCPInspect, allowed("host in "+oci.AnnotationNetAllow)
+			d.Action, d.Verdict = TCPInspect, allowed("host in "+KeyAllow)
 			return d
 		}
-		return refuse("port "+strconv.Itoa(int(port))+" of "+name+" is not in "+oci.AnnotationNetAllow,
-			"allow it with "+oci.AnnotationNetAllow+"="+hostPort(name, port)+" (HTTP/TLS) or "+oci.AnnotationNetTCPAllow+"="+hostPort(name, port)+" (raw TCP)")
+		return refuse("port "+strconv.Itoa(int(port))+" of "+name+" is not in "+KeyAllow,
+			"allow it with "+KeyAllow+"="+hostPort(name, port)+" (HTTP/TLS) or "+KeyTCPAllow+"="+hostPort(name, port)+" (raw TCP)")
 	}
 	for _, e := range p.allow {
 		if e.Port == port || e.Port == 0 && webPort(port) {
 			// Each request is then checked for its host.
-			d.Action, d.Verdict = TCPInspect, allowed("a "+oci.AnnotationNetAllow+" entry covers port "+strconv.Itoa(int(port)))
+			d.Action, d.Verdict = TCPInspect, allowed("a "+KeyAllow+" entry covers port "+strconv.Itoa(int(port)))
 			return d
 		}
 	}
-	return refuse("no "+oci.AnnotationNetAllow+" entry covers port "+strconv.Itoa(int(port)), "")
+	return refuse("no "+KeyAllow+" entry covers port "+strconv.Itoa(int(port)), "")
 }
 
 // recordedInternalAllowed reports whether an internal address the guest
 // learnt from forwarded DNS belongs to a name net.allow-internal names.
 func (p *Policy) recordedInternalAllowed(facts Facts, ip netip.Addr, port uint16) bool {
-	if p.dns == oci.DNSSynthetic {
+	if p.dns == DNSSynthetic {
 		return false
 	}
 	for _, name := range facts.DNSNames(ip) {
@@ -251,7 +249,7 @@ func (p *Policy) tcpAllowTarget(facts Facts, fl Flow) (string, bool) {
 		if e.IP.IsValid() && e.IP.Unmap() == ip {
 			return ip.String(), true
 		}
-		if e.Host != "" && p.dns != oci.DNSSynthetic {
+		if e.Host != "" && p.dns != DNSSynthetic {
 			if !looked {
 				names, looked = facts.DNSNames(ip), true
 			}
@@ -287,7 +285,7 @@ func (p *Policy) ConnectAddrs(ctx context.Context, facts Facts, fl Flow, host st
 // for. In net.mode=open on ports other than 80 and 443 it is short: a
 // silent client (a server-speaks-first protocol) is then passed raw.
 func (p *Policy) sniffTimeout(port uint16) time.Duration {
-	if p.mode == oci.NetModeOpen && !webPort(port) {
+	if p.mode == NetModeOpen && !webPort(port) {
 		return openSniffTimeout
 	}
 	return sniffTimeout
@@ -312,11 +310,11 @@ const (
 // policy, and in mode open only when there are secrets to substitute.
 func (p *Policy) decideSniffed(fl Flow, kind protoKind, timedOut bool) (sniffAction, Verdict) {
 	switch {
-	case kind == protoTLS && (p.mode == oci.NetModePolicy || len(p.secrets.list) > 0):
+	case kind == protoTLS && (p.mode == NetModePolicy || len(p.secrets.list) > 0):
 		return sniffTLS, allowed("TLS is intercepted")
 	case kind == protoHTTP:
 		return sniffHTTP, allowed("HTTP is served")
-	case p.mode == oci.NetModeOpen:
+	case p.mode == NetModeOpen:
 		// Open mode without secrets: TLS and everything else pass raw.
 		return sniffRaw, allowed("net.mode=open")
 	case timedOut:
@@ -326,7 +324,7 @@ func (p *Policy) decideSniffed(fl Flow, kind protoKind, timedOut bool) (sniffAct
 	if host == "" {
 		host = fl.Dst.Addr().String()
 	}
-	return sniffRefuse, denied("not HTTP or TLS", "raw TCP needs "+oci.AnnotationNetTCPAllow+"="+hostPort(host, fl.Dst.Port()))
+	return sniffRefuse, denied("not HTTP or TLS", "raw TCP needs "+KeyTCPAllow+"="+hostPort(host, fl.Dst.Port()))
 }
 
 // denial is why a request is refused and what would allow it.
@@ -388,22 +386,22 @@ func (p *Policy) DecideRequest(ctx context.Context, facts Facts, fl Flow, r *htt
 	if r.Method == http.MethodConnect {
 		return deny(http.StatusForbidden, "CONNECT tunnels are not allowed", "")
 	}
-	if p.mode == oci.NetModePolicy && !allowMatch(p.allow, host, port) {
-		return deny(http.StatusForbidden, hostPort(host, port)+" is not in "+oci.AnnotationNetAllow,
-			"To allow it, add it to the container annotation "+oci.AnnotationNetAllow+" (for example "+oci.AnnotationNetAllow+"="+allowExample(host, port, fl.TLS)+").")
+	if p.mode == NetModePolicy && !allowMatch(p.allow, host, port) {
+		return deny(http.StatusForbidden, hostPort(host, port)+" is not in "+KeyAllow,
+			"To allow it, add it to the container annotation "+KeyAllow+" (for example "+KeyAllow+"="+allowExample(host, port, fl.TLS)+").")
 	}
 	use, blocked := p.secrets.find(r, d.Scheme, host, port)
 	if blocked != "" {
 		return deny(http.StatusForbidden,
 			"the request carries secret "+blocked+", which may not be sent to "+d.Scheme+"://"+hostPort(host, port),
-			"The hosts it may be sent to are set by the annotation "+oci.AnnotationSecretPrefix+blocked+".")
+			"The hosts it may be sent to are set by the annotation "+KeySecretPrefix+blocked+".")
 	}
-	addrs, den := p.upstreamAddrs(ctx, facts, fl, host, port, p.mode == oci.NetModePolicy || len(use) > 0)
+	addrs, den := p.upstreamAddrs(ctx, facts, fl, host, port, p.mode == NetModePolicy || len(use) > 0)
 	if den != nil {
 		return deny(den.status, den.reason, den.hint)
 	}
-	reason := "host in " + oci.AnnotationNetAllow
-	if p.mode == oci.NetModeOpen {
+	reason := "host in " + KeyAllow
+	if p.mode == NetModeOpen {
 		reason = "net.mode=open"
 	}
 	d.Verdict, d.Addrs, d.use = allowed(reason), addrs, use
@@ -452,7 +450,7 @@ func (fl Flow) requestTarget(r *http.Request) (string, uint16, bool) {
 // public destination is used as it is. An internal address is never used
 // unless net.allow-internal names it.
 func (p *Policy) upstreamAddrs(ctx context.Context, facts Facts, fl Flow, host string, port uint16, trustHost bool) ([]netip.Addr, *denial) {
-	if fl.Synthetic || p.dns == oci.DNSSynthetic && trustHost {
+	if fl.Synthetic || p.dns == DNSSynthetic && trustHost {
 		return p.resolveChecked(ctx, facts, host, port)
 	}
 	ip := fl.Dst.Addr()
@@ -467,7 +465,7 @@ func (p *Policy) upstreamAddrs(ctx context.Context, facts Facts, fl Flow, host s
 
 func internalDenial(host string, a netip.Addr) *denial {
 	return &denial{http.StatusForbidden, host + " resolves to internal address " + a.String(),
-		"To allow it, name it in the annotation " + oci.AnnotationNetAllowInternal + " (a host, IP or CIDR)."}
+		"To allow it, name it in the annotation " + KeyAllowInternal + " (a host, IP or CIDR)."}
 }
 
 // resolveChecked resolves host and refuses it if any of its addresses is
@@ -552,17 +550,17 @@ func (p *Policy) DecideDNS(qname string) DNSDecision {
 		return d
 	}
 	switch p.dns {
-	case oci.DNSSynthetic:
+	case DNSSynthetic:
 		if !valid || !p.nameAllowed(name) {
-			d.Action, d.Verdict = DNSRefuse, denied("name not in "+oci.AnnotationNetAllow, "")
+			d.Action, d.Verdict = DNSRefuse, denied("name not in "+KeyAllow, "")
 			return d
 		}
 		d.Action, d.Verdict = DNSSynthesize, allowed("synthetic answer")
 		return d
-	case oci.DNSTrusted:
+	case DNSTrusted:
 		// The allowlist is checked before anything leaves the host.
 		if !valid || !p.nameAllowed(name) {
-			d.Action, d.Verdict = DNSRefuse, denied("name not in "+oci.AnnotationNetAllow, "")
+			d.Action, d.Verdict = DNSRefuse, denied("name not in "+KeyAllow, "")
 			return d
 		}
 	}
@@ -573,7 +571,7 @@ func (p *Policy) DecideDNS(qname string) DNSDecision {
 // nameAllowed reports whether DNS may answer for name: any host in
 // net.allow or net.tcp-allow (ports aside), or anything in mode open.
 func (p *Policy) nameAllowed(name string) bool {
-	if p.mode == oci.NetModeOpen {
+	if p.mode == NetModeOpen {
 		return true
 	}
 	return matchAnyHost(p.allow, name) || matchAnyHost(p.tcpAllow, name)
@@ -615,7 +613,7 @@ func (p *Policy) DecideUDP(facts Facts, dst netip.AddrPort) UDPDecision {
 		d.Action, d.Verdict = UDPDNS, allowed("DNS is answered by the shim")
 		return d
 	}
-	if p.mode != oci.NetModeOpen {
+	if p.mode != NetModeOpen {
 		d.Verdict = denied("UDP other than DNS is not allowed in net.mode=policy", "")
 		return d
 	}
@@ -627,7 +625,7 @@ func (p *Policy) DecideUDP(facts Facts, dst netip.AddrPort) UDPDecision {
 		}
 		d.Name = name
 	} else if p.addrBlocked("", dst.Addr(), dst.Port()) {
-		d.Verdict = denied("internal address", "to reach it, name it in "+oci.AnnotationNetAllowInternal)
+		d.Verdict = denied("internal address", "to reach it, name it in "+KeyAllowInternal)
 		return d
 	}
 	d.Action, d.Verdict = UDPRelay, allowed("net.mode=open")

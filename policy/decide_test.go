@@ -8,8 +8,6 @@ import (
 	"slices"
 	"strings"
 	"testing"
-
-	"github.com/earendil-works/gondolin-containerd/oci"
 )
 
 // The decisions as tables: a Policy from annotations, Facts from maps, and
@@ -67,7 +65,7 @@ func newTableFacts() tableFacts {
 // being hostIP.
 func tablePolicy(t *testing.T, ann map[string]string) *Policy {
 	t.Helper()
-	cfg := ConfigFromSettings(settings(t, ann), map[string]string{"TOKEN": "real-value-123"})
+	cfg := settings(t, ann).Config(map[string]string{"TOKEN": "real-value-123"})
 	cfg.HostAddrs = func(context.Context) ([]netip.Addr, error) { return []netip.Addr{hostIP}, nil }
 	p, err := NewPolicy(context.Background(), cfg)
 	if err != nil {
@@ -77,15 +75,15 @@ func tablePolicy(t *testing.T, ann map[string]string) *Policy {
 }
 
 const (
-	annAllow    = oci.AnnotationNetAllow
-	annTCP      = oci.AnnotationNetTCPAllow
-	annInternal = oci.AnnotationNetAllowInternal
-	annMode     = oci.AnnotationNetMode
-	annDNS      = oci.AnnotationNetDNS
+	annAllow    = KeyAllow
+	annTCP      = KeyTCPAllow
+	annInternal = KeyAllowInternal
+	annMode     = KeyMode
+	annDNS      = KeyDNS
 )
 
 func TestNewPolicy(t *testing.T) {
-	if _, err := NewPolicy(context.Background(), Config{Mode: oci.NetModeNone}); !errors.Is(err, ErrNoNetwork) {
+	if _, err := NewPolicy(context.Background(), Config{Mode: NetModeNone}); !errors.Is(err, ErrNoNetwork) {
 		t.Errorf("net.mode=none: %v, want ErrNoNetwork", err)
 	}
 	if _, err := NewPolicy(context.Background(), Config{Mode: "bogus"}); err == nil {
@@ -97,7 +95,7 @@ func TestNewPolicy(t *testing.T) {
 	if _, err := NewPolicy(context.Background(), Config{Secrets: map[string]Secret{"T": {Hosts: allow(t, "a.example.com")}}}); err == nil {
 		t.Error("a secret without a value was accepted")
 	}
-	p := tablePolicy(t, map[string]string{oci.AnnotationSecretPrefix + "TOKEN": "api.example.com"})
+	p := tablePolicy(t, map[string]string{KeySecretPrefix + "TOKEN": "api.example.com"})
 	if ph, ok := p.Placeholder("TOKEN"); !ok || !strings.HasPrefix(ph, PlaceholderPrefix) {
 		t.Errorf("placeholder %q, %v", ph, ok)
 	}
@@ -218,7 +216,7 @@ func TestConnectAddrs(t *testing.T) {
 func TestDecideSniffed(t *testing.T) {
 	policy := tablePolicy(t, map[string]string{annAllow: "api.example.com"})
 	open := tablePolicy(t, map[string]string{annMode: "open"})
-	openSecrets := tablePolicy(t, map[string]string{annMode: "open", oci.AnnotationSecretPrefix + "TOKEN": "api.example.com"})
+	openSecrets := tablePolicy(t, map[string]string{annMode: "open", KeySecretPrefix + "TOKEN": "api.example.com"})
 	fl := Flow{Dst: netip.AddrPortFrom(otherIP, 8080)}
 	cases := []struct {
 		name     string
@@ -256,7 +254,7 @@ func TestDecideSniffed(t *testing.T) {
 
 func TestDecideRequest(t *testing.T) {
 	ap := netip.AddrPortFrom
-	secret := oci.AnnotationSecretPrefix + "TOKEN"
+	secret := KeySecretPrefix + "TOKEN"
 	placeholder := "\x00" // replaced by the policy's placeholder
 	cases := []struct {
 		name    string
@@ -497,7 +495,7 @@ func FuzzDecideConnect(f *testing.F) {
 	}
 	policies := make([]*Policy, len(anns))
 	for i, ann := range anns {
-		cfg := ConfigFromSettings(settings(f, ann), nil)
+		cfg := settings(f, ann).Config(nil)
 		cfg.HostAddrs = func(context.Context) ([]netip.Addr, error) { return []netip.Addr{hostIP}, nil }
 		p, err := NewPolicy(context.Background(), cfg)
 		if err != nil {

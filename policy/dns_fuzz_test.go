@@ -9,14 +9,13 @@ import (
 	"testing"
 	"time"
 
-	"github.com/earendil-works/gondolin-containerd/oci"
 	"golang.org/x/net/dns/dnsmessage"
 )
 
 // fuzzDNSNetwork is a Network with only what DNS needs, whose upstream
 // resolver answers every question with answer (its ID made to match), as
 // a hostile or broken upstream might.
-func fuzzDNSNetwork(tb testing.TB, mode oci.NetMode, dns oci.DNSMode, answer *[]byte) *Network {
+func fuzzDNSNetwork(tb testing.TB, mode NetMode, dns DNSMode, answer *[]byte) *Network {
 	cfg := Config{
 		Container:  "fuzz",
 		Mode:       mode,
@@ -25,7 +24,7 @@ func fuzzDNSNetwork(tb testing.TB, mode oci.NetMode, dns oci.DNSMode, answer *[]
 		TCPAllow:   allow(tb, "db.example.com:5432"),
 		DNSServers: []netip.AddrPort{netip.MustParseAddrPort("93.184.215.53:53")},
 		AuditLog:   &bytes.Buffer{},
-		Limits:     limitsWithDefaults(oci.Limits{}),
+		Limits:     limitsWithDefaults(Limits{}),
 	}
 	cfg.Dialer = func(ctx context.Context, network, _ string) (net.Conn, error) {
 		c, s := net.Pipe()
@@ -88,12 +87,12 @@ func FuzzDNS(f *testing.F) {
 	f.Add([]byte{0, 1, 0, 0, 0, 2, 0, 0, 0, 0, 0, 0}, []byte{}, uint8(1))
 	f.Add(qb, []byte{0, 1, 0x80, 0, 0, 0, 0, 0xff, 0, 0, 0, 0}, uint8(2))
 
-	dnsModes := []oci.DNSMode{oci.DNSSynthetic, oci.DNSTrusted, oci.DNSOpen}
+	dnsModes := []DNSMode{DNSSynthetic, DNSTrusted, DNSOpen}
 	f.Fuzz(func(t *testing.T, query, answer []byte, mode uint8) {
 		dm := dnsModes[int(mode)%3]
-		nm := oci.NetModePolicy
+		nm := NetModePolicy
 		if mode&8 != 0 {
-			nm = oci.NetModeOpen
+			nm = NetModeOpen
 		}
 		overTCP := mode&16 != 0
 		asked := 0
@@ -118,10 +117,10 @@ func FuzzDNS(f *testing.F) {
 			return
 		}
 		name, valid := normalizeHost(qs[0].Name.String())
-		if dm == oci.DNSTrusted && nm == oci.NetModePolicy && (!valid || !n.policy.nameAllowed(name)) && !(valid && isLocalhost(name)) && asked != 0 {
+		if dm == DNSTrusted && nm == NetModePolicy && (!valid || !n.policy.nameAllowed(name)) && !(valid && isLocalhost(name)) && asked != 0 {
 			t.Fatalf("trusted DNS asked upstream about %q", qs[0].Name)
 		}
-		if dm == oci.DNSSynthetic {
+		if dm == DNSSynthetic {
 			if asked != 0 {
 				t.Fatal("synthetic DNS asked upstream")
 			}
@@ -166,7 +165,7 @@ func FuzzDNSTCPFraming(f *testing.F) {
 	f.Add([]byte{0xff, 0xff, 1, 2, 3})
 	f.Add([]byte{0, 0, 0, 0})
 	empty := []byte{}
-	n := fuzzDNSNetwork(f, oci.NetModePolicy, oci.DNSSynthetic, &empty)
+	n := fuzzDNSNetwork(f, NetModePolicy, DNSSynthetic, &empty)
 	f.Fuzz(func(t *testing.T, stream []byte) {
 		var out bytes.Buffer
 		n.serveDNSTCP(&streamConn{r: bytes.NewReader(stream), w: &out})

@@ -6,7 +6,7 @@
 //
 // # Using it
 //
-//	cfg := policy.ConfigFromSettings(settings, secretValues) // oci.Settings + real secret values
+//	cfg := rules.Config(secretValues) // the user's Rules + real secret values
 //	cfg.Container, cfg.CAStateDir, cfg.AuditLog = id, dir, auditFile
 //	cfg.Dialer, cfg.Resolver = dialInNetns, resolverInNetns        // optional
 //	n, err := policy.NewNetwork(ctx, cfg)  // errors.Is(err, policy.ErrNoNetwork) for net.mode=none
@@ -81,7 +81,7 @@
 // without a network, for a tool asking whether something would be
 // allowed:
 //
-//	p, err := policy.NewPolicy(ctx, policy.ConfigFromSettings(settings, values))
+//	p, err := policy.NewPolicy(ctx, rules.Config(values))
 //	facts := policy.StaticFacts{Synthetic: map[netip.Addr]string{synth: host}} // resolves with net.DefaultResolver
 //	c := p.DecideConnect(facts, netip.AddrPortFrom(synth, 443), gateway)      // c.Action, c.Allow, c.Reason, c.Hint
 //	d := p.DecideRequest(ctx, facts, policy.Flow{Dst: c.Flow.Dst, Synthetic: true, Name: host, TLS: true}, req)

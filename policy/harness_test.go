@@ -27,7 +27,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/earendil-works/gondolin-containerd/oci"
 	"golang.org/x/net/dns/dnsmessage"
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/adapters/gonet"
@@ -579,22 +578,33 @@ func readBody(t *testing.T, resp *http.Response) string {
 	return string(b)
 }
 
-func allow(t testing.TB, list string) []oci.HostPattern {
+func allow(t testing.TB, list string) []HostPattern {
 	t.Helper()
-	s, err := oci.ParseAnnotations(map[string]string{oci.AnnotationNetAllow: list}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return s.Allow
-}
-
-func settings(t testing.TB, ann map[string]string) *oci.Settings {
-	t.Helper()
-	s, err := oci.ParseAnnotations(ann, nil)
+	s, err := ParseHostList(list, false)
 	if err != nil {
 		t.Fatal(err)
 	}
 	return s
+}
+
+// settings reads rules written as annotations.
+func settings(t testing.TB, ann map[string]string) Rules {
+	t.Helper()
+	r, err := parseRules(ann)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+func parseRules(ann map[string]string) (Rules, error) {
+	r := DefaultRules()
+	for k, v := range ann {
+		if err := r.Set(k, v); err != nil {
+			return r, err
+		}
+	}
+	return r, nil
 }
 
 func (g *testGuest) dialUDP(ap netip.AddrPort) (*gonet.UDPConn, error) {

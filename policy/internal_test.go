@@ -12,8 +12,6 @@ import (
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/earendil-works/gondolin-containerd/oci"
 )
 
 // ianaEntry is one row of testdata/iana-special-purpose.csv.
@@ -218,7 +216,7 @@ func TestEmbeddedIPv4Decoding(t *testing.T) {
 // stand for that host (mapped, NAT64), not the 6to4 or Teredo ones, which
 // stand for other hosts behind it.
 func TestInternalAllowedEmbedded(t *testing.T) {
-	cfg := ConfigFromSettings(settings(t, map[string]string{oci.AnnotationNetAllowInternal: "10.0.0.5,192.168.0.0/16"}), nil)
+	cfg := settings(t, map[string]string{KeyAllowInternal: "10.0.0.5,192.168.0.0/16"}).Config(nil)
 	c := newPolicy(&cfg, nil, nil)
 	for s, blocked := range map[string]bool{
 		"10.0.0.5":                 false,
@@ -276,7 +274,7 @@ func TestHostAddrsInternal(t *testing.T) {
 	if _, err := newHostAddrSet(context.Background(), read, func(string, ...any) {}); err == nil {
 		t.Error("a network whose host addresses cannot be read started")
 	}
-	c = newPolicy(&Config{AllowInternal: []oci.HostPattern{{IP: host, Port: 8080}}}, set, nil)
+	c = newPolicy(&Config{AllowInternal: []HostPattern{{IP: host, Port: 8080}}}, set, nil)
 	if c.addrBlocked("", host, 8080) || !c.addrBlocked("", host, 22) {
 		t.Error("allow-internal names the host's address on 8080 only")
 	}
@@ -339,14 +337,14 @@ func FuzzInternalList(f *testing.F) {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, s string) {
-		for _, key := range []string{oci.AnnotationNetAllowInternal, oci.AnnotationNetAllow, oci.AnnotationNetTCPAllow} {
-			st, err := oci.ParseAnnotations(map[string]string{key: s}, nil)
+		for _, key := range []string{KeyAllowInternal, KeyAllow, KeyTCPAllow} {
+			st, err := parseRules(map[string]string{key: s})
 			if err != nil {
 				continue
 			}
-			c := ConfigFromSettings(st, nil)
+			c := st.Config(nil)
 			pol := newPolicy(&c, nil, nil)
-			for _, p := range append(append(append([]oci.HostPattern(nil), c.AllowInternal...), c.Allow...), c.TCPAllow...) {
+			for _, p := range append(append(append([]HostPattern(nil), c.AllowInternal...), c.Allow...), c.TCPAllow...) {
 				if p.IP.IsValid() {
 					if p.IP.Zone() != "" || p.IP.Is4In6() {
 						t.Fatalf("%q: pattern IP %s not normalised", s, p.IP)
@@ -390,7 +388,7 @@ func TestHostAddrsRefusedInEveryMode(t *testing.T) {
 	hostAddrs := func(context.Context) ([]netip.Addr, error) { return []netip.Addr{apiIP, dbIP}, nil }
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	for _, mode := range []oci.NetMode{oci.NetModePolicy, oci.NetModeOpen} {
+	for _, mode := range []NetMode{NetModePolicy, NetModeOpen} {
 		t.Run(string(mode), func(t *testing.T) {
 			e := newEnv(t, Config{Mode: mode, HostAddrs: hostAddrs,
 				Allow:    allow(t, "api.example.com,93.184.215.10:80"),
@@ -400,7 +398,7 @@ func TestHostAddrsRefusedInEveryMode(t *testing.T) {
 				resp, err := c.Get(url)
 				if err == nil {
 					body := readBody(t, resp)
-					if resp.StatusCode != http.StatusForbidden || !strings.Contains(body, oci.AnnotationNetAllowInternal) {
+					if resp.StatusCode != http.StatusForbidden || !strings.Contains(body, KeyAllowInternal) {
 						t.Fatalf("%s on the host's address: %d %q", url, resp.StatusCode, body)
 					}
 				}

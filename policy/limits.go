@@ -8,10 +8,47 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip"
 )
 
-// The bounds on what a guest can make the shim hold (oci.Limits, the
+// The bounds on what a guest can make the shim hold (Limits, from the
 // runtime config's [limits]). Past each the shim refuses the extra work
 // and says so in the audit log once, then once per limitNoticeEvery while
 // refusals go on, with their count.
+
+// Limits are the bounds the egress policy keeps for one guest; the runtime
+// config's [limits] table sets them (docs/configuration.md).
+type Limits struct {
+	// TCPFlows bounds the guest's concurrent TCP flows (connections being
+	// classified, relayed or proxied).
+	TCPFlows int
+	// UpstreamConnections bounds the host-side connections held open for
+	// the guest at once (raw relays and HTTP upstreams together): one
+	// guest connection can carry many HTTP/2 streams, each of which could
+	// otherwise need its own upstream.
+	UpstreamConnections int
+	// UDPFlows bounds the guest's concurrent UDP flows (DNS included).
+	UDPFlows int
+	// DNSInFlight bounds DNS questions being answered at once.
+	DNSInFlight int
+	// HTTPHeaderBytes bounds one request's header block from the guest;
+	// HTTPHeaderTimeout bounds how long the guest may take to send it.
+	HTTPHeaderBytes   int
+	HTTPHeaderTimeout time.Duration
+	// AuditLinesPerSecond caps the audit and log lines the decisions of
+	// one guest write.
+	AuditLinesPerSecond int
+}
+
+// DefaultLimits suit a developer machine and a CI runner alike.
+func DefaultLimits() Limits {
+	return Limits{
+		TCPFlows:            1024,
+		UpstreamConnections: 1024,
+		UDPFlows:            256,
+		DNSInFlight:         64,
+		HTTPHeaderBytes:     64 << 10,
+		HTTPHeaderTimeout:   30 * time.Second,
+		AuditLinesPerSecond: 100,
+	}
+}
 
 // limitNoticeEvery is how often a limit that keeps refusing is reported.
 const limitNoticeEvery = 10 * time.Second

@@ -17,12 +17,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/earendil-works/gondolin-containerd/oci"
 	"golang.org/x/net/dns/dnsmessage"
 )
 
-func testLimits(mod func(*oci.Limits)) oci.Limits {
-	l := oci.DefaultLimits()
+func testLimits(mod func(*Limits)) Limits {
+	l := DefaultLimits()
 	mod(&l)
 	return l
 }
@@ -41,7 +40,7 @@ func (e *env) countAudit(sub string) int {
 // Past tcp_flows established flows, new SYNs are reset and one audit
 // record says so; a closed flow gives its slot back.
 func TestTCPFlowLimit(t *testing.T) {
-	e := newEnv(t, Config{Allow: allow(t, "api.example.com"), Limits: testLimits(func(l *oci.Limits) { l.TCPFlows = 4 })})
+	e := newEnv(t, Config{Allow: allow(t, "api.example.com"), Limits: testLimits(func(l *Limits) { l.TCPFlows = 4 })})
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	dst := netip.AddrPortFrom(apiIP, 80)
@@ -81,7 +80,7 @@ func TestTCPFlowLimit(t *testing.T) {
 // A resolver's one-query-per-source-port flood stays within udp_flows:
 // idle flows are evicted to make room and every query is still answered.
 func TestUDPDNSFlowsBounded(t *testing.T) {
-	e := newEnv(t, Config{Allow: allow(t, "api.example.com"), Limits: testLimits(func(l *oci.Limits) { l.UDPFlows = 8 })})
+	e := newEnv(t, Config{Allow: allow(t, "api.example.com"), Limits: testLimits(func(l *Limits) { l.UDPFlows = 8 })})
 	var peak atomic.Int64
 	stop := make(chan struct{})
 	go func() {
@@ -117,9 +116,9 @@ func TestUDPFlowsRefusedWhenBusy(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer silent.Close()
-	e := newEnv(t, Config{Mode: oci.NetModeOpen, DNS: oci.DNSOpen,
+	e := newEnv(t, Config{Mode: NetModeOpen, DNS: DNSOpen,
 		DNSServers: []netip.AddrPort{netip.MustParseAddrPort(silent.LocalAddr().String())},
-		Limits:     testLimits(func(l *oci.Limits) { l.UDPFlows = 2 })})
+		Limits:     testLimits(func(l *Limits) { l.UDPFlows = 2 })})
 	// Two questions the silent upstream keeps busy for dnsQueryTimeout.
 	for i := 0; i < 2; i++ {
 		go e.g.query(fmt.Sprintf("busy%d.example.com", i), dnsmessage.TypeA)
@@ -177,9 +176,9 @@ func TestDNSOverTCPInSemaphore(t *testing.T) {
 			}()
 		}
 	}()
-	e := newEnv(t, Config{Mode: oci.NetModeOpen, DNS: oci.DNSOpen,
+	e := newEnv(t, Config{Mode: NetModeOpen, DNS: DNSOpen,
 		DNSServers: []netip.AddrPort{netip.MustParseAddrPort(up.Addr().String())},
-		Limits:     testLimits(func(l *oci.Limits) { l.DNSInFlight = 2 })})
+		Limits:     testLimits(func(l *Limits) { l.DNSInFlight = 2 })})
 	e.dialer.routes = map[string]string{}
 	var wg sync.WaitGroup
 	for i := 0; i < 8; i++ {
@@ -212,9 +211,9 @@ func TestDNSOverTCPInSemaphore(t *testing.T) {
 // An HTTP header block past http_header_bytes is refused, and one that
 // never ends is dropped after http_header_timeout.
 func TestHTTPHeaderLimits(t *testing.T) {
-	e := newEnv(t, Config{Allow: allow(t, "api.example.com"), Limits: testLimits(func(l *oci.Limits) {
+	e := newEnv(t, Config{Allow: allow(t, "api.example.com"), Limits: testLimits(func(l *Limits) {
 		l.HTTPHeaderBytes = 8 << 10
-		l.HTTPHeaderTimeout = oci.Duration{Duration: time.Second}
+		l.HTTPHeaderTimeout = time.Second
 	})})
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
@@ -252,7 +251,7 @@ func TestHTTPHeaderLimits(t *testing.T) {
 // Past audit_lines_per_second the records are counted, not written, and
 // one summary says how many were left out.
 func TestAuditRateLimited(t *testing.T) {
-	e := newEnv(t, Config{Allow: allow(t, "api.example.com"), Limits: testLimits(func(l *oci.Limits) { l.AuditLinesPerSecond = 10 })})
+	e := newEnv(t, Config{Allow: allow(t, "api.example.com"), Limits: testLimits(func(l *Limits) { l.AuditLinesPerSecond = 10 })})
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	start := time.Now()
@@ -358,15 +357,15 @@ func TestUDPDNSFloodMemory(t *testing.T) {
 	}
 	after := heap()
 	t.Logf("heap in use %d KiB before, %d KiB after 5,000 flows; at most %d UDP flows", before>>10, after>>10, maxFlows)
-	if maxFlows > oci.DefaultLimits().UDPFlows {
-		t.Fatalf("%d UDP flows, limit %d", maxFlows, oci.DefaultLimits().UDPFlows)
+	if maxFlows > DefaultLimits().UDPFlows {
+		t.Fatalf("%d UDP flows, limit %d", maxFlows, DefaultLimits().UDPFlows)
 	}
 	// Both stacks (the test's guest too) live in this process: allow
 	// 32 MiB, where unbounded flows took hundreds.
 	if after > before+32<<20 {
 		t.Fatalf("heap grew from %d to %d KiB", before>>10, after>>10)
 	}
-	if n := e.countAudit("denied.example.net"); n > 2*oci.DefaultLimits().AuditLinesPerSecond+50 {
+	if n := e.countAudit("denied.example.net"); n > 2*DefaultLimits().AuditLinesPerSecond+50 {
 		t.Fatalf("%d audit records for the flood", n)
 	}
 }
@@ -375,7 +374,7 @@ func TestUDPDNSFloodMemory(t *testing.T) {
 // the guest's requests: past upstream_connections a request gets a 502 and
 // one audit record, and a connection closed gives its slot back.
 func TestUpstreamConnectionLimit(t *testing.T) {
-	e := newEnv(t, Config{Allow: allow(t, "api.example.com"), Limits: testLimits(func(l *oci.Limits) { l.UpstreamConnections = 3 })})
+	e := newEnv(t, Config{Allow: allow(t, "api.example.com"), Limits: testLimits(func(l *Limits) { l.UpstreamConnections = 3 })})
 	c := e.g.client(nil, false)
 	var held []*http.Response
 	for i := 0; i < 3; i++ {

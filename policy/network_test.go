@@ -18,12 +18,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/earendil-works/gondolin-containerd/oci"
 	"golang.org/x/net/dns/dnsmessage"
 )
 
 func TestModeNoneHasNoNIC(t *testing.T) {
-	n, err := NewNetwork(context.Background(), Config{Mode: oci.NetModeNone, CAStateDir: t.TempDir()})
+	n, err := NewNetwork(context.Background(), Config{Mode: NetModeNone, CAStateDir: t.TempDir()})
 	if !errors.Is(err, ErrNoNetwork) || n != nil {
 		t.Fatalf("NewNetwork(mode none) = %v, %v; want nil, ErrNoNetwork", n, err)
 	}
@@ -107,7 +106,7 @@ func TestHTTPAllowedAndDenied(t *testing.T) {
 		t.Fatal(err)
 	}
 	body := readBody(t, resp)
-	if resp.StatusCode != http.StatusForbidden || !strings.Contains(body, "other.example.com") || !strings.Contains(body, oci.AnnotationNetAllow) {
+	if resp.StatusCode != http.StatusForbidden || !strings.Contains(body, "other.example.com") || !strings.Contains(body, KeyAllow) {
 		t.Fatalf("denied request: %d %q", resp.StatusCode, body)
 	}
 	r, ok := e.findAudit(func(r AuditRecord) bool { return r.Host == "other.example.com" && r.Protocol == "http" })
@@ -361,7 +360,7 @@ func TestInternalRefused(t *testing.T) {
 			t.Fatal(err)
 		}
 		body := readBody(t, resp)
-		if resp.StatusCode != http.StatusForbidden || !strings.Contains(body, u.addr) || !strings.Contains(body, oci.AnnotationNetAllowInternal) {
+		if resp.StatusCode != http.StatusForbidden || !strings.Contains(body, u.addr) || !strings.Contains(body, KeyAllowInternal) {
 			t.Fatalf("%s: %d %q", u.url, resp.StatusCode, body)
 		}
 	}
@@ -404,10 +403,10 @@ func TestInternalRefused(t *testing.T) {
 func TestAllowInternal(t *testing.T) {
 	e := newEnvWith(t, func(u *upstream) Config {
 		s := settings(t, map[string]string{
-			oci.AnnotationNetAllow:         "internal.example.com:" + u.plainPort() + ",mapped.example.com:" + u.plainPort(),
-			oci.AnnotationNetAllowInternal: "127.0.0.0/8",
+			KeyAllow:         "internal.example.com:" + u.plainPort() + ",mapped.example.com:" + u.plainPort(),
+			KeyAllowInternal: "127.0.0.0/8",
 		})
-		return ConfigFromSettings(s, nil)
+		return s.Config(nil)
 	})
 	c := e.g.client(e.n.CACertPEM(), false)
 	p := e.up.plainPort()
@@ -436,10 +435,10 @@ func assertNoSecrets(t *testing.T, e *env, values ...string) {
 
 func TestRawTCPPassthrough(t *testing.T) {
 	s := settings(t, map[string]string{
-		oci.AnnotationNetAllow:    "api.example.com:443",
-		oci.AnnotationNetTCPAllow: "db.example.com:5432,banner.example.com:2222",
+		KeyAllow:    "api.example.com:443",
+		KeyTCPAllow: "db.example.com:5432,banner.example.com:2222",
 	})
-	e := newEnv(t, ConfigFromSettings(s, nil))
+	e := newEnv(t, s.Config(nil))
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 	defer cancel()
 
@@ -495,7 +494,7 @@ func TestRawTCPPassthrough(t *testing.T) {
 }
 
 func TestModeOpen(t *testing.T) {
-	e := newEnv(t, Config{Mode: oci.NetModeOpen})
+	e := newEnv(t, Config{Mode: NetModeOpen})
 	c := e.g.client(e.n.CACertPEM(), false)
 	// Without secrets, TLS is passed through: the guest sees the real
 	// server's certificate.
@@ -569,7 +568,7 @@ func TestModeOpen(t *testing.T) {
 
 func TestDNSTrusted(t *testing.T) {
 	dns := newFakeDNS(t, map[string]netip.Addr{"api.example.com.": apiIP, "other.example.com.": otherIP})
-	e := newEnv(t, Config{DNS: oci.DNSTrusted, Allow: allow(t, "api.example.com"), DNSServers: []netip.AddrPort{dns.addr}})
+	e := newEnv(t, Config{DNS: DNSTrusted, Allow: allow(t, "api.example.com"), DNSServers: []netip.AddrPort{dns.addr}})
 	a, err := e.g.lookup("api.example.com")
 	if err != nil || a != apiIP {
 		t.Fatalf("trusted lookup: %s %v", a, err)
@@ -680,10 +679,10 @@ func TestCAStateDir(t *testing.T) {
 func TestNoSecretsInOutput(t *testing.T) {
 	const real = "another-real-secret-value"
 	s := settings(t, map[string]string{
-		oci.AnnotationNetAllow:             "api.example.com,other.example.com",
-		oci.AnnotationSecretPrefix + "KEY": "api.example.com",
+		KeyAllow:                "api.example.com,other.example.com",
+		KeySecretPrefix + "KEY": "api.example.com",
 	})
-	e := newEnv(t, ConfigFromSettings(s, map[string]string{"KEY": real}))
+	e := newEnv(t, s.Config(map[string]string{"KEY": real}))
 	ph, _ := e.n.Placeholder("KEY")
 	c := e.g.client(e.n.CACertPEM(), false)
 	for _, u := range []string{
@@ -780,10 +779,10 @@ func TestIPLiteralAllowAndH2C(t *testing.T) {
 
 func TestCloseWithOpenFlows(t *testing.T) {
 	s := settings(t, map[string]string{
-		oci.AnnotationNetAllow:    "api.example.com",
-		oci.AnnotationNetTCPAllow: "db.example.com:5432",
+		KeyAllow:    "api.example.com",
+		KeyTCPAllow: "db.example.com:5432",
 	})
-	e := newEnv(t, ConfigFromSettings(s, nil))
+	e := newEnv(t, s.Config(nil))
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 	defer cancel()
 	raw, err := e.g.dialHost(ctx, "db.example.com:5432")

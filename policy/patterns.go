@@ -3,8 +3,6 @@ package policy
 import (
 	"net/netip"
 	"strings"
-
-	"github.com/earendil-works/gondolin-containerd/oci"
 )
 
 // normalizeHost lower-cases a host name and drops a trailing dot. It reports
@@ -41,7 +39,7 @@ func normalizeHost(h string) (string, bool) {
 // matchHost reports whether the normalized host matches the pattern's host
 // part: an exact name, "*.domain" (subdomains only, never the domain itself)
 // or an IP literal.
-func matchHost(p oci.HostPattern, host string) bool {
+func matchHost(p HostPattern, host string) bool {
 	if p.IP.IsValid() {
 		ip, err := netip.ParseAddr(host)
 		return err == nil && ip.Unmap() == p.IP.Unmap()
@@ -57,11 +55,11 @@ func matchHost(p oci.HostPattern, host string) bool {
 
 // matchPattern also checks the port: a pattern without a port matches any
 // (allow-internal and secret hosts; net.allow uses allowMatch).
-func matchPattern(p oci.HostPattern, host string, port uint16) bool {
+func matchPattern(p HostPattern, host string, port uint16) bool {
 	return (p.Port == 0 || p.Port == port) && matchHost(p, host)
 }
 
-func matchAny(ps []oci.HostPattern, host string, port uint16) bool {
+func matchAny(ps []HostPattern, host string, port uint16) bool {
 	for _, p := range ps {
 		if matchPattern(p, host, port) {
 			return true
@@ -76,7 +74,7 @@ func webPort(port uint16) bool { return port == 80 || port == 443 }
 
 // allowMatch is the net.allow check: the host matches an entry and the port
 // is the entry's port, or 80/443 for an entry without one.
-func allowMatch(ps []oci.HostPattern, host string, port uint16) bool {
+func allowMatch(ps []HostPattern, host string, port uint16) bool {
 	for _, p := range ps {
 		if (p.Port == port || p.Port == 0 && webPort(port)) && matchHost(p, host) {
 			return true
@@ -85,7 +83,7 @@ func allowMatch(ps []oci.HostPattern, host string, port uint16) bool {
 	return false
 }
 
-func matchAnyHost(ps []oci.HostPattern, host string) bool {
+func matchAnyHost(ps []HostPattern, host string) bool {
 	for _, p := range ps {
 		if matchHost(p, host) {
 			return true

@@ -12,7 +12,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/earendil-works/gondolin-containerd/oci"
 	"golang.org/x/net/dns/dnsmessage"
 )
 
@@ -45,8 +44,8 @@ func TestIsInternal(t *testing.T) {
 }
 
 func TestInternalAllowed(t *testing.T) {
-	s := settings(t, map[string]string{oci.AnnotationNetAllowInternal: "10.0.0.0/8,metadata.internal:80,127.0.0.1"})
-	cfg := ConfigFromSettings(s, nil)
+	s := settings(t, map[string]string{KeyAllowInternal: "10.0.0.0/8,metadata.internal:80,127.0.0.1"})
+	cfg := s.Config(nil)
 	c := newPolicy(&cfg, nil, nil)
 	cases := []struct {
 		host    string
@@ -197,7 +196,7 @@ func FuzzHostMatch(f *testing.F) {
 	f.Add("example.com:8443", "EXAMPLE.com.", uint16(8443))
 	f.Add("1.2.3.4", "::ffff:1.2.3.4", uint16(80))
 	f.Fuzz(func(t *testing.T, pattern, host string, port uint16) {
-		s, err := oci.ParseAnnotations(map[string]string{oci.AnnotationNetAllow: pattern}, nil)
+		s, err := parseRules(map[string]string{KeyAllow: pattern})
 		if err != nil {
 			return
 		}
@@ -206,7 +205,7 @@ func FuzzHostMatch(f *testing.F) {
 			return
 		}
 		for _, p := range s.Allow {
-			if !allowMatch([]oci.HostPattern{p}, h, port) {
+			if !allowMatch([]HostPattern{p}, h, port) {
 				continue
 			}
 			// A match is the exact name, a strict subdomain, or the IP.
@@ -233,7 +232,7 @@ func FuzzAnswerDNS(f *testing.F) {
 	b, _ := q.Pack()
 	f.Add(b)
 	f.Add([]byte{0, 1, 0, 0, 0, 2, 0, 0, 0, 0, 0, 0})
-	n := &Network{cfg: Config{DNS: oci.DNSSynthetic, Mode: oci.NetModePolicy, Allow: allow(f, "api.example.com,*.example.org")}, synth: newSynthPool(), secrets: newSecretSet(nil)}
+	n := &Network{cfg: Config{DNS: DNSSynthetic, Mode: NetModePolicy, Allow: allow(f, "api.example.com,*.example.org")}, synth: newSynthPool(), secrets: newSecretSet(nil)}
 	n.cfg.AuditLog = &syncBuffer{}
 	n.auditor = newAuditor(&n.cfg, n.secrets)
 	n.policy = newPolicy(&n.cfg, nil, n.secrets)

@@ -9,8 +9,6 @@ import (
 	"net/url"
 	"sort"
 	"strings"
-
-	"github.com/earendil-works/gondolin-containerd/oci"
 )
 
 // PlaceholderPrefix starts every secret placeholder the guest sees.
@@ -25,7 +23,7 @@ type secret struct {
 	name        string
 	value       string
 	placeholder string
-	hosts       []oci.HostPattern
+	hosts       []HostPattern
 	// forms are the value's encodings looked for in what comes back and in
 	// what goes elsewhere, each with the placeholder's same encoding.
 	forms []pattern
@@ -190,7 +188,7 @@ func (sec *secret) allowedFor(scheme, host string, port uint16) bool {
 	for _, p := range sec.hosts {
 		want := p.Scheme
 		if want == "" {
-			want = oci.SchemeHTTPS
+			want = SchemeHTTPS
 		}
 		if want == scheme && p.DefaultPort() == port && matchHost(p, host) {
 			return true

@@ -20,8 +20,6 @@ import (
 	"sync"
 	"testing"
 	"time"
-
-	"github.com/earendil-works/gondolin-containerd/oci"
 )
 
 // seen is what a recording upstream received.
@@ -149,10 +147,10 @@ func (e *env) pinnedClient(dst netip.AddrPort, h2 bool) *http.Client {
 func TestSecrets(t *testing.T) {
 	const real = "s3cr3t-VALUE-0123456789"
 	s := settings(t, map[string]string{
-		oci.AnnotationNetAllow:               "api.example.com,other.example.com",
-		oci.AnnotationSecretPrefix + "TOKEN": "api.example.com",
+		KeyAllow:                  "api.example.com,other.example.com",
+		KeySecretPrefix + "TOKEN": "api.example.com",
 	})
-	e := newEnv(t, ConfigFromSettings(s, map[string]string{"TOKEN": real}))
+	e := newEnv(t, s.Config(map[string]string{"TOKEN": real}))
 	rec := newRecorder(t, e, apiIP, 443, true)
 	ph, ok := e.n.Placeholder("TOKEN")
 	if !ok || !strings.HasPrefix(ph, PlaceholderPrefix) || len(ph) != len(PlaceholderPrefix)+48 || strings.Contains(ph, real) {
@@ -247,10 +245,10 @@ func TestSecretNotSentOnPooledConnection(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			s := settings(t, map[string]string{
-				oci.AnnotationNetMode:                "open",
-				oci.AnnotationSecretPrefix + "TOKEN": tc.secret,
+				KeyMode:                   "open",
+				KeySecretPrefix + "TOKEN": tc.secret,
 			})
-			e := newEnv(t, ConfigFromSettings(s, map[string]string{"TOKEN": real}))
+			e := newEnv(t, s.Config(map[string]string{"TOKEN": real}))
 			port := uint16(80)
 			scheme := "http"
 			if tc.tls {
@@ -291,10 +289,10 @@ func TestSecretNotSentOnPooledConnection(t *testing.T) {
 func TestSecretEchoRedacted(t *testing.T) {
 	const real = "echoed-REAL-value-55555"
 	s := settings(t, map[string]string{
-		oci.AnnotationNetAllow:               "api.example.com,other.example.com",
-		oci.AnnotationSecretPrefix + "TOKEN": "api.example.com",
+		KeyAllow:                  "api.example.com,other.example.com",
+		KeySecretPrefix + "TOKEN": "api.example.com",
 	})
-	e := newEnv(t, ConfigFromSettings(s, map[string]string{"TOKEN": real}))
+	e := newEnv(t, s.Config(map[string]string{"TOKEN": real}))
 	newRecorder(t, e, apiIP, 443, true)
 	ph, _ := e.n.Placeholder("TOKEN")
 	for _, h2 := range []bool{false, true} {
@@ -370,10 +368,10 @@ func TestSecretEchoRedacted(t *testing.T) {
 func TestSecretInResponseFromOtherHostCut(t *testing.T) {
 	const real = "leaked-REAL-value-777777"
 	s := settings(t, map[string]string{
-		oci.AnnotationNetAllow:               "api.example.com,other.example.com",
-		oci.AnnotationSecretPrefix + "TOKEN": "api.example.com",
+		KeyAllow:                  "api.example.com,other.example.com",
+		KeySecretPrefix + "TOKEN": "api.example.com",
 	})
-	e := newEnv(t, ConfigFromSettings(s, map[string]string{"TOKEN": real}))
+	e := newEnv(t, s.Config(map[string]string{"TOKEN": real}))
 	leaky := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path == "/clean" {
 			io.WriteString(w, "nothing to see")
@@ -416,10 +414,10 @@ func TestSecretInResponseFromOtherHostCut(t *testing.T) {
 func TestSecretInRequestBodyBlocked(t *testing.T) {
 	const real = "body-REAL-value-31415926"
 	s := settings(t, map[string]string{
-		oci.AnnotationNetAllow:               "api.example.com,other.example.com",
-		oci.AnnotationSecretPrefix + "TOKEN": "api.example.com",
+		KeyAllow:                  "api.example.com,other.example.com",
+		KeySecretPrefix + "TOKEN": "api.example.com",
 	})
-	e := newEnv(t, ConfigFromSettings(s, map[string]string{"TOKEN": real}))
+	e := newEnv(t, s.Config(map[string]string{"TOKEN": real}))
 	other := newRecorder(t, e, otherIP, 443, true)
 	bound := newRecorder(t, e, apiIP, 443, true)
 	ph, _ := e.n.Placeholder("TOKEN")
@@ -484,10 +482,10 @@ func TestSecretSchemeEnforced(t *testing.T) {
 		{"https://api.example.com,http://api.example.com", true, true},
 	} {
 		s := settings(t, map[string]string{
-			oci.AnnotationNetAllow:               "api.example.com",
-			oci.AnnotationSecretPrefix + "TOKEN": tc.secret,
+			KeyAllow:                  "api.example.com",
+			KeySecretPrefix + "TOKEN": tc.secret,
 		})
-		e := newEnv(t, ConfigFromSettings(s, map[string]string{"TOKEN": real}))
+		e := newEnv(t, s.Config(map[string]string{"TOKEN": real}))
 		plain := newRecorder(t, e, apiIP, 80, false)
 		tlsRec := newRecorder(t, e, apiIP, 443, true)
 		ph, _ := e.n.Placeholder("TOKEN")
@@ -519,10 +517,10 @@ func TestSecretSchemeEnforced(t *testing.T) {
 func TestSecretHostSwitchOnGuestConnection(t *testing.T) {
 	const real = "switch-REAL-value-1618033"
 	s := settings(t, map[string]string{
-		oci.AnnotationNetAllow:               "api.example.com,other.example.com",
-		oci.AnnotationSecretPrefix + "TOKEN": "api.example.com",
+		KeyAllow:                  "api.example.com,other.example.com",
+		KeySecretPrefix + "TOKEN": "api.example.com",
 	})
-	e := newEnv(t, ConfigFromSettings(s, map[string]string{"TOKEN": real}))
+	e := newEnv(t, s.Config(map[string]string{"TOKEN": real}))
 	bound := newRecorder(t, e, apiIP, 443, true)
 	other := newRecorder(t, e, otherIP, 443, true)
 	ph, _ := e.n.Placeholder("TOKEN")
@@ -563,10 +561,10 @@ func TestSecretHostSwitchOnGuestConnection(t *testing.T) {
 func TestSecretShortValue(t *testing.T) {
 	const real = "z!q" // nothing a placeholder can contain
 	s := settings(t, map[string]string{
-		oci.AnnotationNetAllow:               "api.example.com,other.example.com",
-		oci.AnnotationSecretPrefix + "TOKEN": "api.example.com",
+		KeyAllow:                  "api.example.com,other.example.com",
+		KeySecretPrefix + "TOKEN": "api.example.com",
 	})
-	e := newEnv(t, ConfigFromSettings(s, map[string]string{"TOKEN": real}))
+	e := newEnv(t, s.Config(map[string]string{"TOKEN": real}))
 	newRecorder(t, e, apiIP, 443, true)
 	newRecorder(t, e, otherIP, 443, true)
 	ph, _ := e.n.Placeholder("TOKEN")
@@ -595,10 +593,10 @@ func TestSecretShortValue(t *testing.T) {
 // event stream are not held back waiting for more data.
 func TestSecretStreamsFlow(t *testing.T) {
 	s := settings(t, map[string]string{
-		oci.AnnotationNetAllow:               "api.example.com,other.example.com",
-		oci.AnnotationSecretPrefix + "TOKEN": "api.example.com",
+		KeyAllow:                  "api.example.com,other.example.com",
+		KeySecretPrefix + "TOKEN": "api.example.com",
 	})
-	e := newEnv(t, ConfigFromSettings(s, map[string]string{"TOKEN": "stream-REAL-value-4242"}))
+	e := newEnv(t, s.Config(map[string]string{"TOKEN": "stream-REAL-value-4242"}))
 	for _, host := range []string{"api.example.com", "other.example.com"} {
 		ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 		defer cancel()

@@ -11,13 +11,11 @@ import (
 	"strings"
 	"testing"
 	"testing/iotest"
-
-	"github.com/earendil-works/gondolin-containerd/oci"
 )
 
-func secretHosts(t testing.TB, list string) []oci.HostPattern {
+func secretHosts(t testing.TB, list string) []HostPattern {
 	t.Helper()
-	return settings(t, map[string]string{oci.AnnotationSecretPrefix + "X": list}).Secrets["X"]
+	return settings(t, map[string]string{KeySecretPrefix + "X": list}).Secrets["X"]
 }
 
 func testRequest(target string, hdr ...string) *http.Request {
@@ -113,7 +111,7 @@ func TestSecretSchemeBinding(t *testing.T) {
 		}
 	}
 	for _, bad := range []string{"ftp://a.example.com", "https://", "https://a.example.com/path", "http://u@a.example.com", "a.example.com?x", "http://http://a.example.com", "://a.example.com"} {
-		if _, err := oci.ParseAnnotations(map[string]string{oci.AnnotationSecretPrefix + "X": bad}, nil); err == nil {
+		if _, err := parseRules(map[string]string{KeySecretPrefix + "X": bad}); err == nil {
 			t.Errorf("secret hosts %q accepted", bad)
 		}
 	}

@@ -99,7 +99,7 @@ func (n *Network) startHTTP() {
 	n.httpSrv = &http.Server{
 		Handler:           http.HandlerFunc(n.serveHTTP),
 		Protocols:         &protos,
-		ReadHeaderTimeout: n.cfg.Limits.HTTPHeaderTimeout.Duration,
+		ReadHeaderTimeout: n.cfg.Limits.HTTPHeaderTimeout,
 		IdleTimeout:       5 * time.Minute,
 		MaxHeaderBytes:    n.cfg.Limits.HTTPHeaderBytes,
 		// One guest connection may carry this many HTTP/2 requests at

@@ -11,7 +11,7 @@ import (
 	"github.com/earendil-works/gondolin-containerd/oci"
 )
 
-// The binds share is the directory exported as oci.BindsTag: one entry per
+// The binds share is the directory exported as api.BindsTag: one entry per
 // host bind mount of the container. The guest mounts it read-write (a
 // read-write bind must be writable), so its root must give the guest
 // nothing to work with:

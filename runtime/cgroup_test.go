@@ -17,7 +17,7 @@ import (
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"google.golang.org/protobuf/proto"
 
-	"github.com/earendil-works/gondolin-containerd/oci"
+	"github.com/earendil-works/gondolin-containerd/config"
 )
 
 func TestHostCgroupPath(t *testing.T) {
@@ -160,8 +160,8 @@ func (v *fakeVM) Stop(context.Context, time.Duration) error {
 }
 
 func testContainer(t *testing.T, timeout time.Duration) (*Container, *fakeVM) {
-	cfg := oci.DefaultConfig(t.TempDir())
-	cfg.Limits.AgentCallTimeout = oci.Duration{Duration: timeout}
+	cfg := config.Default(t.TempDir())
+	cfg.Limits.AgentCallTimeout = config.Duration{Duration: timeout}
 	vm := newFakeVM()
 	c := &Container{
 		ID: "c1", rt: New(Config{Runtime: cfg}), sb: &sandbox{vm: vm},

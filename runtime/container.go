@@ -77,7 +77,7 @@ func (r *Runtime) Create(ctx context.Context, opts CreateOpts) (_ *Container, re
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", err, errdefs.ErrInvalidArgument)
 	}
-	settings, err := oci.ParseAnnotations(spec.Annotations, r.cfg.Runtime)
+	settings, err := oci.ParseAnnotations(spec.Annotations, r.cfg.Runtime.Operator())
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", err, errdefs.ErrInvalidArgument)
 	}
@@ -85,7 +85,7 @@ func (r *Runtime) Create(ctx context.Context, opts CreateOpts) (_ *Container, re
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", err, errdefs.ErrInvalidArgument)
 	}
-	memMiB, cpus, err := oci.VMResources(spec, settings, r.cfg.Runtime)
+	memMiB, cpus, err := oci.VMResources(spec, settings, r.cfg.Runtime.VMDefaults())
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", err, errdefs.ErrInvalidArgument)
 	}
@@ -137,7 +137,7 @@ func (r *Runtime) Create(ctx context.Context, opts CreateOpts) (_ *Container, re
 			rootfs = filepath.Join(opts.Bundle, rootfs)
 		}
 	}
-	shares := []share{{tag: oci.RootfsTag, dir: rootfs}}
+	shares := []share{{tag: api.RootfsTag, dir: rootfs}}
 	// A read-only root is served read-only by the host (roroot.go), sealed
 	// once the guest has created the container.
 	var sealRoot func() error
@@ -162,7 +162,7 @@ func (r *Runtime) Create(ctx context.Context, opts CreateOpts) (_ *Container, re
 		if err := prepareBinds(st.BindsDir, binds); err != nil {
 			return nil, err
 		}
-		shares = append(shares, share{tag: oci.BindsTag, dir: st.BindsDir})
+		shares = append(shares, share{tag: api.BindsTag, dir: st.BindsDir})
 	}
 
 	// The host cgroup comes before any process of the VM: QEMU and the

@@ -19,8 +19,8 @@ import (
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/time/rate"
 
+	"github.com/earendil-works/gondolin-containerd/config"
 	"github.com/earendil-works/gondolin-containerd/guest-agent/api"
-	"github.com/earendil-works/gondolin-containerd/oci"
 )
 
 // Ingress: every TCP port the guest listens on (on any address but
@@ -55,9 +55,9 @@ func (c *Container) publishListeners() {
 	ctx, cancel := c.runningContext()
 	defer cancel()
 	entry := log.G(ctx).WithField("container", c.ID)
-	limits := oci.DefaultLimits()
+	limits := config.DefaultLimits()
 	if c.rt != nil && c.rt.cfg.Runtime != nil {
-		// A config file cannot turn a limit off (oci.Limits refuses 0);
+		// A config file cannot turn a limit off (config.Limits refuses 0);
 		// a Config built in code without [limits] gets the defaults.
 		if l := c.rt.cfg.Runtime.Limits; l.PublishedPorts > 0 && l.GuestEventsPerSecond > 0 && l.TCPFlows > 0 && l.UDPFlows > 0 {
 			limits = l
@@ -160,7 +160,7 @@ type ingressRules struct {
 //     (an sshd that restarts must not find port 22 taken). Higher ports
 //     are published as a runc container's would be, and only if free: a
 //     port the host already uses fails to bind and stays unpublished.
-func ingressRulesFor(spec *specs.Spec, hostNetwork bool, limits oci.Limits) ingressRules {
+func ingressRulesFor(spec *specs.Spec, hostNetwork bool, limits config.Limits) ingressRules {
 	r := ingressRules{limit: limits.PublishedPorts, minPort: privilegedPorts}
 	if hostNetwork || spec == nil {
 		return r
@@ -331,7 +331,7 @@ type publisher struct {
 	maxTCPConns, maxUDPFlows int64
 }
 
-func newPublisher(c *Container, entry *log.Entry, rules ingressRules, limits oci.Limits) *publisher {
+func newPublisher(c *Container, entry *log.Entry, rules ingressRules, limits config.Limits) *publisher {
 	p := &publisher{
 		c: c, entry: entry, rules: rules,
 		published:   map[ingressPort]io.Closer{},

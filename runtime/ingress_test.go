@@ -16,8 +16,8 @@ import (
 	"github.com/sirupsen/logrus"
 	"golang.org/x/time/rate"
 
+	"github.com/earendil-works/gondolin-containerd/config"
 	"github.com/earendil-works/gondolin-containerd/guest-agent/api"
-	"github.com/earendil-works/gondolin-containerd/oci"
 )
 
 // fakeSocket stands for a namespace-side socket.
@@ -34,7 +34,7 @@ func testPublisher(rules ingressRules, bindFails map[ingressPort]bool) (*publish
 	closed := map[ingressPort]int{}
 	quiet := logrus.New()
 	quiet.Out = io.Discard
-	p := newPublisher(nil, logrus.NewEntry(quiet), rules, oci.DefaultLimits())
+	p := newPublisher(nil, logrus.NewEntry(quiet), rules, config.DefaultLimits())
 	p.open = func(_ context.Context, k ingressPort) (io.Closer, error) {
 		if bindFails[k] {
 			return nil, syscall.EADDRINUSE
@@ -111,7 +111,7 @@ func TestIngressBindFailureIsRetried(t *testing.T) {
 }
 
 func TestIngressRulesFor(t *testing.T) {
-	limits := oci.DefaultLimits()
+	limits := config.DefaultLimits()
 	withCap := &specs.Spec{Process: &specs.Process{Capabilities: &specs.LinuxCapabilities{Bounding: []string{"CAP_CHOWN", "CAP_NET_BIND_SERVICE"}}}}
 	noCap := &specs.Spec{Process: &specs.Process{Capabilities: &specs.LinuxCapabilities{Bounding: []string{"CAP_CHOWN"}}}}
 	sysctl := &specs.Spec{Process: noCap.Process, Linux: &specs.Linux{Sysctl: map[string]string{"net.ipv4.ip_unprivileged_port_start": "0"}}}

@@ -21,6 +21,7 @@ import (
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 
+	"github.com/earendil-works/gondolin-containerd/config"
 	"github.com/earendil-works/gondolin-containerd/guest-agent/api"
 	"github.com/earendil-works/gondolin-containerd/oci"
 	"github.com/earendil-works/gondolin-containerd/policy"
@@ -47,7 +48,7 @@ type networkParams struct {
 	caDir    string
 	spec     *specs.Spec
 	settings *oci.Settings
-	runtime  *oci.Config
+	runtime  *config.Config
 	// ns is where allowed flows are dialled from.
 	ns *netNS
 }
@@ -55,7 +56,7 @@ type networkParams struct {
 // startNetwork builds the container's network and listens for the VMM's
 // NIC. It returns nil for net.mode=none: the VM then has no NIC.
 func startNetwork(ctx context.Context, p networkParams) (_ *sandboxNetwork, retErr error) {
-	if p.settings.NetMode == oci.NetModeNone {
+	if p.settings.Mode == policy.NetModeNone {
 		return nil, nil
 	}
 	sn := &sandboxNetwork{}
@@ -67,12 +68,12 @@ func startNetwork(ctx context.Context, p networkParams) (_ *sandboxNetwork, retE
 	ns := p.ns
 	var err error
 
-	cfg := policy.ConfigFromSettings(p.settings, secretValues(p.spec, p.settings))
+	cfg := p.settings.Rules.Config(secretValues(p.spec, p.settings))
 	cfg.Container = p.id
 	cfg.CAStateDir = p.caDir
 	cfg.Dialer = ns.dial
 	cfg.HostAddrs = ns.hostAddrs
-	cfg.Limits = p.runtime.Limits
+	cfg.Limits = p.runtime.Limits.Policy()
 	if cfg.DNSServers, err = p.runtime.UpstreamDNSServers(); err != nil {
 		return nil, err
 	}
@@ -82,7 +83,7 @@ func startNetwork(ctx context.Context, p networkParams) (_ *sandboxNetwork, retE
 	}
 	for name := range overrides {
 		// The operator vouches for these addresses, internal or not.
-		cfg.AllowInternal = append(cfg.AllowInternal, oci.HostPattern{Host: name})
+		cfg.AllowInternal = append(cfg.AllowInternal, policy.HostPattern{Host: name})
 	}
 	cfg.Resolver = newUpstreamResolver(overrides, ns, cfg.DNSServers)
 	if cfg.RootCAs, err = upstreamRoots(p.runtime.UpstreamCAFile); err != nil {

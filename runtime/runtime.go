@@ -14,7 +14,7 @@ import (
 
 	"github.com/containerd/errdefs"
 
-	"github.com/earendil-works/gondolin-containerd/oci"
+	"github.com/earendil-works/gondolin-containerd/config"
 )
 
 // DefaultStateRoot holds one directory of sockets and state per container.
@@ -32,7 +32,7 @@ type Exit struct {
 
 // Config configures a Runtime.
 type Config struct {
-	Runtime   *oci.Config
+	Runtime   *config.Config
 	StateRoot string
 	Namespace string
 	// OnExit is called once for each process that exits, after all of its

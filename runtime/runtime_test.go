@@ -107,7 +107,7 @@ func TestHostIOUnknownScheme(t *testing.T) {
 // Without a network, secrets still reach the guest only as placeholders.
 func TestGuestEnvWithoutNetwork(t *testing.T) {
 	var sn *sandboxNetwork
-	ph := sn.placeholders(&oci.Settings{Secrets: map[string][]oci.HostPattern{"TOKEN": nil}})
+	ph := sn.placeholders(&oci.Settings{Rules: policy.Rules{Secrets: map[string][]policy.HostPattern{"TOKEN": nil}}})
 	env := guestEnv([]string{"TOKEN=real-value", "PATH=/bin"}, ph)
 	if len(env) != 2 || env[1] != "PATH=/bin" || !strings.HasPrefix(env[0], "TOKEN="+policy.PlaceholderPrefix) {
 		t.Fatalf("guestEnv = %q", env)

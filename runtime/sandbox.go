@@ -15,8 +15,8 @@ import (
 	"github.com/containerd/errdefs"
 	"github.com/containerd/log"
 
+	"github.com/earendil-works/gondolin-containerd/config"
 	"github.com/earendil-works/gondolin-containerd/guest-agent/api"
-	"github.com/earendil-works/gondolin-containerd/oci"
 	"github.com/earendil-works/gondolin-containerd/vmm"
 	"github.com/earendil-works/gondolin-containerd/vmm/backend"
 )
@@ -45,7 +45,7 @@ type sandboxConfig struct {
 	console   string
 	memoryMiB uint64
 	cpus      uint32
-	runtime   *oci.Config
+	runtime   *config.Config
 	// nic is the VM's network interface; nil for none.
 	nic *vmm.NIC
 	// netns is the network namespace the VMM runs in.
@@ -221,13 +221,13 @@ func vmRequest(ctx context.Context, cfg sandboxConfig, st *persistedState, accel
 		Dirs:      dirs,
 		Hooks:     vmHooks(cfg, st, timing),
 	}
-	if mode := cfg.runtime.SnapshotBoot; mode != oci.SnapshotBootOff {
+	if mode := cfg.runtime.SnapshotBoot; mode != config.SnapshotBootOff {
 		// The VMs saved and resumed have the snapshot argument (the
 		// agent prepares the first create before it is saved); a VM
 		// booted instead has not.
 		req.Snapshot = &vmm.SnapshotBoot{
 			Dir:        cfg.runtime.SnapshotDir,
-			Required:   mode == oci.SnapshotBootOn,
+			Required:   mode == config.SnapshotBootOn,
 			KernelArgs: []string{api.SnapshotKernelArg},
 		}
 	}

@@ -8,10 +8,6 @@ import (
 	"google.golang.org/protobuf/proto"
 )
 
-// ChannelPortName is the name of the virtio-serial port that carries the
-// multiplexed (yamux) channel between shim and agent.
-const ChannelPortName = "io.gondolin.channel"
-
 // maxHeaderSize bounds a stream header so a corrupt stream cannot make either
 // side allocate without limit.
 const maxHeaderSize = 4096

@@ -29,7 +29,7 @@ import (
 	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/emptypb"
 
-	"github.com/earendil-works/gondolin-containerd/oci"
+	"github.com/earendil-works/gondolin-containerd/config"
 	"github.com/earendil-works/gondolin-containerd/runtime"
 )
 
@@ -102,7 +102,7 @@ func (s *service) runtime(ctx context.Context, options *runtimeoptions.Options) 
 	if options != nil {
 		configPath = options.ConfigPath
 	}
-	cfg, err := oci.LoadConfig(configPath, filepath.Dir(exe))
+	cfg, err := config.Load(configPath, filepath.Dir(exe))
 	if err != nil {
 		return nil, err
 	}

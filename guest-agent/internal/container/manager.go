@@ -56,7 +56,7 @@ type Config struct {
 func DefaultConfig() Config {
 	return Config{
 		StateDir:     "/run/gondolin/containers",
-		SharesDir:    "/run/gondolin/shares",
+		SharesDir:    api.SharesDir,
 		FilesDir:     "/run/gondolin/files",
 		CgroupRoot:   "/sys/fs/cgroup",
 		Exe:          "/proc/self/exe",

@@ -1,24 +1,25 @@
-// Package oci turns what containerd hands the shim — the bundle's OCI spec,
-// its annotations and the runtime config — into validated settings for the
-// VM and the guest. Every value is checked here, so a bad one fails the
-// create with a message naming it and what would be accepted.
-package oci
+// Package config is the runtime config: the operator's TOML file
+// (/etc/gondolin/config.toml, or containerd's ConfigPath option) over the
+// built-in defaults. Every value is checked when it loads, so a bad one
+// fails with a message naming it and what would be accepted.
+package config
 
 import (
 	"errors"
 	"fmt"
 	"net/netip"
 	"os"
-	"path"
 	"path/filepath"
 	"strings"
 	"time"
 
 	"github.com/BurntSushi/toml"
+
+	"github.com/earendil-works/gondolin-containerd/oci"
 )
 
-// DefaultConfigPath is read when containerd passes no ConfigPath option.
-const DefaultConfigPath = "/etc/gondolin/config.toml"
+// DefaultPath is read when containerd passes no ConfigPath option.
+const DefaultPath = "/etc/gondolin/config.toml"
 
 // DefaultSnapshotDir holds the saved VM states snapshot_boot restores.
 const DefaultSnapshotDir = "/var/lib/gondolin/snapshots"
@@ -147,10 +148,10 @@ func (d *Duration) UnmarshalText(b []byte) error {
 	return nil
 }
 
-// DefaultConfig is the built-in config. exeDir is the directory of the shim
+// Default is the built-in config. exeDir is the directory of the shim
 // binary: the guest image is looked for in ../share/gondolin beside it, the
 // layout `make install` and the build tree both use.
-func DefaultConfig(exeDir string) *Config {
+func Default(exeDir string) *Config {
 	share := filepath.Join(filepath.Dir(exeDir), "share", "gondolin")
 	return &Config{
 		GuestKernel:       GuestKernelMinimal,
@@ -171,15 +172,15 @@ func DefaultConfig(exeDir string) *Config {
 	}
 }
 
-// LoadConfig reads the runtime config at path over the defaults. An empty
-// path means DefaultConfigPath if it exists, else the defaults alone.
-func LoadConfig(path, exeDir string) (*Config, error) {
-	cfg := DefaultConfig(exeDir)
+// Load reads the runtime config at path over the defaults. An empty
+// path means DefaultPath if it exists, else the defaults alone.
+func Load(path, exeDir string) (*Config, error) {
+	cfg := Default(exeDir)
 	if path == "" {
-		if _, err := os.Stat(DefaultConfigPath); err != nil {
+		if _, err := os.Stat(DefaultPath); err != nil {
 			return cfg, nil
 		}
-		path = DefaultConfigPath
+		path = DefaultPath
 	}
 	b, err := os.ReadFile(path)
 	if err != nil {
@@ -234,8 +235,8 @@ func (c *Config) validate() error {
 	default:
 		errs = append(errs, fmt.Errorf("log_level = %q: accepted values are trace, debug, info, warn, error", c.LogLevel))
 	}
-	if c.DefaultMemoryMiB < minMemoryMiB {
-		errs = append(errs, fmt.Errorf("default_memory_mib = %d: at least %d", c.DefaultMemoryMiB, minMemoryMiB))
+	if c.DefaultMemoryMiB < oci.MinMemoryMiB {
+		errs = append(errs, fmt.Errorf("default_memory_mib = %d: at least %d", c.DefaultMemoryMiB, oci.MinMemoryMiB))
 	}
 	if c.DefaultCPUs < 1 {
 		errs = append(errs, fmt.Errorf("default_cpus = %d: at least 1", c.DefaultCPUs))
@@ -244,16 +245,19 @@ func (c *Config) validate() error {
 		errs = append(errs, fmt.Errorf("boot_timeout = %s: must be positive", c.BootTimeout.Duration))
 	}
 	for _, p := range c.AllowedAnnotations {
-		if !strings.HasPrefix(p, AnnotationPrefix) {
-			errs = append(errs, fmt.Errorf("allowed_annotations entry %q: must start with %s", p, AnnotationPrefix))
+		if !strings.HasPrefix(p, oci.AnnotationPrefix) {
+			errs = append(errs, fmt.Errorf("allowed_annotations entry %q: must start with %s", p, oci.AnnotationPrefix))
 		}
 	}
-	for key, value := range c.DefaultAnnotations {
-		// Checked like a container's, but not against allowed_annotations:
-		// the operator sets these.
-		if err := (&Settings{Secrets: map[string][]HostPattern{}}).set(key, value, nil); err != nil {
-			errs = append(errs, fmt.Errorf("default_annotations: %w", err))
+	for key := range c.DefaultAnnotations {
+		if !strings.HasPrefix(key, oci.AnnotationPrefix) {
+			errs = append(errs, fmt.Errorf("default_annotations: %s is not an %s* annotation", key, oci.AnnotationPrefix))
 		}
+	}
+	// Checked like a container's, but not against allowed_annotations:
+	// the operator sets these.
+	if _, err := oci.ParseAnnotations(c.DefaultAnnotations, oci.Operator{}); err != nil {
+		errs = append(errs, fmt.Errorf("default_annotations: %w", err))
 	}
 	if !filepath.IsAbs(c.SnapshotDir) {
 		errs = append(errs, fmt.Errorf("snapshot_dir = %q: must be an absolute path", c.SnapshotDir))
@@ -295,20 +299,12 @@ func (c *Config) UpstreamDNSServers() ([]netip.AddrPort, error) {
 	return out, nil
 }
 
-// annotationAllowed reports whether the operator lets containers set key.
-func (c *Config) annotationAllowed(key string) bool {
-	if len(c.AllowedAnnotations) == 0 {
-		return true
-	}
-	for _, p := range c.AllowedAnnotations {
-		if p == key {
-			return true
-		}
-		if strings.HasSuffix(p, "*") {
-			if ok, _ := path.Match(p, key); ok || strings.HasPrefix(key, strings.TrimSuffix(p, "*")) {
-				return true
-			}
-		}
-	}
-	return false
+// Operator is what the config says about containers' annotations.
+func (c *Config) Operator() oci.Operator {
+	return oci.Operator{DefaultAnnotations: c.DefaultAnnotations, AllowedAnnotations: c.AllowedAnnotations}
+}
+
+// VMDefaults are the config's VM sizes.
+func (c *Config) VMDefaults() oci.VMDefaults {
+	return oci.VMDefaults{MemoryMiB: c.DefaultMemoryMiB, CPUs: c.DefaultCPUs, OverheadMiB: c.MemoryOverheadMiB}
 }

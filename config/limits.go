@@ -1,10 +1,12 @@
-package oci
+package config
 
 import (
 	"fmt"
 	"reflect"
 	"strings"
 	"time"
+
+	"github.com/earendil-works/gondolin-containerd/policy"
 )
 
 // Limits bound what one container's guest — hostile by assumption — can
@@ -56,19 +58,21 @@ type Limits struct {
 	HostMemoryOverheadMiB int `toml:"host_memory_overhead_mib"`
 }
 
-// DefaultLimits suit a developer machine and a CI runner alike.
+// DefaultLimits suit a developer machine and a CI runner alike. Those the
+// egress policy keeps are its own defaults (policy.DefaultLimits).
 func DefaultLimits() Limits {
+	p := policy.DefaultLimits()
 	return Limits{
-		TCPFlows:             1024,
-		UDPFlows:             256,
-		UpstreamConnections:  1024,
-		DNSInFlight:          64,
-		HTTPHeaderBytes:      64 << 10,
-		HTTPHeaderTimeout:    Duration{30 * time.Second},
+		TCPFlows:             p.TCPFlows,
+		UDPFlows:             p.UDPFlows,
+		UpstreamConnections:  p.UpstreamConnections,
+		DNSInFlight:          p.DNSInFlight,
+		HTTPHeaderBytes:      p.HTTPHeaderBytes,
+		HTTPHeaderTimeout:    Duration{p.HTTPHeaderTimeout},
 		PublishedPorts:       256,
 		ConsoleLogBytes:      4 << 20,
 		AuditFileBytes:       64 << 20,
-		AuditLinesPerSecond:  100,
+		AuditLinesPerSecond:  p.AuditLinesPerSecond,
 		GuestEventsPerSecond: 10,
 		AgentCallTimeout:     Duration{30 * time.Second},
 		FileServerOpenFiles:  1 << 20,
@@ -78,6 +82,19 @@ func DefaultLimits() Limits {
 		// cgroup peaked at 112 MiB over its guest RAM. See
 		// docs/security.md.
 		HostMemoryOverheadMiB: 160,
+	}
+}
+
+// Policy returns the limits the egress policy keeps.
+func (l Limits) Policy() policy.Limits {
+	return policy.Limits{
+		TCPFlows:            l.TCPFlows,
+		UpstreamConnections: l.UpstreamConnections,
+		UDPFlows:            l.UDPFlows,
+		DNSInFlight:         l.DNSInFlight,
+		HTTPHeaderBytes:     l.HTTPHeaderBytes,
+		HTTPHeaderTimeout:   l.HTTPHeaderTimeout.Duration,
+		AuditLinesPerSecond: l.AuditLinesPerSecond,
 	}
 }
 

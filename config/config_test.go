@@ -1,4 +1,4 @@
-package oci
+package config
 
 import (
 	"os"
@@ -6,10 +6,13 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/earendil-works/gondolin-containerd/oci"
+	"github.com/earendil-works/gondolin-containerd/policy"
 )
 
 func TestDefaultConfigFindsImageBesideShim(t *testing.T) {
-	cfg := DefaultConfig("/opt/gondolin/bin")
+	cfg := Default("/opt/gondolin/bin")
 	if cfg.KernelPath != "/opt/gondolin/share/gondolin/vmlinuz" || cfg.InitrdPath != "/opt/gondolin/share/gondolin/initrd.img" {
 		t.Fatalf("got kernel %s initrd %s", cfg.KernelPath, cfg.InitrdPath)
 	}
@@ -18,7 +21,7 @@ func TestDefaultConfigFindsImageBesideShim(t *testing.T) {
 	}
 }
 
-func TestLoadConfig(t *testing.T) {
+func TestLoad(t *testing.T) {
 	dir := t.TempDir()
 	p := filepath.Join(dir, "config.toml")
 	if err := os.WriteFile(p, []byte(`
@@ -30,7 +33,7 @@ allowed_annotations = ["io.gondolin.vm.*"]
 `), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	cfg, err := LoadConfig(p, "/x/bin")
+	cfg, err := Load(p, "/x/bin")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -43,7 +46,7 @@ allowed_annotations = ["io.gondolin.vm.*"]
 }
 
 func TestSnapshotBootValues(t *testing.T) {
-	if got := DefaultConfig("/b").SnapshotBoot; got != SnapshotBootAuto {
+	if got := Default("/b").SnapshotBoot; got != SnapshotBootAuto {
 		t.Errorf("default snapshot_boot = %q, want auto", got)
 	}
 	for text, want := range map[string]SnapshotBoot{
@@ -51,7 +54,7 @@ func TestSnapshotBootValues(t *testing.T) {
 		`snapshot_boot = false`:  SnapshotBootOff,
 		`snapshot_boot = "auto"`: SnapshotBootAuto,
 	} {
-		cfg := DefaultConfig("/b")
+		cfg := Default("/b")
 		if err := parseConfig(cfg, text); err != nil || cfg.SnapshotBoot != want {
 			t.Errorf("%s: got %q, %v; want %q", text, cfg.SnapshotBoot, err, want)
 		}
@@ -69,7 +72,7 @@ func TestConfigErrors(t *testing.T) {
 		`snapshot_boot = "yes"`:     `snapshot_boot = "yes": must be true, false or "auto"`,
 		`snapshot_boot = 1`:         `must be true, false or "auto"`,
 	} {
-		err := parseConfig(DefaultConfig("/b"), text)
+		err := parseConfig(Default("/b"), text)
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("%s: got %v, want error containing %q", text, err, want)
 		}
@@ -77,13 +80,13 @@ func TestConfigErrors(t *testing.T) {
 }
 
 func TestLoadConfigMissingFile(t *testing.T) {
-	if _, err := LoadConfig("/nonexistent/config.toml", "/b"); err == nil {
+	if _, err := Load("/nonexistent/config.toml", "/b"); err == nil {
 		t.Fatal("a named config file that does not exist must be an error")
 	}
 }
 
 func TestGuestKernelPicksImages(t *testing.T) {
-	cfg := DefaultConfig("/opt/g/bin")
+	cfg := Default("/opt/g/bin")
 	if cfg.GuestKernel != "minimal" || cfg.Machine != "auto" {
 		t.Fatalf("defaults: guest_kernel %q machine %q", cfg.GuestKernel, cfg.Machine)
 	}
@@ -94,7 +97,7 @@ func TestGuestKernelPicksImages(t *testing.T) {
 		t.Errorf("stock: kernel %s initrd %s", cfg.KernelPath, cfg.InitrdPath)
 	}
 	// Explicit paths win over guest_kernel.
-	cfg = DefaultConfig("/opt/g/bin")
+	cfg = Default("/opt/g/bin")
 	if err := parseConfig(cfg, "guest_kernel = \"stock\"\nkernel_path = \"/k\"\nmachine = \"q35\"\n"); err != nil {
 		t.Fatal(err)
 	}
@@ -105,14 +108,14 @@ func TestGuestKernelPicksImages(t *testing.T) {
 		`guest_kernel = "huge"`: `guest_kernel = "huge": accepted values are minimal, stock`,
 		`machine = "virt"`:      `machine = "virt": accepted values are auto, q35, microvm`,
 	} {
-		if err := parseConfig(DefaultConfig("/b"), text); err == nil || !strings.Contains(err.Error(), want) {
+		if err := parseConfig(Default("/b"), text); err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("%s: got %v, want %q", text, err, want)
 		}
 	}
 }
 
 func TestNetworkConfigKeys(t *testing.T) {
-	cfg := DefaultConfig("/x/bin")
+	cfg := Default("/x/bin")
 	err := parseConfig(cfg, `
 audit_dir = "/var/log/g"
 upstream_ca_file = "/etc/ca.pem"
@@ -132,15 +135,15 @@ upstream_dns = ["10.0.0.2", "127.0.0.1:5353"]
 	}
 	// The operator's default applies unless the container sets the key;
 	// a key the operator does not allow cannot override it.
-	s, err := ParseAnnotations(map[string]string{AnnotationNetDNS: "synthetic"}, cfg)
-	if err != nil || len(s.Allow) != 1 || s.Allow[0].Host != "api.example.com" || s.DNS != DNSSynthetic {
+	s, err := oci.ParseAnnotations(map[string]string{oci.AnnotationNetDNS: "synthetic"}, cfg.Operator())
+	if err != nil || len(s.Allow) != 1 || s.Allow[0].Host != "api.example.com" || s.DNS != policy.DNSSynthetic {
 		t.Fatalf("defaults + container: %+v, %v", s, err)
 	}
 	cfg.AllowedAnnotations = []string{"io.gondolin.vm.*"}
-	if _, err := ParseAnnotations(map[string]string{AnnotationNetAllow: "evil.example"}, cfg); err == nil || !strings.Contains(err.Error(), "not allowed") {
+	if _, err := oci.ParseAnnotations(map[string]string{oci.AnnotationNetAllow: "evil.example"}, cfg.Operator()); err == nil || !strings.Contains(err.Error(), "not allowed") {
 		t.Fatalf("container loosened the operator's policy: %v", err)
 	}
-	if s, err := ParseAnnotations(nil, cfg); err != nil || s.DNS != DNSTrusted {
+	if s, err := oci.ParseAnnotations(nil, cfg.Operator()); err != nil || s.DNS != policy.DNSTrusted {
 		t.Fatalf("defaults alone: %+v, %v", s, err)
 	}
 }
@@ -153,7 +156,7 @@ func TestNetworkConfigErrors(t *testing.T) {
 		{"[upstream_hosts]\n\"a.test\" = []", "at least one"},
 		{"[default_annotations]\n\"io.gondolin.net.mode\" = \"wide\"", "default_annotations"},
 	} {
-		err := parseConfig(DefaultConfig("/x/bin"), tc.text)
+		err := parseConfig(Default("/x/bin"), tc.text)
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%q: error %v, want one naming %q", tc.text, err, tc.want)
 		}
@@ -161,18 +164,18 @@ func TestNetworkConfigErrors(t *testing.T) {
 }
 
 func TestLimitsDefaultsAndValidation(t *testing.T) {
-	cfg := DefaultConfig("/x/bin")
+	cfg := Default("/x/bin")
 	if cfg.Limits != DefaultLimits() {
 		t.Fatalf("default config limits = %+v, want %+v", cfg.Limits, DefaultLimits())
 	}
-	if err := parseConfig(DefaultConfig("/x/bin"), "[limits]\ntcp_flows = 10\n"); err != nil {
+	if err := parseConfig(Default("/x/bin"), "[limits]\ntcp_flows = 10\n"); err != nil {
 		t.Fatalf("a valid limit was refused: %v", err)
 	}
-	err := parseConfig(DefaultConfig("/x/bin"), "[limits]\ntcp_flows = 0\n")
+	err := parseConfig(Default("/x/bin"), "[limits]\ntcp_flows = 0\n")
 	if err == nil || !strings.Contains(err.Error(), "limits.tcp_flows = 0") {
 		t.Fatalf("a zero limit: got %v, want an error naming limits.tcp_flows", err)
 	}
-	err = parseConfig(DefaultConfig("/x/bin"), "[limits]\nnope = 1\n")
+	err = parseConfig(Default("/x/bin"), "[limits]\nnope = 1\n")
 	if err == nil || !strings.Contains(err.Error(), "tcp_flows") {
 		t.Fatalf("an unknown limit: got %v, want an error listing the accepted keys", err)
 	}
