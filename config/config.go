@@ -16,6 +16,7 @@ import (
 	"github.com/BurntSushi/toml"
 
 	"github.com/earendil-works/gondolin-containerd/oci"
+	"github.com/earendil-works/gondolin-containerd/vmm/backend"
 )
 
 // DefaultPath is read when containerd passes no ConfigPath option.
@@ -40,6 +41,9 @@ type Config struct {
 	// Machine is the QEMU machine: auto (microvm for a kernel QEMU can boot
 	// through PVH, i.e. the minimal one; q35 otherwise), q35 or microvm.
 	Machine string `toml:"machine"`
+	// VMM names the virtual machine monitor backend (vmm/backend): only
+	// "qemu" so far.
+	VMM string `toml:"vmm"`
 	// QEMUPath and VirtiofsdPath override the binaries' default locations.
 	QEMUPath      string `toml:"qemu_path"`
 	VirtiofsdPath string `toml:"virtiofsd_path"`
@@ -158,6 +162,7 @@ func Default(exeDir string) *Config {
 		KernelPath:        filepath.Join(share, guestImages[GuestKernelMinimal][0]),
 		InitrdPath:        filepath.Join(share, guestImages[GuestKernelMinimal][1]),
 		Machine:           "auto",
+		VMM:               string(backend.QEMU),
 		Accelerator:       "auto",
 		DefaultMemoryMiB:  512,
 		DefaultCPUs:       1,
@@ -202,7 +207,7 @@ func parseConfig(cfg *Config, text string) error {
 		for i, k := range undecoded {
 			keys[i] = k.String()
 		}
-		return fmt.Errorf("unknown keys %s: accepted keys are guest_kernel, kernel_path, initrd_path, machine, qemu_path, virtiofsd_path, accelerator, default_memory_mib, default_cpus, memory_overhead_mib, boot_timeout, snapshot_boot, snapshot_dir, log_level, allowed_annotations, default_annotations, audit_dir, upstream_hosts, upstream_ca_file, upstream_dns, limits (table: "+limitKeys+")", strings.Join(keys, ", "))
+		return fmt.Errorf("unknown keys %s: accepted keys are guest_kernel, kernel_path, initrd_path, machine, vmm, qemu_path, virtiofsd_path, accelerator, default_memory_mib, default_cpus, memory_overhead_mib, boot_timeout, snapshot_boot, snapshot_dir, log_level, allowed_annotations, default_annotations, audit_dir, upstream_hosts, upstream_ca_file, upstream_dns, limits (table: "+limitKeys+")", strings.Join(keys, ", "))
 	}
 	if files, ok := guestImages[cfg.GuestKernel]; ok && cfg.shareDir != "" {
 		if !md.IsDefined("kernel_path") {
@@ -224,6 +229,9 @@ func (c *Config) validate() error {
 	case "auto", "q35", "microvm":
 	default:
 		errs = append(errs, fmt.Errorf("machine = %q: accepted values are auto, q35, microvm", c.Machine))
+	}
+	if !backend.Known(backend.Kind(c.VMM)) {
+		errs = append(errs, fmt.Errorf("vmm = %q: accepted values are %s", c.VMM, backend.KindList()))
 	}
 	switch c.Accelerator {
 	case "auto", "kvm", "tcg":

@@ -180,3 +180,19 @@ func TestLimitsDefaultsAndValidation(t *testing.T) {
 		t.Fatalf("an unknown limit: got %v, want an error listing the accepted keys", err)
 	}
 }
+
+// vmm names a backend vmm/backend knows; anything else is refused with the
+// list of known ones.
+func TestVMMKey(t *testing.T) {
+	cfg := Default("/b")
+	if cfg.VMM != "qemu" {
+		t.Fatalf("default vmm = %q", cfg.VMM)
+	}
+	if err := parseConfig(Default("/b"), `vmm = "qemu"`); err != nil {
+		t.Fatal(err)
+	}
+	err := parseConfig(Default("/b"), `vmm = "firecracker"`)
+	if err == nil || !strings.Contains(err.Error(), `vmm = "firecracker": accepted values are qemu`) {
+		t.Fatalf("got %v", err)
+	}
+}

@@ -89,6 +89,12 @@ func (r *Runtime) Create(ctx context.Context, opts CreateOpts) (_ *Container, re
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", err, errdefs.ErrInvalidArgument)
 	}
+	// The VMM, file server and accelerator first: a host that cannot run a
+	// VM fails the create before anything is mounted.
+	setup, err := r.vms.get(ctx)
+	if err != nil {
+		return nil, err
+	}
 	if devs := oci.HostDevices(spec); len(devs) > 0 {
 		log.G(ctx).WithField("container", opts.ID).Warnf("host devices are not available inside the VM; the container will not have %s", strings.Join(devs, ", "))
 	}
@@ -231,6 +237,7 @@ func (r *Runtime) Create(ctx context.Context, opts CreateOpts) (_ *Container, re
 		memoryMiB: memMiB,
 		cpus:      cpus,
 		runtime:   r.cfg.Runtime,
+		setup:     setup,
 		nic:       network.nic(),
 		netns:     ns,
 		cgroup:    c.cgroup,

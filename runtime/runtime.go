@@ -45,7 +45,9 @@ type Config struct {
 
 // Runtime holds the containers of one shim.
 type Runtime struct {
-	cfg        Config
+	cfg Config
+	// vms is the VMM, file server and accelerator every VM starts with.
+	vms        vmSetups
 	mu         sync.Mutex
 	containers map[string]*Container
 }
@@ -61,7 +63,7 @@ func New(cfg Config) *Runtime {
 	if cfg.OnOOM == nil {
 		cfg.OnOOM = func(string) {}
 	}
-	return &Runtime{cfg: cfg, containers: map[string]*Container{}}
+	return &Runtime{cfg: cfg, vms: vmSetups{cfg: cfg.Runtime}, containers: map[string]*Container{}}
 }
 
 // Get returns the container with id.

@@ -18,7 +18,6 @@ import (
 	"github.com/earendil-works/gondolin-containerd/config"
 	"github.com/earendil-works/gondolin-containerd/guest-agent/api"
 	"github.com/earendil-works/gondolin-containerd/vmm"
-	"github.com/earendil-works/gondolin-containerd/vmm/backend"
 )
 
 // sandbox is one VM: the VMM, its file server and the agent channel.
@@ -46,6 +45,8 @@ type sandboxConfig struct {
 	memoryMiB uint64
 	cpus      uint32
 	runtime   *config.Config
+	// setup is the runtime's VMM, file server and accelerator.
+	setup *vmSetup
 	// nic is the VM's network interface; nil for none.
 	nic *vmm.NIC
 	// netns is the network namespace the VMM runs in.
@@ -100,21 +101,15 @@ func writeState(dir string, st *persistedState) error {
 // startSandbox boots a VM sharing cfg.sharedDir as the container's root and
 // waits until its agent answers. On error nothing of it is left running.
 func startSandbox(ctx context.Context, cfg sandboxConfig, st *persistedState) (_ *sandbox, retErr error) {
-	accel, reason, err := vmm.DetectAccelerator(vmm.Accelerator(cfg.runtime.Accelerator))
-	if err != nil {
-		return nil, err
-	}
-	log.G(ctx).WithFields(log.Fields{"accel": accel, "reason": reason}).Info("accelerator chosen")
 	timing := newPhases()
-
-	sb := &sandbox{id: cfg.id, stateDir: cfg.stateDir, console: cfg.console, accel: accel}
+	sb := &sandbox{id: cfg.id, stateDir: cfg.stateDir, console: cfg.console, accel: cfg.setup.accel}
 	defer func() {
 		if retErr != nil {
 			sb.stop(ctx, 0)
 		}
 	}()
 
-	if err := sb.startVM(ctx, cfg, st, accel, timing); err != nil {
+	if err := sb.startVM(ctx, cfg, st, timing); err != nil {
 		return nil, err
 	}
 
@@ -154,11 +149,9 @@ const channelName = "channel.sock"
 
 // startVM starts the VM of cfg through vmm, resumed from a snapshot when
 // the runtime config allows it, and records its processes in st.
-func (sb *sandbox) startVM(ctx context.Context, cfg sandboxConfig, st *persistedState, accel vmm.Accelerator, timing *phases) error {
-	req, err := vmRequest(ctx, cfg, st, accel, timing)
-	if err != nil {
-		return err
-	}
+func (sb *sandbox) startVM(ctx context.Context, cfg sandboxConfig, st *persistedState, timing *phases) error {
+	req := vmRequest(cfg, st, timing)
+	var err error
 	// The console goes through the shim, which caps the log; a VM saved
 	// as a snapshot (no container in it) writes its own.
 	if sb.consoleLog, err = openConsoleLog(cfg.id, cfg.console, req.Config.ConsoleSocket, cfg.runtime.Limits.ConsoleLogBytes); err != nil {
@@ -174,8 +167,8 @@ func (sb *sandbox) startVM(ctx context.Context, cfg sandboxConfig, st *persisted
 }
 
 // vmRequest is the VM of cfg as vmm starts it: its configuration, the
-// backend and file server from the runtime config, and its hooks.
-func vmRequest(ctx context.Context, cfg sandboxConfig, st *persistedState, accel vmm.Accelerator, timing *phases) (vmm.Request, error) {
+// runtime's backend and file server, and its hooks.
+func vmRequest(cfg sandboxConfig, st *persistedState, timing *phases) vmm.Request {
 	vmCfg := vmm.Config{
 		ID:            cfg.id,
 		StateDir:      cfg.stateDir,
@@ -183,7 +176,7 @@ func vmRequest(ctx context.Context, cfg sandboxConfig, st *persistedState, accel
 		Initrd:        cfg.runtime.InitrdPath,
 		MemoryMiB:     cfg.memoryMiB,
 		CPUs:          cfg.cpus,
-		Accelerator:   accel,
+		Accelerator:   cfg.setup.accel,
 		Machine:       vmm.Machine(cfg.runtime.Machine),
 		ConsoleLog:    cfg.console,
 		ConsoleSocket: filepath.Join(cfg.stateDir, "console.sock"),
@@ -205,18 +198,9 @@ func vmRequest(ctx context.Context, cfg sandboxConfig, st *persistedState, accel
 	if cfg.cgroup != nil {
 		vmCfg.Started = cfg.cgroup.add
 	}
-	fsd, err := vmm.LookupVirtiofsd(ctx, cfg.runtime.VirtiofsdPath)
-	if err != nil {
-		return vmm.Request{}, err
-	}
-	fsd.OpenFiles = cfg.runtime.Limits.FileServerOpenFiles
-	vmb, err := backend.New(backend.QEMU, cfg.runtime.QEMUPath)
-	if err != nil {
-		return vmm.Request{}, err
-	}
 	req := vmm.Request{
-		Backend:   vmb,
-		Virtiofsd: fsd,
+		Backend:   cfg.setup.backend,
+		Virtiofsd: cfg.setup.virtiofsd,
 		Config:    vmCfg,
 		Dirs:      dirs,
 		Hooks:     vmHooks(cfg, st, timing),
@@ -231,7 +215,7 @@ func vmRequest(ctx context.Context, cfg sandboxConfig, st *persistedState, accel
 			KernelArgs: []string{api.SnapshotKernelArg},
 		}
 	}
-	return req, nil
+	return req
 }
 
 // vmHooks put the VM's processes into the container's host cgroup and

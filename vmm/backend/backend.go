@@ -5,6 +5,8 @@ package backend
 
 import (
 	"fmt"
+	"slices"
+	"strings"
 
 	"github.com/earendil-works/gondolin-containerd/vmm"
 	"github.com/earendil-works/gondolin-containerd/vmm/qemu"
@@ -16,6 +18,21 @@ type Kind string
 // QEMU is the only backend so far.
 const QEMU Kind = "qemu"
 
+// kinds are the backends New knows.
+var kinds = []Kind{QEMU}
+
+// Known reports whether New knows kind.
+func Known(kind Kind) bool { return slices.Contains(kinds, kind) }
+
+// KindList names the known backends, for error messages.
+func KindList() string {
+	names := make([]string, len(kinds))
+	for i, k := range kinds {
+		names[i] = string(k)
+	}
+	return strings.Join(names, ", ")
+}
+
 // New returns the backend of kind whose executable is binary ("" for the
 // backend's default).
 func New(kind Kind, binary string) (vmm.Backend, error) {
@@ -23,6 +40,6 @@ func New(kind Kind, binary string) (vmm.Backend, error) {
 	case QEMU:
 		return qemu.Backend{QEMU: binary}, nil
 	default:
-		return nil, fmt.Errorf("unknown VMM %q (known: %s)", kind, QEMU)
+		return nil, fmt.Errorf("unknown VMM %q (known: %s)", kind, KindList())
 	}
 }
