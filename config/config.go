@@ -16,6 +16,7 @@ import (
 	"github.com/BurntSushi/toml"
 
 	"github.com/earendil-works/gondolin-containerd/oci"
+	"github.com/earendil-works/gondolin-containerd/policy"
 	"github.com/earendil-works/gondolin-containerd/vmm/backend"
 )
 
@@ -96,6 +97,16 @@ type Config struct {
 
 	// Limits bound what one container's guest can make the host spend.
 	Limits Limits `toml:"limits"`
+
+	// Policies are named egress policies containers pick with
+	// io.gondolin.policy=NAME (docs/configuration.md, [policies]).
+	Policies map[string]NamedPolicy `toml:"policies"`
+	// Secrets name where the shim reads secrets' real values on the host
+	// ([secrets.NAME] file or env), so io.gondolin.secret.NAME alone
+	// injects one and no container manager stores it.
+	Secrets map[string]SecretSource `toml:"secrets"`
+	// policies are Policies, parsed when the config loads.
+	policies map[string]policy.Rules
 
 	// shareDir is where `make install` puts the guest images.
 	shareDir string
@@ -207,7 +218,7 @@ func parseConfig(cfg *Config, text string) error {
 		for i, k := range undecoded {
 			keys[i] = k.String()
 		}
-		return fmt.Errorf("unknown keys %s: accepted keys are guest_kernel, kernel_path, initrd_path, machine, vmm, qemu_path, virtiofsd_path, accelerator, default_memory_mib, default_cpus, memory_overhead_mib, boot_timeout, snapshot_boot, snapshot_dir, log_level, allowed_annotations, default_annotations, audit_dir, upstream_hosts, upstream_ca_file, upstream_dns, limits (table: "+limitKeys+")", strings.Join(keys, ", "))
+		return fmt.Errorf("unknown keys %s: accepted keys are guest_kernel, kernel_path, initrd_path, machine, vmm, qemu_path, virtiofsd_path, accelerator, default_memory_mib, default_cpus, memory_overhead_mib, boot_timeout, snapshot_boot, snapshot_dir, log_level, allowed_annotations, default_annotations, audit_dir, upstream_hosts, upstream_ca_file, upstream_dns, limits (table: "+limitKeys+"), policies.NAME (tables: mode, dns, allow, allow_internal, tcp_allow, secrets), secrets.NAME (tables: file or env)", strings.Join(keys, ", "))
 	}
 	if files, ok := guestImages[cfg.GuestKernel]; ok && cfg.shareDir != "" {
 		if !md.IsDefined("kernel_path") {
@@ -262,11 +273,6 @@ func (c *Config) validate() error {
 			errs = append(errs, fmt.Errorf("default_annotations: %s is not an %s* annotation", key, oci.AnnotationPrefix))
 		}
 	}
-	// Checked like a container's, but not against allowed_annotations:
-	// the operator sets these.
-	if _, err := oci.ParseAnnotations(c.DefaultAnnotations, oci.Operator{}); err != nil {
-		errs = append(errs, fmt.Errorf("default_annotations: %w", err))
-	}
 	if !filepath.IsAbs(c.SnapshotDir) {
 		errs = append(errs, fmt.Errorf("snapshot_dir = %q: must be an absolute path", c.SnapshotDir))
 	}
@@ -287,6 +293,13 @@ func (c *Config) validate() error {
 		errs = append(errs, err)
 	}
 	errs = append(errs, c.Limits.validate()...)
+	errs = append(errs, c.parsePolicies()...)
+	errs = append(errs, c.checkSecretSources()...)
+	// Checked like a container's (after the policies they may name), but
+	// not against allowed_annotations: the operator sets these.
+	if _, err := oci.ParseAnnotations(c.DefaultAnnotations, oci.Operator{Policies: c.policies}); err != nil {
+		errs = append(errs, fmt.Errorf("default_annotations: %w", err))
+	}
 	return errors.Join(errs...)
 }
 
@@ -309,7 +322,7 @@ func (c *Config) UpstreamDNSServers() ([]netip.AddrPort, error) {
 
 // Operator is what the config says about containers' annotations.
 func (c *Config) Operator() oci.Operator {
-	return oci.Operator{DefaultAnnotations: c.DefaultAnnotations, AllowedAnnotations: c.AllowedAnnotations}
+	return oci.Operator{DefaultAnnotations: c.DefaultAnnotations, AllowedAnnotations: c.AllowedAnnotations, Policies: c.policies}
 }
 
 // VMDefaults are the config's VM sizes.

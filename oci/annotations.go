@@ -26,6 +26,9 @@ const (
 	AnnotationSecretPrefix     = policy.KeySecretPrefix
 	AnnotationVMMemory         = AnnotationPrefix + "vm.memory"
 	AnnotationVMCPUs           = AnnotationPrefix + "vm.cpus"
+	// AnnotationPolicy names policies of the runtime config's [policies]
+	// (comma-separated, merged) that the container's egress follows.
+	AnnotationPolicy = AnnotationPrefix + "policy"
 	// AnnotationGroup puts containers into one shim process (read by the
 	// shim manager before the bundle is parsed; checked here).
 	AnnotationGroup = AnnotationPrefix + "group"
@@ -34,7 +37,7 @@ const (
 var knownAnnotations = []string{
 	AnnotationNetMode, AnnotationNetAllow, AnnotationNetAllowInternal, AnnotationNetDNS,
 	AnnotationNetTCPAllow, AnnotationSecretPrefix + "NAME", AnnotationVMMemory, AnnotationVMCPUs,
-	AnnotationGroup,
+	AnnotationPolicy, AnnotationGroup,
 }
 
 // Settings are the validated io.gondolin.* annotations of a container.
@@ -46,6 +49,8 @@ type Settings struct {
 	CPUs      uint32
 	// Group is io.gondolin.group, "" when not set.
 	Group string
+	// Policies are the names io.gondolin.policy lists.
+	Policies []string
 }
 
 // Operator is what the runtime config says about annotations: the
@@ -55,6 +60,8 @@ type Settings struct {
 type Operator struct {
 	DefaultAnnotations map[string]string
 	AllowedAnnotations []string
+	// Policies are the named policies io.gondolin.policy picks from.
+	Policies map[string]policy.Rules
 }
 
 // Allowed reports whether the operator lets containers set key.
@@ -79,7 +86,9 @@ func (op Operator) Allowed(key string) bool {
 // annotations are not gondolin's and are ignored. All problems are reported
 // at once.
 func ParseAnnotations(annotations map[string]string, op Operator) (*Settings, error) {
-	s := &Settings{Rules: policy.DefaultRules()}
+	// The rules the keys write start empty, so that what they leave unset
+	// is known when the named policies are laid under them.
+	s := &Settings{}
 	var errs []error
 	// The operator's defaults first (validated when the config loaded),
 	// then what the container sets, each key replacing its default.
@@ -99,10 +108,33 @@ func ParseAnnotations(annotations map[string]string, op Operator) (*Settings, er
 			errs = append(errs, err)
 		}
 	}
+	// Named policies are the base; the keys' own rules go over them (their
+	// mode wins, their lists add).
+	if len(s.Policies) > 0 {
+		base, err := policy.Union(op.Policies, s.Policies)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("annotation %s=%q: %w; the runtime config defines %s", AnnotationPolicy, strings.Join(s.Policies, ","), err, policyNames(op.Policies)))
+		}
+		s.Rules = base.Overlay(s.Rules)
+	}
+	s.Rules = s.Rules.WithDefaults()
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
 	}
 	return s, nil
+}
+
+// policyNames lists the named policies, for error messages.
+func policyNames(named map[string]policy.Rules) string {
+	if len(named) == 0 {
+		return "no policies"
+	}
+	names := make([]string, 0, len(named))
+	for n := range named {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	return "the policies " + strings.Join(names, ", ")
 }
 
 // gondolinKeys returns the io.gondolin.* keys of m, sorted.
@@ -116,6 +148,9 @@ func gondolinKeys(m map[string]string) []string {
 	sort.Strings(keys)
 	return keys
 }
+
+// PolicyNameRE is what a named policy may be called.
+var PolicyNameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$`)
 
 // groupRE is what io.gondolin.group may hold: a name, as containerd's
 // identifiers.
@@ -146,6 +181,15 @@ func (s *Settings) Set(key, value string) error {
 			return bad("a whole number of vCPUs from 1 to 255", nil)
 		}
 		s.CPUs = uint32(n)
+	case key == AnnotationPolicy:
+		s.Policies = nil
+		for _, name := range strings.Split(value, ",") {
+			name = strings.TrimSpace(name)
+			if !PolicyNameRE.MatchString(name) {
+				return bad("a comma list of policy names from the runtime config's [policies] (letters, digits, '_' and '-')", nil)
+			}
+			s.Policies = append(s.Policies, name)
+		}
 	case key == AnnotationGroup:
 		if !groupRE.MatchString(value) {
 			return bad("a name of 1 to 76 letters, digits, '_', '.' or '-', starting with a letter or digit", nil)

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/netip"
 	"regexp"
+	"slices"
 	"strings"
 )
 
@@ -44,6 +45,10 @@ func IsKey(key string) bool {
 
 var envNameRE = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
 
+// ValidSecretName reports whether name can name a secret: an environment
+// variable name (letters, digits and _, not starting with a digit).
+func ValidSecretName(name string) bool { return envNameRE.MatchString(name) }
+
 // Set reads the rule written as key=value; key is one of the Key*
 // constants or KeySecretPrefix+NAME. The error names the key, the value
 // and what would be accepted.
@@ -78,7 +83,7 @@ func (r *Rules) Set(key, value string) error {
 		}
 	case strings.HasPrefix(key, KeySecretPrefix):
 		name := strings.TrimPrefix(key, KeySecretPrefix)
-		if !envNameRE.MatchString(name) {
+		if !ValidSecretName(name) {
 			return fmt.Errorf("%s names secret %q, which is not an environment variable name (letters, digits and _, not starting with a digit)", key, name)
 		}
 		hosts, err := ParseSecretHosts(value)
@@ -114,4 +119,96 @@ func (r Rules) Config(secretValues map[string]string) Config {
 		}
 	}
 	return c
+}
+
+// Union joins the rules of several named policies into one: their lists
+// and secret hosts together. Mode and DNS are left empty when no policy
+// sets them; two policies that set different ones conflict, and the error
+// names both.
+func Union(named map[string]Rules, names []string) (Rules, error) {
+	var out Rules
+	modeFrom, dnsFrom := "", ""
+	for _, name := range names {
+		r, ok := named[name]
+		if !ok {
+			return Rules{}, fmt.Errorf("policy %q is not defined", name)
+		}
+		if r.Mode != "" {
+			if out.Mode != "" && out.Mode != r.Mode {
+				return Rules{}, fmt.Errorf("policies %q and %q set different modes (%s, %s)", modeFrom, name, out.Mode, r.Mode)
+			}
+			out.Mode, modeFrom = r.Mode, name
+		}
+		if r.DNS != "" {
+			if out.DNS != "" && out.DNS != r.DNS {
+				return Rules{}, fmt.Errorf("policies %q and %q set different DNS modes (%s, %s)", dnsFrom, name, out.DNS, r.DNS)
+			}
+			out.DNS, dnsFrom = r.DNS, name
+		}
+		out = out.addLists(r)
+	}
+	return out, nil
+}
+
+// Overlay returns r with o written over it: o's mode and DNS win where o
+// sets them, and o's lists and secret hosts are added to r's.
+func (r Rules) Overlay(o Rules) Rules {
+	out := r.addLists(o)
+	if o.Mode != "" {
+		out.Mode = o.Mode
+	}
+	if o.DNS != "" {
+		out.DNS = o.DNS
+	}
+	return out
+}
+
+// WithDefaults fills an unset mode and DNS mode from DefaultRules.
+func (r Rules) WithDefaults() Rules {
+	d := DefaultRules()
+	if r.Mode == "" {
+		r.Mode = d.Mode
+	}
+	if r.DNS == "" {
+		r.DNS = d.DNS
+	}
+	if r.Secrets == nil {
+		r.Secrets = d.Secrets
+	}
+	return r
+}
+
+// addLists returns r's lists with o's entries added, without repeats;
+// neither r nor o is changed.
+func (r Rules) addLists(o Rules) Rules {
+	out := r
+	out.Allow = unionPatterns(r.Allow, o.Allow)
+	out.AllowInternal = unionPatterns(r.AllowInternal, o.AllowInternal)
+	out.TCPAllow = unionPatterns(r.TCPAllow, o.TCPAllow)
+	out.AllowInternalRanges = nil
+	for _, p := range append(append([]netip.Prefix(nil), r.AllowInternalRanges...), o.AllowInternalRanges...) {
+		if !slices.Contains(out.AllowInternalRanges, p) {
+			out.AllowInternalRanges = append(out.AllowInternalRanges, p)
+		}
+	}
+	if len(r.Secrets)+len(o.Secrets) > 0 {
+		out.Secrets = make(map[string][]HostPattern, len(r.Secrets)+len(o.Secrets))
+		for name, hosts := range r.Secrets {
+			out.Secrets[name] = unionPatterns(nil, hosts)
+		}
+		for name, hosts := range o.Secrets {
+			out.Secrets[name] = unionPatterns(out.Secrets[name], hosts)
+		}
+	}
+	return out
+}
+
+func unionPatterns(a, b []HostPattern) []HostPattern {
+	out := append([]HostPattern(nil), a...)
+	for _, p := range b {
+		if !slices.Contains(out, p) {
+			out = append(out, p)
+		}
+	}
+	return out
 }
