@@ -11,9 +11,11 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"sort"
 	"strings"
 	"sync/atomic"
 
+	"github.com/containerd/errdefs"
 	"github.com/containerd/log"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"github.com/sirupsen/logrus"
@@ -68,7 +70,11 @@ func startNetwork(ctx context.Context, p networkParams) (_ *sandboxNetwork, retE
 	ns := p.ns
 	var err error
 
-	cfg := p.settings.Rules.Config(secretValues(p.spec, p.settings))
+	values, err := secretValues(p.spec, p.settings, p.runtime)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", err, errdefs.ErrFailedPrecondition)
+	}
+	cfg := p.settings.Rules.Config(values)
 	cfg.Container = p.id
 	cfg.CAStateDir = p.caDir
 	cfg.Dialer = ns.dial
@@ -175,18 +181,31 @@ func (sn *sandboxNetwork) placeholders(settings *oci.Settings) map[string]string
 }
 
 // guestEnv replaces the value of every secret in env by its placeholder,
-// so that the real value never reaches the VM.
+// so that the real value never reaches the VM, and adds the secrets env
+// lacks (those read from the host) with their placeholders.
 func guestEnv(env []string, placeholders map[string]string) []string {
 	if len(placeholders) == 0 {
 		return env
 	}
-	out := make([]string, len(env))
+	out := make([]string, len(env), len(env)+len(placeholders))
+	seen := make(map[string]bool, len(placeholders))
 	for i, kv := range env {
 		name, _, _ := strings.Cut(kv, "=")
 		if ph, ok := placeholders[name]; ok {
 			kv = name + "=" + ph
+			seen[name] = true
 		}
 		out[i] = kv
+	}
+	names := make([]string, 0, len(placeholders))
+	for name := range placeholders {
+		if !seen[name] {
+			names = append(names, name)
+		}
+	}
+	sort.Strings(names)
+	for _, name := range names {
+		out = append(out, name+"="+placeholders[name])
 	}
 	return out
 }
@@ -212,20 +231,30 @@ func (sn *sandboxNetwork) Close() error {
 	return errors.Join(errs...)
 }
 
-// secretValues reads the real value of each secret from the container's
-// environment; policy refuses a secret without one.
-func secretValues(spec *specs.Spec, settings *oci.Settings) map[string]string {
+// secretValues reads the real value of each secret: from its host source
+// when the runtime config names one ([secrets.NAME]: no container manager
+// then holds it), else from the container's environment. Policy refuses a
+// secret without a value.
+func secretValues(spec *specs.Spec, settings *oci.Settings, rt *config.Config) (map[string]string, error) {
 	values := map[string]string{}
-	if spec.Process == nil {
-		return values
-	}
-	for _, kv := range spec.Process.Env {
-		name, value, ok := strings.Cut(kv, "=")
-		if _, secret := settings.Secrets[name]; ok && secret {
-			values[name] = value
+	if spec.Process != nil {
+		for _, kv := range spec.Process.Env {
+			name, value, ok := strings.Cut(kv, "=")
+			if _, secret := settings.Secrets[name]; ok && secret {
+				values[name] = value
+			}
 		}
 	}
-	return values
+	for name := range settings.Secrets {
+		v, ok, err := rt.SecretValue(name)
+		if err != nil {
+			return nil, err
+		}
+		if ok {
+			values[name] = v
+		}
+	}
+	return values, nil
 }
 
 // openAuditFile opens <dir>/<namespace>/<id>.jsonl for appending; records
