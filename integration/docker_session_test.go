@@ -207,12 +207,12 @@ func TestDockerPortTaken(t *testing.T) {
 	assertFailedRunLeavesNothing(t, name)
 }
 
-// A VM that cannot boot (its kernel is not a kernel) fails docker run with
-// a message naming the cause, and leaves nothing behind. The dev dockerd's
-// "gondolin-test" runtime names the runtime config GONDOLIN_DEV_TEST_CONFIG
-// (hack/dev-up.sh), which this test rewrites and puts back; each container
-// gets its own shim, which reads it at create.
-func TestDockerVMCannotBoot(t *testing.T) {
+// dockerTestConfig gives the test the runtime config of the dev dockerd's
+// "gondolin-test" runtime (GONDOLIN_DEV_TEST_CONFIG, hack/dev-up.sh): set
+// writes it, and the test's cleanup puts the default (comments only) back.
+// Each docker container gets its own shim, which reads it at create.
+func dockerTestConfig(t *testing.T) (set func(text string)) {
+	t.Helper()
 	dockerHost(t)
 	cfgPath := os.Getenv("GONDOLIN_DEV_TEST_CONFIG")
 	if cfgPath == "" {
@@ -225,18 +225,27 @@ func TestDockerVMCannotBoot(t *testing.T) {
 	for _, line := range strings.Split(string(orig), "\n") {
 		if l := strings.TrimSpace(line); l != "" && !strings.HasPrefix(l, "#") {
 			t.Logf("%s does not hold its default (comments only) but %q, probably left by an interrupted run: putting a comment back", cfgPath, orig)
-			orig = []byte("# Written by hack/dev-up.sh: the \"gondolin-test\" docker runtime (restored by TestDockerVMCannotBoot).\n")
+			orig = []byte("# Written by hack/dev-up.sh: the \"gondolin-test\" docker runtime (restored by the tests that change it).\n")
 			break
 		}
 	}
-	restore := func() {
-		if err := os.WriteFile(cfgPath, orig, 0o644); err != nil {
-			t.Errorf("restoring %s: %v", cfgPath, err)
+	write := func(b []byte) {
+		if err := os.WriteFile(cfgPath, b, 0o644); err != nil {
+			t.Fatalf("writing %s: %v", cfgPath, err)
 		}
 	}
-	restore()
-	t.Cleanup(restore)
+	write(orig)
+	t.Cleanup(func() { write(orig) })
+	return func(text string) { write([]byte(text)) }
+}
 
+// A VM that cannot boot (its kernel is not a kernel) fails docker run with
+// a message naming the cause, and leaves nothing behind. The dev dockerd's
+// "gondolin-test" runtime names the runtime config GONDOLIN_DEV_TEST_CONFIG
+// (hack/dev-up.sh), which this test rewrites and puts back; each container
+// gets its own shim, which reads it at create.
+func TestDockerVMCannotBoot(t *testing.T) {
+	setConfig := dockerTestConfig(t)
 	boots := func(when string) {
 		t.Helper()
 		if res := dockerRun(t, "gondolin-test", nil, "echo", "booted"); res.code != 0 || res.stdout != "booted\n" {
@@ -249,9 +258,7 @@ func TestDockerVMCannotBoot(t *testing.T) {
 	if err := os.WriteFile(bad, []byte(strings.Repeat("this is not a kernel\n", 4096)), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.WriteFile(cfgPath, []byte(fmt.Sprintf("kernel_path = %q\nboot_timeout = \"30s\"\n", bad)), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	setConfig(fmt.Sprintf("kernel_path = %q\nboot_timeout = \"30s\"\n", bad))
 	name := newID(t)
 	t.Cleanup(func() { docker(t, nil, "rm", "-f", name) })
 	start := time.Now()
@@ -265,7 +272,7 @@ func TestDockerVMCannotBoot(t *testing.T) {
 	assertFailedRunLeavesNothing(t, name)
 
 	// The next container reads the config again.
-	restore()
+	setConfig("# the built-in defaults again\n")
 	boots("after restoring it")
 }
 
