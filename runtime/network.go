@@ -74,24 +74,16 @@ func startNetwork(ctx context.Context, p networkParams) (_ *sandboxNetwork, retE
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", err, errdefs.ErrFailedPrecondition)
 	}
-	cfg := p.settings.Rules.Config(values)
+	egress, err := p.runtime.Egress(p.settings.Rules, values)
+	if err != nil {
+		return nil, err
+	}
+	cfg := egress.Config
 	cfg.Container = p.id
 	cfg.CAStateDir = p.caDir
 	cfg.Dialer = ns.dial
 	cfg.HostAddrs = ns.hostAddrs
-	cfg.Limits = p.runtime.Limits.Policy()
-	if cfg.DNSServers, err = p.runtime.UpstreamDNSServers(); err != nil {
-		return nil, err
-	}
-	overrides, err := upstreamOverrides(p.runtime.UpstreamHosts)
-	if err != nil {
-		return nil, err
-	}
-	for name := range overrides {
-		// The operator vouches for these addresses, internal or not.
-		cfg.AllowInternal = append(cfg.AllowInternal, policy.HostPattern{Host: name})
-	}
-	cfg.Resolver = newUpstreamResolver(overrides, ns, cfg.DNSServers)
+	cfg.Resolver = newUpstreamResolver(egress.Overrides, ns, cfg.DNSServers)
 	if cfg.RootCAs, err = upstreamRoots(p.runtime.UpstreamCAFile); err != nil {
 		return nil, err
 	}
@@ -288,22 +280,6 @@ func upstreamRoots(extraFile string) (*x509.CertPool, error) {
 	return pool, nil
 }
 
-// upstreamOverrides parses upstream_hosts (validated with the config) into
-// lower-case names without a trailing dot.
-func upstreamOverrides(hosts map[string][]string) (map[string][]netip.Addr, error) {
-	out := make(map[string][]netip.Addr, len(hosts))
-	for name, addrs := range hosts {
-		key := strings.TrimSuffix(strings.ToLower(name), ".")
-		for _, a := range addrs {
-			ip, err := netip.ParseAddr(a)
-			if err != nil {
-				return nil, fmt.Errorf("runtime config upstream_hosts.%q: %q is not an IP address", name, a)
-			}
-			out[key] = append(out[key], ip)
-		}
-	}
-	return out, nil
-}
 
 // upstreamResolver resolves the names policy allows: the operator's
 // overrides first, then DNS asked from the container's network namespace
