@@ -162,7 +162,7 @@ type ConnectDecision struct {
 }
 
 // DecideConnect decides a guest's TCP connection to dst; gateway is the
-// host side of the guest link, which serves only DNS.
+// host side of the guest link: DNS on port 53, HostName on the others.
 func (p *Policy) DecideConnect(facts Facts, dst netip.AddrPort, gateway netip.Addr) ConnectDecision {
 	d := ConnectDecision{Flow: Flow{Dst: dst}}
 	refuse := func(reason, hint string) ConnectDecision {
@@ -179,7 +179,9 @@ func (p *Policy) DecideConnect(facts Facts, dst netip.AddrPort, gateway netip.Ad
 		d.Flow.Name = name
 	}
 	if ip == gateway && port != 53 {
-		return refuse("the gateway serves only DNS", "")
+		// The gateway stands for the host (HostName): decided by that
+		// name, like a synthetic address by its own.
+		d.Flow.Synthetic, d.Flow.Name = true, HostName
 	}
 	if port == 53 {
 		// DNS to any address is answered here, under the DNS policy.
@@ -471,9 +473,12 @@ func internalDenial(host string, a netip.Addr) *denial {
 // resolveChecked resolves host and refuses it if any of its addresses is
 // internal. The upstream connection is made to exactly these addresses.
 func (p *Policy) resolveChecked(ctx context.Context, facts Facts, host string, port uint16) ([]netip.Addr, *denial) {
-	addrs, err := facts.Resolve(ctx, host)
-	if err != nil {
-		return nil, &denial{http.StatusBadGateway, "cannot resolve " + host + ": " + err.Error(), ""}
+	addrs := []netip.Addr{hostLoopback}
+	if host != HostName {
+		var err error
+		if addrs, err = facts.Resolve(ctx, host); err != nil {
+			return nil, &denial{http.StatusBadGateway, "cannot resolve " + host + ": " + err.Error(), ""}
+		}
 	}
 	for _, a := range addrs {
 		if p.addrBlocked(host, a, port) {
@@ -519,6 +524,8 @@ const (
 	DNSRefuse DNSAction = iota
 	// DNSLocalhost answers localhost names with 127.0.0.1, unaudited.
 	DNSLocalhost
+	// DNSHost answers HostName's A question with the gateway address.
+	DNSHost
 	// DNSSynthesize answers an A question with the name's address from
 	// the synthetic pool (other types with no records).
 	DNSSynthesize
@@ -547,6 +554,15 @@ func (p *Policy) DecideDNS(qname string) DNSDecision {
 	d := DNSDecision{Name: name, Valid: valid}
 	if valid && isLocalhost(name) {
 		d.Action, d.Verdict = DNSLocalhost, allowed("localhost")
+		return d
+	}
+	if valid && name == HostName {
+		// Answered here in every DNS mode: no upstream resolver knows it.
+		if p.dns != DNSOpen && !p.nameAllowed(name) {
+			d.Action, d.Verdict = DNSRefuse, denied("name not in "+KeyAllow, "allow it with "+KeyAllow+" or "+KeyTCPAllow+" and "+KeyAllowInternal+"=127.0.0.1")
+			return d
+		}
+		d.Action, d.Verdict = DNSHost, allowed("the host")
 		return d
 	}
 	switch p.dns {

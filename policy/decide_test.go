@@ -123,7 +123,7 @@ func TestDecideConnect(t *testing.T) {
 		reason string // contained in the audit reason
 	}{
 		{"gateway DNS", base, ap(gatewayIP, 53), TCPDNS, "", ""},
-		{"gateway other port", base, ap(gatewayIP, 80), TCPRefuse, "", "the gateway serves only DNS"},
+		{"gateway other port: the host, not allowed", base, ap(gatewayIP, 80), TCPRefuse, "", "port 80 of " + HostName + " is not in"},
 		{"DNS to any address", base, ap(privIP, 53), TCPDNS, "", ""},
 		{"synthetic never handed out", base, ap(synthNever, 443), TCPRefuse, "", "not handed out by synthetic DNS"},
 		{"synthetic allowed web port", base, ap(synthAPI, 443), TCPInspect, "", ""},
@@ -171,13 +171,94 @@ func TestDecideConnect(t *testing.T) {
 			if !strings.Contains(d.auditReason(), tc.reason) {
 				t.Errorf("reason %q, want it to contain %q", d.auditReason(), tc.reason)
 			}
-			if d.Flow.Dst != tc.dst || d.Flow.Synthetic != synthPrefix.Contains(tc.dst.Addr()) {
+			named := synthPrefix.Contains(tc.dst.Addr()) || tc.dst.Addr() == gatewayIP && tc.dst.Port() != 53
+			if d.Flow.Dst != tc.dst || d.Flow.Synthetic != named {
 				t.Errorf("flow %+v", d.Flow)
 			}
 			if n := facts.lookups(); n != 0 {
 				t.Errorf("a connect decision made %d lookups", n)
 			}
 		})
+	}
+}
+
+// host.gondolin.internal: the gateway address and the name stand for the
+// host's loopback (of the namespace the traffic leaves from), reached only
+// when net.allow-internal names it and, in mode policy, net.allow or
+// net.tcp-allow does too.
+func TestHostName(t *testing.T) {
+	ctx := context.Background()
+	ap := netip.AddrPortFrom
+	req := func(host string) *http.Request {
+		r, _ := http.NewRequest("GET", "http://"+host+"/", nil)
+		return r
+	}
+	for _, tc := range []struct {
+		name      string
+		ann       map[string]string
+		dst       netip.AddrPort
+		host      string // the request's Host; "" for a raw flow
+		connect   TCPAction
+		allow     bool // the request (or raw dial) goes to 127.0.0.1
+		dnsAnswer bool
+		reason    string
+	}{
+		{"allowed, HTTP", map[string]string{annAllow: HostName + ":8080", annInternal: "127.0.0.1"}, ap(gatewayIP, 8080), HostName + ":8080", TCPInspect, true, true, ""},
+		{"allow-internal by name", map[string]string{annAllow: HostName + ":8080", annInternal: HostName}, ap(gatewayIP, 8080), HostName + ":8080", TCPInspect, true, true, ""},
+		{"no allow-internal", map[string]string{annAllow: HostName + ":8080"}, ap(gatewayIP, 8080), HostName + ":8080", TCPInspect, false, true, "resolves to internal address 127.0.0.1"},
+		{"allow-internal other port", map[string]string{annAllow: HostName + ":8080", annInternal: "127.0.0.1:9090"}, ap(gatewayIP, 8080), HostName + ":8080", TCPInspect, false, true, "internal address"},
+		{"not in net.allow", map[string]string{annInternal: "127.0.0.1"}, ap(gatewayIP, 8080), "", TCPRefuse, false, false, "is not in " + annAllow},
+		{"raw TCP", map[string]string{annTCP: HostName + ":5432", annInternal: "127.0.0.0/8"}, ap(gatewayIP, 5432), "", TCPRaw, true, true, ""},
+		{"open mode still needs allow-internal", map[string]string{annMode: "open"}, ap(gatewayIP, 5432), "", TCPInspect, false, true, "internal address"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p := tablePolicy(t, tc.ann)
+			facts := newTableFacts()
+			if dd := p.DecideDNS(HostName + "."); (dd.Action == DNSHost) != tc.dnsAnswer {
+				t.Errorf("DNS: %+v", dd)
+			}
+			c := p.DecideConnect(facts, tc.dst, gatewayIP)
+			if c.Action != tc.connect {
+				t.Fatalf("connect: %+v", c)
+			}
+			if c.Action == TCPRefuse {
+				if !strings.Contains(c.auditReason(), tc.reason) {
+					t.Errorf("reason %q, want %q", c.auditReason(), tc.reason)
+				}
+				return
+			}
+			var addrs []netip.Addr
+			var reason string
+			if tc.host != "" {
+				d := p.DecideRequest(ctx, facts, c.Flow, req(tc.host))
+				addrs, reason = d.Addrs, d.auditReason()
+				if d.Allow != tc.allow {
+					t.Fatalf("request: %+v", d)
+				}
+			} else {
+				var err error
+				addrs, err = p.ConnectAddrs(ctx, facts, c.Flow, HostName)
+				if err != nil {
+					reason = err.Error()
+				}
+				if (err == nil) != tc.allow {
+					t.Fatalf("raw dial: %v %v", addrs, err)
+				}
+			}
+			if tc.allow && (len(addrs) != 1 || addrs[0] != netip.MustParseAddr("127.0.0.1")) {
+				t.Errorf("dialled %v, want 127.0.0.1", addrs)
+			}
+			if !strings.Contains(reason, tc.reason) {
+				t.Errorf("reason %q, want %q", reason, tc.reason)
+			}
+			if facts.lookups() != 0 {
+				t.Error("the host's name was looked up")
+			}
+		})
+	}
+	// Not answered to a guest whose policy names nothing of it.
+	if d := tablePolicy(t, map[string]string{annAllow: "api.example.com"}).DecideDNS(HostName); d.Action != DNSRefuse {
+		t.Errorf("DNS without a rule: %+v", d)
 	}
 }
 

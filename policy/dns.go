@@ -60,6 +60,13 @@ func (n *Network) answerDNS(ctx context.Context, query []byte, overTCP bool) []b
 			ans = append(ans, aRecord(q.Name, netip.AddrFrom4([4]byte{127, 0, 0, 1})))
 		}
 		return dnsReply(hdr, qs, dnsmessage.RCodeSuccess, ans)
+	case DNSHost:
+		var ans []dnsmessage.Resource
+		if isA {
+			ans = append(ans, aRecord(q.Name, n.addrs.Load().gateway))
+		}
+		n.audit(rec.allow(d.Reason))
+		return dnsReply(hdr, qs, dnsmessage.RCodeSuccess, ans)
 	case DNSRefuse:
 		n.audit(rec.deny(d.auditReason()))
 		return dnsReply(hdr, qs, dnsmessage.RCodeNameError, nil)

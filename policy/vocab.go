@@ -25,6 +25,18 @@ const (
 	KeySecretPrefix  = "io.gondolin.secret."
 )
 
+// HostName is the name the guest reaches the host by: the shim dials it as
+// the loopback (127.0.0.1) of the network namespace the container's
+// traffic leaves from, which under --net-host is the host's. The guest
+// also reaches it without DNS at the link's gateway address. Like any
+// internal address it needs net.allow-internal (127.0.0.1 or this name),
+// and like any host net.allow (HTTP/TLS) or net.tcp-allow (raw TCP) in
+// mode policy.
+const HostName = "host.gondolin.internal"
+
+// hostLoopback is what HostName is dialled at.
+var hostLoopback = netip.AddrFrom4([4]byte{127, 0, 0, 1})
+
 // NetMode is io.gondolin.net.mode.
 type NetMode string
 
