@@ -89,6 +89,9 @@ func List(dir, namespace string) ([]Source, error) {
 	return out, nil
 }
 
+// maxNamed is how many matches an ambiguous prefix's error names.
+const maxNamed = 8
+
 // Find returns the audit files of one container: its full ID, or a
 // prefix of it that names one container only (as docker ps shows 12
 // characters of a Docker container's ID), in namespace or, for "", any
@@ -124,9 +127,13 @@ func Find(dir, namespace, container string) (Source, error) {
 	case 1:
 		return matches[0], nil
 	}
-	names := make([]string, len(matches))
+	var names []string
 	for i, s := range matches {
-		names[i] = s.Name()
+		if i == maxNamed {
+			names = append(names, fmt.Sprintf("and %d more", len(matches)-maxNamed))
+			break
+		}
+		names = append(names, s.Name())
 	}
 	return Source{}, fmt.Errorf("container %s matches %d containers in %s: %s; give more of the ID, or --namespace", container, len(matches), where, strings.Join(names, ", "))
 }

@@ -51,7 +51,7 @@ type column struct {
 
 var (
 	colTime      = column{"TIME", len(TimeFormat), func(e Entry) string { return e.Time.UTC().Format(TimeFormat) }}
-	colContainer = column{"CONTAINER", 40, func(e Entry) string { return e.Namespace + "/" + shortID(e.Container) }}
+	colContainer = column{"CONTAINER", 64, func(e Entry) string { return e.Namespace + "/" + shortID(e.Container) }}
 	colDecision  = column{"DECISION", 10, func(e Entry) string { return e.Decision }}
 	colProto     = column{"PROTO", 6, func(e Entry) string { return e.Protocol }}
 	colHost      = column{"HOST", 48, hostCell}

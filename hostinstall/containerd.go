@@ -131,7 +131,8 @@ func (d *containerdDoc) checkRegistration(entry map[string]any, shim string) err
 		return fmt.Errorf("%s already registers a runtime named %s with runtime_type = %q, not %q: not changed; remove or rename that entry first",
 			d.path, RuntimeName, entry["runtime_type"], RuntimeType)
 	}
-	if path, _ := entry["runtime_path"].(string); path != shim {
+	// Without --shim, any shim path the entry names will do.
+	if path, _ := entry["runtime_path"].(string); shim != "" && path != shim {
 		return fmt.Errorf("%s already registers the runtime %s with runtime_path = %q, and --shim asks for %q: run gondolin uninstall --containerd first to change it",
 			d.path, RuntimeName, path, shim)
 	}
@@ -362,7 +363,7 @@ func installContainerd(cur containerdFiles, o ContainerdOptions) (next container
 			return cur, nil, err
 		}
 		next.main = []byte(mainMarker + fmt.Sprintf("version = %d\n", newConfigVersion) + imp)
-		notes = append(notes, fmt.Sprintf("%s did not exist: created, importing the drop-in (containerd's defaults apply to everything else)", o.Config))
+		notes = append(notes, fmt.Sprintf("%s does not exist: it is created, importing only the drop-in (containerd's defaults apply to everything else)", o.Config))
 	default:
 		next.main = newMain
 		notes = append(notes, fmt.Sprintf("%s imports it", o.Config))
@@ -382,7 +383,7 @@ func appendBlock(cur containerdFiles, o ContainerdOptions, main *containerdDoc, 
 			return cur, nil, err
 		}
 		next.main = []byte(mainMarker + fmt.Sprintf("version = %d\n", newConfigVersion) + block)
-		return next, append(notes, fmt.Sprintf("%s did not exist: created with the runtime entry (containerd's defaults apply to everything else)", o.Config)), nil
+		return next, append(notes, fmt.Sprintf("%s does not exist: it is created with only the runtime entry (containerd's defaults apply to everything else)", o.Config)), nil
 	}
 	if main.version == 1 {
 		return cur, nil, fmt.Errorf("%s is a version 1 config (no version key): gondolin install does not edit one in place; use the drop-in (without --containerd-in-place), or migrate it first with `containerd config migrate`", o.Config)
@@ -400,7 +401,7 @@ func appendBlock(cur containerdFiles, o ContainerdOptions, main *containerdDoc, 
 		return cur, nil, err
 	}
 	next.main = newMain
-	return next, append(notes, fmt.Sprintf("%s: the runtime entry appended between %q markers (comments and all other content kept; backup first)", o.Config, "gondolin install")), nil
+	return next, append(notes, fmt.Sprintf("%s gets the runtime entry at its end, between %q marker comments (comments and all other content stay as they are)", o.Config, "gondolin install")), nil
 }
 
 // importLine is the imports key install adds to a config without one.

@@ -301,3 +301,28 @@ x = 1
 		t.Fatalf("elements %v %v", elems, err)
 	}
 }
+
+// Without --shim, an entry naming the shim by path is installed already;
+// with another --shim it is not, and install says how to change it.
+func TestContainerdShimPath(t *testing.T) {
+	o := ContainerdOptions{Config: etcConfig, Shim: "/opt/gondolin/bin/containerd-shim-gondolin-v1"}
+	next, _, err := installContainerd(containerdFiles{main: []byte("version = 3\n")}, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	o.Shim = ""
+	if _, notes, err := installContainerd(next, o); err != nil || !strings.HasPrefix(notes[0], "already installed") {
+		t.Fatalf("without --shim: %v %q", err, notes)
+	}
+	o.Shim = "/usr/local/bin/containerd-shim-gondolin-v1"
+	if _, _, err := installContainerd(next, o); err == nil || !strings.Contains(err.Error(), "uninstall --containerd first") {
+		t.Fatalf("another --shim: %v", err)
+	}
+	d, _, err := installDocker(nil, DockerOptions{Config: etcDaemon, Shim: "/opt/gondolin/bin/containerd-shim-gondolin-v1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, notes, err := installDocker(d, DockerOptions{Config: etcDaemon}); err != nil || !strings.HasPrefix(notes[0], "already installed") {
+		t.Fatalf("docker without --shim: %v %q", err, notes)
+	}
+}

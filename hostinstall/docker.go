@@ -237,15 +237,16 @@ func installDocker(cur []byte, o DockerOptions) ([]byte, []string, error) {
 	if len(bytes.TrimSpace(cur)) == 0 {
 		// dockerd reads an empty file as no settings, like a missing one.
 		text := "{\n  \"runtimes\": {\n    \"" + RuntimeName + "\": " + entry + "\n  }\n}\n"
-		return []byte(text), []string{fmt.Sprintf("%s did not exist or was empty: written with the runtime %s", o.Config, RuntimeName)}, nil
+		return []byte(text), []string{fmt.Sprintf("%s does not exist or is empty: it is written with only the runtime %s", o.Config, RuntimeName)}, nil
 	}
 	d, err := parseDocker(o.Config, cur)
 	if err != nil {
 		return cur, nil, err
 	}
 	if d.entry != nil {
+		// Without --shim, the shim named by its path will do.
 		got, _ := d.entry["runtimeType"].(string)
-		if got != o.runtimeType() {
+		if got != o.runtimeType() && (o.Shim != "" || !d.ours()) {
 			return cur, nil, fmt.Errorf("%s already has runtimes.%s with runtimeType %q, not %q: not changed; remove or rename that entry first",
 				o.Config, RuntimeName, d.entry["runtimeType"], o.runtimeType())
 		}
@@ -260,7 +261,7 @@ func installDocker(cur []byte, o DockerOptions) ([]byte, []string, error) {
 	if err := verifyDocker(o.Config, cur, next, o.runtimeType()); err != nil {
 		return cur, nil, err
 	}
-	return next, []string{fmt.Sprintf("%s: runtimes.%s added (every other key kept as it was)", o.Config, RuntimeName)}, nil
+	return next, []string{fmt.Sprintf("%s gets runtimes.%s (every other key stays as it is)", o.Config, RuntimeName)}, nil
 }
 
 // uninstallDocker removes runtimes.gondolin, and runtimes if that leaves
@@ -303,7 +304,7 @@ func uninstallDocker(cur []byte, o DockerOptions) ([]byte, []string, error) {
 	if !reflect.DeepEqual(before, after) {
 		return cur, nil, fmt.Errorf("%w: the edit of %s changed more than runtimes.%s", errVerify, o.Config, RuntimeName)
 	}
-	return next, []string{fmt.Sprintf("%s: runtimes.%s removed", o.Config, RuntimeName)}, nil
+	return next, []string{fmt.Sprintf("%s: runtimes.%s is removed", o.Config, RuntimeName)}, nil
 }
 
 func withoutDockerEntry(m map[string]any) {

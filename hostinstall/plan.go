@@ -254,8 +254,8 @@ func apply(c Change, stamp string) ([]string, error) {
 			return nil, fmt.Errorf("%s changed since it was read: not written; run the command again", c.Path)
 		}
 		if !c.NoBackup {
-			backup := path + ".gondolin-" + stamp + ".bak"
-			if err := writeNew(backup, c.Old, mode, uid, gid); err != nil {
+			backup, err := backUp(path, stamp, c.Old, mode, uid, gid)
+			if err != nil {
 				return nil, fmt.Errorf("back up %s: %w", path, err)
 			}
 			done = append(done, fmt.Sprintf("backed up %s to %s", c.Path, backup))
@@ -276,6 +276,22 @@ func apply(c Change, stamp string) ([]string, error) {
 		return done, err
 	}
 	return append(done, "wrote "+c.Path), nil
+}
+
+// backUp writes data to path.gondolin-STAMP.bak, or, when a backup of
+// the same second exists, path.gondolin-STAMP-N.bak.
+func backUp(path, stamp string, data []byte, mode fs.FileMode, uid, gid int) (string, error) {
+	for n := 1; n < 100; n++ {
+		name := path + ".gondolin-" + stamp + ".bak"
+		if n > 1 {
+			name = fmt.Sprintf("%s.gondolin-%s-%d.bak", path, stamp, n)
+		}
+		err := writeNew(name, data, mode, uid, gid)
+		if !errors.Is(err, fs.ErrExist) {
+			return name, err
+		}
+	}
+	return "", fmt.Errorf("%s.gondolin-%s-*.bak: too many backups in one second", path, stamp)
 }
 
 // writeNew creates path, which must not exist, with data.
