@@ -14,9 +14,9 @@ GOFLAGS_BUILD := -trimpath -buildvcs=false
 
 export PATH := $(BIN):$(CACHE)/tools/bin:/usr/local/go/bin:$(PATH)
 
-.PHONY: build shim agent images deps tools dev-up dev-down demo test unit integration fuzz fuzz-quick bench install clean proto
+.PHONY: build shim cli agent images deps tools dev-up dev-down demo test unit integration fuzz fuzz-quick bench install clean proto
 
-build: shim images
+build: shim cli images
 
 ## deps: Debian packages and Go-built tools (containerd, ctr) the project needs.
 deps:
@@ -27,6 +27,10 @@ tools:
 
 shim:
 	$(GO) build $(GOFLAGS_BUILD) -o $(BIN)/containerd-shim-gondolin-v1 ./shim/cmd/containerd-shim-gondolin-v1
+
+## cli: the operator's command, gondolin (install, uninstall, audit; docs/cli.md).
+cli:
+	$(GO) build $(GOFLAGS_BUILD) -o $(BIN)/gondolin ./cmd/gondolin
 
 # The agent is PID 1 of the guest: static, no cgo.
 agent:
@@ -78,6 +82,7 @@ test: deps unit fuzz-quick integration
 
 install: build
 	install -D -m 0755 $(BIN)/containerd-shim-gondolin-v1 $(PREFIX)/bin/containerd-shim-gondolin-v1
+	install -D -m 0755 $(BIN)/gondolin $(PREFIX)/bin/gondolin
 	for f in vmlinuz initrd.img vmlinuz-stock initrd-stock.img config-minimal manifest.json; do \
 		install -D -m 0644 $(SHARE)/$$f $(PREFIX)/share/gondolin/$$f || exit 1; \
 	done
