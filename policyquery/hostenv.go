@@ -1,0 +1,76 @@
+package policyquery
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/netip"
+	"sync/atomic"
+
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+
+	"github.com/earendil-works/gondolin-containerd/config"
+)
+
+// HostEnv is the Env of this host for cfg: names are looked up with the
+// config's upstream_dns servers (else the host's resolv.conf), as the
+// shim does, but from the host's network namespace (the tool does not
+// know the container's); the host's own addresses are those of its
+// network namespace, as for a container run with --net-host. A container
+// in a namespace of its own (Docker's bridge) has private addresses there,
+// which the policy refuses as internal anyway.
+func HostEnv(cfg *config.Config) (Env, error) {
+	servers, err := cfg.UpstreamDNSServers()
+	if err != nil {
+		return Env{}, &InputError{err.Error()}
+	}
+	env := Env{Resolver: net.DefaultResolver, HostAddrs: hostAddrs}
+	if len(servers) > 0 {
+		var next atomic.Uint32
+		var d net.Dialer
+		env.Resolver = &net.Resolver{
+			PreferGo: true,
+			Dial: func(ctx context.Context, network, _ string) (net.Conn, error) {
+				srv := servers[int(next.Add(1)-1)%len(servers)]
+				return d.DialContext(ctx, network, srv.String())
+			},
+		}
+	}
+	return env, nil
+}
+
+// hostAddrs lists every address and route gateway of this network
+// namespace, IPv4 and IPv6, as the runtime lists the shim's own.
+func hostAddrs(context.Context) ([]netip.Addr, error) {
+	h, err := netlink.NewHandle(unix.NETLINK_ROUTE)
+	if err != nil {
+		return nil, fmt.Errorf("netlink: %w", err)
+	}
+	defer h.Close()
+	addrs, err := h.AddrList(nil, netlink.FAMILY_ALL)
+	if err != nil {
+		return nil, fmt.Errorf("list the host's addresses: %w", err)
+	}
+	var out []netip.Addr
+	for _, a := range addrs {
+		if ip, ok := netip.AddrFromSlice(a.IP); ok {
+			out = append(out, ip.Unmap())
+		}
+	}
+	routes, err := h.RouteList(nil, netlink.FAMILY_ALL)
+	if err != nil {
+		return nil, fmt.Errorf("list the host's routes: %w", err)
+	}
+	for _, r := range routes {
+		if ip, ok := netip.AddrFromSlice(r.Gw); ok && !ip.IsUnspecified() {
+			out = append(out, ip.Unmap())
+		}
+		for _, nh := range r.MultiPath {
+			if ip, ok := netip.AddrFromSlice(nh.Gw); ok && !ip.IsUnspecified() {
+				out = append(out, ip.Unmap())
+			}
+		}
+	}
+	return out, nil
+}
