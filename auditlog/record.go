@@ -40,8 +40,8 @@ type Record struct {
 	// Decision is Allowed, Denied or Suppressed.
 	Decision string `json:"decision"`
 	// Reason is the rule that decided: for an allowed request the rule
-	// that allowed it, for a denial why, and after "; " what would allow
-	// it.
+	// that allowed it, for a denial why (and, for most kinds, after "; "
+	// what would allow it).
 	Reason string `json:"reason"`
 	// Dest is the address the guest connected to.
 	Dest string `json:"dest,omitempty"`

@@ -32,11 +32,11 @@ suppressed: a summary of the records the shim left out past
 limits.audit_lines_per_second, counting its denials), PROTO (dns, http,
 https, tls, tcp, udp), HOST (with the port), METHOD (the HTTP method, or
 the DNS query type), PATH (without the query), and RULE: the rule that
-decided, for an allowed request the one that allowed it, for a denial
-why, and after "; " what would allow it. Characters a terminal would act
-on are shown escaped (\x1b): the host, method and path come from the
-guest. Hosts and paths longer than the column are cut with "…"; --json
-shows them whole.
+decided: for an allowed request the one that allowed it, for a denial
+why (and often, after "; ", what would allow it). Characters a terminal
+would act on are shown escaped (\x1b): the host, method and path come
+from the guest. Hosts and paths longer than the column are cut with "…";
+--json shows them whole.
 
 The files are read as a stream, so a large audit file does not take
 memory. A line that is not an audit record is reported on standard
