@@ -31,6 +31,15 @@ func makeStateDir(t *testing.T, root string) string {
 	return dir
 }
 
+// writeStateFile writes st as the state file of dir, as a shim would have.
+func writeStateFile(t *testing.T, dir string, st persistedState) {
+	t.Helper()
+	h := &hostState{dir: dir}
+	if err := h.record(func(r *persistedState) { *r = st }); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // assertGone fails the test if path (not followed) still exists.
 func assertGone(t *testing.T, path, what string) {
 	t.Helper()
@@ -188,9 +197,7 @@ func TestCleanupRefusesForeignSharePaths(t *testing.T) {
 	mounttest.Tmpfs(t, victim)
 	for _, st := range []persistedState{{BindsDir: victim}, {ReadonlyRoot: victim}} {
 		dir := makeStateDir(t, root)
-		if err := writeState(dir, &st); err != nil {
-			t.Fatal(err)
-		}
+		writeStateFile(t, dir, st)
 		if err := Cleanup(context.Background(), root, "ns", "c"); err == nil {
 			t.Errorf("Cleanup accepted state %+v", st)
 		}
@@ -215,9 +222,7 @@ func TestCleanupShares(t *testing.T) {
 	if _, err := prepareReadonlyRoot(st.ReadonlyRoot, rootfs); err != nil {
 		t.Fatal(err)
 	}
-	if err := writeState(dir, &st); err != nil {
-		t.Fatal(err)
-	}
+	writeStateFile(t, dir, st)
 	if err := Cleanup(context.Background(), root, "ns", "c"); err != nil {
 		t.Fatal(err)
 	}

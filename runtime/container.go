@@ -52,6 +52,9 @@ type Container struct {
 	// cgroup is the container's host cgroup (linux.cgroupsPath) holding
 	// QEMU and the virtiofsds; nil without a cgroupsPath.
 	cgroup *hostCgroup
+	// host is the container's host-side state, whose cleanup undoes
+	// everything made on the host for it.
+	host *hostState
 
 	// vmStopOnce stops the VM once when a helper dies or the guest is
 	// wedged.
@@ -100,17 +103,13 @@ func (r *Runtime) Create(ctx context.Context, opts CreateOpts) (_ *Container, re
 	}
 	timing := newPhases()
 
-	stateDir := StateDir(r.cfg.StateRoot, r.cfg.Namespace, opts.ID)
-	// A directory left by a shim that died is cleaned before reuse.
-	if err := Cleanup(ctx, r.cfg.StateRoot, r.cfg.Namespace, opts.ID); err != nil {
-		return nil, fmt.Errorf("clean stale state: %w", err)
+	host, err := newHostState(ctx, r.cfg.StateRoot, r.cfg.Namespace, opts.ID, opts.Bundle)
+	if err != nil {
+		return nil, err
 	}
-	if err := os.MkdirAll(stateDir, 0o700); err != nil {
-		return nil, fmt.Errorf("create state directory: %w", err)
-	}
-	st := &persistedState{Bundle: opts.Bundle}
+	stateDir := host.dir
 	c := &Container{
-		ID: opts.ID, Bundle: opts.Bundle, rt: r, memoryMiB: memMiB,
+		ID: opts.ID, Bundle: opts.Bundle, rt: r, memoryMiB: memMiB, host: host,
 		execs: map[string]*Process{}, stopping: make(chan struct{}),
 	}
 	var undo []func()
@@ -119,7 +118,7 @@ func (r *Runtime) Create(ctx context.Context, opts CreateOpts) (_ *Container, re
 			for i := len(undo) - 1; i >= 0; i-- {
 				undo[i]()
 			}
-			_ = Cleanup(context.WithoutCancel(ctx), r.cfg.StateRoot, r.cfg.Namespace, opts.ID)
+			_ = host.cleanup()
 		}
 	}()
 
@@ -129,14 +128,13 @@ func (r *Runtime) Create(ctx context.Context, opts CreateOpts) (_ *Container, re
 			return nil, fmt.Errorf("create rootfs mountpoint: %w", err)
 		}
 		// Recorded first: a crash mid-mount still gets unmounted.
-		st.RootfsMounted = rootfs
-		if err := writeState(stateDir, st); err != nil {
+		if err := host.recordRootfs(rootfs); err != nil {
 			return nil, err
 		}
 		if err := mount.All(opts.Rootfs, rootfs); err != nil {
 			return nil, fmt.Errorf("mount container rootfs: %w", err)
 		}
-		undo = append(undo, func() { _ = unmountRootfs(rootfs) })
+		undo = append(undo, func() { _ = host.releaseRootfs() })
 	} else if spec.Root != nil && spec.Root.Path != "" {
 		rootfs = spec.Root.Path
 		if !filepath.IsAbs(rootfs) {
@@ -148,11 +146,11 @@ func (r *Runtime) Create(ctx context.Context, opts CreateOpts) (_ *Container, re
 	// once the guest has created the container.
 	var sealRoot func() error
 	if oci.ReadonlyRoot(spec) {
-		st.ReadonlyRoot = filepath.Join(stateDir, readonlyRootName) // recorded first: a crash mid-mount still gets unmounted
-		if err := writeState(stateDir, st); err != nil {
+		overlay, err := host.recordReadonlyRoot() // recorded first: a crash mid-mount still gets unmounted
+		if err != nil {
 			return nil, err
 		}
-		dir, err := prepareReadonlyRoot(st.ReadonlyRoot, rootfs)
+		dir, err := prepareReadonlyRoot(overlay, rootfs)
 		if err != nil {
 			return nil, err
 		}
@@ -161,14 +159,14 @@ func (r *Runtime) Create(ctx context.Context, opts CreateOpts) (_ *Container, re
 	}
 	timing.done("rootfs")
 	if len(binds) > 0 {
-		st.BindsDir = filepath.Join(stateDir, bindsName)
-		if err := writeState(stateDir, st); err != nil {
+		bindsDir, err := host.recordBinds()
+		if err != nil {
 			return nil, err
 		}
-		if err := prepareBinds(st.BindsDir, binds); err != nil {
+		if err := prepareBinds(bindsDir, binds); err != nil {
 			return nil, err
 		}
-		shares = append(shares, share{tag: api.BindsTag, dir: st.BindsDir})
+		shares = append(shares, share{tag: api.BindsTag, dir: bindsDir})
 	}
 
 	// The host cgroup comes before any process of the VM: QEMU and the
@@ -181,8 +179,7 @@ func (r *Runtime) Create(ctx context.Context, opts CreateOpts) (_ *Container, re
 		c.cgroup = cg
 		if cg.created {
 			// Recorded first: a shim that dies still gets it removed.
-			st.HostCgroup = cg.path
-			if err := writeState(stateDir, st); err != nil {
+			if err := host.recordHostCgroup(cg.path); err != nil {
 				return nil, err
 			}
 		}
@@ -197,11 +194,11 @@ func (r *Runtime) Create(ctx context.Context, opts CreateOpts) (_ *Container, re
 
 	// The network namespace comes first: the VMM runs in it (so that
 	// hooks find it through the VMM's pid) and egress is dialled from it.
-	st.NetNSPin = filepath.Join(stateDir, "netns") // recorded first: a crash mid-create still unpins it
-	if err := writeState(stateDir, st); err != nil {
+	pin, err := host.recordNetNSPin() // recorded first: a crash mid-create still unpins it
+	if err != nil {
 		return nil, err
 	}
-	ns, err := specNetNS(spec, st.NetNSPin)
+	ns, err := specNetNS(spec, pin)
 	if err != nil {
 		return nil, err
 	}
@@ -241,7 +238,8 @@ func (r *Runtime) Create(ctx context.Context, opts CreateOpts) (_ *Container, re
 		nic:       network.nic(),
 		netns:     ns,
 		cgroup:    c.cgroup,
-	}, st)
+		host:      host,
+	})
 	if err != nil {
 		return nil, err
 	}
@@ -312,9 +310,6 @@ func (r *Runtime) Create(ctx context.Context, opts CreateOpts) (_ *Container, re
 		ctx = context.WithoutCancel(ctx)
 		c.stoppingOnce.Do(func() { close(c.stopping) })
 		sb.stop(ctx, 3*time.Second)
-		if err := c.cgroup.remove(); err != nil {
-			log.G(ctx).WithError(err).Warn("remove the container's host cgroup")
-		}
 		hio.Close()
 		if err := network.Close(); err != nil {
 			log.G(ctx).WithError(err).Warn("close the container's network")
@@ -322,7 +317,7 @@ func (r *Runtime) Create(ctx context.Context, opts CreateOpts) (_ *Container, re
 		if err := ns.Close(); err != nil {
 			log.G(ctx).WithError(err).Warn("release the container's network namespace")
 		}
-		return Cleanup(ctx, r.cfg.StateRoot, r.cfg.Namespace, opts.ID)
+		return host.cleanup()
 	}
 	r.mu.Lock()
 	r.containers[opts.ID] = c
@@ -946,16 +941,6 @@ func (c *Container) Delete(ctx context.Context) (Exit, error) {
 		return exit, fmt.Errorf("delete %s: %w", c.ID, err)
 	}
 	return exit, nil
-}
-
-// unmountRootfs detaches the snapshot's mounts on target (the bundle's
-// rootfs) with everything below them, by descriptor (mounts.go): no path
-// below target, which the guest writes, is looked up.
-func unmountRootfs(target string) error {
-	if err := detachPath(target); err != nil {
-		return fmt.Errorf("unmount rootfs %s: %w", target, err)
-	}
-	return nil
 }
 
 // vmCgroupLimits are the host cgroup's limits for a VM of memMiB and cpus:

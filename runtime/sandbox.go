@@ -1,13 +1,10 @@
 package runtime
 
 import (
-	"bytes"
 	"context"
 	"crypto/rand"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"os"
 	"path/filepath"
 	"syscall"
 	"time"
@@ -54,6 +51,8 @@ type sandboxConfig struct {
 	// cgroup is the container's host cgroup, which the VMM and the file
 	// servers join as they start; nil for none.
 	cgroup *hostCgroup
+	// host records the VM's processes as they start.
+	host *hostState
 }
 
 // share is a host directory the guest mounts by tag.
@@ -62,45 +61,9 @@ type share struct {
 	dir string
 }
 
-// persistedState is what `shim delete` needs to clean up after a shim that
-// died: which processes to kill and what to unmount.
-type persistedState struct {
-	Bundle        string `json:"bundle"`
-	RootfsMounted string `json:"rootfs_mounted,omitempty"`
-	// BindsDir is the binds share (binds.go): a tmpfs in the state
-	// directory with the container's host bind mounts, if any.
-	BindsDir string `json:"binds_dir,omitempty"`
-	// ReadonlyRoot is the overlay that serves a read-only root
-	// (roroot.go), in the state directory, if the root is read-only.
-	ReadonlyRoot string `json:"readonly_root,omitempty"`
-	// NetNSPin is where a network namespace the shim created is pinned.
-	NetNSPin string `json:"netns_pin,omitempty"`
-	// VMMPid is the VMM's process (its JSON name is from when QEMU was
-	// the only VMM: state files of running containers keep working).
-	VMMPid        int   `json:"qemu_pid,omitempty"`
-	VirtiofsdPids []int `json:"virtiofsd_pids,omitempty"`
-	// HostCgroup is the container's host cgroup when the shim created it
-	// (a path below the cgroup hierarchies' roots).
-	HostCgroup string `json:"host_cgroup,omitempty"`
-}
-
-const stateFile = "state.json"
-
-func writeState(dir string, st *persistedState) error {
-	b, err := json.Marshal(st)
-	if err != nil {
-		return err
-	}
-	tmp := filepath.Join(dir, stateFile+".tmp")
-	if err := os.WriteFile(tmp, b, 0o600); err != nil {
-		return fmt.Errorf("write state: %w", err)
-	}
-	return os.Rename(tmp, filepath.Join(dir, stateFile))
-}
-
 // startSandbox boots a VM sharing cfg.sharedDir as the container's root and
 // waits until its agent answers. On error nothing of it is left running.
-func startSandbox(ctx context.Context, cfg sandboxConfig, st *persistedState) (_ *sandbox, retErr error) {
+func startSandbox(ctx context.Context, cfg sandboxConfig) (_ *sandbox, retErr error) {
 	timing := newPhases()
 	sb := &sandbox{id: cfg.id, stateDir: cfg.stateDir, console: cfg.console, accel: cfg.setup.accel}
 	defer func() {
@@ -109,7 +72,7 @@ func startSandbox(ctx context.Context, cfg sandboxConfig, st *persistedState) (_
 		}
 	}()
 
-	if err := sb.startVM(ctx, cfg, st, timing); err != nil {
+	if err := sb.startVM(ctx, cfg, timing); err != nil {
 		return nil, err
 	}
 
@@ -148,9 +111,9 @@ func startSandbox(ctx context.Context, cfg sandboxConfig, st *persistedState) (_
 const channelName = "channel.sock"
 
 // startVM starts the VM of cfg through vmm, resumed from a snapshot when
-// the runtime config allows it, and records its processes in st.
-func (sb *sandbox) startVM(ctx context.Context, cfg sandboxConfig, st *persistedState, timing *phases) error {
-	req := vmRequest(cfg, st, timing)
+// the runtime config allows it, and records its processes in cfg.host.
+func (sb *sandbox) startVM(ctx context.Context, cfg sandboxConfig, timing *phases) error {
+	req := vmRequest(cfg, timing)
 	var err error
 	// The console goes through the shim, which caps the log; a VM saved
 	// as a snapshot (no container in it) writes its own.
@@ -162,13 +125,12 @@ func (sb *sandbox) startVM(ctx context.Context, cfg sandboxConfig, st *persisted
 		return err
 	}
 	sb.vm, sb.fs, sb.restored = inst.VM, inst.FileServers, inst.Restored
-	st.VMMPid = inst.VM.Pid()
-	return writeState(cfg.stateDir, st)
+	return cfg.host.recordVMM(inst.VM.Pid())
 }
 
 // vmRequest is the VM of cfg as vmm starts it: its configuration, the
 // runtime's backend and file server, and its hooks.
-func vmRequest(cfg sandboxConfig, st *persistedState, timing *phases) vmm.Request {
+func vmRequest(cfg sandboxConfig, timing *phases) vmm.Request {
 	vmCfg := vmm.Config{
 		ID:            cfg.id,
 		StateDir:      cfg.stateDir,
@@ -203,7 +165,7 @@ func vmRequest(cfg sandboxConfig, st *persistedState, timing *phases) vmm.Reques
 		Virtiofsd: cfg.setup.virtiofsd,
 		Config:    vmCfg,
 		Dirs:      dirs,
-		Hooks:     vmHooks(cfg, st, timing),
+		Hooks:     vmHooks(cfg, timing),
 	}
 	if mode := cfg.runtime.SnapshotBoot; mode != config.SnapshotBootOff {
 		// The VMs saved and resumed have the snapshot argument (the
@@ -219,18 +181,18 @@ func vmRequest(cfg sandboxConfig, st *persistedState, timing *phases) vmm.Reques
 }
 
 // vmHooks put the VM's processes into the container's host cgroup and
-// network namespace as they start, and record them in st.
-func vmHooks(cfg sandboxConfig, st *persistedState, timing *phases) vmm.Hooks {
+// network namespace as they start, and record them in cfg.host.
+func vmHooks(cfg sandboxConfig, timing *phases) vmm.Hooks {
 	return vmm.Hooks{
 		FileServer: func(fs *vmm.FileServer) error { return addFileServer(cfg.cgroup, fs) },
 		// The file servers' PIDs are recorded before the VMM starts, for
 		// a `shim delete` after this shim died.
 		FileServers: func(fss []*vmm.FileServer) error {
-			st.VirtiofsdPids = nil
+			pids := make([]int, 0, len(fss))
 			for _, fs := range fss {
-				st.VirtiofsdPids = append(st.VirtiofsdPids, fs.Pid())
+				pids = append(pids, fs.Pid())
 			}
-			return writeState(cfg.stateDir, st)
+			return cfg.host.recordFileServers(pids)
 		},
 		// The VMM is started from inside the container's network
 		// namespace and stays there: its PID is what OCI hooks get to
@@ -351,122 +313,6 @@ func (sb *sandbox) vmGone() bool {
 	default:
 		return false
 	}
-}
-
-// Cleanup removes what a container left when its shim died: it kills the
-// VMM and file server recorded in the state directory, unmounts the root
-// file system and removes the directory. It is safe to run more than once.
-func Cleanup(ctx context.Context, stateRoot, namespace, id string) error {
-	dir := StateDir(stateRoot, namespace, id)
-	b, err := os.ReadFile(filepath.Join(dir, stateFile))
-	if errors.Is(err, os.ErrNotExist) {
-		// The shares are recorded before they are made, so none should
-		// be here; were one left, RemoveAll would go through its mounts
-		// into host files. Detach them by descriptor first.
-		if err := removeBinds(filepath.Join(dir, bindsName)); err != nil {
-			return err
-		}
-		if err := detachAndRemove(filepath.Join(dir, readonlyRootName)); err != nil {
-			return err
-		}
-		return os.RemoveAll(dir)
-	}
-	if err != nil {
-		return fmt.Errorf("read state of %s: %w", id, err)
-	}
-	var st persistedState
-	if err := json.Unmarshal(b, &st); err != nil {
-		return fmt.Errorf("parse state of %s: %w", id, err)
-	}
-	var errs []error
-	for _, pid := range append([]int{st.VMMPid}, st.VirtiofsdPids...) {
-		if err := killIfOurs(pid, dir); err != nil {
-			errs = append(errs, err)
-		}
-	}
-	// Its processes are gone: the host cgroup the shim made can go.
-	if err := removeHostCgroup(st.HostCgroup); err != nil {
-		errs = append(errs, err)
-	}
-	// The shares are detached by descriptor from the state directory
-	// (mounts.go), never through a path the guest could have written. The
-	// state directory is never removed over a live mount: that would
-	// delete the host files behind it.
-	if st.ReadonlyRoot != "" {
-		if err := stateName(dir, st.ReadonlyRoot, readonlyRootName); err != nil {
-			return errors.Join(append(errs, err)...)
-		}
-		if err := detachAndRemove(st.ReadonlyRoot); err != nil {
-			return errors.Join(append(errs, err)...)
-		}
-	}
-	if st.RootfsMounted != "" {
-		if err := unmountRootfs(st.RootfsMounted); err != nil {
-			errs = append(errs, err)
-		}
-	}
-	if st.NetNSPin != "" {
-		if err := removeNetNSPin(st.NetNSPin); err != nil {
-			errs = append(errs, err)
-		}
-	}
-	if st.BindsDir != "" {
-		if err := stateName(dir, st.BindsDir, bindsName); err != nil {
-			return errors.Join(append(errs, err)...)
-		}
-		if err := removeBinds(st.BindsDir); err != nil {
-			return errors.Join(append(errs, err)...)
-		}
-	}
-	if err := os.RemoveAll(dir); err != nil {
-		errs = append(errs, err)
-	}
-	return errors.Join(errs...)
-}
-
-// Names of the shares the runtime makes in a container's state directory.
-const (
-	bindsName        = "binds"
-	readonlyRootName = "rootfs-ro"
-)
-
-// stateName checks that a share path read back from the state file is the
-// one the runtime makes there, so cleanup never acts elsewhere.
-func stateName(stateDir, path, name string) error {
-	if path != filepath.Join(stateDir, name) {
-		return fmt.Errorf("state file of %s names %q, not %s: refusing to unmount it", stateDir, path, filepath.Join(stateDir, name))
-	}
-	return nil
-}
-
-// killIfOurs kills pid only if its command line names our state directory,
-// so a recycled PID is never hit.
-func killIfOurs(pid int, stateDir string) error {
-	if pid <= 0 {
-		return nil
-	}
-	cmdline, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
-	if err != nil || !bytes.Contains(cmdline, []byte(stateDir)) {
-		return nil
-	}
-	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil && !errors.Is(err, syscall.ESRCH) {
-		return fmt.Errorf("kill %d: %w", pid, err)
-	}
-	for i := 0; i < 200; i++ {
-		if err := syscall.Kill(pid, 0); errors.Is(err, syscall.ESRCH) {
-			return nil
-		}
-		if b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid)); err == nil && zombie(b) {
-			return nil
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	return fmt.Errorf("process %d did not exit after SIGKILL", pid)
-}
-
-func zombie(stat []byte) bool {
-	i := bytes.LastIndexByte(stat, ')')
-	return i >= 0 && i+2 < len(stat) && stat[i+2] == 'Z'
 }
 
 // addFileServer puts a file server's processes into the host cgroup: the
