@@ -42,24 +42,27 @@ func (j *JSONWriter) Flush() error { return j.w.Flush() }
 const TimeFormat = "2006-01-02T15:04:05.000Z"
 
 // column is a table column: its header, the widest a cell may make it,
-// and its cell of an entry.
+// the width it starts with when records are followed (which come after
+// the widths were set: room for common cells keeps them aligned), and
+// its cell of an entry.
 type column struct {
 	header string
 	max    int
+	follow int
 	cell   func(Entry) string
 }
 
 var (
-	colTime      = column{"TIME", len(TimeFormat), func(e Entry) string { return e.Time.UTC().Format(TimeFormat) }}
-	colContainer = column{"CONTAINER", 64, func(e Entry) string { return e.Namespace + "/" + shortID(e.Container) }}
-	colDecision  = column{"DECISION", 10, func(e Entry) string { return e.Decision }}
-	colProto     = column{"PROTO", 6, func(e Entry) string { return e.Protocol }}
-	colHost      = column{"HOST", 48, hostCell}
-	colMethod    = column{"METHOD", 8, func(e Entry) string { return e.Method }}
-	colPath      = column{"PATH", 48, func(e Entry) string { return e.Path }}
+	colTime      = column{"TIME", len(TimeFormat), 0, func(e Entry) string { return e.Time.UTC().Format(TimeFormat) }}
+	colContainer = column{"CONTAINER", 64, 30, func(e Entry) string { return e.Namespace + "/" + shortID(e.Container) }}
+	colDecision  = column{"DECISION", 10, len(Suppressed), func(e Entry) string { return e.Decision }}
+	colProto     = column{"PROTO", 6, 5, func(e Entry) string { return e.Protocol }}
+	colHost      = column{"HOST", 48, 30, hostCell}
+	colMethod    = column{"METHOD", 8, 7, func(e Entry) string { return e.Method }}
+	colPath      = column{"PATH", 48, 24, func(e Entry) string { return e.Path }}
 	// The record's reason is the rule that decided (for a denial, also
 	// what would allow it); it is last, and never cut.
-	colRule = column{"RULE", 0, func(e Entry) string { return e.Reason }}
+	colRule = column{"RULE", 0, 0, func(e Entry) string { return e.Reason }}
 )
 
 func hostCell(e Entry) string {
@@ -116,6 +119,13 @@ func NewTableWriter(w io.Writer, withContainer bool) *TableWriter {
 func (t *TableWriter) Measure(e Entry) {
 	for i, c := range t.cols[:len(t.cols)-1] {
 		t.widths[i] = max(t.widths[i], min(utf8.RuneCountInString(safe(c.cell(e))), c.max))
+	}
+}
+
+// roomForFollow widens the columns to their follow widths.
+func (t *TableWriter) roomForFollow() {
+	for i, c := range t.cols {
+		t.widths[i] = max(t.widths[i], c.follow)
 	}
 }
 

@@ -51,6 +51,9 @@ func Show(ctx context.Context, o Options, w Writer, report func(Problem)) error 
 		}
 	}
 	if t, ok := w.(*TableWriter); ok {
+		if o.Follow {
+			t.roomForFollow()
+		}
 		if err := t.Header(); err != nil {
 			return err
 		}

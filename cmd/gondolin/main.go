@@ -44,7 +44,7 @@ type command struct {
 	flags func(fs *flag.FlagSet) runFunc
 }
 
-type runFunc func(ctx context.Context, io ioStreams, args []string) error
+type runFunc func(ctx context.Context, s ioStreams, args []string) error
 
 type ioStreams struct {
 	stdout, stderr io.Writer
