@@ -53,7 +53,7 @@ type ioStreams struct {
 
 // commands lists the subcommands in the order the manual shows them.
 func commands() []command {
-	return []command{installCommand(), uninstallCommand(), auditCommand()}
+	return []command{checkCommand(), installCommand(), uninstallCommand(), auditCommand(), policyCommand()}
 }
 
 // usageError is bad usage (exit status 2): an unknown flag or command, a
