@@ -20,8 +20,10 @@ func mainManual(cmds []command) string {
 	section(&b, "DESCRIPTION", `gondolin is the operator's side of the gondolin runtime, a containerd
 shim (io.containerd.gondolin.v1) that runs every container in its own
 QEMU micro-VM and holds its network to the egress policy of its
-io.gondolin.* annotations. The command registers the runtime with
-containerd and Docker, and shows the egress decisions the shim audits.
+io.gondolin.* annotations. The command checks whether a host can run
+it, registers the runtime with containerd and Docker, answers whether
+the egress policy would allow a request (with the shim's own decision
+code, without a container), and shows the decisions the shim audits.
 
 Options may come before or after the arguments; -- ends them. Each
 command's manual is "gondolin COMMAND --help".`)
@@ -32,8 +34,10 @@ command's manual is "gondolin COMMAND --help".`)
 	}
 	section(&b, "COMMANDS", strings.TrimSuffix(list.String(), "\n"))
 	section(&b, "EXIT STATUS", exitStatusText(""))
-	section(&b, "EXAMPLES", `gondolin install --containerd --docker --dry-run
+	section(&b, "EXAMPLES", `gondolin check
+gondolin install --containerd --docker --dry-run
 gondolin install --containerd --docker
+gondolin policy test --annotation io.gondolin.policy=npm https://registry.npmjs.org/
 gondolin audit --denied --all
 gondolin audit --follow 3f2a9c1b7e4d`)
 	section(&b, "SEE ALSO", "docs/cli.md, docs/install.md, docs/annotations.md, docs/configuration.md")
