@@ -37,7 +37,8 @@ command's manual is "gondolin COMMAND --help".`)
 	section(&b, "EXAMPLES", `gondolin check
 gondolin install --containerd --docker --dry-run
 gondolin install --containerd --docker
-gondolin policy test --annotation io.gondolin.policy=npm https://registry.npmjs.org/
+gondolin policy test --annotation io.gondolin.policy=npm \
+    https://registry.npmjs.org/
 gondolin audit --denied --all
 gondolin audit --follow 3f2a9c1b7e4d`)
 	section(&b, "SEE ALSO", "docs/cli.md, docs/install.md, docs/annotations.md, docs/configuration.md")
