@@ -6,9 +6,11 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"sort"
 	"strings"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/earendil-works/gondolin-containerd/guest-agent/api"
 )
@@ -136,27 +138,57 @@ func ReadonlyRoot(s *specs.Spec) bool {
 	return s.Root != nil && s.Root.Readonly
 }
 
-// GuestContainer translates the spec into the agent's create request and
-// the host bind mounts the runtime must share into the guest.
-func GuestContainer(id string, s *specs.Spec) (*api.CreateContainerRequest, []HostBind, error) {
-	proc, err := GuestProcess(s.Process)
-	if err != nil {
-		return nil, nil, err
-	}
-	req := &api.CreateContainerRequest{
-		ContainerId: id,
-		RootfsTag:   api.RootfsTag,
-		Hostname:    s.Hostname,
-		Process:     proc,
-	}
-	// The guest makes a read-only root read-only for the container; the
+// GuestContainer is a container as the guest runs it, translated from the
+// bundle's spec and validated: its process, its mounts, the host bind
+// mounts the runtime must share into the guest, and its Linux settings.
+// Request makes the agent's create request from it and what the runtime
+// learns while it creates the container, in one place: nothing patches the
+// request afterwards.
+type GuestContainer struct {
+	// Binds are the host bind mounts the runtime shares into the guest
+	// (the binds share), one entry each.
+	Binds []HostBind
+
+	id       string
+	hostname string
+	// readonly: the guest makes the root read-only for the container; the
 	// runtime makes it read-only on the host as well (ReadonlyRoot), so a
 	// guest that remounts it read-write still cannot write it.
-	req.RootfsReadonly = ReadonlyRoot(s)
-	var binds []HostBind
+	readonly      bool
+	process       *api.Process
+	mounts        []*api.Mount
+	shares        []*api.Share
+	maskedPaths   []string
+	readonlyPaths []string
+	sysctl        map[string]string
+	resources     []byte
+}
+
+// GuestSetup is what the create request needs beyond the bundle: what the
+// runtime has made for the container by the time the guest creates it.
+type GuestSetup struct {
+	// Placeholders stand for the secrets' values (name to placeholder) in
+	// the process's environment: the real values stay on the host.
+	Placeholders map[string]string
+	// ExtraCAPEM are certificates the container trusts besides its
+	// image's (the egress proxy's CA); nil without a network.
+	ExtraCAPEM []byte
+	// ResolvConf is the guest's /etc/resolv.conf; "" without a network.
+	ResolvConf string
+	// Stdio says which of the process's streams the host has opened.
+	Stdio *api.Stdio
+}
+
+// NewGuestContainer translates and validates the spec of container id.
+func NewGuestContainer(id string, s *specs.Spec) (*GuestContainer, error) {
+	proc, err := guestProcess(s.Process)
+	if err != nil {
+		return nil, err
+	}
+	g := &GuestContainer{id: id, hostname: s.Hostname, readonly: ReadonlyRoot(s), process: proc}
 	for _, m := range s.Mounts {
 		if !filepath.IsAbs(m.Destination) {
-			return nil, nil, fmt.Errorf("mount destination %q is not an absolute path", m.Destination)
+			return nil, fmt.Errorf("mount destination %q is not an absolute path", m.Destination)
 		}
 		typ := m.Type
 		if typ == "" || typ == "none" {
@@ -166,7 +198,7 @@ func GuestContainer(id string, s *specs.Spec) (*api.CreateContainerRequest, []Ho
 		}
 		switch {
 		case guestFilesystems[typ]:
-			req.Mounts = append(req.Mounts, &api.Mount{
+			g.mounts = append(g.mounts, &api.Mount{
 				Destination: filepath.Clean(m.Destination),
 				Type:        typ,
 				Source:      m.Source,
@@ -174,40 +206,104 @@ func GuestContainer(id string, s *specs.Spec) (*api.CreateContainerRequest, []Ho
 			})
 		case typ == "bind":
 			if !filepath.IsAbs(m.Source) {
-				return nil, nil, fmt.Errorf("bind mount of %s: source %q is not an absolute host path", m.Destination, m.Source)
+				return nil, fmt.Errorf("bind mount of %s: source %q is not an absolute host path", m.Destination, m.Source)
 			}
-			b := HostBind{Name: fmt.Sprint(len(binds)), Source: m.Source, Readonly: hasOption(m.Options, "ro")}
-			binds = append(binds, b)
-			req.Mounts = append(req.Mounts, &api.Mount{
+			b := HostBind{Name: fmt.Sprint(len(g.Binds)), Source: m.Source, Readonly: hasOption(m.Options, "ro")}
+			g.Binds = append(g.Binds, b)
+			g.mounts = append(g.mounts, &api.Mount{
 				Destination: filepath.Clean(m.Destination),
 				Type:        "bind",
 				Source:      filepath.Join(api.SharesDir, api.BindsTag, b.Name),
 				Options:     m.Options,
 			})
 		default:
-			return nil, nil, fmt.Errorf("mount of %s has type %q, which a VM guest cannot provide: accepted are bind mounts of host paths and proc, sysfs, tmpfs, devpts, mqueue, cgroup", m.Destination, m.Type)
+			return nil, fmt.Errorf("mount of %s has type %q, which a VM guest cannot provide: accepted are bind mounts of host paths and proc, sysfs, tmpfs, devpts, mqueue, cgroup", m.Destination, m.Type)
 		}
 	}
-	if len(binds) > 0 {
-		req.Shares = append(req.Shares, &api.Share{Tag: api.BindsTag})
+	if len(g.Binds) > 0 {
+		g.shares = append(g.shares, &api.Share{Tag: api.BindsTag})
 	}
 	if l := s.Linux; l != nil {
-		req.MaskedPaths = l.MaskedPaths
-		req.ReadonlyPaths = l.ReadonlyPaths
-		req.Sysctl = l.Sysctl
+		g.maskedPaths = l.MaskedPaths
+		g.readonlyPaths = l.ReadonlyPaths
+		g.sysctl = l.Sysctl
 		if l.Resources != nil {
 			b, err := json.Marshal(l.Resources)
 			if err != nil {
-				return nil, nil, fmt.Errorf("encode resources: %w", err)
+				return nil, fmt.Errorf("encode resources: %w", err)
 			}
-			req.ResourcesJson = b
+			g.resources = b
 		}
 	}
-	return req, binds, nil
+	return g, nil
 }
 
-// GuestProcess translates an OCI process.
-func GuestProcess(p *specs.Process) (*api.Process, error) {
+// Request is the agent's create request for the container, given what the
+// runtime made for it.
+func (g *GuestContainer) Request(setup GuestSetup) *api.CreateContainerRequest {
+	proc := proto.Clone(g.process).(*api.Process)
+	proc.Env = guestEnv(g.process.Env, setup.Placeholders)
+	return &api.CreateContainerRequest{
+		ContainerId:    g.id,
+		RootfsTag:      api.RootfsTag,
+		RootfsReadonly: g.readonly,
+		Hostname:       g.hostname,
+		Process:        proc,
+		Mounts:         g.mounts,
+		Shares:         g.shares,
+		MaskedPaths:    g.maskedPaths,
+		ReadonlyPaths:  g.readonlyPaths,
+		Sysctl:         g.sysctl,
+		ResourcesJson:  g.resources,
+		ExtraCaPem:     setup.ExtraCAPEM,
+		ResolvConf:     setup.ResolvConf,
+		Stdio:          setup.Stdio,
+	}
+}
+
+// GuestProcess translates an OCI process (an exec's) for the guest, with
+// the secrets' values in its environment replaced by placeholders.
+func GuestProcess(p *specs.Process, placeholders map[string]string) (*api.Process, error) {
+	out, err := guestProcess(p)
+	if err != nil {
+		return nil, err
+	}
+	out.Env = guestEnv(out.Env, placeholders)
+	return out, nil
+}
+
+// guestEnv replaces the value of every secret in env by its placeholder,
+// so that the real value never reaches the VM, and adds the secrets env
+// lacks (those read from the host) with their placeholders.
+func guestEnv(env []string, placeholders map[string]string) []string {
+	if len(placeholders) == 0 {
+		return env
+	}
+	out := make([]string, len(env), len(env)+len(placeholders))
+	seen := make(map[string]bool, len(placeholders))
+	for i, kv := range env {
+		name, _, _ := strings.Cut(kv, "=")
+		if ph, ok := placeholders[name]; ok {
+			kv = name + "=" + ph
+			seen[name] = true
+		}
+		out[i] = kv
+	}
+	names := make([]string, 0, len(placeholders))
+	for name := range placeholders {
+		if !seen[name] {
+			names = append(names, name)
+		}
+	}
+	sort.Strings(names)
+	for _, name := range names {
+		out = append(out, name+"="+placeholders[name])
+	}
+	return out
+}
+
+// guestProcess translates and validates an OCI process.
+func guestProcess(p *specs.Process) (*api.Process, error) {
 	if p == nil || len(p.Args) == 0 {
 		return nil, fmt.Errorf("process has no args: nothing to run")
 	}

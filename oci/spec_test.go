@@ -4,10 +4,12 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"testing"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/earendil-works/gondolin-containerd/guest-agent/api"
 )
@@ -86,10 +88,11 @@ func TestGuestContainer(t *testing.T) {
 			{Destination: "/dev/pts/", Type: "devpts", Source: "devpts", Options: []string{"newinstance"}},
 		},
 	}
-	req, _, err := GuestContainer("c1", s)
+	g, err := NewGuestContainer("c1", s)
 	if err != nil {
 		t.Fatal(err)
 	}
+	req := g.Request(GuestSetup{})
 	if req.Hostname != "box" || !req.RootfsReadonly || req.RootfsTag != api.RootfsTag {
 		t.Errorf("request = %v", req)
 	}
@@ -108,22 +111,22 @@ func TestGuestContainerRejects(t *testing.T) {
 	}
 	bind := base()
 	bind.Mounts = []specs.Mount{{Destination: "/data", Source: "relative", Options: []string{"rbind"}}}
-	if _, _, err := GuestContainer("c", bind); err == nil || !strings.Contains(err.Error(), "not an absolute host path") {
+	if _, err := NewGuestContainer("c", bind); err == nil || !strings.Contains(err.Error(), "not an absolute host path") {
 		t.Errorf("relative bind source: %v", err)
 	}
 	odd := base()
 	odd.Mounts = []specs.Mount{{Destination: "/x", Type: "nfs", Source: "srv:/x"}}
-	if _, _, err := GuestContainer("c", odd); err == nil || !strings.Contains(err.Error(), `type "nfs"`) {
+	if _, err := NewGuestContainer("c", odd); err == nil || !strings.Contains(err.Error(), `type "nfs"`) {
 		t.Errorf("nfs mount: %v", err)
 	}
 	rel := base()
 	rel.Process.Cwd = "work"
-	if _, _, err := GuestContainer("c", rel); err == nil || !strings.Contains(err.Error(), "not an absolute path") {
+	if _, err := NewGuestContainer("c", rel); err == nil || !strings.Contains(err.Error(), "not an absolute path") {
 		t.Errorf("relative cwd: %v", err)
 	}
 	noargs := base()
 	noargs.Process.Args = nil
-	if _, _, err := GuestContainer("c", noargs); err == nil {
+	if _, err := NewGuestContainer("c", noargs); err == nil {
 		t.Error("empty args accepted")
 	}
 }
@@ -153,10 +156,11 @@ func TestGuestContainerBindsAndSecurity(t *testing.T) {
 			Resources:     &specs.LinuxResources{Pids: &specs.LinuxPids{Limit: i64(64)}},
 		},
 	}
-	req, binds, err := GuestContainer("c", s)
+	g, err := NewGuestContainer("c", s)
 	if err != nil {
 		t.Fatal(err)
 	}
+	binds, req := g.Binds, g.Request(GuestSetup{})
 	if len(binds) != 2 || binds[0] != (HostBind{Name: "0", Source: "/srv/data", Readonly: true}) || binds[1].Readonly {
 		t.Fatalf("binds = %+v", binds)
 	}
@@ -171,6 +175,53 @@ func TestGuestContainerBindsAndSecurity(t *testing.T) {
 	}
 	if !strings.Contains(string(req.ResourcesJson), `"limit":64`) {
 		t.Fatalf("resources = %s", req.ResourcesJson)
+	}
+}
+
+// The create request carries what the runtime made for the container, and
+// the secrets only as placeholders (added when the spec's environment
+// lacks them); building it again gives the same request.
+func TestGuestContainerRequest(t *testing.T) {
+	s := &specs.Spec{Process: &specs.Process{Args: []string{"true"}, Env: []string{"TOKEN=real-value", "PATH=/bin"}}}
+	g, err := NewGuestContainer("c", s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	setup := GuestSetup{
+		Placeholders: map[string]string{"TOKEN": "ph-1", "HOSTSECRET": "ph-2"},
+		ExtraCAPEM:   []byte("PEM"),
+		ResolvConf:   "nameserver 10.0.2.3\n",
+		Stdio:        &api.Stdio{Stdout: true},
+	}
+	req := g.Request(setup)
+	if want := []string{"TOKEN=ph-1", "PATH=/bin", "HOSTSECRET=ph-2"}; !slices.Equal(req.Process.Env, want) {
+		t.Errorf("env = %q, want %q", req.Process.Env, want)
+	}
+	if string(req.ExtraCaPem) != "PEM" || req.ResolvConf != setup.ResolvConf || !req.Stdio.Stdout || req.ContainerId != "c" {
+		t.Errorf("request = %v", req)
+	}
+	if again := g.Request(setup); !proto.Equal(again, req) {
+		t.Errorf("a second request differs: %v", again)
+	}
+	if !slices.Equal(s.Process.Env, []string{"TOKEN=real-value", "PATH=/bin"}) {
+		t.Errorf("the spec's environment changed: %q", s.Process.Env)
+	}
+	if got := g.Request(GuestSetup{}).Process.Env; !slices.Equal(got, s.Process.Env) {
+		t.Errorf("env without secrets = %q", got)
+	}
+}
+
+// An exec's process gets the placeholders too.
+func TestGuestProcessPlaceholders(t *testing.T) {
+	p, err := GuestProcess(&specs.Process{Args: []string{"env"}, Env: []string{"PATH=/bin", "TOKEN=real-value"}}, map[string]string{"TOKEN": "ph"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := []string{"PATH=/bin", "TOKEN=ph"}; !slices.Equal(p.Env, want) {
+		t.Errorf("env = %q, want %q", p.Env, want)
+	}
+	if _, err := GuestProcess(&specs.Process{}, nil); err == nil {
+		t.Error("a process without args accepted")
 	}
 }
 

@@ -84,7 +84,7 @@ func (r *Runtime) Create(ctx context.Context, opts CreateOpts) (_ *Container, re
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", err, errdefs.ErrInvalidArgument)
 	}
-	req, binds, err := oci.GuestContainer(opts.ID, spec)
+	guest, err := oci.NewGuestContainer(opts.ID, spec)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", err, errdefs.ErrInvalidArgument)
 	}
@@ -158,12 +158,12 @@ func (r *Runtime) Create(ctx context.Context, opts CreateOpts) (_ *Container, re
 		sealRoot = func() error { return sealReadonlyRoot(dir) }
 	}
 	timing.done("rootfs")
-	if len(binds) > 0 {
+	if len(guest.Binds) > 0 {
 		bindsDir, err := host.recordBinds()
 		if err != nil {
 			return nil, err
 		}
-		if err := prepareBinds(bindsDir, binds); err != nil {
+		if err := prepareBinds(bindsDir, guest.Binds); err != nil {
 			return nil, err
 		}
 		shares = append(shares, share{tag: api.BindsTag, dir: bindsDir})
@@ -272,18 +272,14 @@ func (r *Runtime) Create(ctx context.Context, opts CreateOpts) (_ *Container, re
 	}
 	undo = append(undo, hio.Close)
 	c.placeholders = network.placeholders(settings)
-	req.Process.Env = guestEnv(req.Process.Env, c.placeholders)
-	if network != nil {
-		req.ExtraCaPem = network.policy.CACertPEM()
-		req.ResolvConf = network.resolvConf()
-	}
 	c.init = newProcess(c, "", opts.Stdio, hio)
-	if req.Stdio, err = c.init.attachStdio(sb.agent); err != nil {
+	stdio, err := c.init.attachStdio(sb.agent)
+	if err != nil {
 		return nil, err
 	}
 	timing.done("stdio")
 	cctx, cancel := context.WithTimeout(ctx, r.cfg.Runtime.Limits.AgentCallTimeout.Duration)
-	resp, err := sb.agent.CreateContainer(cctx, req)
+	resp, err := sb.agent.CreateContainer(cctx, guest.Request(guestSetup(network, c.placeholders, stdio)))
 	cancel()
 	if err != nil {
 		return nil, processStartError("create", "create container in the guest", err)
@@ -323,6 +319,17 @@ func (r *Runtime) Create(ctx context.Context, opts CreateOpts) (_ *Container, re
 	r.containers[opts.ID] = c
 	r.mu.Unlock()
 	return c, nil
+}
+
+// guestSetup is what the guest's create request takes from the container's
+// network (nil for none) and its init's stdio.
+func guestSetup(network *sandboxNetwork, placeholders map[string]string, stdio *api.Stdio) oci.GuestSetup {
+	setup := oci.GuestSetup{Placeholders: placeholders, Stdio: stdio}
+	if network != nil {
+		setup.ExtraCAPEM = network.policy.CACertPEM()
+		setup.ResolvConf = network.resolvConf()
+	}
+	return setup
 }
 
 // watchVM turns a VMM that dies under the container into process exits.
@@ -673,11 +680,10 @@ func (c *Container) Exec(ctx context.Context, execID string, spec *specs.Process
 	if st := c.init.State(); st.Status == StatusStopped {
 		return nil, fmt.Errorf("container %s is not running (its process exited with status %d): cannot exec in it: %w", c.ID, st.ExitStatus, errdefs.ErrFailedPrecondition)
 	}
-	proc, err := oci.GuestProcess(spec)
+	proc, err := oci.GuestProcess(spec, c.placeholders)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", err, errdefs.ErrInvalidArgument)
 	}
-	proc.Env = guestEnv(proc.Env, c.placeholders)
 	c.mu.Lock()
 	if _, ok := c.execs[execID]; ok {
 		c.mu.Unlock()

@@ -11,7 +11,6 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
-	"sort"
 	"strings"
 	"sync/atomic"
 
@@ -172,36 +171,6 @@ func (sn *sandboxNetwork) placeholders(settings *oci.Settings) map[string]string
 	return out
 }
 
-// guestEnv replaces the value of every secret in env by its placeholder,
-// so that the real value never reaches the VM, and adds the secrets env
-// lacks (those read from the host) with their placeholders.
-func guestEnv(env []string, placeholders map[string]string) []string {
-	if len(placeholders) == 0 {
-		return env
-	}
-	out := make([]string, len(env), len(env)+len(placeholders))
-	seen := make(map[string]bool, len(placeholders))
-	for i, kv := range env {
-		name, _, _ := strings.Cut(kv, "=")
-		if ph, ok := placeholders[name]; ok {
-			kv = name + "=" + ph
-			seen[name] = true
-		}
-		out[i] = kv
-	}
-	names := make([]string, 0, len(placeholders))
-	for name := range placeholders {
-		if !seen[name] {
-			names = append(names, name)
-		}
-	}
-	sort.Strings(names)
-	for _, name := range names {
-		out = append(out, name+"="+placeholders[name])
-	}
-	return out
-}
-
 // Close stops the network. Safe on nil.
 func (sn *sandboxNetwork) Close() error {
 	if sn == nil {
@@ -279,7 +248,6 @@ func upstreamRoots(extraFile string) (*x509.CertPool, error) {
 	}
 	return pool, nil
 }
-
 
 // upstreamResolver resolves the names policy allows: the operator's
 // overrides first, then DNS asked from the container's network namespace

@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+
 	"github.com/earendil-works/gondolin-containerd/oci"
 	"github.com/earendil-works/gondolin-containerd/policy"
 )
@@ -108,8 +110,11 @@ func TestHostIOUnknownScheme(t *testing.T) {
 func TestGuestEnvWithoutNetwork(t *testing.T) {
 	var sn *sandboxNetwork
 	ph := sn.placeholders(&oci.Settings{Rules: policy.Rules{Secrets: map[string][]policy.HostPattern{"TOKEN": nil}}})
-	env := guestEnv([]string{"TOKEN=real-value", "PATH=/bin"}, ph)
-	if len(env) != 2 || env[1] != "PATH=/bin" || !strings.HasPrefix(env[0], "TOKEN="+policy.PlaceholderPrefix) {
-		t.Fatalf("guestEnv = %q", env)
+	proc, err := oci.GuestProcess(&specs.Process{Args: []string{"env"}, Env: []string{"TOKEN=real-value", "PATH=/bin"}}, ph)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if env := proc.Env; len(env) != 2 || env[1] != "PATH=/bin" || !strings.HasPrefix(env[0], "TOKEN="+policy.PlaceholderPrefix) {
+		t.Fatalf("guest env = %q", env)
 	}
 }
