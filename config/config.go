@@ -45,7 +45,10 @@ type Config struct {
 	// VMM names the virtual machine monitor backend (vmm/backend): only
 	// "qemu" so far.
 	VMM string `toml:"vmm"`
-	// QEMUPath and VirtiofsdPath override the binaries' default locations.
+	// QEMUPath and VirtiofsdPath name the binaries. They default to the
+	// pinned QEMU and virtiofsd installed beside the shim (BundledQEMU,
+	// BundledVirtiofsd) when those are there; empty means the system's
+	// (qemu-system-x86_64 on PATH, the virtiofsd vmm.LookupVirtiofsd finds).
 	QEMUPath      string `toml:"qemu_path"`
 	VirtiofsdPath string `toml:"virtiofsd_path"`
 	// Accelerator is auto (KVM when usable, else TCG), kvm or tcg.
@@ -163,17 +166,32 @@ func (d *Duration) UnmarshalText(b []byte) error {
 	return nil
 }
 
+// The QEMU and virtiofsd `make build` and `make install` put into
+// lib/gondolin beside the shim's bin directory (hack/vmm-bundle.sh): pinned
+// builds that can save and resume a VM, which the system's may not
+// (Debian 12's QEMU 7.2 cannot). Slash-separated, relative to that
+// directory.
+const (
+	BundledQEMU      = "qemu/bin/qemu-system-x86_64"
+	BundledVirtiofsd = "virtiofsd"
+)
+
 // Default is the built-in config. exeDir is the directory of the shim
-// binary: the guest image is looked for in ../share/gondolin beside it, the
-// layout `make install` and the build tree both use.
+// binary: the guest image is looked for in ../share/gondolin beside it, and
+// the QEMU and virtiofsd in ../lib/gondolin, the layout `make install` and
+// the build tree both use. Where those binaries are missing the system's
+// are used.
 func Default(exeDir string) *Config {
 	share := filepath.Join(filepath.Dir(exeDir), "share", "gondolin")
+	lib := filepath.Join(filepath.Dir(exeDir), "lib", "gondolin")
 	return &Config{
 		GuestKernel:       GuestKernelMinimal,
 		KernelPath:        filepath.Join(share, guestImages[GuestKernelMinimal][0]),
 		InitrdPath:        filepath.Join(share, guestImages[GuestKernelMinimal][1]),
 		Machine:           "auto",
 		VMM:               string(backend.QEMU),
+		QEMUPath:          bundled(lib, BundledQEMU),
+		VirtiofsdPath:     bundled(lib, BundledVirtiofsd),
 		Accelerator:       "auto",
 		DefaultMemoryMiB:  512,
 		DefaultCPUs:       1,
@@ -186,6 +204,17 @@ func Default(exeDir string) *Config {
 		Limits:            DefaultLimits(),
 		shareDir:          share,
 	}
+}
+
+// bundled is dir/name when that is a file, else "" (the system's binary).
+// A file there that cannot run is not passed over: starting it fails with
+// an error naming it, rather than quietly giving VMs another QEMU.
+func bundled(dir, name string) string {
+	p := filepath.Join(dir, filepath.FromSlash(name))
+	if st, err := os.Stat(p); err != nil || !st.Mode().IsRegular() {
+		return ""
+	}
+	return p
 }
 
 // Load reads the runtime config at path over the defaults. An empty

@@ -21,6 +21,92 @@ func TestDefaultConfigFindsImageBesideShim(t *testing.T) {
 	}
 }
 
+// The QEMU and virtiofsd `make build`/`make install` put into
+// <prefix>/lib/gondolin are the defaults when they are there, each on its
+// own; otherwise the system's (empty paths). A runtime config still names
+// any other, or the system's with an empty path.
+func TestDefaultVMMBinariesBesideShim(t *testing.T) {
+	layout := func(t *testing.T, files ...string) (bin, lib string) {
+		t.Helper()
+		prefix := t.TempDir()
+		bin, lib = filepath.Join(prefix, "bin"), filepath.Join(prefix, "lib", "gondolin")
+		if err := os.MkdirAll(bin, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		for _, f := range files {
+			p := filepath.Join(lib, filepath.FromSlash(f))
+			if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(p, []byte("#!/bin/sh\n"), 0o755); err != nil {
+				t.Fatal(err)
+			}
+		}
+		return bin, lib
+	}
+	for _, tc := range []struct {
+		name      string
+		files     []string
+		qemu, fsd string // relative to lib; "" = the system's
+	}{
+		{"none", nil, "", ""},
+		{"both", []string{BundledQEMU, BundledVirtiofsd}, BundledQEMU, BundledVirtiofsd},
+		{"qemu only", []string{BundledQEMU}, BundledQEMU, ""},
+		{"virtiofsd only", []string{BundledVirtiofsd}, "", BundledVirtiofsd},
+		// Files elsewhere in lib/gondolin (the agent) are not binaries of the VMM.
+		{"other files", []string{"gondolin-agent", "qemu/share/qemu/qboot.rom"}, "", ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			bin, lib := layout(t, tc.files...)
+			want := func(rel string) string {
+				if rel == "" {
+					return ""
+				}
+				return filepath.Join(lib, filepath.FromSlash(rel))
+			}
+			cfg := Default(bin)
+			if cfg.QEMUPath != want(tc.qemu) || cfg.VirtiofsdPath != want(tc.fsd) {
+				t.Errorf("qemu_path %q virtiofsd_path %q, want %q %q", cfg.QEMUPath, cfg.VirtiofsdPath, want(tc.qemu), want(tc.fsd))
+			}
+			if cfg.SnapshotBoot != SnapshotBootAuto {
+				t.Errorf("snapshot_boot = %q, want auto", cfg.SnapshotBoot)
+			}
+			if err := cfg.validate(); err != nil {
+				t.Errorf("defaults do not validate: %v", err)
+			}
+		})
+	}
+
+	t.Run("directory in place of a binary", func(t *testing.T) {
+		bin, lib := layout(t)
+		if err := os.MkdirAll(filepath.Join(lib, BundledVirtiofsd), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if cfg := Default(bin); cfg.VirtiofsdPath != "" {
+			t.Errorf("virtiofsd_path = %q for a directory, want the system's (\"\")", cfg.VirtiofsdPath)
+		}
+	})
+
+	t.Run("runtime config names another", func(t *testing.T) {
+		bin, lib := layout(t, BundledQEMU, BundledVirtiofsd)
+		cfg := Default(bin)
+		if err := parseConfig(cfg, "qemu_path = \"/usr/bin/qemu-system-x86_64\"\nvirtiofsd_path = \"\"\nsnapshot_boot = false\n"); err != nil {
+			t.Fatal(err)
+		}
+		if cfg.QEMUPath != "/usr/bin/qemu-system-x86_64" || cfg.VirtiofsdPath != "" || cfg.SnapshotBoot != SnapshotBootOff {
+			t.Errorf("got qemu_path %q virtiofsd_path %q snapshot_boot %q", cfg.QEMUPath, cfg.VirtiofsdPath, cfg.SnapshotBoot)
+		}
+		// Keys the file leaves out keep the bundled defaults.
+		cfg = Default(bin)
+		if err := parseConfig(cfg, "default_cpus = 2\n"); err != nil {
+			t.Fatal(err)
+		}
+		if cfg.QEMUPath != filepath.Join(lib, BundledQEMU) || cfg.VirtiofsdPath != filepath.Join(lib, BundledVirtiofsd) {
+			t.Errorf("unset keys: qemu_path %q virtiofsd_path %q, want the bundled ones", cfg.QEMUPath, cfg.VirtiofsdPath)
+		}
+	})
+}
+
 func TestLoad(t *testing.T) {
 	dir := t.TempDir()
 	p := filepath.Join(dir, "config.toml")
