@@ -8,15 +8,16 @@ OUT      := $(CURDIR)/_output
 CACHE    := $(CURDIR)/.cache
 BIN      := $(OUT)/bin
 SHARE    := $(OUT)/share/gondolin
-AGENT    := $(OUT)/lib/gondolin/gondolin-agent
+LIBDIR   := $(OUT)/lib/gondolin
+AGENT    := $(LIBDIR)/gondolin-agent
 PREFIX   ?= /usr/local
 GOFLAGS_BUILD := -trimpath -buildvcs=false
 
 export PATH := $(BIN):$(CACHE)/tools/bin:/usr/local/go/bin:$(PATH)
 
-.PHONY: build shim cli agent images deps tools dev-up dev-down demo test unit integration fuzz fuzz-quick bench install clean proto
+.PHONY: build shim cli agent images vmm deps tools dev-up dev-down demo test unit integration fuzz fuzz-quick bench install clean proto
 
-build: shim cli images
+build: shim cli images vmm
 
 ## deps: Debian packages and Go-built tools (containerd, ctr) the project needs.
 deps:
@@ -39,6 +40,13 @@ agent:
 ## images: guest kernel + initramfs (with the agent) and their manifest.
 images: agent
 	$(GO) run ./images/cmd/gondolin-mkimage --agent $(AGENT) --out $(SHARE) --cache $(CACHE)/images
+
+## vmm: the pinned QEMU (Debian's bookworm-backports build) and Rust virtiofsd
+## that can save and resume a VM, into _output/lib/gondolin, where the shim's
+## default config finds them (hack/vmm-bundle.sh; made once into .cache/tools,
+## then copied only when they change).
+vmm:
+	hack/vmm-bundle.sh build $(CACHE)/tools $(LIBDIR)
 
 proto:
 	cd guest-agent/api && protoc -I. --go_out=paths=source_relative:. --go-ttrpc_out=paths=source_relative:. agent.proto
@@ -86,6 +94,7 @@ install: build
 	for f in vmlinuz initrd.img vmlinuz-stock initrd-stock.img config-minimal manifest.json; do \
 		install -D -m 0644 $(SHARE)/$$f $(PREFIX)/share/gondolin/$$f || exit 1; \
 	done
+	hack/vmm-bundle.sh install $(LIBDIR) $(PREFIX)/lib/gondolin
 
 clean:
 	rm -rf $(OUT)
