@@ -8,9 +8,12 @@
 #               (github.com/docker/cli), for the private dockerd of `make dev-up`
 #   runsc       gVisor's runsc and containerd-shim-runsc-v1 (only for `make bench`)
 #   qemu        QEMU 10 from Debian's bookworm-backports, unpacked into DIR/qemu (the
-#               system's QEMU 7.2 stays), for booting from VM snapshots
+#               system's QEMU 7.2 stays), for resuming VMs from snapshots
 #   virtiofsd   the Rust virtiofsd, from Debian's crate packages with Debian's Rust
-#               toolchain (hack/virtiofsd/README.md), for the tests that run it
+#               toolchain (hack/virtiofsd/README.md), which can save its state with a VM
+#
+# make build takes qemu and virtiofsd from here into _output/lib/gondolin, where the
+# shim's default config finds them (hack/vmm-bundle.sh).
 #
 # Usage: hack/build-tools.sh DIR [COMPONENT...]   (make tools: DIR = .cache/tools;
 #        default components: containerd runc docker virtiofsd qemu)
