@@ -26,11 +26,12 @@ func dockerHost(t *testing.T) {
 	}
 }
 
-// docker runs the docker CLI.
+// docker runs the docker CLI (with the runtime dockerRuntimeEnv names for
+// "gondolin", when it is set).
 func docker(t *testing.T, stdin []byte, args ...string) result {
 	t.Helper()
 	dockerHost(t)
-	return command(t, stdin, "docker", args...)
+	return command(t, stdin, "docker", withDockerRuntime(args)...)
 }
 
 // dockerRun is `docker run --rm --runtime RUNTIME FLAGS IMAGE ARGS`.

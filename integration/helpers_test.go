@@ -12,6 +12,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -23,6 +24,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/BurntSushi/toml"
 	"github.com/containerd/console"
 	containerd "github.com/containerd/containerd/v2/client"
 	"github.com/containerd/containerd/v2/pkg/namespaces"
@@ -95,14 +97,98 @@ func (r result) String() string {
 // ctr runs the real ctr against the private containerd.
 func ctr(t *testing.T, stdin []byte, args ...string) result {
 	t.Helper()
-	return command(t, stdin, "ctr", withBootPathConfig(args)...)
+	return command(t, stdin, "ctr", withBootPathConfig(mergeBootPathConfig(t, args))...)
 }
 
-// bootPathConfigEnv names a runtime config for every `ctr run` of the suite
-// that does not give its own: hack/integration.sh runs the suite a second
-// time with one that resumes the VMs from snapshots, so that the tests cover
-// that boot path as well as the default boot.
+// bootPathConfigEnv names a runtime config that puts every `ctr run` of the
+// suite on another boot path than the default one: hack/integration.sh runs
+// a smoke subset of the suite with one that boots the system's QEMU (the
+// default resumes VMs with the QEMU `make build` places beside the shim). A
+// run without a config of its own gets it (withBootPathConfig); the config
+// of a test that writes its own gets its keys where it leaves them out
+// (mergeBootPathConfig).
 const bootPathConfigEnv = "GONDOLIN_TEST_RUNTIME_CONFIG"
+
+// mergeBootPathConfig: when bootPathConfigEnv is set and args (a ctr
+// command line without the leading "ctr") is a `ctr run` naming a runtime
+// config, the same command line naming a copy of that config with the
+// top-level keys of bootPathConfigEnv's config it does not set. The test's
+// own keys win: a test that names its QEMU keeps it.
+func mergeBootPathConfig(t *testing.T, args []string) []string {
+	t.Helper()
+	path := os.Getenv(bootPathConfigEnv)
+	i := slices.Index(args, "--runtime-config-path")
+	if path == "" || len(args) == 0 || args[0] != "run" || i < 0 || i+1 >= len(args) {
+		return args
+	}
+	merged, err := mergedConfig(path, args[i+1])
+	if err != nil {
+		t.Fatalf("%s: %v", bootPathConfigEnv, err)
+	}
+	out := filepath.Join(t.TempDir(), "config.toml")
+	if err := os.WriteFile(out, []byte(merged), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return slices.Concat(args[:i+1], []string{out}, args[i+2:])
+}
+
+// mergedConfig is the runtime config at own with, ahead of it, the
+// top-level keys of the config at boot that own does not set. boot may hold
+// only top-level keys (a boot path: qemu_path, snapshot_boot and such).
+func mergedConfig(boot, own string) (string, error) {
+	var bootKeys map[string]any
+	if _, err := toml.DecodeFile(boot, &bootKeys); err != nil {
+		return "", fmt.Errorf("boot path config %s: %w", boot, err)
+	}
+	ownText, err := os.ReadFile(own)
+	if err != nil {
+		return "", err
+	}
+	md, err := toml.Decode(string(ownText), &map[string]any{})
+	if err != nil {
+		return "", fmt.Errorf("runtime config %s: %w", own, err)
+	}
+	keys := slices.Sorted(maps.Keys(bootKeys))
+	var b strings.Builder
+	fmt.Fprintf(&b, "# %s's keys (%s), then %s\n", boot, bootPathConfigEnv, own)
+	for _, k := range keys {
+		if _, table := bootKeys[k].(map[string]any); table {
+			return "", fmt.Errorf("boot path config %s: [%s] is a table; only top-level keys are merged into a test's config", boot, k)
+		}
+		if md.IsDefined(k) {
+			continue
+		}
+		if err := toml.NewEncoder(&b).Encode(map[string]any{k: bootKeys[k]}); err != nil {
+			return "", fmt.Errorf("boot path config %s: key %s: %w", boot, k, err)
+		}
+	}
+	b.Write(ownText)
+	return b.String(), nil
+}
+
+// dockerRuntimeEnv names the dockerd runtime that stands in for "gondolin"
+// in `docker run` and `docker create` command lines, for the smoke run of
+// another boot path (hack/integration.sh: "gondolin-test", whose runtime
+// config it rewrites).
+const dockerRuntimeEnv = "GONDOLIN_TEST_DOCKER_RUNTIME"
+
+// withDockerRuntime replaces "--runtime gondolin" in a docker run or create
+// command line (args without the leading "docker") by dockerRuntimeEnv's
+// runtime, when that is set.
+func withDockerRuntime(args []string) []string {
+	rt := os.Getenv(dockerRuntimeEnv)
+	if rt == "" || len(args) == 0 || (args[0] != "run" && args[0] != "create") {
+		return args
+	}
+	out := slices.Clone(args)
+	for i := 0; i+1 < len(out); i++ {
+		if out[i] == "--runtime" && out[i+1] == "gondolin" {
+			out[i+1] = rt
+			break
+		}
+	}
+	return out
+}
 
 // withBootPathConfig adds --runtime-config-path from bootPathConfigEnv to a
 // `ctr run` command line (args without the leading "ctr") that has none.
@@ -285,6 +371,64 @@ func TestWithBootPathConfig(t *testing.T) {
 	t.Setenv(bootPathConfigEnv, "")
 	if got := withBootPathConfig([]string{"run", "img"}); !slices.Equal(got, []string{"run", "img"}) {
 		t.Errorf("without %s: %q", bootPathConfigEnv, got)
+	}
+}
+
+// A test's own runtime config gets the boot path's keys it leaves out, and
+// keeps its own; other command lines are left as they are.
+func TestMergeBootPathConfig(t *testing.T) {
+	dir := t.TempDir()
+	boot, own := filepath.Join(dir, "boot.toml"), filepath.Join(dir, "own.toml")
+	write := func(p, text string) {
+		if err := os.WriteFile(p, []byte(text), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write(boot, "qemu_path = \"/usr/bin/qemu-system-x86_64\"\nsnapshot_boot = false\n")
+	write(own, "snapshot_boot = true\n[upstream_hosts]\n\"a.test\" = [\"127.0.0.1\"]\n")
+	t.Setenv(bootPathConfigEnv, boot)
+
+	args := mergeBootPathConfig(t, []string{"run", "--rm", "--runtime-config-path", own, "img", "id"})
+	if len(args) != 6 || args[3] == own || !slices.Equal(args[:3], []string{"run", "--rm", "--runtime-config-path"}) || !slices.Equal(args[4:], []string{"img", "id"}) {
+		t.Fatalf("merged command line %q", args)
+	}
+	var got struct {
+		QEMUPath      string              `toml:"qemu_path"`
+		SnapshotBoot  bool                `toml:"snapshot_boot"`
+		UpstreamHosts map[string][]string `toml:"upstream_hosts"`
+	}
+	if _, err := toml.DecodeFile(args[3], &got); err != nil {
+		t.Fatalf("merged config: %v", err)
+	}
+	if got.QEMUPath != "/usr/bin/qemu-system-x86_64" || !got.SnapshotBoot || len(got.UpstreamHosts["a.test"]) != 1 {
+		t.Errorf("merged config %+v: want the boot path's qemu_path, the test's snapshot_boot and tables", got)
+	}
+
+	for _, in := range [][]string{{"run", "--rm", "img", "id"}, {"task", "exec", "--runtime-config-path", own}} {
+		if out := mergeBootPathConfig(t, in); !slices.Equal(out, in) {
+			t.Errorf("mergeBootPathConfig(%q) = %q, want it unchanged", in, out)
+		}
+	}
+	write(boot, "[limits]\ntcp_flows = 1\n")
+	if _, err := mergedConfig(boot, own); err == nil || !strings.Contains(err.Error(), "only top-level keys") {
+		t.Errorf("a table in the boot path config: %v", err)
+	}
+}
+
+func TestWithDockerRuntime(t *testing.T) {
+	t.Setenv(dockerRuntimeEnv, "gondolin-test")
+	for _, tc := range []struct{ in, want []string }{
+		{[]string{"run", "--rm", "--runtime", "gondolin", "img"}, []string{"run", "--rm", "--runtime", "gondolin-test", "img"}},
+		{[]string{"run", "--rm", "--runtime", "runc", "img"}, []string{"run", "--rm", "--runtime", "runc", "img"}},
+		{[]string{"inspect", "--runtime", "gondolin"}, []string{"inspect", "--runtime", "gondolin"}},
+	} {
+		if got := withDockerRuntime(tc.in); !slices.Equal(got, tc.want) {
+			t.Errorf("withDockerRuntime(%q) = %q, want %q", tc.in, got, tc.want)
+		}
+	}
+	t.Setenv(dockerRuntimeEnv, "")
+	if in := []string{"run", "--runtime", "gondolin"}; !slices.Equal(withDockerRuntime(in), in) {
+		t.Errorf("without %s: %q", dockerRuntimeEnv, withDockerRuntime(in))
 	}
 }
 

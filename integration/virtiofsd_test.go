@@ -37,10 +37,11 @@ func rustVirtiofsd(t *testing.T) string {
 func TestRustVirtiofsd(t *testing.T) {
 	binary := rustVirtiofsd(t)
 	cfg := filepath.Join(t.TempDir(), "gondolin.toml")
-	// snapshot_boot is left at auto: with the Rust virtiofsd it asks QEMU
-	// (Debian 12's 7.2, too old to save a VM) once, and boots.
+	// The system's QEMU (Debian 12's 7.2, too old to save a VM), not the
+	// one beside the shim; snapshot_boot is left at auto: with the Rust
+	// virtiofsd it asks QEMU once, and boots.
 	snapDir := t.TempDir()
-	if err := os.WriteFile(cfg, []byte(fmt.Sprintf("virtiofsd_path = %q\nsnapshot_dir = %q\n", binary, snapDir)), 0o644); err != nil {
+	if err := os.WriteFile(cfg, []byte(fmt.Sprintf("qemu_path = \"qemu-system-x86_64\"\nvirtiofsd_path = %q\nsnapshot_dir = %q\n", binary, snapDir)), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	bind := t.TempDir()
