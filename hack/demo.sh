@@ -9,24 +9,55 @@ hack/dev-up.sh
 # shellcheck source=/dev/null
 source .cache/dev/env
 
+log=.cache/dev/containerd.log
 id="demo-$(date +%s)"
 echo
 echo "+ ctr run --rm --runtime io.containerd.gondolin.v1 $GONDOLIN_TEST_IMAGE $id sh -c 'uname -r; exit 3'"
+from=$(wc -l <"$log")
 start=$(date +%s.%N)
 set +e
 guest_kernel=$(ctr run --rm --runtime io.containerd.gondolin.v1 "$GONDOLIN_TEST_IMAGE" "$id" sh -c 'uname -r; exit 3')
 status=$?
 set -e
 end=$(date +%s.%N)
+# This run's part of the shim log.
+run_log=$(tail -n "+$((from + 1))" "$log")
 
-accel=$(grep -a "accelerator chosen" .cache/dev/containerd.log | tail -n 1 | sed -n 's/.*accel=\([a-z]*\).*/\1/p')
-reason=$(grep -a "accelerator chosen" .cache/dev/containerd.log | tail -n 1 | sed -n 's/.*reason="\([^"]*\)".*/\1/p')
+# last_field PATTERN SED: SED applied to this run's last log line matching PATTERN.
+last_field() { { grep -a "$1" <<<"$run_log" || true; } | tail -n 1 | sed -n "$2"; }
+setup='msg="VM setup chosen"'
+accel=$(last_field "$setup" 's/.* accel=\([a-z]*\).*/\1/p')
+reason=$(last_field "$setup" 's/.* reason="\([^"]*\)".*/\1/p')
+virtiofsd=$(last_field "$setup" 's/.* virtiofsd=\([^ ]*\).*/\1/p')
+# The VMM's command line is logged at debug level, which dev-up's containerd runs at.
+vmm=$(last_field "starting .* -name gondolin-$id," 's/.*msg="starting \([^ ]*\) .*/\1/p')
+boot=$(last_field 'msg="guest agent ready"' 's/.* boot=\([a-z]*\).*/\1/p')
+case $boot in
+snapshot) vm_start="resumed from a VM snapshot" ;;
+cold) vm_start="booted (this QEMU and virtiofsd cannot save a VM, see docs/install.md)" ;;
+*) vm_start="unknown (see $log)" ;;
+esac
+made=false
+grep -aq 'msg="saved a VM snapshot"' <<<"$run_log" && made=true
 echo
 echo "guest kernel:  $guest_kernel"
 echo "host kernel:   $(uname -r)"
-echo "accelerator:   ${accel:-unknown} (${reason:-see .cache/dev/containerd.log})"
+echo "accelerator:   ${accel:-unknown} (${reason:-see $log})"
+qemu_version=unknown
+[[ -z $vmm ]] || qemu_version=$("$vmm" --version 2>/dev/null | sed -n 1p)
+echo "QEMU:          ${vmm:-unknown} ($qemu_version)"
+echo "virtiofsd:     ${virtiofsd:-unknown}"
+echo "VM start:      $vm_start"
 echo "exit status:   $status (the container ran 'exit 3')"
-awk -v s="$start" -v e="$end" 'BEGIN { printf "wall time:     %.2f s\n", e - s }'
+awk -v s="$start" -v e="$end" -v m="$made" 'BEGIN { printf "wall time:     %.2f s%s\n", e - s, m == "true" ? " (including making the VM snapshot: a boot and a save, once per VM shape)" : "" }'
+if $made; then
+	echo
+	echo "+ ctr run --rm --runtime io.containerd.gondolin.v1 $GONDOLIN_TEST_IMAGE $id-2 true    # resumes from that snapshot"
+	start=$(date +%s.%N)
+	ctr run --rm --runtime io.containerd.gondolin.v1 "$GONDOLIN_TEST_IMAGE" "$id-2" true
+	end=$(date +%s.%N)
+	awk -v s="$start" -v e="$end" 'BEGIN { printf "wall time:     %.2f s\n", e - s }'
+fi
 if [[ -n ${DOCKER_HOST:-} ]]; then
 	echo
 	echo "+ docker run --rm $GONDOLIN_TEST_IMAGE uname -r    # gondolin is the dev dockerd's default runtime"
