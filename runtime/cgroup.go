@@ -174,15 +174,6 @@ func (h *hostCgroup) add(pid int) error {
 	return nil
 }
 
-// remove deletes the cgroup if the shim created it; its processes must be
-// gone.
-func (h *hostCgroup) remove() error {
-	if h == nil || !h.created {
-		return nil
-	}
-	return removeHostCgroup(h.path)
-}
-
 // removeHostCgroupWait bounds how long removal waits for the cgroup's
 // processes to be gone: after a shim died, its QEMU and virtiofsds are
 // killed but reaped by whichever process inherited them, a moment later.

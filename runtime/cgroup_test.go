@@ -242,7 +242,7 @@ func TestRemoveHostCgroupNoop(t *testing.T) {
 
 // On a host where the test may create cgroups, a process joins the
 // container's cgroup with the VM's memory limit, and the cgroup goes at
-// remove.
+// removeHostCgroup (what the host state's cleanup runs).
 func TestHostCgroupLifecycle(t *testing.T) {
 	if os.Getuid() != 0 {
 		t.Skip("needs root")
@@ -252,7 +252,7 @@ func TestHostCgroupLifecycle(t *testing.T) {
 	if err != nil {
 		t.Skipf("cannot create cgroups here: %v", err)
 	}
-	defer cg.remove()
+	defer removeHostCgroup(cg.path)
 	if !cg.created {
 		t.Fatal("a new cgroup not marked created")
 	}
@@ -263,7 +263,7 @@ func TestHostCgroupLifecycle(t *testing.T) {
 	if f.memory.GetUsageLimit() != 300<<20 {
 		t.Errorf("memory limit %d, want %d", f.memory.GetUsageLimit(), 300<<20)
 	}
-	if err := cg.remove(); err != nil {
+	if err := removeHostCgroup(cg.path); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := os.Stat(filepath.Join(cgroupsRoot, "memory", path)); !errors.Is(err, os.ErrNotExist) {

@@ -5,14 +5,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"os"
-	"path/filepath"
-	"strings"
 	"sync"
 	"time"
 
 	v2stats "github.com/containerd/cgroups/v3/cgroup2/stats"
-	"github.com/containerd/containerd/v2/core/mount"
 	"github.com/containerd/errdefs"
 	"github.com/containerd/log"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
@@ -24,16 +20,6 @@ import (
 	"github.com/earendil-works/gondolin-containerd/oci"
 	"github.com/earendil-works/gondolin-containerd/vmm"
 )
-
-// CreateOpts is what containerd gives to create a container.
-type CreateOpts struct {
-	ID     string
-	Bundle string
-	// Rootfs are the snapshot mounts; empty when the bundle's rootfs
-	// directory is already populated.
-	Rootfs []mount.Mount
-	Stdio  Stdio
-}
 
 // Container is a container running in its own sandbox.
 type Container struct {
@@ -67,269 +53,36 @@ type Container struct {
 	// stopping is closed when Delete tears the sandbox down on purpose.
 	stopping     chan struct{}
 	stoppingOnce sync.Once
-	cleanup      func(context.Context) error
 }
 
-// Create boots a sandbox for the container and prepares its init process,
-// which waits for Start. On error nothing is left behind.
-func (r *Runtime) Create(ctx context.Context, opts CreateOpts) (_ *Container, retErr error) {
-	if _, err := r.Get(opts.ID); err == nil {
-		return nil, fmt.Errorf("container %s: %w", opts.ID, errdefs.ErrAlreadyExists)
-	}
-	spec, err := oci.ReadSpec(opts.Bundle)
-	if err != nil {
-		return nil, fmt.Errorf("%w: %w", err, errdefs.ErrInvalidArgument)
-	}
-	settings, err := oci.ParseAnnotations(spec.Annotations, r.cfg.Runtime.Operator())
-	if err != nil {
-		return nil, fmt.Errorf("%w: %w", err, errdefs.ErrInvalidArgument)
-	}
-	guest, err := oci.NewGuestContainer(opts.ID, spec)
-	if err != nil {
-		return nil, fmt.Errorf("%w: %w", err, errdefs.ErrInvalidArgument)
-	}
-	memMiB, cpus, err := oci.VMResources(spec, settings, r.cfg.Runtime.VMDefaults())
-	if err != nil {
-		return nil, fmt.Errorf("%w: %w", err, errdefs.ErrInvalidArgument)
-	}
-	// The VMM, file server and accelerator first: a host that cannot run a
-	// VM fails the create before anything is mounted.
-	setup, err := r.vms.get(ctx)
-	if err != nil {
-		return nil, err
-	}
-	if devs := oci.HostDevices(spec); len(devs) > 0 {
-		log.G(ctx).WithField("container", opts.ID).Warnf("host devices are not available inside the VM; the container will not have %s", strings.Join(devs, ", "))
-	}
-	timing := newPhases()
-
-	host, err := newHostState(ctx, r.cfg.StateRoot, r.cfg.Namespace, opts.ID, opts.Bundle)
-	if err != nil {
-		return nil, err
-	}
-	stateDir := host.dir
-	c := &Container{
-		ID: opts.ID, Bundle: opts.Bundle, rt: r, memoryMiB: memMiB, host: host,
-		execs: map[string]*Process{}, stopping: make(chan struct{}),
-	}
-	var undo []func()
-	defer func() {
-		if retErr != nil {
-			for i := len(undo) - 1; i >= 0; i-- {
-				undo[i]()
-			}
-			_ = host.cleanup()
-		}
-	}()
-
-	rootfs := filepath.Join(opts.Bundle, "rootfs")
-	if len(opts.Rootfs) > 0 {
-		if err := os.MkdirAll(rootfs, 0o711); err != nil {
-			return nil, fmt.Errorf("create rootfs mountpoint: %w", err)
-		}
-		// Recorded first: a crash mid-mount still gets unmounted.
-		if err := host.recordRootfs(rootfs); err != nil {
-			return nil, err
-		}
-		if err := mount.All(opts.Rootfs, rootfs); err != nil {
-			return nil, fmt.Errorf("mount container rootfs: %w", err)
-		}
-		undo = append(undo, func() { _ = host.releaseRootfs() })
-	} else if spec.Root != nil && spec.Root.Path != "" {
-		rootfs = spec.Root.Path
-		if !filepath.IsAbs(rootfs) {
-			rootfs = filepath.Join(opts.Bundle, rootfs)
-		}
-	}
-	shares := []share{{tag: api.RootfsTag, dir: rootfs}}
-	// A read-only root is served read-only by the host (roroot.go), sealed
-	// once the guest has created the container.
-	var sealRoot func() error
-	if oci.ReadonlyRoot(spec) {
-		overlay, err := host.recordReadonlyRoot() // recorded first: a crash mid-mount still gets unmounted
-		if err != nil {
-			return nil, err
-		}
-		dir, err := prepareReadonlyRoot(overlay, rootfs)
-		if err != nil {
-			return nil, err
-		}
-		shares[0].dir = dir
-		sealRoot = func() error { return sealReadonlyRoot(dir) }
-	}
-	timing.done("rootfs")
-	if len(guest.Binds) > 0 {
-		bindsDir, err := host.recordBinds()
-		if err != nil {
-			return nil, err
-		}
-		if err := prepareBinds(bindsDir, guest.Binds); err != nil {
-			return nil, err
-		}
-		shares = append(shares, share{tag: api.BindsTag, dir: bindsDir})
-	}
-
-	// The host cgroup comes before any process of the VM: QEMU and the
-	// virtiofsds join it as they start.
-	if spec.Linux != nil && spec.Linux.CgroupsPath != "" {
-		cg, err := openHostCgroup(spec.Linux.CgroupsPath, vmCgroupLimits(spec, memMiB, cpus, r.cfg.Runtime.Limits.HostMemoryOverheadMiB))
-		if err != nil {
-			return nil, err
-		}
-		c.cgroup = cg
-		if cg.created {
-			// Recorded first: a shim that dies still gets it removed.
-			if err := host.recordHostCgroup(cg.path); err != nil {
-				return nil, err
-			}
-		}
-		// Runs after the sandbox's undo (undo runs in reverse): the
-		// cgroup must be empty to go.
-		undo = append(undo, func() {
-			if err := cg.remove(); err != nil {
-				log.G(ctx).WithError(err).Warn("remove the container's host cgroup")
-			}
-		})
-	}
-
-	// The network namespace comes first: the VMM runs in it (so that
-	// hooks find it through the VMM's pid) and egress is dialled from it.
-	pin, err := host.recordNetNSPin() // recorded first: a crash mid-create still unpins it
-	if err != nil {
-		return nil, err
-	}
-	ns, err := specNetNS(spec, pin)
-	if err != nil {
-		return nil, err
-	}
-	c.netns = ns
-	undo = append(undo, func() { _ = ns.Close() })
-
-	// Even a namespace the shim created, with no hook, may be configured
-	// after create: Docker does it through the task's pid (the VMM's), so
-	// the VM always gets a NIC, which Start takes away again if the
-	// namespace is still empty then.
-	network, err := startNetwork(ctx, networkParams{
-		id:        opts.ID,
-		namespace: r.cfg.Namespace,
-		stateDir:  stateDir,
-		caDir:     filepath.Join(r.cfg.StateRoot, "ca"),
-		spec:      spec,
-		settings:  settings,
-		runtime:   r.cfg.Runtime,
-		ns:        ns,
-	})
-	if err != nil {
-		return nil, err
-	}
-	c.net = network
-	undo = append(undo, func() { _ = network.Close() })
-	timing.done("network")
-
-	sb, err := startSandbox(ctx, sandboxConfig{
-		id:        opts.ID,
-		stateDir:  stateDir,
-		shares:    shares,
-		console:   filepath.Join(opts.Bundle, "console.log"),
-		memoryMiB: memMiB,
-		cpus:      cpus,
-		runtime:   r.cfg.Runtime,
-		setup:     setup,
-		nic:       network.nic(),
-		netns:     ns,
-		cgroup:    c.cgroup,
-		host:      host,
-	})
-	if err != nil {
-		return nil, err
-	}
-	c.sb = sb
-	undo = append(undo, func() { sb.stop(context.WithoutCancel(ctx), 0) })
-	c.spec = spec
-	timing.done("boot")
-
-	// prestart (deprecated, run as runc runs it), createRuntime and
-	// createContainer: the namespace exists and the VMM lives in it.
-	if hooks := spec.Hooks; hooks != nil {
-		state, err := c.hookState(specs.StateCreating)
-		if err != nil {
-			return nil, err
-		}
-		for _, stage := range []struct {
-			name  string
-			hooks []specs.Hook
-		}{{"prestart", hooks.Prestart}, {"createRuntime", hooks.CreateRuntime}, {"createContainer", hooks.CreateContainer}} {
-			if err := runHooks(ctx, stage.name, stage.hooks, state); err != nil {
-				return nil, fmt.Errorf("%w: %w", err, errdefs.ErrFailedPrecondition)
-			}
-		}
-	}
-
-	timing.done("hooks")
-	hio, err := openHostIO(ctx, opts.ID, r.cfg.Namespace, opts.Stdio)
-	if err != nil {
-		return nil, err
-	}
-	undo = append(undo, hio.Close)
-	c.placeholders = network.placeholders(settings)
-	c.init = newProcess(c, "", opts.Stdio, hio)
-	stdio, err := c.init.attachStdio(sb.agent)
-	if err != nil {
-		return nil, err
-	}
-	timing.done("stdio")
-	cctx, cancel := context.WithTimeout(ctx, r.cfg.Runtime.Limits.AgentCallTimeout.Duration)
-	resp, err := sb.agent.CreateContainer(cctx, guest.Request(guestSetup(network, c.placeholders, stdio)))
-	cancel()
-	if err != nil {
-		return nil, processStartError("create", "create container in the guest", err)
-	}
-	c.init.guestPid = resp.Pid
-	if sealRoot != nil {
-		if err := sealRoot(); err != nil {
-			return nil, err
-		}
-	}
-	timing.done("guest_create")
-	log.G(ctx).WithFields(timing.fields).WithField("container", opts.ID).Debug("container created")
-	go c.init.wait(sb.agent)
+// startWatchers follows the created container: its init's exit, and
+// the VM, its file servers (one per share), its agent and its OOM kills.
+func (c *Container) startWatchers(shares []share) {
+	go c.init.wait(c.sb.agent)
 	go c.watchVM()
 	go c.watchAgent()
 	go c.watchOOM()
-	for i, fs := range sb.fs {
+	for i, fs := range c.sb.fs {
 		go c.watchFileServer(shares[i].tag, fs)
 	}
-
-	c.cleanup = func(ctx context.Context) error {
-		// Teardown runs to its end even when the client gives up on the
-		// call: a half-done one leaves processes and mounts behind.
-		ctx = context.WithoutCancel(ctx)
-		c.stoppingOnce.Do(func() { close(c.stopping) })
-		sb.stop(ctx, 3*time.Second)
-		hio.Close()
-		if err := network.Close(); err != nil {
-			log.G(ctx).WithError(err).Warn("close the container's network")
-		}
-		if err := ns.Close(); err != nil {
-			log.G(ctx).WithError(err).Warn("release the container's network namespace")
-		}
-		return host.cleanup()
-	}
-	r.mu.Lock()
-	r.containers[opts.ID] = c
-	r.mu.Unlock()
-	return c, nil
 }
 
-// guestSetup is what the guest's create request takes from the container's
-// network (nil for none) and its init's stdio.
-func guestSetup(network *sandboxNetwork, placeholders map[string]string, stdio *api.Stdio) oci.GuestSetup {
-	setup := oci.GuestSetup{Placeholders: placeholders, Stdio: stdio}
-	if network != nil {
-		setup.ExtraCAPEM = network.policy.CACertPEM()
-		setup.ResolvConf = network.resolvConf()
+// teardown ends the container's VM and releases everything made for it:
+// what the shim holds, then, through the host state, what it made on the
+// host. It runs to its end even when the client gives up on the call: a
+// half-done one leaves processes and mounts behind.
+func (c *Container) teardown(ctx context.Context) error {
+	ctx = context.WithoutCancel(ctx)
+	c.stoppingOnce.Do(func() { close(c.stopping) })
+	c.sb.stop(ctx, 3*time.Second)
+	c.init.io.Close()
+	if err := c.net.Close(); err != nil {
+		log.G(ctx).WithError(err).Warn("close the container's network")
 	}
-	return setup
+	if err := c.netns.Close(); err != nil {
+		log.G(ctx).WithError(err).Warn("release the container's network namespace")
+	}
+	return c.host.cleanup()
 }
 
 // watchVM turns a VMM that dies under the container into process exits.
@@ -922,7 +675,7 @@ func (c *Container) Delete(ctx context.Context) (Exit, error) {
 		// Never started: end it as runc does, killed.
 		p.setExited(128+uint32(unix.SIGKILL), time.Now())
 	}
-	err := c.cleanup(ctx)
+	err := c.teardown(ctx)
 	if hooks := c.spec.Hooks; hooks != nil && len(hooks.Poststop) > 0 {
 		if state, herr := c.hookState(specs.StateStopped); herr == nil {
 			runHooksLogged(ctx, "poststop", hooks.Poststop, state)
