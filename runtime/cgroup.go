@@ -281,3 +281,19 @@ func v1Figures(m *v1stats.Metrics) hostFigures {
 	}
 	return f
 }
+
+// vmCgroupLimits are the host cgroup's limits for a VM of memMiB and cpus:
+// memory.max is the VM's memory plus what its host processes need beside
+// it (limits.host_memory_overhead_mib); cpu.max, when the container has a
+// CPU quota, is the VM's vCPUs' worth of the quota's period (the quota
+// rounded up to whole vCPUs: the guest enforces the exact quota inside).
+func vmCgroupLimits(spec *specs.Spec, memMiB uint64, cpus uint32, overheadMiB int) hostCgroupLimits {
+	lim := hostCgroupLimits{memoryBytes: int64(memMiB+uint64(max(overheadMiB, 0))) << 20}
+	if spec.Linux != nil && spec.Linux.Resources != nil {
+		if cpu := spec.Linux.Resources.CPU; cpu != nil && cpu.Quota != nil && *cpu.Quota > 0 && cpu.Period != nil && *cpu.Period > 0 {
+			lim.cpuPeriod = *cpu.Period
+			lim.cpuQuota = int64(cpus) * int64(*cpu.Period)
+		}
+	}
+	return lim
+}

@@ -1,0 +1,73 @@
+package runtime
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/containerd/errdefs"
+	"github.com/containerd/log"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"golang.org/x/sys/unix"
+)
+
+// Delete ends a container whose init has stopped (or never started): its
+// VM goes, then what the shim holds for it, then what the host state
+// records (hoststate.go), then its poststop hooks run.
+
+// Delete removes the container once its init process has stopped (or never
+// started): the VM, its file servers, mounts and state go with it.
+func (c *Container) Delete(ctx context.Context) (Exit, error) {
+	p := c.init
+	st := p.State()
+	if st.Status == StatusRunning || st.Status == StatusPaused {
+		return Exit{}, fmt.Errorf("container %s is running; stop it first: %w", c.ID, errdefs.ErrFailedPrecondition)
+	}
+	if st.Status == StatusCreated {
+		// Never started: end it as runc does, killed.
+		p.setExited(128+uint32(unix.SIGKILL), time.Now())
+	}
+	err := c.teardown(ctx)
+	if hooks := c.spec.Hooks; hooks != nil && len(hooks.Poststop) > 0 {
+		if state, herr := c.hookState(specs.StateStopped); herr == nil {
+			runHooksLogged(ctx, "poststop", hooks.Poststop, state)
+		}
+	}
+	// The VM is gone: a process whose exit its wait has not recorded yet
+	// (its output still being copied) is recorded killed now, so that
+	// nothing waits on it forever.
+	killed := uint32(128 + unix.SIGKILL)
+	c.mu.Lock()
+	for _, e := range c.execs {
+		if e != nil {
+			e.setExited(killed, time.Now())
+			e.io.Close()
+		}
+	}
+	c.mu.Unlock()
+	p.setExited(killed, time.Now())
+	c.rt.remove(c.ID)
+	exit, _ := p.Wait(ctx)
+	if err != nil {
+		return exit, fmt.Errorf("delete %s: %w", c.ID, err)
+	}
+	return exit, nil
+}
+
+// teardown ends the container's VM and releases everything made for it:
+// what the shim holds, then, through the host state, what it made on the
+// host. It runs to its end even when the client gives up on the call: a
+// half-done one leaves processes and mounts behind.
+func (c *Container) teardown(ctx context.Context) error {
+	ctx = context.WithoutCancel(ctx)
+	c.stoppingOnce.Do(func() { close(c.stopping) })
+	c.sb.stop(ctx, 3*time.Second)
+	c.init.io.Close()
+	if err := c.net.Close(); err != nil {
+		log.G(ctx).WithError(err).Warn("close the container's network")
+	}
+	if err := c.netns.Close(); err != nil {
+		log.G(ctx).WithError(err).Warn("release the container's network namespace")
+	}
+	return c.host.cleanup()
+}
