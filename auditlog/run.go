@@ -6,8 +6,6 @@ import (
 	"time"
 )
 
-// DefaultDir is the runtime config's default audit_dir.
-const DefaultDir = "/var/log/gondolin/audit"
 
 // Options say which records Show writes, and how.
 type Options struct {

@@ -4,8 +4,11 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"os"
+	"path/filepath"
 
 	"github.com/earendil-works/gondolin-containerd/auditlog"
+	"github.com/earendil-works/gondolin-containerd/config"
 )
 
 func auditCommand() command {
@@ -13,13 +16,15 @@ func auditCommand() command {
 		name:    "audit",
 		summary: "show a container's egress decisions",
 		synopsis: []string{
-			"[--denied] [--follow] [--json] [--namespace NS] [--audit-dir DIR] CONTAINER",
-			"[--denied] [--follow] [--json] [--namespace NS] [--audit-dir DIR] --all",
+			"[--denied] [--follow] [--json] [--namespace NS] [--config FILE | --audit-dir DIR] CONTAINER",
+			"[--denied] [--follow] [--json] [--namespace NS] [--config FILE | --audit-dir DIR] --all",
 		},
 		description: `Shows the egress decisions the shim made for a container, oldest first,
 from its audit files: <audit_dir>/<namespace>/<container>.jsonl and the
-one it rotated away, .jsonl.1 (audit_dir is set in the runtime config;
-the files stay after the container is gone).
+one it rotated away, .jsonl.1 (audit_dir is the runtime config's, read
+as the shim reads it: --config, else /etc/gondolin/config.toml if it
+exists, else the default /var/log/gondolin/audit; --audit-dir names the
+directory itself). The files stay after the container is gone.
 
 CONTAINER is the container's ID, or a prefix of it that names one
 container only (docker ps shows the first 12 characters of Docker's
@@ -63,8 +68,24 @@ Audit files of a test setup's runtime config:
 			fs.BoolVar(&o.All, "all", false, "Show every container's records, in --namespace or all namespaces.")
 			fs.BoolVar(&jsonOut, "json", false, "Write the records as JSON lines, as the shim wrote them, instead of a table.")
 			fs.StringVar(&o.Namespace, "namespace", "", "Look for the container in containerd namespace `NS` only (default: every namespace).")
-			fs.StringVar(&o.Dir, "audit-dir", auditlog.DefaultDir, "Read the audit files in `DIR`: the runtime config's audit_dir.")
+			fs.StringVar(&o.Dir, "audit-dir", "", "Read the audit files in `DIR` instead of the runtime config's audit_dir.")
+			var configPath string
+			fs.StringVar(&configPath, "config", "", "The runtime config `FILE` whose audit_dir holds the files (default: "+config.DefaultPath+" if it exists, else the built-in defaults, as the shim reads it).")
 			return func(ctx context.Context, s ioStreams, args []string) error {
+				switch {
+				case o.Dir != "" && configPath != "":
+					return usagef("give --config or --audit-dir, not both")
+				case o.Dir == "":
+					exeDir := "."
+					if self, err := os.Executable(); err == nil {
+						exeDir = filepath.Dir(self)
+					}
+					cfg, err := config.Load(configPath, exeDir)
+					if err != nil {
+						return usageError{err.Error()}
+					}
+					o.Dir = cfg.AuditDir
+				}
 				switch {
 				case o.All && len(args) > 0:
 					return usagef("give a container or --all, not both")

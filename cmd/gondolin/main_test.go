@@ -57,7 +57,7 @@ func TestManuals(t *testing.T) {
 		}
 	}
 	out, _, _ := runArgs(t, "audit", "--help")
-	for _, opt := range []string{"--all", "--audit-dir DIR", "--denied", "--follow", "--json", "--namespace NS"} {
+	for _, opt := range []string{"--all", "--audit-dir DIR", "--config FILE", "--denied", "--follow", "--json", "--namespace NS"} {
 		if !strings.Contains(out, "\n       "+opt+"\n") {
 			t.Errorf("audit manual lacks option %s", opt)
 		}
@@ -105,6 +105,17 @@ func TestAuditArguments(t *testing.T) {
 	out, errOut, status := runArgs(t, "audit", "web", "--denied", "--audit-dir", dir)
 	if status != exitOK || errOut != "" || strings.Contains(out, "api.x.test") || !strings.Contains(out, "evil.test:443") {
 		t.Fatalf("status %d\n%s%s", status, out, errOut)
+	}
+	// --config: the files are in the runtime config's audit_dir.
+	cfg := filepath.Join(t.TempDir(), "config.toml")
+	if err := os.WriteFile(cfg, []byte("audit_dir = \""+dir+"\"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if out, errOut, status := runArgs(t, "audit", "web", "--denied", "--config", cfg); status != exitOK || !strings.Contains(out, "evil.test:443") {
+		t.Fatalf("--config: status %d\n%s%s", status, out, errOut)
+	}
+	if _, errOut, status := runArgs(t, "audit", "web", "--config", cfg, "--audit-dir", dir); status != exitUsage || !strings.Contains(errOut, "not both") {
+		t.Fatalf("--config with --audit-dir: status %d %s", status, errOut)
 	}
 	out, _, status = runArgs(t, "audit", "--audit-dir", dir, "--json", "--", "--web")
 	if status != exitOK || out != ok+"\n"+rec+"\n" {
