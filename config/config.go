@@ -29,6 +29,10 @@ const DefaultSnapshotDir = "/var/lib/gondolin/snapshots"
 // DefaultAuditDir holds the per-container egress audit files.
 const DefaultAuditDir = "/var/log/gondolin/audit"
 
+// DefaultStateRoot holds the shim's state: one directory of sockets and
+// state per container, and the MITM CA (ca/) its containers share.
+const DefaultStateRoot = "/run/gondolin"
+
 // Config is the runtime config, set by the operator.
 type Config struct {
 	// GuestKernel picks the guest image `make images` installs: "minimal"

@@ -20,7 +20,6 @@ import (
 	"strings"
 
 	"github.com/earendil-works/gondolin-containerd/config"
-	"github.com/earendil-works/gondolin-containerd/runtime"
 	"github.com/earendil-works/gondolin-containerd/vmm"
 )
 
@@ -83,7 +82,7 @@ type Options struct {
 	ContainerdConfig string
 	DockerConfig     string
 	// StateRoot is the runtime's state root, where the MITM CA lives
-	// (its ca directory); "" is runtime.DefaultStateRoot.
+	// (its ca directory); "" is config.DefaultStateRoot.
 	StateRoot string
 }
 
@@ -118,7 +117,7 @@ func Run(ctx context.Context, o Options) *Report {
 
 	root := o.StateRoot
 	if root == "" {
-		root = runtime.DefaultStateRoot
+		root = config.DefaultStateRoot
 	}
 	// The runtime keeps its CA in <state root>/ca (runtime/container.go).
 	rep.add(checkCA(filepath.Join(root, "ca"), nowFunc()))

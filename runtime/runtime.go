@@ -17,8 +17,9 @@ import (
 	"github.com/earendil-works/gondolin-containerd/config"
 )
 
-// DefaultStateRoot holds one directory of sockets and state per container.
-const DefaultStateRoot = "/run/gondolin"
+// DefaultStateRoot holds one directory of sockets and state per container
+// (config.DefaultStateRoot).
+const DefaultStateRoot = config.DefaultStateRoot
 
 // Exit is a process's end.
 type Exit struct {
