@@ -206,7 +206,7 @@ func TestGuestCallNotWedged(t *testing.T) {
 	if err := c.guestCall(context.Background(), "ps", func(context.Context) error { return nil }); err != nil {
 		t.Fatal(err)
 	}
-	c.isPaused = true
+	c.init.state = initPaused{}
 	if err := c.guestCall(context.Background(), "ps", func(context.Context) error { t.Error("called while paused"); return nil }); !errdefs.IsFailedPrecondition(err) {
 		t.Errorf("paused: %v", err)
 	}

@@ -39,9 +39,9 @@ type Container struct {
 	// wedged.
 	vmStopOnce sync.Once
 
-	mu       sync.Mutex
-	execs    map[string]*Process
-	isPaused bool
+	// mu guards execs.
+	mu    sync.Mutex
+	execs map[string]*Process
 
 	// stopping is closed when Delete tears the sandbox down on purpose.
 	stopping     chan struct{}
@@ -81,10 +81,15 @@ func (c *Container) pid() uint32 {
 	return uint32(c.sb.vm.Pid())
 }
 
+// paused says the container's VM is paused: its init's state.
 func (c *Container) paused() bool {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.isPaused
+	return c.init != nil && c.init.current().status() == StatusPaused
+}
+
+// initState is the state of the container's init, on which the
+// container's operations dispatch.
+func (c *Container) initState() initState {
+	return c.init.current().(initState)
 }
 
 // Accelerator is how the container's VM runs (kvm or tcg).

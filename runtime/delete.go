@@ -5,47 +5,49 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/containerd/errdefs"
 	"github.com/containerd/log"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
-	"golang.org/x/sys/unix"
 )
 
 // Delete ends a container whose init has stopped (or never started): its
 // VM goes, then what the shim holds for it, then what the host state
 // records (hoststate.go), then its poststop hooks run.
 
-// Delete removes the container once its init process has stopped (or never
-// started): the VM, its file servers, mounts and state go with it.
+// Delete removes the container once its init has stopped or if it never
+// started, as the init's state decides: the VM, its file servers, mounts
+// and state go with it.
 func (c *Container) Delete(ctx context.Context) (Exit, error) {
 	p := c.init
-	st := p.State()
-	if st.Status == StatusRunning || st.Status == StatusPaused {
-		return Exit{}, fmt.Errorf("container %s is running; stop it first: %w", c.ID, errdefs.ErrFailedPrecondition)
+	p.opMu.Lock()
+	next, err := c.initState().delete(p)
+	if err == nil {
+		p.setState(next)
 	}
-	if st.Status == StatusCreated {
-		// Never started: end it as runc does, killed.
-		p.setExited(128+uint32(unix.SIGKILL), time.Now())
+	p.unlockOps()
+	if err != nil {
+		return Exit{}, err
 	}
-	err := c.teardown(ctx)
+	err = c.teardown(ctx)
 	if hooks := c.spec.Hooks; hooks != nil && len(hooks.Poststop) > 0 {
 		if state, herr := c.hookState(specs.StateStopped); herr == nil {
 			runHooksLogged(ctx, "poststop", hooks.Poststop, state)
 		}
 	}
-	// The VM is gone: a process whose exit its wait has not recorded yet
+	// The VM is gone: an exec whose exit its wait has not recorded yet
 	// (its output still being copied) is recorded killed now, so that
 	// nothing waits on it forever.
-	killed := uint32(128 + unix.SIGKILL)
 	c.mu.Lock()
+	execs := make([]*Process, 0, len(c.execs))
 	for _, e := range c.execs {
 		if e != nil {
-			e.setExited(killed, time.Now())
-			e.io.Close()
+			execs = append(execs, e)
 		}
 	}
 	c.mu.Unlock()
-	p.setExited(killed, time.Now())
+	for _, e := range execs {
+		e.setExited(killedStatus, time.Now())
+		e.io.Close()
+	}
 	c.rt.remove(c.ID)
 	exit, _ := p.Wait(ctx)
 	if err != nil {

@@ -15,15 +15,19 @@ import (
 // own stdio (Exec), started like the init (Process.Start) and deleted once
 // stopped (DeleteExec), through the guest agent.
 
-// Exec prepares another process in the container; Start runs it.
-func (c *Container) Exec(ctx context.Context, execID string, spec *specs.Process, stdio Stdio) (_ *Process, retErr error) {
+// Exec prepares another process in the container, if its init's state
+// allows; Start runs it.
+func (c *Container) Exec(ctx context.Context, execID string, spec *specs.Process, stdio Stdio) (*Process, error) {
 	if execID == "" {
 		return nil, fmt.Errorf("an exec needs an ID: %w", errdefs.ErrInvalidArgument)
 	}
-	if st := c.init.State(); st.Status == StatusStopped {
-		return nil, fmt.Errorf("container %s is not running (its process exited with status %d): cannot exec in it: %w", c.ID, st.ExitStatus, errdefs.ErrFailedPrecondition)
-	}
-	proc, err := oci.GuestProcess(spec, c.placeholders)
+	return c.initState().exec(ctx, c.init, execRequest{id: execID, spec: spec, stdio: stdio})
+}
+
+// addExec creates the exec in the guest, waiting for Start.
+func (c *Container) addExec(ctx context.Context, req execRequest) (_ *Process, retErr error) {
+	execID, stdio := req.id, req.stdio
+	proc, err := oci.GuestProcess(req.spec, c.placeholders)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", err, errdefs.ErrInvalidArgument)
 	}
@@ -87,18 +91,23 @@ func (c *Container) Exec(ctx context.Context, execID string, spec *specs.Process
 	return p, nil
 }
 
-// DeleteExec removes a stopped exec process.
+// DeleteExec removes an exec that has stopped or never started, if its
+// state allows.
 func (c *Container) DeleteExec(ctx context.Context, execID string) (Exit, error) {
+	if execID == "" {
+		return Exit{}, fmt.Errorf("delete exec: no exec ID (the init goes with Delete): %w", errdefs.ErrInvalidArgument)
+	}
 	p, err := c.Process(execID)
 	if err != nil {
 		return Exit{}, err
 	}
-	st := p.State()
-	if st.Status == StatusRunning || st.Status == StatusPaused {
-		return Exit{}, fmt.Errorf("exec %s is running; stop it first: %w", execID, errdefs.ErrFailedPrecondition)
-	}
-	// The agent kills an exec that never started and forgets it, so that
-	// its ID can be used again.
+	return p.current().(execState).deleteExec(ctx, p)
+}
+
+// removeExec forgets the exec in the guest, waits for its exit and removes
+// it from the container.
+func (c *Container) removeExec(ctx context.Context, p *Process) (Exit, error) {
+	execID := p.execID
 	select {
 	case <-c.sb.vm.Done():
 		// Nothing is left in the guest to forget it.
@@ -118,5 +127,7 @@ func (c *Container) DeleteExec(ctx context.Context, execID string) (Exit, error)
 	c.mu.Lock()
 	delete(c.execs, execID)
 	c.mu.Unlock()
+	// Stopped (its exit is recorded), so nothing else moves it on.
+	p.setState(deletedState{})
 	return exit, nil
 }

@@ -39,7 +39,7 @@ func TestKillRefusedByGuestStopsVM(t *testing.T) {
 		t.Run(code.String(), func(t *testing.T) {
 			c, vm := testContainer(t, 100*time.Millisecond)
 			c.sb.agent = &agentConn{AgentService: refusingAgent{code: code}}
-			c.init.status = StatusRunning
+			c.init.state = initRunning{}
 			_ = c.init.Kill(context.Background(), uint32(syscall.SIGKILL), false)
 			select {
 			case <-vm.Done():
@@ -51,7 +51,7 @@ func TestKillRefusedByGuestStopsVM(t *testing.T) {
 	// Another signal is the guest's business: no VM is stopped for it.
 	c, vm := testContainer(t, 50*time.Millisecond)
 	c.sb.agent = &agentConn{AgentService: refusingAgent{code: codes.NotFound}}
-	c.init.status = StatusRunning
+	c.init.state = initRunning{}
 	_ = c.init.Kill(context.Background(), uint32(syscall.SIGTERM), false)
 	time.Sleep(200 * time.Millisecond)
 	if vm.stops.Load() != 0 {

@@ -15,8 +15,14 @@ import (
 // its network namespace (and followed from then on, netwatch.go), its init
 // let run in the guest, then its poststart hooks.
 
-// Start lets the init process run.
+// Start starts the container: its init's state does it (startInit) or
+// refuses.
 func (c *Container) Start(ctx context.Context) (uint32, error) {
+	return c.init.Start(ctx)
+}
+
+// startInit starts a created container and lets its init run.
+func (c *Container) startInit(ctx context.Context) (uint32, error) {
 	timing := newPhases()
 	hooks := c.spec.Hooks
 	if hooks != nil && len(hooks.StartContainer) > 0 {
@@ -33,7 +39,7 @@ func (c *Container) Start(ctx context.Context) (uint32, error) {
 		return 0, err
 	}
 	timing.done("network")
-	pid, err := c.init.Start(ctx)
+	pid, err := c.init.startInGuest(ctx)
 	if err != nil {
 		return 0, err
 	}
