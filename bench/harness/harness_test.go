@@ -4,9 +4,13 @@ import (
 	"archive/tar"
 	"bytes"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"io"
+	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -107,6 +111,14 @@ func TestLogField(t *testing.T) {
 	}
 	if acc, _ := GondolinAccelerator(path); acc != "KVM" {
 		t.Errorf("GondolinAccelerator = %q, want the last one, KVM", acc)
+	}
+	// Today's line.
+	now := `time="2026-12-07T15:54:17Z" level=info msg="VM setup chosen" accel=tcg reason="the CPU advertises neither vmx nor svm" runtime=io.containerd.gondolin.v1 vmm=qemu`
+	if err := os.WriteFile(path, []byte(log+now+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if acc, reason := GondolinAccelerator(path); acc != "TCG" || reason != "the CPU advertises neither vmx nor svm" {
+		t.Errorf("GondolinAccelerator = %q, %q, want TCG from the VM setup line", acc, reason)
 	}
 }
 
@@ -332,5 +344,46 @@ func TestBaselineRuntimeNeedsABuild(t *testing.T) {
 	}
 	if !isBaseline("gondolin-snapshot-base") || isBaseline("gondolin-snapshot") || isBaseline("gondolin") {
 		t.Error("isBaseline names the wrong runtimes")
+	}
+}
+
+func TestGondolinNetAnnotations(t *testing.T) {
+	srv := &HTTPSServer{IP: net.IPv4(192, 0, 2, 2).To4(), Port: 8443, HTTPPort: 8080}
+	for kind, want := range map[DownloadKind]string{
+		DownloadHTTPS:      "io.gondolin.net.allow=192.0.2.2:8443",
+		DownloadHTTPSRelay: "io.gondolin.net.tcp-allow=192.0.2.2:8443",
+		DownloadHTTP:       "io.gondolin.net.allow=192.0.2.2:8080",
+	} {
+		got := GondolinNetAnnotations(srv, kind)
+		if len(got) != 4 || got[0] != "--annotation" || got[1] != want || got[2] != "--annotation" || got[3] != "io.gondolin.net.allow-internal=192.0.2.2" {
+			t.Errorf("%s: %q, want %s and allow-internal of the server", kind, got, want)
+		}
+	}
+	if srv.URL(5) != "https://192.0.2.2:8443/bytes?n=5" || srv.HTTPURL(5) != "http://192.0.2.2:8080/bytes?n=5" {
+		t.Errorf("URLs: %s %s", srv.URL(5), srv.HTTPURL(5))
+	}
+}
+
+func TestBenchServerServesBothSchemes(t *testing.T) {
+	srv, err := StartHTTPSServer(net.IPv4(127, 0, 0, 1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(srv.CertPEM) {
+		t.Fatal("the server's CertPEM does not parse")
+	}
+	c := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
+	for _, url := range []string{srv.URL(300 << 10), srv.HTTPURL(300 << 10)} {
+		resp, err := c.Get(url)
+		if err != nil {
+			t.Fatalf("%s: %v", url, err)
+		}
+		n, err := io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if err != nil || n != 300<<10 {
+			t.Errorf("%s: %d bytes, %v", url, n, err)
+		}
 	}
 }

@@ -23,14 +23,19 @@ type Runtime struct {
 	Info *report.Runtime
 	// RunFlags select the runtime on `ctr run` (--runtime, --runc-binary, …).
 	RunFlags []string
-	// NetFlags are the extra `ctr run` flags for the download from srv.
-	NetFlags func(srv *HTTPSServer) ([]string, error)
+	// NetFlags are the extra `ctr run` flags for a download of kind from
+	// srv.
+	NetFlags func(srv *HTTPSServer, kind DownloadKind) ([]string, error)
+	// Egress says the runtime puts an egress policy between the container
+	// and the network (gondolin): only such runtimes have a relay-only
+	// figure apart from the intercepted one.
+	Egress bool
 }
 
 // Name is the runtime's short name (runc, runsc, gondolin).
 func (r *Runtime) Name() string { return r.Info.Name }
 
-func hostNet(*HTTPSServer) ([]string, error) { return []string{"--net-host"}, nil }
+func hostNet(*HTTPSServer, DownloadKind) ([]string, error) { return []string{"--net-host"}, nil }
 
 // RunscFlags are the runsc flags the bench uses. systrap is gVisor's default
 // platform (no KVM needed); network=host lets a --net-host container reach the
@@ -221,6 +226,7 @@ func (s *Session) setupGondolin(ctx context.Context, name, config string) *Runti
 	rt := &Runtime{
 		Info:     info,
 		RunFlags: []string{"--runtime", "io.containerd.gondolin.v1"},
+		Egress:   true,
 	}
 	if isBaseline(name) {
 		if s.Opts.BaselineDir == "" {
@@ -247,7 +253,7 @@ func (s *Session) setupGondolin(ctx context.Context, name, config string) *Runti
 		rt.RunFlags = append(rt.RunFlags, "--runtime-config-path", path)
 		info.How = strings.Replace(info.How, "built-in config", "runtime config: "+strings.ReplaceAll(strings.TrimSpace(config), "\n", ", "), 1)
 	}
-	rt.NetFlags = func(srv *HTTPSServer) ([]string, error) {
+	rt.NetFlags = func(srv *HTTPSServer, kind DownloadKind) ([]string, error) {
 		// The egress proxy verifies the upstream: trust the bench
 		// server's certificate through a runtime config.
 		dir := filepath.Join(s.Opts.WorkDir, name+"-https")
@@ -262,13 +268,7 @@ func (s *Session) setupGondolin(ctx context.Context, name, config string) *Runti
 		if err := os.WriteFile(cfg, []byte(config+fmt.Sprintf("upstream_ca_file = %q\n", ca)), 0o644); err != nil {
 			return nil, err
 		}
-		ip := srv.IP
-		flags := []string{"--net-host", "--runtime-config-path", cfg,
-			"--annotation", fmt.Sprintf("io.gondolin.net.allow=%s:%d", ip, srv.Port)}
-		if ip.IsPrivate() || ip.IsLoopback() || ip.IsLinkLocalUnicast() {
-			flags = append(flags, "--annotation", "io.gondolin.net.allow-internal="+ip.String())
-		}
-		return flags, nil
+		return append([]string{"--net-host", "--runtime-config-path", cfg}, GondolinNetAnnotations(srv, kind)...), nil
 	}
 	b, err := os.ReadFile(shim)
 	if err != nil {
@@ -302,8 +302,9 @@ func (s *Session) setupGondolin(ctx context.Context, name, config string) *Runti
 }
 
 // GondolinAccelerator reads the accelerator the gondolin shim chose last from
-// containerd's log (the shim logs `msg="accelerator chosen" accel=tcg
-// reason="…"`), upper-cased: "TCG" or "KVM". Empty if not found.
+// containerd's log (the shim logs `msg="VM setup chosen" accel=tcg
+// reason="…"`, before that `msg="accelerator chosen"`), upper-cased: "TCG"
+// or "KVM". Empty if not found.
 func GondolinAccelerator(logPath string) (acc, reason string) {
 	f, err := os.Open(logPath)
 	if err != nil {
@@ -314,7 +315,7 @@ func GondolinAccelerator(logPath string) (acc, reason string) {
 	sc.Buffer(make([]byte, 1<<20), 1<<20)
 	for sc.Scan() {
 		l := sc.Text()
-		if !strings.Contains(l, "accelerator chosen") {
+		if !strings.Contains(l, `msg="VM setup chosen"`) && !strings.Contains(l, `msg="accelerator chosen"`) {
 			continue
 		}
 		if a := logField(l, "accel"); a != "" {
@@ -340,6 +341,28 @@ func logField(line, key string) string {
 	}
 	v, _, _ = strings.Cut(v, " ")
 	return v
+}
+
+// GondolinNetAnnotations are the `ctr run` annotations that let a gondolin
+// container make the download of kind from srv: net.allow for the TLS
+// interception (https) and the plain HTTP proxy (http), net.tcp-allow for a
+// raw relay of the guest's own TLS to the server (https-relay; bench-fetch
+// skips verification, so the guest needs no certificate for it). The server
+// listens on the host's address, internal to the policy (a private or
+// documentation range, and the host's own address either way), so
+// net.allow-internal names it.
+func GondolinNetAnnotations(srv *HTTPSServer, kind DownloadKind) []string {
+	ip := srv.IP.String()
+	var rule string
+	switch kind {
+	case DownloadHTTPSRelay:
+		rule = fmt.Sprintf("io.gondolin.net.tcp-allow=%s:%d", ip, srv.Port)
+	case DownloadHTTP:
+		rule = fmt.Sprintf("io.gondolin.net.allow=%s:%d", ip, srv.HTTPPort)
+	default:
+		rule = fmt.Sprintf("io.gondolin.net.allow=%s:%d", ip, srv.Port)
+	}
+	return []string{"--annotation", rule, "--annotation", "io.gondolin.net.allow-internal=" + ip}
 }
 
 // kvmStatus says whether /dev/kvm can run a guest here, and if not, why.

@@ -8,6 +8,7 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
+	"errors"
 	"fmt"
 	"math/big"
 	"net"
@@ -17,24 +18,34 @@ import (
 )
 
 // HTTPSServer serves /bytes?n=N (N bytes) over TLS with a throw-away
-// self-signed certificate, for the download figure.
+// self-signed certificate on Port, and the same in plain HTTP on HTTPPort,
+// for the download figures.
 type HTTPSServer struct {
-	IP   net.IP
-	Port int
+	IP       net.IP
+	Port     int
+	HTTPPort int
 	// CertPEM is the server's self-signed certificate, for clients that
 	// verify it (gondolin's egress proxy re-originates TLS with
 	// verification, so its runtime config names this as a root).
 	CertPEM []byte
 	srv     *http.Server
+	plain   *http.Server
 }
 
-// URL returns the download URL for n bytes.
+// URL returns the HTTPS download URL for n bytes.
 func (s *HTTPSServer) URL(n int64) string {
 	return fmt.Sprintf("https://%s/bytes?n=%d", net.JoinHostPort(s.IP.String(), strconv.Itoa(s.Port)), n)
 }
 
+// HTTPURL returns the plain HTTP download URL for n bytes.
+func (s *HTTPSServer) HTTPURL(n int64) string {
+	return fmt.Sprintf("http://%s/bytes?n=%d", net.JoinHostPort(s.IP.String(), strconv.Itoa(s.HTTPPort)), n)
+}
+
 // Close stops the server.
-func (s *HTTPSServer) Close() error { return s.srv.Close() }
+func (s *HTTPSServer) Close() error {
+	return errors.Join(s.srv.Close(), s.plain.Close())
+}
 
 // StartHTTPSServer listens on ip (port chosen by the kernel).
 func StartHTTPSServer(ip net.IP) (*HTTPSServer, error) {
@@ -59,6 +70,11 @@ func StartHTTPSServer(ip net.IP) (*HTTPSServer, error) {
 	if err != nil {
 		return nil, err
 	}
+	plainLn, err := net.Listen("tcp", net.JoinHostPort(ip.String(), "0"))
+	if err != nil {
+		ln.Close()
+		return nil, err
+	}
 	chunk := make([]byte, 256<<10)
 	mux := http.NewServeMux()
 	mux.HandleFunc("/bytes", func(w http.ResponseWriter, r *http.Request) {
@@ -77,11 +93,17 @@ func StartHTTPSServer(ip net.IP) (*HTTPSServer, error) {
 			n -= k
 		}
 	})
-	s := &HTTPSServer{IP: ip, Port: ln.Addr().(*net.TCPAddr).Port, CertPEM: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), srv: &http.Server{
-		Handler:   mux,
-		TLSConfig: &tls.Config{Certificates: []tls.Certificate{{Certificate: [][]byte{der}, PrivateKey: key}}},
-	}}
+	s := &HTTPSServer{
+		IP: ip, Port: ln.Addr().(*net.TCPAddr).Port, HTTPPort: plainLn.Addr().(*net.TCPAddr).Port,
+		CertPEM: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
+		srv: &http.Server{
+			Handler:   mux,
+			TLSConfig: &tls.Config{Certificates: []tls.Certificate{{Certificate: [][]byte{der}, PrivateKey: key}}},
+		},
+		plain: &http.Server{Handler: mux},
+	}
 	go func() { _ = s.srv.ServeTLS(ln, "", "") }()
+	go func() { _ = s.plain.Serve(plainLn) }()
 	return s, nil
 }
 

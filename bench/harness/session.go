@@ -53,7 +53,7 @@ type Options struct {
 }
 
 // AllWorkloads in the order they run.
-var AllWorkloads = []string{"start", "exec", "stdio", "rootfs", "bind", "https", "memory"}
+var AllWorkloads = []string{"start", "exec", "stdio", "rootfs", "bind", "https", "https-relay", "http", "memory"}
 
 // Session is one benchmark run.
 type Session struct {
@@ -130,9 +130,12 @@ func (s *Session) Run(ctx context.Context) error {
 
 	jobs := map[string]func(context.Context) error{
 		"start": s.workStart, "exec": s.workExec, "stdio": s.workStdio,
-		"rootfs": func(ctx context.Context) error { return s.workIO(ctx, "rootfs") },
-		"bind":   func(ctx context.Context) error { return s.workIO(ctx, "bind") },
-		"https":  s.workHTTPS, "memory": s.workMemory,
+		"rootfs":      func(ctx context.Context) error { return s.workIO(ctx, "rootfs") },
+		"bind":        func(ctx context.Context) error { return s.workIO(ctx, "bind") },
+		"https":       func(ctx context.Context) error { return s.workDownload(ctx, DownloadHTTPS) },
+		"https-relay": func(ctx context.Context) error { return s.workDownload(ctx, DownloadHTTPSRelay) },
+		"http":        func(ctx context.Context) error { return s.workDownload(ctx, DownloadHTTP) },
+		"memory":      s.workMemory,
 	}
 	for _, w := range AllWorkloads {
 		if !contains(s.Opts.Workloads, w) {
@@ -149,10 +152,57 @@ func (s *Session) Run(ctx context.Context) error {
 		}
 		s.Results.WorkloadSeconds[w] = time.Since(start).Seconds()
 	}
+	s.addGoals()
 	if ctx.Err() != nil {
 		s.Results.Notes = append(s.Results.Notes, "interrupted: the session was cut short, later workloads are missing")
 	}
 	return nil
+}
+
+// addGoals registers the ratios issue 18 sets targets for, for every
+// runtime with an egress policy, where the session measured both figures:
+// HTTPS through the policy's interception over the same VM's HTTPS with
+// the policy only relaying TCP (≥ 70 %: the policy's own cost, apart from
+// the guest's TLS), plain HTTP through the policy over the host's direct
+// rate (≥ 50 %); and, for information, each download over the host's.
+func (s *Session) addGoals() {
+	has := func(id string) bool { return s.Results.Metric(id) != nil }
+	https, relay, plain := downloadMetric(DownloadHTTPS), downloadMetric(DownloadHTTPSRelay), downloadMetric(DownloadHTTP)
+	for _, rt := range s.runtimes {
+		if !rt.Egress {
+			continue
+		}
+		name := rt.Name()
+		if has(https) && has(relay) {
+			s.Results.Goals = append(s.Results.Goals, &report.Goal{
+				Title:  name + ": HTTPS through the policy (TLS intercepted) / the same VM's HTTPS with the policy relaying TCP",
+				Num:    report.FigureRef{Metric: https, Runtime: name},
+				Den:    report.FigureRef{Metric: relay, Runtime: name},
+				Target: 0.70,
+			})
+		}
+		if has(plain) {
+			s.Results.Goals = append(s.Results.Goals, &report.Goal{
+				Title:  name + ": plain HTTP through the policy / the host's direct HTTP",
+				Num:    report.FigureRef{Metric: plain, Runtime: name},
+				Den:    report.FigureRef{Metric: plain},
+				Target: 0.50,
+			})
+		}
+		for _, id := range []string{https, relay} {
+			what := "HTTPS through the policy (TLS intercepted)"
+			if id == relay {
+				what = "HTTPS with the policy relaying TCP"
+			}
+			if has(id) {
+				s.Results.Goals = append(s.Results.Goals, &report.Goal{
+					Title: name + ": " + what + " / the host's direct HTTPS",
+					Num:   report.FigureRef{Metric: id, Runtime: name},
+					Den:   report.FigureRef{Metric: id},
+				})
+			}
+		}
+	}
 }
 
 // Finish computes the statistics and writes results.json, results.md and

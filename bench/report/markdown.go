@@ -211,6 +211,12 @@ func (r *Results) Markdown() string {
 		b.WriteString(strings.Join(refs, "\n"))
 		b.WriteString("\n")
 	}
+	if len(r.Goals) > 0 {
+		b.WriteString("\nRatios between figures (medians):\n\n")
+		for _, g := range r.Goals {
+			fmt.Fprintf(&b, "- %s: %s\n", oneLine(g.Title), r.goalText(g))
+		}
+	}
 	if len(notes.texts) > 0 {
 		b.WriteString("\nNotes:\n\n")
 		for i, t := range notes.texts {
@@ -223,5 +229,53 @@ func (r *Results) Markdown() string {
 			fmt.Fprintf(&b, "- %s\n", oneLine(n))
 		}
 	}
+	return b.String()
+}
+
+// goalText is a goal's value, target and the two figures it comes from.
+func (r *Results) goalText(g *Goal) string {
+	side := func(ref FigureRef) string {
+		m, f := r.figure(ref)
+		who := ref.Runtime
+		if ref.Runtime == "" {
+			who = "reference"
+			if m != nil && m.ReferenceName != "" {
+				who = m.ReferenceName
+			}
+		}
+		what := ref.Metric
+		if m != nil {
+			what = m.Short
+			if what == "" {
+				what = m.Title
+			}
+		}
+		if f == nil || f.Stats == nil {
+			return fmt.Sprintf("%s, %s: no figure", what, who)
+		}
+		return fmt.Sprintf("%s, %s: %s %s", what, who, FormatNumber(f.Stats.Median), m.Unit)
+	}
+	var b strings.Builder
+	if g.Value == nil {
+		b.WriteString("n/a")
+	} else {
+		fmt.Fprintf(&b, "**%.0f %%**", *g.Value*100)
+	}
+	if g.Target > 0 {
+		op := "≥"
+		if m := r.Metric(g.Num.Metric); m != nil && m.Better == LowerIsBetter {
+			op = "≤"
+		}
+		fmt.Fprintf(&b, " (goal %s %.0f %%", op, g.Target*100)
+		if g.Met != nil {
+			if *g.Met {
+				b.WriteString(": met")
+			} else {
+				b.WriteString(": not met")
+			}
+		}
+		b.WriteString(")")
+	}
+	fmt.Fprintf(&b, " = %s / %s", side(g.Num), side(g.Den))
 	return b.String()
 }

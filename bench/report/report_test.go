@@ -254,3 +254,48 @@ func TestChart(t *testing.T) {
 		t.Errorf("chart is %v", b)
 	}
 }
+
+func TestGoals(t *testing.T) {
+	r := sample()
+	r.Metrics = append(r.Metrics, &Metric{ID: "https_relay", Title: "HTTPS download, TCP relay", Group: "network", Unit: "MiB/s", Better: HigherIsBetter,
+		Results: map[string]*Figure{
+			"runc":     {Status: StatusSkipped},
+			"gondolin": {Accelerator: "TCG", Samples: []float64{120, 125, 130}},
+		}})
+	r.Goals = []*Goal{
+		{Title: "intercepted / relayed", Num: FigureRef{"https", "gondolin"}, Den: FigureRef{"https_relay", "gondolin"}, Target: 0.7},
+		{Title: "gondolin / host", Num: FigureRef{"https", "gondolin"}, Den: FigureRef{Metric: "https"}, Target: 0.2},
+		{Title: "informational", Num: FigureRef{"https_relay", "gondolin"}, Den: FigureRef{Metric: "https"}},
+		{Title: "missing", Num: FigureRef{"https_relay", "runc"}, Den: FigureRef{Metric: "https"}, Target: 0.5},
+	}
+	r.Finalize()
+	if g := r.Goals[0]; g.Value == nil || *g.Value != 100.0/125 || g.Met == nil || !*g.Met {
+		t.Errorf("intercepted/relayed: value %v met %v, want 0.8 met", g.Value, g.Met)
+	}
+	if g := r.Goals[1]; g.Value == nil || *g.Value != 0.25 || g.Met == nil || !*g.Met {
+		t.Errorf("gondolin/host: value %v met %v, want 0.25 met", g.Value, g.Met)
+	}
+	if g := r.Goals[2]; g.Value == nil || *g.Value != 125.0/400 || g.Met != nil {
+		t.Errorf("informational: value %v met %v, want 0.3125 and no verdict", g.Value, g.Met)
+	}
+	if g := r.Goals[3]; g.Value != nil || g.Met != nil {
+		t.Errorf("a skipped figure has no ratio: value %v met %v", g.Value, g.Met)
+	}
+	r.Goals[0].Target = 0.9
+	r.Finalize()
+	if g := r.Goals[0]; g.Met == nil || *g.Met {
+		t.Errorf("0.8 against a 0.9 goal: met %v", g.Met)
+	}
+	md := r.Markdown()
+	for _, want := range []string{
+		"Ratios between figures (medians):",
+		"- intercepted / relayed: **80 %** (goal ≥ 90 %: not met) = HTTPS download, gondolin: 100 MiB/s / HTTPS download, TCP relay, gondolin: 125 MiB/s",
+		"- gondolin / host: **25 %** (goal ≥ 20 %: met) = HTTPS download, gondolin: 100 MiB/s / HTTPS download, direct from the host: 400 MiB/s",
+		"- informational: **31 %** = ",
+		"- missing: n/a (goal ≥ 50 %) = HTTPS download, TCP relay, runc: no figure",
+	} {
+		if !strings.Contains(md, want) {
+			t.Errorf("results.md lacks %q:\n%s", want, md)
+		}
+	}
+}

@@ -41,8 +41,32 @@ type Results struct {
 	Metrics  []*Metric  `json:"metrics"`
 	// WorkloadSeconds is how long each workload took, wall clock.
 	WorkloadSeconds map[string]float64 `json:"workload_seconds"`
+	// Goals are ratios between two figures that the project set a target
+	// for (e.g. gondolin's intercepted HTTPS over its TCP relay).
+	Goals []*Goal `json:"goals,omitempty"`
 	// Notes are free-text remarks printed under the table.
 	Notes []string `json:"notes,omitempty"`
+}
+
+// FigureRef names one figure: a runtime's figure of a metric, or with
+// Runtime empty the metric's reference (e.g. the host's direct rate).
+type FigureRef struct {
+	Metric  string `json:"metric"`
+	Runtime string `json:"runtime,omitempty"`
+}
+
+// Goal is the ratio of two figures' medians (Num over Den) with the value
+// the project wants it to reach: at least Target when the metric is
+// higher-is-better, at most when lower-is-better; Target 0 is a ratio shown
+// for information.
+type Goal struct {
+	Title  string    `json:"title"`
+	Num    FigureRef `json:"numerator"`
+	Den    FigureRef `json:"denominator"`
+	Target float64   `json:"target,omitempty"`
+	// Value and Met are set by Finalize when both figures have samples.
+	Value *float64 `json:"value,omitempty"`
+	Met   *bool    `json:"met,omitempty"`
 }
 
 // Git identifies the tree that was measured.
@@ -186,6 +210,43 @@ func (r *Results) Finalize() {
 					f.RatioToReference = &v
 				}
 			}
+		}
+	}
+	r.finalizeGoals()
+}
+
+// figure returns the figure ref names, nil if there is none.
+func (r *Results) figure(ref FigureRef) (*Metric, *Figure) {
+	m := r.Metric(ref.Metric)
+	if m == nil {
+		return nil, nil
+	}
+	if ref.Runtime == "" {
+		return m, m.Reference
+	}
+	return m, m.Results[ref.Runtime]
+}
+
+// finalizeGoals computes each goal's ratio from the figures' medians.
+func (r *Results) finalizeGoals() {
+	for _, g := range r.Goals {
+		g.Value, g.Met = nil, nil
+		m, num := r.figure(g.Num)
+		_, den := r.figure(g.Den)
+		if num == nil || den == nil || num.Stats == nil || den.Stats == nil {
+			continue
+		}
+		v, ok := Ratio(num.Stats.Median, den.Stats.Median)
+		if !ok {
+			continue
+		}
+		g.Value = &v
+		if g.Target > 0 {
+			met := v >= g.Target
+			if m.Better == LowerIsBetter {
+				met = v <= g.Target
+			}
+			g.Met = &met
 		}
 	}
 }
