@@ -119,7 +119,8 @@ func Run(ctx context.Context, o Options) *Report {
 	if root == "" {
 		root = config.DefaultStateRoot
 	}
-	// The runtime keeps its CA in <state root>/ca (runtime/container.go).
+	// The runtime keeps its CA in <state root>/ca (the network step of
+	// runtime/create.go).
 	rep.add(checkCA(filepath.Join(root, "ca"), nowFunc()))
 	rep.add(checkContainerd(o.ContainerdConfig))
 	rep.add(checkDocker(o.DockerConfig))

@@ -472,7 +472,9 @@ func (s *service) CloseIO(ctx context.Context, r *taskAPI.CloseIORequest) (_ *em
 		return nil, err
 	}
 	if r.Stdin {
-		p.CloseIO()
+		if err := p.CloseIO(); err != nil {
+			return nil, err
+		}
 	}
 	return &emptypb.Empty{}, nil
 }
