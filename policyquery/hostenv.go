@@ -7,10 +7,8 @@ import (
 	"net/netip"
 	"sync/atomic"
 
-	"github.com/vishvananda/netlink"
-	"golang.org/x/sys/unix"
-
 	"github.com/earendil-works/gondolin-containerd/config"
+	"github.com/earendil-works/gondolin-containerd/internal/netaddrs"
 )
 
 // HostEnv is the Env of this host for cfg: names are looked up with the
@@ -41,36 +39,11 @@ func HostEnv(cfg *config.Config) (Env, error) {
 }
 
 // hostAddrs lists every address and route gateway of this network
-// namespace, IPv4 and IPv6, as the runtime lists the shim's own.
+// namespace, as the runtime lists the shim's own.
 func hostAddrs(context.Context) ([]netip.Addr, error) {
-	h, err := netlink.NewHandle(unix.NETLINK_ROUTE)
+	addrs, err := netaddrs.Own()
 	if err != nil {
-		return nil, fmt.Errorf("netlink: %w", err)
+		return nil, fmt.Errorf("the host's addresses: %w", err)
 	}
-	defer h.Close()
-	addrs, err := h.AddrList(nil, netlink.FAMILY_ALL)
-	if err != nil {
-		return nil, fmt.Errorf("list the host's addresses: %w", err)
-	}
-	var out []netip.Addr
-	for _, a := range addrs {
-		if ip, ok := netip.AddrFromSlice(a.IP); ok {
-			out = append(out, ip.Unmap())
-		}
-	}
-	routes, err := h.RouteList(nil, netlink.FAMILY_ALL)
-	if err != nil {
-		return nil, fmt.Errorf("list the host's routes: %w", err)
-	}
-	for _, r := range routes {
-		if ip, ok := netip.AddrFromSlice(r.Gw); ok && !ip.IsUnspecified() {
-			out = append(out, ip.Unmap())
-		}
-		for _, nh := range r.MultiPath {
-			if ip, ok := netip.AddrFromSlice(nh.Gw); ok && !ip.IsUnspecified() {
-				out = append(out, ip.Unmap())
-			}
-		}
-	}
-	return out, nil
+	return addrs, nil
 }

@@ -24,6 +24,7 @@ import (
 
 	"github.com/earendil-works/gondolin-containerd/config"
 	"github.com/earendil-works/gondolin-containerd/guest-agent/api"
+	"github.com/earendil-works/gondolin-containerd/internal/netaddrs"
 	"github.com/earendil-works/gondolin-containerd/oci"
 	"github.com/earendil-works/gondolin-containerd/policy"
 	"github.com/earendil-works/gondolin-containerd/vmm"
@@ -291,7 +292,7 @@ func (n *netNS) hostAddrs(ctx context.Context) ([]netip.Addr, error) {
 		return nil, fmt.Errorf("netlink in the shim's network namespace: %w", err)
 	}
 	defer own.Close()
-	out, err := namespaceAddrs(own)
+	out, err := netaddrs.List(own)
 	if err != nil {
 		return nil, fmt.Errorf("the shim's network namespace: %w", err)
 	}
@@ -303,38 +304,9 @@ func (n *netNS) hostAddrs(ctx context.Context) ([]netip.Addr, error) {
 		return nil, fmt.Errorf("netlink in %s: %w", n.f.Name(), err)
 	}
 	defer h.Close()
-	more, err := namespaceAddrs(h)
+	more, err := netaddrs.List(h)
 	if err != nil {
 		return nil, fmt.Errorf("network namespace %s: %w", n.f.Name(), err)
 	}
 	return append(out, more...), nil
-}
-
-// namespaceAddrs reads the addresses and route gateways of h's namespace.
-func namespaceAddrs(h *netlink.Handle) ([]netip.Addr, error) {
-	addrs, err := h.AddrList(nil, netlink.FAMILY_ALL)
-	if err != nil {
-		return nil, fmt.Errorf("list addresses: %w", err)
-	}
-	var out []netip.Addr
-	for _, a := range addrs {
-		if ip, ok := netip.AddrFromSlice(a.IP); ok {
-			out = append(out, ip.Unmap())
-		}
-	}
-	routes, err := h.RouteList(nil, netlink.FAMILY_ALL)
-	if err != nil {
-		return nil, fmt.Errorf("list routes: %w", err)
-	}
-	for _, r := range routes {
-		if ip, ok := netip.AddrFromSlice(r.Gw); ok && !ip.IsUnspecified() {
-			out = append(out, ip.Unmap())
-		}
-		for _, nh := range r.MultiPath {
-			if ip, ok := netip.AddrFromSlice(nh.Gw); ok && !ip.IsUnspecified() {
-				out = append(out, ip.Unmap())
-			}
-		}
-	}
-	return out, nil
 }
