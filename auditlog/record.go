@@ -9,43 +9,23 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"time"
+
+	"github.com/earendil-works/gondolin-containerd/policy"
 )
 
 // Decisions in Record.Decision.
 const (
-	Allowed = "allowed"
-	Denied  = "denied"
+	Allowed = policy.Allowed
+	Denied  = policy.Denied
 	// Suppressed is the summary of records the shim left out past its
 	// rate limit; its reason says how many, and how many were denials.
-	Suppressed = "suppressed"
+	Suppressed = policy.Suppressed
 )
 
-// Record is one line of an audit file. It mirrors the shim's
-// policy.AuditRecord key for key instead of importing it: the JSON lines
-// are the contract (docs/annotations.md, docs/configuration.md), and this
-// command does not depend on the policy package. Keys added there reach
-// --json output anyway, which passes lines through as written.
-type Record struct {
-	Time      time.Time `json:"time"`
-	Container string    `json:"container,omitempty"`
-	// Protocol is dns, http, https, tls, tcp or udp (audit for a
-	// suppressed summary).
-	Protocol string `json:"protocol"`
-	Host     string `json:"host,omitempty"`
-	Port     uint16 `json:"port,omitempty"`
-	// Method is the HTTP method, or the query type for dns.
-	Method string `json:"method,omitempty"`
-	Path   string `json:"path,omitempty"`
-	// Decision is Allowed, Denied or Suppressed.
-	Decision string `json:"decision"`
-	// Reason is the rule that decided: for an allowed request the rule
-	// that allowed it, for a denial why (and, for most kinds, after "; "
-	// what would allow it).
-	Reason string `json:"reason"`
-	// Dest is the address the guest connected to.
-	Dest string `json:"dest,omitempty"`
-}
+// Record is one line of an audit file: the policy's own record, so the
+// reader and the writer cannot drift apart. --json passes lines through as
+// written.
+type Record = policy.AuditRecord
 
 // Entry is a record with the file it came from.
 type Entry struct {
