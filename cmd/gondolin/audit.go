@@ -4,8 +4,6 @@ import (
 	"context"
 	"flag"
 	"fmt"
-	"os"
-	"path/filepath"
 
 	"github.com/earendil-works/gondolin-containerd/auditlog"
 	"github.com/earendil-works/gondolin-containerd/config"
@@ -76,11 +74,7 @@ Audit files of a test setup's runtime config:
 				case o.Dir != "" && configPath != "":
 					return usagef("give --config or --audit-dir, not both")
 				case o.Dir == "":
-					exeDir := "."
-					if self, err := os.Executable(); err == nil {
-						exeDir = filepath.Dir(self)
-					}
-					cfg, err := config.Load(configPath, exeDir)
+					cfg, err := loadConfig(configPath)
 					if err != nil {
 						return usageError{err.Error()}
 					}

@@ -5,8 +5,6 @@ import (
 	"errors"
 	"flag"
 	"net/http"
-	"os"
-	"path/filepath"
 
 	"github.com/earendil-works/gondolin-containerd/config"
 	"github.com/earendil-works/gondolin-containerd/policyquery"
@@ -103,11 +101,7 @@ Raw TCP, for a script:
 				if target.Protocol == policyquery.ProtoTCP && (method != http.MethodGet || len(header) > 0) {
 					return usagef("--method and --header shape an HTTP request: give a URL, not HOST:PORT")
 				}
-				exeDir := "."
-				if self, err := os.Executable(); err == nil {
-					exeDir = filepath.Dir(self)
-				}
-				cfg, err := config.Load(configPath, exeDir)
+				cfg, err := loadConfig(configPath)
 				if err != nil {
 					return usageError{err.Error()}
 				}
