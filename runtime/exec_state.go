@@ -94,34 +94,7 @@ func (s execRunning) deleteExec(_ context.Context, p *Process) (Exit, error) {
 }
 
 // execStopped: the exec has exited and waits for DeleteExec.
-type execStopped struct{}
-
-func (execStopped) name() string   { return "stopped" }
-func (execStopped) status() Status { return StatusStopped }
-
-func (s execStopped) start(_ context.Context, p *Process) (processState, uint32, error) {
-	return nil, 0, p.refuse("start", s)
-}
-
-// kill: the exec is gone; a signal for all still reaches the container's
-// other processes.
-func (s execStopped) kill(ctx context.Context, p *Process, signal uint32, all bool) error {
-	if !all {
-		return p.refuseWhy("signal", s, errdefs.ErrNotFound, "its process already finished")
-	}
-	return p.signal(ctx, signal, all)
-}
-
-func (s execStopped) resizePty(_ context.Context, p *Process, _, _ uint32) error {
-	return p.refuse("resize the terminal of", s)
-}
-
-func (execStopped) closeIO(p *Process) error {
-	p.closeInput()
-	return nil
-}
-
-func (execStopped) exited() processState { return nil }
+type execStopped struct{ stopped }
 
 func (execStopped) deleteExec(ctx context.Context, p *Process) (Exit, error) {
 	return p.c.removeExec(ctx, p)

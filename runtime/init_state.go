@@ -190,35 +190,7 @@ func (s initPaused) delete(p *Process) (processState, error) {
 }
 
 // initStopped: the init has exited; the container waits for Delete.
-type initStopped struct{}
-
-func (initStopped) name() string   { return "stopped" }
-func (initStopped) status() Status { return StatusStopped }
-
-func (s initStopped) start(_ context.Context, p *Process) (processState, uint32, error) {
-	return nil, 0, p.refuse("start", s)
-}
-
-// kill: a signal for all may still find processes of the container (the
-// init's exit ends them in the guest, a moment later); one for the init
-// alone finds it gone, which containerd's clients take as "exited".
-func (s initStopped) kill(ctx context.Context, p *Process, signal uint32, all bool) error {
-	if !all {
-		return p.refuseWhy("signal", s, errdefs.ErrNotFound, "its process already finished")
-	}
-	return p.signal(ctx, signal, all)
-}
-
-func (s initStopped) resizePty(_ context.Context, p *Process, _, _ uint32) error {
-	return p.refuse("resize the terminal of", s)
-}
-
-func (initStopped) closeIO(p *Process) error {
-	p.closeInput()
-	return nil
-}
-
-func (initStopped) exited() processState { return nil }
+type initStopped struct{ stopped }
 
 func (s initStopped) pause(_ context.Context, p *Process) (processState, error) {
 	return nil, p.refuse("pause", s)
