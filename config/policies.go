@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"sort"
 	"strings"
 
@@ -106,8 +107,16 @@ func (c *Config) parsePolicies() []error {
 
 // SecretSource is one [secrets.NAME] table: where the shim reads the real
 // value of secret NAME on the host, so no container manager ever holds
-// it. Exactly one of File and Env is set.
+// it, and the hosts it may ever be sent to. Exactly one of File and Env is
+// set.
 type SecretSource struct {
+	// Hosts bound the secret: a container (its io.gondolin.secret.NAME or
+	// a named policy) may bind it to these hosts or a part of them, never
+	// to others, since whoever writes a container's annotations could
+	// otherwise send the operator's token to a server of their own.
+	// Entries are written as io.gondolin.secret.NAME's
+	// ([http://]host[:port]). Required.
+	Hosts StringList `toml:"hosts"`
 	// File is read at each create; it must be a regular file that only
 	// its owner (root, or the shim's user) can read or write.
 	File string `toml:"file"`
@@ -125,6 +134,11 @@ func (c *Config) checkSecretSources() []error {
 		if !policy.ValidSecretName(name) {
 			errs = append(errs, fmt.Errorf("%s: %q is not an environment variable name (letters, digits and _, not starting with a digit)", key, name))
 		}
+		if len(src.Hosts) == 0 {
+			errs = append(errs, fmt.Errorf("%s: list the hosts the secret may be sent to (hosts = [\"api.example.com\"]): a container may bind it to these, never to others", key))
+		} else if _, err := policy.ParseSecretHosts(src.Hosts.joined()); err != nil {
+			errs = append(errs, fmt.Errorf("%s.hosts: %w; accepted: [http://|https://]host[:port] entries", key, err))
+		}
 		switch {
 		case (src.File == "") == (src.Env == ""):
 			errs = append(errs, fmt.Errorf("%s: set exactly one of file (a path on the host) or env (a variable of the shim's environment)", key))
@@ -135,14 +149,38 @@ func (c *Config) checkSecretSources() []error {
 	return errs
 }
 
-// SecretValue reads the real value of secret name from its host source.
-// ok is false when the config names no source for it (the value then
-// comes from the container's environment, as before). The error names the
-// secret and the source, never the value.
-func (c *Config) SecretValue(name string) (value string, ok bool, err error) {
+// CheckSecretBinding refuses a binding of secret name to hosts that its
+// host source ([secrets.NAME] hosts) does not list. A secret without a host
+// source may go where the container says.
+func (c *Config) CheckSecretBinding(name string, hosts []policy.HostPattern) error {
+	src, ok := c.Secrets[name]
+	if !ok {
+		return nil
+	}
+	allowed, err := policy.ParseSecretHosts(src.Hosts.joined())
+	if err != nil {
+		return fmt.Errorf("secret %s: secrets.%s.hosts: %w", name, name, err)
+	}
+	for _, h := range hosts {
+		if !slices.Contains(allowed, h) {
+			return fmt.Errorf("secret %s may not be sent to %s: the runtime config's secrets.%s.hosts allows only %s", name, h, name, src.Hosts.joined())
+		}
+	}
+	return nil
+}
+
+// SecretValue reads the real value of secret name from its host source,
+// for a container that binds it to hosts. ok is false when the config names
+// no source for it (the value then comes from the container's environment,
+// as before). A host the source does not list fails, before the value is
+// read. The error names the secret and the source, never the value.
+func (c *Config) SecretValue(name string, hosts []policy.HostPattern) (value string, ok bool, err error) {
 	src, ok := c.Secrets[name]
 	if !ok {
 		return "", false, nil
+	}
+	if err := c.CheckSecretBinding(name, hosts); err != nil {
+		return "", true, err
 	}
 	if src.Env != "" {
 		v, found := os.LookupEnv(src.Env)

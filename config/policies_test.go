@@ -87,10 +87,12 @@ func TestNamedPolicyErrors(t *testing.T) {
 		{"[policies.a.secrets]\nX = []", "list at least one host"},
 		{"[policies.a]\nmode = \"open\"\n[policies.b]\nmode = \"none\"\n[default_annotations]\n\"io.gondolin.policy\" = \"a,b\"", "set different modes"},
 		{"[default_annotations]\n\"io.gondolin.policy\" = \"missing\"", `policy "missing" is not defined`},
-		{"[secrets.X]\nfile = \"/a\"\nenv = \"Y\"", "set exactly one of file"},
-		{"[secrets.X]", "set exactly one of file"},
-		{"[secrets.X]\nfile = \"rel\"", "must be an absolute path"},
-		{"[secrets.1X]\nenv = \"Y\"", "not an environment variable name"},
+		{"[secrets.X]\nfile = \"/a\"\nenv = \"Y\"\nhosts = \"a.com\"", "set exactly one of file"},
+		{"[secrets.X]\nhosts = \"a.com\"", "set exactly one of file"},
+		{"[secrets.X]\nfile = \"rel\"\nhosts = \"a.com\"", "must be an absolute path"},
+		{"[secrets.1X]\nenv = \"Y\"\nhosts = \"a.com\"", "not an environment variable name"},
+		{"[secrets.X]\nenv = \"Y\"", "list the hosts the secret may be sent to"},
+		{"[secrets.X]\nenv = \"Y\"\nhosts = \"ftp://a.com\"", "secrets.X.hosts"},
 	} {
 		err := parseConfig(Default("/b"), tc.text)
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
@@ -120,27 +122,61 @@ func TestSecretValue(t *testing.T) {
 	}
 	t.Setenv("GONDOLIN_TEST_SECRET", "s3cr3t-from-env")
 	cfg := Default("/b")
-	text := "[secrets.A]\nfile = \"" + good + "\"\n[secrets.B]\nfile = \"" + loose + "\"\n[secrets.C]\nenv = \"GONDOLIN_TEST_SECRET\"\n[secrets.D]\nenv = \"GONDOLIN_TEST_UNSET\"\n[secrets.E]\nfile = \"" + link + "\"\n[secrets.F]\nfile = \"" + filepath.Join(dir, "none") + "\"\n"
+	var text string
+	for name, src := range map[string]string{"A": "file = \"" + good + "\"", "B": "file = \"" + loose + "\"", "C": "env = \"GONDOLIN_TEST_SECRET\"",
+		"D": "env = \"GONDOLIN_TEST_UNSET\"", "E": "file = \"" + link + "\"", "F": "file = \"" + filepath.Join(dir, "none") + "\""} {
+		text += "[secrets." + name + "]\n" + src + "\nhosts = [\"api.example.com\", \"http://plain.example.com:8080\"]\n"
+	}
 	if err := parseConfig(cfg, text); err != nil {
 		t.Fatal(err)
 	}
-	if v, ok, err := cfg.SecretValue("A"); v != "s3cr3t-from-file" || !ok || err != nil {
+	bound := hostList(t, "api.example.com")
+	if v, ok, err := cfg.SecretValue("A", bound); v != "s3cr3t-from-file" || !ok || err != nil {
 		t.Errorf("file: %q %v %v", v, ok, err)
 	}
-	if v, ok, err := cfg.SecretValue("C"); v != "s3cr3t-from-env" || !ok || err != nil {
+	if v, ok, err := cfg.SecretValue("C", hostList(t, "http://plain.example.com:8080,api.example.com")); v != "s3cr3t-from-env" || !ok || err != nil {
 		t.Errorf("env: %q %v %v", v, ok, err)
 	}
-	if _, ok, err := cfg.SecretValue("Z"); ok || err != nil {
+	if _, ok, err := cfg.SecretValue("Z", bound); ok || err != nil {
 		t.Errorf("no source: %v %v", ok, err)
 	}
 	for name, want := range map[string]string{"B": "mode 0644", "D": "no GONDOLIN_TEST_UNSET", "E": "cannot open", "F": "cannot open"} {
-		_, ok, err := cfg.SecretValue(name)
+		_, ok, err := cfg.SecretValue(name, bound)
 		if !ok || err == nil || !strings.Contains(err.Error(), want) || !strings.Contains(err.Error(), "secret "+name) {
 			t.Errorf("%s: %v %v, want %q", name, ok, err, want)
 		} else if strings.Contains(err.Error(), "s3cr3t") {
 			t.Errorf("%s: the error shows the value: %v", name, err)
 		}
 	}
+}
+
+// A container may bind a host-sourced secret only to the source's hosts
+// (or a part of them): whoever writes its annotations could otherwise send
+// the operator's token anywhere. The value is not read then.
+func TestSecretValueBoundToSourceHosts(t *testing.T) {
+	t.Setenv("GONDOLIN_TEST_SECRET", "s3cr3t-from-env")
+	cfg := Default("/b")
+	if err := parseConfig(cfg, "[secrets.T]\nenv = \"GONDOLIN_TEST_SECRET\"\nhosts = \"api.example.com,http://api.example.com\"\n"); err != nil {
+		t.Fatal(err)
+	}
+	for _, bad := range []string{"evil.example.com", "api.example.com:8443", "*.example.com", "http://api.example.com:8080", "api.example.com,evil.example.com"} {
+		_, ok, err := cfg.SecretValue("T", hostList(t, bad))
+		if !ok || err == nil || !strings.Contains(err.Error(), "secret T may not be sent to") || strings.Contains(err.Error(), "s3cr3t") {
+			t.Errorf("%s: %v %v", bad, ok, err)
+		}
+	}
+	if v, _, err := cfg.SecretValue("T", hostList(t, "http://api.example.com")); err != nil || v != "s3cr3t-from-env" {
+		t.Errorf("a part of the source's hosts: %q %v", v, err)
+	}
+}
+
+func hostList(t *testing.T, list string) []policy.HostPattern {
+	t.Helper()
+	hosts, err := policy.ParseSecretHosts(list)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return hosts
 }
 
 func patterns(ps []policy.HostPattern) string {

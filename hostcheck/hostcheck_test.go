@@ -220,14 +220,14 @@ func TestCheckSecretSources(t *testing.T) {
 	dir := t.TempDir()
 	good := write(t, filepath.Join(dir, "good"), "v", 0o600)
 	open := write(t, filepath.Join(dir, "open"), "v", 0o644)
-	conf := write(t, filepath.Join(dir, "c.toml"), "[secrets.A]\nfile = \""+good+"\"\n[secrets.B]\nenv = \"B\"\n", 0o644)
+	conf := write(t, filepath.Join(dir, "c.toml"), "[secrets.A]\nfile = \""+good+"\"\nhosts = \"a.example.com\"\n[secrets.B]\nenv = \"B\"\nhosts = \"a.example.com\"\n", 0o644)
 	cfg, _ := checkConfig(conf, dir)
 	it, ok := checkSecretSources(cfg)
 	if !ok {
 		t.Fatal("no item for a config with a secret file")
 	}
 	expect(t, it, OK, "A")
-	conf = write(t, filepath.Join(dir, "c.toml"), "[secrets.A]\nfile = \""+open+"\"\n[secrets.C]\nfile = \""+dir+"/none\"\n", 0o644)
+	conf = write(t, filepath.Join(dir, "c.toml"), "[secrets.A]\nfile = \""+open+"\"\nhosts = \"a.example.com\"\n[secrets.C]\nfile = \""+dir+"/none\"\nhosts = \"a.example.com\"\n", 0o644)
 	cfg, _ = checkConfig(conf, dir)
 	it, _ = checkSecretSources(cfg)
 	expect(t, it, Warn, "secrets.A.file", "chmod 600", "secrets.C.file", "no such file")

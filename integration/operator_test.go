@@ -17,7 +17,7 @@ func operatorConfig(u *upstream, auditDir, secretFile string) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "audit_dir = %q\nupstream_ca_file = %q\n", auditDir, u.caFile)
 	fmt.Fprintf(&b, "[policies.xtest]\nallow = [\"api.x.test:%d\"]\n[policies.xtest.secrets]\nTOKEN = \"api.x.test:%d\"\n", u.port, u.port)
-	fmt.Fprintf(&b, "[secrets.TOKEN]\nfile = %q\n[upstream_hosts]\n", secretFile)
+	fmt.Fprintf(&b, "[secrets.TOKEN]\nfile = %q\nhosts = [\"api.x.test:%d\"]\n[upstream_hosts]\n", secretFile, u.port)
 	for _, n := range upstreamNames {
 		fmt.Fprintf(&b, "%q = [\"127.0.0.1\"]\n", n)
 	}
@@ -58,6 +58,17 @@ func TestDockerSecretFromHostFile(t *testing.T) {
 	if inspect.code != 0 || strings.Contains(inspect.stdout, testSecret) || strings.Contains(inspect.stdout, "TOKEN=") {
 		t.Fatalf("docker inspect should hold no secret value and no TOKEN variable: %s", inspect)
 	}
+
+	// Whoever writes the annotations cannot bind the host's secret to a
+	// host the runtime config does not list for it.
+	other := newID(t)
+	t.Cleanup(func() { docker(t, nil, "rm", "-f", other) })
+	res = docker(t, nil, "run", "--name", other, "--runtime", "gondolin-test", "--network", "host",
+		"--annotation", fmt.Sprintf("io.gondolin.secret.TOKEN=a.x.test:%d", u.port), distroImage(t), "true")
+	if res.code == 0 || !strings.Contains(res.stderr, "secret TOKEN may not be sent to https://a.x.test") || strings.Contains(res.stdout+res.stderr, testSecret) {
+		t.Fatalf("want the create refused: the secret bound to a host its source does not list: %s", res)
+	}
+	assertFailedRunLeavesNothing(t, other)
 
 	// A secret file others can read is refused.
 	if err := os.Chmod(secretFile, 0o644); err != nil {

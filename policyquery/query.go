@@ -158,7 +158,12 @@ func Evaluate(ctx context.Context, cfg *config.Config, q Query, env Env) (*Repor
 	// The decisions never look at a secret's value, only at its
 	// placeholder: a dummy stands in, and no host source is read.
 	values := make(map[string]string, len(settings.Secrets))
-	for name := range settings.Secrets {
+	for name, hosts := range settings.Secrets {
+		// A binding the secret's host source does not allow fails the
+		// create, as in the shim.
+		if err := cfg.CheckSecretBinding(name, hosts); err != nil {
+			return nil, &InputError{"the shim would refuse to create this container: " + err.Error()}
+		}
 		values[name] = "gondolin-policy-test-value-of-" + name
 	}
 	egress, err := cfg.Egress(settings.Rules, values)

@@ -298,6 +298,7 @@ func TestEvaluateBadInput(t *testing.T) {
 		{"undefined named policy", "", ann("policy=nope"), "https://api.example.com/", `policy "nope" is not defined`},
 		{"tcp-allow wildcard", "", ann("net.tcp-allow=*.example.com:22"), "db.example.com:22", "tcp-allow"},
 		{"not a host name", "", ann("net.mode=open"), "https://bad!host/", "not a host name"},
+		{"host secret bound elsewhere", "[secrets.TOKEN]\nenv = \"GONDOLIN_UNSET\"\nhosts = \"api.example.com\"\n", ann("secret.TOKEN=evil.example.com"), "https://evil.example.com/", "secret TOKEN may not be sent to https://evil.example.com"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			env, _ := testEnv()

@@ -207,8 +207,8 @@ func secretValues(spec *specs.Spec, settings *oci.Settings, rt *config.Config) (
 			}
 		}
 	}
-	for name := range settings.Secrets {
-		v, ok, err := rt.SecretValue(name)
+	for name, hosts := range settings.Secrets {
+		v, ok, err := rt.SecretValue(name, hosts)
 		if err != nil {
 			return nil, err
 		}
