@@ -85,4 +85,15 @@ func TestDockerSecretFromHostFile(t *testing.T) {
 		t.Fatalf("the refusal shows the value: %s", res)
 	}
 	assertFailedRunLeavesNothing(t, bad)
+
+	// The shim logs (through containerd's log) never carry the value.
+	if logFile := os.Getenv("GONDOLIN_DEV_CONTAINERD_LOG"); logFile != "" {
+		b, err := os.ReadFile(logFile)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if strings.Contains(string(b), testSecret) {
+			t.Fatalf("the host secret's value is in containerd's log %s", logFile)
+		}
+	}
 }
