@@ -130,7 +130,9 @@ func (h *hostState) record(change func(*persistedState)) error {
 	if err != nil {
 		return fmt.Errorf("encode state: %w", err)
 	}
-	if err := atomicfile.WriteFile(h.path(stateFile), b, 0o600); err != nil {
+	// No sync: the file is for a shim that dies, not a machine that does
+	// (the state root is under /run), and a create writes it a dozen times.
+	if err := atomicfile.WriteFileVolatile(h.path(stateFile), b, 0o600); err != nil {
 		return fmt.Errorf("write state file: %w", err)
 	}
 	return nil
