@@ -49,3 +49,14 @@ func (c *countedConn) Close() error {
 	c.release()
 	return err
 }
+
+// CloseWrite half-closes the upstream connection, so that a guest's
+// shutdown(SHUT_WR) on a relayed flow reaches the upstream as its FIN while
+// the upstream's answer still comes back (the relay's half-close). An
+// upstream that cannot half-close is closed.
+func (c *countedConn) CloseWrite() error {
+	if cw, ok := c.Conn.(closeWriter); ok {
+		return cw.CloseWrite()
+	}
+	return c.Close()
+}
