@@ -36,6 +36,10 @@ func NewServer(l *Listener, reg *Registry) *Server {
 	return &Server{Control: l, Streams: reg, HeaderTimeout: HeaderTimeout}
 }
 
+// MaxStreamWindow is how much of a stream's data the agent buffers before
+// the host must wait for it to read.
+const MaxStreamWindow = 1 << 20
+
 // YamuxConfig is the agent's yamux configuration. Keepalive is off: the
 // transport reports the host leaving (EOF), and a slow host under TCG must
 // not lose its session to a missed ping.
@@ -43,6 +47,14 @@ func YamuxConfig() *yamux.Config {
 	cfg := yamux.DefaultConfig()
 	cfg.EnableKeepAlive = false
 	cfg.ConnectionWriteTimeout = 30 * time.Second
+	// The host may run this far ahead on a stream (stdin) before it waits
+	// for the agent to take the data: the default 256 KiB made the host
+	// wait for a window update, a round trip through the emulated port,
+	// every 128 KiB. The memory is the guest's own: at most this much per
+	// stream the host sends on (the control stream and each stdin). The
+	// host's own receive window, what the guest can make the shim hold, is
+	// set on the host (runtime/agentframes.go) and is not changed by this.
+	cfg.MaxStreamWindowSize = MaxStreamWindow
 	cfg.LogOutput = logWriter{}
 	return cfg
 }
