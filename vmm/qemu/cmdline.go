@@ -28,6 +28,10 @@ var baseKernelArgs = []string{
 	"random.trust_cpu=on",
 }
 
+// serialPorts is the virtio-serial device's port count: the reserved port
+// 0 and the agent channel.
+const serialPorts = 2
+
 // channelChardev is the id of the agent channel's chardev.
 const channelChardev = "channel"
 
@@ -164,7 +168,12 @@ func Args(cfg vmm.Config, qmpSocket string) ([]string, error) {
 		"-append", strings.Join(kernelArgs, " "),
 		"-chardev", consoleChardev(cfg),
 		"-serial", "chardev:console",
-		"-device", dev.serial + ",id=ser0",
+		// Two ports: port 0 is reserved for a virtconsole, the agent
+		// channel takes 1. QEMU's default of 31 makes the guest set up
+		// two virtqueues per port, each with its ring and bookkeeping:
+		// ~1.3 MiB of each VM's memory (guest RAM and QEMU's) for ports
+		// nothing opens.
+		"-device", dev.serial + ",id=ser0,max_ports=" + fmt.Sprint(serialPorts),
 		"-chardev", "socket,id=" + channelChardev + ",path=" + cfg.ChannelSocket + ",server=on,wait=off",
 		"-device", "virtserialport,bus=ser0.0,chardev=" + channelChardev + ",name=" + cfg.ChannelName,
 		"-device", dev.rng,

@@ -54,7 +54,7 @@ func TestArgsTCG(t *testing.T) {
 		t.Errorf("-append = %q", appendArg)
 	}
 	devices := strings.Join(argAfter(args, "-device"), " ")
-	for _, want := range []string{"virtserialport,bus=ser0.0,chardev=channel,name=io.gondolin.channel", "vhost-user-fs-pci,chardev=fs0,tag=rootfs"} {
+	for _, want := range []string{"virtio-serial-pci,id=ser0,max_ports=2", "virtserialport,bus=ser0.0,chardev=channel,name=io.gondolin.channel", "vhost-user-fs-pci,chardev=fs0,tag=rootfs"} {
 		if !strings.Contains(devices, want) {
 			t.Errorf("devices %q lack %q", devices, want)
 		}
@@ -135,7 +135,7 @@ func TestArgsMicrovm(t *testing.T) {
 	}
 	devices := strings.Join(argAfter(args, "-device"), " ")
 	if strings.Contains(devices, "-pci") || !strings.Contains(devices, "vhost-user-fs-device,chardev=fs0,tag=rootfs") ||
-		!strings.Contains(devices, "virtio-serial-device,id=ser0") || !strings.Contains(devices, "virtio-rng-device") ||
+		!strings.Contains(devices, "virtio-serial-device,id=ser0,max_ports=2") || !strings.Contains(devices, "virtio-rng-device") ||
 		!strings.Contains(devices, "virtio-balloon-device,free-page-reporting=on") {
 		t.Errorf("microvm devices = %q", devices)
 	}
