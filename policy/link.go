@@ -85,31 +85,71 @@ func readFrames(conn net.Conn, ch *channel.Endpoint, mtu int) error {
 	}
 }
 
+// A batch of frames written at once (one writev) is at most maxBatchFrames
+// frames and stops growing past maxBatchBytes.
+const (
+	maxBatchFrames = 64
+	maxBatchBytes  = 1 << 20
+)
+
+// writeFrames writes the stack's outbound frames to conn, each after its
+// length, batching what is already queued into one writev straight from
+// the packets' own buffers (no copy into a staging buffer).
 func writeFrames(ctx context.Context, conn net.Conn, ch *channel.Endpoint) error {
-	w := bufio.NewWriterSize(conn, 256<<10)
-	var lenbuf [4]byte
+	var (
+		pkts []*stack.PacketBuffer
+		// lens holds the batch's length prefixes; bufs points into it
+		// and into the packets, which are held until written.
+		lens    [maxBatchFrames][4]byte
+		backing net.Buffers
+	)
 	for {
 		pkt := ch.ReadContext(ctx)
 		if pkt == nil {
 			return ctx.Err()
 		}
+		bufs := backing[:0]
+		size := 0
 		for pkt != nil {
-			v := pkt.ToView()
-			binary.BigEndian.PutUint32(lenbuf[:], uint32(v.Size()))
-			_, err := w.Write(lenbuf[:])
-			if err == nil {
-				_, err = v.WriteTo(w)
+			i := len(pkts)
+			pkts = append(pkts, pkt)
+			binary.BigEndian.PutUint32(lens[i][:], uint32(pkt.Size()))
+			bufs = append(bufs, lens[i][:])
+			bufs = appendFrame(bufs, pkt)
+			size += 4 + pkt.Size()
+			if len(pkts) == maxBatchFrames || size >= maxBatchBytes {
+				break
 			}
-			v.Release()
-			pkt.DecRef()
-			if err != nil {
-				return err
-			}
-			// Batch what is already queued into one write.
 			pkt = ch.Read()
 		}
-		if err := w.Flush(); err != nil {
+		backing = bufs
+		// WriteTo consumes its receiver: write a copy of the slice header.
+		w := bufs
+		_, err := w.WriteTo(conn)
+		for i, p := range pkts {
+			p.DecRef()
+			pkts[i] = nil
+		}
+		pkts = pkts[:0]
+		clear(backing)
+		if err != nil {
 			return err
 		}
 	}
+}
+
+// appendFrame appends the slices holding pkt's frame (its headers and
+// payload, from the link header on) to bufs.
+func appendFrame(bufs net.Buffers, pkt *stack.PacketBuffer) net.Buffers {
+	vl, off := pkt.AsViewList()
+	for v := vl.Front(); v != nil; v = v.Next() {
+		b := v.AsSlice()
+		if off >= len(b) {
+			off -= len(b)
+			continue
+		}
+		bufs = append(bufs, b[off:])
+		off = 0
+	}
+	return bufs
 }
