@@ -188,7 +188,21 @@ func (vm *VM) monitor() (*qmp.SocketMonitor, error) {
 	if vm.mon != nil {
 		return vm.mon, nil
 	}
-	mon, err := qmp.NewSocketMonitor("unix", vm.qmpSocket, 2*time.Second)
+	// The socket file exists from QEMU's bind(); until its listen() a
+	// connect is refused. Under load that window is seen: try again.
+	var mon *qmp.SocketMonitor
+	var err error
+	for deadline := time.Now().Add(2 * time.Second); ; {
+		mon, err = qmp.NewSocketMonitor("unix", vm.qmpSocket, 2*time.Second)
+		if err == nil || !errors.Is(err, syscall.ECONNREFUSED) || time.Now().After(deadline) {
+			break
+		}
+		select {
+		case <-vm.done:
+			return nil, fmt.Errorf("connect to QMP at %s: qemu exited: %s", vm.qmpSocket, vm.Stderr())
+		case <-time.After(5 * time.Millisecond):
+		}
+	}
 	if err != nil {
 		return nil, fmt.Errorf("connect to QMP at %s: %w", vm.qmpSocket, err)
 	}
