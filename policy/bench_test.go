@@ -2,6 +2,7 @@ package policy
 
 import (
 	"crypto/tls"
+	"encoding/pem"
 	"io"
 	"net/http"
 	"strconv"
@@ -18,6 +19,38 @@ func BenchmarkHTTPSDownload(b *testing.B) {
 		b.Run("mtu"+strconv.Itoa(mtu), func(b *testing.B) {
 			e := newEnv(b, Config{Allow: allow(b, "api.example.com"), MTU: mtu})
 			c := e.g.client(e.n.CACertPEM(), false)
+			b.SetBytes(benchBytes)
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				download(b, c, "https://api.example.com/bytes?n="+strconv.Itoa(benchBytes))
+			}
+		})
+	}
+}
+
+// BenchmarkHTTPDownload is a guest's plain HTTP download through the
+// policy's HTTP proxy.
+func BenchmarkHTTPDownload(b *testing.B) {
+	for _, mtu := range []int{1500, 65000} {
+		b.Run("mtu"+strconv.Itoa(mtu), func(b *testing.B) {
+			e := newEnv(b, Config{Allow: allow(b, "api.example.com"), MTU: mtu})
+			c := e.g.client(nil, false)
+			b.SetBytes(benchBytes)
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				download(b, c, "http://api.example.com/bytes?n="+strconv.Itoa(benchBytes))
+			}
+		})
+	}
+}
+
+// BenchmarkRelayDownload is a guest's HTTPS download with the policy only
+// relaying TCP (net.tcp-allow): the guest's TLS goes to the upstream.
+func BenchmarkRelayDownload(b *testing.B) {
+	for _, mtu := range []int{1500, 65000} {
+		b.Run("mtu"+strconv.Itoa(mtu), func(b *testing.B) {
+			e := newEnv(b, Config{TCPAllow: allow(b, "api.example.com:443"), MTU: mtu})
+			c := e.g.client(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: e.ca.cert.Raw}), false)
 			b.SetBytes(benchBytes)
 			b.ResetTimer()
 			for i := 0; i < b.N; i++ {

@@ -52,6 +52,8 @@ type Network struct {
 	tlsConfig *tls.Config
 	httpSrv   *http.Server
 	httpLn    *connListener
+	// copyBufs carry upstream data to the guest (relay.go).
+	copyBufs *copyBuffers
 
 	// auditor writes the audit records and logs (audit.go).
 	auditor

@@ -120,6 +120,8 @@ func (f *flow) reverseProxy() *httputil.ReverseProxy {
 		ErrorLog:       log.New(redactWriter{&n.auditor}, "", 0),
 		ErrorHandler:   f.proxyError,
 		ModifyResponse: n.modifyResponse,
+		// Bodies reach the guest in full-size segments (relay.go).
+		BufferPool: n.copyBufs,
 	}
 	return f.proxy
 }

@@ -47,11 +47,18 @@ func (n *Network) buildStack() error {
 	// their throughput.
 	rcv := tcpip.TCPReceiveBufferSizeRangeOption{Min: 4 << 10, Default: 256 << 10, Max: 8 << 20}
 	s.SetTransportProtocolOption(tcp.ProtocolNumber, &rcv)
-	snd := tcpip.TCPSendBufferSizeRangeOption{Min: 4 << 10, Default: 256 << 10, Max: 8 << 20}
+	// The send buffer starts at a whole number of full segments (about 254
+	// KiB at the default MTU): a write that fills the room an ACK made is
+	// then cut into full segments only, where 256 KiB left a 2 KiB
+	// remainder segment in every write (the netstack never merges parts
+	// of two writes into one segment). Its auto-tuning keeps it a
+	// multiple of the segment size.
+	snd := tcpip.TCPSendBufferSizeRangeOption{Min: 4 << 10, Default: wholeSegments(n.cfg.MTU, 256<<10), Max: 8 << 20}
 	s.SetTransportProtocolOption(tcp.ProtocolNumber, &snd)
 	moderate := tcpip.TCPModerateReceiveBufferOption(true)
 	s.SetTransportProtocolOption(tcp.ProtocolNumber, &moderate)
 
+	n.copyBufs = newCopyBuffers(n.cfg.MTU)
 	ch, ep := newFrameLink(n.cfg.MTU, gatewayMAC)
 	n.link = ch
 	if err := s.CreateNIC(nicID, ep); err != nil {
