@@ -6,7 +6,6 @@ import (
 	"time"
 )
 
-
 // Options say which records Show writes, and how.
 type Options struct {
 	// Dir is the audit directory (the runtime config's audit_dir).
