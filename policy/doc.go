@@ -79,11 +79,12 @@
 // (tcp.go, udp.go, dns.go, proxy.go) carries them out and audits them,
 // and patterns.go classifies addresses. NewPolicy builds the same Policy
 // without a network, for a tool asking whether something would be
-// allowed:
+// allowed (policyquery does this for `gondolin policy test`):
 //
 //	p, err := policy.NewPolicy(ctx, rules.Config(values))
+//	synth := policy.FirstSyntheticAddr() // what synthetic DNS gives the first name
 //	facts := policy.StaticFacts{Synthetic: map[netip.Addr]string{synth: host}} // resolves with net.DefaultResolver
-//	c := p.DecideConnect(facts, netip.AddrPortFrom(synth, 443), gateway)      // c.Action, c.Allow, c.Reason, c.Hint
+//	c := p.DecideConnect(facts, netip.AddrPortFrom(synth, 443), policy.DefaultGateway()) // c.Action, c.Allow, c.Reason, c.Hint
 //	d := p.DecideRequest(ctx, facts, policy.Flow{Dst: c.Flow.Dst, Synthetic: true, Name: host, TLS: true}, req)
 //	// d.Allow, d.Reason, d.Hint, d.Addrs, d.Secrets
 package policy
