@@ -187,14 +187,10 @@ func checkContainerd(path string) Item {
 		if !ok {
 			continue
 		}
-		p := filepath.Clean(entry)
-		if !filepath.IsAbs(p) {
-			p = filepath.Join(filepath.Dir(path), p)
-		}
-		// containerd globs only entries with a "*".
-		matches := []string{p}
-		if strings.Contains(p, "*") {
-			matches, _ = filepath.Glob(p)
+		matches, err := hostinstall.ResolveImport(path, entry)
+		if err != nil {
+			it.Status, it.Summary = Fail, oneLine(err.Error())+": containerd does not start"
+			return it
 		}
 		for _, m := range matches {
 			b, err := os.ReadFile(m)

@@ -90,7 +90,7 @@ func PlanContainerd(install bool, o ContainerdOptions) (Plan, error) {
 			return Plan{}, err
 		}
 		for _, e := range entries {
-			paths, err := resolveImport(o.Config, e)
+			paths, err := ResolveImport(o.Config, e)
 			if err != nil {
 				return Plan{}, err
 			}
@@ -138,8 +138,10 @@ func PlanContainerd(install bool, o ContainerdOptions) (Plan, error) {
 	return p, nil
 }
 
-// resolveImport is containerd's resolveImports for one entry.
-func resolveImport(mainPath, entry string) ([]string, error) {
+// ResolveImport is containerd's resolveImports for one entry of the
+// imports of the config file mainPath: a relative path is relative to the
+// config's directory, and only an entry with a "*" is a glob.
+func ResolveImport(mainPath, entry string) ([]string, error) {
 	p := filepath.Clean(entry)
 	if !filepath.IsAbs(p) {
 		p = filepath.Join(filepath.Dir(mainPath), p)
