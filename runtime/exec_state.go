@@ -30,7 +30,7 @@ type execState interface {
 }
 
 // execCreated: the exec exists in the guest and waits for Start.
-type execCreated struct{}
+type execCreated struct{ live }
 
 func (execCreated) name() string   { return "created" }
 func (execCreated) status() Status { return StatusCreated }
@@ -43,19 +43,6 @@ func (execCreated) start(ctx context.Context, p *Process) (processState, uint32,
 	return execRunning{}, pid, nil
 }
 
-func (execCreated) kill(ctx context.Context, p *Process, signal uint32, all bool) error {
-	return p.signal(ctx, signal, all)
-}
-
-func (execCreated) resizePty(ctx context.Context, p *Process, width, height uint32) error {
-	return p.resizeTerminal(ctx, width, height)
-}
-
-func (execCreated) closeIO(p *Process) error {
-	p.closeInput()
-	return nil
-}
-
 func (execCreated) exited() processState { return execStopped{} }
 
 // deleteExec: the agent kills an exec that never started and forgets it,
@@ -65,26 +52,13 @@ func (execCreated) deleteExec(ctx context.Context, p *Process) (Exit, error) {
 }
 
 // execRunning: the exec runs.
-type execRunning struct{}
+type execRunning struct{ live }
 
 func (execRunning) name() string   { return "running" }
 func (execRunning) status() Status { return StatusRunning }
 
 func (s execRunning) start(_ context.Context, p *Process) (processState, uint32, error) {
 	return nil, 0, p.refuse("start", s)
-}
-
-func (execRunning) kill(ctx context.Context, p *Process, signal uint32, all bool) error {
-	return p.signal(ctx, signal, all)
-}
-
-func (execRunning) resizePty(ctx context.Context, p *Process, width, height uint32) error {
-	return p.resizeTerminal(ctx, width, height)
-}
-
-func (execRunning) closeIO(p *Process) error {
-	p.closeInput()
-	return nil
 }
 
 func (execRunning) exited() processState { return execStopped{} }

@@ -53,7 +53,7 @@ type execRequest struct {
 const killedStatus = 128 + uint32(unix.SIGKILL)
 
 // initCreated: the init exists in the guest and waits for Start.
-type initCreated struct{}
+type initCreated struct{ live }
 
 func (initCreated) name() string   { return "created" }
 func (initCreated) status() Status { return StatusCreated }
@@ -64,19 +64,6 @@ func (initCreated) start(ctx context.Context, p *Process) (processState, uint32,
 		return nil, 0, err
 	}
 	return initRunning{}, pid, nil
-}
-
-func (initCreated) kill(ctx context.Context, p *Process, signal uint32, all bool) error {
-	return p.signal(ctx, signal, all)
-}
-
-func (initCreated) resizePty(ctx context.Context, p *Process, width, height uint32) error {
-	return p.resizeTerminal(ctx, width, height)
-}
-
-func (initCreated) closeIO(p *Process) error {
-	p.closeInput()
-	return nil
 }
 
 func (initCreated) exited() processState { return initStopped{} }
@@ -100,26 +87,13 @@ func (initCreated) delete(p *Process) (processState, error) {
 }
 
 // initRunning: the init runs.
-type initRunning struct{}
+type initRunning struct{ live }
 
 func (initRunning) name() string   { return "running" }
 func (initRunning) status() Status { return StatusRunning }
 
 func (s initRunning) start(_ context.Context, p *Process) (processState, uint32, error) {
 	return nil, 0, p.refuse("start", s)
-}
-
-func (initRunning) kill(ctx context.Context, p *Process, signal uint32, all bool) error {
-	return p.signal(ctx, signal, all)
-}
-
-func (initRunning) resizePty(ctx context.Context, p *Process, width, height uint32) error {
-	return p.resizeTerminal(ctx, width, height)
-}
-
-func (initRunning) closeIO(p *Process) error {
-	p.closeInput()
-	return nil
 }
 
 func (initRunning) exited() processState { return initStopped{} }

@@ -6,6 +6,8 @@ import (
 	"github.com/containerd/errdefs"
 )
 
+// The operations states of the init and of an exec share.
+
 // stopped is what an exited init and an exited exec share: nothing to
 // start, resize or wait for any more; their stdin can still be closed.
 type stopped struct{}
@@ -38,3 +40,20 @@ func (stopped) closeIO(p *Process) error {
 }
 
 func (stopped) exited() processState { return nil }
+
+// live is what a created and a running process share: a signal, a
+// terminal size and the end of stdin go to it.
+type live struct{}
+
+func (live) kill(ctx context.Context, p *Process, signal uint32, all bool) error {
+	return p.signal(ctx, signal, all)
+}
+
+func (live) resizePty(ctx context.Context, p *Process, width, height uint32) error {
+	return p.resizeTerminal(ctx, width, height)
+}
+
+func (live) closeIO(p *Process) error {
+	p.closeInput()
+	return nil
+}
