@@ -1,9 +1,12 @@
 package config
 
 import (
+	"context"
 	"fmt"
+	"net"
 	"net/netip"
 	"strings"
+	"sync/atomic"
 
 	"github.com/earendil-works/gondolin-containerd/policy"
 )
@@ -47,4 +50,35 @@ func (c *Config) Egress(rules policy.Rules, secretValues map[string]string) (Egr
 		pc.AllowInternal = append(pc.AllowInternal, policy.HostPattern{Host: name})
 	}
 	return Egress{Config: pc, Overrides: overrides}, nil
+}
+
+// PinnedResolver resolves the names the policy allows as the shim does:
+// the upstream_hosts pins (Egress.Overrides) first, Next for the others.
+type PinnedResolver struct {
+	Pins map[string][]netip.Addr
+	Next policy.Resolver
+}
+
+// LookupNetIP answers a pinned name from Pins, any other from Next.
+func (r PinnedResolver) LookupNetIP(ctx context.Context, network, host string) ([]netip.Addr, error) {
+	if addrs, ok := r.Pins[strings.TrimSuffix(strings.ToLower(host), ".")]; ok {
+		return addrs, nil
+	}
+	return r.Next.LookupNetIP(ctx, network, host)
+}
+
+// DNSResolver asks the servers in turn (upstream_dns), each question over
+// a connection dial makes; with no servers, those of /etc/resolv.conf.
+// The shim dials from the container's network namespace.
+func DNSResolver(servers []netip.AddrPort, dial policy.DialFunc) *net.Resolver {
+	var next atomic.Uint32
+	return &net.Resolver{
+		PreferGo: true,
+		Dial: func(ctx context.Context, network, address string) (net.Conn, error) {
+			if len(servers) > 0 {
+				address = servers[int(next.Add(1)-1)%len(servers)].String()
+			}
+			return dial(ctx, network, address)
+		},
+	}
 }

@@ -1,6 +1,9 @@
 package config
 
 import (
+	"context"
+	"errors"
+	"net"
 	"net/netip"
 	"testing"
 
@@ -30,5 +33,37 @@ func TestEgress(t *testing.T) {
 	}
 	if len(e.Config.AllowInternal) != 2 || e.Config.AllowInternal[1].Host != "api.x.test" || len(rules.AllowInternal) != 1 {
 		t.Errorf("allow internal = %v (rules: %v)", e.Config.AllowInternal, rules.AllowInternal)
+	}
+}
+
+type fixedResolver []netip.Addr
+
+func (f fixedResolver) LookupNetIP(context.Context, string, string) ([]netip.Addr, error) {
+	return f, nil
+}
+
+// A pinned name is answered from the pins (any case, trailing dot), any
+// other by Next; DNS questions go to the servers in turn over the dial.
+func TestResolvers(t *testing.T) {
+	pinned := netip.MustParseAddr("127.0.0.1")
+	other := netip.MustParseAddr("93.184.215.14")
+	r := PinnedResolver{Pins: map[string][]netip.Addr{"api.x.test": {pinned}}, Next: fixedResolver{other}}
+	if got, _ := r.LookupNetIP(context.Background(), "ip", "API.x.test."); len(got) != 1 || got[0] != pinned {
+		t.Errorf("pinned: %v", got)
+	}
+	if got, _ := r.LookupNetIP(context.Background(), "ip", "b.x.test"); len(got) != 1 || got[0] != other {
+		t.Errorf("other: %v", got)
+	}
+	servers := []netip.AddrPort{netip.MustParseAddrPort("10.0.0.2:53"), netip.MustParseAddrPort("10.0.0.3:5353")}
+	var dialled []string
+	res := DNSResolver(servers, func(_ context.Context, _, address string) (net.Conn, error) {
+		dialled = append(dialled, address)
+		return nil, errors.New("no network in this test")
+	})
+	for i := 0; i < 2; i++ {
+		res.Dial(context.Background(), "udp", "127.0.0.53:53")
+	}
+	if len(dialled) != 2 || dialled[0] != "10.0.0.2:53" || dialled[1] != "10.0.0.3:5353" {
+		t.Errorf("dialled %v, want the servers in turn", dialled)
 	}
 }

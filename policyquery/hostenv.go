@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
-	"sync/atomic"
 
 	"github.com/earendil-works/gondolin-containerd/config"
 	"github.com/earendil-works/gondolin-containerd/internal/netaddrs"
@@ -25,15 +24,8 @@ func HostEnv(cfg *config.Config) (Env, error) {
 	}
 	env := Env{Resolver: net.DefaultResolver, HostAddrs: hostAddrs}
 	if len(servers) > 0 {
-		var next atomic.Uint32
 		var d net.Dialer
-		env.Resolver = &net.Resolver{
-			PreferGo: true,
-			Dial: func(ctx context.Context, network, _ string) (net.Conn, error) {
-				srv := servers[int(next.Add(1)-1)%len(servers)]
-				return d.DialContext(ctx, network, srv.String())
-			},
-		}
+		env.Resolver = config.DNSResolver(servers, d.DialContext)
 	}
 	return env, nil
 }

@@ -194,7 +194,7 @@ func Evaluate(ctx context.Context, cfg *config.Config, q Query, env Env) (*Repor
 		facts: policy.StaticFacts{
 			Synthetic: map[netip.Addr]string{},
 			Forwarded: map[netip.Addr][]string{},
-			Resolver:  overrideResolver{overrides: egress.Overrides, next: resolver},
+			Resolver:  config.PinnedResolver{Pins: egress.Overrides, Next: resolver},
 		},
 	}
 	if err := r.run(ctx); err != nil {
@@ -501,18 +501,4 @@ func joinAddrs(addrs []netip.Addr) string {
 		s[i] = a.String()
 	}
 	return strings.Join(s, ", ")
-}
-
-// overrideResolver answers the upstream_hosts names from the config, as
-// the runtime's upstream resolver does, and asks next for the others.
-type overrideResolver struct {
-	overrides map[string][]netip.Addr
-	next      policy.Resolver
-}
-
-func (r overrideResolver) LookupNetIP(ctx context.Context, network, host string) ([]netip.Addr, error) {
-	if addrs, ok := r.overrides[strings.TrimSuffix(strings.ToLower(host), ".")]; ok {
-		return addrs, nil
-	}
-	return r.next.LookupNetIP(ctx, network, host)
 }

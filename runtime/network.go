@@ -12,7 +12,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync/atomic"
 
 	"github.com/containerd/errdefs"
 	"github.com/containerd/log"
@@ -83,7 +82,7 @@ func startNetwork(ctx context.Context, p networkParams) (_ *sandboxNetwork, retE
 	cfg.CAStateDir = p.caDir
 	cfg.Dialer = ns.dial
 	cfg.HostAddrs = ns.hostAddrs
-	cfg.Resolver = newUpstreamResolver(egress.Overrides, ns, cfg.DNSServers)
+	cfg.Resolver = config.PinnedResolver{Pins: egress.Overrides, Next: config.DNSResolver(cfg.DNSServers, ns.dial)}
 	if cfg.RootCAs, err = upstreamRoots(p.runtime.UpstreamCAFile); err != nil {
 		return nil, err
 	}
@@ -248,37 +247,6 @@ func upstreamRoots(extraFile string) (*x509.CertPool, error) {
 		return nil, fmt.Errorf("runtime config upstream_ca_file %s: no PEM certificate in it", extraFile)
 	}
 	return pool, nil
-}
-
-// upstreamResolver resolves the names policy allows: the operator's
-// overrides first, then DNS asked from the container's network namespace
-// (the upstream_dns servers, or those of the host's resolv.conf).
-type upstreamResolver struct {
-	overrides map[string][]netip.Addr
-	dns       *net.Resolver
-}
-
-func newUpstreamResolver(overrides map[string][]netip.Addr, ns *netNS, servers []netip.AddrPort) *upstreamResolver {
-	var next atomic.Uint32
-	return &upstreamResolver{
-		overrides: overrides,
-		dns: &net.Resolver{
-			PreferGo: true,
-			Dial: func(ctx context.Context, network, address string) (net.Conn, error) {
-				if len(servers) > 0 {
-					address = servers[int(next.Add(1)-1)%len(servers)].String()
-				}
-				return ns.dial(ctx, network, address)
-			},
-		},
-	}
-}
-
-func (r *upstreamResolver) LookupNetIP(ctx context.Context, network, host string) ([]netip.Addr, error) {
-	if addrs, ok := r.overrides[strings.TrimSuffix(strings.ToLower(host), ".")]; ok {
-		return addrs, nil
-	}
-	return r.dns.LookupNetIP(ctx, network, host)
 }
 
 // hostAddrs lists the addresses a dial from the namespace could reach on
