@@ -111,7 +111,11 @@ func TestRelayOOMRateLimited(t *testing.T) {
 			return "other", nil // another container's: never published
 		}
 		return "c1", nil
-	}, func() { published.Add(1) })
+	}, func(id string) {
+		if id == "c1" {
+			published.Add(1)
+		}
+	})
 	// A burst of 10, then 10 a second for 1.5 s.
 	if a := asked.Load(); a > 26 {
 		t.Errorf("the guest was asked %d times in 1.5 s; want at most 26", a)
@@ -129,7 +133,7 @@ func TestRelayOOMEndsWithContext(t *testing.T) {
 		relayOOM(ctx, "c1", 10, func(ctx context.Context) (string, error) {
 			<-ctx.Done()
 			return "", ctx.Err()
-		}, func() {})
+		}, func(string) {})
 		close(done)
 	}()
 	cancel()
@@ -163,10 +167,13 @@ func testContainer(t *testing.T, timeout time.Duration) (*Container, *fakeVM) {
 	cfg := config.Default(t.TempDir())
 	cfg.Limits.AgentCallTimeout = config.Duration{Duration: timeout}
 	vm := newFakeVM()
+	rt := New(Config{Runtime: cfg})
 	c := &Container{
-		ID: "c1", rt: New(Config{Runtime: cfg}), sb: &sandbox{vm: vm},
+		ID: "c1", rt: rt,
 		execs: map[string]*Process{}, stopping: make(chan struct{}),
 	}
+	c.pod = newPod(rt, c)
+	c.pod.sb = &sandbox{vm: vm}
 	c.init = newProcess(c, "", Stdio{}, &hostIO{})
 	return c, vm
 }

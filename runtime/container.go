@@ -14,36 +14,26 @@ import (
 	"github.com/earendil-works/gondolin-containerd/guest-agent/api"
 )
 
-// Container is a container running in its own sandbox.
+// Container is a container in a pod's VM: its root file system, binds,
+// init and execs. What the VM needs (its network, host cgroup, watchers)
+// belongs to its pod; a container created on its own is a pod of one.
 type Container struct {
 	ID     string
 	Bundle string
 	rt     *Runtime
-	sb     *sandbox
-	net    *sandboxNetwork // nil without a NIC (net.mode=none)
-	netns  *netNS
-	// placeholders stand for the secrets' values in every process's
-	// environment; the real values stay on the host.
-	placeholders map[string]string
-	spec         *specs.Spec
-	init         *Process
-	memoryMiB    uint64
-	// cgroup is the container's host cgroup (linux.cgroupsPath) holding
-	// QEMU and the virtiofsds; nil without a cgroupsPath.
-	cgroup *hostCgroup
+	pod    *pod
+	spec   *specs.Spec
+	init   *Process
 	// host is the container's host-side state, whose cleanup undoes
-	// everything made on the host for it.
+	// everything made on the host for it. The pod's owner shares it with
+	// its pod.
 	host *hostState
-
-	// vmStopOnce stops the VM once when a helper dies or the guest is
-	// wedged.
-	vmStopOnce sync.Once
 
 	// mu guards execs.
 	mu    sync.Mutex
 	execs map[string]*Process
 
-	// stopping is closed when Delete tears the sandbox down on purpose.
+	// stopping is closed when Delete removes the container on purpose.
 	stopping     chan struct{}
 	stoppingOnce sync.Once
 }
@@ -68,23 +58,17 @@ func (c *Container) guestCall(ctx context.Context, what string, call func(contex
 	defer cancel()
 	err := call(cctx)
 	if err != nil && errors.Is(cctx.Err(), context.DeadlineExceeded) && ctx.Err() == nil && !c.paused() {
-		c.stopVM(fmt.Sprintf("%s: the guest did not answer within %s (limits.agent_call_timeout)", what, d))
+		c.pod.stopVM(fmt.Sprintf("%s: the guest did not answer within %s (limits.agent_call_timeout)", what, d))
 		return fmt.Errorf("%s: the guest did not answer within %s (limits.agent_call_timeout); its VM was stopped: %w", what, d, errdefs.ErrUnavailable)
 	}
 	return err
 }
 
-func (c *Container) pid() uint32 {
-	if c.sb == nil || c.sb.vm == nil {
-		return 0
-	}
-	return uint32(c.sb.vm.Pid())
-}
+// pid is the task's pid: its pod's VMM.
+func (c *Container) pid() uint32 { return uint32(c.pod.vmmPid()) }
 
-// paused says the container's VM is paused: its init's state.
-func (c *Container) paused() bool {
-	return c.init != nil && c.init.current().status() == StatusPaused
-}
+// paused says the container's VM is paused.
+func (c *Container) paused() bool { return c.pod.paused() }
 
 // initState is the state of the container's init, on which the
 // container's operations dispatch.
@@ -93,7 +77,7 @@ func (c *Container) initState() initState {
 }
 
 // Accelerator is how the container's VM runs (kvm or tcg).
-func (c *Container) Accelerator() string { return string(c.sb.accel) }
+func (c *Container) Accelerator() string { return string(c.pod.sb.accel) }
 
 // Process returns the init process (execID "") or an exec.
 func (c *Container) Process(execID string) (*Process, error) {
@@ -125,7 +109,7 @@ func (c *Container) runningContext() (context.Context, context.CancelFunc) {
 	go func() {
 		select {
 		case <-c.stopping:
-		case <-c.sb.vm.Done():
+		case <-c.pod.sb.vm.Done():
 		case <-ctx.Done():
 		}
 		cancel()
@@ -135,11 +119,7 @@ func (c *Container) runningContext() (context.Context, context.CancelFunc) {
 
 // hookState is the container's state for its hooks.
 func (c *Container) hookState(status specs.ContainerState) ([]byte, error) {
-	pid := 0
-	if c.sb != nil && c.sb.vm != nil {
-		pid = c.sb.vm.Pid()
-	}
-	return hookState(c.spec, c.ID, c.Bundle, status, pid)
+	return hookState(c.spec, c.ID, c.Bundle, status, c.pod.vmmPid())
 }
 
 // ProcessInfo is one process of the container as the guest sees it.
@@ -152,7 +132,7 @@ type ProcessInfo struct {
 func (c *Container) Pids(ctx context.Context) ([]ProcessInfo, error) {
 	var resp *api.ListProcessesResponse
 	err := c.guestCall(ctx, "list processes", func(ctx context.Context) (err error) {
-		resp, err = c.sb.agent.ListProcesses(ctx, &api.ListProcessesRequest{ContainerId: c.ID})
+		resp, err = c.pod.sb.agent.ListProcesses(ctx, &api.ListProcessesRequest{ContainerId: c.ID})
 		return err
 	})
 	if err != nil {
@@ -171,16 +151,16 @@ func (c *Container) Update(ctx context.Context, res *specs.LinuxResources) error
 	if res == nil {
 		return nil
 	}
-	if m := res.Memory; m != nil && m.Limit != nil && *m.Limit > 0 && uint64(*m.Limit)>>20 > c.memoryMiB {
+	if m := res.Memory; m != nil && m.Limit != nil && *m.Limit > 0 && uint64(*m.Limit)>>20 > c.pod.memoryMiB {
 		return fmt.Errorf("memory limit of %d MiB exceeds the %d MiB the VM of %s was booted with; the VM size is fixed at create (set io.gondolin.vm.memory or a larger limit at create): %w",
-			uint64(*m.Limit)>>20, c.memoryMiB, c.ID, errdefs.ErrInvalidArgument)
+			uint64(*m.Limit)>>20, c.pod.memoryMiB, c.ID, errdefs.ErrInvalidArgument)
 	}
 	b, err := json.Marshal(res)
 	if err != nil {
 		return fmt.Errorf("encode resources: %w", err)
 	}
 	if err := c.guestCall(ctx, "update resources", func(ctx context.Context) error {
-		_, err := c.sb.agent.UpdateContainer(ctx, &api.UpdateContainerRequest{ContainerId: c.ID, ResourcesJson: b})
+		_, err := c.pod.sb.agent.UpdateContainer(ctx, &api.UpdateContainerRequest{ContainerId: c.ID, ResourcesJson: b})
 		return err
 	}); err != nil {
 		return fmt.Errorf("update %s: %w", c.ID, agentError(err))

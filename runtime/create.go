@@ -37,10 +37,12 @@ func (r *Runtime) Create(ctx context.Context, opts CreateOpts) (*Container, erro
 	if _, err := r.Get(opts.ID); err == nil {
 		return nil, fmt.Errorf("container %s: %w", opts.ID, errdefs.ErrAlreadyExists)
 	}
-	cr := &creation{r: r, opts: opts, c: &Container{
+	c := &Container{
 		ID: opts.ID, Bundle: opts.Bundle, rt: r,
 		execs: map[string]*Process{}, stopping: make(chan struct{}),
-	}}
+	}
+	c.pod = newPod(r, c)
+	cr := &creation{r: r, opts: opts, pod: c.pod, c: c}
 	timing := newPhases()
 	err := runSteps(ctx, timing, []step{
 		{"parse the bundle", "parse", cr.parseBundle},
@@ -67,9 +69,10 @@ func (r *Runtime) Create(ctx context.Context, opts CreateOpts) (*Container, erro
 	if err != nil {
 		return nil, err
 	}
-	c := cr.c
 	log.G(ctx).WithFields(timing.fields).WithField("container", c.ID).Debug("container created")
-	c.startWatchers(cr.shares)
+	c.pod.join(c)
+	c.pod.start(cr.shares)
+	c.startWatchers()
 	r.mu.Lock()
 	r.containers[c.ID] = c
 	r.mu.Unlock()
@@ -82,10 +85,11 @@ type creation struct {
 	r    *Runtime
 	opts CreateOpts
 	c    *Container
+	// pod is the VM the container runs in, made by this create.
+	pod *pod
 
 	settings *oci.Settings
 	guest    *oci.GuestContainer
-	cpus     uint32
 	setup    *vmSetup
 	// rootfs is the container's root file system on the host.
 	rootfs string
@@ -123,7 +127,7 @@ func (cr *creation) parseBundle(ctx context.Context) (undoFunc, error) {
 	if devs := oci.HostDevices(spec); len(devs) > 0 {
 		log.G(ctx).WithField("container", cr.opts.ID).Warnf("host devices are not available inside the VM; the container will not have %s", strings.Join(devs, ", "))
 	}
-	cr.c.spec, cr.c.memoryMiB, cr.cpus = spec, memMiB, cpus
+	cr.c.spec, cr.pod.memoryMiB, cr.pod.cpus = spec, memMiB, cpus
 	return nil, nil
 }
 
@@ -139,7 +143,7 @@ func (cr *creation) stateDirectory(ctx context.Context) (undoFunc, error) {
 	if err != nil {
 		return nil, err
 	}
-	cr.c.host = h
+	cr.c.host, cr.pod.host = h, h
 	return func(context.Context) error { return h.cleanup() }, nil
 }
 
@@ -220,12 +224,12 @@ func (cr *creation) hostCgroup(context.Context) (undoFunc, error) {
 	if spec.Linux == nil || spec.Linux.CgroupsPath == "" {
 		return nil, nil
 	}
-	lim := vmCgroupLimits(spec, cr.c.memoryMiB, cr.cpus, cr.r.cfg.Runtime.Limits.HostMemoryOverheadMiB)
+	lim := vmCgroupLimits(spec, cr.pod.memoryMiB, cr.pod.cpus, cr.r.cfg.Runtime.Limits.HostMemoryOverheadMiB)
 	cg, err := openHostCgroup(spec.Linux.CgroupsPath, lim)
 	if err != nil {
 		return nil, err
 	}
-	cr.c.cgroup = cg
+	cr.pod.cgroup = cg
 	if !cg.created {
 		return nil, nil
 	}
@@ -249,7 +253,7 @@ func (cr *creation) netns(context.Context) (undoFunc, error) {
 	if err != nil {
 		return nil, err
 	}
-	cr.c.netns = ns
+	cr.pod.netns = ns
 	return func(context.Context) error { return ns.Close() }, nil
 }
 
@@ -268,36 +272,36 @@ func (cr *creation) network(ctx context.Context) (undoFunc, error) {
 		spec:      cr.c.spec,
 		settings:  cr.settings,
 		runtime:   r.cfg.Runtime,
-		ns:        cr.c.netns,
+		ns:        cr.pod.netns,
 	})
 	if err != nil {
 		return nil, err
 	}
-	cr.c.net = network
+	cr.pod.net = network
 	return func(context.Context) error { return network.Close() }, nil
 }
 
 // vm boots the VM (sandbox.go) and waits for its agent.
 func (cr *creation) vm(ctx context.Context) (undoFunc, error) {
-	c := cr.c
+	p := cr.pod
 	sb, err := startSandbox(ctx, sandboxConfig{
 		id:        cr.opts.ID,
-		stateDir:  c.host.dir,
+		stateDir:  p.host.dir,
 		shares:    cr.shares,
 		console:   filepath.Join(cr.opts.Bundle, "console.log"),
-		memoryMiB: c.memoryMiB,
-		cpus:      cr.cpus,
+		memoryMiB: p.memoryMiB,
+		cpus:      p.cpus,
 		runtime:   cr.r.cfg.Runtime,
 		setup:     cr.setup,
-		nic:       c.net.nic(),
-		netns:     c.netns,
-		cgroup:    c.cgroup,
-		host:      c.host,
+		nic:       p.net.nic(),
+		netns:     p.netns,
+		cgroup:    p.cgroup,
+		host:      p.host,
 	})
 	if err != nil {
 		return nil, err
 	}
-	c.sb = sb
+	p.sb = sb
 	return func(ctx context.Context) error {
 		sb.stop(ctx, 0)
 		return nil
@@ -335,7 +339,7 @@ func (cr *creation) stdio(ctx context.Context) (undoFunc, error) {
 		return nil, err
 	}
 	c.init = newProcess(c, "", cr.opts.Stdio, hio)
-	if cr.initStdio, err = c.init.attachStdio(c.sb.agent); err != nil {
+	if cr.initStdio, err = c.init.attachStdio(c.pod.sb.agent); err != nil {
 		hio.Close()
 		return nil, err
 	}
@@ -348,12 +352,12 @@ func (cr *creation) stdio(ctx context.Context) (undoFunc, error) {
 // guestCreate creates the container in the guest, its init waiting for
 // Start. Nothing to undo: stopping the VM ends it.
 func (cr *creation) guestCreate(ctx context.Context) (undoFunc, error) {
-	c := cr.c
-	c.placeholders = c.net.placeholders(cr.settings)
-	req := cr.guest.Request(guestSetup(c.net, c.placeholders, cr.initStdio))
+	c, p := cr.c, cr.pod
+	p.placeholders = p.net.placeholders(cr.settings)
+	req := cr.guest.Request(guestSetup(p.net, p.placeholders, cr.initStdio))
 	cctx, cancel := context.WithTimeout(ctx, cr.r.cfg.Runtime.Limits.AgentCallTimeout.Duration)
 	defer cancel()
-	resp, err := c.sb.agent.CreateContainer(cctx, req)
+	resp, err := p.sb.agent.CreateContainer(cctx, req)
 	if err != nil {
 		return nil, processStartError("create", "agent", err)
 	}

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/containerd/log"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 )
 
@@ -63,13 +62,9 @@ func (c *Container) Delete(ctx context.Context) (Exit, error) {
 func (c *Container) teardown(ctx context.Context) error {
 	ctx = context.WithoutCancel(ctx)
 	c.stoppingOnce.Do(func() { close(c.stopping) })
-	c.sb.stop(ctx, 3*time.Second)
+	c.pod.leave(c)
+	c.pod.stop(ctx)
 	c.init.io.Close()
-	if err := c.net.Close(); err != nil {
-		log.G(ctx).WithError(err).Warn("close the container's network")
-	}
-	if err := c.netns.Close(); err != nil {
-		log.G(ctx).WithError(err).Warn("release the container's network namespace")
-	}
+	c.pod.releaseNetwork(ctx)
 	return c.host.cleanup()
 }

@@ -27,7 +27,7 @@ func (c *Container) Exec(ctx context.Context, execID string, spec *specs.Process
 // addExec creates the exec in the guest, waiting for Start.
 func (c *Container) addExec(ctx context.Context, req execRequest) (_ *Process, retErr error) {
 	execID, stdio := req.id, req.stdio
-	proc, err := oci.GuestProcess(req.spec, c.placeholders)
+	proc, err := oci.GuestProcess(req.spec, c.pod.placeholders)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", err, errdefs.ErrInvalidArgument)
 	}
@@ -61,7 +61,7 @@ func (c *Container) addExec(ctx context.Context, req execRequest) (_ *Process, r
 	var want *api.Stdio
 	err = c.guestCall(ctx, "open the exec's stdio", func(ctx context.Context) error {
 		go func() {
-			w, err := p.attachStdio(c.sb.agent)
+			w, err := p.attachStdio(c.pod.sb.agent)
 			res <- attached{w, err}
 		}()
 		select {
@@ -77,14 +77,14 @@ func (c *Container) addExec(ctx context.Context, req execRequest) (_ *Process, r
 		return nil, err
 	}
 	if err := c.guestCall(ctx, "exec in "+c.ID, func(ctx context.Context) error {
-		_, err := c.sb.agent.ExecProcess(ctx, &api.ExecProcessRequest{ContainerId: c.ID, ExecId: execID, Process: proc, Stdio: want})
+		_, err := c.pod.sb.agent.ExecProcess(ctx, &api.ExecProcessRequest{ContainerId: c.ID, ExecId: execID, Process: proc, Stdio: want})
 		return err
 	}); err != nil {
 		p.CloseStdin()
 		hio.Close()
 		return nil, processStartError("exec", "exec in "+c.ID, err)
 	}
-	go p.wait(c.sb.agent)
+	go p.wait(c.pod.sb.agent)
 	c.mu.Lock()
 	c.execs[execID] = p
 	c.mu.Unlock()
@@ -109,11 +109,11 @@ func (c *Container) DeleteExec(ctx context.Context, execID string) (Exit, error)
 func (c *Container) removeExec(ctx context.Context, p *Process) (Exit, error) {
 	execID := p.execID
 	select {
-	case <-c.sb.vm.Done():
+	case <-c.pod.sb.vm.Done():
 		// Nothing is left in the guest to forget it.
 	default:
 		if err := c.guestCall(ctx, "delete exec "+execID, func(ctx context.Context) error {
-			_, err := c.sb.agent.DeleteProcess(ctx, &api.DeleteProcessRequest{ContainerId: c.ID, ExecId: execID})
+			_, err := c.pod.sb.agent.DeleteProcess(ctx, &api.DeleteProcessRequest{ContainerId: c.ID, ExecId: execID})
 			return err
 		}); err != nil {
 			return Exit{}, fmt.Errorf("delete exec %s of %s: %w", execID, c.ID, agentError(err))

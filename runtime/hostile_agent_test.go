@@ -38,7 +38,7 @@ func TestKillRefusedByGuestStopsVM(t *testing.T) {
 	for _, code := range []codes.Code{codes.NotFound, codes.Internal, codes.FailedPrecondition} {
 		t.Run(code.String(), func(t *testing.T) {
 			c, vm := testContainer(t, 100*time.Millisecond)
-			c.sb.agent = &agentConn{AgentService: refusingAgent{code: code}}
+			c.pod.sb.agent = &agentConn{AgentService: refusingAgent{code: code}}
 			c.init.state = initRunning{}
 			_ = c.init.Kill(context.Background(), uint32(syscall.SIGKILL), false)
 			select {
@@ -50,7 +50,7 @@ func TestKillRefusedByGuestStopsVM(t *testing.T) {
 	}
 	// Another signal is the guest's business: no VM is stopped for it.
 	c, vm := testContainer(t, 50*time.Millisecond)
-	c.sb.agent = &agentConn{AgentService: refusingAgent{code: codes.NotFound}}
+	c.pod.sb.agent = &agentConn{AgentService: refusingAgent{code: codes.NotFound}}
 	c.init.state = initRunning{}
 	_ = c.init.Kill(context.Background(), uint32(syscall.SIGTERM), false)
 	time.Sleep(200 * time.Millisecond)

@@ -63,7 +63,7 @@ func (c *Container) publishListeners() {
 			limits = l
 		}
 	}
-	host, err := c.netns.isHost()
+	host, err := c.pod.netns.isHost()
 	if err != nil {
 		// Unknown is treated as the host's: the stricter rules.
 		entry.WithError(err).Warn("cannot tell whether the container's network namespace is the host's; publishing as if it were")
@@ -76,7 +76,7 @@ func (c *Container) publishListeners() {
 	// picked up by the next call, which returns the guest's latest list.
 	events := rate.NewLimiter(rate.Limit(limits.GuestEventsPerSecond), limits.GuestEventsPerSecond)
 	pub.follow(ctx, events, func(ctx context.Context, generation uint64) (*api.Listeners, error) {
-		return c.sb.agent.WaitListeners(ctx, &api.WaitListenersRequest{Generation: generation})
+		return c.pod.sb.agent.WaitListeners(ctx, &api.WaitListenersRequest{Generation: generation})
 	})
 }
 
@@ -339,8 +339,8 @@ func newPublisher(c *Container, entry *log.Entry, rules ingressRules, limits con
 		maxUDPFlows: int64(limits.UDPFlows),
 	}
 	p.open = p.openPort
-	if c != nil && c.net != nil {
-		p.dialGuest, p.dialGuestUDP = c.net.policy.DialGuest, c.net.policy.DialGuestUDP
+	if c != nil && c.pod.net != nil {
+		p.dialGuest, p.dialGuestUDP = c.pod.net.policy.DialGuest, c.pod.net.policy.DialGuestUDP
 	}
 	return p
 }
@@ -415,7 +415,7 @@ func (p *publisher) summarise(r ingressRefusals, failed int, firstErr error) {
 // listen listens on port on every address of the container's namespace.
 func (p *publisher) listen(port uint16) (net.Listener, error) {
 	var ln net.Listener
-	err := p.c.netns.do(func() error {
+	err := p.c.pod.netns.do(func() error {
 		var err error
 		ln, err = net.Listen("tcp", wildcard(port))
 		return err

@@ -27,7 +27,7 @@ type udpRelay struct {
 // relays its datagrams into the guest until closed.
 func (p *publisher) relayUDP(ctx context.Context, port uint16) (*udpRelay, error) {
 	var pc net.PacketConn
-	err := p.c.netns.do(func() error {
+	err := p.c.pod.netns.do(func() error {
 		var err error
 		pc, err = net.ListenPacket("udp", wildcard(port))
 		return err

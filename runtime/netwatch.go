@@ -131,7 +131,7 @@ func (c *Container) followNetNS(ctx context.Context, w *netWatch, applied nsLink
 			}
 			w = next
 		}
-		link, err := c.netns.link()
+		link, err := c.pod.netns.link()
 		if err != nil {
 			entry.WithError(err).Warn("read the container's network namespace after a change")
 			continue
@@ -160,7 +160,7 @@ func (c *Container) resubscribe(ctx context.Context, entry *log.Entry) (*netWatc
 	var err error
 	for i := 0; i < 10; i++ {
 		var w *netWatch
-		if w, err = c.netns.watch(entry); err == nil {
+		if w, err = c.pod.netns.watch(entry); err == nil {
 			return w, nil
 		}
 		select {

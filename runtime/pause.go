@@ -54,7 +54,7 @@ func (c *Container) resumeForSignal(ctx context.Context) error {
 
 // pauseVM stops the VM's vCPUs.
 func (c *Container) pauseVM(ctx context.Context) error {
-	if err := c.sb.vm.Pause(ctx); err != nil {
+	if err := c.pod.sb.vm.Pause(ctx); err != nil {
 		return fmt.Errorf("pause %s: %w", c.ID, err)
 	}
 	return nil
@@ -62,7 +62,7 @@ func (c *Container) pauseVM(ctx context.Context) error {
 
 // resumeVM lets the VM's vCPUs run again.
 func (c *Container) resumeVM(ctx context.Context) error {
-	if err := c.sb.vm.Resume(ctx); err != nil {
+	if err := c.pod.sb.vm.Resume(ctx); err != nil {
 		return fmt.Errorf("resume %s: %w", c.ID, err)
 	}
 	return nil

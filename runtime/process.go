@@ -377,7 +377,7 @@ func (p *Process) Wait(ctx context.Context) (Exit, error) {
 func (p *Process) startInGuest(ctx context.Context) (uint32, error) {
 	var resp *api.StartProcessResponse
 	err := p.c.guestCall(ctx, "start process", func(ctx context.Context) (err error) {
-		resp, err = p.c.sb.agent.StartProcess(ctx, &api.StartProcessRequest{ContainerId: p.c.ID, ExecId: p.execID})
+		resp, err = p.c.pod.sb.agent.StartProcess(ctx, &api.StartProcessRequest{ContainerId: p.c.ID, ExecId: p.execID})
 		return err
 	})
 	if err != nil {
@@ -396,7 +396,7 @@ func (p *Process) resizeTerminal(ctx context.Context, width, height uint32) erro
 		return fmt.Errorf("%s has no terminal: %w", p, errdefs.ErrFailedPrecondition)
 	}
 	return agentError(p.c.guestCall(ctx, "resize the terminal", func(ctx context.Context) error {
-		_, err := p.c.sb.agent.ResizePty(ctx, &api.ResizePtyRequest{ContainerId: p.c.ID, ExecId: p.execID, Width: width, Height: height})
+		_, err := p.c.pod.sb.agent.ResizePty(ctx, &api.ResizePtyRequest{ContainerId: p.c.ID, ExecId: p.execID, Width: width, Height: height})
 		return err
 	}))
 }
@@ -408,7 +408,7 @@ func (p *Process) resizeTerminal(ctx context.Context, width, height uint32) erro
 // the VM is stopped, which reports every process killed.
 func (p *Process) signal(ctx context.Context, signal uint32, all bool) error {
 	mustEnd := signal == uint32(syscall.SIGKILL) && (p.execID == "" || all)
-	if p.c.sb.vmGone() {
+	if p.c.pod.sb.vmGone() {
 		// Nothing runs any more; the exits are on their way.
 		if mustEnd {
 			return nil
@@ -422,17 +422,17 @@ func (p *Process) signal(ctx context.Context, signal uint32, all bool) error {
 		if !mustEnd {
 			return err
 		}
-		p.c.stopVM(fmt.Sprintf("SIGKILL to a paused container whose VM does not resume (%v)", err))
+		p.c.pod.stopVM(fmt.Sprintf("SIGKILL to a paused container whose VM does not resume (%v)", err))
 		return nil
 	}
 	err := p.c.guestCall(ctx, "signal", func(ctx context.Context) error {
-		_, err := p.c.sb.agent.SignalProcess(ctx, &api.SignalProcessRequest{
+		_, err := p.c.pod.sb.agent.SignalProcess(ctx, &api.SignalProcessRequest{
 			ContainerId: p.c.ID, ExecId: p.execID, Signal: signal, All: all,
 		})
 		return err
 	})
 	if mustEnd {
-		if errdefs.IsUnavailable(err) && p.c.sb.vmGone() {
+		if errdefs.IsUnavailable(err) && p.c.pod.sb.vmGone() {
 			// The guest was wedged and its VM stopped: killed all the same.
 			return nil
 		}

@@ -112,10 +112,13 @@ func stateContainer(t *testing.T) (c *Container, exits *atomic.Int64) {
 		t.Fatal(err)
 	}
 	c = &Container{
-		ID: "c1", rt: rt, spec: &specs.Spec{}, netns: &netNS{}, host: host,
-		sb:    &sandbox{vm: newFakeVM(), agent: &agentConn{AgentService: newStateAgent(t)}},
+		ID: "c1", rt: rt, spec: &specs.Spec{}, host: host,
 		execs: map[string]*Process{}, stopping: make(chan struct{}),
 	}
+	c.pod = newPod(rt, c)
+	c.pod.netns, c.pod.host = &netNS{}, host
+	c.pod.sb = &sandbox{vm: newFakeVM(), agent: &agentConn{AgentService: newStateAgent(t)}}
+	c.pod.join(c)
 	c.init = newProcess(c, "", Stdio{Terminal: true}, &hostIO{})
 	rt.containers[c.ID] = c
 	return c, exits
@@ -350,7 +353,7 @@ func TestExitWaitsForStart(t *testing.T) {
 	c, _ := stateContainer(t)
 	agent := &stateAgent{ends: map[string]chan struct{}{}, done: make(chan struct{}), startGate: make(chan struct{})}
 	defer close(agent.done)
-	c.sb.agent = &agentConn{AgentService: agent}
+	c.pod.sb.agent = &agentConn{AgentService: agent}
 	p := newProcess(c, "e1", Stdio{}, &hostIO{})
 	started := make(chan error, 1)
 	go func() {

@@ -61,13 +61,13 @@ func (c *Container) startInit(ctx context.Context) (uint32, error) {
 // An empty namespace at start (docker --network none, a plain ctr run)
 // means no NIC at all, as with runc.
 func (c *Container) configureNetwork(ctx context.Context) (retErr error) {
-	network := c.net
+	network := c.pod.net
 	if network == nil {
 		return nil
 	}
 	// Subscribe before reading, so no change falls between the two.
 	entry := log.G(ctx).WithField("container", c.ID)
-	watch, err := c.netns.watch(entry)
+	watch, err := c.pod.netns.watch(entry)
 	if err != nil {
 		return err
 	}
@@ -76,7 +76,7 @@ func (c *Container) configureNetwork(ctx context.Context) (retErr error) {
 			watch.Close()
 		}
 	}()
-	link, err := c.netns.link()
+	link, err := c.pod.netns.link()
 	if err != nil {
 		return fmt.Errorf("read the container's network namespace: %w", err)
 	}
@@ -85,7 +85,7 @@ func (c *Container) configureNetwork(ctx context.Context) (retErr error) {
 			watch.Close()
 		}
 		if err := c.guestCall(ctx, "detach the guest's NIC", func(ctx context.Context) error {
-			_, err := c.sb.agent.ConfigureNetwork(ctx, &api.ConfigureNetworkRequest{Mac: network.guestConfig().Mac, Detach: true})
+			_, err := c.pod.sb.agent.ConfigureNetwork(ctx, &api.ConfigureNetworkRequest{Mac: network.guestConfig().Mac, Detach: true})
 			return err
 		}); err != nil {
 			return fmt.Errorf("detach the guest's NIC: %w", agentError(err))
@@ -111,16 +111,16 @@ func (c *Container) configureNetwork(ctx context.Context) (retErr error) {
 // sees matches what Docker or Kubernetes report.
 func (c *Container) applyNetwork(ctx context.Context, link nsLink) error {
 	if link.ok {
-		if err := c.net.policy.SetLinkAddresses(link.addr, link.gateway); err != nil {
+		if err := c.pod.net.policy.SetLinkAddresses(link.addr, link.gateway); err != nil {
 			return err
 		}
 	}
-	req := c.net.guestConfig()
+	req := c.pod.net.guestConfig()
 	for _, p := range link.extra {
 		req.ExtraAddresses = append(req.ExtraAddresses, p.String())
 	}
 	if err := c.guestCall(ctx, "configure the guest's network", func(ctx context.Context) error {
-		_, err := c.sb.agent.ConfigureNetwork(ctx, req)
+		_, err := c.pod.sb.agent.ConfigureNetwork(ctx, req)
 		return err
 	}); err != nil {
 		return fmt.Errorf("configure the guest's network: %w", agentError(err))

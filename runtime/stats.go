@@ -24,9 +24,9 @@ const StatsTypeURL = "io.containerd.cgroups.v2.Metrics"
 // and hugetlb figures are the guest's word about the container's own
 // cgroup inside the VM. Without a host cgroup every figure is the guest's.
 func (c *Container) Stats(ctx context.Context) ([]byte, error) {
-	if c.cgroup != nil && c.paused() {
+	if c.pod.cgroup != nil && c.paused() {
 		// A paused VM cannot answer; the host's figures are there.
-		host, err := c.cgroup.figures()
+		host, err := c.pod.cgroup.figures()
 		if err != nil {
 			return nil, fmt.Errorf("stats of %s: %w", c.ID, err)
 		}
@@ -34,16 +34,16 @@ func (c *Container) Stats(ctx context.Context) ([]byte, error) {
 	}
 	var resp *api.StatsResponse
 	err := c.guestCall(ctx, "read stats", func(ctx context.Context) (err error) {
-		resp, err = c.sb.agent.Stats(ctx, &api.StatsRequest{ContainerId: c.ID})
+		resp, err = c.pod.sb.agent.Stats(ctx, &api.StatsRequest{ContainerId: c.ID})
 		return err
 	})
 	if err != nil {
 		return nil, fmt.Errorf("stats of %s: %w", c.ID, agentError(err))
 	}
-	if c.cgroup == nil {
+	if c.pod.cgroup == nil {
 		return resp.Metrics, nil
 	}
-	host, err := c.cgroup.figures()
+	host, err := c.pod.cgroup.figures()
 	if err != nil {
 		return nil, fmt.Errorf("stats of %s: %w", c.ID, err)
 	}

@@ -17,65 +17,58 @@ import (
 // answering, a SIGKILL the guest does not act on, the guest kernel's OOM
 // kills. A dead helper or a wedged guest ends the task; it never hangs it.
 
-// startWatchers follows the created container: its init's exit, and
-// the VM, its file servers (one per share), its agent and its OOM kills.
-func (c *Container) startWatchers(shares []share) {
-	go c.init.wait(c.sb.agent)
-	go c.watchVM()
-	go c.watchAgent()
-	go c.watchOOM()
-	for i, fs := range c.sb.fs {
-		go c.watchFileServer(shares[i].tag, fs)
-	}
+// startWatchers follows the created container's init until it exits.
+func (c *Container) startWatchers() {
+	go c.init.wait(c.pod.sb.agent)
 }
 
-// watchVM turns a VMM that dies under the container into process exits.
-func (c *Container) watchVM() {
+// watchVM turns a VMM that dies under the pod into process exits.
+func (p *pod) watchVM() {
 	select {
-	case <-c.stopping:
+	case <-p.stopping:
 		return
-	case <-c.sb.vm.Done():
+	case <-p.sb.vm.Done():
 	}
-	log.L.WithField("container", c.ID).WithError(c.sb.vm.ExitError()).Error("VM exited unexpectedly")
+	log.L.WithField("pod", p.id).WithError(p.sb.vm.ExitError()).Error("VM exited unexpectedly")
 	// Closing the channel fails the agent calls that wait for exits, which
 	// then report the processes as killed.
-	c.sb.agent.Close()
+	p.sb.agent.Close()
 	// The file servers have nothing left to serve.
-	for _, fs := range c.sb.fs {
+	for _, fs := range p.sb.fs {
 		fs.Stop()
 	}
 }
 
-// watchFileServer turns a virtiofsd that dies under the container (killed,
-// crashed) into the end of the task: the guest's file system is gone, so
+// watchFileServer turns a virtiofsd that dies under the pod (killed,
+// crashed) into the end of its tasks: the guest's file system is gone, so
 // the VM is stopped, which reports every process as killed.
-func (c *Container) watchFileServer(tag string, fs *vmm.FileServer) {
+func (p *pod) watchFileServer(tag string, fs *vmm.FileServer) {
 	select {
-	case <-c.stopping:
+	case <-p.stopping:
 		return
-	case <-c.sb.vm.Done():
+	case <-p.sb.vm.Done():
 		return
 	case <-fs.Done():
 	}
 	select {
-	case <-c.stopping:
+	case <-p.stopping:
 		return
 	default:
 	}
-	c.stopVM(fmt.Sprintf("virtiofsd of share %q (pid %d) exited: %s", tag, fs.Pid(), fs.Stderr()))
+	p.stopVM(fmt.Sprintf("virtiofsd of share %q (pid %d) exited: %s", tag, fs.Pid(), fs.Stderr()))
 }
 
 // stopVM ends the VM for good (once) because it cannot go on: a helper
 // died or the guest stopped answering. watchVM then reports the processes
 // killed. QEMU gets a moment to quit over QMP, which a wedged QEMU does not
 // answer, and is killed after that.
-func (c *Container) stopVM(reason string) {
-	c.vmStopOnce.Do(func() {
-		log.L.WithField("container", c.ID).Errorf("%s: stopping the VM", reason)
+func (p *pod) stopVM(reason string) {
+	p.vmStopOnce.Do(func() {
+		log.L.WithField("pod", p.id).Errorf("%s: stopping the VM", reason)
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		defer cancel()
-		if err := c.sb.vm.Stop(ctx, 0); err != nil {
-			log.L.WithError(err).WithField("container", c.ID).Warn("stop VM")
+		if err := p.sb.vm.Stop(ctx, 0); err != nil {
+			log.L.WithError(err).WithField("pod", p.id).Warn("stop VM")
 		}
 	})
 }
@@ -90,62 +83,67 @@ const (
 
 // watchAgent pings the agent while the VM runs; after heartbeatMisses
 // missed answers in a row it kills the VM, which ends the processes.
-func (c *Container) watchAgent() {
+func (p *pod) watchAgent() {
 	misses := 0
 	tick := time.NewTicker(heartbeatInterval)
 	defer tick.Stop()
 	for {
 		select {
-		case <-c.stopping:
+		case <-p.stopping:
 			return
-		case <-c.sb.vm.Done():
+		case <-p.sb.vm.Done():
 			return
 		case <-tick.C:
 		}
-		if c.paused() {
+		if p.paused() {
 			misses = 0
 			continue
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), heartbeatTimeout)
-		_, err := c.sb.agent.Info(ctx, &api.Empty{})
+		_, err := p.sb.agent.Info(ctx, &api.Empty{})
 		cancel()
-		if err == nil || c.paused() {
+		if err == nil || p.paused() {
 			misses = 0
 			continue
 		}
 		misses++
-		log.L.WithError(err).WithField("container", c.ID).Warnf("guest agent did not answer (%d/%d)", misses, heartbeatMisses)
+		log.L.WithError(err).WithField("pod", p.id).Warnf("guest agent did not answer (%d/%d)", misses, heartbeatMisses)
 		if misses >= heartbeatMisses {
-			log.L.WithField("container", c.ID).Errorf("guest agent missed %d heartbeats in a row: stopping the VM", heartbeatMisses)
-			c.stopVM(fmt.Sprintf("guest agent missed %d heartbeats in a row", heartbeatMisses))
+			p.stopVM(fmt.Sprintf("guest agent missed %d heartbeats in a row", heartbeatMisses))
 			return
 		}
 	}
 }
 
-// watchOOM reports the guest kernel's OOM kills in the container, at most
-// limits.guest_events_per_second of them: the guest may send as many as it
-// likes, and each becomes an event containerd stores and forwards.
-func (c *Container) watchOOM() {
-	ctx, cancel := c.runningContext()
+// watchOOM reports the guest kernel's OOM kills in the pod's containers,
+// at most limits.guest_events_per_second of them: the guest may send as
+// many as it likes, and each becomes an event containerd stores and
+// forwards. Only a container of the pod is reported: the guest names it.
+func (p *pod) watchOOM() {
+	ctx, cancel := p.runningContext()
 	defer cancel()
-	relayOOM(ctx, c.ID, c.rt.cfg.Runtime.Limits.GuestEventsPerSecond, func(ctx context.Context) (string, error) {
-		ev, err := c.sb.agent.WaitOOM(ctx, &api.Empty{})
+	relayOOM(ctx, p.id, p.rt.cfg.Runtime.Limits.GuestEventsPerSecond, func(ctx context.Context) (string, error) {
+		ev, err := p.sb.agent.WaitOOM(ctx, &api.Empty{})
 		return ev.GetContainerId(), err
-	}, func() { c.rt.cfg.OnOOM(c.ID) })
+	}, func(id string) {
+		if _, ok := p.member(id); ok {
+			p.rt.cfg.OnOOM(id)
+		}
+	})
 }
 
 // relayOOM asks the guest for OOM events with wait until ctx ends and
-// publishes those of container id, no more than perSecond a second (with
-// a burst of as many): past that it does not ask the guest again until the
-// rate allows, so a flood costs the host neither events nor CPU.
-func relayOOM(ctx context.Context, id string, perSecond int, wait func(context.Context) (string, error), publish func()) {
+// publishes them, naming the container the guest gave, no more than
+// perSecond a second (with a burst of as many): past that it does not ask
+// the guest again until the rate allows, so a flood costs the host neither
+// events nor CPU. podID names the pod in the log.
+func relayOOM(ctx context.Context, podID string, perSecond int, wait func(context.Context) (string, error), publish func(containerID string)) {
 	limiter := rate.NewLimiter(rate.Limit(perSecond), perSecond)
 	var throttled bool
 	for {
 		if !limiter.Allow() {
 			if !throttled {
-				log.L.WithField("container", id).Warnf("the guest reports more than %d OOM events a second (limits.guest_events_per_second): reporting them no faster", perSecond)
+				log.L.WithField("pod", podID).Warnf("the guest reports more than %d OOM events a second (limits.guest_events_per_second): reporting them no faster", perSecond)
 				throttled = true
 			}
 			if err := limiter.Wait(ctx); err != nil {
@@ -159,7 +157,7 @@ func relayOOM(ctx context.Context, id string, perSecond int, wait func(context.C
 		if err != nil {
 			// A transient error (or an agent without OOM support): try
 			// again rather than lose OOM events.
-			log.L.WithError(err).WithField("container", id).Debug("wait for OOM events")
+			log.L.WithError(err).WithField("pod", podID).Debug("wait for OOM events")
 			select {
 			case <-ctx.Done():
 				return
@@ -167,9 +165,7 @@ func relayOOM(ctx context.Context, id string, perSecond int, wait func(context.C
 			}
 			continue
 		}
-		if got == id {
-			publish()
-		}
+		publish(got)
 	}
 }
 
@@ -185,9 +181,9 @@ func (c *Container) ensureInitExits() {
 		return
 	case <-c.stopping:
 		return
-	case <-c.sb.vm.Done():
+	case <-c.pod.sb.vm.Done():
 		return
 	case <-t.C:
 	}
-	c.stopVM(fmt.Sprintf("the container's init did not exit within %s of SIGKILL (limits.agent_call_timeout)", d))
+	c.pod.stopVM(fmt.Sprintf("the container's init did not exit within %s of SIGKILL (limits.agent_call_timeout)", d))
 }
