@@ -549,8 +549,11 @@ func (x *Share) GetReadonly() bool {
 }
 
 // Mount is a mount to make inside the guest, relative to the container root.
-// Only guest-local file systems (proc, sysfs, tmpfs, devpts, mqueue, cgroup2)
-// and virtio-fs shares (type "virtiofs", source = the share's tag) reach here.
+// Only guest-local file systems (proc, sysfs, tmpfs, devpts, mqueue, cgroup2),
+// virtio-fs shares (type "virtiofs", source = the share's tag), binds (type
+// "bind", source = a path below <SharesDir>/<tag> of a share the request
+// holds: shares, or rootfs_tag with rootfs_path) and the pod's /dev/shm
+// (type api.PodShmMountType, see contract.go) reach here.
 type Mount struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Destination   string                 `protobuf:"bytes,1,opt,name=destination,proto3" json:"destination,omitempty"`
@@ -709,9 +712,36 @@ type CreateContainerRequest struct {
 	ExtraCaPem []byte `protobuf:"bytes,13,opt,name=extra_ca_pem,json=extraCaPem,proto3" json:"extra_ca_pem,omitempty"`
 	// resolv_conf, when set, is shown at /etc/resolv.conf unless a mount in
 	// the request already provides that file.
-	ResolvConf    string `protobuf:"bytes,14,opt,name=resolv_conf,json=resolvConf,proto3" json:"resolv_conf,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	ResolvConf string `protobuf:"bytes,14,opt,name=resolv_conf,json=resolvConf,proto3" json:"resolv_conf,omitempty"`
+	// rootfs_path, when set, is the container's root file system as a
+	// directory inside the share rootfs_tag names, for a pod whose
+	// containers have one share: "c1/rootfs". The agent mounts the share
+	// at <SharesDir>/<rootfs_tag> (once per tag, held until the container
+	// is deleted, like the shares below) and binds that directory onto the
+	// container's root. It must be a clean relative path ("c1/rootfs",
+	// not "/c1/rootfs", "c1/../x", "./c1", "c1/" or "."), and it is
+	// resolved inside the share: a symlink leading out of it is refused.
+	// Bind mounts may then take their sources below
+	// <SharesDir>/<rootfs_tag> as from any share of the request. Empty:
+	// the whole share is the root, mounted there directly.
+	RootfsPath string `protobuf:"bytes,15,opt,name=rootfs_path,json=rootfsPath,proto3" json:"rootfs_path,omitempty"`
+	// join_container_id names a container of this guest (created, its
+	// init not exited) whose init's namespaces, those in join_namespaces,
+	// the new container's init joins instead of getting new ones: a
+	// pod's containers share the pause container's. It needs
+	// join_namespaces. A joining container's init is always forked anew
+	// (never the prestarted one). Joining "pid" makes the new init an
+	// ordinary process of that namespace (not its PID 1): when the
+	// namespace's init exits, the kernel kills every process in it.
+	JoinContainerId string `protobuf:"bytes,16,opt,name=join_container_id,json=joinContainerId,proto3" json:"join_container_id,omitempty"`
+	// join_namespaces are the namespaces to join: "ipc", "uts", "pid",
+	// each at most once; it needs join_container_id. The container gets
+	// new ones of the rest, and always a mount and a cgroup namespace of
+	// its own. With "uts" the agent sets no hostname: hostname must be
+	// empty or the joined namespace's hostname.
+	JoinNamespaces []string `protobuf:"bytes,17,rep,name=join_namespaces,json=joinNamespaces,proto3" json:"join_namespaces,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *CreateContainerRequest) Reset() {
@@ -840,6 +870,27 @@ func (x *CreateContainerRequest) GetResolvConf() string {
 		return x.ResolvConf
 	}
 	return ""
+}
+
+func (x *CreateContainerRequest) GetRootfsPath() string {
+	if x != nil {
+		return x.RootfsPath
+	}
+	return ""
+}
+
+func (x *CreateContainerRequest) GetJoinContainerId() string {
+	if x != nil {
+		return x.JoinContainerId
+	}
+	return ""
+}
+
+func (x *CreateContainerRequest) GetJoinNamespaces() []string {
+	if x != nil {
+		return x.JoinNamespaces
+	}
+	return nil
 }
 
 type CreateContainerResponse struct {
@@ -2087,7 +2138,7 @@ const file_agent_proto_rawDesc = "" +
 	"\x05Stdio\x12\x14\n" +
 	"\x05stdin\x18\x01 \x01(\bR\x05stdin\x12\x16\n" +
 	"\x06stdout\x18\x02 \x01(\bR\x06stdout\x12\x16\n" +
-	"\x06stderr\x18\x03 \x01(\bR\x06stderr\"\xa7\x05\n" +
+	"\x06stderr\x18\x03 \x01(\bR\x06stderr\"\x9d\x06\n" +
 	"\x16CreateContainerRequest\x12!\n" +
 	"\fcontainer_id\x18\x01 \x01(\tR\vcontainerId\x12\x1d\n" +
 	"\n" +
@@ -2106,7 +2157,11 @@ const file_agent_proto_rawDesc = "" +
 	"\fextra_ca_pem\x18\r \x01(\fR\n" +
 	"extraCaPem\x12\x1f\n" +
 	"\vresolv_conf\x18\x0e \x01(\tR\n" +
-	"resolvConf\x1a9\n" +
+	"resolvConf\x12\x1f\n" +
+	"\vrootfs_path\x18\x0f \x01(\tR\n" +
+	"rootfsPath\x12*\n" +
+	"\x11join_container_id\x18\x10 \x01(\tR\x0fjoinContainerId\x12'\n" +
+	"\x0fjoin_namespaces\x18\x11 \x03(\tR\x0ejoinNamespaces\x1a9\n" +
 	"\vSysctlEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"+\n" +

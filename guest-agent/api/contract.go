@@ -19,3 +19,14 @@ const (
 	// SharesDir is where the agent mounts the shares in the guest.
 	SharesDir = "/run/gondolin/shares"
 )
+
+// PodShmMountType is the Mount type that stands for the pod's /dev/shm: one
+// tmpfs of the guest (nosuid, nodev, noexec, mode 1777) that every container
+// given such a mount sees at its destination, so that a pod's containers
+// share POSIX shared memory as they would share the sandbox's shm on a
+// host. The agent mounts it at the first such mount; its options may carry
+// "size=" (a tmpfs size: bytes, or with a k, m or g suffix, or a % of the
+// guest's memory; 64m when none is given) besides ro/rw and per-mount
+// flags. The first mount's size is the tmpfs's; a later one must repeat it
+// or give none. Its source must be empty.
+const PodShmMountType = "gondolin-pod-shm"
