@@ -4,8 +4,10 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"path"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"sort"
 	"strings"
 
@@ -45,17 +47,28 @@ type VMDefaults struct {
 
 // VMResources sizes the VM: from the OCI resource limits (memory limit
 // plus overhead; CPU quota/period rounded up, or the cpuset's size), else
-// the config's defaults. The vm.* annotations may lower what the OCI limits
-// give, never raise it: the limits are the operator's (Docker's --memory,
-// Kubernetes' resources), the annotations the container's. Without an OCI
-// limit an annotation sizes the VM freely. vCPUs never exceed the host's.
+// the config's defaults; a pod's sandbox by its pod's summed limits (the
+// CRI sandbox-memory and -cpu-quota/-period annotations). The vm.*
+// annotations may lower what the OCI limits give, never raise it: the
+// limits are the operator's (Docker's --memory, Kubernetes' resources),
+// the annotations the container's. Without an OCI limit an annotation
+// sizes the VM freely. vCPUs never exceed the host's.
 func VMResources(s *specs.Spec, settings *Settings, cfg VMDefaults) (memMiB uint64, cpus uint32, err error) {
 	memMiB, cpus = cfg.MemoryMiB, cfg.CPUs
 	var memLimited, cpuLimited bool
 	var limitMiB uint64
 	var cpuWhy string
-	if s.Linux != nil && s.Linux.Resources != nil {
-		r := s.Linux.Resources
+	var r *specs.LinuxResources
+	if s.Linux != nil {
+		r = s.Linux.Resources
+	}
+	if s.Annotations[AnnotationCRIContainerType] == criTypeSandbox {
+		// A pod's VM is sized for the whole pod, from its summed limits.
+		if r, err = podLimits(s); err != nil {
+			return 0, 0, err
+		}
+	}
+	if r != nil {
 		if r.Memory != nil && r.Memory.Limit != nil && *r.Memory.Limit > 0 {
 			limitMiB = (uint64(*r.Memory.Limit) + (1<<20 - 1)) >> 20
 			memMiB = max(limitMiB+cfg.OverheadMiB, MinMemoryMiB)
@@ -156,8 +169,10 @@ type GuestContainer struct {
 	// guest that remounts it read-write still cannot write it.
 	readonly      bool
 	process       *api.Process
-	mounts        []*api.Mount
-	shares        []*api.Share
+	mounts []*api.Mount
+	// bindMounts are the indexes in mounts of the host binds, whose
+	// sources are the binds' names until Request places them.
+	bindMounts    []int
 	maskedPaths   []string
 	readonlyPaths []string
 	sysctl        map[string]string
@@ -177,10 +192,26 @@ type GuestSetup struct {
 	ResolvConf string
 	// Stdio says which of the process's streams the host has opened.
 	Stdio *api.Stdio
+	// Pod places a pod's container in its pod's VM; nil for a container
+	// that has a VM of its own.
+	Pod *PodPlacement
 }
 
-// NewGuestContainer translates and validates the spec of container id.
-func NewGuestContainer(id string, s *specs.Spec) (*GuestContainer, error) {
+// PodPlacement is where a pod's container lives in its pod's VM.
+type PodPlacement struct {
+	// ShareTag is the pod's share, Dir the container's directory in it:
+	// Dir/rootfs is its root, Dir/binds its binds share.
+	ShareTag string
+	Dir      string
+	// JoinContainer is the container whose namespaces Join lists ("ipc",
+	// "uts", "pid") the container joins: its pod's sandbox.
+	JoinContainer string
+	Join          []string
+}
+
+// NewGuestContainer translates and validates the spec of container id,
+// which belongs to pod.
+func NewGuestContainer(id string, s *specs.Spec, pod Pod) (*GuestContainer, error) {
 	proc, err := guestProcess(s.Process)
 	if err != nil {
 		return nil, err
@@ -197,6 +228,8 @@ func NewGuestContainer(id string, s *specs.Spec) (*GuestContainer, error) {
 			}
 		}
 		switch {
+		case typ == "bind" && isPodShm(m, pod.SandboxID):
+			g.mounts = append(g.mounts, podShmMount(m))
 		case guestFilesystems[typ]:
 			g.mounts = append(g.mounts, &api.Mount{
 				Destination: filepath.Clean(m.Destination),
@@ -210,18 +243,16 @@ func NewGuestContainer(id string, s *specs.Spec) (*GuestContainer, error) {
 			}
 			b := HostBind{Name: fmt.Sprint(len(g.Binds)), Source: m.Source, Readonly: hasOption(m.Options, "ro")}
 			g.Binds = append(g.Binds, b)
+			g.bindMounts = append(g.bindMounts, len(g.mounts))
 			g.mounts = append(g.mounts, &api.Mount{
 				Destination: filepath.Clean(m.Destination),
 				Type:        "bind",
-				Source:      filepath.Join(api.SharesDir, api.BindsTag, b.Name),
+				Source:      b.Name, // below the binds share: Request says where
 				Options:     m.Options,
 			})
 		default:
 			return nil, fmt.Errorf("mount of %s has type %q, which a VM guest cannot provide: accepted are bind mounts of host paths and proc, sysfs, tmpfs, devpts, mqueue, cgroup", m.Destination, m.Type)
 		}
-	}
-	if len(g.Binds) > 0 {
-		g.shares = append(g.shares, &api.Share{Tag: api.BindsTag})
 	}
 	if l := s.Linux; l != nil {
 		g.maskedPaths = l.MaskedPaths
@@ -243,14 +274,12 @@ func NewGuestContainer(id string, s *specs.Spec) (*GuestContainer, error) {
 func (g *GuestContainer) Request(setup GuestSetup) *api.CreateContainerRequest {
 	proc := proto.Clone(g.process).(*api.Process)
 	proc.Env = guestEnv(g.process.Env, setup.Placeholders)
-	return &api.CreateContainerRequest{
+	req := &api.CreateContainerRequest{
 		ContainerId:    g.id,
 		RootfsTag:      api.RootfsTag,
 		RootfsReadonly: g.readonly,
 		Hostname:       g.hostname,
 		Process:        proc,
-		Mounts:         g.mounts,
-		Shares:         g.shares,
 		MaskedPaths:    g.maskedPaths,
 		ReadonlyPaths:  g.readonlyPaths,
 		Sysctl:         g.sysctl,
@@ -259,6 +288,30 @@ func (g *GuestContainer) Request(setup GuestSetup) *api.CreateContainerRequest {
 		ResolvConf:     setup.ResolvConf,
 		Stdio:          setup.Stdio,
 	}
+	bindsDir := filepath.Join(api.SharesDir, api.BindsTag)
+	if pod := setup.Pod; pod != nil {
+		req.RootfsTag = pod.ShareTag
+		req.RootfsPath = path.Join(pod.Dir, "rootfs")
+		bindsDir = filepath.Join(api.SharesDir, pod.ShareTag, pod.Dir, "binds")
+		req.JoinContainerId = pod.JoinContainer
+		req.JoinNamespaces = pod.Join
+		if slices.Contains(pod.Join, "uts") {
+			// The pod's hostname, which its sandbox set.
+			req.Hostname = ""
+		}
+	} else if len(g.bindMounts) > 0 {
+		req.Shares = []*api.Share{{Tag: api.BindsTag}}
+	}
+	req.Mounts = make([]*api.Mount, len(g.mounts))
+	for i, m := range g.mounts {
+		req.Mounts[i] = m
+	}
+	for _, i := range g.bindMounts {
+		m := proto.Clone(g.mounts[i]).(*api.Mount)
+		m.Source = filepath.Join(bindsDir, m.Source)
+		req.Mounts[i] = m
+	}
+	return req
 }
 
 // GuestProcess translates an OCI process (an exec's) for the guest, with

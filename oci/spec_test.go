@@ -88,7 +88,7 @@ func TestGuestContainer(t *testing.T) {
 			{Destination: "/dev/pts/", Type: "devpts", Source: "devpts", Options: []string{"newinstance"}},
 		},
 	}
-	g, err := NewGuestContainer("c1", s)
+	g, err := NewGuestContainer("c1", s, Pod{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -111,22 +111,22 @@ func TestGuestContainerRejects(t *testing.T) {
 	}
 	bind := base()
 	bind.Mounts = []specs.Mount{{Destination: "/data", Source: "relative", Options: []string{"rbind"}}}
-	if _, err := NewGuestContainer("c", bind); err == nil || !strings.Contains(err.Error(), "not an absolute host path") {
+	if _, err := NewGuestContainer("c", bind, Pod{}); err == nil || !strings.Contains(err.Error(), "not an absolute host path") {
 		t.Errorf("relative bind source: %v", err)
 	}
 	odd := base()
 	odd.Mounts = []specs.Mount{{Destination: "/x", Type: "nfs", Source: "srv:/x"}}
-	if _, err := NewGuestContainer("c", odd); err == nil || !strings.Contains(err.Error(), `type "nfs"`) {
+	if _, err := NewGuestContainer("c", odd, Pod{}); err == nil || !strings.Contains(err.Error(), `type "nfs"`) {
 		t.Errorf("nfs mount: %v", err)
 	}
 	rel := base()
 	rel.Process.Cwd = "work"
-	if _, err := NewGuestContainer("c", rel); err == nil || !strings.Contains(err.Error(), "not an absolute path") {
+	if _, err := NewGuestContainer("c", rel, Pod{}); err == nil || !strings.Contains(err.Error(), "not an absolute path") {
 		t.Errorf("relative cwd: %v", err)
 	}
 	noargs := base()
 	noargs.Process.Args = nil
-	if _, err := NewGuestContainer("c", noargs); err == nil {
+	if _, err := NewGuestContainer("c", noargs, Pod{}); err == nil {
 		t.Error("empty args accepted")
 	}
 }
@@ -156,7 +156,7 @@ func TestGuestContainerBindsAndSecurity(t *testing.T) {
 			Resources:     &specs.LinuxResources{Pids: &specs.LinuxPids{Limit: i64(64)}},
 		},
 	}
-	g, err := NewGuestContainer("c", s)
+	g, err := NewGuestContainer("c", s, Pod{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -183,7 +183,7 @@ func TestGuestContainerBindsAndSecurity(t *testing.T) {
 // lacks them); building it again gives the same request.
 func TestGuestContainerRequest(t *testing.T) {
 	s := &specs.Spec{Process: &specs.Process{Args: []string{"true"}, Env: []string{"TOKEN=real-value", "PATH=/bin"}}}
-	g, err := NewGuestContainer("c", s)
+	g, err := NewGuestContainer("c", s, Pod{})
 	if err != nil {
 		t.Fatal(err)
 	}

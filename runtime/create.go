@@ -117,7 +117,7 @@ func (cr *creation) parseBundle(ctx context.Context) (undoFunc, error) {
 	if cr.settings, err = oci.ParseAnnotations(spec.Annotations, cfg.Operator()); err != nil {
 		return invalid(err)
 	}
-	if cr.guest, err = oci.NewGuestContainer(cr.opts.ID, spec); err != nil {
+	if cr.guest, err = oci.NewGuestContainer(cr.opts.ID, spec, oci.Pod{}); err != nil {
 		return invalid(err)
 	}
 	memMiB, cpus, err := oci.VMResources(spec, cr.settings, cfg.VMDefaults())
