@@ -167,9 +167,9 @@ type GuestContainer struct {
 	// readonly: the guest makes the root read-only for the container; the
 	// runtime makes it read-only on the host as well (ReadonlyRoot), so a
 	// guest that remounts it read-write still cannot write it.
-	readonly      bool
-	process       *api.Process
-	mounts []*api.Mount
+	readonly bool
+	process  *api.Process
+	mounts   []*api.Mount
 	// bindMounts are the indexes in mounts of the host binds, whose
 	// sources are the binds' names until Request places them.
 	bindMounts    []int
