@@ -2,6 +2,7 @@ package runtime
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -26,13 +27,14 @@ type CreateOpts struct {
 	Stdio  Stdio
 }
 
-// Create boots a sandbox for the container and prepares its init process,
-// which waits for Start. The create is the list of steps below, in order:
-// each registers its undo once it has succeeded, and a step that fails
-// undoes, in reverse, what the steps before it made. The state directory's
-// undo, the host state's cleanup, comes last: it also undoes whatever a
-// failed step recorded and had begun to make. On error nothing is left
-// behind.
+// Create prepares a container whose init waits for Start: the owner of a
+// new pod, which boots the pod's VM (a container of its own, or a CRI pod's
+// sandbox), or a CRI pod's container, which joins the VM its sandbox
+// booted. The create is a list of steps, in order: each registers its undo
+// once it has succeeded, and a step that fails undoes, in reverse, what the
+// steps before it made. The state directory's undo, the host state's
+// cleanup, comes last: it also undoes whatever a failed step recorded and
+// had begun to make. On error nothing is left behind.
 func (r *Runtime) Create(ctx context.Context, opts CreateOpts) (*Container, error) {
 	if _, err := r.Get(opts.ID); err == nil {
 		return nil, fmt.Errorf("container %s: %w", opts.ID, errdefs.ErrAlreadyExists)
@@ -41,11 +43,35 @@ func (r *Runtime) Create(ctx context.Context, opts CreateOpts) (*Container, erro
 		ID: opts.ID, Bundle: opts.Bundle, rt: r,
 		execs: map[string]*Process{}, stopping: make(chan struct{}),
 	}
-	c.pod = newPod(r, c)
-	cr := &creation{r: r, opts: opts, pod: c.pod, c: c}
+	cr := &creation{r: r, opts: opts, c: c}
 	timing := newPhases()
-	err := runSteps(ctx, timing, []step{
-		{"parse the bundle", "parse", cr.parseBundle},
+	if err := runSteps(ctx, timing, []step{{"parse the bundle", "parse", cr.parseBundle}}); err != nil {
+		return nil, err
+	}
+	steps := cr.ownerSteps()
+	if cr.place.Role == oci.PodContainer {
+		steps = cr.memberSteps()
+	}
+	if err := runSteps(ctx, timing, steps); err != nil {
+		return nil, err
+	}
+	log.G(ctx).WithFields(timing.fields).WithField("container", c.ID).Debug("container created")
+	if c.pod.owner == c {
+		c.pod.join(c)
+		c.pod.start(cr.shares)
+		r.addPod(c.pod)
+	}
+	c.startWatchers()
+	r.mu.Lock()
+	r.containers[c.ID] = c
+	r.mu.Unlock()
+	return c, nil
+}
+
+// ownerSteps create a container that makes its pod and boots its VM.
+func (cr *creation) ownerSteps() []step {
+	cr.c.pod = newPod(cr.r, cr.c)
+	return []step{
 		// A host that cannot run a VM fails the create before anything
 		// is mounted.
 		{"VM setup", "vm_setup", cr.vmSetup},
@@ -53,6 +79,9 @@ func (r *Runtime) Create(ctx context.Context, opts CreateOpts) (*Container, erro
 		{"rootfs", "rootfs", cr.mountRootfs},
 		{"read-only root", "readonly_root", cr.readonlyRoot},
 		{"bind mounts", "binds", cr.binds},
+		// A CRI pod's sandbox: the share its pod's containers come
+		// through, its own root and binds the first of them.
+		{"pod share", "pod_share", cr.podShare},
 		// Before any process of the VM: QEMU and the virtiofsds join it
 		// as they start.
 		{"host cgroup", "host_cgroup", cr.hostCgroup},
@@ -65,18 +94,26 @@ func (r *Runtime) Create(ctx context.Context, opts CreateOpts) (*Container, erro
 		{"stdio", "stdio", cr.stdio},
 		{"create in the guest", "guest_create", cr.guestCreate},
 		{"seal the read-only root", "seal", cr.sealRoot},
-	})
-	if err != nil {
-		return nil, err
 	}
-	log.G(ctx).WithFields(timing.fields).WithField("container", c.ID).Debug("container created")
-	c.pod.join(c)
-	c.pod.start(cr.shares)
-	c.startWatchers()
-	r.mu.Lock()
-	r.containers[c.ID] = c
-	r.mu.Unlock()
-	return c, nil
+}
+
+// memberSteps create a CRI pod's container in the VM its sandbox booted:
+// its root and binds go through the pod's share, its processes into the
+// running guest.
+func (cr *creation) memberSteps() []step {
+	return []step{
+		{"find the pod", "pod", cr.findPod},
+		{"state directory", "state", cr.memberStateDirectory},
+		{"rootfs", "rootfs", cr.mountRootfs},
+		{"read-only root", "readonly_root", cr.readonlyRoot},
+		{"bind mounts", "binds", cr.binds},
+		{"pod share entry", "pod_entry", cr.podEntry},
+		{"create hooks", "hooks", cr.createHooks},
+		{"stdio", "stdio", cr.stdio},
+		{"create in the guest", "guest_create", cr.guestCreate},
+		{"seal the read-only root", "seal", cr.sealRoot},
+		{"join the pod", "join", cr.joinPod},
+	}
 }
 
 // creation is one create in progress: what its steps found and made, for
@@ -85,17 +122,26 @@ type creation struct {
 	r    *Runtime
 	opts CreateOpts
 	c    *Container
-	// pod is the VM the container runs in, made by this create.
-	pod *pod
+	// place is where the container belongs: a pod of its own, or a CRI
+	// pod's sandbox or container.
+	place oci.Pod
+	// join are the sandbox's namespaces a pod's container joins.
+	join []string
 
 	settings *oci.Settings
 	guest    *oci.GuestContainer
-	setup    *vmSetup
+	// memoryMiB and cpus size a new pod's VM.
+	memoryMiB uint64
+	cpus      uint32
+	setup     *vmSetup
 	// rootfs is the container's root file system on the host.
 	rootfs string
 	// shares are what the VM's file servers export; the first is the
-	// container's root.
+	// container's root until a CRI pod's share replaces them all.
 	shares []share
+	// bindsDir is the container's binds share on the host; "" without
+	// host binds.
+	bindsDir string
 	// sealDir is the read-only root's overlay, sealed once the guest has
 	// created the container; "" for a writable root.
 	sealDir string
@@ -114,20 +160,29 @@ func (cr *creation) parseBundle(ctx context.Context) (undoFunc, error) {
 	if err != nil {
 		return invalid(err)
 	}
+	if cr.place, err = oci.ParsePod(cr.opts.ID, spec.Annotations); err != nil {
+		return invalid(err)
+	}
+	if cr.place.Role == oci.PodSandbox {
+		if err := oci.CheckPodSandbox(spec); err != nil {
+			return invalid(err)
+		}
+	}
 	if cr.settings, err = oci.ParseAnnotations(spec.Annotations, cfg.Operator()); err != nil {
 		return invalid(err)
 	}
-	if cr.guest, err = oci.NewGuestContainer(cr.opts.ID, spec, oci.Pod{}); err != nil {
+	if cr.guest, err = oci.NewGuestContainer(cr.opts.ID, spec, cr.place); err != nil {
 		return invalid(err)
 	}
-	memMiB, cpus, err := oci.VMResources(spec, cr.settings, cfg.VMDefaults())
-	if err != nil {
-		return invalid(err)
+	if cr.place.Role != oci.PodContainer {
+		if cr.memoryMiB, cr.cpus, err = oci.VMResources(spec, cr.settings, cfg.VMDefaults()); err != nil {
+			return invalid(err)
+		}
 	}
 	if devs := oci.HostDevices(spec); len(devs) > 0 {
 		log.G(ctx).WithField("container", cr.opts.ID).Warnf("host devices are not available inside the VM; the container will not have %s", strings.Join(devs, ", "))
 	}
-	cr.c.spec, cr.pod.memoryMiB, cr.pod.cpus = spec, memMiB, cpus
+	cr.c.spec = spec
 	return nil, nil
 }
 
@@ -143,7 +198,8 @@ func (cr *creation) stateDirectory(ctx context.Context) (undoFunc, error) {
 	if err != nil {
 		return nil, err
 	}
-	cr.c.host, cr.pod.host = h, h
+	cr.c.host, cr.c.pod.host = h, h
+	cr.c.pod.memoryMiB, cr.c.pod.cpus = cr.memoryMiB, cr.cpus
 	return func(context.Context) error { return h.cleanup() }, nil
 }
 
@@ -214,7 +270,101 @@ func (cr *creation) binds(context.Context) (undoFunc, error) {
 		return nil, err
 	}
 	cr.shares = append(cr.shares, share{tag: api.BindsTag, dir: dir})
+	cr.bindsDir = dir
 	return func(context.Context) error { return h.releaseBinds() }, nil
+}
+
+// podShare makes a CRI pod's share for its sandbox (podshare.go), the
+// VM's one share, with the sandbox's own root and binds its first entry.
+func (cr *creation) podShare(ctx context.Context) (undoFunc, error) {
+	if cr.place.Role != oci.PodSandbox {
+		return nil, nil
+	}
+	p, h := cr.c.pod, cr.c.host
+	dir, err := h.recordPodShare() // recorded first: a crash mid-mount still gets unmounted
+	if err != nil {
+		return nil, err
+	}
+	export, err := preparePodShare(dir)
+	if err != nil {
+		return nil, err
+	}
+	p.shareDir = dir
+	undo := func(context.Context) error {
+		return errors.Join(h.releasePodEntry(), h.releasePodShare())
+	}
+	if err := cr.publish(p); err != nil {
+		return nil, errors.Join(err, undo(ctx))
+	}
+	cr.shares = []share{{tag: api.PodTag, dir: export, submounts: true}}
+	return undo, nil
+}
+
+// findPod finds the pod whose sandbox the container names, running in
+// this shim, and maps the container's namespaces onto its VM.
+func (cr *creation) findPod(context.Context) (undoFunc, error) {
+	p, err := cr.r.podOf(cr.opts.ID, cr.place.SandboxID)
+	if err != nil {
+		return nil, err
+	}
+	if cr.join, err = oci.PodNamespaces(cr.c.spec, p.vmmPid()); err != nil {
+		return nil, fmt.Errorf("%w: %w", err, errdefs.ErrInvalidArgument)
+	}
+	cr.c.pod = p
+	return nil, nil
+}
+
+// memberStateDirectory starts a pod's container's host state, recorded in
+// its pod's first: containerd runs no `shim delete` for it, so a shim that
+// dies leaves it to the sandbox's cleanup.
+func (cr *creation) memberStateDirectory(ctx context.Context) (undoFunc, error) {
+	p := cr.c.pod
+	dir := StateDir(cr.r.cfg.StateRoot, cr.r.cfg.Namespace, cr.opts.ID)
+	if err := p.host.recordMember(dir); err != nil {
+		return nil, err
+	}
+	h, err := newHostState(ctx, cr.r.cfg.StateRoot, cr.r.cfg.Namespace, cr.opts.ID, cr.opts.Bundle)
+	if err != nil {
+		return nil, errors.Join(err, p.host.dropMember(dir))
+	}
+	cr.c.host = h
+	return func(context.Context) error {
+		if err := h.cleanup(); err != nil {
+			return err
+		}
+		return p.host.dropMember(dir)
+	}, nil
+}
+
+// podEntry binds a pod's container's root and binds into its pod's share.
+func (cr *creation) podEntry(context.Context) (undoFunc, error) {
+	if err := cr.publish(cr.c.pod); err != nil {
+		return nil, err
+	}
+	return func(context.Context) error { return cr.c.host.releasePodEntry() }, nil
+}
+
+// publish binds the container's root and binds share into its entry in
+// pod p's share, recorded first.
+func (cr *creation) publish(p *pod) error {
+	entry := podEntry(p.shareDir, cr.opts.ID)
+	if err := cr.c.host.recordPodEntry(entry); err != nil {
+		return err
+	}
+	return publishInPod(entry, cr.shares[0].dir, cr.bindsDir)
+}
+
+// joinPod makes the created container one of its pod's, unless the pod's
+// VM was torn down meanwhile.
+func (cr *creation) joinPod(context.Context) (undoFunc, error) {
+	p := cr.c.pod
+	if err := p.add(cr.c); err != nil {
+		return nil, err
+	}
+	return func(context.Context) error {
+		p.leave(cr.c)
+		return nil
+	}, nil
 }
 
 // hostCgroup joins or creates the container's host cgroup
@@ -224,12 +374,12 @@ func (cr *creation) hostCgroup(context.Context) (undoFunc, error) {
 	if spec.Linux == nil || spec.Linux.CgroupsPath == "" {
 		return nil, nil
 	}
-	lim := vmCgroupLimits(spec, cr.pod.memoryMiB, cr.pod.cpus, cr.r.cfg.Runtime.Limits.HostMemoryOverheadMiB)
+	lim := vmCgroupLimits(spec, cr.c.pod.memoryMiB, cr.c.pod.cpus, cr.r.cfg.Runtime.Limits.HostMemoryOverheadMiB)
 	cg, err := openHostCgroup(spec.Linux.CgroupsPath, lim)
 	if err != nil {
 		return nil, err
 	}
-	cr.pod.cgroup = cg
+	cr.c.pod.cgroup = cg
 	if !cg.created {
 		return nil, nil
 	}
@@ -253,7 +403,7 @@ func (cr *creation) netns(context.Context) (undoFunc, error) {
 	if err != nil {
 		return nil, err
 	}
-	cr.pod.netns = ns
+	cr.c.pod.netns = ns
 	return func(context.Context) error { return ns.Close() }, nil
 }
 
@@ -272,18 +422,18 @@ func (cr *creation) network(ctx context.Context) (undoFunc, error) {
 		spec:      cr.c.spec,
 		settings:  cr.settings,
 		runtime:   r.cfg.Runtime,
-		ns:        cr.pod.netns,
+		ns:        cr.c.pod.netns,
 	})
 	if err != nil {
 		return nil, err
 	}
-	cr.pod.net = network
+	cr.c.pod.net = network
 	return func(context.Context) error { return network.Close() }, nil
 }
 
 // vm boots the VM (sandbox.go) and waits for its agent.
 func (cr *creation) vm(ctx context.Context) (undoFunc, error) {
-	p := cr.pod
+	p := cr.c.pod
 	sb, err := startSandbox(ctx, sandboxConfig{
 		id:        cr.opts.ID,
 		stateDir:  p.host.dir,
@@ -352,9 +502,18 @@ func (cr *creation) stdio(ctx context.Context) (undoFunc, error) {
 // guestCreate creates the container in the guest, its init waiting for
 // Start. Nothing to undo: stopping the VM ends it.
 func (cr *creation) guestCreate(ctx context.Context) (undoFunc, error) {
-	c, p := cr.c, cr.pod
-	p.placeholders = p.net.placeholders(cr.settings)
-	req := cr.guest.Request(guestSetup(p.net, p.placeholders, cr.initStdio))
+	c, p := cr.c, cr.c.pod
+	if p.owner == c {
+		p.placeholders = p.net.placeholders(cr.settings)
+	}
+	setup := guestSetup(p.net, p.placeholders, cr.initStdio)
+	if cr.place.Role != oci.Standalone {
+		setup.Pod = &oci.PodPlacement{ShareTag: api.PodTag, Dir: cr.opts.ID, Join: cr.join}
+		if len(cr.join) > 0 {
+			setup.Pod.JoinContainer = cr.place.SandboxID
+		}
+	}
+	req := cr.guest.Request(setup)
 	cctx, cancel := context.WithTimeout(ctx, cr.r.cfg.Runtime.Limits.AgentCallTimeout.Duration)
 	defer cancel()
 	resp, err := p.sb.agent.CreateContainer(cctx, req)

@@ -5,7 +5,10 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/containerd/log"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
+
+	"github.com/earendil-works/gondolin-containerd/guest-agent/api"
 )
 
 // Delete ends a container whose init has stopped (or never started): its
@@ -62,9 +65,42 @@ func (c *Container) Delete(ctx context.Context) (Exit, error) {
 func (c *Container) teardown(ctx context.Context) error {
 	ctx = context.WithoutCancel(ctx)
 	c.stoppingOnce.Do(func() { close(c.stopping) })
-	c.pod.leave(c)
-	c.pod.stop(ctx)
+	p := c.pod
+	p.leave(c)
+	if p.owner != c {
+		return c.leavePod(ctx)
+	}
+	// The pod's other containers' processes are reported killed as the
+	// VM goes, and their host state is cleaned up with the pod's.
+	p.stop(ctx)
+	c.rt.removePod(p)
 	c.init.io.Close()
-	c.pod.releaseNetwork(ctx)
+	p.releaseNetwork(ctx)
 	return c.host.cleanup()
+}
+
+// leavePod deletes a CRI pod's container from the VM, which goes on
+// running for the rest of the pod, and releases what the host made for
+// it.
+func (c *Container) leavePod(ctx context.Context) error {
+	p := c.pod
+	if !p.stopped() && !p.sb.vmGone() {
+		err := c.guestCall(ctx, "delete the container in the guest", func(ctx context.Context) error {
+			_, err := p.sb.agent.DeleteContainer(ctx, &api.DeleteContainerRequest{ContainerId: c.ID})
+			return err
+		})
+		if err != nil {
+			// Its processes have exited; what the guest keeps of it goes
+			// with the VM.
+			log.G(ctx).WithError(agentError(err)).WithField("container", c.ID).Warn("delete the container in the guest")
+		}
+	}
+	c.init.io.Close()
+	if err := c.host.cleanup(); err != nil {
+		return err
+	}
+	if p.stopped() {
+		return nil // the pod's cleanup has forgotten it already
+	}
+	return p.host.dropMember(c.host.dir)
 }

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"syscall"
 	"time"
@@ -46,6 +47,16 @@ type persistedState struct {
 	// HostCgroup is the container's host cgroup when the shim created it
 	// (a path below the cgroup hierarchies' roots).
 	HostCgroup string `json:"host_cgroup,omitempty"`
+	// PodShare is the pod share (podshare.go) a CRI pod's sandbox made
+	// in its state directory for its pod's containers.
+	PodShare string `json:"pod_share,omitempty"`
+	// PodEntry is a pod's container's entry in its pod's share: its root
+	// and binds, bound there.
+	PodEntry string `json:"pod_entry,omitempty"`
+	// Members are the state directories of the other containers of the
+	// pod this (sandbox) container made: its cleanup is theirs too, since
+	// containerd runs no `shim delete` for them.
+	Members []string `json:"members,omitempty"`
 }
 
 // Names the runtime makes in a container's state directory.
@@ -92,6 +103,7 @@ func loadHostState(dir string) (*hostState, error) {
 	if errors.Is(err, os.ErrNotExist) {
 		h.rec.BindsDir = filepath.Join(dir, bindsName)
 		h.rec.ReadonlyRoot = filepath.Join(dir, readonlyRootName)
+		h.rec.PodShare = filepath.Join(dir, podShareName)
 		return h, nil
 	}
 	if err != nil {
@@ -157,6 +169,30 @@ func (h *hostState) recordBinds() (string, error) {
 	return dir, h.record(func(r *persistedState) { r.BindsDir = dir })
 }
 
+// recordPodShare records the pod share and returns where to make it.
+func (h *hostState) recordPodShare() (string, error) {
+	dir := h.path(podShareName)
+	return dir, h.record(func(r *persistedState) { r.PodShare = dir })
+}
+
+// recordPodEntry records the container's entry in its pod's share.
+func (h *hostState) recordPodEntry(entry string) error {
+	return h.record(func(r *persistedState) { r.PodEntry = entry })
+}
+
+// recordMember records a container of the pod, by its state directory,
+// before anything is made for it.
+func (h *hostState) recordMember(dir string) error {
+	return h.record(func(r *persistedState) { r.Members = append(r.Members, dir) })
+}
+
+// dropMember forgets a container of the pod that was cleaned up.
+func (h *hostState) dropMember(dir string) error {
+	return h.record(func(r *persistedState) {
+		r.Members = slices.DeleteFunc(r.Members, func(d string) bool { return d == dir })
+	})
+}
+
 // recordNetNSPin records where a network namespace the shim creates is
 // pinned, and returns it.
 func (h *hostState) recordNetNSPin() (string, error) {
@@ -195,6 +231,9 @@ func (h *hostState) cleanup() error {
 		inDir bool
 	}{
 		{h.releaseVM, false},
+		{h.releaseMembers, false},
+		{h.releasePodEntry, false},
+		{h.releasePodShare, true},
 		{h.releaseHostCgroup, false},
 		{h.releaseReadonlyRoot, true},
 		{h.releaseRootfs, false},
@@ -251,6 +290,62 @@ func (h *hostState) releaseVM() error {
 	h.rec.VMMPid, h.rec.VirtiofsdPids = 0, nil
 	h.mu.Unlock()
 	return nil
+}
+
+// releaseMembers cleans up the pod's other containers, whose VM is gone.
+// Only a state directory beside this one, named as the runtime names
+// them, is acted on.
+func (h *hostState) releaseMembers() error {
+	h.mu.Lock()
+	members := append([]string(nil), h.rec.Members...)
+	h.mu.Unlock()
+	var errs []error
+	for _, dir := range members {
+		if filepath.Dir(dir) != filepath.Dir(h.dir) || !isStateDirName(filepath.Base(dir)) {
+			errs = append(errs, fmt.Errorf("state file of %s names member %q, not a state directory beside it: refusing to clean it", h.dir, dir))
+			continue
+		}
+		m, err := loadHostState(dir)
+		if err == nil {
+			err = m.cleanup()
+		}
+		if err != nil {
+			errs = append(errs, fmt.Errorf("clean up pod member %s: %w", dir, err))
+		}
+	}
+	if len(errs) > 0 {
+		return errors.Join(errs...)
+	}
+	h.mu.Lock()
+	h.rec.Members = nil
+	h.mu.Unlock()
+	return nil
+}
+
+// releasePodEntry takes the container's root and binds out of its pod's
+// share. The entry must be a container's entry of a pod share in a state
+// directory beside this one.
+func (h *hostState) releasePodEntry() error {
+	return h.release(func(r *persistedState) *string { return &r.PodEntry }, func(entry string) error {
+		mounts := filepath.Dir(entry)
+		podDir := filepath.Dir(mounts)
+		owner := filepath.Dir(podDir)
+		if filepath.Base(mounts) != podMountsName || filepath.Base(podDir) != podShareName ||
+			filepath.Dir(owner) != filepath.Dir(h.dir) || !isStateDirName(filepath.Base(owner)) {
+			return fmt.Errorf("state file of %s names pod entry %q, not one of a pod share beside it: refusing to unmount it", h.dir, entry)
+		}
+		return unpublishFromPod(entry)
+	})
+}
+
+// releasePodShare detaches and removes the pod share.
+func (h *hostState) releasePodShare() error {
+	return h.release(func(r *persistedState) *string { return &r.PodShare }, func(path string) error {
+		if err := h.stateName(path, podShareName); err != nil {
+			return err
+		}
+		return removePodShare(path)
+	})
 }
 
 // releaseHostCgroup removes the host cgroup the shim created; its

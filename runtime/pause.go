@@ -3,13 +3,19 @@ package runtime
 import (
 	"context"
 	"fmt"
+
+	"github.com/containerd/errdefs"
 )
 
 // Pausing stops the VM's vCPUs, so every process of the container is
 // paused at once, as a frozen cgroup is with runc.
 
-// Pause stops the VM's vCPUs, if the init's state allows.
+// Pause stops the VM's vCPUs, if the init's state allows. Only the owner
+// of a pod pauses it: one container of a CRI pod cannot be paused alone.
 func (c *Container) Pause(ctx context.Context) error {
+	if c.pod.owner != c {
+		return fmt.Errorf("pause %s: pausing one container of a pod would pause its whole VM; pause the pod's sandbox %s: %w", c.ID, c.pod.id, errdefs.ErrNotImplemented)
+	}
 	p := c.init
 	p.opMu.Lock()
 	defer p.unlockOps()

@@ -2,9 +2,11 @@ package runtime
 
 import (
 	"context"
+	"fmt"
 	"sync"
 	"time"
 
+	"github.com/containerd/errdefs"
 	"github.com/containerd/log"
 )
 
@@ -33,6 +35,9 @@ type pod struct {
 	// host records what was made on the host for the VM; it is the
 	// owner's host state.
 	host *hostState
+	// shareDir is a CRI pod's share (podshare.go), through which its
+	// containers' roots reach the running VM; "" for a pod of one.
+	shareDir string
 
 	// owner is the container that made the pod; its init's state says
 	// whether the VM is paused (only the owner pauses it).
@@ -85,6 +90,20 @@ func (p *pod) join(c *Container) {
 	p.members[c.ID] = c
 }
 
+// add makes c, created in the running VM, a container of the pod; a pod
+// whose VM was torn down meanwhile takes none.
+func (p *pod) add(c *Container) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	select {
+	case <-p.stopping:
+		return fmt.Errorf("the VM of pod %s was stopped while %s was created: %w", p.id, c.ID, errdefs.ErrFailedPrecondition)
+	default:
+	}
+	p.members[c.ID] = c
+	return nil
+}
+
 // leave removes c from the pod.
 func (p *pod) leave(c *Container) {
 	p.mu.Lock()
@@ -103,10 +122,23 @@ func (p *pod) start(shares []share) {
 	}
 }
 
-// stop ends the VM on purpose; what watches it stands down first.
+// stop ends the VM on purpose; what watches it stands down first, and
+// no container joins it any more.
 func (p *pod) stop(ctx context.Context) {
+	p.mu.Lock()
 	p.stoppingOnce.Do(func() { close(p.stopping) })
+	p.mu.Unlock()
 	p.sb.stop(ctx, 3*time.Second)
+}
+
+// stopped says the pod's VM was torn down on purpose.
+func (p *pod) stopped() bool {
+	select {
+	case <-p.stopping:
+		return true
+	default:
+		return false
+	}
 }
 
 // releaseNetwork closes the policy network and releases the network

@@ -51,6 +51,9 @@ type Runtime struct {
 	vms        vmSetups
 	mu         sync.Mutex
 	containers map[string]*Container
+	// pods are the CRI pods whose VMs run here, by sandbox container ID:
+	// the pods their other containers join.
+	pods map[string]*pod
 }
 
 // New returns an empty Runtime.
@@ -64,7 +67,7 @@ func New(cfg Config) *Runtime {
 	if cfg.OnOOM == nil {
 		cfg.OnOOM = func(string) {}
 	}
-	return &Runtime{cfg: cfg, vms: vmSetups{cfg: cfg.Runtime}, containers: map[string]*Container{}}
+	return &Runtime{cfg: cfg, vms: vmSetups{cfg: cfg.Runtime}, containers: map[string]*Container{}, pods: map[string]*pod{}}
 }
 
 // Get returns the container with id.
@@ -85,6 +88,36 @@ func (r *Runtime) Len() int {
 	return len(r.containers)
 }
 
+// addPod makes a CRI pod's VM one that its containers can join.
+func (r *Runtime) addPod(p *pod) {
+	if p.shareDir == "" {
+		return
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.pods[p.id] = p
+}
+
+// removePod forgets a pod whose VM is going.
+func (r *Runtime) removePod(p *pod) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.pods[p.id] == p {
+		delete(r.pods, p.id)
+	}
+}
+
+// podOf is the running pod of sandbox sandboxID, which container id joins.
+func (r *Runtime) podOf(id, sandboxID string) (*pod, error) {
+	r.mu.Lock()
+	p, ok := r.pods[sandboxID]
+	r.mu.Unlock()
+	if !ok || p.stopped() {
+		return nil, fmt.Errorf("container %s belongs to pod sandbox %s, which does not run in this shim (its sandbox must be created with the gondolin runtime, and still run): %w", id, sandboxID, errdefs.ErrFailedPrecondition)
+	}
+	return p, nil
+}
+
 func (r *Runtime) remove(id string) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -95,5 +128,14 @@ func (r *Runtime) remove(id string) {
 // socket paths in it stay far below the 108-byte limit whatever the ID.
 func StateDir(root, namespace, id string) string {
 	sum := sha256.Sum256([]byte(namespace + "\x00" + id))
-	return filepath.Join(root, hex.EncodeToString(sum[:8]))
+	return filepath.Join(root, hex.EncodeToString(sum[:stateDirHashBytes]))
+}
+
+// stateDirHashBytes is how much of the hash names a state directory.
+const stateDirHashBytes = 8
+
+// isStateDirName says name is what StateDir names a state directory.
+func isStateDirName(name string) bool {
+	b, err := hex.DecodeString(name)
+	return err == nil && len(b) == stateDirHashBytes && hex.EncodeToString(b) == name
 }

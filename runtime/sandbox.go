@@ -59,6 +59,9 @@ type sandboxConfig struct {
 type share struct {
 	tag string
 	dir string
+	// submounts: file systems are mounted below dir, some while the VM
+	// runs (a pod's share).
+	submounts bool
 }
 
 // startSandbox boots a VM sharing cfg.sharedDir as the container's root and
@@ -148,7 +151,7 @@ func vmRequest(cfg sandboxConfig, timing *phases) vmm.Request {
 	}
 	var dirs []string
 	for _, sh := range cfg.shares {
-		vmCfg.Shares = append(vmCfg.Shares, vmm.Share{Tag: sh.tag, Socket: filepath.Join(cfg.stateDir, "fs-"+sh.tag+".sock")})
+		vmCfg.Shares = append(vmCfg.Shares, vmm.Share{Tag: sh.tag, Socket: filepath.Join(cfg.stateDir, "fs-"+sh.tag+".sock"), Submounts: sh.submounts})
 		dirs = append(dirs, sh.dir)
 	}
 	if lvl := cfg.runtime.LogLevel; lvl == "debug" || lvl == "trace" {

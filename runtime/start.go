@@ -35,10 +35,14 @@ func (c *Container) startInit(ctx context.Context) (uint32, error) {
 		}
 	}
 	timing.done("hooks")
-	if err := c.configureNetwork(ctx); err != nil {
-		return 0, err
+	// The VM's network is its pod's: its owner configures it, and the
+	// ports its guest listens on are published for the pod from then on.
+	if c.pod.owner == c {
+		if err := c.configureNetwork(ctx); err != nil {
+			return 0, err
+		}
+		timing.done("network")
 	}
-	timing.done("network")
 	pid, err := c.init.startInGuest(ctx)
 	if err != nil {
 		return 0, err

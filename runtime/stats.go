@@ -23,10 +23,18 @@ const StatsTypeURL = "io.containerd.cgroups.v2.Metrics"
 // (QEMU and the virtiofsds), which the guest cannot fake. Pids, IO, RDMA
 // and hugetlb figures are the guest's word about the container's own
 // cgroup inside the VM. Without a host cgroup every figure is the guest's.
+// A CRI pod's containers other than its sandbox have no host cgroup.
 func (c *Container) Stats(ctx context.Context) ([]byte, error) {
-	if c.pod.cgroup != nil && c.paused() {
+	// The host cgroup is the whole VM's: its figures are its owner's. A
+	// CRI pod's other containers have the guest's word only (the pod's
+	// figures are the sandbox's, and crictl statsp reads the pod cgroup).
+	cg := c.pod.cgroup
+	if c.pod.owner != c {
+		cg = nil
+	}
+	if cg != nil && c.paused() {
 		// A paused VM cannot answer; the host's figures are there.
-		host, err := c.pod.cgroup.figures()
+		host, err := cg.figures()
 		if err != nil {
 			return nil, fmt.Errorf("stats of %s: %w", c.ID, err)
 		}
@@ -40,10 +48,10 @@ func (c *Container) Stats(ctx context.Context) ([]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("stats of %s: %w", c.ID, agentError(err))
 	}
-	if c.pod.cgroup == nil {
+	if cg == nil {
 		return resp.Metrics, nil
 	}
-	host, err := c.pod.cgroup.figures()
+	host, err := cg.figures()
 	if err != nil {
 		return nil, fmt.Errorf("stats of %s: %w", c.ID, err)
 	}

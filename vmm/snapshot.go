@@ -241,7 +241,7 @@ func blankDevices(ctx context.Context, fsd *Virtiofsd, cfg Config, dir string) (
 		return nil, nil, stop, err
 	}
 	for i, s := range cfg.Shares {
-		fs, err := fsd.StartFileServer(ctx, empty, filepath.Join(dir, fmt.Sprintf("fs%d.sock", i)))
+		fs, err := fsd.StartFileServer(ctx, empty, Share{Tag: s.Tag, Socket: filepath.Join(dir, fmt.Sprintf("fs%d.sock", i))})
 		if err != nil {
 			return nil, nil, stop, err
 		}

@@ -126,7 +126,7 @@ func launch(ctx context.Context, req Request, cfg Config) (_ *Instance, retErr e
 		}
 	}()
 	for i, dir := range req.Dirs {
-		fs, err := req.Virtiofsd.StartFileServer(ctx, dir, cfg.Shares[i].Socket)
+		fs, err := req.Virtiofsd.StartFileServer(ctx, dir, cfg.Shares[i])
 		if err != nil {
 			return nil, err
 		}

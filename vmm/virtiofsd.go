@@ -91,14 +91,18 @@ func parseFlavour(version string) (virtiofsdFlavour, error) {
 // openFiles caps the file descriptors virtiofsd may hold: it keeps one per
 // inode the guest has looked up until the guest forgets it, and a hostile
 // guest kernel never does. Both flavours spell the option the same way.
-func fileServerArgs(f virtiofsdFlavour, dir, socket string, openFiles int) []string {
+//
+// With submounts, each file system mounted below dir is announced to the
+// guest as a submount of its own (FUSE_ATTR_SUBMOUNT), so that files of
+// different file systems never share an inode number in the guest.
+func fileServerArgs(f virtiofsdFlavour, dir string, sh Share, openFiles int) []string {
 	rlimit := fmt.Sprintf("--rlimit-nofile=%d", openFiles)
 	if f == flavourRust {
 		// No thread pool (the Rust default, 0 = serve requests on the
 		// queue's own thread): one VM's requests arrive one queue at a
 		// time anyway, and every idle thread costs memory.
-		return []string{
-			"--socket-path=" + socket,
+		args := []string{
+			"--socket-path=" + sh.Socket,
 			"--shared-dir=" + dir,
 			"--cache=auto",
 			"--sandbox=namespace",
@@ -108,9 +112,13 @@ func fileServerArgs(f virtiofsdFlavour, dir, socket string, openFiles int) []str
 			"--log-level=error",
 			rlimit,
 		}
+		if sh.Submounts {
+			args = append(args, "--announce-submounts")
+		}
+		return args
 	}
-	return []string{
-		"--socket-path=" + socket,
+	args := []string{
+		"--socket-path=" + sh.Socket,
 		"-o", "source=" + dir,
 		"-o", "cache=auto",
 		"-o", "sandbox=namespace",
@@ -119,6 +127,10 @@ func fileServerArgs(f virtiofsdFlavour, dir, socket string, openFiles int) []str
 		"-o", "log_level=err",
 		rlimit,
 	}
+	if sh.Submounts {
+		args = append(args, "-o", "announce_submounts")
+	}
+	return args
 }
 
 // Virtiofsd is a virtiofsd binary and the syntax it takes.
@@ -185,11 +197,11 @@ func (v *Virtiofsd) CanSaveState() error {
 	return nil
 }
 
-// StartFileServer exports dir on a vhost-user socket. The socket is ready
-// to be handed to the VMM when this returns.
-func (v *Virtiofsd) StartFileServer(ctx context.Context, dir, socket string) (*FileServer, error) {
-	fs := &FileServer{socket: socket, done: make(chan struct{})}
-	fs.cmd = exec.Command(v.Path, fileServerArgs(v.flavour, dir, socket, v.openFiles())...)
+// StartFileServer exports dir as share sh on sh's vhost-user socket. The
+// socket is ready to be handed to the VMM when this returns.
+func (v *Virtiofsd) StartFileServer(ctx context.Context, dir string, sh Share) (*FileServer, error) {
+	fs := &FileServer{socket: sh.Socket, done: make(chan struct{})}
+	fs.cmd = exec.Command(v.Path, fileServerArgs(v.flavour, dir, sh, v.openFiles())...)
 	fs.cmd.Stderr = &lockedWriter{mu: &fs.mu, w: &fs.stderr}
 	fs.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	// Its sandboxed child holds stderr too: once virtiofsd has exited,
@@ -204,7 +216,7 @@ func (v *Virtiofsd) StartFileServer(ctx context.Context, dir, socket string) (*F
 	}()
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		if _, err := os.Stat(socket); err == nil {
+		if _, err := os.Stat(sh.Socket); err == nil {
 			return fs, nil
 		}
 		select {
@@ -217,7 +229,7 @@ func (v *Virtiofsd) StartFileServer(ctx context.Context, dir, socket string) (*F
 		}
 		if time.Now().After(deadline) {
 			fs.Stop()
-			return nil, fmt.Errorf("virtiofsd did not create %s within 10s: %s", socket, fs.Stderr())
+			return nil, fmt.Errorf("virtiofsd did not create %s within 10s: %s", sh.Socket, fs.Stderr())
 		}
 	}
 }

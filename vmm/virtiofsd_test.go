@@ -27,7 +27,7 @@ func TestFileServerStopIsPrompt(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	fs, err := v.StartFileServer(context.Background(), dir, sock)
+	fs, err := v.StartFileServer(context.Background(), dir, Share{Socket: sock})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -65,13 +65,13 @@ func TestParseFlavour(t *testing.T) {
 
 // Both flavours get the same settings, each in its own syntax.
 func TestFileServerArgs(t *testing.T) {
-	c := fileServerArgs(flavourC, "/r", "/s.sock", 4096)
+	c := fileServerArgs(flavourC, "/r", Share{Socket: "/s.sock"}, 4096)
 	for _, want := range [][]string{{"-o", "source=/r"}, {"-o", "cache=auto"}, {"-o", "sandbox=namespace"}, {"-o", "modcaps=-mknod"}, {"-o", "xattr"}, {"--rlimit-nofile=4096"}} {
 		if !containsSeq(c, want) {
 			t.Errorf("C args %q lack %q", c, want)
 		}
 	}
-	r := fileServerArgs(flavourRust, "/r", "/s.sock", 4096)
+	r := fileServerArgs(flavourRust, "/r", Share{Socket: "/s.sock"}, 4096)
 	for _, want := range []string{"--socket-path=/s.sock", "--shared-dir=/r", "--cache=auto", "--sandbox=namespace", "--seccomp=kill", "--modcaps=-mknod", "--xattr", "--rlimit-nofile=4096"} {
 		if !slices.Contains(r, want) {
 			t.Errorf("Rust args %q lack %q", r, want)
@@ -79,6 +79,15 @@ func TestFileServerArgs(t *testing.T) {
 	}
 	if slices.Contains(r, "-o") {
 		t.Errorf("Rust args %q carry C options", r)
+	}
+	if slices.Contains(r, "--announce-submounts") || slices.Contains(c, "announce_submounts") {
+		t.Errorf("submounts announced for a share without them: %q, %q", c, r)
+	}
+	// A pod's share announces its submounts, in each syntax.
+	c = fileServerArgs(flavourC, "/r", Share{Socket: "/s.sock", Submounts: true}, 4096)
+	r = fileServerArgs(flavourRust, "/r", Share{Socket: "/s.sock", Submounts: true}, 4096)
+	if !containsSeq(c, []string{"-o", "announce_submounts"}) || !slices.Contains(r, "--announce-submounts") {
+		t.Errorf("submounts not announced: %q, %q", c, r)
 	}
 }
 
@@ -132,7 +141,7 @@ func TestFileServerPids(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	fs, err := v.StartFileServer(context.Background(), dir, filepath.Join(dir, "fs.sock"))
+	fs, err := v.StartFileServer(context.Background(), dir, Share{Socket: filepath.Join(dir, "fs.sock")})
 	if err != nil {
 		t.Fatal(err)
 	}

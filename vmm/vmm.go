@@ -34,6 +34,11 @@ type Share struct {
 	Tag string
 	// Socket is the vhost-user socket of the file server serving it.
 	Socket string
+	// Submounts says the directory has file systems mounted below it,
+	// some after the file server started, that the guest must see as
+	// file systems of their own (each its own device and inode numbers),
+	// as a pod's share does.
+	Submounts bool
 }
 
 // Config describes one VM.

@@ -16,6 +16,10 @@ const (
 	// BindsTag is the share that carries a container's host bind mounts,
 	// one entry per bind (see the runtime's binds share).
 	BindsTag = "binds"
+	// PodTag is a CRI pod's one share: a directory per container of the
+	// pod, holding its root ("rootfs") and its binds share ("binds"),
+	// which the request names with rootfs_path.
+	PodTag = "pod"
 	// SharesDir is where the agent mounts the shares in the guest.
 	SharesDir = "/run/gondolin/shares"
 )
