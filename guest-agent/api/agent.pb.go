@@ -736,9 +736,10 @@ type CreateContainerRequest struct {
 	JoinContainerId string `protobuf:"bytes,16,opt,name=join_container_id,json=joinContainerId,proto3" json:"join_container_id,omitempty"`
 	// join_namespaces are the namespaces to join: "ipc", "uts", "pid",
 	// each at most once; it needs join_container_id. The container gets
-	// new ones of the rest, and always a mount and a cgroup namespace of
-	// its own. With "uts" the agent sets no hostname: hostname must be
-	// empty or the joined namespace's hostname.
+	// new ones of the rest, and as every container a mount namespace of
+	// its own (and a cgroup namespace of its own when it mounts cgroup).
+	// With "uts" the agent sets no hostname: hostname must be empty or the
+	// joined namespace's hostname.
 	JoinNamespaces []string `protobuf:"bytes,17,rep,name=join_namespaces,json=joinNamespaces,proto3" json:"join_namespaces,omitempty"`
 	unknownFields  protoimpl.UnknownFields
 	sizeCache      protoimpl.SizeCache
