@@ -38,7 +38,7 @@ func containerDev(t *testing.T, nodev bool, devTmpfs bool) string {
 			&api.Mount{Destination: "/dev", Type: "tmpfs", Source: "tmpfs", Options: []string{"nosuid", "strictatime", "mode=755", "size=65536k"}},
 			&api.Mount{Destination: "/dev/pts", Type: "devpts", Source: "devpts", Options: []string{"nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"}})
 	}
-	plan, err := mountAll(rootfs, mounts, nodev)
+	plan, err := mountAll(rootfs, mounts, nodev, mountSources{})
 	if err != nil {
 		t.Fatal(err)
 	}

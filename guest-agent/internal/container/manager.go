@@ -75,6 +75,9 @@ type Manager struct {
 	oom *oomWatcher
 	// memTotal reads the guest's memory size (MemTotal, bytes).
 	memTotal func() (uint64, error)
+	// mountShare mounts the virtio-fs share tag on target (mountVirtiofs;
+	// tests stand a directory in for it).
+	mountShare func(tag, target string, flags uintptr) error
 
 	mu         sync.Mutex
 	containers map[string]*Container
@@ -85,7 +88,8 @@ type Manager struct {
 // NewManager returns a manager starting processes through r.
 func NewManager(cfg Config, r *reaper.Reaper, s Streams) *Manager {
 	return &Manager{cfg: cfg, reaper: r, streams: s, containers: map[string]*Container{},
-		shares: map[string]*share{}, oom: newOOMWatcher(), memTotal: readMemTotal}
+		shares: map[string]*share{}, oom: newOOMWatcher(), memTotal: readMemTotal,
+		mountShare: func(tag, target string, flags uintptr) error { return mountVirtiofs(tag, target, flags, "") }}
 }
 
 // Container is one container of the guest.
@@ -242,6 +246,14 @@ func (m *Manager) Create(ctx context.Context, req *api.CreateContainerRequest) (
 	if req.GetRootfsTag() == "" {
 		return 0, fmt.Errorf("container %q: rootfs_tag must not be empty: %w", id, errdefs.ErrInvalidArgument)
 	}
+	if req.GetRootfsPath() != "" {
+		if err := validTag(req.GetRootfsTag()); err != nil {
+			return 0, fmt.Errorf("container %q: rootfs_tag: %v: %w", id, err, errdefs.ErrInvalidArgument)
+		}
+		if err := validRootfsPath(req.GetRootfsPath()); err != nil {
+			return 0, fmt.Errorf("container %q: %v: %w", id, err, errdefs.ErrInvalidArgument)
+		}
+	}
 	// What the request can get wrong is refused before anything is made.
 	cfg, err := processConfig(req.GetProcess())
 	if err != nil {
@@ -255,6 +267,9 @@ func (m *Manager) Create(ctx context.Context, req *api.CreateContainerRequest) (
 		if err := validTag(sh.GetTag()); err != nil {
 			return 0, fmt.Errorf("container %q: %v: %w", id, err, errdefs.ErrInvalidArgument)
 		}
+	}
+	if err := checkMounts(req.GetMounts(), m.cfg.SharesDir, requestTags(req)); err != nil {
+		return 0, fmt.Errorf("container %q: %v: %w", id, err, errdefs.ErrInvalidArgument)
 	}
 	for k := range req.GetSysctl() {
 		if _, err := initproc.SysctlPath("/proc/sys", k); err != nil {
@@ -329,11 +344,11 @@ func (m *Manager) create(ctx context.Context, c *Container, req *api.CreateConta
 	// Mounted read-write first: mount points and /dev entries may have to
 	// be created; a read-only root becomes read-only after that, as with
 	// runc.
-	if err := unix.Mount(req.GetRootfsTag(), c.rootfs, "virtiofs", rootFlags, ""); err != nil {
-		return 0, fmt.Errorf("mount virtio-fs share %q on %s: %w", req.GetRootfsTag(), c.rootfs, err)
+	if err := m.mountRootfs(c, req, rootFlags); err != nil {
+		return 0, err
 	}
 	steps.Done("rootfs")
-	plan, err := mountAll(c.rootfs, req.GetMounts(), nodev)
+	plan, err := mountAll(c.rootfs, req.GetMounts(), nodev, mountSources{sharesDir: m.cfg.SharesDir, tags: c.shares})
 	if err != nil {
 		return 0, err
 	}

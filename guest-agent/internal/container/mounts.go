@@ -38,16 +38,64 @@ func nsBound(typ string) bool {
 	return false
 }
 
+// mountSources is what a container's mounts may take from besides the
+// file systems they make.
+type mountSources struct {
+	// A bind's source must be below sharesDir/<tag> for one of tags, the
+	// shares the container holds (see bindShare).
+	sharesDir string
+	tags      []string
+}
+
+// mountKind is how mountAll makes a mount.
+type mountKind int
+
+const (
+	kindNS       mountKind = iota // by the init, in its namespaces (nsBound)
+	kindBind                      // a bind of a path in a share
+	kindVirtiofs                  // a virtio-fs share
+	kindOther                     // a file system of its type
+)
+
+// classifyMount returns a mount's normalised type, its options and how it
+// is made.
+func classifyMount(mnt *api.Mount) (string, mountutil.Options, mountKind) {
+	typ := mountutil.NormalizeType(mnt.GetType())
+	opts := mountutil.ParseOptions(mnt.GetOptions())
+	switch {
+	case nsBound(typ):
+		return typ, opts, kindNS
+	case typ == "bind" || opts.Flags&unix.MS_BIND != 0:
+		return typ, opts, kindBind
+	case typ == "virtiofs":
+		return typ, opts, kindVirtiofs
+	}
+	return typ, opts, kindOther
+}
+
+// checkMounts refuses, before anything is made, the mounts mountAll would
+// refuse for what the request says (not for what it finds): bind sources
+// outside the container's shares.
+func checkMounts(mounts []*api.Mount, sharesDir string, tags []string) error {
+	for _, mnt := range mounts {
+		if _, _, kind := classifyMount(mnt); kind == kindBind {
+			if _, _, err := bindShare(mnt.GetSource(), sharesDir, tags); err != nil {
+				return fmt.Errorf("bind mount on %s: %w", mnt.GetDestination(), err)
+			}
+		}
+	}
+	return nil
+}
+
 // mountAll makes the request's mounts under rootfs in order, except those
 // bound to the container's namespaces, which it plans for the init. With
 // nodev every mount but devpts is nodev, whatever its options say (see
 // setupDev).
-func mountAll(rootfs string, mounts []*api.Mount, nodev bool) (*mountPlan, error) {
+func mountAll(rootfs string, mounts []*api.Mount, nodev bool, ms mountSources) (*mountPlan, error) {
 	plan := &mountPlan{}
 	for _, mnt := range mounts {
 		dest := path.Clean("/" + mnt.GetDestination())
-		typ := mountutil.NormalizeType(mnt.GetType())
-		opts := mountutil.ParseOptions(mnt.GetOptions())
+		typ, opts, kind := classifyMount(mnt)
 		if nodev && typ != "devpts" {
 			opts.Flags |= unix.MS_NODEV
 		}
@@ -59,8 +107,8 @@ func mountAll(rootfs string, mounts []*api.Mount, nodev bool) (*mountPlan, error
 		if src == "" {
 			src = typ
 		}
-		switch {
-		case nsBound(typ):
+		switch kind {
+		case kindNS:
 			// The init mounts it; make the mount point now, while the
 			// root may still be written.
 			if err := os.MkdirAll(target, 0o755); err != nil {
@@ -71,25 +119,26 @@ func mountAll(rootfs string, mounts []*api.Mount, nodev bool) (*mountPlan, error
 				plan.cgroupNS = true
 			}
 			continue
-		case typ == "bind" || opts.Flags&unix.MS_BIND != 0:
-			if err := bindMount(src, target, opts); err != nil {
+		case kindBind:
+			if err := bindFromShare(src, target, opts, ms); err != nil {
 				return nil, fmt.Errorf("bind mount %s on %s: %w", src, dest, err)
 			}
-		case typ == "":
-			return nil, fmt.Errorf("mount on %s: no type", dest)
-		case typ == "virtiofs":
-			if err := os.MkdirAll(target, 0o755); err != nil {
-				return nil, fmt.Errorf("mount virtio-fs share %q on %s: create mount point: %w", src, dest, err)
+		case kindOther:
+			if typ == "" {
+				return nil, fmt.Errorf("mount on %s: no type", dest)
 			}
-			if err := mountVirtiofs(src, target, opts.Flags, opts.Data); err != nil {
-				return nil, fmt.Errorf("mount virtio-fs share %q on %s: %w", src, dest, err)
-			}
-		default:
 			if err := os.MkdirAll(target, 0o755); err != nil {
 				return nil, fmt.Errorf("mount %s on %s: create mount point: %w", typ, dest, err)
 			}
 			if err := unix.Mount(src, target, typ, opts.Flags, opts.Data); err != nil {
 				return nil, fmt.Errorf("mount %s on %s (options %q): %w", typ, dest, opts.Data, err)
+			}
+		case kindVirtiofs:
+			if err := os.MkdirAll(target, 0o755); err != nil {
+				return nil, fmt.Errorf("mount virtio-fs share %q on %s: create mount point: %w", src, dest, err)
+			}
+			if err := mountVirtiofs(src, target, opts.Flags, opts.Data); err != nil {
+				return nil, fmt.Errorf("mount virtio-fs share %q on %s: %w", src, dest, err)
 			}
 		}
 		if opts.Propagation != 0 {

@@ -59,7 +59,7 @@ func (m *Manager) acquireShare(tag string, readonly bool) error {
 	if readonly {
 		flags = unix.MS_RDONLY
 	}
-	if err := mountVirtiofs(tag, path, flags, ""); err != nil {
+	if err := m.mountShare(tag, path, flags); err != nil {
 		_ = os.Remove(path)
 		return fmt.Errorf("mount virtio-fs share %q on %s: %w", tag, path, err)
 	}
