@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"runtime"
+	"slices"
 	"strings"
 	"time"
 
@@ -57,31 +58,27 @@ func processConfig(proc *api.Process) (initproc.Config, error) {
 	return cfg, nil
 }
 
-// nsFile is an open namespace of the container init.
+// nsFile is an open namespace of a container init.
 type nsFile struct {
 	name string
 	fd   int
 	flag int
 }
 
-// execNamespaces are the container init's namespaces an exec process is
-// started in. Its cgroup and mount namespaces are joined by the child
-// itself: the kernel refuses CLONE_INTO_CGROUP from a cgroup outside the
-// caller's cgroup namespace, and setns(CLONE_NEWNS) to a thread of a
-// multi-threaded process; nor could the agent binary be re-executed from
-// inside the container's root.
-var execNamespaces = []struct {
-	name string
-	flag int
-}{
-	{"pid", unix.CLONE_NEWPID},
-	{"uts", unix.CLONE_NEWUTS},
-	{"ipc", unix.CLONE_NEWIPC},
-}
-
-func openNamespaces(pid int) ([]nsFile, error) {
+// openNamespaces opens the namespaces names (of joinableNamespaces, in
+// that order) of the container init pid, for runInNamespaces: an exec
+// process is started in all of them (allJoinable), the init of a pod's
+// container in those it joins. An exec process's cgroup and mount
+// namespaces are joined by the child itself: the kernel refuses
+// CLONE_INTO_CGROUP from a cgroup outside the caller's cgroup namespace,
+// and setns(CLONE_NEWNS) to a thread of a multi-threaded process; nor
+// could the agent binary be re-executed from inside the container's root.
+func openNamespaces(pid int, names []string) ([]nsFile, error) {
 	var out []nsFile
-	for _, ns := range execNamespaces {
+	for _, ns := range joinableNamespaces {
+		if !slices.Contains(names, ns.name) {
+			continue
+		}
 		p := fmt.Sprintf("/proc/%d/ns/%s", pid, ns.name)
 		fd, err := unix.Open(p, unix.O_RDONLY|unix.O_CLOEXEC, 0)
 		if err != nil {
@@ -194,7 +191,7 @@ func (m *Manager) Exec(ctx context.Context, req *api.ExecProcessRequest) error {
 		return err
 	}
 	init := c.procs[""]
-	ns, err := openNamespaces(init.Pid)
+	ns, err := openNamespaces(init.Pid, allJoinable)
 	if err != nil {
 		stdio.close()
 		return fmt.Errorf("exec %q in container %q: %w", eid, cid, err)

@@ -254,6 +254,10 @@ func (m *Manager) Create(ctx context.Context, req *api.CreateContainerRequest) (
 			return 0, fmt.Errorf("container %q: %v: %w", id, err, errdefs.ErrInvalidArgument)
 		}
 	}
+	joinID, joinNames, err := parseJoin(req)
+	if err != nil {
+		return 0, fmt.Errorf("container %q: %v: %w", id, err, errdefs.ErrInvalidArgument)
+	}
 	// What the request can get wrong is refused before anything is made.
 	cfg, err := processConfig(req.GetProcess())
 	if err != nil {
@@ -280,6 +284,19 @@ func (m *Manager) Create(ctx context.Context, req *api.CreateContainerRequest) (
 	if err != nil {
 		return 0, fmt.Errorf("container %q: %v: %w", id, err, errdefs.ErrInvalidArgument)
 	}
+	// The namespaces to join are opened before this container exists and
+	// holds its lock: two containers joining each other at once must not
+	// wait for each other.
+	var join []nsFile
+	if joinID != "" {
+		if join, err = m.openJoin(id, joinID, joinNames); err != nil {
+			return 0, err
+		}
+		defer closeNamespaces(join)
+		if err := checkJoinedHostname(join, joinID, req.GetHostname()); err != nil {
+			return 0, fmt.Errorf("container %q: %w", id, err)
+		}
+	}
 	c := &Container{
 		ID:      id,
 		dir:     filepath.Join(m.cfg.StateDir, id),
@@ -300,7 +317,7 @@ func (m *Manager) Create(ctx context.Context, req *api.CreateContainerRequest) (
 	defer c.mu.Unlock()
 
 	steps := phase.Start()
-	pid, err := m.create(ctx, c, req, cfg, res, certs, steps)
+	pid, err := m.create(ctx, c, req, cfg, res, certs, join, steps)
 	if err != nil {
 		agentlog.Errorf("create container %s: %v", id, err)
 		m.teardown(c)
@@ -313,7 +330,7 @@ func (m *Manager) Create(ctx context.Context, req *api.CreateContainerRequest) (
 	return pid, nil
 }
 
-func (m *Manager) create(ctx context.Context, c *Container, req *api.CreateContainerRequest, cfg initproc.Config, res *specs.LinuxResources, certs []byte, steps *phase.Timer) (int, error) {
+func (m *Manager) create(ctx context.Context, c *Container, req *api.CreateContainerRequest, cfg initproc.Config, res *specs.LinuxResources, certs []byte, join []nsFile, steps *phase.Timer) (int, error) {
 	stdio, err := m.takeStdio(ctx, c.ID, "", req.GetStdio())
 	if err != nil {
 		return 0, err
@@ -376,7 +393,11 @@ func (m *Manager) create(ctx context.Context, c *Container, req *api.CreateConta
 
 	cfg.Rootfs = c.rootfs
 	cfg.Env = addEnvDefaults(cfg.Env, c.env)
-	cfg.Hostname = req.GetHostname()
+	// In a joined UTS namespace the hostname is the one it has
+	// (checkJoinedHostname).
+	if !slices.ContainsFunc(join, func(n nsFile) bool { return n.name == "uts" }) {
+		cfg.Hostname = req.GetHostname()
+	}
 	cfg.CgroupNS = plan.cgroupNS
 	cfg.Mounts = plan.nsMounts
 	cfg.Sysctl = req.GetSysctl()
@@ -385,7 +406,7 @@ func (m *Manager) create(ctx context.Context, c *Container, req *api.CreateConta
 	p := newProcess(c.ID, "")
 	p.beforeDone = func() { m.oom.check(c.ID) }
 	owned = true
-	if err := m.spawn(c, p, spawnSpec{cfg: cfg, terminal: req.GetProcess().GetTerminal(), ptmx: c.ptmx, stdio: stdio}); err != nil {
+	if err := m.spawn(c, p, spawnSpec{cfg: cfg, terminal: req.GetProcess().GetTerminal(), ptmx: c.ptmx, stdio: stdio, join: join}); err != nil {
 		return 0, err
 	}
 	if p.prestarted {

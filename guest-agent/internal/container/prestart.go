@@ -112,7 +112,10 @@ func (z *prestartedInit) discard() {
 // none to take (or it has died), for the caller to fork one.
 func (m *Manager) startPrestarted(c *Container, p *Process, sp spawnSpec, stdio []uintptr) (int, *os.File, error) {
 	if len(sp.join) != 0 || sp.cgroupNS != nil {
-		return 0, nil, nil // an exec process: it must fork in the init's namespaces
+		// An exec process, or the init of a container that joins another's
+		// namespaces: it must fork in them, while the prestarted init
+		// already has new ones.
+		return 0, nil, nil
 	}
 	m.mu.Lock()
 	z := m.prestarted

@@ -72,9 +72,10 @@ type spawnSpec struct {
 	terminal bool
 	ptmx     string // the multiplexer to allocate the terminal from
 	stdio    *stdioStreams
-	// join holds the namespaces of the container init an exec process
-	// starts in; empty for the init itself, which gets new PID, UTS and
-	// IPC namespaces.
+	// join holds the namespaces of a container init that the process
+	// starts in: all of them for an exec process; for an init, those of
+	// the container it joins (join_container_id), and it gets new ones of
+	// the rest of initCloneflags. Such an init is never a prestarted one.
 	join []nsFile
 	// cgroupNS is the init's cgroup namespace, which an exec process
 	// joins itself (passed as initproc.CgroupNSFd).
@@ -256,13 +257,15 @@ func newSyncSocket() (agentEnd, childEnd *os.File, err error) {
 	return os.NewFile(uintptr(spair[0]), "sync"), os.NewFile(uintptr(spair[1]), "sync-child"), nil
 }
 
-// initCloneflags are the namespaces every container init gets new.
+// initCloneflags are the namespaces a container init gets new unless it
+// joins another container's (sp.join). Its mount and cgroup namespaces it
+// makes itself (initproc.setupNamespaces).
 const initCloneflags = unix.CLONE_NEWPID | unix.CLONE_NEWUTS | unix.CLONE_NEWIPC
 
 // forkInit starts the container process for p by re-executing the agent
-// with stdio as its fds 0-2, born into the container's cgroup (and for an
-// exec, in the namespaces of sp.join). It returns the agent's end of the
-// sync socket.
+// with stdio as its fds 0-2, born into the container's cgroup and in the
+// namespaces of sp.join (every one for an exec, those a pod's container
+// joins for an init). It returns the agent's end of the sync socket.
 func (m *Manager) forkInit(c *Container, p *Process, sp spawnSpec, stdio []uintptr) (pid int, syncSock *os.File, err error) {
 	syncSock, childSync, err := newSyncSocket()
 	if err != nil {
@@ -292,8 +295,11 @@ func (m *Manager) forkInit(c *Container, p *Process, sp spawnSpec, stdio []uintp
 		UseCgroupFD: true,
 		CgroupFD:    int(cg.Fd()),
 	}
-	if len(sp.join) == 0 {
+	if !sp.cfg.Exec {
 		sys.Cloneflags = initCloneflags
+		for _, n := range sp.join {
+			sys.Cloneflags &^= uintptr(n.flag)
+		}
 	}
 	if sp.terminal {
 		// The new session's controlling terminal, so that its process
