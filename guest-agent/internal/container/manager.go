@@ -42,6 +42,7 @@ type Config struct {
 	SharesDir  string // virtio-fs shares are mounted at SharesDir/<tag>
 	FilesDir   string // files shown in a container are in FilesDir/<id>
 	CgroupRoot string // cgroups are CgroupRoot/<id>
+	PodShmDir  string // the pod's /dev/shm tmpfs (api.PodShmMountType), mounted at its first use
 	Exe        string // the agent binary, re-executed as the container init
 	// StdioTimeout bounds the wait for the stdio streams a create names.
 	StdioTimeout time.Duration
@@ -59,6 +60,7 @@ func DefaultConfig() Config {
 		SharesDir:    api.SharesDir,
 		FilesDir:     "/run/gondolin/files",
 		CgroupRoot:   "/sys/fs/cgroup",
+		PodShmDir:    "/run/gondolin/pod/shm",
 		Exe:          "/proc/self/exe",
 		StdioTimeout: 10 * time.Second,
 		DrainGrace:   time.Second,
@@ -78,6 +80,7 @@ type Manager struct {
 	// mountShare mounts the virtio-fs share tag on target (mountVirtiofs;
 	// tests stand a directory in for it).
 	mountShare func(tag, target string, flags uintptr) error
+	podShm     *podShm
 
 	mu         sync.Mutex
 	containers map[string]*Container
@@ -89,7 +92,8 @@ type Manager struct {
 func NewManager(cfg Config, r *reaper.Reaper, s Streams) *Manager {
 	return &Manager{cfg: cfg, reaper: r, streams: s, containers: map[string]*Container{},
 		shares: map[string]*share{}, oom: newOOMWatcher(), memTotal: readMemTotal,
-		mountShare: func(tag, target string, flags uintptr) error { return mountVirtiofs(tag, target, flags, "") }}
+		mountShare: func(tag, target string, flags uintptr) error { return mountVirtiofs(tag, target, flags, "") },
+		podShm:     &podShm{dir: cfg.PodShmDir}}
 }
 
 // Container is one container of the guest.
@@ -365,7 +369,7 @@ func (m *Manager) create(ctx context.Context, c *Container, req *api.CreateConta
 		return 0, err
 	}
 	steps.Done("rootfs")
-	plan, err := mountAll(c.rootfs, req.GetMounts(), nodev, mountSources{sharesDir: m.cfg.SharesDir, tags: c.shares})
+	plan, err := mountAll(c.rootfs, req.GetMounts(), nodev, mountSources{sharesDir: m.cfg.SharesDir, tags: c.shares, podShm: m.podShm})
 	if err != nil {
 		return 0, err
 	}
@@ -567,7 +571,7 @@ func (m *Manager) Shutdown() {
 		}
 	}
 	unix.Sync()
-	for _, dir := range []string{m.cfg.StateDir, m.cfg.SharesDir} {
+	for _, dir := range []string{m.cfg.StateDir, m.cfg.SharesDir, m.cfg.PodShmDir} {
 		if err := unmountAll(dir); err != nil {
 			agentlog.Warnf("shutdown: %v", err)
 		}

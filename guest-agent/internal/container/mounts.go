@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strings"
 
+	"github.com/containerd/errdefs"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
 
@@ -45,6 +46,8 @@ type mountSources struct {
 	// shares the container holds (see bindShare).
 	sharesDir string
 	tags      []string
+	// podShm is the pod's shm tmpfs (api.PodShmMountType).
+	podShm *podShm
 }
 
 // mountKind is how mountAll makes a mount.
@@ -52,6 +55,7 @@ type mountKind int
 
 const (
 	kindNS       mountKind = iota // by the init, in its namespaces (nsBound)
+	kindPodShm                    // a bind of the pod's shm tmpfs
 	kindBind                      // a bind of a path in a share
 	kindVirtiofs                  // a virtio-fs share
 	kindOther                     // a file system of its type
@@ -65,6 +69,8 @@ func classifyMount(mnt *api.Mount) (string, mountutil.Options, mountKind) {
 	switch {
 	case nsBound(typ):
 		return typ, opts, kindNS
+	case typ == api.PodShmMountType:
+		return typ, opts, kindPodShm
 	case typ == "bind" || opts.Flags&unix.MS_BIND != 0:
 		return typ, opts, kindBind
 	case typ == "virtiofs":
@@ -75,12 +81,18 @@ func classifyMount(mnt *api.Mount) (string, mountutil.Options, mountKind) {
 
 // checkMounts refuses, before anything is made, the mounts mountAll would
 // refuse for what the request says (not for what it finds): bind sources
-// outside the container's shares.
+// outside the container's shares, bad pod shm options.
 func checkMounts(mounts []*api.Mount, sharesDir string, tags []string) error {
 	for _, mnt := range mounts {
-		if _, _, kind := classifyMount(mnt); kind == kindBind {
+		_, opts, kind := classifyMount(mnt)
+		switch kind {
+		case kindBind:
 			if _, _, err := bindShare(mnt.GetSource(), sharesDir, tags); err != nil {
 				return fmt.Errorf("bind mount on %s: %w", mnt.GetDestination(), err)
+			}
+		case kindPodShm:
+			if _, err := podShmSize(mnt, opts); err != nil {
+				return err
 			}
 		}
 	}
@@ -119,6 +131,23 @@ func mountAll(rootfs string, mounts []*api.Mount, nodev bool, ms mountSources) (
 				plan.cgroupNS = true
 			}
 			continue
+		case kindPodShm:
+			size, err := podShmSize(mnt, opts)
+			if err != nil {
+				return nil, fmt.Errorf("%w: %w", err, errdefs.ErrInvalidArgument)
+			}
+			if ms.podShm == nil {
+				return nil, fmt.Errorf("%s mount on %s: this agent has no pod /dev/shm", typ, dest)
+			}
+			dir, err := ms.podShm.get(size)
+			if err != nil {
+				return nil, err
+			}
+			// The tmpfs's nosuid, nodev and noexec hold for the bind too.
+			opts.Flags |= unix.MS_BIND | unix.MS_NOSUID | unix.MS_NODEV | unix.MS_NOEXEC
+			if err := bindMount(dir, target, opts); err != nil {
+				return nil, fmt.Errorf("bind the pod's /dev/shm on %s: %w", dest, err)
+			}
 		case kindBind:
 			if err := bindFromShare(src, target, opts, ms); err != nil {
 				return nil, fmt.Errorf("bind mount %s on %s: %w", src, dest, err)

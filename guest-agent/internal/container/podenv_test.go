@@ -86,6 +86,7 @@ func newPodEnv(t *testing.T) *podEnv {
 	cfg.StateDir = filepath.Join(base, "containers")
 	cfg.SharesDir = filepath.Join(base, "shares")
 	cfg.FilesDir = filepath.Join(base, "files")
+	cfg.PodShmDir = filepath.Join(base, "pod", "shm")
 	cfg.CgroupRoot = cgRoot
 	cfg.DrainGrace = 50 * time.Millisecond
 	cfg.MaxDrain = 500 * time.Millisecond
