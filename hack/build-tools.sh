@@ -11,15 +11,22 @@
 #               system's QEMU 7.2 stays), for resuming VMs from snapshots
 #   virtiofsd   the Rust virtiofsd, from Debian's crate packages with Debian's Rust
 #               toolchain (hack/virtiofsd/README.md), which can save its state with a VM
+#   cni         the CNI plugins nerdctl's networks chain (bridge, host-local, loopback,
+#               portmap, firewall, tuning), into DIR/cni/bin (nerdctl --cni-path)
+#   critools    crictl and critest (sigs.k8s.io/cri-tools), for the CRI tests
+#   registry    the distribution registry (cmd/registry), a local plain-HTTP registry
+#   nerdctl     nerdctl (github.com/containerd/nerdctl/v2), built from a copy of its
+#               module with the go.mod edits hack/versions.env describes
 #
 # make build takes qemu and virtiofsd from here into _output/lib/gondolin, where the
 # shim's default config finds them (hack/vmm-bundle.sh).
 #
 # Usage: hack/build-tools.sh DIR [COMPONENT...]   (make tools: DIR = .cache/tools;
-#        default components: containerd runc docker virtiofsd qemu)
+#        default components: containerd runc docker virtiofsd qemu cni critools
+#        registry nerdctl)
 #
-# Each component is skipped when DIR/bin already holds its binaries built for the
-# pinned version (recorded in DIR/bin/.<component>.stamp).
+# Each component is skipped when DIR/bin (DIR/cni/bin for cni) already holds its
+# binaries built for the pinned version (recorded in DIR/bin/.<component>.stamp).
 set -euo pipefail
 
 # shellcheck source=hack/lib.sh
@@ -27,16 +34,18 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 # shellcheck source=hack/versions.env
 source "$REPO_ROOT/hack/versions.env"
 
-[[ $# -ge 1 ]] || die "usage: $0 DIR [containerd|runc|docker|runsc...] (tools are installed into DIR/bin)"
+[[ $# -ge 1 ]] || die "usage: $0 DIR [containerd|runc|docker|runsc|virtiofsd|qemu|cni|critools|registry|nerdctl...] (tools are installed into DIR/bin)"
 mkdir -p "$1/bin"
 dir="$(cd "$1" && pwd)"
 bin="$dir/bin"
 shift
 components=("$@")
-((${#components[@]} > 0)) || components=(containerd runc docker virtiofsd qemu)
+((${#components[@]} > 0)) || components=(containerd runc docker virtiofsd qemu cni critools registry nerdctl)
 for c in "${components[@]}"; do
-	[[ $c == containerd || $c == runc || $c == docker || $c == runsc || $c == virtiofsd || $c == qemu ]] ||
-		die "unknown component '$c' (containerd, runc, docker, runsc, virtiofsd, qemu)"
+	case $c in
+	containerd | runc | docker | runsc | virtiofsd | qemu | cni | critools | registry | nerdctl) ;;
+	*) die "unknown component '$c' (containerd, runc, docker, runsc, virtiofsd, qemu, cni, critools, registry, nerdctl)" ;;
+	esac
 done
 wanted() {
 	local c
@@ -84,6 +93,13 @@ go_install_into() {
 	local dest=$1
 	shift
 	(cd / && env GOBIN="$dest" GOTOOLCHAIN=local GOFLAGS=-buildvcs=false "$go" install -trimpath "$@")
+}
+
+# module_dir MODULE@VERSION: the module's directory in the module cache (read-only),
+# downloaded from the proxy if need be; empty if that failed.
+module_dir() {
+	(cd / && GOTOOLCHAIN=local "$go" mod download -json "$1" |
+		sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p') || true
 }
 
 build_runc() {
@@ -167,8 +183,7 @@ build_docker() {
 	# it). Build a copy of the module with vendor.mod/vendor.sum as go.mod/go.sum (as
 	# its scripts/with-go-mod.sh does): the dependencies come from the proxy at exactly
 	# the versions vendor.mod pins, checked against vendor.sum.
-	cli_dir="$(cd / && GOTOOLCHAIN=local "$go" mod download -json "$cli_module@$DOCKER_CLI_VERSION" |
-		sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')" || true
+	cli_dir="$(module_dir "$cli_module@$DOCKER_CLI_VERSION")"
 	[[ -n $cli_dir && -f $cli_dir/vendor.mod && -f $cli_dir/vendor.sum ]] ||
 		die "go mod download $cli_module@$DOCKER_CLI_VERSION failed or has no vendor.mod/vendor.sum (is the Go module proxy reachable?)"
 	tmp="$(mktemp -d "$dir/.docker-cli-build.XXXXXX")"
@@ -192,6 +207,156 @@ build_docker() {
 	[[ $got == "Docker version $cli_version,"* ]] || die "built docker CLI reports '$got', expected version $cli_version"
 	echo "$want" >"$stamp"
 	log "built dockerd, docker-proxy ($MOBY_VERSION) and $got in $((SECONDS - start))s"
+}
+
+build_cni() {
+	local stamp="$bin/.cni.stamp" want start got p missing=false cni_bin="$dir/cni/bin" tmp
+	local cni_module=github.com/containernetworking/plugins pkgs=()
+	want="$cni_module@$CNI_PLUGINS_VERSION $CNI_PLUGINS static"
+	for p in $CNI_PLUGINS; do
+		[[ -x $cni_bin/${p##*/} ]] || missing=true
+		pkgs+=("$cni_module/plugins/$p@$CNI_PLUGINS_VERSION")
+	done
+	if ! $missing && [[ -f $stamp && "$(cat "$stamp")" == "$want" ]]; then
+		log "CNI plugins $CNI_PLUGINS_VERSION already in $cni_bin"
+		return 0
+	fi
+	log "building CNI plugins $CNI_PLUGINS_VERSION ($CNI_PLUGINS) into $cni_bin"
+	start=$SECONDS
+	rm -f "$stamp"
+	# Built into a fresh directory that then replaces the old one whole, so the
+	# directory never holds plugins of two versions.
+	mkdir -p "$dir/cni"
+	tmp="$(mktemp -d "$dir/cni/.build.XXXXXX")"
+	# Static, as upstream's releases (-extldflags -static there; no cgo is needed).
+	if ! (
+		export CGO_ENABLED=0
+		go_install_into "$tmp" \
+			-ldflags "-X $cni_module/pkg/utils/buildversion.BuildVersion=$CNI_PLUGINS_VERSION" "${pkgs[@]}"
+	); then
+		rm -rf "$tmp"
+		die "go install of the CNI plugins $CNI_PLUGINS_VERSION failed (is the Go module proxy reachable? see the output above)"
+	fi
+	rm -rf "$cni_bin"
+	mv "$tmp" "$cni_bin"
+	chmod 0755 "$cni_bin"
+	# A plugin called without CNI_COMMAND prints its build string.
+	got="$("$cni_bin/bridge" 2>&1 || true)"
+	[[ $got == *"CNI bridge plugin $CNI_PLUGINS_VERSION"* ]] ||
+		die "built CNI bridge plugin reports '$got', expected version $CNI_PLUGINS_VERSION"
+	echo "$want" >"$stamp"
+	log "built CNI plugins $CNI_PLUGINS_VERSION in $((SECONDS - start))s"
+}
+
+build_critools() {
+	local stamp="$bin/.critools.stamp" want start got src tmp
+	local cri_module=sigs.k8s.io/cri-tools
+	want="$cri_module@$CRI_TOOLS_VERSION crictl critest static"
+	if [[ -x $bin/crictl && -x $bin/critest && -f $stamp && "$(cat "$stamp")" == "$want" ]]; then
+		log "crictl and critest $CRI_TOOLS_VERSION already in $bin"
+		return 0
+	fi
+	log "building crictl and critest $CRI_TOOLS_VERSION into $bin (first build takes a few minutes)"
+	start=$SECONDS
+	rm -f "$stamp"
+	# As upstream's Makefile: CGO_ENABLED=0, the version in pkg/version, and critest
+	# as the test binary of ./cmd/critest (`go install` cannot make a test binary, so
+	# both build in the module's directory, with its own go.sum).
+	src="$(module_dir "$cri_module@$CRI_TOOLS_VERSION")"
+	[[ -n $src && -f $src/go.mod ]] ||
+		die "go mod download $cri_module@$CRI_TOOLS_VERSION failed (is the Go module proxy reachable?)"
+	tmp="$(mktemp -d "$dir/.cri-tools-build.XXXXXX")"
+	if ! (
+		cd "$src"
+		export CGO_ENABLED=0 GOTOOLCHAIN=local GOFLAGS="-buildvcs=false -mod=readonly"
+		ldflags="-X $cri_module/pkg/version.Version=${CRI_TOOLS_VERSION#v}"
+		"$go" build -trimpath -ldflags "$ldflags" -o "$tmp/crictl" ./cmd/crictl &&
+			"$go" test -c -trimpath -ldflags "$ldflags" -o "$tmp/critest" ./cmd/critest
+	); then
+		rm -rf "$tmp"
+		die "building crictl/critest $CRI_TOOLS_VERSION failed (see the output above)"
+	fi
+	mv -f "$tmp/crictl" "$bin/crictl"
+	mv -f "$tmp/critest" "$bin/critest"
+	rm -rf "$tmp"
+	got="$("$bin/crictl" --version 2>/dev/null || true)"
+	[[ $got == "crictl version ${CRI_TOOLS_VERSION#v}" ]] ||
+		die "built crictl reports '$got', expected version ${CRI_TOOLS_VERSION#v}"
+	"$bin/critest" --version 2>/dev/null | grep -qF "${CRI_TOOLS_VERSION#v}" ||
+		die "built critest does not report version ${CRI_TOOLS_VERSION#v}: '$("$bin/critest" --version 2>&1 | head -n 3)'"
+	echo "$want" >"$stamp"
+	log "built $got and critest in $((SECONDS - start))s"
+}
+
+build_registry() {
+	local stamp="$bin/.registry.stamp" want start got
+	local dist_module=github.com/distribution/distribution/v3
+	want="$dist_module@$DISTRIBUTION_VERSION registry static"
+	if [[ -x $bin/registry && -f $stamp && "$(cat "$stamp")" == "$want" ]]; then
+		log "registry $DISTRIBUTION_VERSION already in $bin"
+		return 0
+	fi
+	log "building the registry $DISTRIBUTION_VERSION into $bin"
+	start=$SECONDS
+	rm -f "$stamp"
+	# -s -w and the version variables as upstream's Makefile sets them; no storage-driver tags
+	# (the filesystem and in-memory drivers are always in).
+	(
+		export CGO_ENABLED=0
+		go_install_into "$bin" \
+			-ldflags "-s -w -X $dist_module/version.version=$DISTRIBUTION_VERSION -X $dist_module/version.mainpkg=$dist_module" \
+			"$dist_module/cmd/registry@$DISTRIBUTION_VERSION"
+	) || die "go install of the registry $DISTRIBUTION_VERSION failed (is the Go module proxy reachable? see the output above)"
+	got="$("$bin/registry" --version 2>/dev/null || true)"
+	[[ $got == *" $dist_module $DISTRIBUTION_VERSION" ]] ||
+		die "built registry reports '$got', expected version $DISTRIBUTION_VERSION"
+	echo "$want" >"$stamp"
+	log "built the registry $DISTRIBUTION_VERSION in $((SECONDS - start))s"
+}
+
+build_nerdctl() {
+	local stamp="$bin/.nerdctl.stamp" want start got src tmp
+	local nerdctl_module=github.com/containerd/nerdctl/v2 moby_module=github.com/moby/moby/v2
+	local tigron=github.com/containerd/nerdctl/mod/tigron@v0.0.0
+	want="$nerdctl_module@$NERDCTL_VERSION $moby_module@$NERDCTL_MOBY_VERSION go.sum+$(echo "$NERDCTL_GO_SUM" | sha256sum | cut -c1-16) static"
+	if [[ -x $bin/nerdctl && -f $stamp && "$(cat "$stamp")" == "$want" ]]; then
+		log "nerdctl $NERDCTL_VERSION already in $bin"
+		return 0
+	fi
+	log "building nerdctl $NERDCTL_VERSION (with $moby_module $NERDCTL_MOBY_VERSION) into $bin (first build takes a few minutes)"
+	start=$SECONDS
+	rm -f "$stamp"
+	# `go install ...@version` refuses a module whose go.mod has replace lines to
+	# directories, and this one's also names a moby beta the proxy refuses. Build a
+	# copy of the module instead (as the docker CLI above), its go.mod edited as
+	# hack/versions.env says, its go.sum completed with the pinned lines; -mod=readonly
+	# checks every module against that go.sum.
+	src="$(module_dir "$nerdctl_module@$NERDCTL_VERSION")"
+	[[ -n $src && -f $src/go.mod && -f $src/go.sum ]] ||
+		die "go mod download $nerdctl_module@$NERDCTL_VERSION failed (is the Go module proxy reachable?)"
+	tmp="$(mktemp -d "$dir/.nerdctl-build.XXXXXX")"
+	cp -r "$src/." "$tmp/"
+	chmod -R u+w "$tmp"
+	# Tags and ldflags as its Makefile (GO_BUILD: static, -s -w, the version). The
+	# revision stays "<unknown>": the proxy does not say which commit a version is.
+	if ! (
+		cd "$tmp"
+		export GOTOOLCHAIN=local GOFLAGS=-buildvcs=false
+		"$go" mod edit -dropreplace "$tigron" -require "$moby_module@$NERDCTL_MOBY_VERSION" &&
+			printf '%s\n' "$NERDCTL_GO_SUM" | sed '/^$/d' >>go.sum &&
+			CGO_ENABLED=0 "$go" build -mod=readonly -trimpath \
+				-ldflags "-s -w -X $nerdctl_module/pkg/version.Version=$NERDCTL_VERSION" \
+				-o "$bin/nerdctl" ./cmd/nerdctl
+	); then
+		rm -rf "$tmp"
+		die "building nerdctl $NERDCTL_VERSION failed (a go.sum line missing from NERDCTL_GO_SUM in hack/versions.env? see the output above)"
+	fi
+	rm -rf "$tmp"
+	got="$("$bin/nerdctl" --version 2>/dev/null || true)"
+	[[ $got == "nerdctl version ${NERDCTL_VERSION#v}" ]] ||
+		die "built nerdctl reports '$got', expected version ${NERDCTL_VERSION#v}"
+	echo "$want" >"$stamp"
+	log "built $got in $((SECONDS - start))s"
 }
 
 # fetch_deb POOL_PATH SHA256 DIR PIN: DIR/<name>.deb from deb.debian.org, checked
@@ -298,4 +463,8 @@ wanted docker && build_docker
 wanted runsc && build_runsc
 wanted virtiofsd && build_virtiofsd
 wanted qemu && build_qemu
+wanted cni && build_cni
+wanted critools && build_critools
+wanted registry && build_registry
+wanted nerdctl && build_nerdctl
 exit 0
