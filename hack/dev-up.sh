@@ -427,6 +427,8 @@ env_tmp="$(mktemp "$DEV_CACHE_DIR/.env.XXXXXX")"
 		printf 'export GONDOLIN_DEV_DOCKERD_LOG=%q\n' "$DEV_DOCKER_LOG"
 		printf 'export GONDOLIN_DEV_TEST_CONFIG=%q\n' "$gondolin_test_config"
 	fi
+	echo "# make tools' CNI plugins, for nerdctl --cni-path (nerdctl, crictl, critest and registry are on PATH)."
+	printf 'export GONDOLIN_CNI_BIN_DIR=%q\n' "$TOOLS_CNI_BIN_DIR"
 	echo "# ctr would warn on every call that cgroup v1 is deprecated (this host has v1)."
 	echo "export CONTAINERD_SUPPRESS_DEPRECATION_WARNINGS=1"
 	# Prepend once: sourcing the file again does not grow PATH.

@@ -40,6 +40,9 @@ DEV_DOCKER_CGROUP_PARENT=gondolin-dev-docker
 # In /run: it lives exactly as long as the kernel state it describes.
 DEV_DOCKER_HOST_STATE="$DEV_RUN_DIR/docker-host-state"
 TOOLS_DIR="$REPO_ROOT/.cache/tools"
+# The CNI plugins (hack/build-tools.sh cni) live apart from TOOLS_DIR/bin: a CNI
+# path holds plugins only.
+TOOLS_CNI_BIN_DIR="$TOOLS_DIR/cni/bin"
 OUT_BIN="$REPO_ROOT/_output/bin"
 SHIM_NAME=containerd-shim-gondolin-v1
 IMAGES_CACHE_DIR="$REPO_ROOT/.cache/images"
