@@ -280,6 +280,14 @@ if [[ -f $DEV_DOCKER_HOST_STATE ]]; then
 	fi
 fi
 
+# --- CRI network ------------------------------------------------------------------------------
+# The CNI bridge the CRI plugin's pods were attached to (each pod's veth and address went
+# with its pod; the bridge stays until here), and portmap's chains once no rule is left.
+if ip link show "$DEV_CNI_BRIDGE" >/dev/null 2>&1; then
+	log "deleting bridge $DEV_CNI_BRIDGE"
+	ip link delete "$DEV_CNI_BRIDGE" || log "warning: could not delete bridge $DEV_CNI_BRIDGE"
+fi
+
 # --- directories ----------------------------------------------------------------------------
 # --one-file-system: never walk into a mount we failed to see.
 rm -rf --one-file-system "$DEV_RUN_DIR" "$DEV_CACHE_DIR"

@@ -79,9 +79,50 @@ imports = []
     pod_annotations = ["io.gondolin.*"]
     container_annotations = ["io.gondolin.*"]
 
+  # CRI: pods on a CNI bridge of their own, with the pause image built here. The
+  # sandbox's oom_score_adj (-998) is kept within what containerd itself may set: a
+  # containerd that runs with a higher score cannot lower its children's.
+  [plugins."io.containerd.cri.v1.runtime"]
+    restrict_oom_score_adj = true
+
+  [plugins."io.containerd.cri.v1.runtime".cni]
+    bin_dirs = ["$CNI_BIN_DIR"]
+    conf_dir = "$DEV_CNI_CONF_DIR"
+
+  [plugins."io.containerd.cri.v1.images".pinned_images]
+    sandbox = "$PAUSE_IMAGE_NAME"
+
   [plugins."io.containerd.nri.v1.nri"]
     socket_path = "$DEV_RUN_DIR/nri.sock"
 EOF
+
+# The CRI plugin's network: a bridge with host-local addresses and portmap for
+# hostPort, no masquerading (test traffic stays on this machine).
+mkdir -p "$DEV_CNI_CONF_DIR"
+cni_tmp="$(mktemp "$DEV_CNI_CONF_DIR/.conf.XXXXXX")"
+cat >"$cni_tmp" <<EOF
+{
+  "cniVersion": "1.0.0",
+  "name": "gondolin-dev-cri",
+  "plugins": [
+    {
+      "type": "bridge",
+      "bridge": "$DEV_CNI_BRIDGE",
+      "isGateway": true,
+      "ipMasq": false,
+      "hairpinMode": true,
+      "ipam": {
+        "type": "host-local",
+        "ranges": [[{"subnet": "$DEV_CNI_SUBNET"}]],
+        "routes": [{"dst": "0.0.0.0/0"}],
+        "dataDir": "$DEV_RUN_DIR/cni/networks"
+      }
+    },
+    {"type": "portmap", "capabilities": {"portMappings": true}}
+  ]
+}
+EOF
+mv -f "$cni_tmp" "$DEV_CNI_CONF_DIR/10-gondolin-dev.conflist"
 config_changed=true
 if [[ -f $DEV_CONFIG ]] && cmp -s "$new_config" "$DEV_CONFIG"; then
 	config_changed=false
@@ -349,27 +390,27 @@ fi
 
 # --- images -----------------------------------------------------------------------------
 image_digest() {
-	ctr_dev -n default images ls "name==$1" | awk 'NR == 2 {print $3}'
+	ctr_dev -n "$1" images ls "name==$2" | awk 'NR == 2 {print $3}'
 }
 image_unpacked() {
 	# `ctr image check`: REF TYPE DIGEST STATUS SIZE UNPACKED
-	ctr_dev -n default images check "name==$1" | awk 'NR == 2 && $4 == "complete" && $NF == "true" {ok = 1} END {exit !ok}'
+	ctr_dev -n "$1" images check "name==$2" | awk 'NR == 2 && $4 == "complete" && $NF == "true" {ok = 1} END {exit !ok}'
 }
-# import_image NAME DIGEST TAR: import TAR into namespace default, unless NAME is there
-# already with DIGEST, complete and unpacked.
+# import_image NAME DIGEST TAR [NAMESPACE]: import TAR into NAMESPACE (default: default),
+# unless NAME is there already with DIGEST, complete and unpacked.
 import_image() {
-	local name=$1 want=$2 tar=$3 have
-	have="$(image_digest "$name")" || die "ctr images ls failed"
-	if [[ $have == "$want" ]] && image_unpacked "$name"; then
-		log "image $name ($want) already imported"
+	local name=$1 want=$2 tar=$3 ns=${4:-default} have
+	have="$(image_digest "$ns" "$name")" || die "ctr images ls failed"
+	if [[ $have == "$want" ]] && image_unpacked "$ns" "$name"; then
+		log "image $name ($want) already imported into namespace $ns"
 		return 0
 	fi
-	log "importing $tar into namespace default"
-	CTR_TIMEOUT=120 ctr_dev -n default images import "$tar" >&2 ||
+	log "importing $tar into namespace $ns"
+	CTR_TIMEOUT=120 ctr_dev -n "$ns" images import "$tar" >&2 ||
 		die "ctr image import $tar failed; see $DEV_LOG"
-	have="$(image_digest "$name")"
-	[[ $have == "$want" ]] || die "after import, $name has digest '${have:-<none>}', want $want"
-	image_unpacked "$name" || die "$name is not complete and unpacked after import (ctr image check)"
+	have="$(image_digest "$ns" "$name")"
+	[[ $have == "$want" ]] || die "after import, $name has digest '${have:-<none>}' in namespace $ns, want $want"
+	image_unpacked "$ns" "$name" || die "$name is not complete and unpacked in namespace $ns after import (ctr image check)"
 }
 # docker_load_image NAME DIGEST TAR: `docker load` TAR into the dev dockerd, unless NAME
 # is there already with DIGEST (with the containerd image store, an image's ID is the
@@ -396,6 +437,14 @@ want_digest="$(awk '{print $2}' <<<"$built")"
 [[ $want_digest == sha256:* ]] || die "mktestimage printed no digest: $built"
 import_image "$TEST_IMAGE_NAME" "$want_digest" "$TEST_IMAGE_TAR"
 docker_load_image "$TEST_IMAGE_NAME" "$want_digest" "$TEST_IMAGE_TAR"
+# CRI's namespace: the pods' images.
+import_image "$TEST_IMAGE_NAME" "$want_digest" "$TEST_IMAGE_TAR" k8s.io
+log "building the pause image $PAUSE_IMAGE_NAME"
+built="$(cd "$REPO_ROOT" && "$go" run ./integration/testimage/cmd/mktestimage -pause -out "$PAUSE_IMAGE_TAR" -name "$PAUSE_IMAGE_NAME")" ||
+	die "building the pause image failed (integration/testimage/cmd/mktestimage -pause)"
+want_digest="$(awk '{print $2}' <<<"$built")"
+[[ $want_digest == sha256:* ]] || die "mktestimage printed no digest: $built"
+import_image "$PAUSE_IMAGE_NAME" "$want_digest" "$PAUSE_IMAGE_TAR" k8s.io
 
 # debootstrap runs only when the cache has no archive for the current recipe (about a
 # minute, from deb.debian.org); mkdistroimage prints "NAME DIGEST ARCHIVE".
@@ -421,6 +470,11 @@ env_tmp="$(mktemp "$DEV_CACHE_DIR/.env.XXXXXX")"
 	printf 'export GONDOLIN_CONTAINERD_ROOT=%q\n' "$DEV_ROOT_DIR"
 	printf 'export GONDOLIN_CONTAINERD_STATE=%q\n' "$DEV_STATE_DIR"
 	printf 'export GONDOLIN_DEV_CONTAINERD_LOG=%q\n' "$DEV_LOG"
+	echo "# CRI (crictl, critest): the same containerd; pods get the pause image below."
+	printf 'export CONTAINER_RUNTIME_ENDPOINT=%q\n' "unix://$DEV_SOCKET"
+	printf 'export IMAGE_SERVICE_ENDPOINT=%q\n' "unix://$DEV_SOCKET"
+	printf 'export GONDOLIN_PAUSE_IMAGE=%q\n' "$PAUSE_IMAGE_NAME"
+	printf 'export GONDOLIN_CNI_SUBNET=%q\n' "$DEV_CNI_SUBNET"
 	if $WITH_DOCKER; then
 		echo "# The private dockerd (runtimes: gondolin, the default, gondolin-small, gondolin-test and runc)."
 		printf 'export DOCKER_HOST=%q\n' "$DEV_DOCKER_HOST"

@@ -48,6 +48,15 @@ SHIM_NAME=containerd-shim-gondolin-v1
 IMAGES_CACHE_DIR="$REPO_ROOT/.cache/images"
 TEST_IMAGE_NAME=docker.io/gondolin/busybox:latest
 TEST_IMAGE_TAR="$IMAGES_CACHE_DIR/busybox-oci.tar"
+# The pause image of the CRI pods (the private containerd's pinned sandbox image) and
+# the CNI network its CRI plugin gives them: plugins from `make tools`, a bridge of its
+# own, addresses kept under the run directory (not /var/lib/cni).
+PAUSE_IMAGE_NAME=docker.io/gondolin/pause:latest
+PAUSE_IMAGE_TAR="$IMAGES_CACHE_DIR/pause-oci.tar"
+CNI_BIN_DIR="$TOOLS_DIR/cni/bin"
+DEV_CNI_CONF_DIR="$DEV_CACHE_DIR/cni/net.d"
+DEV_CNI_BRIDGE=gondolin-cri0
+DEV_CNI_SUBNET=10.89.0.0/24
 # The distro image (integration/distroimage) is cached in IMAGES_CACHE_DIR under a name
 # with its cache key; mkdistroimage prints the path.
 DISTRO_IMAGE_NAME=docker.io/gondolin/debian-curl:latest

@@ -74,7 +74,18 @@ type Options struct {
 	Name string
 	// ModTime is the time stamped on everything (default DefaultModTime).
 	ModTime time.Time
+	// Cmd is the image's command (default ["sh"]).
+	Cmd []string
 }
+
+// PauseName and PauseCmd make the pause image of the tests' CRI pods (the
+// sandbox image containerd's CRI plugin runs first in every pod): the same
+// busybox, whose shell as PID 1 reaps orphans, as a pause process does, and
+// exits on SIGTERM or SIGINT.
+const PauseName = "docker.io/gondolin/pause:latest"
+
+// PauseCmd is the pause image's command.
+var PauseCmd = []string{"/bin/sh", "-c", "trap 'exit 0' TERM INT; while :; do sleep 3600 & wait $!; done"}
 
 // Descriptor is an OCI content descriptor.
 type Descriptor struct {
@@ -174,6 +185,9 @@ func Build(w io.Writer, opts Options) (*Result, error) {
 	if opts.ModTime.IsZero() {
 		opts.ModTime = DefaultModTime
 	}
+	if len(opts.Cmd) == 0 {
+		opts.Cmd = []string{"sh"}
+	}
 	opts.ModTime = opts.ModTime.UTC().Truncate(time.Second)
 	if _, err := RefName(opts.Name); err != nil {
 		return nil, err
@@ -216,7 +230,7 @@ func Build(w io.Writer, opts Options) (*Result, error) {
 		Created: opts.ModTime,
 		Config: ImageConfig{
 			Env:        []string{"PATH=" + DefaultPath},
-			Cmd:        []string{"sh"},
+			Cmd:        opts.Cmd,
 			WorkingDir: "/",
 		},
 		History: History{

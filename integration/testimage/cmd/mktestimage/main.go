@@ -1,7 +1,10 @@
 // Command mktestimage writes the busybox test image (docker.io/gondolin/busybox:latest)
 // as a reproducible OCI image-layout tar for `ctr image import`.
 //
-//	mktestimage -out .cache/images/busybox-oci.tar [-busybox /bin/busybox] [-name NAME]
+//	mktestimage -out .cache/images/busybox-oci.tar [-busybox /bin/busybox] [-name NAME] [-pause]
+//
+// -pause makes the pause image of the tests' CRI pods instead
+// (testimage.PauseName, with testimage.PauseCmd as its command).
 package main
 
 import (
@@ -15,13 +18,21 @@ import (
 func main() {
 	out := flag.String("out", "", "where to write the OCI image-layout tar (required)")
 	busybox := flag.String("busybox", testimage.DefaultBusybox, "static busybox binary to package")
-	name := flag.String("name", testimage.DefaultName, "image name (with a tag)")
+	name := flag.String("name", "", "image name (with a tag; default "+testimage.DefaultName+", or "+testimage.PauseName+" with -pause)")
+	pause := flag.Bool("pause", false, "make the CRI pods' pause image: its command waits for SIGTERM and reaps orphans")
 	flag.Parse()
 	if *out == "" || flag.NArg() > 0 {
-		fmt.Fprintln(os.Stderr, "usage: mktestimage -out FILE [-busybox PATH] [-name NAME]")
+		fmt.Fprintln(os.Stderr, "usage: mktestimage -out FILE [-busybox PATH] [-name NAME] [-pause]")
 		os.Exit(2)
 	}
-	res, err := testimage.WriteFile(*out, testimage.Options{Busybox: *busybox, Name: *name})
+	opts := testimage.Options{Busybox: *busybox, Name: *name}
+	if *pause {
+		opts.Cmd = testimage.PauseCmd
+		if opts.Name == "" {
+			opts.Name = testimage.PauseName
+		}
+	}
+	res, err := testimage.WriteFile(*out, opts)
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "mktestimage: %v\n", err)
 		os.Exit(1)
