@@ -1,0 +1,254 @@
+//go:build integration
+
+package integration
+
+import (
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	gruntime "github.com/earendil-works/gondolin-containerd/runtime"
+)
+
+// CRI pods through the private containerd's CRI plugin and crictl (make
+// dev-up gives it a CNI bridge and a pause image built here): the same
+// scenario on runc and on gondolin, where the pod is one VM.
+
+// criNamespace is the containerd namespace of CRI's containers.
+const criNamespace = "k8s.io"
+
+// crictl runs crictl against the dev containerd's CRI endpoint.
+func crictl(t *testing.T, args ...string) result {
+	t.Helper()
+	endpoint := os.Getenv("CONTAINER_RUNTIME_ENDPOINT")
+	if endpoint == "" {
+		t.Fatal("CONTAINER_RUNTIME_ENDPOINT is not set: source .cache/dev/env (make dev-up)")
+	}
+	full := append([]string{"--runtime-endpoint", endpoint, "--image-endpoint", endpoint, "--timeout", "2m"}, args...)
+	return command(t, nil, "crictl", full...)
+}
+
+// crictlOK runs crictl and fails the test unless it succeeds; it returns
+// what it printed, trimmed.
+func crictlOK(t *testing.T, args ...string) string {
+	t.Helper()
+	res := crictl(t, args...)
+	if res.code != 0 {
+		t.Fatalf("crictl %s: %s", strings.Join(args, " "), res)
+	}
+	return strings.TrimSpace(res.stdout)
+}
+
+// writeJSON writes v as JSON into dir/name and returns its path.
+func writeJSON(t *testing.T, dir, name string, v any) string {
+	t.Helper()
+	b, err := json.Marshal(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(dir, name)
+	if err := os.WriteFile(path, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// criPod is a pod sandbox made by crictl runp, removed when the test ends.
+type criPod struct {
+	id, config, dir, handler string
+}
+
+// runPod runs a pod whose containers share its PID namespace, on handler
+// ("runc" or "gondolin"), with linux settings merged into its config.
+func runPod(t *testing.T, handler string, security map[string]any) *criPod {
+	t.Helper()
+	dir := t.TempDir()
+	name := newID(t)
+	if security == nil {
+		security = map[string]any{}
+	}
+	if _, ok := security["namespace_options"]; !ok {
+		security["namespace_options"] = map[string]any{"pid": 0} // POD: one PID namespace
+	}
+	p := &criPod{dir: dir, handler: handler}
+	p.config = writeJSON(t, dir, "pod.json", map[string]any{
+		"metadata":      map[string]any{"name": name, "namespace": "gondolin-test", "uid": name, "attempt": 0},
+		"hostname":      "pod-" + handler,
+		"log_directory": filepath.Join(dir, "logs"),
+		"linux":         map[string]any{"security_context": security},
+	})
+	p.id = crictlOK(t, "runp", "--runtime", handler, p.config)
+	t.Cleanup(func() {
+		crictl(t, "stopp", p.id)
+		crictl(t, "rmp", "-f", p.id)
+		if handler == "gondolin" {
+			assertNoLeftoversIn(t, criNamespace, p.id)
+		}
+	})
+	return p
+}
+
+// start creates and starts a container of the test image in the pod,
+// running script, and returns its id.
+func (p *criPod) start(t *testing.T, name, script string) string {
+	t.Helper()
+	cfg := writeJSON(t, p.dir, name+".json", map[string]any{
+		"metadata": map[string]any{"name": name},
+		"image":    map[string]any{"image": testImage(t)},
+		"command":  []string{"sh", "-c", script},
+		"log_path": name + ".log",
+		"linux":    map[string]any{},
+	})
+	id := crictlOK(t, "create", p.id, cfg, p.config)
+	if p.handler == "gondolin" {
+		t.Cleanup(func() { assertNoLeftoversIn(t, criNamespace, id) })
+	}
+	crictlOK(t, "start", id)
+	return id
+}
+
+// waitLog waits until the container's log has want.
+func waitLog(t *testing.T, id, want string) {
+	t.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	var res result
+	for time.Now().Before(deadline) {
+		if res = crictl(t, "logs", id); strings.Contains(res.stdout, want) {
+			return
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	t.Fatalf("log of %s never showed %q: %s", id, want, res)
+}
+
+// podProcesses lists the host processes that serve pod sandbox id: its
+// VMM and file servers, named by their state directory.
+func podProcesses(id string) []string {
+	var found []string
+	for _, l := range leftoversIn(criNamespace, id) {
+		if strings.HasPrefix(l, "process ") {
+			found = append(found, l)
+		}
+	}
+	return found
+}
+
+// A pod with two containers, as CRI drives it: on gondolin its containers
+// run in one VM (one VMM, one file server), share the pod's PID and IPC
+// namespaces (/dev/shm) and hostname as on runc, answer exec, keep their
+// logs after they exit, come and go while the pod runs, and leave nothing
+// behind when the pod is removed.
+func TestCRIPodLikeRunc(t *testing.T) {
+	for _, handler := range []string{"runc", "gondolin"} {
+		t.Run(handler, func(t *testing.T) {
+			pod := runPod(t, handler, nil)
+			c1 := pod.start(t, "c1", "echo c1 up; echo from-c1 >/dev/shm/f; exec sleep 601")
+			c2 := pod.start(t, "c2", "echo c2 up; exec sleep 602")
+			waitLog(t, c1, "c1 up")
+			waitLog(t, c2, "c2 up")
+
+			if handler == "gondolin" {
+				procs := podProcesses(pod.id)
+				var vmms, servers int
+				for _, p := range procs {
+					switch {
+					case strings.Contains(p, "qemu"):
+						vmms++
+					case strings.Contains(p, "virtiofsd"):
+						servers++
+					}
+				}
+				// The Rust virtiofsd runs as two processes (its sandbox's
+				// parent and child), both with the state directory.
+				if vmms != 1 || servers == 0 || servers > 2 {
+					t.Errorf("pod processes: %d VMMs, %d file server processes, want one VMM and one file server:\n%s", vmms, servers, strings.Join(procs, "\n"))
+				}
+				for _, c := range []string{c1, c2} {
+					if own := podProcesses(c); len(own) > 0 {
+						t.Errorf("container %s has host processes of its own: %v", c, own)
+					}
+				}
+			}
+
+			if out := crictlOK(t, "exec", c2, "cat", "/dev/shm/f"); out != "from-c1" {
+				t.Errorf("c2 reads %q from the pod's /dev/shm, want from-c1", out)
+			}
+			if ps := crictlOK(t, "exec", c2, "ps"); !strings.Contains(ps, "sleep 601") {
+				t.Errorf("c2 does not see c1's process in the pod's PID namespace:\n%s", ps)
+			}
+			h1, h2 := crictlOK(t, "exec", c1, "hostname"), crictlOK(t, "exec", c2, "hostname")
+			if h1 != "pod-"+handler || h2 != h1 {
+				t.Errorf("hostnames %q and %q, want the pod's, pod-%s", h1, h2, handler)
+			}
+			if out := crictlOK(t, "exec", c1, "sh", "-c", "echo $((6*7))"); out != "42" {
+				t.Errorf("exec printed %q", out)
+			}
+			stats := crictlOK(t, "stats", "-o", "json", "--id", c2)
+			if !strings.Contains(stats, `"workingSetBytes"`) {
+				t.Errorf("crictl stats of c2: %s", stats)
+			}
+
+			// c1 goes; c2 keeps running, c1's log stays readable.
+			crictlOK(t, "stop", "-t", "2", c1)
+			if logs := crictlOK(t, "logs", c1); !strings.Contains(logs, "c1 up") {
+				t.Errorf("the log of the stopped c1: %q", logs)
+			}
+			crictlOK(t, "rm", c1)
+			if out := crictlOK(t, "exec", c2, "echo", "still"); out != "still" {
+				t.Errorf("exec in c2 after c1 went: %q", out)
+			}
+			// A third container joins the running pod.
+			c3 := pod.start(t, "c3", "echo c3 up; cat /dev/shm/f; exec sleep 603")
+			waitLog(t, c3, "from-c1")
+			crictlOK(t, "stopp", pod.id)
+			crictlOK(t, "rmp", pod.id)
+		})
+	}
+}
+
+// A pod that asks for the host's PID namespace cannot have it in a VM: the
+// sandbox's create fails saying so, and nothing is left.
+func TestCRIHostNamespacesRefused(t *testing.T) {
+	dir := t.TempDir()
+	name := newID(t)
+	cfg := writeJSON(t, dir, "pod.json", map[string]any{
+		"metadata":      map[string]any{"name": name, "namespace": "gondolin-test", "uid": name},
+		"log_directory": filepath.Join(dir, "logs"),
+		"linux":         map[string]any{"security_context": map[string]any{"namespace_options": map[string]any{"pid": 2}}}, // NODE
+	})
+	before := stateDirs(t)
+	res := crictl(t, "runp", "--runtime", "gondolin", cfg)
+	if res.code == 0 {
+		id := strings.TrimSpace(res.stdout)
+		crictl(t, "stopp", id)
+		crictl(t, "rmp", "-f", id)
+		t.Fatalf("a hostPID pod ran on gondolin: %s", res)
+	}
+	if !strings.Contains(res.stderr, "hostPID") {
+		t.Errorf("the error does not name hostPID: %s", res)
+	}
+	// The failed sandbox's id is not printed: no new state directory may
+	// be left under the state root.
+	for dir := range stateDirs(t) {
+		if !before[dir] {
+			t.Errorf("state directory left: %s", dir)
+		}
+	}
+}
+
+// stateDirs are the state directories under the shim's state root.
+func stateDirs(t *testing.T) map[string]bool {
+	t.Helper()
+	dirs, err := filepath.Glob(filepath.Join(gruntime.DefaultStateRoot, "*", "state.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	set := map[string]bool{}
+	for _, f := range dirs {
+		set[filepath.Dir(f)] = true
+	}
+	return set
+}
