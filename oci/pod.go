@@ -3,6 +3,7 @@ package oci
 import (
 	"fmt"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -204,4 +205,25 @@ func podShmMount(m specs.Mount) *api.Mount {
 		}
 	}
 	return &api.Mount{Destination: "/dev/shm", Type: api.PodShmMountType, Options: opts}
+}
+
+// CheckPodAnnotations refuses a pod's container whose io.gondolin.*
+// annotations differ from its pod's: the policy, the secrets and the VM
+// are the pod's, set once on the sandbox (containerd passes a pod's
+// annotations to its containers too, so repeating one is fine).
+func CheckPodAnnotations(pod, container map[string]string) error {
+	var bad []string
+	for k, v := range container {
+		if !strings.HasPrefix(k, AnnotationPrefix) {
+			continue
+		}
+		if pv, ok := pod[k]; !ok || pv != v {
+			bad = append(bad, k)
+		}
+	}
+	if len(bad) == 0 {
+		return nil
+	}
+	slices.Sort(bad)
+	return fmt.Errorf("annotations %s differ from the pod's: the egress policy, secrets and VM are pod-wide in gondolin; set them on the pod (its sandbox)", strings.Join(bad, ", "))
 }

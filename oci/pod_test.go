@@ -165,3 +165,16 @@ func TestGuestContainerInPod(t *testing.T) {
 		t.Error("another sandbox's shm taken for this pod's")
 	}
 }
+
+func TestCheckPodAnnotations(t *testing.T) {
+	pod := map[string]string{"io.gondolin.net.mode": "allowlist", "io.gondolin.net.allow": "example.com", "io.kubernetes.cri.sandbox-id": "s0"}
+	same := map[string]string{"io.gondolin.net.mode": "allowlist", "io.kubernetes.cri.container-type": "container"}
+	if err := CheckPodAnnotations(pod, same); err != nil {
+		t.Errorf("a container repeating its pod's annotation: %v", err)
+	}
+	other := map[string]string{"io.gondolin.net.mode": "open", "io.gondolin.vm.memory": "1024"}
+	err := CheckPodAnnotations(pod, other)
+	if err == nil || !strings.Contains(err.Error(), "io.gondolin.net.mode, io.gondolin.vm.memory") || !strings.Contains(err.Error(), "set them on the pod") {
+		t.Errorf("err = %v", err)
+	}
+}

@@ -301,13 +301,17 @@ func (cr *creation) podShare(ctx context.Context) (undoFunc, error) {
 }
 
 // findPod finds the pod whose sandbox the container names, running in
-// this shim, and maps the container's namespaces onto its VM.
+// this shim, maps the container's namespaces onto its VM, and checks that
+// it asks for no policy of its own.
 func (cr *creation) findPod(context.Context) (undoFunc, error) {
 	p, err := cr.r.podOf(cr.opts.ID, cr.place.SandboxID)
 	if err != nil {
 		return nil, err
 	}
 	if cr.join, err = oci.PodNamespaces(cr.c.spec, p.vmmPid()); err != nil {
+		return nil, fmt.Errorf("%w: %w", err, errdefs.ErrInvalidArgument)
+	}
+	if err := oci.CheckPodAnnotations(p.owner.spec.Annotations, cr.c.spec.Annotations); err != nil {
 		return nil, fmt.Errorf("%w: %w", err, errdefs.ErrInvalidArgument)
 	}
 	cr.c.pod = p
