@@ -50,6 +50,13 @@ fi
 mkdir -p "$DEV_RUN_DIR" "$DEV_CACHE_DIR" "$DEV_ROOT_DIR"
 dev_lock
 
+# The runtime config of the "gondolin-test" runtime of dockerd (see start_dockerd)
+# and of CRI, and what it holds until a test rewrites it (exported as
+# GONDOLIN_DEV_TEST_CONFIG): only this comment, i.e. the built-in defaults.
+gondolin_test_config="$DEV_CACHE_DIR/gondolin-test.toml"
+GONDOLIN_TEST_CONFIG_DEFAULT='# Written by hack/dev-up.sh: the "gondolin-test" docker and CRI runtime. Integration tests rewrite this file and put this comment back (the built-in defaults).'
+printf '%s\n' "$GONDOLIN_TEST_CONFIG_DEFAULT" >"$gondolin_test_config"
+
 # --- config ---------------------------------------------------------------------------
 # Schema version 3 (containerd 2.x). Everything that could collide with a system
 # containerd (root, state, sockets, NRI socket) is private; imports are off so
@@ -78,6 +85,15 @@ imports = []
     # CRI passes only the annotations listed here on to the runtime.
     pod_annotations = ["io.gondolin.*"]
     container_annotations = ["io.gondolin.*"]
+
+  # The integration tests' handler: its runtime config is the file the tests
+  # rewrite (GONDOLIN_DEV_TEST_CONFIG, shared with dockerd's gondolin-test runtime).
+  [plugins."io.containerd.cri.v1.runtime".containerd.runtimes.gondolin-test]
+    runtime_type = "io.containerd.gondolin.v1"
+    pod_annotations = ["io.gondolin.*"]
+    container_annotations = ["io.gondolin.*"]
+    [plugins."io.containerd.cri.v1.runtime".containerd.runtimes.gondolin-test.options]
+      ConfigPath = "$gondolin_test_config"
 
   # CRI: pods on a CNI bridge of their own, with the pause image built here. The
   # sandbox's oom_score_adj (-998) is kept within what containerd itself may set: a
@@ -217,10 +233,6 @@ if [[ -z $pid ]]; then
 fi
 
 # --- dockerd ------------------------------------------------------------------------------
-# The runtime config of the "gondolin-test" docker runtime (see start_dockerd), and
-# what it holds until a test rewrites it (exported as GONDOLIN_DEV_TEST_CONFIG).
-gondolin_test_config="$DEV_CACHE_DIR/gondolin-test.toml"
-GONDOLIN_TEST_CONFIG_DEFAULT='# Written by hack/dev-up.sh: the "gondolin-test" docker runtime. Integration tests rewrite this file and put this comment back (the built-in defaults).'
 # json_str S: S as a JSON string.
 json_str() {
 	local s=$1
@@ -301,7 +313,6 @@ start_dockerd() {
 	# rewrite (e.g. a guest kernel that cannot boot) and put back: by default it
 	# holds only this comment, i.e. the built-in defaults. Each docker container
 	# gets its own shim, which reads the file when the container is created.
-	printf '%s\n' "$GONDOLIN_TEST_CONFIG_DEFAULT" >"$gondolin_test_config"
 	new_docker_config="$(mktemp "$DEV_CACHE_DIR/.daemon.json.XXXXXX")"
 	trap 'rm -f "$new_docker_config"' EXIT
 	cat >"$new_docker_config" <<EOF
@@ -454,6 +465,7 @@ built="$(cd "$REPO_ROOT" && "$go" run ./integration/distroimage/cmd/mkdistroimag
 read -r _ want_digest DISTRO_IMAGE_TAR <<<"$built"
 [[ $want_digest == sha256:* && -f $DISTRO_IMAGE_TAR ]] || die "mkdistroimage printed no digest and archive: $built"
 import_image "$DISTRO_IMAGE_NAME" "$want_digest" "$DISTRO_IMAGE_TAR"
+import_image "$DISTRO_IMAGE_NAME" "$want_digest" "$DISTRO_IMAGE_TAR" k8s.io
 docker_load_image "$DISTRO_IMAGE_NAME" "$want_digest" "$DISTRO_IMAGE_TAR"
 
 # --- env file -----------------------------------------------------------------------------
@@ -475,11 +487,11 @@ env_tmp="$(mktemp "$DEV_CACHE_DIR/.env.XXXXXX")"
 	printf 'export IMAGE_SERVICE_ENDPOINT=%q\n' "unix://$DEV_SOCKET"
 	printf 'export GONDOLIN_PAUSE_IMAGE=%q\n' "$PAUSE_IMAGE_NAME"
 	printf 'export GONDOLIN_CNI_SUBNET=%q\n' "$DEV_CNI_SUBNET"
+	printf 'export GONDOLIN_DEV_TEST_CONFIG=%q\n' "$gondolin_test_config"
 	if $WITH_DOCKER; then
 		echo "# The private dockerd (runtimes: gondolin, the default, gondolin-small, gondolin-test and runc)."
 		printf 'export DOCKER_HOST=%q\n' "$DEV_DOCKER_HOST"
 		printf 'export GONDOLIN_DEV_DOCKERD_LOG=%q\n' "$DEV_DOCKER_LOG"
-		printf 'export GONDOLIN_DEV_TEST_CONFIG=%q\n' "$gondolin_test_config"
 	fi
 	echo "# make tools' CNI plugins, for nerdctl --cni-path (nerdctl, crictl, critest and registry are on PATH)."
 	printf 'export GONDOLIN_CNI_BIN_DIR=%q\n' "$TOOLS_CNI_BIN_DIR"

@@ -4,6 +4,9 @@ package integration
 
 import (
 	"encoding/json"
+	"fmt"
+	"net"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
@@ -65,6 +68,17 @@ type criPod struct {
 // ("runc" or "gondolin"), with linux settings merged into its config.
 func runPod(t *testing.T, handler string, security map[string]any) *criPod {
 	t.Helper()
+	return runPodWith(t, handler, security, nil)
+}
+
+// runPodAnnotated runs a pod with annotations on handler.
+func runPodAnnotated(t *testing.T, handler string, annotations map[string]string) *criPod {
+	t.Helper()
+	return runPodWith(t, handler, nil, annotations)
+}
+
+func runPodWith(t *testing.T, handler string, security map[string]any, annotations map[string]string) *criPod {
+	t.Helper()
 	dir := t.TempDir()
 	name := newID(t)
 	if security == nil {
@@ -79,12 +93,13 @@ func runPod(t *testing.T, handler string, security map[string]any) *criPod {
 		"hostname":      "pod-" + handler,
 		"log_directory": filepath.Join(dir, "logs"),
 		"linux":         map[string]any{"security_context": security},
+		"annotations":   annotations,
 	})
 	p.id = crictlOK(t, "runp", "--runtime", handler, p.config)
 	t.Cleanup(func() {
 		crictl(t, "stopp", p.id)
 		crictl(t, "rmp", "-f", p.id)
-		if handler == "gondolin" {
+		if handler != "runc" {
 			assertNoLeftoversIn(t, criNamespace, p.id)
 		}
 	})
@@ -95,17 +110,34 @@ func runPod(t *testing.T, handler string, security map[string]any) *criPod {
 // running script, and returns its id.
 func (p *criPod) start(t *testing.T, name, script string) string {
 	t.Helper()
-	cfg := writeJSON(t, p.dir, name+".json", map[string]any{
-		"metadata": map[string]any{"name": name},
-		"image":    map[string]any{"image": testImage(t)},
-		"command":  []string{"sh", "-c", script},
-		"log_path": name + ".log",
-		"linux":    map[string]any{},
+	return p.startImage(t, name, testImage(t), script, nil)
+}
+
+// containerConfig writes the config of a container of image in the pod
+// running script, with annotations.
+func (p *criPod) containerConfig(t *testing.T, name, image, script string, annotations map[string]string) string {
+	t.Helper()
+	return writeJSON(t, p.dir, name+".json", map[string]any{
+		"metadata":    map[string]any{"name": name},
+		"image":       map[string]any{"image": image},
+		"command":     []string{"sh", "-c", script},
+		"log_path":    name + ".log",
+		"linux":       map[string]any{},
+		"annotations": annotations,
 	})
+}
+
+// startImage creates and starts a container of image in the pod.
+func (p *criPod) startImage(t *testing.T, name, image, script string, annotations map[string]string) string {
+	t.Helper()
+	cfg := p.containerConfig(t, name, image, script, annotations)
 	id := crictlOK(t, "create", p.id, cfg, p.config)
-	if p.handler == "gondolin" {
-		t.Cleanup(func() { assertNoLeftoversIn(t, criNamespace, id) })
-	}
+	t.Cleanup(func() {
+		crictl(t, "rm", "-f", id)
+		if p.handler != "runc" {
+			assertNoLeftoversIn(t, criNamespace, id)
+		}
+	})
 	crictlOK(t, "start", id)
 	return id
 }
@@ -136,6 +168,33 @@ func podProcesses(id string) []string {
 	return found
 }
 
+// assertOnePodVM checks that gondolin serves pod sandbox id with one VMM
+// and one file server, and that its containers have no host processes of
+// their own.
+func assertOnePodVM(t *testing.T, id string, containers ...string) {
+	t.Helper()
+	procs := podProcesses(id)
+	var vmms, servers int
+	for _, p := range procs {
+		switch {
+		case strings.Contains(p, "qemu"):
+			vmms++
+		case strings.Contains(p, "virtiofsd"):
+			servers++
+		}
+	}
+	// The Rust virtiofsd runs as two processes (its sandbox's parent and
+	// child), both with the state directory.
+	if vmms != 1 || servers == 0 || servers > 2 {
+		t.Errorf("pod processes: %d VMMs, %d file server processes, want one VMM and one file server:\n%s", vmms, servers, strings.Join(procs, "\n"))
+	}
+	for _, c := range containers {
+		if own := podProcesses(c); len(own) > 0 {
+			t.Errorf("container %s has host processes of its own: %v", c, own)
+		}
+	}
+}
+
 // A pod with two containers, as CRI drives it: on gondolin its containers
 // run in one VM (one VMM, one file server), share the pod's PID and IPC
 // namespaces (/dev/shm) and hostname as on runc, answer exec, keep their
@@ -151,26 +210,7 @@ func TestCRIPodLikeRunc(t *testing.T) {
 			waitLog(t, c2, "c2 up")
 
 			if handler == "gondolin" {
-				procs := podProcesses(pod.id)
-				var vmms, servers int
-				for _, p := range procs {
-					switch {
-					case strings.Contains(p, "qemu"):
-						vmms++
-					case strings.Contains(p, "virtiofsd"):
-						servers++
-					}
-				}
-				// The Rust virtiofsd runs as two processes (its sandbox's
-				// parent and child), both with the state directory.
-				if vmms != 1 || servers == 0 || servers > 2 {
-					t.Errorf("pod processes: %d VMMs, %d file server processes, want one VMM and one file server:\n%s", vmms, servers, strings.Join(procs, "\n"))
-				}
-				for _, c := range []string{c1, c2} {
-					if own := podProcesses(c); len(own) > 0 {
-						t.Errorf("container %s has host processes of its own: %v", c, own)
-					}
-				}
+				assertOnePodVM(t, pod.id, c1, c2)
 			}
 
 			if out := crictlOK(t, "exec", c2, "cat", "/dev/shm/f"); out != "from-c1" {
@@ -251,4 +291,79 @@ func stateDirs(t *testing.T) map[string]bool {
 		set[filepath.Dir(f)] = true
 	}
 	return set
+}
+
+// criGateway is the host's address on the CRI pods' CNI bridge (the first
+// of GONDOLIN_CNI_SUBNET), where a test server reachable from the pods'
+// network namespaces listens. The bridge comes with the first pod: a runc
+// pod is run once if it is not there yet.
+func criGateway(t *testing.T) string {
+	t.Helper()
+	subnet := os.Getenv("GONDOLIN_CNI_SUBNET")
+	prefix, err := netip.ParsePrefix(subnet)
+	if err != nil {
+		t.Fatalf("GONDOLIN_CNI_SUBNET %q: %v (source .cache/dev/env)", subnet, err)
+	}
+	gw := prefix.Masked().Addr().Next()
+	has := func() bool {
+		addrs, err := net.InterfaceAddrs()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, a := range addrs {
+			if n, ok := a.(*net.IPNet); ok && n.IP.Equal(net.IP(gw.AsSlice())) {
+				return true
+			}
+		}
+		return false
+	}
+	if !has() {
+		p := runPod(t, "runc", nil)
+		crictlOK(t, "stopp", p.id)
+		crictlOK(t, "rmp", p.id)
+		if !has() {
+			t.Fatalf("no address %s on this host after a CRI pod ran: is the CNI bridge of hack/dev-up.sh there?", gw)
+		}
+	}
+	return gw.String()
+}
+
+// The egress policy is the pod's: set on the pod, it applies to each of its
+// containers; a container that asks for a policy of its own is refused.
+func TestCRIPodEgressPolicy(t *testing.T) {
+	gw := criGateway(t)
+	u := startUpstreamOn(t, gw)
+	setConfig := testRuntimeConfig(t)
+	text, _ := runtimeConfigText(t.TempDir(), u, gw, "")
+	setConfig(text)
+	pod := runPodAnnotated(t, "gondolin-test", map[string]string{"io.gondolin.net.allow": fmt.Sprintf("api.x.test:%d", u.port)})
+	curl := func(host string) string {
+		return fmt.Sprintf("curl -s -o /dev/null -w '%%{http_code}' --max-time 20 https://%s:%d/; echo", host, u.port)
+	}
+	for _, name := range []string{"c1", "c2"} {
+		id := pod.startImage(t, name, distroImage(t), "sleep 600", nil)
+		if got := crictlOK(t, "exec", id, "bash", "-c", curl("api.x.test")); got != "200" {
+			t.Errorf("%s: the allowed host answered %q, want 200", name, got)
+		}
+		if got := crictlOK(t, "exec", id, "bash", "-c", curl("other.test")); got == "200" {
+			t.Errorf("%s: a host the pod's policy does not allow answered", name)
+		}
+	}
+	for _, r := range u.seen() {
+		if !strings.HasPrefix(r, "api.x.test:") {
+			t.Errorf("upstream saw a request the pod's policy denies: %s", r)
+		}
+	}
+	// A container with a policy of its own is refused by name when its task
+	// is created (CRI's start).
+	cfg := pod.containerConfig(t, "c3", testImage(t), "true", map[string]string{"io.gondolin.net.allow": "other.test"})
+	id := crictlOK(t, "create", pod.id, cfg, pod.config)
+	t.Cleanup(func() {
+		crictl(t, "rm", "-f", id)
+		assertNoLeftoversIn(t, criNamespace, id)
+	})
+	res := crictl(t, "start", id)
+	if res.code == 0 || !strings.Contains(res.stderr, "io.gondolin.net.allow") || !strings.Contains(res.stderr, "set them on the pod") {
+		t.Errorf("a container with its own policy: %s", res)
+	}
 }

@@ -214,9 +214,18 @@ func TestDockerPortTaken(t *testing.T) {
 func dockerTestConfig(t *testing.T) (set func(text string)) {
 	t.Helper()
 	dockerHost(t)
+	return testRuntimeConfig(t)
+}
+
+// testRuntimeConfig gives the test the runtime config of the dev
+// environment's "gondolin-test" runtimes, dockerd's and CRI's
+// (GONDOLIN_DEV_TEST_CONFIG, hack/dev-up.sh): set writes it, and the
+// test's cleanup puts the default (comments only) back.
+func testRuntimeConfig(t *testing.T) (set func(text string)) {
+	t.Helper()
 	cfgPath := os.Getenv("GONDOLIN_DEV_TEST_CONFIG")
 	if cfgPath == "" {
-		t.Fatal("GONDOLIN_DEV_TEST_CONFIG is not set: run hack/dev-up.sh (it registers the docker runtime gondolin-test) and source .cache/dev/env")
+		t.Fatal("GONDOLIN_DEV_TEST_CONFIG is not set: run hack/dev-up.sh (it registers the gondolin-test runtime with dockerd and CRI) and source .cache/dev/env")
 	}
 	orig, err := os.ReadFile(cfgPath)
 	if err != nil {

@@ -64,6 +64,13 @@ var upstreamNames = []string{"api.x.test", "a.x.test", "x.test", "evilx.test", "
 
 func startUpstream(t *testing.T) *upstream {
 	t.Helper()
+	return startUpstreamOn(t, "127.0.0.1")
+}
+
+// startUpstreamOn starts the test's HTTPS server on an address of this
+// machine.
+func startUpstreamOn(t *testing.T, addr string) *upstream {
+	t.Helper()
 	caKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	caTmpl := &x509.Certificate{
 		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "gondolin test upstream CA"},
@@ -111,7 +118,7 @@ func startUpstream(t *testing.T) *upstream {
 		u.mu.Unlock()
 		fmt.Fprintf(w, "hello from %s %s\n", r.Host, auth)
 	})
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	ln, err := net.Listen("tcp", net.JoinHostPort(addr, "0"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -148,17 +155,24 @@ func patternSHA256(size int64) string {
 func runtimeConfig(t *testing.T, u *upstream, extra string) (path, auditDir string) {
 	t.Helper()
 	dir := t.TempDir()
+	text, auditDir := runtimeConfigText(dir, u, "127.0.0.1", extra)
+	path = filepath.Join(dir, "config.toml")
+	if err := os.WriteFile(path, []byte(text), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return path, auditDir
+}
+
+// runtimeConfigText is a runtime config that maps the test's host names
+// to addr, trusts the upstream's CA and audits into dir/audit.
+func runtimeConfigText(dir string, u *upstream, addr, extra string) (text, auditDir string) {
 	auditDir = filepath.Join(dir, "audit")
 	var b strings.Builder
 	fmt.Fprintf(&b, "audit_dir = %q\nupstream_ca_file = %q\n%s\n[upstream_hosts]\n", auditDir, u.caFile, extra)
 	for _, n := range upstreamNames {
-		fmt.Fprintf(&b, "%q = [\"127.0.0.1\"]\n", n)
+		fmt.Fprintf(&b, "%q = [%q]\n", n, addr)
 	}
-	path = filepath.Join(dir, "config.toml")
-	if err := os.WriteFile(path, []byte(b.String()), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	return path, auditDir
+	return b.String(), auditDir
 }
 
 // egressRun runs a shell script in the distro image with the given
