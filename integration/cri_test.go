@@ -5,13 +5,18 @@ package integration
 import (
 	"encoding/json"
 	"fmt"
+	"io"
 	"net"
+	"net/http"
 	"net/netip"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/containerd/console"
 
 	gruntime "github.com/earendil-works/gondolin-containerd/runtime"
 )
@@ -68,16 +73,18 @@ type criPod struct {
 // ("runc" or "gondolin"), with linux settings merged into its config.
 func runPod(t *testing.T, handler string, security map[string]any) *criPod {
 	t.Helper()
-	return runPodWith(t, handler, security, nil)
+	return runPodWith(t, handler, security, nil, nil)
 }
 
 // runPodAnnotated runs a pod with annotations on handler.
 func runPodAnnotated(t *testing.T, handler string, annotations map[string]string) *criPod {
 	t.Helper()
-	return runPodWith(t, handler, nil, annotations)
+	return runPodWith(t, handler, nil, annotations, nil)
 }
 
-func runPodWith(t *testing.T, handler string, security map[string]any, annotations map[string]string) *criPod {
+// runPodWith runs a pod on handler with linux security settings,
+// annotations and port mappings (CRI's PortMapping, as JSON fields).
+func runPodWith(t *testing.T, handler string, security map[string]any, annotations map[string]string, ports []map[string]any) *criPod {
 	t.Helper()
 	dir := t.TempDir()
 	name := newID(t)
@@ -94,6 +101,7 @@ func runPodWith(t *testing.T, handler string, security map[string]any, annotatio
 		"log_directory": filepath.Join(dir, "logs"),
 		"linux":         map[string]any{"security_context": security},
 		"annotations":   annotations,
+		"port_mappings": ports,
 	})
 	p.id = crictlOK(t, "runp", "--runtime", handler, p.config)
 	t.Cleanup(func() {
@@ -366,4 +374,95 @@ func TestCRIPodEgressPolicy(t *testing.T) {
 	if res.code == 0 || !strings.Contains(res.stderr, "io.gondolin.net.allow") || !strings.Contains(res.stderr, "set them on the pod") {
 		t.Errorf("a container with its own policy: %s", res)
 	}
+}
+
+// A pod's IP and its hostPort reach a server in one of its containers, on
+// runc and on gondolin (where the shim publishes the guest's listener in the
+// pod's network namespace, and CNI's portmap forwards the host port to it);
+// exec -s (ExecSync, what probes use) and exec with a terminal work.
+func TestCRIPodPortsAndExec(t *testing.T) {
+	gw := criGateway(t)
+	for _, handler := range []string{"runc", "gondolin"} {
+		t.Run(handler, func(t *testing.T) {
+			hostPort := unusedPort(t, gw)
+			pod := runPodWith(t, handler, map[string]any{"namespace_options": map[string]any{"pid": 0}}, nil, []map[string]any{
+				{"protocol": 0, "container_port": 8080, "host_port": hostPort, "host_ip": gw},
+			})
+			id := pod.start(t, "web", "mkdir -p /www && echo hello-"+handler+" >/www/index.html && exec httpd -f -p 8080 -h /www")
+			var inspect struct {
+				Status struct {
+					Network struct {
+						IP string `json:"ip"`
+					} `json:"network"`
+				} `json:"status"`
+			}
+			if err := json.Unmarshal([]byte(crictlOK(t, "inspectp", pod.id)), &inspect); err != nil {
+				t.Fatal(err)
+			}
+			podIP := inspect.Status.Network.IP
+			if !strings.HasPrefix(podIP, strings.TrimSuffix(prefixOf(t), "0/24")) {
+				t.Errorf("pod IP %q is not in the CNI subnet", podIP)
+			}
+			for _, addr := range []string{net.JoinHostPort(podIP, "8080"), net.JoinHostPort(gw, fmt.Sprint(hostPort))} {
+				if got := httpGet(t, "http://"+addr+"/"); got != "hello-"+handler+"\n" {
+					t.Errorf("GET %s: %q", addr, got)
+				}
+			}
+			if out := crictlOK(t, "exec", "-s", id, "sh", "-c", "echo sync $((1+1))"); out != "sync 2" {
+				t.Errorf("exec -s printed %q", out)
+			}
+			endpoint := os.Getenv("CONTAINER_RUNTIME_ENDPOINT")
+			cmd := exec.Command("crictl", "--runtime-endpoint", endpoint, "exec", "-it", id, "sh", "-c", "tty; test -t 1 && echo is-a-terminal")
+			_, out := startInPty(t, cmd, console.WinSize{Height: 33, Width: 101})
+			if err := cmd.Wait(); err != nil {
+				t.Errorf("exec -it: %v: %s", err, out.String())
+			}
+			// The terminal's reader may still be copying what crictl wrote.
+			for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline) && !strings.Contains(out.String(), "is-a-terminal"); {
+				time.Sleep(50 * time.Millisecond)
+			}
+			if s := out.String(); !strings.Contains(s, "/dev/pts/") || !strings.Contains(s, "is-a-terminal") {
+				t.Errorf("exec -it: no terminal: %q", s)
+			}
+		})
+	}
+}
+
+// unusedPort is a TCP port nothing listens on at addr just now.
+func unusedPort(t *testing.T, addr string) int {
+	t.Helper()
+	ln, err := net.Listen("tcp", net.JoinHostPort(addr, "0"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port
+}
+
+// prefixOf is GONDOLIN_CNI_SUBNET.
+func prefixOf(t *testing.T) string {
+	t.Helper()
+	return os.Getenv("GONDOLIN_CNI_SUBNET")
+}
+
+// httpGet fetches url (retrying while the server comes up) and returns the body.
+func httpGet(t *testing.T, url string) string {
+	t.Helper()
+	client := &http.Client{Timeout: 5 * time.Second}
+	var lastErr error
+	for deadline := time.Now().Add(60 * time.Second); time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {
+		resp, err := client.Get(url)
+		if err != nil {
+			lastErr = err
+			continue
+		}
+		b, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if err == nil && resp.StatusCode == 200 {
+			return string(b)
+		}
+		lastErr = fmt.Errorf("status %d, %v", resp.StatusCode, err)
+	}
+	t.Errorf("GET %s: %v", url, lastErr)
+	return ""
 }
