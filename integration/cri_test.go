@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -465,4 +466,52 @@ func httpGet(t *testing.T, url string) string {
 	}
 	t.Errorf("GET %s: %v", url, lastErr)
 	return ""
+}
+
+// A pod's VM is sized by the pod's summed limits (the kubelet passes them
+// with the sandbox), and each container's own limit holds in its cgroup
+// inside the guest.
+func TestCRIPodSizedByItsLimits(t *testing.T) {
+	dir := t.TempDir()
+	name := newID(t)
+	cfg := writeJSON(t, dir, "pod.json", map[string]any{
+		"metadata":      map[string]any{"name": name, "namespace": "gondolin-test", "uid": name},
+		"log_directory": filepath.Join(dir, "logs"),
+		"linux": map[string]any{
+			"security_context": map[string]any{"namespace_options": map[string]any{"pid": 0}},
+			"resources":        map[string]any{"memory_limit_in_bytes": 256 << 20, "cpu_quota": 100000, "cpu_period": 100000},
+		},
+	})
+	pod := &criPod{dir: dir, config: cfg, handler: "gondolin"}
+	pod.id = crictlOK(t, "runp", "--runtime", "gondolin", cfg)
+	t.Cleanup(func() {
+		crictl(t, "stopp", pod.id)
+		crictl(t, "rmp", "-f", pod.id)
+		assertNoLeftoversIn(t, criNamespace, pod.id)
+	})
+	ccfg := writeJSON(t, dir, "c1.json", map[string]any{
+		"metadata": map[string]any{"name": "c1"},
+		"image":    map[string]any{"image": testImage(t)},
+		"command":  []string{"sleep", "600"},
+		"log_path": "c1.log",
+		"linux":    map[string]any{"resources": map[string]any{"memory_limit_in_bytes": 64 << 20}},
+	})
+	id := crictlOK(t, "create", pod.id, ccfg, cfg)
+	t.Cleanup(func() { crictl(t, "rm", "-f", id) })
+	crictlOK(t, "start", id)
+	// 256 MiB of limits plus memory_overhead_mib (128): the guest's
+	// MemTotal is that less what its kernel reserves.
+	kib, err := strconv.Atoi(strings.Fields(crictlOK(t, "exec", id, "sh", "-c", "grep MemTotal /proc/meminfo"))[1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if mib := kib >> 10; mib < 300 || mib > 384 {
+		t.Errorf("the pod's VM has %d MiB, want 256 + 128 less the kernel's reserve", mib)
+	}
+	if n := crictlOK(t, "exec", id, "nproc"); n != "1" {
+		t.Errorf("the pod's VM has %s vCPUs, want 1 (a quota of one CPU)", n)
+	}
+	if max := crictlOK(t, "exec", id, "cat", "/sys/fs/cgroup/memory.max"); max != strconv.Itoa(64<<20) {
+		t.Errorf("the container's memory.max in the guest is %q, want %d", max, 64<<20)
+	}
 }
