@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -513,5 +514,35 @@ func TestCRIPodSizedByItsLimits(t *testing.T) {
 	}
 	if max := crictlOK(t, "exec", id, "cat", "/sys/fs/cgroup/memory.max"); max != strconv.Itoa(64<<20) {
 		t.Errorf("the container's memory.max in the guest is %q, want %d", max, 64<<20)
+	}
+}
+
+// A pod whose shim dies leaves nothing behind once CRI removes it: the
+// sandbox's `shim delete` cleans up the pod's other containers too, for
+// which containerd runs none.
+func TestCRIPodShimKilled(t *testing.T) {
+	pod := runPod(t, "gondolin", nil)
+	c1 := pod.start(t, "c1", "echo c1 up; exec sleep 601")
+	c2 := pod.start(t, "c2", "echo c2 up; exec sleep 602")
+	waitLog(t, c2, "c2 up")
+	if err := syscall.Kill(shimPID(t, pod.id), syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	// CRI sees the containers exit once the shim is gone.
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		out := crictlOK(t, "ps", "-a", "-q", "--state", "exited", "--pod", pod.id)
+		if strings.Contains(out, c1) && strings.Contains(out, c2) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the pod's containers did not exit after its shim was killed: %s", crictl(t, "ps", "-a", "--pod", pod.id))
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	crictlOK(t, "stopp", pod.id)
+	crictlOK(t, "rmp", pod.id)
+	for _, id := range []string{pod.id, c1, c2} {
+		assertNoLeftoversIn(t, criNamespace, id)
 	}
 }
