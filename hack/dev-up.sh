@@ -47,7 +47,11 @@ if [[ ! -x $OUT_BIN/$SHIM_NAME ]]; then
 	log "warning: $OUT_BIN/$SHIM_NAME does not exist yet ('make shim'); containerd will start, but tasks with the gondolin runtime cannot"
 fi
 
-mkdir -p "$DEV_RUN_DIR" "$DEV_CACHE_DIR" "$DEV_ROOT_DIR"
+# The CRI plugin's registry hosts directory (config_path): a hosts.toml per registry
+# host. Empty here; hack/critest.sh writes the files that send registry.k8s.io,
+# gcr.io and k8s.gcr.io to its local registry.
+registry_hosts_dir="$DEV_CACHE_DIR/certs.d"
+mkdir -p "$DEV_RUN_DIR" "$DEV_CACHE_DIR" "$DEV_ROOT_DIR" "$registry_hosts_dir"
 dev_lock
 
 # The runtime config of the "gondolin-test" runtime of dockerd (see start_dockerd)
@@ -104,6 +108,12 @@ imports = []
   [plugins."io.containerd.cri.v1.runtime".cni]
     bin_dirs = ["$CNI_BIN_DIR"]
     conf_dir = "$DEV_CNI_CONF_DIR"
+
+  # One directory, not containerd's default "/etc/containerd/certs.d:/etc/docker/certs.d":
+  # containerd 2.2 pulls CRI images through the transfer service, which takes
+  # config_path as a single directory (a list finds no hosts.toml at all).
+  [plugins."io.containerd.cri.v1.images".registry]
+    config_path = "$registry_hosts_dir"
 
   [plugins."io.containerd.cri.v1.images".pinned_images]
     sandbox = "$PAUSE_IMAGE_NAME"
@@ -488,6 +498,7 @@ env_tmp="$(mktemp "$DEV_CACHE_DIR/.env.XXXXXX")"
 	printf 'export GONDOLIN_PAUSE_IMAGE=%q\n' "$PAUSE_IMAGE_NAME"
 	printf 'export GONDOLIN_CNI_SUBNET=%q\n' "$DEV_CNI_SUBNET"
 	printf 'export GONDOLIN_DEV_TEST_CONFIG=%q\n' "$gondolin_test_config"
+	printf 'export GONDOLIN_REGISTRY_HOSTS_DIR=%q\n' "$registry_hosts_dir"
 	if $WITH_DOCKER; then
 		echo "# The private dockerd (runtimes: gondolin, the default, gondolin-small, gondolin-test and runc)."
 		printf 'export DOCKER_HOST=%q\n' "$DEV_DOCKER_HOST"
