@@ -17,6 +17,9 @@
 #   registry    the distribution registry (cmd/registry), a local plain-HTTP registry
 #   nerdctl     nerdctl (github.com/containerd/nerdctl/v2), built from a copy of its
 #               module with the go.mod edits hack/versions.env describes
+#   kubelet     the kubelet (k8s.io/kubernetes cmd/kubelet), built from a copy of its
+#               module with its staging modules taken from the proxy (hack/versions.env);
+#               only on request: about ten minutes on 2 cores with a cold build cache
 #
 # make build takes qemu and virtiofsd from here into _output/lib/gondolin, where the
 # shim's default config finds them (hack/vmm-bundle.sh).
@@ -34,7 +37,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 # shellcheck source=hack/versions.env
 source "$REPO_ROOT/hack/versions.env"
 
-[[ $# -ge 1 ]] || die "usage: $0 DIR [containerd|runc|docker|runsc|virtiofsd|qemu|cni|critools|registry|nerdctl...] (tools are installed into DIR/bin)"
+[[ $# -ge 1 ]] || die "usage: $0 DIR [containerd|runc|docker|runsc|virtiofsd|qemu|cni|critools|registry|nerdctl|kubelet...] (tools are installed into DIR/bin)"
 mkdir -p "$1/bin"
 dir="$(cd "$1" && pwd)"
 bin="$dir/bin"
@@ -43,8 +46,8 @@ components=("$@")
 ((${#components[@]} > 0)) || components=(containerd runc docker virtiofsd qemu cni critools registry nerdctl)
 for c in "${components[@]}"; do
 	case $c in
-	containerd | runc | docker | runsc | virtiofsd | qemu | cni | critools | registry | nerdctl) ;;
-	*) die "unknown component '$c' (containerd, runc, docker, runsc, virtiofsd, qemu, cni, critools, registry, nerdctl)" ;;
+	containerd | runc | docker | runsc | virtiofsd | qemu | cni | critools | registry | nerdctl | kubelet) ;;
+	*) die "unknown component '$c' (containerd, runc, docker, runsc, virtiofsd, qemu, cni, critools, registry, nerdctl, kubelet)" ;;
 	esac
 done
 wanted() {
@@ -359,6 +362,79 @@ build_nerdctl() {
 	log "built $got in $((SECONDS - start))s"
 }
 
+build_kubelet() {
+	local stamp="$bin/.kubelet.stamp" want start got src tmp m staging ldflags info_time
+	local kube_module=k8s.io/kubernetes
+	local edits=() kept=() dropped=()
+	# The staging modules of release v1.N.M are published as k8s.io/X v0.N.M.
+	[[ $KUBERNETES_VERSION =~ ^v1\.[0-9]+\.[0-9]+$ ]] ||
+		die "KUBERNETES_VERSION in hack/versions.env is '$KUBERNETES_VERSION': want a release v1.N.M (its staging modules are v0.N.M)"
+	staging="v0.${KUBERNETES_VERSION#v1.}"
+	want="$kube_module@$KUBERNETES_VERSION cmd/kubelet staging=$staging tags=$KUBELET_BUILD_TAGS go.sum+$(echo "$KUBERNETES_GO_SUM" | sha256sum | cut -c1-16) static"
+	if [[ -x $bin/kubelet && -f $stamp && "$(cat "$stamp")" == "$want" ]]; then
+		log "kubelet $KUBERNETES_VERSION already in $bin"
+		return 0
+	fi
+	log "building the kubelet $KUBERNETES_VERSION into $bin (the first build takes about ten minutes on 2 cores)"
+	start=$SECONDS
+	rm -f "$stamp"
+	src="$(module_dir "$kube_module@$KUBERNETES_VERSION")"
+	[[ -n $src && -f $src/go.mod && -f $src/go.sum ]] ||
+		die "go mod download $kube_module@$KUBERNETES_VERSION failed (is the Go module proxy reachable?)"
+	# The build date is the release's time on the proxy, so a rebuild is the same binary.
+	info_time="$(cd / && GOTOOLCHAIN=local "$go" mod download -json "$kube_module@$KUBERNETES_VERSION" |
+		sed -n 's/^[[:space:]]*"Info": "\(.*\)",$/\1/p' | xargs -r sed -n 's/.*"Time":"\([^"]*\)".*/\1/p')"
+	[[ $info_time =~ ^[0-9]{4}-[0-9]{2}-[0-9]{2}T ]] ||
+		die "no release time in the proxy's .info of $kube_module@$KUBERNETES_VERSION (got '$info_time')"
+	tmp="$(mktemp -d "$dir/.kubelet-build.XXXXXX")"
+	cp -r "$src/." "$tmp/"
+	chmod -R u+w "$tmp"
+	# Each "k8s.io/X => ./staging/src/k8s.io/X" of go.mod: the published module when
+	# the main module requires it, else dropped (hack/versions.env says why).
+	while read -r m; do
+		if grep -qE "^[[:space:]]*(require[[:space:]]+)?${m//./\\.}[[:space:]]+v" "$tmp/go.mod"; then
+			edits+=(-replace "$m=$m@$staging" -require "$m@$staging")
+			kept+=("$m")
+		else
+			edits+=(-dropreplace "$m")
+			dropped+=("$m")
+		fi
+	done < <(awk '$2 == "=>" && $3 == "./staging/src/" $1 {print $1}' "$tmp/go.mod")
+	if ((${#kept[@]} == 0)); then
+		rm -rf "$tmp"
+		die "$kube_module@$KUBERNETES_VERSION's go.mod has no replace of a required module by ./staging/src/...: its layout changed, see hack/versions.env"
+	fi
+	log "kubelet: ${#kept[@]} staging modules from the proxy at $staging; replaces dropped: ${dropped[*]:-none}"
+	# As upstream's hack/lib/version.sh (the commit stays the default: the proxy
+	# does not say which commit a version is) and hack/lib/golang.sh (static, -s -w).
+	ldflags="-s -w"
+	for m in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+		ldflags+=" -X $m.gitVersion=$KUBERNETES_VERSION -X $m.gitMajor=1"
+		ldflags+=" -X $m.gitMinor=$(cut -d. -f2 <<<"$KUBERNETES_VERSION") -X $m.gitTreeState=archive"
+		ldflags+=" -X $m.buildDate=$info_time"
+	done
+	# GOWORK=off: the module ships a go.work that uses its ./staging/src/...
+	# directories, which its zip lacks.
+	if ! (
+		cd "$tmp"
+		export GOTOOLCHAIN=local GOWORK=off GOFLAGS=-buildvcs=false
+		"$go" mod edit "${edits[@]}" &&
+			printf '%s\n' "$KUBERNETES_GO_SUM" | sed '/^$/d' >>go.sum &&
+			CGO_ENABLED=0 "$go" build -mod=readonly -trimpath -tags "${KUBELET_BUILD_TAGS// /,}" \
+				-ldflags "$ldflags" -o "$tmp/kubelet" ./cmd/kubelet
+	); then
+		rm -rf "$tmp"
+		die "building the kubelet $KUBERNETES_VERSION failed (a go.sum line missing from KUBERNETES_GO_SUM in hack/versions.env? see the output above)"
+	fi
+	mv -f "$tmp/kubelet" "$bin/kubelet"
+	rm -rf "$tmp"
+	got="$("$bin/kubelet" --version 2>/dev/null || true)"
+	[[ $got == "Kubernetes $KUBERNETES_VERSION" ]] ||
+		die "built kubelet reports '$got', expected Kubernetes $KUBERNETES_VERSION"
+	echo "$want" >"$stamp"
+	log "built the kubelet ($got) in $((SECONDS - start))s"
+}
+
 # fetch_deb POOL_PATH SHA256 DIR PIN: DIR/<name>.deb from deb.debian.org, checked
 # against its pinned sha256 (kept while it still matches). PIN names where the
 # pin lives, for the error.
@@ -467,4 +543,5 @@ wanted cni && build_cni
 wanted critools && build_critools
 wanted registry && build_registry
 wanted nerdctl && build_nerdctl
+wanted kubelet && build_kubelet
 exit 0
