@@ -62,6 +62,9 @@ func cell(m *Metric, name string, f *Figure, rt *Runtime, notes *footnotes) stri
 		}
 		return "absent " + notes.add(name+" is absent: "+why)
 	case f.Status == StatusSkipped:
+		if f.Note != "" {
+			return "skipped " + notes.add(fmt.Sprintf("%s, %s: skipped: %s", name, m.Title, f.Note))
+		}
 		return "skipped"
 	default:
 		why := "no sample"
@@ -211,6 +214,20 @@ func (r *Results) Markdown() string {
 		b.WriteString(strings.Join(refs, "\n"))
 		b.WriteString("\n")
 	}
+	var details []string
+	for _, m := range r.Metrics {
+		for _, rt := range r.Runtimes {
+			if f := m.Results[rt.Name]; f != nil && f.Stats != nil && f.Note != "" {
+				details = append(details, fmt.Sprintf("- %s, %s: %s", short(m), rt.Name, oneLine(f.Note)))
+			}
+		}
+	}
+	if len(details) > 0 {
+		// The memory figures' notes split the PSS by process.
+		b.WriteString("\nPer figure (memory: PSS by host process, of the last sample):\n\n")
+		b.WriteString(strings.Join(details, "\n"))
+		b.WriteString("\n")
+	}
 	if len(r.Goals) > 0 {
 		b.WriteString("\nRatios between figures (medians):\n\n")
 		for _, g := range r.Goals {
@@ -232,6 +249,14 @@ func (r *Results) Markdown() string {
 	return b.String()
 }
 
+// short is a metric's short label, its title if it has none.
+func short(m *Metric) string {
+	if m.Short != "" {
+		return m.Short
+	}
+	return m.Title
+}
+
 // goalText is a goal's value, target and the two figures it comes from.
 func (r *Results) goalText(g *Goal) string {
 	side := func(ref FigureRef) string {
@@ -245,10 +270,7 @@ func (r *Results) goalText(g *Goal) string {
 		}
 		what := ref.Metric
 		if m != nil {
-			what = m.Short
-			if what == "" {
-				what = m.Title
-			}
+			what = short(m)
 		}
 		if f == nil || f.Stats == nil {
 			return fmt.Sprintf("%s, %s: no figure", what, who)

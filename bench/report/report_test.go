@@ -299,3 +299,27 @@ func TestGoals(t *testing.T) {
 		}
 	}
 }
+
+func TestMarkdownFigureNotes(t *testing.T) {
+	r := sample()
+	r.Metrics = append(r.Metrics, &Metric{ID: "pod_mem", Title: "host memory of an idle pod", Short: "memory, idle pod", Group: "pods", Unit: "MiB", Better: LowerIsBetter,
+		Results: map[string]*Figure{
+			"runc":     {Accelerator: "native", Samples: []float64{10}, Note: "containerd-shim-runc-v2 8.0 MiB, sh 1.0 MiB, sleep 1.0 MiB (2 processes)"},
+			"runsc":    {Accelerator: "systrap", Status: StatusSkipped, Note: "no CRI handler"},
+			"gondolin": {Accelerator: "TCG", Errors: []string{"boom"}, Note: "a note of a figure without samples"},
+		}})
+	r.Finalize()
+	md := r.Markdown()
+	for _, want := range []string{
+		"| host memory of an idle pod | MiB | lower | 10.0 · native | skipped [4] | not supported yet · TCG [5] |",
+		"4. runsc, host memory of an idle pod: skipped: no CRI handler",
+		"Per figure (memory: PSS by host process, of the last sample):\n\n- memory, idle pod, runc: containerd-shim-runc-v2 8.0 MiB, sh 1.0 MiB, sleep 1.0 MiB (2 processes)\n",
+	} {
+		if !strings.Contains(md, want) {
+			t.Errorf("results.md lacks %q:\n%s", want, md)
+		}
+	}
+	if strings.Contains(md, "a note of a figure without samples") {
+		t.Errorf("results.md shows the note of a figure without samples:\n%s", md)
+	}
+}
