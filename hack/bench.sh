@@ -17,6 +17,14 @@
 # alternating with the others, for an optimisation's before/after figures (default
 # runtimes then: runc,gondolin-base,gondolin).
 #
+# The pod workload (BENCH_WORKLOADS=pod, in the default set) runs pods through the bench
+# containerd's CRI plugin with crictl: hack/bench.sh gives that containerd the CRI
+# handlers runc, gondolin, gondolin-snapshot (and with a baseline gondolin-base,
+# gondolin-snapshot-base), a CNI bridge of its own (gondolin-bench0, 10.90.0.0/24: apart
+# from the dev environment's), the pause image as its sandbox image, and imports the
+# pause and busybox test images into its namespace k8s.io (built with
+# integration/testimage/cmd/mktestimage; skipped when BENCH_WORKLOADS leaves pod out).
+#
 # Results go to .cache/bench/<UTC timestamp>-<git short sha>/ (results.json,
 # results.md, results.png, logs); the last line of output names that folder.
 #
@@ -36,17 +44,36 @@ BENCH_PIDFILE="$BENCH_RUN_DIR/containerd.pid"
 BENCH_ROOT_DIR="$BENCH_CACHE_DIR/containerd-root"
 BENCH_CONFIG="$BENCH_CACHE_DIR/containerd.toml"
 BENCH_RUNTIME_DIR="$BENCH_CACHE_DIR/runtime"
+# The harness's scratch space (--work-dir). The harness writes the gondolin-snapshot
+# runtimes' configs there (work/<runtime>/config.toml); the CRI handlers of the same
+# names read them.
+BENCH_WORK_DIR="$BENCH_CACHE_DIR/work"
+# CRI: the pods' network, apart from the dev environment's (gondolin-cri0,
+# 10.89.0.0/24), with its addresses under the run directory; the pause and test
+# images, built for the bench (not the dev environment's archives).
+BENCH_CNI_CONF_DIR="$BENCH_CACHE_DIR/cni/net.d"
+BENCH_CNI_BRIDGE=gondolin-bench0
+BENCH_CNI_SUBNET=10.90.0.0/24
+BENCH_IMAGES_DIR="$BENCH_CACHE_DIR/images"
+BENCH_CRI_NAMESPACE=k8s.io
 # The harness's containerd namespace; containerd-shim-runc-v2 keeps runc's (and
 # runsc's) state for it here.
 BENCH_NAMESPACE=gondolin-bench
 BENCH_RUNC_ROOT="/run/containerd/runc/$BENCH_NAMESPACE"
 CONTAINERD="$TOOLS_DIR/bin/containerd"
 CTR="$TOOLS_DIR/bin/ctr"
+CRICTL="$TOOLS_DIR/bin/crictl"
 
 require_root
 
 ctr_bench() {
 	CONTAINERD_SUPPRESS_DEPRECATION_WARNINGS=1 timeout "${CTR_TIMEOUT:-30}" "$CTR" --address "$BENCH_SOCKET" "$@"
+}
+
+# crictl_bench ARGS: crictl against the bench containerd's CRI plugin (no crictl.yaml).
+crictl_bench() {
+	timeout "${CRICTL_TIMEOUT:-60}" "$CRICTL" --config /dev/null --runtime-endpoint "unix://$BENCH_SOCKET" \
+		--image-endpoint "unix://$BENCH_SOCKET" --timeout "${CRICTL_TIMEOUT:-60}s" "$@"
 }
 
 bench_lock() {
@@ -99,7 +126,120 @@ imports = []
 [plugins]
   [plugins."io.containerd.nri.v1.nri"]
     socket_path = "$BENCH_RUN_DIR/nri.sock"
+
+  # CRI, for the pod workload. The sandbox's oom_score_adj (-998) is kept within
+  # what containerd itself may set (root here lacks CAP_SYS_RESOURCE); the pods'
+  # network namespaces live under the state directory, which bench_down clears.
+  [plugins."io.containerd.cri.v1.runtime"]
+    restrict_oom_score_adj = true
+    netns_mounts_under_state_dir = true
+
+  [plugins."io.containerd.cri.v1.runtime".cni]
+    bin_dirs = ["$CNI_BIN_DIR"]
+    conf_dir = "$BENCH_CNI_CONF_DIR"
+
+  [plugins."io.containerd.cri.v1.images".pinned_images]
+    sandbox = "$PAUSE_IMAGE_NAME"
+
+  # The CRI handlers run what the harness's runtimes of the same names run with
+  # ctr (the harness compares them through crictl info before it runs a pod).
+  [plugins."io.containerd.cri.v1.runtime".containerd.runtimes.runc]
+    runtime_type = "io.containerd.runc.v2"
+    [plugins."io.containerd.cri.v1.runtime".containerd.runtimes.runc.options]
+      BinaryName = "$TOOLS_DIR/bin/runc"
 EOF
+	# gondolin: the bench copy of the shim, found on containerd's PATH; the
+	# snapshot variants with the runtime config the harness writes for them; the
+	# baseline's shim by its absolute path.
+	local name path config
+	for name in gondolin gondolin-snapshot gondolin-base gondolin-snapshot-base; do
+		path="" config=""
+		if [[ $name == *-base ]]; then
+			[[ -n ${BENCH_BASELINE_DIR:-} ]] || continue
+			path="$BENCH_BASELINE_DIR/bin/containerd-shim-gondolin-v1"
+		fi
+		[[ $name == gondolin-snapshot* ]] && config="$BENCH_WORK_DIR/$name/config.toml"
+		printf '\n  [plugins."io.containerd.cri.v1.runtime".containerd.runtimes.%s]\n    runtime_type = "io.containerd.gondolin.v1"\n' "$name" >>"$BENCH_CONFIG"
+		[[ -z $path ]] || printf '    runtime_path = "%s"\n' "$path" >>"$BENCH_CONFIG"
+		[[ -z $config ]] || printf '    [plugins."io.containerd.cri.v1.runtime".containerd.runtimes.%s.options]\n      ConfigPath = "%s"\n' "$name" "$config" >>"$BENCH_CONFIG"
+	done
+	write_cni_config
+}
+
+# write_cni_config: the pods' network, a bridge with host-local addresses and no
+# masquerading (the workload needs no traffic out of the pod).
+write_cni_config() {
+	mkdir -p "$BENCH_CNI_CONF_DIR"
+	cat >"$BENCH_CNI_CONF_DIR/10-gondolin-bench.conflist" <<EOF
+{
+  "cniVersion": "1.0.0",
+  "name": "gondolin-bench-cri",
+  "plugins": [
+    {
+      "type": "bridge",
+      "bridge": "$BENCH_CNI_BRIDGE",
+      "isGateway": true,
+      "ipMasq": false,
+      "ipam": {
+        "type": "host-local",
+        "ranges": [[{"subnet": "$BENCH_CNI_SUBNET"}]],
+        "routes": [{"dst": "0.0.0.0/0"}],
+        "dataDir": "$BENCH_RUN_DIR/cni/networks"
+      }
+    }
+  ]
+}
+EOF
+}
+
+# wants_pod: whether this session runs the pod workload (BENCH_WORKLOADS unset: the
+# default set, which has it).
+wants_pod() {
+	[[ -z ${BENCH_WORKLOADS:-} || ,${BENCH_WORKLOADS// /}, == *,pod,* ]]
+}
+
+# cri_image_digest NAME: the digest of image NAME in the CRI namespace ("" if none).
+cri_image_digest() {
+	ctr_bench -n "$BENCH_CRI_NAMESPACE" images ls "name==$1" | awk 'NR == 2 {print $3}'
+}
+
+# import_cri_image NAME ARCHIVE BUILT: import ARCHIVE into the CRI namespace unless
+# NAME is there already, complete and unpacked, with the digest mktestimage printed
+# (BUILT: its output line "NAME DIGEST …").
+import_cri_image() {
+	local name=$1 tar=$2 want have
+	want="$(awk '{print $2}' <<<"$3")"
+	[[ $want == sha256:* ]] || die "mktestimage printed no digest: $3"
+	have="$(cri_image_digest "$name")" || die "ctr images ls failed"
+	# `ctr image check`: REF TYPE DIGEST STATUS SIZE UNPACKED
+	if [[ $have == "$want" ]] && ctr_bench -n "$BENCH_CRI_NAMESPACE" images check "name==$name" |
+		awk 'NR == 2 && $4 == "complete" && $NF == "true" {ok = 1} END {exit !ok}'; then
+		return 0
+	fi
+	log "importing $tar into namespace $BENCH_CRI_NAMESPACE"
+	CTR_TIMEOUT=120 ctr_bench -n "$BENCH_CRI_NAMESPACE" images import "$tar" >&2 || die "ctr image import $tar failed"
+	have="$(cri_image_digest "$name")"
+	[[ $have == "$want" ]] || die "after import, $name has digest '${have:-<none>}' in namespace $BENCH_CRI_NAMESPACE, want $want"
+}
+
+# cri_images: build the pause image (the CRI sandbox image) and the busybox test
+# image and import them into the CRI namespace of the running bench containerd.
+cri_images() {
+	local go built
+	[[ -x $CRICTL ]] || die "crictl not found in $TOOLS_DIR/bin (the pod workload needs it): run 'make tools'"
+	[[ -x $CNI_BIN_DIR/bridge && -x $CNI_BIN_DIR/host-local ]] ||
+		die "the CNI plugins bridge and host-local are not in $CNI_BIN_DIR (the pod workload needs them): run 'make tools'"
+	go="$(find_go)"
+	mkdir -p "$BENCH_IMAGES_DIR"
+	log "building the CRI images (pause, busybox) for the pod workload"
+	built="$(cd "$REPO_ROOT" && "$go" run ./integration/testimage/cmd/mktestimage -pause \
+		-out "$BENCH_IMAGES_DIR/pause-oci.tar" -name "$PAUSE_IMAGE_NAME")" ||
+		die "building the pause image failed (integration/testimage/cmd/mktestimage -pause)"
+	import_cri_image "$PAUSE_IMAGE_NAME" "$BENCH_IMAGES_DIR/pause-oci.tar" "$built"
+	built="$(cd "$REPO_ROOT" && "$go" run ./integration/testimage/cmd/mktestimage \
+		-out "$BENCH_IMAGES_DIR/busybox-oci.tar" -name "$TEST_IMAGE_NAME")" ||
+		die "building the test image failed (integration/testimage/cmd/mktestimage)"
+	import_cri_image "$TEST_IMAGE_NAME" "$BENCH_IMAGES_DIR/busybox-oci.tar" "$built"
 }
 
 # bench_up LOG: start the bench containerd, logging to LOG.
@@ -129,6 +269,11 @@ bench_up() {
 bench_down() {
 	local ns t pids=() shims=() kids=() d p addr i m
 	if [[ -S $BENCH_SOCKET ]] && CTR_TIMEOUT=5 ctr_bench version >/dev/null 2>&1; then
+		# Pods through CRI first, so that their network (CNI addresses, veths,
+		# network namespaces) is released the way it was set up.
+		if [[ -x $CRICTL ]]; then
+			CRICTL_TIMEOUT=180 crictl_bench rmp --all --force >/dev/null 2>&1 || log "warning: crictl rmp --all --force failed"
+		fi
 		for ns in $(ctr_bench namespaces ls -q 2>/dev/null || true); do
 			for t in $(ctr_bench -n "$ns" tasks ls -q 2>/dev/null || true); do
 				CTR_TIMEOUT=10 ctr_bench -n "$ns" tasks kill -a -s SIGKILL "$t" >/dev/null 2>&1 || true
@@ -174,6 +319,10 @@ bench_down() {
 		done
 	done
 	rm -rf --one-file-system "$BENCH_RUN_DIR" "$BENCH_RUNC_ROOT" 2>/dev/null || log "warning: could not remove $BENCH_RUN_DIR or $BENCH_RUNC_ROOT"
+	# The pods' bridge: the CNI bridge plugin leaves it when the last pod goes.
+	if ip link show "$BENCH_CNI_BRIDGE" >/dev/null 2>&1; then
+		ip link delete "$BENCH_CNI_BRIDGE" type bridge || log "warning: could not delete the bridge $BENCH_CNI_BRIDGE"
+	fi
 }
 
 bench_down_quiet() {
@@ -214,7 +363,8 @@ up)
 	snapshot_runtime
 	mkdir -p "$BENCH_CACHE_DIR"
 	bench_up "$BENCH_CACHE_DIR/containerd.log"
-	echo "export CONTAINERD_ADDRESS=$BENCH_SOCKET CONTAINERD_SUPPRESS_DEPRECATION_WARNINGS=1 PATH=$BENCH_RUNTIME_DIR/bin:$TOOLS_DIR/bin:\$PATH"
+	cri_images
+	echo "export CONTAINERD_ADDRESS=$BENCH_SOCKET CONTAINERD_SUPPRESS_DEPRECATION_WARNINGS=1 CONTAINER_RUNTIME_ENDPOINT=unix://$BENCH_SOCKET IMAGE_SERVICE_ENDPOINT=unix://$BENCH_SOCKET PATH=$BENCH_RUNTIME_DIR/bin:$TOOLS_DIR/bin:\$PATH"
 	exit 0
 	;;
 down)
@@ -250,6 +400,9 @@ if [[ -n ${BENCH_BASELINE:-} ]]; then
 fi
 trap 'bench_down >>"$out/teardown.log" 2>&1 || echo "warning: teardown failed, see $out/teardown.log" >&2' EXIT
 bench_up "$out/containerd.log"
+if wants_pod; then
+	cri_images
+fi
 
 set +e
 PATH="$BENCH_RUNTIME_DIR/bin:$TOOLS_DIR/bin:$PATH" \
@@ -264,7 +417,8 @@ PATH="$BENCH_RUNTIME_DIR/bin:$TOOLS_DIR/bin:$PATH" \
 	--gondolin-from "${BENCH_GONDOLIN_OUTPUT:-$REPO_ROOT/_output}" \
 	--repo "$REPO_ROOT" \
 	--out "$out" \
-	--work-dir "$BENCH_CACHE_DIR/work" \
+	--work-dir "$BENCH_WORK_DIR" \
+	--pod-image "$TEST_IMAGE_NAME" \
 	--print-dir=false \
 	"${baseline_flags[@]}" \
 	"$@"

@@ -30,6 +30,11 @@ type Runtime struct {
 	// and the network (gondolin): only such runtimes have a relay-only
 	// figure apart from the intercepted one.
 	Egress bool
+	// CRIHandler is the bench containerd's CRI runtime handler (crictl
+	// runp --runtime) that runs this runtime's pods, of the same name; ""
+	// when there is none, NoCRI saying why.
+	CRIHandler string
+	NoCRI      string
 }
 
 // Name is the runtime's short name (runc, runsc, gondolin).
@@ -92,8 +97,9 @@ func (s *Session) setupRunc(ctx context.Context) *Runtime {
 	rt := &Runtime{
 		Info: &report.Runtime{Name: "runc", RuntimeType: "io.containerd.runc.v2", Accelerator: "native",
 			How: "containerd-shim-runc-v2 with BinaryName " + bin},
-		RunFlags: []string{"--runtime", "io.containerd.runc.v2", "--runc-binary", bin},
-		NetFlags: hostNet,
+		RunFlags:   []string{"--runtime", "io.containerd.runc.v2", "--runc-binary", bin},
+		NetFlags:   hostNet,
+		CRIHandler: "runc",
 	}
 	if _, err := os.Stat(bin); err != nil {
 		rt.Info.Absent = fmt.Sprintf("%s missing: run `make tools`", bin)
@@ -176,6 +182,7 @@ func (s *Session) setupRunsc(ctx context.Context) *Runtime {
 		Info:     info,
 		RunFlags: []string{"--runtime", "io.containerd.runsc.v1", "--runtime-config-path", cfg},
 		NetFlags: hostNet,
+		NoCRI:    "no CRI handler for runsc in the bench containerd (its pods would need gVisor's own shim, which groups a pod into one sandbox)",
 	}
 	info.RuntimeType = "io.containerd.runsc.v1"
 	info.How = fmt.Sprintf("gVisor's containerd-shim-runsc-v1 with %s (runsc %s)", cfg, strings.Join(RunscFlags, " "))
@@ -205,6 +212,8 @@ func (s *Session) setupRunsc(ctx context.Context) *Runtime {
 		Info:     info,
 		RunFlags: []string{"--runtime", "io.containerd.runc.v2", "--runc-binary", wrapper},
 		NetFlags: hostNet,
+		NoCRI: "no CRI handler: runsc runs here as the OCI runtime of containerd-shim-runc-v2 (gVisor's own shim cannot start), " +
+			"which would not make a pod one gVisor sandbox",
 	}
 	info.RuntimeType = "io.containerd.runc.v2"
 	info.How = fmt.Sprintf("containerd-shim-runc-v2 with BinaryName %s (exec runsc %s)", wrapper, strings.Join(RunscFlags, " "))
@@ -224,9 +233,10 @@ func (s *Session) setupGondolin(ctx context.Context, name, config string) *Runti
 		info.How += " (shim and guest image copied from " + s.Opts.GondolinFrom + " at the start)"
 	}
 	rt := &Runtime{
-		Info:     info,
-		RunFlags: []string{"--runtime", "io.containerd.gondolin.v1"},
-		Egress:   true,
+		Info:       info,
+		RunFlags:   []string{"--runtime", "io.containerd.gondolin.v1"},
+		Egress:     true,
+		CRIHandler: name,
 	}
 	if isBaseline(name) {
 		if s.Opts.BaselineDir == "" {

@@ -48,17 +48,21 @@ type Options struct {
 	WorkDir     string // bind-mount source and other large scratch files
 	Busybox     string
 	Fetch       string // static bench-fetch binary
+	// PodImage is the pod workload's container image, in the bench
+	// containerd's CRI namespace (hack/bench.sh imports it).
+	PodImage string
 
 	Log func(format string, args ...any)
 }
 
 // AllWorkloads in the order they run.
-var AllWorkloads = []string{"start", "exec", "stdio", "rootfs", "bind", "https", "https-relay", "http", "memory"}
+var AllWorkloads = []string{"start", "exec", "stdio", "rootfs", "bind", "https", "https-relay", "http", "memory", "pod"}
 
 // Session is one benchmark run.
 type Session struct {
 	Opts     Options
 	Ctr      *Ctr
+	Crictl   *Crictl // the pod workload's CRI client
 	Image    string
 	Results  *report.Results
 	runtimes []*Runtime // available ones, in column order
@@ -80,9 +84,10 @@ func (s *Session) newID(rt, job string, i int) string {
 // NewSession prepares a session; nothing runs yet.
 func NewSession(opts Options) *Session {
 	s := &Session{
-		Opts: opts,
-		Ctr:  &Ctr{Bin: filepath.Join(opts.Tools, "ctr"), Address: opts.Address, Namespace: opts.Namespace},
-		rng:  rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 0x9e3779b97f4a7c15)),
+		Opts:   opts,
+		Ctr:    &Ctr{Bin: filepath.Join(opts.Tools, "ctr"), Address: opts.Address, Namespace: opts.Namespace},
+		Crictl: &Crictl{Bin: filepath.Join(opts.Tools, "crictl"), Endpoint: "unix://" + opts.Address},
+		rng:    rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 0x9e3779b97f4a7c15)),
 	}
 	s.Results = &report.Results{
 		Schema:  report.Schema,
@@ -136,6 +141,7 @@ func (s *Session) Run(ctx context.Context) error {
 		"https-relay": func(ctx context.Context) error { return s.workDownload(ctx, DownloadHTTPSRelay) },
 		"http":        func(ctx context.Context) error { return s.workDownload(ctx, DownloadHTTP) },
 		"memory":      s.workMemory,
+		"pod":         s.workPod,
 	}
 	for _, w := range AllWorkloads {
 		if !contains(s.Opts.Workloads, w) {
@@ -167,6 +173,18 @@ func (s *Session) Run(ctx context.Context) error {
 // rate (≥ 50 %); and, for information, each download over the host's.
 func (s *Session) addGoals() {
 	has := func(id string) bool { return s.Results.Metric(id) != nil }
+	if has("pod_mem_pod2") && has("pod_mem_single2") {
+		for _, rt := range s.runtimes {
+			if rt.CRIHandler == "" {
+				continue
+			}
+			s.Results.Goals = append(s.Results.Goals, &report.Goal{
+				Title: rt.Name() + ": host memory of one idle pod of two containers / of two idle single containers",
+				Num:   report.FigureRef{Metric: "pod_mem_pod2", Runtime: rt.Name()},
+				Den:   report.FigureRef{Metric: "pod_mem_single2", Runtime: rt.Name()},
+			})
+		}
+	}
 	https, relay, plain := downloadMetric(DownloadHTTPS), downloadMetric(DownloadHTTPSRelay), downloadMetric(DownloadHTTP)
 	for _, rt := range s.runtimes {
 		if !rt.Egress {

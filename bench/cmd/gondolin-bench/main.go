@@ -67,6 +67,7 @@ func run() int {
 	workDir := flag.String("work-dir", "", "scratch space for large files (default: <repo>/.cache/bench/work)")
 	busybox := flag.String("busybox", "/bin/busybox", "static busybox for the bench image")
 	fetch := flag.String("fetch", "", "static bench-fetch binary (default: <out>/bench-fetch)")
+	podImage := flag.String("pod-image", "docker.io/gondolin/busybox:latest", "the pod workload's container image, in the CRI namespace k8s.io (hack/bench.sh imports it)")
 	printDir := flag.Bool("print-dir", true, "print the results folder as the last line")
 	render := flag.String("render", "", "only re-render results.md and results.png of an existing results folder from its results.json")
 	flag.Parse()
@@ -115,7 +116,7 @@ func run() int {
 		Address: *address, Namespace: *namespace, ContainerdRoot: *root, ContainerdLog: *clog,
 		Tools: *tools, RuntimeDir: *runtimeDir, GondolinFrom: *gondolinFrom,
 		BaselineDir: *baselineDir, BaselineRev: *baselineRev, Repo: *repo, Out: *out, WorkDir: *workDir,
-		Busybox: *busybox, Fetch: *fetch,
+		Busybox: *busybox, Fetch: *fetch, PodImage: *podImage,
 	}
 	for _, w := range opts.Workloads {
 		if !contains(harness.AllWorkloads, w) {
