@@ -126,7 +126,7 @@ func (r *Results) Markdown() string {
 		r.Host.Hostname, r.Host.CPUs, r.Host.CPUModel, r.Host.MemoryMiB, r.Host.Kernel, r.Host.LoadAvg)
 	fmt.Fprintf(&b, "- KVM: %s\n", r.Host.KVM)
 	fmt.Fprintf(&b, "- containerd: %s\n", r.Host.Containerd)
-	fmt.Fprintf(&b, "- runs: %d per runtime for start and exec, %d for the other jobs; runtimes alternate run by run\n",
+	fmt.Fprintf(&b, "- runs: %d per runtime for start, exec and the pod times, %d for the other jobs (and the pod memory); runtimes alternate run by run\n",
 		r.Config.Runs, r.Config.IORuns)
 	if len(r.WorkloadSeconds) > 0 {
 		names := make([]string, 0, len(r.WorkloadSeconds))

@@ -90,7 +90,7 @@ type Host struct {
 
 // Config is how the session was run.
 type Config struct {
-	Runs          int   `json:"runs"`            // start / exec samples per runtime
+	Runs          int   `json:"runs"`            // start / exec / pod-time samples per runtime
 	IORuns        int   `json:"io_runs"`         // samples of the heavy jobs per runtime
 	StdioBytes    int64 `json:"stdio_bytes"`     // stdout and stdin throughput size
 	FileBytes     int64 `json:"file_bytes"`      // sequential read/write file size
