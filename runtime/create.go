@@ -474,15 +474,28 @@ func (cr *creation) createHooks(ctx context.Context) (undoFunc, error) {
 	if err != nil {
 		return nil, err
 	}
+	// What the hooks set up (nerdctl's CNI network: addresses, rules) is
+	// theirs to take down: a create that fails once they have run runs the
+	// poststop hooks, as runc does, so nothing of it is left.
+	poststop := func(ctx context.Context) error {
+		if len(hooks.Poststop) == 0 {
+			return nil
+		}
+		if st, err := cr.c.hookState(specs.StateStopped); err == nil {
+			runHooksLogged(ctx, "poststop", hooks.Poststop, st)
+		}
+		return nil
+	}
 	for _, stage := range []struct {
 		name  string
 		hooks []specs.Hook
 	}{{"prestart", hooks.Prestart}, {"createRuntime", hooks.CreateRuntime}, {"createContainer", hooks.CreateContainer}} {
 		if err := runHooks(ctx, stage.name, stage.hooks, state); err != nil {
+			_ = poststop(context.WithoutCancel(ctx))
 			return nil, fmt.Errorf("%w: %w", err, errdefs.ErrFailedPrecondition)
 		}
 	}
-	return nil, nil
+	return poststop, nil
 }
 
 // stdio opens the init's stdio on the host and its streams to the guest.

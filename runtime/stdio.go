@@ -61,10 +61,18 @@ func openHostIO(ctx context.Context, id, namespace string, s Stdio) (_ *hostIO, 
 	}
 	switch u.Scheme {
 	case "", "fifo":
+		stderr := s.Stderr
+		if s.Terminal {
+			// A terminal has no stderr: its output is stdout's. A client
+			// may still name a stderr FIFO it never creates (containerd's
+			// cio with a terminal, as nerdctl -t uses it); runc's shim
+			// ignores it too.
+			stderr = ""
+		}
 		for _, p := range []struct {
 			path string
 			dst  *io.WriteCloser
-		}{{s.Stdout, &h.stdout}, {s.Stderr, &h.stderr}} {
+		}{{s.Stdout, &h.stdout}, {stderr, &h.stderr}} {
 			if p.path == "" {
 				continue
 			}
