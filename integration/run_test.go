@@ -338,7 +338,9 @@ func TestEvents(t *testing.T) {
 	var order []string
 	for _, line := range strings.Split(out.String(), "\n") {
 		for _, topic := range []string{"/tasks/create", "/tasks/start", "/tasks/exit", "/tasks/delete"} {
-			if strings.Contains(line, topic+" ") {
+			// Only this test's namespace: other namespaces' tasks (CRI's
+			// k8s.io) may come and go meanwhile.
+			if strings.Contains(line, " "+namespace()+" "+topic+" ") {
 				order = append(order, topic)
 			}
 		}
