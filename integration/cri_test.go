@@ -546,3 +546,45 @@ func TestCRIPodShimKilled(t *testing.T) {
 		assertNoLeftoversIn(t, criNamespace, id)
 	}
 }
+
+// A root, privileged container of a pod that mounts its pod's share itself
+// (the guest is hostile: it can) finds the share's top level read-only: it
+// cannot add, rename or replace any container's entry, so nothing it does
+// there reaches the host beyond its own pod's files, and the pod leaves
+// nothing behind.
+func TestHostilePodShare(t *testing.T) {
+	pod := runPodWith(t, "gondolin", map[string]any{"privileged": true, "namespace_options": map[string]any{"pid": 0}}, nil, nil)
+	cfg := writeJSON(t, pod.dir, "evil.json", map[string]any{
+		"metadata": map[string]any{"name": "evil"},
+		"image":    map[string]any{"image": testImage(t)},
+		"command": []string{"sh", "-c", `mkdir -p /mnt/pod && mount -t virtiofs pod /mnt/pod || { echo NO-MOUNT; exit 0; }
+			echo entries: $(ls /mnt/pod | wc -l)
+			touch /mnt/pod/planted 2>/dev/null && echo TOP-WRITABLE
+			mkdir /mnt/pod/c9 2>/dev/null && echo TOP-MKDIR
+			ln -s / /mnt/pod/escape 2>/dev/null && echo TOP-SYMLINK
+			for d in /mnt/pod/*; do mv "$d" "$d.x" 2>/dev/null && echo RENAMED; rm -rf "$d" 2>/dev/null; [ -e "$d" ] || echo REMOVED; done
+			echo finished; exec sleep 600`},
+		"log_path": "evil.log",
+		"linux":    map[string]any{"security_context": map[string]any{"privileged": true}},
+	})
+	id := crictlOK(t, "create", pod.id, cfg, pod.config)
+	t.Cleanup(func() { crictl(t, "rm", "-f", id); assertNoLeftoversIn(t, criNamespace, id) })
+	crictlOK(t, "start", id)
+	waitLog(t, id, "finished")
+	logs := crictlOK(t, "logs", id)
+	if strings.Contains(logs, "NO-MOUNT") || !strings.Contains(logs, "entries: ") {
+		t.Fatalf("the test could not mount the pod's share in the guest, so it proves nothing: %s", logs)
+	}
+	t.Logf("what the guest did:\n%s", logs)
+	for _, bad := range []string{"TOP-WRITABLE", "TOP-MKDIR", "TOP-SYMLINK", "RENAMED", "REMOVED"} {
+		if strings.Contains(logs, bad) {
+			t.Errorf("the guest changed the pod share's top level (%s):\n%s", bad, logs)
+		}
+	}
+	// The host's view of the share holds only what the shim made.
+	for _, pattern := range []string{"*/pod/mounts/planted", "*/pod/mounts/c9", "*/pod/mounts/escape", "*/pod/mounts/*.x"} {
+		if m, _ := filepath.Glob(filepath.Join(gruntime.DefaultStateRoot, pattern)); len(m) > 0 {
+			t.Errorf("on the host: %v", m)
+		}
+	}
+}
