@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Tear the private developer containerd and dockerd down (make dev-down): stop the
+# Tear the private developer containerd and dockerd down (make dev-down): stop the dev
+# kubelet (GONDOLIN_DEV_KUBELET=1 hack/dev-up.sh) and remove its pods, stop the
 # private dockerd (SIGTERM: it stops its containers; then SIGKILL) and its leftover
 # docker-proxy processes, kill and delete every task and container in containerd (all
 # namespaces), stop containerd (SIGTERM, then SIGKILL), kill leftover
@@ -7,7 +8,8 @@
 # children: qemu, virtiofsd), unmount whatever is left under .cache/dev and
 # /run/gondolin-dev (container network namespaces included), undo what dockerd did to
 # the host (its bridges, its iptables rules and chains, IP forwarding and the FORWARD
-# policy, its cgroups), and remove both directories. Idempotent: succeeds when nothing
+# policy, its cgroups) and what the kubelet did (its cgroups, the kernel tunables it
+# set), and remove both directories. Idempotent: succeeds when nothing
 # is up. A system containerd or dockerd, and shims of other containerds, are left alone.
 set -euo pipefail
 
@@ -35,6 +37,36 @@ wait_gone() {
 	done
 	return 1
 }
+
+# --- kubelet ---------------------------------------------------------------------------------
+# First of all: it would restart the static pods that the steps below stop.
+kpids=()
+if [[ -f $DEV_KUBELET_PIDFILE ]]; then
+	p="$(cat "$DEV_KUBELET_PIDFILE")"
+	if pid_alive "$p" && [[ "$(exe_of "$p")" == "$TOOLS_DIR/bin/kubelet" ]]; then
+		kpids+=("$p")
+	fi
+fi
+while read -r p; do
+	[[ -n $p && " ${kpids[*]} " != *" $p "* ]] && kpids+=("$p")
+done < <(dev_kubelet_pids)
+if ((${#kpids[@]} > 0)); then
+	log "stopping the kubelet (pid ${kpids[*]})"
+	kill -TERM "${kpids[@]}" 2>/dev/null || true
+	if ! wait_gone 30 "${kpids[@]}"; then
+		log "the kubelet still running after 30s: SIGKILL"
+		kill -KILL "${kpids[@]}" 2>/dev/null || true
+		wait_gone 5 "${kpids[@]}" || die "the kubelet (pid ${kpids[*]}) survived SIGKILL"
+	fi
+fi
+rm -f "$DEV_KUBELET_PIDFILE"
+# Its pods go through CRI, so that their network namespaces (in /run/netns) go with
+# them: the tasks killed through ctr below would leave those.
+if [[ -d $DEV_KUBELET_DIR && -x $TOOLS_DIR/bin/crictl && -S $DEV_SOCKET ]]; then
+	log "removing the CRI pods"
+	timeout 180 "$TOOLS_DIR/bin/crictl" --runtime-endpoint "unix://$DEV_SOCKET" --timeout 2m rmp -a -f >/dev/null 2>&1 ||
+		log "warning: crictl rmp -a -f failed; the pods' tasks are killed below"
+fi
 
 # --- dockerd ---------------------------------------------------------------------------------
 # First: it stops its containers (tasks in containerd namespace moby) itself, and would
@@ -278,6 +310,25 @@ if [[ -f $DEV_DOCKER_HOST_STATE ]]; then
 			rmdir /run/docker/plugins /run/docker 2>/dev/null || true
 		fi
 	fi
+fi
+
+# --- what the kubelet did to the host ---------------------------------------------------------
+# Its cgroups: each pod's went with the pod, its QoS parents stay until here.
+while read -r h; do
+	cg="$h$DEV_KUBELET_CGROUP_ROOT"
+	[[ -d $cg ]] || continue
+	find "$cg" -depth -type d -exec rmdir {} \; 2>/dev/null || true
+	[[ -d $cg ]] && log "warning: could not remove cgroup $cg (processes left in it?)"
+done < <(cgroup_hierarchies)
+# The kernel tunables it set, back to what they were before it first started.
+if [[ -f $DEV_KUBELET_HOST_STATE ]]; then
+	while read -r kind f v; do
+		[[ $kind == sysctl && -n $f && -w $f ]] || continue
+		if [[ "$(cat "$f")" != "$v" ]]; then
+			log "restoring $f to $v"
+			echo "$v" >"$f" || log "warning: could not write $v to $f"
+		fi
+	done <"$DEV_KUBELET_HOST_STATE"
 fi
 
 # --- CRI network ------------------------------------------------------------------------------

@@ -20,6 +20,16 @@
 # dev-up refuses that). Idempotent: a running, healthy private containerd/dockerd with
 # the same config is reused. A system containerd is left alone (nothing is shared).
 # Afterwards: `source .cache/dev/env` and use ctr or docker as usual.
+#
+# GONDOLIN_DEV_KUBELET=1 also starts a standalone kubelet (no API server) on the private
+# containerd, built by `hack/build-tools.sh .cache/tools kubelet`: it runs the static pods
+# in .cache/dev/kubelet/manifests (example: .cache/dev/kubelet/example-pod.yaml); a
+# pod annotated io.kubernetes.cri.untrusted-workload: "true" gets gondolin (containerd's
+# "untrusted" runtime), any other runc. Everything it writes is below .cache/dev/kubelet
+# (log .cache/dev/kubelet.log, pid /run/gondolin-dev/kubelet.pid), its pod cgroups below
+# /gondolin-dev-kubelet; it sets kernel tunables (vm.overcommit_memory, kernel.panic,
+# kernel.panic_on_oops, ...), recorded first so that dev-down puts them back. Without
+# the variable a running dev kubelet is left as it is; dev-down stops it.
 set -euo pipefail
 
 # shellcheck source=hack/lib.sh
@@ -28,6 +38,8 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 START_TIMEOUT=${GONDOLIN_DEV_START_TIMEOUT:-60} # seconds for containerd (and dockerd) to answer
 WITH_DOCKER=true
 [[ ${GONDOLIN_DEV_DOCKER:-1} == 0 ]] && WITH_DOCKER=false
+WITH_KUBELET=false
+[[ ${GONDOLIN_DEV_KUBELET:-0} == 1 ]] && WITH_KUBELET=true
 
 require_root
 CONTAINERD="$TOOLS_DIR/bin/containerd"
@@ -43,6 +55,11 @@ fi
 for cmd in flock timeout setsid ps; do
 	command -v "$cmd" >/dev/null || die "'$cmd' not found: run 'make deps'"
 done
+KUBELET="$TOOLS_DIR/bin/kubelet"
+if $WITH_KUBELET; then
+	[[ -x $KUBELET ]] || die "kubelet not found in $TOOLS_DIR/bin: run 'hack/build-tools.sh .cache/tools kubelet' first (make tools does not build it by default)"
+	command -v curl >/dev/null || die "'curl' not found (the kubelet's health check): run 'make deps'"
+fi
 if [[ ! -x $OUT_BIN/$SHIM_NAME ]]; then
 	log "warning: $OUT_BIN/$SHIM_NAME does not exist yet ('make shim'); containerd will start, but tasks with the gondolin runtime cannot"
 fi
@@ -98,6 +115,14 @@ imports = []
     container_annotations = ["io.gondolin.*"]
     [plugins."io.containerd.cri.v1.runtime".containerd.runtimes.gondolin-test.options]
       ConfigPath = "$gondolin_test_config"
+
+  # A kubelet without an API server (the dev kubelet, GONDOLIN_DEV_KUBELET=1) has no
+  # RuntimeClasses and sends every pod with runtime_handler "": a pod annotated
+  # io.kubernetes.cri.untrusted-workload: "true" gets this runtime, any other runc.
+  [plugins."io.containerd.cri.v1.runtime".containerd.runtimes.untrusted]
+    runtime_type = "io.containerd.gondolin.v1"
+    pod_annotations = ["io.gondolin.*"]
+    container_annotations = ["io.gondolin.*"]
 
   # CRI: pods on a CNI bridge of their own, with the pause image built here. The
   # sandbox's oom_score_adj (-998) is kept within what containerd itself may set: a
@@ -478,6 +503,187 @@ import_image "$DISTRO_IMAGE_NAME" "$want_digest" "$DISTRO_IMAGE_TAR"
 import_image "$DISTRO_IMAGE_NAME" "$want_digest" "$DISTRO_IMAGE_TAR" k8s.io
 docker_load_image "$DISTRO_IMAGE_NAME" "$want_digest" "$DISTRO_IMAGE_TAR"
 
+# --- kubelet (GONDOLIN_DEV_KUBELET=1) -------------------------------------------------------
+kubelet_healthy() {
+	[[ "$(curl -fsS --max-time 5 "http://127.0.0.1:$DEV_KUBELET_HEALTHZ_PORT/healthz" 2>/dev/null)" == ok ]]
+}
+
+stop_kubelet() {
+	local p=$1 i
+	log "stopping the kubelet (pid $p)"
+	kill -TERM "$p" 2>/dev/null || true
+	for ((i = 0; i < 300; i++)); do
+		pid_alive "$p" || return 0
+		sleep 0.1
+	done
+	kill -KILL "$p" 2>/dev/null || true
+	for ((i = 0; i < 50; i++)); do
+		pid_alive "$p" || return 0
+		sleep 0.1
+	done
+	die "the kubelet (pid $p) did not exit after SIGKILL"
+}
+
+# record_kubelet_host_state: before the dev kubelet first starts, note the kernel
+# tunables it will change, for dev-down. Kept while the file exists.
+record_kubelet_host_state() {
+	[[ -f $DEV_KUBELET_HOST_STATE ]] && return 0
+	local tmp f
+	tmp="$(mktemp "$DEV_RUN_DIR/.kubelet-host-state.XXXXXX")"
+	{
+		echo "# Written by hack/dev-up.sh before the dev kubelet first started; read by hack/dev-down.sh."
+		for f in $KUBELET_TUNABLES; do
+			[[ -r /proc/sys/$f ]] && echo "sysctl /proc/sys/$f $(cat "/proc/sys/$f")"
+		done
+	} >"$tmp"
+	mv -f "$tmp" "$DEV_KUBELET_HOST_STATE"
+}
+
+start_kubelet() {
+	local foreign="" d p kpid new_kubelet_config kubelet_config_changed deadline h f
+	for d in /proc/[0-9]*; do
+		p=${d#/proc/}
+		[[ "$(exe_of "$p")" == */kubelet ]] || continue
+		cmdline_of "$p" | grep -qxF -- "$DEV_KUBELET_CONFIG" && continue
+		foreign+="$p "
+	done
+	[[ -z $foreign ]] || die "another kubelet is running (pid ${foreign% }): the dev kubelet would share the host's kernel tunables (and perhaps its health port) with it. Stop it, or run without GONDOLIN_DEV_KUBELET=1."
+	mkdir -p "$DEV_KUBELET_MANIFESTS" "$DEV_KUBELET_DIR/root" "$DEV_KUBELET_DIR/pki" "$DEV_KUBELET_DIR/pod-logs" "$DEV_KUBELET_DIR/volume-plugins"
+
+	# Standalone (no --kubeconfig): static pods only. failCgroupV1: false and
+	# cgroupfs for hosts like this one (cgroup v1, no systemd); no server (the
+	# health check alone, on the loopback); no iptables chains; image garbage
+	# collection off and eviction thresholds low, so that it never removes the dev
+	# images or evicts a pod on a busy machine.
+	new_kubelet_config="$(mktemp "$DEV_KUBELET_DIR/.config.yaml.XXXXXX")"
+	trap 'rm -f "$new_kubelet_config"' EXIT
+	cat >"$new_kubelet_config" <<KUBELET_CONFIG
+# Written by hack/dev-up.sh (GONDOLIN_DEV_KUBELET=1); edits are overwritten.
+apiVersion: kubelet.config.k8s.io/v1beta1
+kind: KubeletConfiguration
+staticPodPath: "$DEV_KUBELET_MANIFESTS"
+fileCheckFrequency: 5s
+containerRuntimeEndpoint: "unix://$DEV_SOCKET"
+cgroupDriver: cgroupfs
+cgroupRoot: "$DEV_KUBELET_CGROUP_ROOT"
+cgroupsPerQOS: true
+enforceNodeAllocatable: ["pods"]
+failCgroupV1: false
+failSwapOn: false
+protectKernelDefaults: false
+makeIPTablesUtilChains: false
+localStorageCapacityIsolation: false
+enableServer: false
+readOnlyPort: 0
+healthzBindAddress: 127.0.0.1
+healthzPort: $DEV_KUBELET_HEALTHZ_PORT
+authentication:
+  anonymous: {enabled: true}
+  webhook: {enabled: false}
+authorization: {mode: AlwaysAllow}
+podLogsDir: "$DEV_KUBELET_DIR/pod-logs"
+volumePluginDir: "$DEV_KUBELET_DIR/volume-plugins"
+imageGCHighThresholdPercent: 100
+imageGCLowThresholdPercent: 99
+evictionHard: {memory.available: 1Mi, nodefs.available: 1%, nodefs.inodesFree: 1%, imagefs.available: 1%}
+KUBELET_CONFIG
+	kubelet_config_changed=true
+	if [[ -f $DEV_KUBELET_CONFIG ]] && cmp -s "$new_kubelet_config" "$DEV_KUBELET_CONFIG"; then
+		kubelet_config_changed=false
+	fi
+
+	kpid=""
+	if [[ -f $DEV_KUBELET_PIDFILE ]]; then
+		kpid="$(cat "$DEV_KUBELET_PIDFILE")"
+		if ! pid_alive "$kpid" || [[ "$(exe_of "$kpid")" != "$KUBELET" ]]; then
+			kpid=""
+		fi
+	fi
+	[[ -n $kpid ]] || kpid="$(dev_kubelet_pids | head -n1)"
+	if [[ -n $kpid ]]; then
+		if $kubelet_config_changed; then
+			log "kubelet config changed: restarting the dev kubelet"
+			stop_kubelet "$kpid"
+			kpid=""
+		elif kubelet_healthy; then
+			log "dev kubelet already running (pid $kpid), reusing it"
+		else
+			log "dev kubelet (pid $kpid) does not answer: restarting it"
+			stop_kubelet "$kpid"
+			kpid=""
+		fi
+	fi
+	mv -f "$new_kubelet_config" "$DEV_KUBELET_CONFIG"
+	trap - EXIT
+
+	# An example static pod (outside the manifest directory): copy it there to run it.
+	cat >"$DEV_KUBELET_DIR/example-pod.yaml" <<EXAMPLE_POD
+# Written by hack/dev-up.sh: copy into $DEV_KUBELET_MANIFESTS to run it on gondolin.
+apiVersion: v1
+kind: Pod
+metadata:
+  name: example
+  annotations:
+    # The dev kubelet has no RuntimeClasses: this picks containerd's "untrusted"
+    # runtime, gondolin. Without it the pod runs on runc.
+    io.kubernetes.cri.untrusted-workload: "true"
+spec:
+  # What a RuntimeClass would add (there is none here): the VM beside the
+  # containers' limits, memory_overhead_mib + host_memory_overhead_mib. When every
+  # container has a memory limit, the kubelet caps the pod's cgroup, which holds
+  # QEMU, at their sum plus this; without it the host OOM-kills QEMU.
+  overhead: {memory: 288Mi}
+  containers:
+  - name: web
+    image: $TEST_IMAGE_NAME
+    imagePullPolicy: Never
+    command: ["httpd", "-f", "-p", "8080", "-h", "/etc"]
+    resources: {limits: {memory: 64Mi}}
+EXAMPLE_POD
+	[[ -z $kpid ]] || return 0
+
+	rm -f "$DEV_KUBELET_PIDFILE"
+	record_kubelet_host_state
+	# Its cgroup root must exist in every hierarchy; a new v1 cpuset cgroup gets
+	# its parent's CPUs and memory nodes, without which nothing could join it.
+	while read -r h; do
+		mkdir -p "$h$DEV_KUBELET_CGROUP_ROOT"
+		if [[ ${h##*/} == cpuset ]]; then
+			for f in cpuset.cpus cpuset.mems; do
+				[[ -n "$(cat "$h$DEV_KUBELET_CGROUP_ROOT/$f")" ]] || cat "$h/$f" >"$h$DEV_KUBELET_CGROUP_ROOT/$f"
+			done
+		fi
+	done < <(cgroup_hierarchies)
+	log "starting the kubelet $("$KUBELET" --version | awk '{print $2}') (log: $DEV_KUBELET_LOG)"
+	printf '\n===== hack/dev-up.sh %s =====\n' "$(date -u +%Y-%m-%dT%H:%M:%SZ)" >>"$DEV_KUBELET_LOG"
+	# As containerd: its own session, no dev lock.
+	setsid "$KUBELET" --config "$DEV_KUBELET_CONFIG" --root-dir "$DEV_KUBELET_DIR/root" \
+		--cert-dir "$DEV_KUBELET_DIR/pki" --v 2 </dev/null >>"$DEV_KUBELET_LOG" 2>&1 9>&- &
+	kpid=$!
+	echo "$kpid" >"$DEV_KUBELET_PIDFILE"
+	deadline=$((SECONDS + START_TIMEOUT))
+	until kubelet_healthy; do
+		if ! pid_alive "$kpid"; then
+			rm -f "$DEV_KUBELET_PIDFILE"
+			tail -n 30 "$DEV_KUBELET_LOG" >&2 || true
+			die "the kubelet exited during startup; see $DEV_KUBELET_LOG (last lines above). 'make dev-down' cleans up."
+		fi
+		if ((SECONDS >= deadline)); then
+			tail -n 30 "$DEV_KUBELET_LOG" >&2 || true
+			die "the kubelet (pid $kpid) did not answer on 127.0.0.1:$DEV_KUBELET_HEALTHZ_PORT within ${START_TIMEOUT}s; see $DEV_KUBELET_LOG. 'make dev-down' cleans up."
+		fi
+		sleep 0.5
+	done
+	[[ "$(exe_of "$kpid")" == "$KUBELET" ]] || die "pid $kpid is not $KUBELET (setsid forked?)"
+	log "the kubelet is up (pid $kpid); static pods: $DEV_KUBELET_MANIFESTS"
+}
+if $WITH_KUBELET; then
+	start_kubelet
+else
+	kpid="$(dev_kubelet_pids | head -n1)"
+	[[ -z $kpid ]] || log "the dev kubelet (pid $kpid) keeps running without GONDOLIN_DEV_KUBELET=1; make dev-down stops it"
+fi
+
 # --- env file -----------------------------------------------------------------------------
 env_tmp="$(mktemp "$DEV_CACHE_DIR/.env.XXXXXX")"
 # shellcheck disable=SC2016 # '$PATH' is expanded when the env file is sourced
@@ -503,6 +709,13 @@ env_tmp="$(mktemp "$DEV_CACHE_DIR/.env.XXXXXX")"
 		echo "# The private dockerd (runtimes: gondolin, the default, gondolin-small, gondolin-test and runc)."
 		printf 'export DOCKER_HOST=%q\n' "$DEV_DOCKER_HOST"
 		printf 'export GONDOLIN_DEV_DOCKERD_LOG=%q\n' "$DEV_DOCKER_LOG"
+	fi
+	echo "# The kubelet of the standalone-kubelet tests (hack/build-tools.sh .cache/tools kubelet)."
+	printf 'export GONDOLIN_KUBELET=%q\n' "$KUBELET"
+	if $WITH_KUBELET; then
+		echo "# The dev kubelet (GONDOLIN_DEV_KUBELET=1): its static pods and log."
+		printf 'export GONDOLIN_DEV_KUBELET_MANIFESTS=%q\n' "$DEV_KUBELET_MANIFESTS"
+		printf 'export GONDOLIN_DEV_KUBELET_LOG=%q\n' "$DEV_KUBELET_LOG"
 	fi
 	echo "# make tools' CNI plugins, for nerdctl --cni-path (nerdctl, crictl, critest and registry are on PATH)."
 	printf 'export GONDOLIN_CNI_BIN_DIR=%q\n' "$TOOLS_CNI_BIN_DIR"

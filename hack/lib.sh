@@ -57,6 +57,22 @@ CNI_BIN_DIR="$TOOLS_DIR/cni/bin"
 DEV_CNI_CONF_DIR="$DEV_CACHE_DIR/cni/net.d"
 DEV_CNI_BRIDGE=gondolin-cri0
 DEV_CNI_SUBNET=10.89.0.0/24
+# The optional standalone kubelet of the dev environment (GONDOLIN_DEV_KUBELET=1
+# hack/dev-up.sh): static pods from DEV_KUBELET_MANIFESTS on the private containerd,
+# everything it writes below DEV_KUBELET_DIR, its pod cgroups below
+# DEV_KUBELET_CGROUP_ROOT (in every hierarchy), its health check on 127.0.0.1 only.
+# The kernel tunables it changes are recorded in DEV_KUBELET_HOST_STATE first, for
+# dev-down to put back.
+DEV_KUBELET_DIR="$DEV_CACHE_DIR/kubelet"
+DEV_KUBELET_MANIFESTS="$DEV_KUBELET_DIR/manifests"
+DEV_KUBELET_CONFIG="$DEV_KUBELET_DIR/config.yaml"
+DEV_KUBELET_LOG="$DEV_CACHE_DIR/kubelet.log"
+DEV_KUBELET_PIDFILE="$DEV_RUN_DIR/kubelet.pid"
+DEV_KUBELET_HOST_STATE="$DEV_RUN_DIR/kubelet-host-state"
+DEV_KUBELET_CGROUP_ROOT=/gondolin-dev-kubelet
+DEV_KUBELET_HEALTHZ_PORT=10248
+# The sysctls the kubelet sets at its start (pkg/kubelet/cm setupKernelTunables).
+KUBELET_TUNABLES="vm/overcommit_memory vm/panic_on_oom kernel/panic kernel/panic_on_oops kernel/keys/root_maxkeys kernel/keys/root_maxbytes"
 # The distro image (integration/distroimage) is cached in IMAGES_CACHE_DIR under a name
 # with its cache key; mkdistroimage prints the path.
 DISTRO_IMAGE_NAME=docker.io/gondolin/debian-curl:latest
@@ -154,6 +170,24 @@ descendants_of() {
 		parents=("${children[@]}")
 	done
 	return 0
+}
+
+# dev_kubelet_pids: pids of kubelet processes running with the dev config.
+dev_kubelet_pids() {
+	local d pid
+	for d in /proc/[0-9]*; do
+		pid=${d#/proc/}
+		[[ "$(exe_of "$pid")" == "$TOOLS_DIR/bin/kubelet" ]] || continue
+		cmdline_of "$pid" | grep -qxF -- "$DEV_KUBELET_CONFIG" && echo "$pid"
+	done
+	return 0
+}
+
+# cgroup_hierarchies: the mount points of the host's cgroup file systems (each v1
+# hierarchy and the v2 one), one a line.
+cgroup_hierarchies() {
+	awk '{ split($0, a, " - "); split(a[2], b, " ") }
+		(b[1] == "cgroup" || b[1] == "cgroup2") && index($5, "/sys/fs/cgroup") == 1 { print $5 }' /proc/self/mountinfo
 }
 
 # dev_lock: serialise dev-up and dev-down. The lock file is .cache/dev.lock (beside
