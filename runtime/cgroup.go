@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
@@ -13,6 +14,7 @@ import (
 	v1stats "github.com/containerd/cgroups/v3/cgroup1/stats"
 	"github.com/containerd/cgroups/v3/cgroup2"
 	v2stats "github.com/containerd/cgroups/v3/cgroup2/stats"
+	"github.com/containerd/errdefs"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 )
 
@@ -42,6 +44,9 @@ type hostCgroup struct {
 type hostCgroupLimits struct {
 	// memoryBytes is memory.max (memory.limit_in_bytes on v1).
 	memoryBytes int64
+	// overheadMiB is what of it is the host processes' own
+	// (limits.host_memory_overhead_mib), for errors.
+	overheadMiB int
 	// cpuQuota per cpuPeriod microseconds is cpu.max; 0 leaves it alone.
 	cpuQuota  int64
 	cpuPeriod uint64
@@ -123,6 +128,10 @@ func openHostCgroup(cgroupsPath string, lim hostCgroupLimits) (*hostCgroup, erro
 		return nil, err
 	}
 	h := &hostCgroup{path: path}
+	v2 := cgroups.Mode() == cgroups.Unified
+	if err := checkAncestorMemory(cgroupsRoot, v2, path, lim.memoryBytes, lim.overheadMiB); err != nil {
+		return nil, fmt.Errorf("%w: %w", err, errdefs.ErrFailedPrecondition)
+	}
 	switch cgroups.Mode() {
 	case cgroups.Unified:
 		dir := filepath.Join(cgroupsRoot, path)
@@ -288,7 +297,7 @@ func v1Figures(m *v1stats.Metrics) hostFigures {
 // CPU quota, is the VM's vCPUs' worth of the quota's period (the quota
 // rounded up to whole vCPUs: the guest enforces the exact quota inside).
 func vmCgroupLimits(spec *specs.Spec, memMiB uint64, cpus uint32, overheadMiB int) hostCgroupLimits {
-	lim := hostCgroupLimits{memoryBytes: int64(memMiB+uint64(max(overheadMiB, 0))) << 20}
+	lim := hostCgroupLimits{memoryBytes: int64(memMiB+uint64(max(overheadMiB, 0))) << 20, overheadMiB: overheadMiB}
 	if spec.Linux != nil && spec.Linux.Resources != nil {
 		if cpu := spec.Linux.Resources.CPU; cpu != nil && cpu.Quota != nil && *cpu.Quota > 0 && cpu.Period != nil && *cpu.Period > 0 {
 			lim.cpuPeriod = *cpu.Period
@@ -296,4 +305,50 @@ func vmCgroupLimits(spec *specs.Spec, memMiB uint64, cpus uint32, overheadMiB in
 		}
 	}
 	return lim
+}
+
+// unlimitedV1 is cgroup v1's "no limit" in memory.limit_in_bytes (the
+// largest multiple of the page size), or anything above it.
+const unlimitedV1 = int64(1) << 62
+
+// ancestorMemoryLimit is the smallest memory limit of the cgroups above
+// path (below the hierarchies' roots, at root): where a pod's or a slice's
+// cgroup caps everything under it. 0 means none. v2 picks the unified
+// layout (memory.max), else v1's memory hierarchy (memory.limit_in_bytes).
+func ancestorMemoryLimit(root string, v2 bool, path string) (limit int64, at string) {
+	for dir := filepath.Dir(path); dir != "/" && dir != "."; dir = filepath.Dir(dir) {
+		file := filepath.Join(root, "memory", dir, "memory.limit_in_bytes")
+		if v2 {
+			file = filepath.Join(root, dir, "memory.max")
+		}
+		b, err := os.ReadFile(file)
+		if err != nil {
+			continue // not there yet, or no memory controller: no limit of its own
+		}
+		s := strings.TrimSpace(string(b))
+		if s == "max" {
+			continue
+		}
+		n, err := strconv.ParseInt(s, 10, 64)
+		if err != nil || n <= 0 || n >= unlimitedV1 {
+			continue
+		}
+		if limit == 0 || n < limit {
+			limit, at = n, dir
+		}
+	}
+	return limit, at
+}
+
+// checkAncestorMemory refuses a VM whose host processes cannot fit in the
+// cgroups above its own: the host kernel would OOM-kill QEMU as the guest
+// boots (a kubelet caps a pod's cgroup at its containers' limits, plus the
+// RuntimeClass's overhead.podFixed, which is the VM's overhead to cover).
+func checkAncestorMemory(root string, v2 bool, path string, need int64, overheadMiB int) error {
+	limit, at := ancestorMemoryLimit(root, v2, path)
+	if limit == 0 || limit >= need {
+		return nil
+	}
+	return fmt.Errorf("the host cgroup %s above the VM's allows %d MiB, but the VM needs %d MiB (its memory plus host_memory_overhead_mib %d) and would be OOM-killed: give the pod that much more memory (a RuntimeClass's overhead.podFixed, a static pod's spec.overhead: see docs/pods.md) or a smaller VM (io.gondolin.vm.memory)",
+		at, limit>>20, need>>20, overheadMiB)
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -338,4 +339,43 @@ func FuzzHostCgroupPath(f *testing.F) {
 			}
 		}
 	})
+}
+
+// The smallest memory limit above a VM's cgroup is found in either layout,
+// "max" and v1's unlimited value are none, and a VM that does not fit is
+// refused naming the cgroup and what to do.
+func TestAncestorMemoryLimit(t *testing.T) {
+	write := func(root, dir, file, v string) {
+		t.Helper()
+		if err := os.MkdirAll(filepath.Join(root, dir), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(root, dir, file), []byte(v+"\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	v2 := t.TempDir()
+	write(v2, "kubepods", "memory.max", "max")
+	write(v2, "kubepods/burstable", "memory.max", strconv.Itoa(2<<30))
+	write(v2, "kubepods/burstable/pod1", "memory.max", strconv.Itoa(64<<20))
+	write(v2, "kubepods/burstable/pod1/vm", "memory.max", strconv.Itoa(1<<40)) // the VM's own: not an ancestor
+	if lim, at := ancestorMemoryLimit(v2, true, "/kubepods/burstable/pod1/vm"); lim != 64<<20 || at != "/kubepods/burstable/pod1" {
+		t.Errorf("v2: %d at %q", lim, at)
+	}
+	err := checkAncestorMemory(v2, true, "/kubepods/burstable/pod1/vm", 672<<20, 160)
+	if err == nil || !strings.Contains(err.Error(), "/kubepods/burstable/pod1 above the VM's allows 64 MiB") || !strings.Contains(err.Error(), "overhead.podFixed") {
+		t.Errorf("v2 refusal: %v", err)
+	}
+	if err := checkAncestorMemory(v2, true, "/kubepods/burstable/pod2/vm", 672<<20, 160); err != nil {
+		t.Errorf("under a 2 GiB parent: %v", err)
+	}
+	v1 := t.TempDir()
+	write(v1, "memory/docker", "memory.limit_in_bytes", "9223372036854771712")
+	if lim, _ := ancestorMemoryLimit(v1, false, "/docker/c1"); lim != 0 {
+		t.Errorf("v1 unlimited parent read as %d", lim)
+	}
+	write(v1, "memory/kubepods/pod1", "memory.limit_in_bytes", strconv.Itoa(352<<20))
+	if lim, at := ancestorMemoryLimit(v1, false, "/kubepods/pod1/c1"); lim != 352<<20 || at != "/kubepods/pod1" {
+		t.Errorf("v1: %d at %q", lim, at)
+	}
 }
