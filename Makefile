@@ -65,7 +65,10 @@ unit:
 	$(GO) test ./...
 	cd bench && $(GO) vet ./... && $(GO) test ./...
 
+## integration: also builds the kubelet (hack/build-tools.sh's kubelet component, left
+## out of make tools: ~10 min cold), which the standalone-kubelet test runs.
 integration: build tools
+	hack/build-tools.sh $(CACHE)/tools kubelet
 	hack/integration.sh
 
 ## fuzz: every Go fuzz target in the repository, FUZZTIME each (default 60s), one
