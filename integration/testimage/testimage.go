@@ -84,8 +84,11 @@ type Options struct {
 // exits on SIGTERM or SIGINT.
 const PauseName = "docker.io/gondolin/pause:latest"
 
-// PauseCmd is the pause image's command.
-var PauseCmd = []string{"/bin/sh", "-c", "trap 'exit 0' TERM INT; while :; do sleep 3600 & wait $!; done"}
+// PauseCmd is the pause image's command. Its timer runs as /bin/busybox, so
+// that its name is "busybox", not "sleep": the pod's other containers share
+// its PID namespace, and critest's execSync timeout spec takes any process
+// named sleep (pgrep sleep) for the exec it timed out, left running.
+var PauseCmd = []string{"/bin/sh", "-c", "trap 'exit 0' TERM INT; while :; do /bin/busybox sleep 3600 & wait $!; done"}
 
 // Descriptor is an OCI content descriptor.
 type Descriptor struct {
