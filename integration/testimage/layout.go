@@ -34,17 +34,15 @@ type Layout struct {
 	Manifest Descriptor
 }
 
-// WriteLayout writes an OCI image-layout tar archive holding the single layer
-// to w: what `ctr image import` reads. Entries are sorted and share one mtime,
-// so the same layer and metadata give the same bytes. It is the one layout
-// writer of the test images (this package's and distroimage's).
-func WriteLayout(w io.Writer, meta Meta, layer Layer) (*Layout, error) {
-	tag, err := RefName(meta.Name)
-	if err != nil {
-		return nil, err
-	}
-	mtime := meta.Created.UTC().Truncate(time.Second)
-	created := mtime.Format(time.RFC3339)
+// Assembled is an image's config and manifest, for one layer.
+type Assembled struct {
+	Config, Manifest         Descriptor
+	ConfigJSON, ManifestJSON []byte
+}
+
+// Assemble makes the image config and manifest of the single layer.
+func Assemble(meta Meta, layer Layer) (*Assembled, error) {
+	created := meta.Created.UTC().Truncate(time.Second).Format(time.RFC3339)
 	meta.History.Created = created
 	config, err := json.Marshal(Image{
 		Created:      created,
@@ -57,26 +55,44 @@ func WriteLayout(w io.Writer, meta Meta, layer Layer) (*Layout, error) {
 	if err != nil {
 		return nil, err
 	}
-	res := &Layout{Config: describe(MediaTypeConfig, config)}
+	a := &Assembled{Config: describe(MediaTypeConfig, config), ConfigJSON: config}
 	manifest, err := json.Marshal(Manifest{
 		SchemaVersion: 2,
 		MediaType:     MediaTypeManifest,
-		Config:        res.Config,
+		Config:        a.Config,
 		Layers:        []Descriptor{layer.Desc},
 	})
 	if err != nil {
 		return nil, err
 	}
-	res.Manifest = describe(MediaTypeManifest, manifest)
-	index, err := indexJSON(res.Manifest, meta.Name, tag, created)
+	a.Manifest, a.ManifestJSON = describe(MediaTypeManifest, manifest), manifest
+	return a, nil
+}
+
+// WriteLayout writes an OCI image-layout tar archive holding the single layer
+// to w: what `ctr image import` reads. Entries are sorted and share one mtime,
+// so the same layer and metadata give the same bytes. It is the one layout
+// writer of the test images (this package's and distroimage's).
+func WriteLayout(w io.Writer, meta Meta, layer Layer) (*Layout, error) {
+	tag, err := RefName(meta.Name)
+	if err != nil {
+		return nil, err
+	}
+	mtime := meta.Created.UTC().Truncate(time.Second)
+	a, err := Assemble(meta, layer)
+	if err != nil {
+		return nil, err
+	}
+	res := &Layout{Config: a.Config, Manifest: a.Manifest}
+	index, err := indexJSON(res.Manifest, meta.Name, tag, mtime.Format(time.RFC3339))
 	if err != nil {
 		return nil, err
 	}
 
 	files := []layoutFile{
-		{name: blobName(res.Config), data: config},
+		{name: blobName(res.Config), data: a.ConfigJSON},
 		{name: blobName(layer.Desc), data: layer.Data, path: layer.Path, size: layer.Desc.Size},
-		{name: blobName(res.Manifest), data: manifest},
+		{name: blobName(res.Manifest), data: a.ManifestJSON},
 		{name: "index.json", data: index},
 		{name: "oci-layout", data: []byte(`{"imageLayoutVersion":"1.0.0"}`)},
 	}

@@ -21,6 +21,7 @@ import (
 	"os/exec"
 	"path"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -74,8 +75,50 @@ type Options struct {
 	Name string
 	// ModTime is the time stamped on everything (default DefaultModTime).
 	ModTime time.Time
-	// Cmd is the image's command (default ["sh"]).
+	// Cmd is the image's command (default ["sh"], or none with an Entrypoint).
 	Cmd []string
+	// Entrypoint and User go into the image config as they are (none by default).
+	Entrypoint []string
+	User       string
+	// Passwd and Group replace the contents of /etc/passwd and /etc/group
+	// (default: the package's Passwd and Group).
+	Passwd, Group string
+	// Files are added to the layer besides busybox and its applet links; their
+	// parent directories are made (0755, root) where the layer has none. A path
+	// the layer has already is refused.
+	Files []File
+	// HardLinks makes the applets hard links to /bin/busybox, as the upstream
+	// busybox image has them, instead of symlinks: a container's masked path
+	// (maskedPaths /bin/ls) then hides that name alone, where masking a
+	// symlink would mask busybox itself. The archive then has bin/busybox
+	// first, ahead of the links to it.
+	HardLinks bool
+	// Description, when set, is added to the layer's history comment: images
+	// that differ only in it get configs, and so image IDs, of their own.
+	Description string
+	// Layers, when set, keeps the compressed layers of earlier builds: a build
+	// whose layer has the same contents takes it from there instead of
+	// compressing it again.
+	Layers *LayerCache
+}
+
+// LayerCache holds compressed layers by the digest of their uncompressed tar
+// (Options.Layers). The zero value is not usable: make one with NewLayerCache.
+type LayerCache struct {
+	gz map[string][]byte
+}
+
+// NewLayerCache returns an empty LayerCache.
+func NewLayerCache() *LayerCache { return &LayerCache{gz: map[string][]byte{}} }
+
+// File is a file, directory or symlink that Options.Files adds to the image.
+type File struct {
+	Path     string // relative to /, e.g. "usr/sbin/nginx"
+	Mode     int64  // permission bits, with setuid/setgid/sticky (04755)
+	UID, GID int
+	Data     []byte // a regular file's contents
+	Link     string // a symlink's target: the file is a symlink when set
+	Dir      bool   // a directory
 }
 
 // PauseName and PauseCmd make the pause image of the tests' CRI pods (the
@@ -122,7 +165,9 @@ type Manifest struct {
 
 // ImageConfig is the execution part of an OCI image config.
 type ImageConfig struct {
+	User       string   `json:"User,omitempty"`
 	Env        []string `json:"Env,omitempty"`
+	Entrypoint []string `json:"Entrypoint,omitempty"`
 	Cmd        []string `json:"Cmd,omitempty"`
 	WorkingDir string   `json:"WorkingDir,omitempty"`
 }
@@ -179,6 +224,42 @@ func ListApplets(busybox string) ([]string, error) {
 
 // Build writes the image as an OCI image-layout tar archive to w.
 func Build(w io.Writer, opts Options) (*Result, error) {
+	res, meta, layer, err := prepare(opts)
+	if err != nil {
+		return nil, err
+	}
+	lr, err := WriteLayout(w, meta, layer)
+	if err != nil {
+		return nil, err
+	}
+	res.Config, res.Manifest = lr.Config, lr.Manifest
+	return res, nil
+}
+
+// Blobs are an image's config, manifest and layer, what a registry stores.
+type Blobs struct {
+	Result
+	ConfigJSON, ManifestJSON []byte
+	LayerData                []byte // the compressed layer (Result.Layer)
+}
+
+// BuildBlobs builds the image as Build does, for pushing to a registry
+// (Push): the same options give the same digests as Build.
+func BuildBlobs(opts Options) (*Blobs, error) {
+	res, meta, layer, err := prepare(opts)
+	if err != nil {
+		return nil, err
+	}
+	a, err := Assemble(meta, layer)
+	if err != nil {
+		return nil, err
+	}
+	res.Config, res.Manifest = a.Config, a.Manifest
+	return &Blobs{Result: *res, ConfigJSON: a.ConfigJSON, ManifestJSON: a.ManifestJSON, LayerData: layer.Data}, nil
+}
+
+// prepare builds the layer and says what the config holds.
+func prepare(opts Options) (*Result, Meta, Layer, error) {
 	if opts.Busybox == "" {
 		opts.Busybox = DefaultBusybox
 	}
@@ -188,31 +269,78 @@ func Build(w io.Writer, opts Options) (*Result, error) {
 	if opts.ModTime.IsZero() {
 		opts.ModTime = DefaultModTime
 	}
-	if len(opts.Cmd) == 0 {
+	if len(opts.Cmd) == 0 && len(opts.Entrypoint) == 0 {
 		opts.Cmd = []string{"sh"}
+	}
+	if opts.Passwd == "" {
+		opts.Passwd = Passwd
+	}
+	if opts.Group == "" {
+		opts.Group = Group
 	}
 	opts.ModTime = opts.ModTime.UTC().Truncate(time.Second)
 	if _, err := RefName(opts.Name); err != nil {
-		return nil, err
+		return nil, Meta{}, Layer{}, err
 	}
 	bb, err := os.ReadFile(opts.Busybox)
 	if err != nil {
-		return nil, fmt.Errorf("reading busybox: %w (install busybox-static: make deps)", err)
+		return nil, Meta{}, Layer{}, fmt.Errorf("reading busybox: %w (install busybox-static: make deps)", err)
 	}
 	if opts.Applets == nil {
 		if opts.Applets, err = ListApplets(opts.Busybox); err != nil {
-			return nil, err
+			return nil, Meta{}, Layer{}, err
 		}
 	}
 
-	entries, nlinks, err := rootfsEntries(bb, opts.Applets)
+	entries, nlinks, err := rootfsEntries(bb, opts)
 	if err != nil {
-		return nil, err
+		return nil, Meta{}, Layer{}, err
 	}
 	layerTar, err := writeTar(entries, opts.ModTime)
 	if err != nil {
-		return nil, fmt.Errorf("writing layer: %w", err)
+		return nil, Meta{}, Layer{}, fmt.Errorf("writing layer: %w", err)
 	}
+	diffID := digest(layerTar)
+	data, ok := []byte(nil), false
+	if opts.Layers != nil {
+		data, ok = opts.Layers.gz[diffID]
+	}
+	if !ok {
+		if data, err = compress(layerTar); err != nil {
+			return nil, Meta{}, Layer{}, err
+		}
+		if opts.Layers != nil {
+			opts.Layers.gz[diffID] = data
+		}
+	}
+
+	res := &Result{Name: opts.Name, DiffID: diffID, Applets: nlinks}
+	res.Layer = describe(MediaTypeLayerGz, data)
+	comment := fmt.Sprintf("static busybox (sha256:%s) with %d applet links", sha(bb), nlinks)
+	if opts.Description != "" {
+		comment += "; " + opts.Description
+	}
+	meta := Meta{
+		Name:    opts.Name,
+		Created: opts.ModTime,
+		Config: ImageConfig{
+			User:       opts.User,
+			Env:        []string{"PATH=" + DefaultPath},
+			Entrypoint: opts.Entrypoint,
+			Cmd:        opts.Cmd,
+			WorkingDir: "/",
+		},
+		History: History{
+			CreatedBy: "gondolin mktestimage",
+			Comment:   comment,
+		},
+	}
+	return res, meta, Layer{Desc: res.Layer, DiffID: res.DiffID, Data: data}, nil
+}
+
+// compress gzips a layer, with the best compression (the test images are
+// built rarely and imported often).
+func compress(layerTar []byte) ([]byte, error) {
 	var gz bytes.Buffer
 	zw, err := gzip.NewWriterLevel(&gz, gzip.BestCompression)
 	if err != nil {
@@ -224,28 +352,7 @@ func Build(w io.Writer, opts Options) (*Result, error) {
 	if err := zw.Close(); err != nil {
 		return nil, err
 	}
-	layer := gz.Bytes()
-
-	res := &Result{Name: opts.Name, DiffID: digest(layerTar), Applets: nlinks}
-	res.Layer = describe(MediaTypeLayerGz, layer)
-	lr, err := WriteLayout(w, Meta{
-		Name:    opts.Name,
-		Created: opts.ModTime,
-		Config: ImageConfig{
-			Env:        []string{"PATH=" + DefaultPath},
-			Cmd:        opts.Cmd,
-			WorkingDir: "/",
-		},
-		History: History{
-			CreatedBy: "gondolin mktestimage",
-			Comment:   fmt.Sprintf("static busybox (sha256:%s) with %d applet links", sha(bb), nlinks),
-		},
-	}, Layer{Desc: res.Layer, DiffID: res.DiffID, Data: layer})
-	if err != nil {
-		return nil, err
-	}
-	res.Config, res.Manifest = lr.Config, lr.Manifest
-	return res, nil
+	return gz.Bytes(), nil
 }
 
 // WriteFile builds the image into the file at path, atomically (a temporary file in the
@@ -276,7 +383,8 @@ type entry struct {
 
 // rootfsEntries lists the layer's contents, sorted by name. It returns the number of
 // applet symlinks too.
-func rootfsEntries(busybox []byte, applets []string) ([]entry, int, error) {
+func rootfsEntries(busybox []byte, opts Options) ([]entry, int, error) {
+	applets := opts.Applets
 	dirs := map[string]int64{
 		"bin": 0o755, "dev": 0o755, "etc": 0o755, "home": 0o755, "proc": 0o555,
 		"root": 0o700, "run": 0o755, "sbin": 0o755, "sys": 0o555, "tmp": 0o1777,
@@ -284,8 +392,8 @@ func rootfsEntries(busybox []byte, applets []string) ([]entry, int, error) {
 	}
 	es := map[string]entry{
 		"bin/busybox":   {typ: tar.TypeReg, mode: 0o755, data: busybox},
-		"etc/passwd":    {typ: tar.TypeReg, mode: 0o644, data: []byte(Passwd)},
-		"etc/group":     {typ: tar.TypeReg, mode: 0o644, data: []byte(Group)},
+		"etc/passwd":    {typ: tar.TypeReg, mode: 0o644, data: []byte(opts.Passwd)},
+		"etc/group":     {typ: tar.TypeReg, mode: 0o644, data: []byte(opts.Group)},
 		"home/gondolin": {typ: tar.TypeDir, mode: 0o755, uid: 1000, gid: 1000},
 	}
 	for d, m := range dirs {
@@ -297,7 +405,11 @@ func rootfsEntries(busybox []byte, applets []string) ([]entry, int, error) {
 		if _, ok := es[p]; ok {
 			return // busybox itself, or already linked
 		}
-		es[p] = entry{typ: tar.TypeSymlink, mode: 0o777, link: relTo(p, "bin/busybox")}
+		if opts.HardLinks {
+			es[p] = entry{typ: tar.TypeLink, mode: 0o755, link: "bin/busybox"}
+		} else {
+			es[p] = entry{typ: tar.TypeSymlink, mode: 0o777, link: relTo(p, "bin/busybox")}
+		}
 		links[p] = true
 	}
 	for _, a := range applets {
@@ -319,12 +431,20 @@ func rootfsEntries(busybox []byte, applets []string) ([]entry, int, error) {
 			return nil, 0, fmt.Errorf("busybox has no %s applet", path.Base(must))
 		}
 	}
+	if err := addFiles(es, opts.Files); err != nil {
+		return nil, 0, err
+	}
 
 	names := make([]string, 0, len(es))
 	for n := range es {
 		names = append(names, n)
 	}
 	sort.Strings(names)
+	if opts.HardLinks {
+		// A hard link's target must come first: bin and bin/busybox lead.
+		names = slices.DeleteFunc(names, func(n string) bool { return n == "bin" || n == "bin/busybox" })
+		names = append([]string{"bin", "bin/busybox"}, names...)
+	}
 	out := make([]entry, 0, len(names))
 	for _, n := range names {
 		e := es[n]
@@ -332,6 +452,48 @@ func rootfsEntries(busybox []byte, applets []string) ([]entry, int, error) {
 		out = append(out, e)
 	}
 	return out, len(links), nil
+}
+
+// addFiles adds Options.Files to the layer's entries es, with the parent
+// directories they lack.
+func addFiles(es map[string]entry, files []File) error {
+	for _, f := range files {
+		p := path.Clean(f.Path)
+		if p == "." || path.IsAbs(p) || p == ".." || strings.HasPrefix(p, "../") {
+			return fmt.Errorf("file %q: want a path relative to / inside the image", f.Path)
+		}
+		if _, ok := es[p]; ok {
+			return fmt.Errorf("file %q: the image has %s already (Options.Passwd and Group replace /etc/passwd and /etc/group)", f.Path, p)
+		}
+		kinds := 0
+		e := entry{typ: tar.TypeReg, mode: f.Mode, uid: f.UID, gid: f.GID, data: f.Data}
+		if f.Link != "" {
+			kinds++
+			e = entry{typ: tar.TypeSymlink, mode: 0o777, uid: f.UID, gid: f.GID, link: f.Link}
+		}
+		if f.Dir {
+			kinds++
+			e = entry{typ: tar.TypeDir, mode: f.Mode, uid: f.UID, gid: f.GID}
+		}
+		if kinds > 1 || (kinds == 1 && len(f.Data) > 0) {
+			return fmt.Errorf("file %q: give one of Data, Link or Dir", f.Path)
+		}
+		if e.typ != tar.TypeSymlink && f.Mode&^0o7777 != 0 {
+			return fmt.Errorf("file %q: mode %#o has bits beyond 07777", f.Path, f.Mode)
+		}
+		for d := path.Dir(p); d != "."; d = path.Dir(d) {
+			have, ok := es[d]
+			if !ok {
+				es[d] = entry{typ: tar.TypeDir, mode: 0o755}
+				continue
+			}
+			if have.typ != tar.TypeDir {
+				return fmt.Errorf("file %q: %s is not a directory in the image", f.Path, d)
+			}
+		}
+		es[p] = e
+	}
+	return nil
 }
 
 // relTo returns the relative symlink target from the entry at from to the file at to
