@@ -172,7 +172,11 @@ done
 first=true
 while read -r name _ id; do
 	if have="$(crictl_ inspecti -o go-template --template '{{.status.id}}' "$name" 2>/dev/null)" && [[ -n $have ]]; then
-		crictl_ rmi "$name" >/dev/null || die "crictl rmi $name failed"
+		# Quiet: crictl warns about every image with more than one tag.
+		if ! crictl_ rmi "$name" >/dev/null 2>"$tmp/rmi.err"; then
+			cat "$tmp/rmi.err" >&2
+			die "crictl rmi $name failed (above)"
+		fi
 	fi
 	if ! crictl_ pull "$name" >/dev/null 2>"$tmp/pull.err"; then
 		cat "$tmp/pull.err" >&2
