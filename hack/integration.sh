@@ -29,7 +29,7 @@ die() { echo "[integration.sh] $*" >&2; exit 1; }
 say() { echo "[integration.sh] $*" >&2; }
 
 # The booted path's tests (pass 2).
-SMOKE='^(TestBootPaths|TestRunOutputAndExitCode|TestExec|TestEgressAllowlist|TestDockerRunLikeRunc|TestHostileChrootEscape)$'
+SMOKE='^(TestBootPaths|TestRunOutputAndExitCode|TestExec|TestEgressAllowlist|TestDockerRunLikeRunc|TestHostileChrootEscape|TestCRIPodLikeRunc)$'
 
 bundled="$repo/_output/lib/gondolin"
 [[ -x $bundled/qemu/bin/qemu-system-x86_64 && -x $bundled/virtiofsd ]] ||
@@ -73,6 +73,10 @@ if grep -a 'resuming the VM snapshot failed' "$tmp/default.log" >&2; then
 	die "a VM snapshot failed to load on the default path (above; see $log)"
 fi
 
+# --- CRI conformance: critest, runc and gondolin side by side (docs/limits.md) ------------
+say "CRI conformance: hack/critest.sh (runc, then gondolin)"
+GONDOLIN_CRITEST_RESULTS="$tmp/critest" hack/critest.sh
+
 # --- pass 2: the booted path ---------------------------------------------------------
 cat >"$tmp/booted.toml" <<CONFIG
 # hack/integration.sh: the booted path (the system's QEMU and QEMU's C virtiofsd).
@@ -85,7 +89,7 @@ trap 'cp "$tmp/gondolin-test.toml.orig" "$GONDOLIN_DEV_TEST_CONFIG"; hack/dev-do
 cp "$tmp/booted.toml" "$GONDOLIN_DEV_TEST_CONFIG"
 say "the booted path ($system_qemu, $c_virtiofsd, snapshot_boot = false): a smoke run of $SMOKE"
 start=$(lines)
-GONDOLIN_TEST_RUNTIME_CONFIG="$tmp/booted.toml" GONDOLIN_TEST_DOCKER_RUNTIME=gondolin-test \
+GONDOLIN_TEST_RUNTIME_CONFIG="$tmp/booted.toml" GONDOLIN_TEST_DOCKER_RUNTIME=gondolin-test GONDOLIN_TEST_CRI_HANDLER=gondolin-test \
 	go test -tags integration -count=1 -v -timeout 20m ./integration/... "$@" -run "$SMOKE"
 cp "$tmp/gondolin-test.toml.orig" "$GONDOLIN_DEV_TEST_CONFIG"
 read -r resumed booted < <(count_boots "$start" "$tmp/booted.log")

@@ -186,15 +186,19 @@ func assertOnePodVM(t *testing.T, id string, containers ...string) {
 	procs := podProcesses(id)
 	var vmms, servers int
 	for _, p := range procs {
-		switch {
-		case strings.Contains(p, "qemu"):
-			vmms++
-		case strings.Contains(p, "virtiofsd"):
+		// "process PID: ARGV0 ARGS...": QEMU's C virtiofsd lives in a
+		// directory named qemu, so the program's own name decides.
+		_, cmdline, _ := strings.Cut(p, ": ")
+		argv0, _, _ := strings.Cut(cmdline, " ")
+		switch name := filepath.Base(argv0); {
+		case strings.HasPrefix(name, "virtiofsd"):
 			servers++
+		case strings.HasPrefix(name, "qemu-system"):
+			vmms++
 		}
 	}
-	// The Rust virtiofsd runs as two processes (its sandbox's parent and
-	// child), both with the state directory.
+	// A virtiofsd in its sandbox runs as two processes (the sandbox's
+	// parent and child), both with the state directory.
 	if vmms != 1 || servers == 0 || servers > 2 {
 		t.Errorf("pod processes: %d VMMs, %d file server processes, want one VMM and one file server:\n%s", vmms, servers, strings.Join(procs, "\n"))
 	}
@@ -205,13 +209,23 @@ func assertOnePodVM(t *testing.T, id string, containers ...string) {
 	}
 }
 
+// gondolinHandler is the CRI runtime handler of gondolin the tests run: the
+// dev containerd's "gondolin", or another one (hack/integration.sh's booted
+// pass names "gondolin-test", whose runtime config it rewrites).
+func gondolinHandler() string {
+	if h := os.Getenv("GONDOLIN_TEST_CRI_HANDLER"); h != "" {
+		return h
+	}
+	return "gondolin"
+}
+
 // A pod with two containers, as CRI drives it: on gondolin its containers
 // run in one VM (one VMM, one file server), share the pod's PID and IPC
 // namespaces (/dev/shm) and hostname as on runc, answer exec, keep their
 // logs after they exit, come and go while the pod runs, and leave nothing
 // behind when the pod is removed.
 func TestCRIPodLikeRunc(t *testing.T) {
-	for _, handler := range []string{"runc", "gondolin"} {
+	for _, handler := range []string{"runc", gondolinHandler()} {
 		t.Run(handler, func(t *testing.T) {
 			pod := runPod(t, handler, nil)
 			c1 := pod.start(t, "c1", "echo c1 up; echo from-c1 >/dev/shm/f; exec sleep 601")
@@ -219,7 +233,7 @@ func TestCRIPodLikeRunc(t *testing.T) {
 			waitLog(t, c1, "c1 up")
 			waitLog(t, c2, "c2 up")
 
-			if handler == "gondolin" {
+			if handler != "runc" {
 				assertOnePodVM(t, pod.id, c1, c2)
 			}
 
