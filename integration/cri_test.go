@@ -88,23 +88,48 @@ func runPodAnnotated(t *testing.T, handler string, annotations map[string]string
 // annotations and port mappings (CRI's PortMapping, as JSON fields).
 func runPodWith(t *testing.T, handler string, security map[string]any, annotations map[string]string, ports []map[string]any) *criPod {
 	t.Helper()
-	dir := t.TempDir()
-	name := newID(t)
-	if security == nil {
-		security = map[string]any{}
-	}
-	if _, ok := security["namespace_options"]; !ok {
-		security["namespace_options"] = map[string]any{"pid": 0} // POD: one PID namespace
-	}
-	p := &criPod{dir: dir, handler: handler}
-	p.config = writeJSON(t, dir, "pod.json", map[string]any{
-		"metadata":      map[string]any{"name": name, "namespace": "gondolin-test", "uid": name, "attempt": 0},
+	return runPodConfig(t, handler, map[string]any{
 		"hostname":      "pod-" + handler,
-		"log_directory": filepath.Join(dir, "logs"),
 		"linux":         map[string]any{"security_context": security},
 		"annotations":   annotations,
 		"port_mappings": ports,
 	})
+}
+
+// writePodConfig writes a pod sandbox config (CRI's PodSandboxConfig as
+// JSON) into dir: fields over a fresh name, its log directory in dir, and
+// one PID namespace for the pod unless linux.security_context says.
+func writePodConfig(t *testing.T, dir string, fields map[string]any) string {
+	t.Helper()
+	name := newID(t)
+	cfg := map[string]any{
+		"metadata":      map[string]any{"name": name, "namespace": "gondolin-test", "uid": name, "attempt": 0},
+		"log_directory": filepath.Join(dir, "logs"),
+	}
+	for k, v := range fields {
+		cfg[k] = v
+	}
+	linux, _ := cfg["linux"].(map[string]any)
+	if linux == nil {
+		linux = map[string]any{}
+		cfg["linux"] = linux
+	}
+	security, _ := linux["security_context"].(map[string]any)
+	if security == nil {
+		security = map[string]any{}
+		linux["security_context"] = security
+	}
+	if _, ok := security["namespace_options"]; !ok {
+		security["namespace_options"] = map[string]any{"pid": 0} // POD: one PID namespace
+	}
+	return writeJSON(t, dir, "pod.json", cfg)
+}
+
+// runPodConfig runs a pod of the config fields on handler.
+func runPodConfig(t *testing.T, handler string, fields map[string]any) *criPod {
+	t.Helper()
+	p := &criPod{dir: t.TempDir(), handler: handler}
+	p.config = writePodConfig(t, p.dir, fields)
 	p.id = crictlOK(t, "runp", "--runtime", handler, p.config)
 	t.Cleanup(func() {
 		crictl(t, "stopp", p.id)
@@ -276,12 +301,8 @@ func TestCRIPodLikeRunc(t *testing.T) {
 // A pod that asks for the host's PID namespace cannot have it in a VM: the
 // sandbox's create fails saying so, and nothing is left.
 func TestCRIHostNamespacesRefused(t *testing.T) {
-	dir := t.TempDir()
-	name := newID(t)
-	cfg := writeJSON(t, dir, "pod.json", map[string]any{
-		"metadata":      map[string]any{"name": name, "namespace": "gondolin-test", "uid": name},
-		"log_directory": filepath.Join(dir, "logs"),
-		"linux":         map[string]any{"security_context": map[string]any{"namespace_options": map[string]any{"pid": 2}}}, // NODE
+	cfg := writePodConfig(t, t.TempDir(), map[string]any{
+		"linux": map[string]any{"security_context": map[string]any{"namespace_options": map[string]any{"pid": 2}}}, // NODE
 	})
 	before := stateDirs(t)
 	res := crictl(t, "runp", "--runtime", "gondolin", cfg)
@@ -487,24 +508,13 @@ func httpGet(t *testing.T, url string) string {
 // with the sandbox), and each container's own limit holds in its cgroup
 // inside the guest.
 func TestCRIPodSizedByItsLimits(t *testing.T) {
-	dir := t.TempDir()
-	name := newID(t)
-	cfg := writeJSON(t, dir, "pod.json", map[string]any{
-		"metadata":      map[string]any{"name": name, "namespace": "gondolin-test", "uid": name},
-		"log_directory": filepath.Join(dir, "logs"),
+	pod := runPodConfig(t, gondolinHandler(), map[string]any{
 		"linux": map[string]any{
-			"security_context": map[string]any{"namespace_options": map[string]any{"pid": 0}},
-			"resources":        map[string]any{"memory_limit_in_bytes": 256 << 20, "cpu_quota": 100000, "cpu_period": 100000},
+			"resources": map[string]any{"memory_limit_in_bytes": 256 << 20, "cpu_quota": 100000, "cpu_period": 100000},
 		},
 	})
-	pod := &criPod{dir: dir, config: cfg, handler: "gondolin"}
-	pod.id = crictlOK(t, "runp", "--runtime", "gondolin", cfg)
-	t.Cleanup(func() {
-		crictl(t, "stopp", pod.id)
-		crictl(t, "rmp", "-f", pod.id)
-		assertNoLeftoversIn(t, criNamespace, pod.id)
-	})
-	ccfg := writeJSON(t, dir, "c1.json", map[string]any{
+	cfg := pod.config
+	ccfg := writeJSON(t, pod.dir, "c1.json", map[string]any{
 		"metadata": map[string]any{"name": "c1"},
 		"image":    map[string]any{"image": testImage(t)},
 		"command":  []string{"sleep", "600"},

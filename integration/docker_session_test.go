@@ -38,7 +38,15 @@ type ptyDocker struct {
 func startPTYDocker(t *testing.T, rows, cols uint16, args ...string) *ptyDocker {
 	t.Helper()
 	dockerHost(t)
-	p := &ptyDocker{t: t, cmd: exec.Command("docker", args...), exited: make(chan struct{})}
+	return startPTYCommand(t, exec.Command("docker", args...), rows, cols)
+}
+
+// startPTYCommand runs a CLI (docker, nerdctl) in a real pseudo-terminal of
+// the given size, as an interactive shell would; ptyDocker's methods drive
+// it, and the test's end kills it if it still runs.
+func startPTYCommand(t *testing.T, cmd *exec.Cmd, rows, cols uint16) *ptyDocker {
+	t.Helper()
+	p := &ptyDocker{t: t, cmd: cmd, exited: make(chan struct{})}
 	p.master, p.out = startInPty(t, p.cmd, console.WinSize{Height: rows, Width: cols})
 	go func() {
 		p.err = p.cmd.Wait()

@@ -15,8 +15,6 @@ import (
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/containerd/console"
 )
 
 // The nerdctl tests drive the nerdctl that `make tools` builds against the
@@ -482,19 +480,5 @@ func (e *nerdctlEnv) purge(t *testing.T) {
 // methods drive it).
 func (e *nerdctlEnv) startPTYNerdctl(t *testing.T, rows, cols uint16, args ...string) *ptyDocker {
 	t.Helper()
-	p := &ptyDocker{t: t, cmd: exec.Command("nerdctl", append(slices.Clone(e.flags), args...)...), exited: make(chan struct{})}
-	p.master, p.out = startInPty(t, p.cmd, console.WinSize{Height: rows, Width: cols})
-	go func() {
-		p.err = p.cmd.Wait()
-		close(p.exited)
-	}()
-	t.Cleanup(func() {
-		select {
-		case <-p.exited:
-		default:
-			_ = p.cmd.Process.Kill()
-			<-p.exited
-		}
-	})
-	return p
+	return startPTYCommand(t, exec.Command("nerdctl", append(slices.Clone(e.flags), args...)...), rows, cols)
 }
