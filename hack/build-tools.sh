@@ -11,6 +11,10 @@
 #               system's QEMU 7.2 stays), for resuming VMs from snapshots
 #   virtiofsd   the Rust virtiofsd, from Debian's crate packages with Debian's Rust
 #               toolchain (hack/virtiofsd/README.md), which can save its state with a VM
+#   vsock       vhost-device-vsock (rust-vmm), Debian's binary package
+#               (hack/vhost-device-vsock/README.md): the userspace vhost-user vsock
+#               back-end for hosts without /dev/vhost-vsock; only on request until
+#               the agent talks over vsock (issue 18)
 #   cni         the CNI plugins nerdctl's networks chain (bridge, host-local, loopback,
 #               portmap, firewall, tuning), into DIR/cni/bin (nerdctl --cni-path)
 #   critools    crictl and critest (sigs.k8s.io/cri-tools), for the CRI tests
@@ -37,17 +41,19 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 # shellcheck source=hack/versions.env
 source "$REPO_ROOT/hack/versions.env"
 
-[[ $# -ge 1 ]] || die "usage: $0 DIR [containerd|runc|docker|runsc|virtiofsd|qemu|cni|critools|registry|nerdctl|kubelet...] (tools are installed into DIR/bin)"
+[[ $# -ge 1 ]] || die "usage: $0 DIR [containerd|runc|docker|runsc|virtiofsd|vsock|qemu|cni|critools|registry|nerdctl|kubelet...] (tools are installed into DIR/bin)"
 mkdir -p "$1/bin"
 dir="$(cd "$1" && pwd)"
 bin="$dir/bin"
 shift
 components=("$@")
+# Not by default: vsock (nothing uses it yet; it joins the list when the agent
+# talks over vsock, issue 18), runsc and kubelet (slow builds for some tests only).
 ((${#components[@]} > 0)) || components=(containerd runc docker virtiofsd qemu cni critools registry nerdctl)
 for c in "${components[@]}"; do
 	case $c in
-	containerd | runc | docker | runsc | virtiofsd | qemu | cni | critools | registry | nerdctl | kubelet) ;;
-	*) die "unknown component '$c' (containerd, runc, docker, runsc, virtiofsd, qemu, cni, critools, registry, nerdctl, kubelet)" ;;
+	containerd | runc | docker | runsc | virtiofsd | vsock | qemu | cni | critools | registry | nerdctl | kubelet) ;;
+	*) die "unknown component '$c' (containerd, runc, docker, runsc, virtiofsd, vsock, qemu, cni, critools, registry, nerdctl, kubelet)" ;;
 	esac
 done
 wanted() {
@@ -504,6 +510,39 @@ EOC
 	log "built $got in $((SECONDS - start))s"
 }
 
+# vhost-device-vsock is Debian's binary (testing/unstable; it needs glibc 2.34):
+# its crate source is in no package the mirror serves (hack/vhost-device-vsock).
+build_vsock() {
+	local stamp="$bin/.vsock.stamp" want start got path sha tmp
+	local locks="$REPO_ROOT/hack/vhost-device-vsock"
+	want="vhost-device-vsock $VHOST_DEVICE_VSOCK_VERSION debs $(sha256sum <"$locks/debs.lock" | cut -c1-16)"
+	if [[ -x $bin/vhost-device-vsock && -f $stamp && "$(cat "$stamp")" == "$want" ]]; then
+		log "vhost-device-vsock $VHOST_DEVICE_VSOCK_VERSION already in $bin"
+		return 0
+	fi
+	log "unpacking vhost-device-vsock $VHOST_DEVICE_VSOCK_VERSION (Debian testing) into $bin"
+	start=$SECONDS
+	rm -f "$stamp"
+	tmp="$(mktemp -d "$dir/.vsock.XXXXXX")"
+	while read -r path sha; do
+		[[ -n $path ]] || continue
+		fetch_deb "$path" "$sha" "$tmp" "hack/vhost-device-vsock/debs.lock (testing may have replaced it: see hack/vhost-device-vsock/README.md)"
+		dpkg-deb -x "$tmp/$(basename "$path")" "$tmp/root"
+	done <"$locks/debs.lock"
+	if [[ ! -f $tmp/root/usr/bin/vhost-device-vsock ]]; then
+		rm -rf "$tmp"
+		die "the packages of hack/vhost-device-vsock/debs.lock have no usr/bin/vhost-device-vsock"
+	fi
+	install -m 0755 "$tmp/root/usr/bin/vhost-device-vsock" "$bin/vhost-device-vsock"
+	rm -rf "$tmp"
+	got="$("$bin/vhost-device-vsock" --version 2>&1 | sed -n 1p)" ||
+		die "the unpacked vhost-device-vsock does not run: $got (its glibc too old? it needs 2.34)"
+	[[ $got == "vhost-device-vsock $VHOST_DEVICE_VSOCK_VERSION" ]] ||
+		die "unpacked vhost-device-vsock reports '$got', expected $VHOST_DEVICE_VSOCK_VERSION"
+	echo "$want" >"$stamp"
+	log "unpacked $got in $((SECONDS - start))s"
+}
+
 # QEMU is a package, not a build: the pinned debs are unpacked into DIR/qemu.
 # QEMU finds its firmware relative to its binary (DIR/qemu/usr/share/qemu).
 build_qemu() {
@@ -538,6 +577,7 @@ wanted runc && build_runc
 wanted docker && build_docker
 wanted runsc && build_runsc
 wanted virtiofsd && build_virtiofsd
+wanted vsock && build_vsock
 wanted qemu && build_qemu
 wanted cni && build_cni
 wanted critools && build_critools
