@@ -523,7 +523,10 @@ build_vsock() {
 	log "unpacking vhost-device-vsock $VHOST_DEVICE_VSOCK_VERSION (Debian testing) into $bin"
 	start=$SECONDS
 	rm -f "$stamp"
-	tmp="$(mktemp -d "$dir/.vsock.XXXXXX")"
+	# A fixed directory, so what a failed fetch left is cleared by the next run.
+	tmp="$dir/vsock-build"
+	rm -rf "$tmp"
+	mkdir -p "$tmp"
 	while read -r path sha; do
 		[[ -n $path ]] || continue
 		fetch_deb "$path" "$sha" "$tmp" "hack/vhost-device-vsock/debs.lock (testing may have replaced it: see hack/vhost-device-vsock/README.md)"
