@@ -28,6 +28,14 @@
 # Results go to .cache/bench/<UTC timestamp>-<git short sha>/ (results.json,
 # results.md, results.png, logs); the last line of output names that folder.
 #
+# results.md ends with "Start phases" when the start workload ran under a gondolin
+# runtime: per start figure, the median ms of each phase of a start (shim + containerd:
+# the measured total less the shim's steps; the VM's boot with its steps; the
+# container's create, guest_create apart; its start) beside runc's median total. The
+# phases come from the shim's lines in containerd's log (containerd.log in that
+# folder), matched to each run by its container id, which is why this containerd logs
+# at debug level; a run whose line is missing is counted as such, not filled in.
+#
 # The gondolin shim and guest image are copied from _output into .cache/bench/runtime
 # first, so a rebuild elsewhere in the tree during the run does not change what is
 # measured. Tools (containerd, ctr, runc, runsc) come from .cache/tools/bin.
@@ -120,8 +128,14 @@ imports = []
 [ttrpc]
   address = "$BENCH_SOCKET.ttrpc"
 
+# debug: the gondolin shim logs the steps of a container's create and start
+# ("container created", "container started") at debug level, and containerd's
+# "creating task" names the container whose VM's "guest agent ready" follows;
+# the harness's "Start phases" tables come from those lines. containerd starts
+# its shims with -debug at this level (the guest's own debug output stays off: that
+# is the runtime config's log_level).
 [debug]
-  level = "info"
+  level = "debug"
 
 [plugins]
   [plugins."io.containerd.nri.v1.nri"]

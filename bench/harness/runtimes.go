@@ -40,6 +40,13 @@ type Runtime struct {
 // Name is the runtime's short name (runc, runsc, gondolin).
 func (r *Runtime) Name() string { return r.Info.Name }
 
+// GondolinRuntimeType is the containerd runtime of gondolin's shim.
+const GondolinRuntimeType = "io.containerd.gondolin.v1"
+
+// LogsPhases says the runtime's shim logs the steps of a container's start
+// into containerd's log (gondolin's does), for the start phases.
+func (r *Runtime) LogsPhases() bool { return r.Info.RuntimeType == GondolinRuntimeType }
+
 func hostNet(*HTTPSServer, DownloadKind) ([]string, error) { return []string{"--net-host"}, nil }
 
 // RunscFlags are the runsc flags the bench uses. systrap is gVisor's default
@@ -227,14 +234,14 @@ func (s *Session) setupRunsc(ctx context.Context) *Runtime {
 // TOML; "" for the built-in config) for every container.
 func (s *Session) setupGondolin(ctx context.Context, name, config string) *Runtime {
 	shim := filepath.Join(s.Opts.RuntimeDir, "bin", "containerd-shim-gondolin-v1")
-	info := &report.Runtime{Name: name, RuntimeType: "io.containerd.gondolin.v1", Accelerator: "unknown",
+	info := &report.Runtime{Name: name, RuntimeType: GondolinRuntimeType, Accelerator: "unknown",
 		How: "containerd-shim-gondolin-v1 from " + shim + ", built-in config"}
 	if s.Opts.GondolinFrom != "" {
 		info.How += " (shim and guest image copied from " + s.Opts.GondolinFrom + " at the start)"
 	}
 	rt := &Runtime{
 		Info:       info,
-		RunFlags:   []string{"--runtime", "io.containerd.gondolin.v1"},
+		RunFlags:   []string{"--runtime", GondolinRuntimeType},
 		Egress:     true,
 		CRIHandler: name,
 	}

@@ -68,6 +68,10 @@ type Session struct {
 	runtimes []*Runtime // available ones, in column order
 	rng      *rand.Rand
 	ctx      context.Context // of Run: failures after it ended are not the runtime's
+	// startRuns are the start workload's measured runs under runtimes
+	// whose shim logs the steps of a start; their phases are read from
+	// containerd's log once the workloads are done.
+	startRuns []*report.StartRun
 }
 
 func (s *Session) logf(format string, args ...any) {
@@ -158,6 +162,7 @@ func (s *Session) Run(ctx context.Context) error {
 		}
 		s.Results.WorkloadSeconds[w] = time.Since(start).Seconds()
 	}
+	s.collectStartPhases()
 	s.addGoals()
 	if ctx.Err() != nil {
 		s.Results.Notes = append(s.Results.Notes, "interrupted: the session was cut short, later workloads are missing")

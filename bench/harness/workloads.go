@@ -53,12 +53,14 @@ func (s *Session) workStart(ctx context.Context) error {
 			if !try(mTrue, rt) {
 				continue
 			}
-			res, err := s.Ctr.Run(ctx, RunSpec{ID: s.newID(rt.Name(), "true", i), Runtime: rt, Image: s.Image, Args: []string{"true"}, Timeout: 3 * time.Minute})
+			id := s.newID(rt.Name(), "true", i)
+			res, err := s.Ctr.Run(ctx, RunSpec{ID: id, Runtime: rt, Image: s.Image, Args: []string{"true"}, Timeout: 3 * time.Minute})
 			var v float64
 			if err == nil {
 				v = res.Exit.Seconds()
 			}
 			s.record(rt, []*report.Metric{mTrue}, []float64{v}, err)
+			s.addStartRun(rt, mTrue, id, v, err)
 		}
 		for _, rt := range rotate(s.runtimes, i) {
 			if ctx.Err() != nil {
@@ -67,7 +69,8 @@ func (s *Session) workStart(ctx context.Context) error {
 			if !try(mFirst, rt) {
 				continue
 			}
-			res, err := s.Ctr.Run(ctx, RunSpec{ID: s.newID(rt.Name(), "echo", i), Runtime: rt, Image: s.Image, Args: []string{"echo", "@@first"}, Timeout: 3 * time.Minute})
+			id := s.newID(rt.Name(), "echo", i)
+			res, err := s.Ctr.Run(ctx, RunSpec{ID: id, Runtime: rt, Image: s.Image, Args: []string{"echo", "@@first"}, Timeout: 3 * time.Minute})
 			var v float64
 			if err == nil {
 				var at time.Duration
@@ -76,9 +79,20 @@ func (s *Session) workStart(ctx context.Context) error {
 				}
 			}
 			s.record(rt, []*report.Metric{mFirst}, []float64{v}, err)
+			s.addStartRun(rt, mFirst, id, v, err)
 		}
 	}
 	return nil
+}
+
+// addStartRun keeps a measured run of a start figure (seconds) under a
+// runtime whose shim logs the steps of a start, for the start phases
+// (collectStartPhases reads them from containerd's log at the end).
+func (s *Session) addStartRun(rt *Runtime, m *report.Metric, id string, seconds float64, err error) {
+	if err != nil || !rt.LogsPhases() {
+		return
+	}
+	s.startRuns = append(s.startRuns, &report.StartRun{Metric: m.ID, Runtime: rt.Name(), Container: id, TotalMs: seconds * 1000})
 }
 
 // --- exec -------------------------------------------------------------------------------

@@ -246,6 +246,7 @@ func (r *Results) Markdown() string {
 			fmt.Fprintf(&b, "- %s\n", oneLine(n))
 		}
 	}
+	b.WriteString(r.startPhasesMarkdown())
 	return b.String()
 }
 

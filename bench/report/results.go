@@ -46,6 +46,10 @@ type Results struct {
 	Goals []*Goal `json:"goals,omitempty"`
 	// Notes are free-text remarks printed under the table.
 	Notes []string `json:"notes,omitempty"`
+	// StartRuns are the start workload's runs under a runtime whose shim
+	// logs the steps of a start (gondolin), with those steps: the "Start
+	// phases" tables.
+	StartRuns []*StartRun `json:"start_runs,omitempty"`
 }
 
 // FigureRef names one figure: a runtime's figure of a metric, or with
