@@ -23,6 +23,12 @@ import (
 // DefaultPath is read when containerd passes no ConfigPath option.
 const DefaultPath = "/etc/gondolin/config.toml"
 
+// DefaultVMPoolSize is vm_pool_size's default: idle VMs per VM shape.
+const DefaultVMPoolSize = 0
+
+// MaxVMPoolSize bounds vm_pool_size.
+const MaxVMPoolSize = 16
+
 // DefaultSnapshotDir holds the saved VM states snapshot_boot restores.
 const DefaultSnapshotDir = "/var/lib/gondolin/snapshots"
 
@@ -74,6 +80,14 @@ type Config struct {
 	// instead, and the shim log says why.
 	SnapshotBoot SnapshotBoot `toml:"snapshot_boot"`
 	SnapshotDir  string       `toml:"snapshot_dir"`
+	// VMPoolSize is how many VMs of each VM shape a pool process keeps
+	// started and idle, so that a container's create takes one instead of
+	// starting its own (runtime/vmpool.go); 0 turns the pool off. Idle
+	// VMs cost memory (and a little CPU under TCG) while nobody uses
+	// them, and the pool exits, stopping them, after VMPoolIdle without a
+	// create.
+	VMPoolSize int      `toml:"vm_pool_size"`
+	VMPoolIdle Duration `toml:"vm_pool_idle"`
 	// LogLevel is the shim's log level (debug, info, warn, error).
 	LogLevel string `toml:"log_level"`
 	// AllowedAnnotations lists the io.gondolin.* annotations containers may
@@ -203,6 +217,8 @@ func Default(exeDir string) *Config {
 		BootTimeout:       Duration{60 * time.Second},
 		SnapshotBoot:      SnapshotBootAuto,
 		SnapshotDir:       DefaultSnapshotDir,
+		VMPoolSize:        DefaultVMPoolSize,
+		VMPoolIdle:        Duration{10 * time.Minute},
 		LogLevel:          "info",
 		AuditDir:          DefaultAuditDir,
 		Limits:            DefaultLimits(),
@@ -305,6 +321,12 @@ func (c *Config) validate() error {
 		if !strings.HasPrefix(key, oci.AnnotationPrefix) {
 			errs = append(errs, fmt.Errorf("default_annotations: %s is not an %s* annotation", key, oci.AnnotationPrefix))
 		}
+	}
+	if c.VMPoolSize < 0 || c.VMPoolSize > MaxVMPoolSize {
+		errs = append(errs, fmt.Errorf("vm_pool_size = %d: 0 (off) to %d", c.VMPoolSize, MaxVMPoolSize))
+	}
+	if c.VMPoolIdle.Duration < time.Minute {
+		errs = append(errs, fmt.Errorf("vm_pool_idle = %s: at least 1m", c.VMPoolIdle.Duration))
 	}
 	if !filepath.IsAbs(c.SnapshotDir) {
 		errs = append(errs, fmt.Errorf("snapshot_dir = %q: must be an absolute path", c.SnapshotDir))

@@ -186,6 +186,13 @@ func (n *Network) GuestConfig() GuestConfig {
 	}
 }
 
+// GuestNIC is the MAC and MTU of a guest's NIC under a Config that sets
+// no MTU (the runtime's): what a VM started before its network exists, a
+// VM pool's, is given.
+func GuestNIC() (net.HardwareAddr, int) {
+	return append(net.HardwareAddr(nil), guestMAC...), defaultMTU
+}
+
 // CACertPEM is the CA certificate the guest must trust for HTTPS.
 func (n *Network) CACertPEM() []byte { return append([]byte(nil), n.ca.certPEM...) }
 

@@ -325,7 +325,7 @@ func TestConsoleLogCap(t *testing.T) {
 	dir := t.TempDir()
 	path, sock := filepath.Join(dir, "console.log"), filepath.Join(dir, "console.sock")
 	const limit = 4096
-	c, err := openConsoleLog("c", path, sock, limit)
+	c, err := openConsoleLog("c", path, sock, limit, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -370,7 +370,7 @@ func TestConsoleLogCap(t *testing.T) {
 func TestConsoleLogTinyLimit(t *testing.T) {
 	dir := t.TempDir()
 	path, sock := filepath.Join(dir, "console.log"), filepath.Join(dir, "console.sock")
-	c, err := openConsoleLog("c", path, sock, 10)
+	c, err := openConsoleLog("c", path, sock, 10, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -427,7 +427,7 @@ func FuzzConsoleLogCap(f *testing.F) {
 		}
 		dir := t.TempDir()
 		path := filepath.Join(dir, "console.log")
-		c, err := openConsoleLog("c", path, filepath.Join(dir, "s"), int64(limit))
+		c, err := openConsoleLog("c", path, filepath.Join(dir, "s"), int64(limit), nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -463,7 +463,7 @@ func FuzzConsoleLogCap(f *testing.F) {
 func TestConsoleLogCloseWithOpenConnection(t *testing.T) {
 	dir := t.TempDir()
 	path, sock := filepath.Join(dir, "console.log"), filepath.Join(dir, "console.sock")
-	c, err := openConsoleLog("c", path, sock, 1<<20)
+	c, err := openConsoleLog("c", path, sock, 1<<20, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -158,6 +158,7 @@ func (v *fakeVM) Pause(context.Context) error  { return nil }
 func (v *fakeVM) Resume(context.Context) error { return nil }
 func (v *fakeVM) Done() <-chan struct{}        { return v.done }
 func (v *fakeVM) ExitError() error             { return errors.New("killed") }
+func (v *fakeVM) Release() error               { return nil }
 func (v *fakeVM) Stop(context.Context, time.Duration) error {
 	v.stops.Add(1)
 	v.once.Do(func() { close(v.done) })

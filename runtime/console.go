@@ -52,8 +52,9 @@ const consoleBatchDelay = 10 * time.Millisecond
 const consoleCappedLine = "\n[gondolin: the console log reached limits.console_log_bytes (%d bytes); the rest of the guest's console output was discarded]\n"
 
 // openConsoleLog creates (truncates) path, the console log, and listens on
-// socket for the VMM's console.
-func openConsoleLog(id, path, socket string, limit int64) (*consoleLog, error) {
+// socket for the VMM's console. first, if not nil, is a console connection
+// the VMM already made (a VM pool's VM, handed over), read first.
+func openConsoleLog(id, path, socket string, limit int64, first net.Conn) (*consoleLog, error) {
 	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC|unix.O_NOFOLLOW, 0o640)
 	if err != nil {
 		return nil, fmt.Errorf("create console log: %w", err)
@@ -65,19 +66,22 @@ func openConsoleLog(id, path, socket string, limit int64) (*consoleLog, error) {
 		return nil, fmt.Errorf("listen for the VM console: %w", err)
 	}
 	c := &consoleLog{id: id, path: path, socket: socket, limit: limit, l: l, f: f, fd: -1, done: make(chan struct{})}
-	go c.serve()
+	go c.serve(first)
 	return c, nil
 }
 
 // serve takes the VMM's console connections one at a time (a VM that is
 // booted again after a failed resume connects again) until Close.
-func (c *consoleLog) serve() {
+func (c *consoleLog) serve(first net.Conn) {
 	defer close(c.done)
 	buf := make([]byte, 32<<10)
+	conn := first
 	for {
-		conn, err := c.l.Accept()
-		if err != nil {
-			return
+		if conn == nil {
+			var err error
+			if conn, err = c.l.Accept(); err != nil {
+				return
+			}
 		}
 		// QEMU sends the serial port's bytes one write at a time. Read
 		// from a blocking descriptor, outside Go's poller (which would
@@ -85,6 +89,7 @@ func (c *consoleLog) serve() {
 		// a guest printing in a loop then costs the shim a few hundred
 		// reads a second, and its console waits on the socket.
 		fd, err := blockingFd(conn)
+		conn = nil
 		if err != nil {
 			log.L.WithError(err).WithField("container", c.id).Warn("console connection")
 			continue

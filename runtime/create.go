@@ -78,6 +78,8 @@ func (cr *creation) ownerSteps() []step {
 		{"rootfs", "rootfs", cr.mountRootfs},
 		{"read-only root", "readonly_root", cr.readonlyRoot},
 		{"bind mounts", "binds", cr.binds},
+		// Before the pod share: a pool VM comes with one.
+		{"VM from the pool", "pool_claim", cr.claimPooledVM},
 		// A CRI pod's sandbox: the share its pod's containers come
 		// through, its own root and binds the first of them.
 		{"pod share", "pod_share", cr.podShare},
@@ -127,6 +129,9 @@ type creation struct {
 	sealDir string
 	// initStdio names the init's streams the host opened.
 	initStdio *api.Stdio
+	// pooled is the VM taken from the VM pool (vmpool.go), nil when the
+	// create starts its own.
+	pooled *pooledVM
 }
 
 // parseBundle reads and validates the bundle: spec, annotations, the
@@ -286,7 +291,12 @@ func (cr *creation) netns(context.Context) (undoFunc, error) {
 	if err != nil {
 		return nil, err
 	}
-	ns, err := specNetNS(cr.c.spec, pin)
+	var ns *netNS
+	if cr.pooled != nil {
+		ns, err = pinPooledNetNS(pin, cr.pooled)
+	} else {
+		ns, err = specNetNS(cr.c.spec, pin)
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -314,6 +324,14 @@ func (cr *creation) network(ctx context.Context) (undoFunc, error) {
 	if err != nil {
 		return nil, err
 	}
+	if cr.pooled != nil {
+		if err := attachPooledNIC(network, cr.pooled); err != nil {
+			if network != nil {
+				network.Close()
+			}
+			return nil, err
+		}
+	}
 	cr.c.pod.net = network
 	return func(context.Context) error { return network.Close() }, nil
 }
@@ -321,7 +339,13 @@ func (cr *creation) network(ctx context.Context) (undoFunc, error) {
 // vm boots the VM (sandbox.go) and waits for its agent.
 func (cr *creation) vm(ctx context.Context) (undoFunc, error) {
 	p := cr.c.pod
-	sb, err := startSandbox(ctx, sandboxConfig{
+	start := startSandbox
+	if cr.pooled != nil {
+		start = func(ctx context.Context, cfg sandboxConfig) (*sandbox, error) {
+			return adoptSandbox(ctx, cfg, cr.pooled)
+		}
+	}
+	sb, err := start(ctx, sandboxConfig{
 		id:        cr.opts.ID,
 		stateDir:  p.host.dir,
 		shares:    cr.shares,
@@ -407,7 +431,7 @@ func (cr *creation) guestCreate(ctx context.Context) (undoFunc, error) {
 		p.placeholders = p.net.placeholders(cr.settings)
 	}
 	setup := guestSetup(p.net, p.placeholders, cr.initStdio)
-	if cr.place.Role != oci.Standalone {
+	if cr.place.Role != oci.Standalone || cr.pooled != nil {
 		setup.Pod = &oci.PodPlacement{ShareTag: api.PodTag, Dir: cr.opts.ID, Join: cr.join}
 		if len(cr.join) > 0 {
 			setup.Pod.JoinContainer = cr.place.SandboxID

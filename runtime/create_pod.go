@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"path/filepath"
 
 	"github.com/containerd/errdefs"
 
@@ -36,7 +37,7 @@ func (cr *creation) memberSteps() []step {
 // podShare makes a CRI pod's share for its sandbox (podshare.go), the
 // VM's one share, with the sandbox's own root and binds its first entry.
 func (cr *creation) podShare(ctx context.Context) (undoFunc, error) {
-	if cr.place.Role != oci.PodSandbox {
+	if cr.place.Role != oci.PodSandbox && cr.pooled == nil {
 		return nil, nil
 	}
 	p, h := cr.c.pod, cr.c.host
@@ -44,9 +45,12 @@ func (cr *creation) podShare(ctx context.Context) (undoFunc, error) {
 	if err != nil {
 		return nil, err
 	}
-	export, err := preparePodShare(dir)
-	if err != nil {
-		return nil, err
+	// A pool VM's came with it (moved to dir by takeOver).
+	export := filepath.Join(dir, podExportName)
+	if cr.pooled == nil {
+		if export, err = preparePodShare(dir); err != nil {
+			return nil, err
+		}
 	}
 	p.shareDir = dir
 	undo := func(context.Context) error {

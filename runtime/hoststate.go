@@ -57,6 +57,10 @@ type persistedState struct {
 	// pod this (sandbox) container made: its cleanup is theirs too, since
 	// containerd runs no `shim delete` for them.
 	Members []string `json:"members,omitempty"`
+	// VMDir is the directory a VM taken from the VM pool was started in
+	// (vmpool.go): its processes' command lines name it instead of this
+	// state directory.
+	VMDir string `json:"vm_dir,omitempty"`
 }
 
 // Names the runtime makes in a container's state directory.
@@ -211,6 +215,14 @@ func (h *hostState) recordFileServers(pids []int) error {
 	return h.record(func(r *persistedState) { r.VirtiofsdPids = append([]int(nil), pids...) })
 }
 
+// recordPooledVM records a VM taken from the VM pool: the directory its
+// processes' command lines name, its VMM and its file servers.
+func (h *hostState) recordPooledVM(dir string, vmmPid int, fileServers []int) error {
+	return h.record(func(r *persistedState) {
+		r.VMDir, r.VMMPid, r.VirtiofsdPids = dir, vmmPid, append([]int(nil), fileServers...)
+	})
+}
+
 // recordVMM records the VM's VMM process.
 func (h *hostState) recordVMM(pid int) error {
 	return h.record(func(r *persistedState) { r.VMMPid = pid })
@@ -276,10 +288,14 @@ func (h *hostState) release(field func(*persistedState) *string, undo func(strin
 func (h *hostState) releaseVM() error {
 	h.mu.Lock()
 	pids := append([]int{h.rec.VMMPid}, h.rec.VirtiofsdPids...)
+	marker := h.dir
+	if h.rec.VMDir != "" {
+		marker = h.rec.VMDir
+	}
 	h.mu.Unlock()
 	var errs []error
 	for _, pid := range pids {
-		if err := killIfOurs(pid, h.dir); err != nil {
+		if err := killIfOurs(pid, marker); err != nil {
 			errs = append(errs, err)
 		}
 	}

@@ -33,9 +33,12 @@ type Exit struct {
 
 // Config configures a Runtime.
 type Config struct {
-	Runtime   *config.Config
-	StateRoot string
-	Namespace string
+	Runtime *config.Config
+	// ConfigPath is the file Runtime was read from ("" for the default),
+	// which a VM pool the runtime starts reads too.
+	ConfigPath string
+	StateRoot  string
+	Namespace  string
 	// OnExit is called once for each process that exits, after all of its
 	// output has been delivered.
 	OnExit func(Exit)

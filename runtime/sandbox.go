@@ -29,6 +29,9 @@ type sandbox struct {
 	info     *api.InfoResponse
 	// restored says the VM resumed from a snapshot instead of booting.
 	restored bool
+	// pooled says the VM came from the VM pool, started before its
+	// container was created.
+	pooled bool
 	// consoleLog writes the guest console to console, capped.
 	consoleLog *consoleLog
 }
@@ -78,24 +81,32 @@ func startSandbox(ctx context.Context, cfg sandboxConfig) (_ *sandbox, retErr er
 	if err := sb.startVM(ctx, cfg, timing); err != nil {
 		return nil, err
 	}
+	if err := sb.connectAgent(ctx, cfg, timing); err != nil {
+		return nil, err
+	}
+	return sb, nil
+}
 
+// connectAgent connects to the agent of the VM that started, waits until
+// it answers and, for a resumed VM, gives it the time and fresh entropy.
+func (sb *sandbox) connectAgent(ctx context.Context, cfg sandboxConfig, timing *phases) error {
 	bootCtx, cancel := context.WithTimeout(ctx, cfg.runtime.BootTimeout.Duration)
 	defer cancel()
 	agent, err := dialAgent(bootCtx, filepath.Join(cfg.stateDir, channelName), sb.vm.Done())
 	if err != nil {
-		return nil, sb.bootError(sb.vmExitCause(fmt.Errorf("connect to the guest agent: %w", err)))
+		return sb.bootError(sb.vmExitCause(fmt.Errorf("connect to the guest agent: %w", err)))
 	}
 	sb.agent = agent
 	timing.done("channel")
 	info, err := sb.waitReady(bootCtx)
 	if err != nil {
-		return nil, sb.bootError(err)
+		return sb.bootError(err)
 	}
 	sb.info = info
 	timing.done("agent_info")
 	if sb.restored {
 		if err := sb.tellRestored(bootCtx); err != nil {
-			return nil, sb.bootError(sb.vmExitCause(err))
+			return sb.bootError(sb.vmExitCause(err))
 		}
 		timing.done("restored")
 	}
@@ -103,11 +114,11 @@ func startSandbox(ctx context.Context, cfg sandboxConfig) (_ *sandbox, retErr er
 	// (for a resumed VM that was the snapshot's boot, so it is left out);
 	// the *_ms fields are the host's steps up to the agent's first answer.
 	fields := log.Fields{"kernel": info.KernelRelease, "agent": info.AgentVersion, "boot": sb.bootKind()}
-	if !sb.restored {
+	if !sb.restored && !sb.pooled {
 		fields["guest_ready_ms"] = info.ReadyMs
 	}
 	log.G(ctx).WithFields(timing.fields).WithFields(fields).Info("guest agent ready")
-	return sb, nil
+	return nil
 }
 
 // channelName is the agent channel's socket in the state directory.
@@ -120,7 +131,7 @@ func (sb *sandbox) startVM(ctx context.Context, cfg sandboxConfig, timing *phase
 	var err error
 	// The console goes through the shim, which caps the log; a VM saved
 	// as a snapshot (no container in it) writes its own.
-	if sb.consoleLog, err = openConsoleLog(cfg.id, cfg.console, req.Config.ConsoleSocket, cfg.runtime.Limits.ConsoleLogBytes); err != nil {
+	if sb.consoleLog, err = openConsoleLog(cfg.id, cfg.console, req.Config.ConsoleSocket, cfg.runtime.Limits.ConsoleLogBytes, nil); err != nil {
 		return err
 	}
 	inst, err := vmm.Start(ctx, req)
@@ -359,6 +370,9 @@ func (sb *sandbox) tellRestored(ctx context.Context) error {
 
 // bootKind names how the VM came up, for the log.
 func (sb *sandbox) bootKind() string {
+	if sb.pooled {
+		return "pool"
+	}
 	if sb.restored {
 		return "snapshot"
 	}

@@ -17,6 +17,10 @@ type Backend interface {
 	// devices and resume one from the saved state; the error says why
 	// not. The VMs of a backend that can implement Saver.
 	CanSaveState(ctx context.Context) error
+	// Adopt takes over a VM another process started with
+	// Config.Detached and handed over (a VM pool): its VMM is watched
+	// and signalled through a's pidfd, its sockets are in a.StateDir.
+	Adopt(a Adopted) (VM, error)
 }
 
 // Saver is a running VM whose state can be saved.

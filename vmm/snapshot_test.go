@@ -193,6 +193,10 @@ func (f fakeBackend) Start(context.Context, Config) (VM, error) {
 
 func (f fakeBackend) Binary() (string, error) { return f.binary, nil }
 
+func (f fakeBackend) Adopt(Adopted) (VM, error) {
+	return nil, errors.New("fakeBackend adopts no VM")
+}
+
 func (f fakeBackend) CanSaveState(context.Context) error {
 	if f.asked != nil {
 		*f.asked++

@@ -20,6 +20,7 @@ func (v *fakeVM) Resume(context.Context) error              { return nil }
 func (v *fakeVM) Stop(context.Context, time.Duration) error { return nil }
 func (v *fakeVM) Done() <-chan struct{}                     { return v.done }
 func (v *fakeVM) ExitError() error                          { return nil }
+func (v *fakeVM) Release() error                            { return nil }
 
 // The fake VM can be saved: its state is a line of text.
 func (v *fakeVM) WaitChannelOpen(context.Context) error { return nil }

@@ -29,7 +29,11 @@ var rustVirtiofsdPaths = []string{"/usr/libexec/virtiofsd", "/usr/lib/virtiofsd"
 
 // FileServer is a virtiofsd process exporting one host directory.
 type FileServer struct {
+	// cmd is the process this one started; nil for an adopted file
+	// server (AdoptFileServer), which pidfd watches and signals.
 	cmd    *exec.Cmd
+	pid    int
+	pidfd  *os.File
 	socket string
 	stderr bytes.Buffer
 	mu     sync.Mutex
@@ -139,7 +143,10 @@ type Virtiofsd struct {
 	// OpenFiles caps each file server's open file descriptors (limits.
 	// file_server_open_files); 0 means DefaultFileServerOpenFiles.
 	OpenFiles int
-	flavour   virtiofsdFlavour
+	// Detached starts file servers that outlive the process that
+	// started them (no parent-death signal), for a VM pool.
+	Detached bool
+	flavour  virtiofsdFlavour
 }
 
 // DefaultFileServerOpenFiles is the Rust virtiofsd's own default, below
@@ -204,12 +211,16 @@ func (v *Virtiofsd) StartFileServer(ctx context.Context, dir string, sh Share) (
 	fs.cmd = exec.Command(v.Path, fileServerArgs(v.flavour, dir, sh, v.openFiles())...)
 	fs.cmd.Stderr = &lockedWriter{mu: &fs.mu, w: &fs.stderr}
 	fs.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	if v.Detached {
+		fs.cmd.SysProcAttr.Pdeathsig = 0
+	}
 	// Its sandboxed child holds stderr too: once virtiofsd has exited,
 	// do not wait on the pipe for long.
 	fs.cmd.WaitDelay = time.Second
 	if err := fs.cmd.Start(); err != nil {
 		return nil, fmt.Errorf("start virtiofsd for %s: %w", dir, err)
 	}
+	fs.pid = fs.cmd.Process.Pid
 	go func() {
 		_ = fs.cmd.Wait()
 		close(fs.done)
@@ -235,7 +246,27 @@ func (v *Virtiofsd) StartFileServer(ctx context.Context, dir string, sh Share) (
 }
 
 // Pid is virtiofsd's host process ID.
-func (fs *FileServer) Pid() int { return fs.cmd.Process.Pid }
+func (fs *FileServer) Pid() int { return fs.pid }
+
+// AdoptFileServer takes over a file server another process started
+// (Virtiofsd.Detached) and handed over with a pidfd of it (which the
+// FileServer then owns), serving on socket.
+func AdoptFileServer(pid int, pidfd *os.File, socket string) *FileServer {
+	fs := &FileServer{pid: pid, pidfd: pidfd, socket: socket, done: make(chan struct{})}
+	go func() {
+		waitPidfd(pidfd)
+		close(fs.done)
+	}()
+	return fs
+}
+
+// signal sends sig to the file server process.
+func (fs *FileServer) signal(sig syscall.Signal) error {
+	if fs.cmd == nil {
+		return pidfdSignal(fs.pidfd, sig)
+	}
+	return fs.cmd.Process.Signal(sig)
+}
 
 // Pids are virtiofsd's host processes: the one started and, sandboxed in
 // its own namespaces (sandbox=namespace), the child that serves from its
@@ -281,20 +312,23 @@ func (fs *FileServer) Stop() {
 	select {
 	case <-fs.done:
 	default:
-		_ = fs.cmd.Process.Signal(syscall.SIGTERM)
+		_ = fs.signal(syscall.SIGTERM)
 		select {
 		case <-fs.done:
 		case <-time.After(500 * time.Millisecond):
 			// The process group: virtiofsd and its sandboxed child
 			// (which its parent's death kills too, by its own
 			// parent-death signal).
-			if err := syscall.Kill(-fs.cmd.Process.Pid, syscall.SIGKILL); err != nil && !errors.Is(err, syscall.ESRCH) {
+			if err := syscall.Kill(-fs.pid, syscall.SIGKILL); err != nil && !errors.Is(err, syscall.ESRCH) {
 				log.L.WithError(err).Warn("kill virtiofsd")
 			}
 			<-fs.done
 		}
 	}
 	_ = os.Remove(fs.socket)
+	if fs.pidfd != nil {
+		fs.pidfd.Close()
+	}
 }
 
 type lockedWriter struct {

@@ -87,6 +87,10 @@ type Config struct {
 	// guest RAM (so that a cgroup it joins there is charged for that
 	// memory); an error kills the VMM and fails the start.
 	Started func(pid int) error
+	// Detached starts the VMM so that it outlives the process that
+	// started it (no parent-death signal): a VM pool starts VMs that a
+	// shim takes over (Backend.Adopt).
+	Detached bool
 }
 
 // NIC is a guest network interface backed by a unix stream socket. The
@@ -114,4 +118,9 @@ type VM interface {
 	Done() <-chan struct{}
 	// ExitError says how the VMM process ended, once Done is closed.
 	ExitError() error
+	// Release lets go of the VMM's control connection (QEMU's monitor
+	// takes one client at a time), so that another process can take the
+	// VM over (Backend.Adopt). The VM runs on; only Pid and Done may be
+	// used after it.
+	Release() error
 }

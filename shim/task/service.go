@@ -112,10 +112,11 @@ func (s *service) runtime(ctx context.Context, options *runtimeoptions.Options) 
 		}
 	}
 	s.rt = runtime.New(runtime.Config{
-		Runtime:   cfg,
-		Namespace: s.namespace,
-		OnExit:    s.onExit,
-		OnOOM:     s.onOOM,
+		Runtime:    cfg,
+		ConfigPath: configPath,
+		Namespace:  s.namespace,
+		OnExit:     s.onExit,
+		OnOOM:      s.onOOM,
 	})
 	return s.rt, nil
 }

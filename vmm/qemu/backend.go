@@ -2,6 +2,7 @@ package qemu
 
 import (
 	"context"
+	"fmt"
 
 	"github.com/earendil-works/gondolin-containerd/vmm"
 )
@@ -25,6 +26,15 @@ func (b Backend) Start(ctx context.Context, cfg vmm.Config) (vmm.VM, error) {
 		return nil, err
 	}
 	return vm, nil
+}
+
+// Adopt takes over a QEMU a VM pool started (see the package function
+// Adopt).
+func (b Backend) Adopt(a vmm.Adopted) (vmm.VM, error) {
+	if a.Pidfd == nil || a.Pid <= 0 || a.StateDir == "" {
+		return nil, fmt.Errorf("adopt a VM: pid %d, pidfd %v and state directory %q are all required", a.Pid, a.Pidfd != nil, a.StateDir)
+	}
+	return Adopt(a), nil
 }
 
 // Binary is the QEMU executable Start runs.

@@ -24,7 +24,11 @@ const DefaultBinary = "qemu-system-x86_64"
 
 // VM is a QEMU process running one guest.
 type VM struct {
+	// cmd is the QEMU this process started; nil for an adopted one
+	// (Adopt), which pidfd watches and signals.
 	cmd       *exec.Cmd
+	pid       int
+	pidfd     *os.File
 	qmpSocket string
 	console   string
 	stderr    *tailBuffer
@@ -90,9 +94,14 @@ func Start(ctx context.Context, binary string, cfg vmm.Config) (*VM, error) {
 	// QEMU must not outlive the shim that manages it; containerd's cleanup
 	// (shim delete) covers the case where the shim is killed.
 	vm.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	if cfg.Detached {
+		// A VM pool's: the shim that takes it over watches it.
+		vm.cmd.SysProcAttr.Pdeathsig = 0
+	}
 	if err := vm.cmd.Start(); err != nil {
 		return nil, fmt.Errorf("start %s: %w", path, err)
 	}
+	vm.pid = vm.cmd.Process.Pid
 	go func() {
 		vm.exitErr = vm.cmd.Wait()
 		close(vm.done)
@@ -161,7 +170,24 @@ func (vm *VM) waitForSocket(ctx context.Context, path string, timeout time.Durat
 }
 
 // Pid is QEMU's host process ID.
-func (vm *VM) Pid() int { return vm.cmd.Process.Pid }
+func (vm *VM) Pid() int { return vm.pid }
+
+// Adopt takes over a QEMU another process started with Config.Detached:
+// its monitor is a.StateDir/qmp.sock, and a.Pidfd (which the VM owns from
+// then on) tells its end and carries its kill.
+func Adopt(a vmm.Adopted) *VM {
+	vm := &VM{
+		pid:       a.Pid,
+		pidfd:     a.Pidfd,
+		qmpSocket: filepath.Join(a.StateDir, "qmp.sock"),
+		console:   a.ConsoleLog,
+		stderr:    newTailBuffer(8 << 10),
+		done:      make(chan struct{}),
+		exitErr:   vmm.ErrAdoptedExit,
+	}
+	vmm.WaitPidfd(a.Pidfd, vm.done)
+	return vm
+}
 
 // Done is closed when QEMU has exited.
 func (vm *VM) Done() <-chan struct{} { return vm.done }
@@ -382,7 +408,22 @@ func (w *consoleWatch) close() {
 	}
 }
 
+// Release closes the QMP connection for the process that adopts the VM.
+func (vm *VM) Release() error {
+	vm.mu.Lock()
+	defer vm.mu.Unlock()
+	if vm.mon == nil {
+		return nil
+	}
+	err := vm.mon.Disconnect()
+	vm.mon = nil
+	return err
+}
+
 func (vm *VM) kill() error {
+	if vm.cmd == nil {
+		return vmm.PidfdSignal(vm.pidfd, syscall.SIGKILL)
+	}
 	err := vm.cmd.Process.Kill()
 	if errors.Is(err, os.ErrProcessDone) {
 		return nil

@@ -25,6 +25,7 @@ import (
 
 	"github.com/containerd/containerd/v2/pkg/shim"
 
+	"github.com/earendil-works/gondolin-containerd/runtime"
 	"github.com/earendil-works/gondolin-containerd/shim/manager"
 	_ "github.com/earendil-works/gondolin-containerd/shim/task"
 )
@@ -33,6 +34,9 @@ import (
 const pprofDirEnv = "GONDOLIN_SHIM_PPROF_DIR"
 
 func main() {
+	if len(os.Args) > 1 && os.Args[1] == runtime.VMPoolCommand {
+		os.Exit(runVMPool(os.Args[2:]))
+	}
 	if dir := os.Getenv(pprofDirEnv); dir != "" && isDaemon(os.Args[1:]) {
 		stop, err := servePprof(dir)
 		if err != nil {
