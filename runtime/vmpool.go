@@ -250,7 +250,82 @@ func (ps poolStarter) start(ctx context.Context, shape vmpool.Shape, dir string)
 		}
 		files = append(files, f)
 	}
+	if err := ps.warmUp(ctx, dir, podDir, inst); err != nil {
+		return nil, fmt.Errorf("warm up the VM: %w", err)
+	}
 	return &vmpool.VM{Dir: dir, Instance: inst, Files: files, Stop: stop}, nil
+}
+
+// poolWarmUpID is the trusted container a pool VM creates and deletes
+// before any container of a user's runs in it.
+const poolWarmUpID = "gondolin-pool-warm-up"
+
+// warmUp gets a pool VM ready as far as it can go without its container:
+// the agent answers, the guest has its clock and entropy (a resumed VM),
+// and a trusted container has been created and deleted in it, so that the
+// create path is translated (under TCG a guest's first create costs ~0.2 s
+// of translation) and the guest has mounted the pod share. The warm-up's
+// root is a small tmpfs of the pool's in the pod share, gone before the VM
+// is handed over. Last, the host's session with the agent ends and the
+// agent waits for the next host, the shim that takes the VM over.
+func (ps poolStarter) warmUp(ctx context.Context, dir, podDir string, inst *vmm.Instance) (retErr error) {
+	handOff, ok := inst.VM.(vmm.ChannelHandOff)
+	if !ok {
+		return errors.New("this VMM cannot hand its agent channel over")
+	}
+	entry := podEntry(podDir, poolWarmUpID)
+	rootfs := filepath.Join(entry, "rootfs")
+	if err := os.MkdirAll(rootfs, 0o755); err != nil {
+		return err
+	}
+	if err := unix.Mount("gondolin-warm-up", rootfs, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, "mode=0755,size=1m,nr_inodes=256"); err != nil {
+		return fmt.Errorf("mount the warm-up root: %w", err)
+	}
+	defer func() {
+		if err := detachAndRemove(rootfs); err != nil {
+			retErr = errors.Join(retErr, err)
+			return
+		}
+		retErr = errors.Join(retErr, os.Remove(entry))
+	}()
+	// The init is created, never started: its program need not run.
+	if err := os.WriteFile(filepath.Join(rootfs, "warm-up"), nil, 0o755); err != nil {
+		return err
+	}
+	spec := &specs.Spec{
+		Version: specs.Version,
+		Process: &specs.Process{Args: []string{"/warm-up"}, Cwd: "/", Env: []string{"PATH=/"}},
+		Root:    &specs.Root{Path: "rootfs"},
+		Mounts: []specs.Mount{
+			{Destination: "/proc", Type: "proc", Source: "proc", Options: []string{"nosuid", "noexec", "nodev"}},
+			{Destination: "/dev", Type: "tmpfs", Source: "tmpfs", Options: []string{"nosuid", "strictatime", "mode=755", "size=65536k"}},
+			{Destination: "/sys", Type: "sysfs", Source: "sysfs", Options: []string{"nosuid", "noexec", "nodev", "ro"}},
+		},
+		Linux: &specs.Linux{Namespaces: []specs.LinuxNamespace{{Type: specs.PIDNamespace}, {Type: specs.MountNamespace}, {Type: specs.IPCNamespace}, {Type: specs.UTSNamespace}}},
+	}
+	g, err := oci.NewGuestContainer(poolWarmUpID, spec, oci.Pod{})
+	if err != nil {
+		return err
+	}
+	sb := &sandbox{id: poolWarmUpID, stateDir: dir, console: filepath.Join(dir, "console.log"), accel: ps.setup.accel,
+		vm: inst.VM, fs: inst.FileServers, restored: inst.Restored}
+	if err := sb.connectAgent(ctx, sandboxConfig{id: poolWarmUpID, stateDir: dir, runtime: ps.cfg}, newPhases()); err != nil {
+		return err
+	}
+	cctx, cancel := context.WithTimeout(ctx, ps.cfg.Limits.AgentCallTimeout.Duration)
+	defer cancel()
+	req := g.Request(oci.GuestSetup{Pod: &oci.PodPlacement{ShareTag: api.PodTag, Dir: poolWarmUpID}})
+	_, err = sb.agent.CreateContainer(cctx, req)
+	if err == nil {
+		// The warm-up took the init the snapshot's agent prestarted:
+		// the container that gets the VM gets another.
+		_, err = sb.agent.DeleteContainer(cctx, &api.DeleteContainerRequest{ContainerId: poolWarmUpID, PrestartNext: true})
+	}
+	if err != nil {
+		sb.agent.Close()
+		return fmt.Errorf("agent: %w", agentError(err))
+	}
+	return handOff.HandOffChannel(cctx, sb.agent.Close)
 }
 
 func listenUnix(path string) (*net.UnixListener, error) {

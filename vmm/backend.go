@@ -33,3 +33,14 @@ type Saver interface {
 	// stays paused.
 	SaveState(ctx context.Context, path string) error
 }
+
+// ChannelHandOff is a running VM whose agent channel can pass from one
+// host connection to the next with nothing of the first left in the guest
+// (a VM pool's: the pool talks to the agent before a shim takes the VM).
+type ChannelHandOff interface {
+	// HandOffChannel runs closeHost, which closes the host's connection
+	// to the agent channel, and returns once the guest has closed its end
+	// of the port and opened it again: the agent has ended the session
+	// and waits for the next host.
+	HandOffChannel(ctx context.Context, closeHost func() error) error
+}

@@ -68,6 +68,9 @@ func snapshotKey(b Backend, fsd *Virtiofsd, cfg Config) (string, []fileStamp, er
 		NIC                       bool
 		MAC                       string
 		MTU                       int
+		// Layout is snapshotLayout: states saved with another
+		// command line layout are not resumed.
+		Layout int `json:",omitempty"`
 	}
 	for _, f := range []struct {
 		dst  *fileStamp
@@ -78,6 +81,7 @@ func snapshotKey(b Backend, fsd *Virtiofsd, cfg Config) (string, []fileStamp, er
 		}
 	}
 	k.KernelArgs, k.MemoryMiB, k.CPUs = cfg.KernelArgs, cfg.MemoryMiB, cfg.CPUs
+	k.Layout = snapshotLayout
 	k.Accel, k.Machine, k.Channel = string(cfg.Accelerator), string(cfg.Machine), cfg.ChannelName
 	for _, s := range cfg.Shares {
 		k.ShareTags = append(k.ShareTags, s.Tag)
@@ -92,6 +96,11 @@ func snapshotKey(b Backend, fsd *Virtiofsd, cfg Config) (string, []fileStamp, er
 	sum := sha256.Sum256(j)
 	return hex.EncodeToString(sum[:12]), []fileStamp{k.VMM, k.Virtiofsd, k.Kernel, k.Initrd}, nil
 }
+
+// snapshotLayout versions the backends' command line where a saved state
+// depends on it beyond the key's other fields: 2 gave the agent channel's
+// port an id.
+const snapshotLayout = 2
 
 // ErrSnapshotUnsupported marks a VMM or virtiofsd that cannot save a VM:
 // a VM whose snapshot is not Required then boots quietly.

@@ -1211,8 +1211,13 @@ func (x *SignalProcessRequest) GetAll() bool {
 }
 
 type DeleteContainerRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	ContainerId   string                 `protobuf:"bytes,1,opt,name=container_id,json=containerId,proto3" json:"container_id,omitempty"`
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	ContainerId string                 `protobuf:"bytes,1,opt,name=container_id,json=containerId,proto3" json:"container_id,omitempty"`
+	// prestart_next starts the next container's init ahead once the
+	// container is gone, if none waits yet: a VM pool's warm-up create
+	// takes the init the snapshot prestarted, and the container that
+	// gets the VM then finds another.
+	PrestartNext  bool `protobuf:"varint,2,opt,name=prestart_next,json=prestartNext,proto3" json:"prestart_next,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1252,6 +1257,13 @@ func (x *DeleteContainerRequest) GetContainerId() string {
 		return x.ContainerId
 	}
 	return ""
+}
+
+func (x *DeleteContainerRequest) GetPrestartNext() bool {
+	if x != nil {
+		return x.PrestartNext
+	}
+	return false
 }
 
 type ExecProcessRequest struct {
@@ -2184,9 +2196,10 @@ const file_agent_proto_rawDesc = "" +
 	"\fcontainer_id\x18\x01 \x01(\tR\vcontainerId\x12\x17\n" +
 	"\aexec_id\x18\x02 \x01(\tR\x06execId\x12\x16\n" +
 	"\x06signal\x18\x03 \x01(\rR\x06signal\x12\x10\n" +
-	"\x03all\x18\x04 \x01(\bR\x03all\";\n" +
+	"\x03all\x18\x04 \x01(\bR\x03all\"`\n" +
 	"\x16DeleteContainerRequest\x12!\n" +
-	"\fcontainer_id\x18\x01 \x01(\tR\vcontainerId\"\xb6\x01\n" +
+	"\fcontainer_id\x18\x01 \x01(\tR\vcontainerId\x12#\n" +
+	"\rprestart_next\x18\x02 \x01(\bR\fprestartNext\"\xb6\x01\n" +
 	"\x12ExecProcessRequest\x12!\n" +
 	"\fcontainer_id\x18\x01 \x01(\tR\vcontainerId\x12\x17\n" +
 	"\aexec_id\x18\x02 \x01(\tR\x06execId\x124\n" +

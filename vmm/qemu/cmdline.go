@@ -35,6 +35,11 @@ const serialPorts = 2
 // channelChardev is the id of the agent channel's chardev.
 const channelChardev = "channel"
 
+// channelPort is the id of the agent channel's port device: with an id,
+// QEMU reports the guest opening and closing the port (VSERPORT_CHANGE),
+// which HandOffChannel waits for.
+const channelPort = "channel0"
+
 // tcgCPU is the CPU model under TCG.
 const tcgCPU = "max,-erms,-fsrm"
 
@@ -175,7 +180,7 @@ func Args(cfg vmm.Config, qmpSocket string) ([]string, error) {
 		// nothing opens.
 		"-device", dev.serial + ",id=ser0,max_ports=" + fmt.Sprint(serialPorts),
 		"-chardev", "socket,id=" + channelChardev + ",path=" + cfg.ChannelSocket + ",server=on,wait=off",
-		"-device", "virtserialport,bus=ser0.0,chardev=" + channelChardev + ",name=" + cfg.ChannelName,
+		"-device", "virtserialport,bus=ser0.0,chardev=" + channelChardev + ",name=" + cfg.ChannelName + ",id=" + channelPort,
 		"-device", dev.rng,
 		"-qmp", "unix:" + qmpSocket + ",server=on,wait=off",
 		// QEMU runs as root and emulates devices for a hostile guest:

@@ -54,7 +54,7 @@ func TestArgsTCG(t *testing.T) {
 		t.Errorf("-append = %q", appendArg)
 	}
 	devices := strings.Join(argAfter(args, "-device"), " ")
-	for _, want := range []string{"virtio-serial-pci,id=ser0,max_ports=2", "virtserialport,bus=ser0.0,chardev=channel,name=io.gondolin.channel", "vhost-user-fs-pci,chardev=fs0,tag=rootfs"} {
+	for _, want := range []string{"virtio-serial-pci,id=ser0,max_ports=2", "virtserialport,bus=ser0.0,chardev=channel,name=io.gondolin.channel,id=channel0", "vhost-user-fs-pci,chardev=fs0,tag=rootfs"} {
 		if !strings.Contains(devices, want) {
 			t.Errorf("devices %q lack %q", devices, want)
 		}

@@ -107,6 +107,56 @@ func (vm *VM) WaitChannelOpen(ctx context.Context) error {
 	return nil
 }
 
+// HandOffChannel closes the host's end of the agent channel and waits
+// for the guest to close and reopen the port, told by QEMU's
+// VSERPORT_CHANGE events (polling the port's state could miss a quick
+// close and reopen). QEMU sends at most one such event a second per port
+// and coalesces those in between into the last state: the close may never
+// be reported, only the open after it, up to a second late. The first
+// open reported after closeHost is the reopen: until closeHost nothing
+// changed the port's state within a second (the agent opens it once per
+// session), so no event from before it is still pending.
+func (vm *VM) HandOffChannel(ctx context.Context, closeHost func() error) error {
+	mon, err := vm.monitor()
+	if err != nil {
+		return err
+	}
+	events, err := mon.Events(ctx)
+	if err != nil {
+		return fmt.Errorf("QMP events: %w", err)
+	}
+	changes := make(chan bool, 8)
+	// Once listened to, events must be read until the monitor is
+	// closed, or its reader blocks and commands get no answer.
+	go func() {
+		for e := range events {
+			if e.Event != "VSERPORT_CHANGE" || e.Data["id"] != channelPort {
+				continue
+			}
+			open, _ := e.Data["open"].(bool)
+			select {
+			case changes <- open:
+			default:
+			}
+		}
+	}()
+	if err := closeHost(); err != nil {
+		return err
+	}
+	for {
+		select {
+		case open := <-changes:
+			if open {
+				return nil
+			}
+		case <-vm.done:
+			return fmt.Errorf("qemu exited: %v", vm.ExitError())
+		case <-ctx.Done():
+			return fmt.Errorf("waiting for the agent to reopen its channel: %w", ctx.Err())
+		}
+	}
+}
+
 // poll runs the QMP command cmd every interval, decoding what it returns
 // into ret, until check says it is done (or failed), QEMU exits or ctx
 // ends.

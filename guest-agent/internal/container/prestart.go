@@ -79,6 +79,18 @@ func (m *Manager) Prestart(ctx context.Context) error {
 	return nil
 }
 
+// EnsurePrestarted prestarts the next container's init unless one waits
+// already.
+func (m *Manager) EnsurePrestarted(ctx context.Context) error {
+	m.mu.Lock()
+	waiting := m.prestarted != nil
+	m.mu.Unlock()
+	if waiting {
+		return nil
+	}
+	return m.Prestart(ctx)
+}
+
 // prestartTimeout bounds the wait for a prestarted init to run, which holds
 // the agent's channel shut: it takes ~0.1 s under TCG.
 const prestartTimeout = 10 * time.Second

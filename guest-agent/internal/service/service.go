@@ -31,6 +31,9 @@ type Containers interface {
 	Wait(ctx context.Context, cid, eid string) (container.WaitResult, error)
 	Signal(cid, eid string, sig unix.Signal, all bool) error
 	Delete(ctx context.Context, cid string) error
+	// EnsurePrestarted starts the next container's init ahead unless one
+	// waits already.
+	EnsurePrestarted(ctx context.Context) error
 	Shutdown()
 	Exec(ctx context.Context, req *api.ExecProcessRequest) error
 	DeleteProcess(ctx context.Context, cid, eid string) error
@@ -141,6 +144,11 @@ func (s *Service) SignalProcess(ctx context.Context, req *api.SignalProcessReque
 func (s *Service) DeleteContainer(ctx context.Context, req *api.DeleteContainerRequest) (*api.Empty, error) {
 	if err := s.Containers.Delete(ctx, req.GetContainerId()); err != nil {
 		return nil, errgrpc.ToGRPC(err)
+	}
+	if req.GetPrestartNext() {
+		if err := s.Containers.EnsurePrestarted(ctx); err != nil {
+			return nil, refuse(errdefs.ErrInternal, "%v", err)
+		}
 	}
 	return &api.Empty{}, nil
 }
