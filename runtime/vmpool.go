@@ -79,7 +79,7 @@ const VMPoolCommand = "vm-pool"
 // vmPoolPaths gives: a config changed since the shim that started the pool
 // read it is refused) until ctx ends or the pool has been idle for
 // vm_pool_idle. Another pool already serving the socket is no error.
-func ServeVMPool(ctx context.Context, cfg *config.Config, stateRoot, socket string) error {
+func ServeVMPool(ctx context.Context, cfg *config.Config, stateRoot, socket string, prime ...vmpool.Shape) error {
 	if cfg.VMPoolSize == 0 {
 		return errors.New("vm_pool_size = 0: the VM pool is off")
 	}
@@ -117,7 +117,7 @@ func ServeVMPool(ctx context.Context, cfg *config.Config, stateRoot, socket stri
 	starter := poolStarter{cfg: cfg, setup: &poolSetup}
 	srv := &vmpool.Server{Dir: dir, Size: cfg.VMPoolSize, Start: starter.start, ShapeIdle: cfg.VMPoolIdle.Duration, Exit: cfg.VMPoolIdle.Duration}
 	log.G(ctx).WithFields(log.Fields{"socket": socket, "size": cfg.VMPoolSize}).Info("vm pool: serving")
-	return srv.Serve(ctx, l)
+	return srv.Serve(ctx, l, prime...)
 }
 
 // removeStalePoolVMs stops and removes the VMs a pool that died left in
@@ -420,7 +420,7 @@ func (cr *creation) claimPooledVM(ctx context.Context) (undoFunc, error) {
 	cancel()
 	switch {
 	case errors.Is(err, syscall.ENOENT) || errors.Is(err, syscall.ECONNREFUSED):
-		cr.r.startVMPool(ctx, socket)
+		cr.r.startVMPool(ctx, socket, shape)
 		return nil, nil
 	case err != nil:
 		log.G(ctx).WithError(err).Warn("vm pool: no VM from it")
@@ -520,13 +520,13 @@ func (pv *pooledVM) close() {
 
 // startVMPool starts the VM pool process for the next creates, without
 // waiting for it.
-func (r *Runtime) startVMPool(ctx context.Context, socket string) {
+func (r *Runtime) startVMPool(ctx context.Context, socket string, first vmpool.Shape) {
 	exe, err := os.Executable()
 	if err == nil {
 		err = os.MkdirAll(filepath.Dir(socket), 0o700)
 	}
 	if err == nil {
-		argv := []string{exe, VMPoolCommand, "--socket", socket, "--state-root", r.cfg.StateRoot}
+		argv := []string{exe, VMPoolCommand, "--socket", socket, "--state-root", r.cfg.StateRoot, "--shape", first.Key()}
 		if r.cfg.ConfigPath != "" {
 			argv = append(argv, "--config", r.cfg.ConfigPath)
 		}

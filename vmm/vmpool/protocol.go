@@ -25,8 +25,20 @@ type Shape struct {
 	NIC bool `json:"nic"`
 }
 
-// key names the shape in the pool's map.
-func (s Shape) key() string {
+// ParseShape reads a shape's Key (a VM pool's command line carries one).
+func ParseShape(text string) (Shape, error) {
+	var s Shape
+	if err := json.Unmarshal([]byte(text), &s); err != nil {
+		return Shape{}, fmt.Errorf("VM shape %q: %w", text, err)
+	}
+	if s.MemoryMiB == 0 || s.CPUs == 0 {
+		return Shape{}, fmt.Errorf("VM shape %q: memory_mib and cpus must be set", text)
+	}
+	return s, nil
+}
+
+// Key names the shape: its JSON, which ParseShape reads.
+func (s Shape) Key() string {
 	b, _ := json.Marshal(s)
 	return string(b)
 }

@@ -72,8 +72,10 @@ func retryAfter(failures int) time.Duration {
 }
 
 // Serve answers the clients of l until ctx ends or no VM has been asked
-// for within s.Exit; then it stops every idle VM and returns.
-func (s *Server) Serve(ctx context.Context, l *net.UnixListener) error {
+// for within s.Exit; then it stops every idle VM and returns. VMs of the
+// shapes in prime are started at once, as if asked for: the shape of the
+// create that found no pool running, for the next one.
+func (s *Server) Serve(ctx context.Context, l *net.UnixListener, prime ...Shape) error {
 	if s.Size < 1 {
 		return fmt.Errorf("vm pool: size %d: at least 1", s.Size)
 	}
@@ -83,6 +85,13 @@ func (s *Server) Serve(ctx context.Context, l *net.UnixListener) error {
 	s.mu.Unlock()
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	for _, shape := range prime {
+		if vm := s.take(ctx, shape); vm != nil {
+			// None is idle yet: take only starts them.
+			closeFiles(vm.Files)
+			vm.Stop(ctx)
+		}
+	}
 	go s.expire(ctx, cancel)
 	go func() {
 		<-ctx.Done()
@@ -183,10 +192,10 @@ func (s *Server) take(ctx context.Context, shape Shape) *VM {
 	defer s.mu.Unlock()
 	now := time.Now()
 	s.lastAsked = now
-	sv := s.shapes[shape.key()]
+	sv := s.shapes[shape.Key()]
 	if sv == nil {
 		sv = &shapeVMs{shape: shape}
-		s.shapes[shape.key()] = sv
+		s.shapes[shape.Key()] = sv
 	}
 	sv.lastAsked = now
 	var vm *VM
@@ -239,7 +248,7 @@ func (s *Server) startOne(ctx context.Context, sv *shapeVMs) {
 		return
 	}
 	sv.failures = 0
-	if s.shapes[sv.shape.key()] != sv {
+	if s.shapes[sv.shape.Key()] != sv {
 		// Dropped meanwhile.
 		go vm.Stop(ctx)
 		return
