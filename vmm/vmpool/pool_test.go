@@ -252,4 +252,3 @@ func TestParseShape(t *testing.T) {
 		}
 	}
 }
-
