@@ -24,7 +24,7 @@ import (
 const DefaultPath = "/etc/gondolin/config.toml"
 
 // DefaultVMPoolSize is vm_pool_size's default: idle VMs per VM shape.
-const DefaultVMPoolSize = 0
+const DefaultVMPoolSize = 1
 
 // MaxVMPoolSize bounds vm_pool_size.
 const MaxVMPoolSize = 16
