@@ -66,6 +66,10 @@ func (s *Session) setupRuntime(ctx context.Context, name string) *Runtime {
 		rt = s.setupRunsc(ctx)
 	case "gondolin", "gondolin-base":
 		rt = s.setupGondolin(ctx, name, "")
+	case "gondolin-nopool", "gondolin-nopool-base":
+		// The built-in config without its VM pool: each create starts
+		// (resumes) its own VM, as before the pool.
+		rt = s.setupGondolin(ctx, name, "vm_pool_size = 0\n")
 	case "gondolin-snapshot", "gondolin-snapshot-base":
 		// snapshot_boot with QEMU 10 and the Rust virtiofsd, which
 		// `make tools` puts into the tools directory.
@@ -75,7 +79,7 @@ func (s *Session) setupRuntime(ctx context.Context, name string) *Runtime {
 			filepath.Join(filepath.Dir(s.Opts.Tools), "qemu", "usr", "bin", "qemu-system-x86_64"),
 			filepath.Join(s.Opts.Tools, "virtiofsd"), snapshots))
 	default:
-		return &Runtime{Info: &report.Runtime{Name: name, Absent: "unknown runtime (runc, runsc, gondolin, gondolin-snapshot, and with a baseline build gondolin-base, gondolin-snapshot-base)"}}
+		return &Runtime{Info: &report.Runtime{Name: name, Absent: "unknown runtime (runc, runsc, gondolin, gondolin-nopool, gondolin-snapshot, and with a baseline build gondolin-base, gondolin-nopool-base, gondolin-snapshot-base)"}}
 	}
 	return rt
 }

@@ -46,7 +46,7 @@ func run() int {
 		{name: "download-mib", env: "BENCH_DOWNLOAD_MIB", full: "256", quick: "32", usage: "MiB of the HTTPS download"},
 		{name: "idle", env: "BENCH_IDLE", full: "10", quick: "3", usage: "idle containers at once for the memory figure"},
 		{name: "settle", env: "BENCH_SETTLE", full: "10s", quick: "3s", usage: "wait after starting idle containers before reading their memory"},
-		{name: "runtimes", env: "BENCH_RUNTIMES", full: "runc,runsc,gondolin", quick: "runc,runsc,gondolin", usage: "runtimes, in column order"},
+		{name: "runtimes", env: "BENCH_RUNTIMES", full: "runc,runsc,gondolin,gondolin-nopool", quick: "runc,runsc,gondolin", usage: "runtimes, in column order"},
 		{name: "workloads", env: "BENCH_WORKLOADS", full: strings.Join(harness.AllWorkloads, ","), quick: strings.Join(harness.AllWorkloads, ","), usage: "workloads to run"},
 	}
 	quick := flag.Bool("quick", os.Getenv("BENCH_QUICK") == "1", "short smoke run: small sizes, few runs (env BENCH_QUICK=1); figures are not for comparison")
