@@ -132,37 +132,52 @@ func allPIDs() []int {
 	return pids
 }
 
-// ShimPIDs returns the shim processes (any runtime) serving container id for
-// the containerd at address: they run with "-id ID -address ADDRESS".
-func ShimPIDs(id, address string) []int {
-	var out []int
+// procTable is a snapshot of the host's processes: each one's parent and
+// command line (nil for a kernel thread).
+type procTable struct {
+	ppid map[int]int
+	args map[int][]string
+}
+
+// readProcTable reads /proc. Processes that vanish while it reads are
+// left out.
+func readProcTable() procTable {
+	t := procTable{ppid: map[int]int{}, args: map[int][]string{}}
 	for _, pid := range allPIDs() {
-		b, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "cmdline"))
-		if err != nil || len(b) == 0 {
+		dir := filepath.Join("/proc", strconv.Itoa(pid))
+		b, err := os.ReadFile(filepath.Join(dir, "stat"))
+		if err != nil {
 			continue
 		}
-		args := strings.Split(strings.TrimRight(string(b), "\x00"), "\x00")
-		if !strings.Contains(filepath.Base(args[0]), "containerd-shim") {
+		ppid, err := parseStatPPID(string(b))
+		if err != nil {
 			continue
 		}
-		if argValue(args, "-id") == id && argValue(args, "-address") == address {
+		t.ppid[pid] = ppid
+		if b, err := os.ReadFile(filepath.Join(dir, "cmdline")); err == nil && len(b) > 0 {
+			t.args[pid] = strings.Split(strings.TrimRight(string(b), "\x00"), "\x00")
+		}
+	}
+	return t
+}
+
+// existing returns the pids of the table's processes, in the order given.
+func (t procTable) existing(pids []int) []int {
+	var out []int
+	for _, pid := range pids {
+		if _, ok := t.ppid[pid]; ok {
 			out = append(out, pid)
 		}
 	}
 	return out
 }
 
-// Descendants returns pids and every process below them.
-func Descendants(pids []int) []int {
+// descendants returns pids and every process below them, each once,
+// sorted.
+func (t procTable) descendants(pids []int) []int {
 	children := map[int][]int{}
-	for _, pid := range allPIDs() {
-		b, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "stat"))
-		if err != nil {
-			continue
-		}
-		if ppid, err := parseStatPPID(string(b)); err == nil {
-			children[ppid] = append(children[ppid], pid)
-		}
+	for pid, ppid := range t.ppid {
+		children[ppid] = append(children[ppid], pid)
 	}
 	seen := map[int]bool{}
 	var out []int
@@ -176,6 +191,22 @@ func Descendants(pids []int) []int {
 		seen[p] = true
 		out = append(out, p)
 		queue = append(queue, children[p]...)
+	}
+	sort.Ints(out)
+	return out
+}
+
+// shims returns the shim processes (any runtime) serving container id for
+// the containerd at address: they run with "-id ID -address ADDRESS".
+func (t procTable) shims(id, address string) []int {
+	var out []int
+	for pid, args := range t.args {
+		if !strings.Contains(filepath.Base(args[0]), "containerd-shim") {
+			continue
+		}
+		if argValue(args, "-id") == id && argValue(args, "-address") == address {
+			out = append(out, pid)
+		}
 	}
 	sort.Ints(out)
 	return out
@@ -217,15 +248,33 @@ func procName(dir string) string {
 	return strings.TrimSpace(string(comm))
 }
 
-// ContainerProcs returns every host process of container id: its shim and
-// everything below it (runc's container processes; runsc's sandbox and gofer;
-// gondolin's QEMU and virtiofsd).
-func ContainerProcs(id, address string) ([]Proc, error) {
-	shims := ShimPIDs(id, address)
-	if len(shims) == 0 {
+// ContainerProcs returns every host process of container id in the
+// containerd namespace: its shim and everything below it (runc's container
+// processes; runsc's sandbox and gofer; gondolin's QEMU and virtiofsd),
+// each once. With gondolin, also the VM processes the container's state
+// file records and everything below them: a VM the container took from the
+// VM pool is the pool process's child, not its shim's. A gondolin
+// container without a state file is an error (its VM would go uncounted).
+func ContainerProcs(address, namespace, id string, gondolin bool) ([]Proc, error) {
+	t := readProcTable()
+	roots := t.shims(id, address)
+	if len(roots) == 0 {
 		return nil, fmt.Errorf("no shim process found for container %s", id)
 	}
-	return ProcsPSS(Descendants(shims)), nil
+	if gondolin {
+		dir := gondolinStateDir(gondolinStateRoot, namespace, id)
+		st, ok, err := readVMState(dir)
+		if err != nil {
+			return nil, fmt.Errorf("container %s: %w", id, err)
+		}
+		if !ok {
+			return nil, fmt.Errorf("gondolin container %s (namespace %s) has no state file in %s: the processes of its VM cannot be found", id, namespace, dir)
+		}
+		// Only those that still exist: a VM process that exited is no
+		// part of the figure.
+		roots = append(roots, t.existing(st.pids())...)
+	}
+	return ProcsPSS(t.descendants(roots)), nil
 }
 
 // SumPSS adds up the PSS of procs, in MiB.

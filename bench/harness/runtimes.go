@@ -35,6 +35,9 @@ type Runtime struct {
 	// when there is none, NoCRI saying why.
 	CRIHandler string
 	NoCRI      string
+	// Shim is the gondolin shim binary containerd runs for it ("" for
+	// the other runtimes): its VM pools run that binary.
+	Shim string
 }
 
 // Name is the runtime's short name (runc, runsc, gondolin).
@@ -43,9 +46,20 @@ func (r *Runtime) Name() string { return r.Info.Name }
 // GondolinRuntimeType is the containerd runtime of gondolin's shim.
 const GondolinRuntimeType = "io.containerd.gondolin.v1"
 
+// Gondolin says the runtime is a gondolin build: its containers' VM
+// processes are recorded in their state files, and it may run a VM pool.
+func (r *Runtime) Gondolin() bool { return r.Info.RuntimeType == GondolinRuntimeType }
+
+// ConfigPath is the runtime config `ctr run` hands the shim ("" for none:
+// gondolin's built-in config). A gondolin VM pool serves one config.
+func (r *Runtime) ConfigPath() string {
+	v, _ := flagValue(r.RunFlags, "runtime-config-path")
+	return v
+}
+
 // LogsPhases says the runtime's shim logs the steps of a container's start
 // into containerd's log (gondolin's does), for the start phases.
-func (r *Runtime) LogsPhases() bool { return r.Info.RuntimeType == GondolinRuntimeType }
+func (r *Runtime) LogsPhases() bool { return r.Gondolin() }
 
 func hostNet(*HTTPSServer, DownloadKind) ([]string, error) { return []string{"--net-host"}, nil }
 
@@ -260,6 +274,7 @@ func (s *Session) setupGondolin(ctx context.Context, name, config string) *Runti
 		info.How = "containerd-shim-gondolin-v1 from " + shim + " (the baseline, commit " + s.Opts.BaselineRev + "), built-in config"
 		rt.RunFlags = []string{"--runtime", shim}
 	}
+	rt.Shim = shim
 	if config != "" {
 		dir := filepath.Join(s.Opts.WorkDir, name)
 		path := filepath.Join(dir, "config.toml")

@@ -594,8 +594,9 @@ func (s *Session) hostFetch(ctx context.Context, url string, n int64) (float64, 
 // --- memory -----------------------------------------------------------------------------
 
 func (s *Session) workMemory(ctx context.Context) error {
-	m1 := s.metric("mem_idle_1", "memory", "host memory (PSS) of one idle container: shim and every process below it", "memory, 1 idle container", "MiB", report.LowerIsBetter)
-	mN := s.metric("mem_idle_n", "memory", fmt.Sprintf("host memory (PSS) of %d idle containers at once, total", s.Opts.IdleN), fmt.Sprintf("memory, %d idle, total", s.Opts.IdleN), "MiB", report.LowerIsBetter)
+	m1 := s.metric("mem_idle_1", "memory", "host memory (PSS) of one idle container: shim and every process below it; gondolin: also the VM processes its state file records "+
+		"(a VM from the VM pool is the pool's child) and the VM pool serving its config (the pool process and its idle VMs)", "memory, 1 idle container", "MiB", report.LowerIsBetter)
+	mN := s.metric("mem_idle_n", "memory", fmt.Sprintf("host memory (PSS) of %d idle containers at once, total (gondolin: with its VM pool, once)", s.Opts.IdleN), fmt.Sprintf("memory, %d idle, total", s.Opts.IdleN), "MiB", report.LowerIsBetter)
 	mEach := s.metric("mem_idle_n_each", "memory", fmt.Sprintf("… per container, with %d idle at once", s.Opts.IdleN), fmt.Sprintf("memory, %d idle, each", s.Opts.IdleN), "MiB", report.LowerIsBetter)
 	// Under TCG, QEMU's translation cache is a large part of each VM's
 	// memory that a KVM host would not have: it gets a row of its own.
@@ -634,7 +635,9 @@ func (s *Session) workMemory(ctx context.Context) error {
 
 // idleMemory starts n idle containers, waits for them to settle and returns
 // the summed PSS of all their host processes, and the part of it in
-// anonymous executable memory (TCG's translation caches).
+// anonymous executable memory (TCG's translation caches). A gondolin
+// runtime's VM pool is counted too, once however many containers took a
+// VM from it: its idle VMs are what makes their creates fast.
 func (s *Session) idleMemory(ctx context.Context, rt *Runtime, n, round int) (pssMiB, jitMiB float64, desc string, err error) {
 	var ids []string
 	defer func() {
@@ -656,11 +659,21 @@ func (s *Session) idleMemory(ctx context.Context, rt *Runtime, n, round int) (ps
 	}
 	var all []Proc
 	for _, id := range ids {
-		procs, err := ContainerProcs(id, s.Opts.Address)
+		procs, err := ContainerProcs(s.Opts.Address, s.Ctr.Namespace, id, rt.Gondolin())
 		if err != nil {
 			return 0, 0, "", err
 		}
-		all = append(all, procs...)
+		all = append(all, withoutProcs(procs, all)...)
 	}
-	return SumPSS(all), SumJIT(all), DescribeProcs(all), nil
+	var pool string
+	if rt.Gondolin() {
+		pools, procs, err := VMPoolProcs(rt.Shim, rt.ConfigPath())
+		if err != nil {
+			return 0, 0, "", fmt.Errorf("the VM pool of %s: %w", rt.Name(), err)
+		}
+		procs = withoutProcs(procs, all)
+		all = append(all, procs...)
+		pool = "; " + describePool(pools, procs)
+	}
+	return SumPSS(all), SumJIT(all), DescribeProcs(all) + pool, nil
 }
