@@ -49,18 +49,49 @@ source .cache/dev/env
 log="$GONDOLIN_DEV_CONTAINERD_LOG"
 lines() { wc -l <"$log"; }
 # count_boots LINE FILE: the shim log after the containerd log's first LINE
-# lines, into FILE; prints how many VMs resumed and how many booted.
+# lines, into FILE; prints how many VMs resumed, how many booted and how many
+# came from the VM pool (which resumed or booted them; its log is its own).
 count_boots() {
 	tail -n "+$(($1 + 1))" "$log" >"$2"
 	echo "$(grep -a 'msg="guest agent ready"' "$2" | grep -c 'boot=snapshot')" \
-		"$(grep -a 'msg="guest agent ready"' "$2" | grep -c 'boot=cold')"
+		"$(grep -a 'msg="guest agent ready"' "$2" | grep -c 'boot=cold')" \
+		"$(grep -a 'msg="guest agent ready"' "$2" | grep -c 'boot=pool')"
+}
+# pool_log MARK FILE: what the VM pools (runtime/vmpool.go) logged since mark_pool_logs
+# MARK, into FILE (their logs are appended to across runs; a pool started since has a
+# log of its own, read whole).
+pool_log_dir=/run/gondolin/vm-pool
+mark_pool_logs() {
+	local f
+	for f in "$pool_log_dir"/*.log; do
+		if [[ -f $f ]]; then echo "hack/integration.sh mark $1" >>"$f"; fi
+	done
+	return 0
+}
+pool_log() {
+	local f
+	: >"$2"
+	for f in "$pool_log_dir"/*.log; do
+		[[ -f $f ]] || continue
+		if grep -q "hack/integration.sh mark $1" "$f"; then
+			sed -n "/hack\/integration.sh mark $1/,\$p" "$f" >>"$2"
+		else
+			cat "$f" >>"$2"
+		fi
+	done
 }
 
 # --- pass 1: the default path ------------------------------------------------------
 start=$(lines)
+mark_pool_logs pass1
 go test -tags integration -count=1 -v -timeout 60m ./integration/... "$@"
-read -r resumed booted < <(count_boots "$start" "$tmp/default.log")
-say "default path: $resumed VMs resumed from a snapshot, $booted booted (tests that name another QEMU or virtiofsd, or give a guest that cannot boot)"
+read -r resumed booted pooled < <(count_boots "$start" "$tmp/default.log")
+pool_log pass1 "$tmp/pool.log"
+say "default path: $pooled VMs from the VM pool ($(grep -ac 'boot=snapshot' "$tmp/pool.log") resumed and warmed up by it), $resumed resumed from a snapshot, $booted booted (tests that name another QEMU or virtiofsd, or give a guest that cannot boot)"
+if grep -a 'level=warning\|level=error' "$tmp/pool.log" >&2; then
+	say "the VM pools warned (above; $pool_log_dir/*.log)"
+fi
+((pooled > 0)) || die "no container of the default path got a VM from the VM pool (see $log and $pool_log_dir/*.log)"
 # A snapshot that could not be made is reported, not fatal: some tests give a
 # kernel that cannot boot. One that was made but did not load is a bug.
 made="$(grep -a 'snapshot_boot: no VM snapshot to resume' "$tmp/default.log" | sed -n 's/.*error="\([^"]*\)".*/\1/p' | cut -c1-300 | sort | uniq -c || true)"
@@ -68,8 +99,8 @@ if [[ -n $made ]]; then
 	say "VMs that booted because no snapshot could be made for their shape (count, why):"
 	echo "$made" >&2
 fi
-((resumed > 0)) || die "the default path resumed no VM: the shim did not find or could not use $bundled (see $log)"
-if grep -a 'resuming the VM snapshot failed' "$tmp/default.log" >&2; then
+((resumed + pooled > 0)) || die "the default path resumed no VM: the shim did not find or could not use $bundled (see $log)"
+if grep -a 'resuming the VM snapshot failed' "$tmp/default.log" "$tmp/pool.log" >&2; then
 	die "a VM snapshot failed to load on the default path (above; see $log)"
 fi
 
@@ -83,6 +114,8 @@ cat >"$tmp/booted.toml" <<CONFIG
 qemu_path = "$system_qemu"
 virtiofsd_path = "$c_virtiofsd"
 snapshot_boot = false
+# The plainest path: no VM pool (pass 1 runs with the default pool).
+vm_pool_size = 0
 CONFIG
 cp "$GONDOLIN_DEV_TEST_CONFIG" "$tmp/gondolin-test.toml.orig"
 trap 'cp "$tmp/gondolin-test.toml.orig" "$GONDOLIN_DEV_TEST_CONFIG"; hack/dev-down.sh; rm -rf "$tmp"' EXIT
@@ -92,8 +125,8 @@ start=$(lines)
 GONDOLIN_TEST_RUNTIME_CONFIG="$tmp/booted.toml" GONDOLIN_TEST_DOCKER_RUNTIME=gondolin-test GONDOLIN_TEST_CRI_HANDLER=gondolin-test \
 	go test -tags integration -count=1 -v -timeout 20m ./integration/... "$@" -run "$SMOKE"
 cp "$tmp/gondolin-test.toml.orig" "$GONDOLIN_DEV_TEST_CONFIG"
-read -r resumed booted < <(count_boots "$start" "$tmp/booted.log")
+read -r resumed booted pooled < <(count_boots "$start" "$tmp/booted.log")
 say "booted path: $booted VMs booted, $resumed resumed"
-((booted > 0 && resumed == 0)) || die "the booted path's smoke run resumed $resumed VMs and booted $booted: want boots only (see $log)"
+((booted > 0 && resumed == 0 && pooled == 0)) || die "the booted path's smoke run resumed $resumed VMs, took $pooled from a VM pool and booted $booted: want boots only (see $log)"
 # The shim logs each VMM command line at debug level, which dev-up's containerd runs at.
 grep -aq "starting $system_qemu " "$tmp/booted.log" || die "the booted path's smoke run never started $system_qemu (see $log)"

@@ -70,9 +70,10 @@ func TestShimKilled(t *testing.T) {
 func TestWedgedVM(t *testing.T) {
 	id := startDetached(t, nil, "sleep", "1000")
 	waitStatus(t, id, "RUNNING", "")
-	qemu := pidsOf("gondolin-" + id + ",")
-	if len(qemu) != 1 {
-		t.Fatalf("want one qemu for %s, found %v", id, qemu)
+	// From its state: a VM from the VM pool does not name its container.
+	qemu := []int{vmmPid(t, id)}
+	if qemu[0] == 0 {
+		t.Fatalf("no VMM recorded for %s", id)
 	}
 	if err := syscall.Kill(qemu[0], syscall.SIGSTOP); err != nil {
 		t.Fatal(err)

@@ -10,12 +10,14 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -304,14 +306,19 @@ func leftovers(id string) []string {
 func leftoversIn(ns, id string) []string {
 	var found []string
 	stateDir := gruntime.StateDir(gruntime.DefaultStateRoot, ns, id)
+	recorded := map[int]bool{}
+	for _, pid := range recordedVMPids(ns, id) {
+		recorded[pid] = true
+	}
 	procs, _ := filepath.Glob("/proc/[0-9]*/cmdline")
 	for _, p := range procs {
 		b, err := os.ReadFile(p)
 		if err != nil {
 			continue
 		}
+		pid, _ := strconv.Atoi(filepath.Base(filepath.Dir(p)))
 		cmdline := string(bytes.ReplaceAll(b, []byte{0}, []byte(" ")))
-		if strings.Contains(cmdline, "gondolin-"+id+",") || strings.Contains(cmdline, stateDir) {
+		if strings.Contains(cmdline, "gondolin-"+id+",") || strings.Contains(cmdline, stateDir) || recorded[pid] {
 			found = append(found, "process "+filepath.Base(filepath.Dir(p))+": "+cmdline)
 		}
 	}
@@ -324,6 +331,88 @@ func leftoversIn(ns, id string) []string {
 	}
 	if _, err := os.Stat(stateDir); err == nil {
 		found = append(found, "state directory "+stateDir)
+	}
+	return append(found, orphanedPoolVMs()...)
+}
+
+// recordedVMPids are the VM processes (VMM, file servers) container id's
+// state file records: a VM from the VM pool names the pool's directory on
+// its command line, not the container.
+func recordedVMPids(ns, id string) []int {
+	b, err := os.ReadFile(filepath.Join(gruntime.StateDir(gruntime.DefaultStateRoot, ns, id), "state.json"))
+	if err != nil {
+		return nil
+	}
+	var st struct {
+		VMM  int   `json:"qemu_pid"`
+		Fsds []int `json:"virtiofsd_pids"`
+	}
+	if json.Unmarshal(b, &st) != nil {
+		return nil
+	}
+	var pids []int
+	for _, p := range append([]int{st.VMM}, st.Fsds...) {
+		if p > 0 && syscall.Kill(p, 0) == nil {
+			pids = append(pids, p)
+		}
+	}
+	return pids
+}
+
+// vmmPid is container id's VMM process (0 if its state records none).
+func vmmPid(t *testing.T, id string) int {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(gruntime.StateDir(gruntime.DefaultStateRoot, namespace(), id), "state.json"))
+	if err != nil {
+		t.Fatalf("state of %s: %v", id, err)
+	}
+	var st struct {
+		VMM int `json:"qemu_pid"`
+	}
+	if err := json.Unmarshal(b, &st); err != nil {
+		t.Fatal(err)
+	}
+	return st.VMM
+}
+
+// poolVMDir finds a VM pool's VM directory in a command line.
+var poolVMDir = regexp.MustCompile(regexp.QuoteMeta(gruntime.DefaultStateRoot) + `/vm-pool/[0-9a-f]+/vm-[0-9]+`)
+
+// orphanedPoolVMs lists the processes of VMs a pool handed over (their
+// directory has left the pool) that no container's state records: a
+// container taken from the pool names its VM only in its state file, not
+// in the VM's command line.
+func orphanedPoolVMs() []string {
+	recorded := map[int]bool{}
+	states, _ := filepath.Glob(filepath.Join(gruntime.DefaultStateRoot, "*", "state.json"))
+	for _, f := range states {
+		var st struct {
+			VMM  int   `json:"qemu_pid"`
+			Fsds []int `json:"virtiofsd_pids"`
+		}
+		if b, err := os.ReadFile(f); err == nil && json.Unmarshal(b, &st) == nil {
+			recorded[st.VMM] = true
+			for _, p := range st.Fsds {
+				recorded[p] = true
+			}
+		}
+	}
+	var found []string
+	procs, _ := filepath.Glob("/proc/[0-9]*/cmdline")
+	for _, p := range procs {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			continue
+		}
+		dir := poolVMDir.Find(b)
+		pid, _ := strconv.Atoi(filepath.Base(filepath.Dir(p)))
+		if dir == nil || recorded[pid] {
+			continue
+		}
+		if _, err := os.Stat(string(dir)); err == nil {
+			continue // still the pool's
+		}
+		found = append(found, "orphaned pool VM process "+strconv.Itoa(pid)+": "+string(bytes.ReplaceAll(b, []byte{0}, []byte(" "))))
 	}
 	return found
 }

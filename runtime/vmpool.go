@@ -132,6 +132,15 @@ func removeStalePoolVMs(ctx context.Context, dir string) {
 			continue
 		}
 		vmDir := filepath.Join(dir, e.Name())
+		// A VM handed over has left its directory (its sockets are in
+		// its container's state directory): its processes are a
+		// container's, never the pool's to stop.
+		if _, err := os.Lstat(filepath.Join(vmDir, "qmp.sock")); err != nil {
+			if err := removePoolVMDir(vmDir); err != nil {
+				log.G(ctx).WithError(err).WithField("dir", vmDir).Warn("vm pool: remove a handed-over VM's directory")
+			}
+			continue
+		}
 		for _, pid := range pidsNaming(vmDir + "/") {
 			if err := killIfOurs(pid, vmDir+"/"); err != nil {
 				log.G(ctx).WithError(err).Warn("vm pool: stop a stale VM")
@@ -475,8 +484,14 @@ func (cr *creation) takeOver(poolDir string, cl *vmpool.Claimed) (*pooledVM, err
 	if err := os.Rename(filepath.Join(cl.Dir, podShareName), podDir); err != nil {
 		return nil, fmt.Errorf("move the pool VM's pod share: %w", err)
 	}
-	for _, name := range []string{"qmp.sock", channelName, fsSocket} {
-		if err := os.Rename(filepath.Join(cl.Dir, name), h.path(name)); err != nil {
+	for _, name := range []string{"qmp.sock", channelName, fsSocket, fsSocket + ".pid"} {
+		err := os.Rename(filepath.Join(cl.Dir, name), h.path(name))
+		// The Rust virtiofsd's pid file beside its socket; the C one has
+		// none.
+		if errors.Is(err, os.ErrNotExist) && strings.HasSuffix(name, ".pid") {
+			continue
+		}
+		if err != nil {
 			return nil, fmt.Errorf("move the pool VM's %s: %w", name, err)
 		}
 	}
