@@ -117,7 +117,13 @@ func ServeVMPool(ctx context.Context, cfg *config.Config, stateRoot, socket stri
 	starter := poolStarter{cfg: cfg, setup: &poolSetup}
 	srv := &vmpool.Server{Dir: dir, Size: cfg.VMPoolSize, Start: starter.start, ShapeIdle: cfg.VMPoolIdle.Duration, Exit: cfg.VMPoolIdle.Duration}
 	log.G(ctx).WithFields(log.Fields{"socket": socket, "size": cfg.VMPoolSize}).Info("vm pool: serving")
-	return srv.Serve(ctx, l, prime...)
+	err = srv.Serve(ctx, l, prime...)
+	// Empty once its VMs are stopped (a VM directory kept because its
+	// share could not be detached keeps it too). The lock file stays: a
+	// pool starting meanwhile may hold it open.
+	_ = os.Remove(dir)
+	log.G(ctx).Info("vm pool: exited")
+	return err
 }
 
 // removeStalePoolVMs stops and removes the VMs a pool that died left in

@@ -230,6 +230,7 @@ func (s *Server) refillLocked(ctx context.Context, sv *shapeVMs) {
 
 // startOne starts one VM of sv's shape and makes it idle.
 func (s *Server) startOne(ctx context.Context, sv *shapeVMs) {
+	begin := time.Now()
 	dir, err := os.MkdirTemp(s.Dir, "vm-")
 	var vm *VM
 	if err == nil {
@@ -254,6 +255,7 @@ func (s *Server) startOne(ctx context.Context, sv *shapeVMs) {
 		return
 	}
 	sv.idle = append(sv.idle, vm)
+	log.G(ctx).WithFields(log.Fields{"dir": vm.Dir, "shape": sv.shape.String(), "ms": time.Since(begin).Milliseconds()}).Info("vm pool: VM ready")
 	go s.watch(ctx, sv, vm)
 	s.refillLocked(ctx, sv)
 }
