@@ -23,21 +23,6 @@ CONTAINERD="$TOOLS_DIR/bin/containerd"
 SHIM="$OUT_BIN/$SHIM_NAME"
 dev_lock
 
-# wait_gone SECONDS PID...: true when all PIDs have exited in time.
-wait_gone() {
-	local secs=$1 p alive i
-	shift
-	for ((i = 0; i < secs * 10; i++)); do
-		alive=false
-		for p in "$@"; do
-			pid_alive "$p" && alive=true
-		done
-		$alive || return 0
-		sleep 0.1
-	done
-	return 1
-}
-
 # --- kubelet ---------------------------------------------------------------------------------
 # First of all: it would restart the static pods that the steps below stop.
 kpids=()
@@ -155,36 +140,7 @@ fi
 rm -f "$DEV_PIDFILE"
 
 # --- VM pools ------------------------------------------------------------------------------
-# The VM pools this tree's shims started (`$SHIM_NAME vm-pool`, runtime/vmpool.go): SIGTERM
-# stops their idle VMs and removes their directories. One that does not exit in time is
-# killed with its children (its idle VMs; the VMs it handed to containers are gone with
-# them by now), and what its VMs had mounted in its directory is detached.
-pools=()
-pool_dirs=()
-for d in /proc/[0-9]*; do
-	p=${d#/proc/}
-	[[ "$(exe_of "$p")" == "$SHIM" && "$(cmdline_of "$p" | sed -n 2p)" == vm-pool ]] || continue
-	pools+=("$p")
-	sock="$(cmdline_of "$p" | awk 'prev == "--socket" {print; exit} {prev = $0}')"
-	[[ -n $sock ]] && pool_dirs+=("${sock%.sock}")
-done
-if ((${#pools[@]} > 0)); then
-	log "stopping the VM pools of this tree (pid ${pools[*]})"
-	mapfile -t kids < <(descendants_of "${pools[@]}")
-	kill -TERM "${pools[@]}" 2>/dev/null || true
-	if ! wait_gone "$STOP_TIMEOUT" "${pools[@]}"; then
-		log "VM pools still running after ${STOP_TIMEOUT}s: SIGKILL (with ${#kids[@]} child process(es))"
-		kill -KILL "${pools[@]}" "${kids[@]}" 2>/dev/null || true
-		wait_gone 5 "${pools[@]}" "${kids[@]}" || log "warning: some VM pool processes did not exit"
-	fi
-	for dir in "${pool_dirs[@]}"; do
-		[[ -d $dir ]] || continue
-		awk -v d="$dir/" 'index($5, d) == 1 {print $5}' /proc/self/mountinfo | sort -r | while read -r m; do
-			umount -l "$m" 2>/dev/null || log "warning: could not unmount $m"
-		done
-		rm -rf --one-file-system "$dir" || log "warning: could not remove $dir"
-	done
-fi
+stop_vm_pools "$STOP_TIMEOUT" "$SHIM"
 
 # --- leftover shims ------------------------------------------------------------------------
 # Shims of this tree that served the private containerd (-address is our socket), or

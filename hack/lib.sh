@@ -116,7 +116,7 @@ exe_of() {
 
 # cmdline_of PID: the arguments of PID, one per line.
 cmdline_of() {
-	tr '\0' '\n' <"/proc/$1/cmdline" 2>/dev/null || true
+	tr '\0' '\n' 2>/dev/null <"/proc/$1/cmdline" || true
 }
 
 # dev_containerd_pids: pids of containerd processes running with the private dev config
@@ -209,4 +209,54 @@ ctr_dev() {
 docker_dev() {
 	DOCKER_HOST="$DEV_DOCKER_HOST" DOCKER_CONFIG="$DEV_DOCKER_CLI_CONFIG" \
 		timeout "${DOCKER_TIMEOUT:-30}" "$TOOLS_DIR/bin/docker" "$@"
+}
+
+# wait_gone SECONDS PID...: true when all PIDs have exited in time.
+wait_gone() {
+	local secs=$1 p alive i
+	shift
+	for ((i = 0; i < secs * 10; i++)); do
+		alive=false
+		for p in "$@"; do
+			pid_alive "$p" && alive=true
+		done
+		$alive || return 0
+		sleep 0.1
+	done
+	return 1
+}
+
+# stop_vm_pools TIMEOUT SHIM...: stop the VM pools (`SHIM vm-pool`, runtime/vmpool.go)
+# those shim binaries started: SIGTERM stops their idle VMs and removes their
+# directories. One that does not exit within TIMEOUT seconds is killed with its children
+# (its idle VMs; the VMs it handed to containers are gone with them by then), and what
+# its VMs had mounted in its directory is detached. A pool of a binary replaced since
+# (its /proc/PID/exe ends in " (deleted)") counts as that binary's.
+stop_vm_pools() {
+	local timeout=$1 d p sock dir m pools=() dirs=() kids=()
+	shift
+	for d in /proc/[0-9]*; do
+		p=${d#/proc/}
+		[[ "$(cmdline_of "$p" | sed -n 2p)" == vm-pool ]] || continue
+		printf '%s\n' "$@" | grep -qxF -- "$(exe_of "$p")" || continue
+		pools+=("$p")
+		sock="$(cmdline_of "$p" | awk 'prev == "--socket" {print; exit} {prev = $0}')"
+		[[ -n $sock ]] && dirs+=("${sock%.sock}")
+	done
+	((${#pools[@]} > 0)) || return 0
+	log "stopping VM pools (pid ${pools[*]})"
+	mapfile -t kids < <(descendants_of "${pools[@]}")
+	kill -TERM "${pools[@]}" 2>/dev/null || true
+	if ! wait_gone "$timeout" "${pools[@]}"; then
+		log "VM pools still running after ${timeout}s: SIGKILL (with ${#kids[@]} child process(es))"
+		kill -KILL "${pools[@]}" "${kids[@]}" 2>/dev/null || true
+		wait_gone 5 "${pools[@]}" "${kids[@]}" || log "warning: some VM pool processes did not exit"
+	fi
+	for dir in "${dirs[@]}"; do
+		[[ -d $dir ]] || continue
+		awk -v d="$dir/" 'index($5, d) == 1 {print $5}' /proc/self/mountinfo | sort -r | while read -r m; do
+			umount -l "$m" 2>/dev/null || log "warning: could not unmount $m"
+		done
+		rm -rf --one-file-system "$dir" || log "warning: could not remove $dir"
+	done
 }
