@@ -196,10 +196,14 @@ func (vm *VM) Done() <-chan struct{} { return vm.done }
 func (vm *VM) ExitError() error {
 	select {
 	case <-vm.done:
-		if vm.exitErr != nil {
-			return fmt.Errorf("%w: %s", vm.exitErr, vm.Stderr())
+		if vm.exitErr == nil {
+			return nil
 		}
-		return nil
+		// An adopted QEMU's output went to the pool that started it.
+		if stderr := vm.Stderr(); stderr != "" {
+			return fmt.Errorf("%w: %s", vm.exitErr, stderr)
+		}
+		return vm.exitErr
 	default:
 		return nil
 	}
