@@ -322,6 +322,9 @@ bench_down() {
 		log "killing leftover shims (pid ${shims[*]}) and ${#kids[@]} child process(es)"
 		kill -KILL "${shims[@]}" "${kids[@]}" 2>/dev/null || true
 	fi
+	# The VM pools the bench's gondolin shims started (they outlive containerd and the
+	# shims: runtime/vmpool.go).
+	stop_vm_pools 10 "$BENCH_RUNTIME_DIR/bin/containerd-shim-gondolin-v1" "${BENCH_BASELINE_DIR:-$BENCH_CACHE_DIR/baseline}/bin/containerd-shim-gondolin-v1"
 	# Mounts under our run directory, and under the runc shim's state for our
 	# namespace (runsc pins a network namespace there: null-netns).
 	for i in 1 2 3; do
