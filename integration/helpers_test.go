@@ -627,25 +627,43 @@ func pidsOf(s string) []int {
 // shimPID finds the long-running shim serving container id.
 func shimPID(t *testing.T, id string) int {
 	t.Helper()
+	pid := findProcess(func(args []string) bool {
+		if filepath.Base(args[0]) != "containerd-shim-gondolin-v1" || args[len(args)-1] == "start" {
+			return false
+		}
+		return argValue(args, "-id") == id
+	})
+	if pid == 0 {
+		t.Fatalf("no shim process for %s", id)
+	}
+	return pid
+}
+
+// findProcess is the first process whose arguments match says yes to (0
+// for none).
+func findProcess(match func(args []string) bool) int {
 	procs, _ := filepath.Glob("/proc/[0-9]*/cmdline")
 	for _, p := range procs {
 		b, err := os.ReadFile(p)
-		if err != nil {
+		if err != nil || len(b) == 0 {
 			continue
 		}
-		args := strings.Split(strings.TrimRight(string(b), "\x00"), "\x00")
-		if len(args) == 0 || filepath.Base(args[0]) != "containerd-shim-gondolin-v1" {
-			continue
-		}
-		for i := 0; i+1 < len(args); i++ {
-			if args[i] == "-id" && args[i+1] == id && args[len(args)-1] != "start" {
-				pid, _ := strconv.Atoi(filepath.Base(filepath.Dir(p)))
-				return pid
-			}
+		if match(strings.Split(strings.TrimRight(string(b), "\x00"), "\x00")) {
+			pid, _ := strconv.Atoi(filepath.Base(filepath.Dir(p)))
+			return pid
 		}
 	}
-	t.Fatalf("no shim process for %s", id)
 	return 0
+}
+
+// argValue is the argument after flag in args ("" if flag is not there).
+func argValue(args []string, flag string) string {
+	for i := 0; i+1 < len(args); i++ {
+		if args[i] == flag {
+			return args[i+1]
+		}
+	}
+	return ""
 }
 
 // procStatusKiB reads the figures in kB of /proc/pid/status (VmRSS, VmHWM,

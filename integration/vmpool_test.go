@@ -37,32 +37,14 @@ func readPoolState(t *testing.T, id string) poolState {
 // poolOf finds the VM pool serving the runtime config at cfg: its pid and
 // socket, from its command line.
 func poolOf(cfg string) (pid int, socket string) {
-	procs, _ := filepath.Glob("/proc/[0-9]*/cmdline")
-	for _, p := range procs {
-		b, err := os.ReadFile(p)
-		if err != nil {
-			continue
+	pid = findProcess(func(args []string) bool {
+		if len(args) < 2 || args[1] != gruntime.VMPoolCommand || argValue(args, "--config") != cfg {
+			return false
 		}
-		args := strings.Split(strings.TrimRight(string(b), "\x00"), "\x00")
-		if len(args) < 2 || args[1] != gruntime.VMPoolCommand {
-			continue
-		}
-		var sock, config string
-		for i := 2; i+1 < len(args); i++ {
-			switch args[i] {
-			case "--socket":
-				sock = args[i+1]
-			case "--config":
-				config = args[i+1]
-			}
-		}
-		if config == cfg {
-			if n, err := strconv.Atoi(filepath.Base(filepath.Dir(p))); err == nil {
-				return n, sock
-			}
-		}
-	}
-	return 0, ""
+		socket = argValue(args, "--socket")
+		return true
+	})
+	return pid, socket
 }
 
 // startPooled starts detached containers until one gets a VM from the pool

@@ -54,7 +54,33 @@ func specNetNS(spec *specs.Spec, pinPath string) (*netNS, error) {
 
 // createNetNS makes a new network namespace on a thread of its own and
 // bind-mounts it at pinPath so that it lives as long as the container.
-func createNetNS(pinPath string) (_ *netNS, retErr error) {
+func createNetNS(pinPath string) (*netNS, error) {
+	return pinNetNS(pinPath, func() error {
+		errc := make(chan error, 1)
+		go func() {
+			// This thread ends up in the new namespace and is never
+			// given back to the scheduler: the goroutine exits with it
+			// locked, so Go terminates the thread.
+			goruntime.LockOSThread()
+			if err := unix.Unshare(unix.CLONE_NEWNET); err != nil {
+				errc <- fmt.Errorf("unshare network namespace: %w", err)
+				return
+			}
+			self := fmt.Sprintf("/proc/self/task/%d/ns/net", unix.Gettid())
+			if err := unix.Mount(self, pinPath, "", unix.MS_BIND, ""); err != nil {
+				errc <- fmt.Errorf("pin network namespace at %s: %w", pinPath, err)
+				return
+			}
+			errc <- nil
+		}()
+		return <-errc
+	})
+}
+
+// pinNetNS creates the file pinPath, has mount bind-mount a network
+// namespace onto it, and opens it: a namespace the shim holds until
+// Close. On error nothing is left at pinPath.
+func pinNetNS(pinPath string, mount func() error) (_ *netNS, retErr error) {
 	if err := os.WriteFile(pinPath, nil, 0o600); err != nil {
 		return nil, fmt.Errorf("create network namespace mount point: %w", err)
 	}
@@ -64,24 +90,7 @@ func createNetNS(pinPath string) (_ *netNS, retErr error) {
 			_ = os.Remove(pinPath)
 		}
 	}()
-	errc := make(chan error, 1)
-	go func() {
-		// This thread ends up in the new namespace and is never given
-		// back to the scheduler: the goroutine exits with it locked, so
-		// Go terminates the thread.
-		goruntime.LockOSThread()
-		if err := unix.Unshare(unix.CLONE_NEWNET); err != nil {
-			errc <- fmt.Errorf("unshare network namespace: %w", err)
-			return
-		}
-		self := fmt.Sprintf("/proc/self/task/%d/ns/net", unix.Gettid())
-		if err := unix.Mount(self, pinPath, "", unix.MS_BIND, ""); err != nil {
-			errc <- fmt.Errorf("pin network namespace at %s: %w", pinPath, err)
-			return
-		}
-		errc <- nil
-	}()
-	if err := <-errc; err != nil {
+	if err := mount(); err != nil {
 		return nil, err
 	}
 	f, err := os.Open(pinPath)

@@ -113,7 +113,7 @@ func (sb *sandbox) connectAgent(ctx context.Context, cfg sandboxConfig, timing *
 	// guest_ready_ms is the guest's own uptime when its agent was ready
 	// (for a resumed VM that was the snapshot's boot, so it is left out);
 	// the *_ms fields are the host's steps up to the agent's first answer.
-	fields := log.Fields{"kernel": info.KernelRelease, "agent": info.AgentVersion, "boot": sb.bootKind()}
+	fields := log.Fields{"container": cfg.id, "kernel": info.KernelRelease, "agent": info.AgentVersion, "boot": sb.bootKind()}
 	if !sb.restored && !sb.pooled {
 		fields["guest_ready_ms"] = info.ReadyMs
 	}

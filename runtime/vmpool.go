@@ -562,32 +562,21 @@ func (r *Runtime) startVMPool(ctx context.Context, socket string, first vmpool.S
 
 // pinPooledNetNS makes the pooled VM's network namespace the container's,
 // pinned at pinPath as one the shim created.
-func pinPooledNetNS(pinPath string, pv *pooledVM) (_ *netNS, retErr error) {
-	if err := os.WriteFile(pinPath, nil, 0o600); err != nil {
-		return nil, fmt.Errorf("create network namespace mount point: %w", err)
-	}
-	defer func() {
-		if retErr != nil {
-			_ = unix.Unmount(pinPath, unix.MNT_DETACH)
-			_ = os.Remove(pinPath)
+func pinPooledNetNS(pinPath string, pv *pooledVM) (*netNS, error) {
+	return pinNetNS(pinPath, func() error {
+		src := fmt.Sprintf("/proc/%d/ns/net", pv.vm.Pid())
+		if err := unix.Mount(src, pinPath, "", unix.MS_BIND, ""); err != nil {
+			return fmt.Errorf("pin the pool VM's network namespace %s: %w", src, err)
 		}
-	}()
-	src := fmt.Sprintf("/proc/%d/ns/net", pv.vm.Pid())
-	if err := unix.Mount(src, pinPath, "", unix.MS_BIND, ""); err != nil {
-		return nil, fmt.Errorf("pin the pool VM's network namespace %s: %w", src, err)
-	}
-	// Pinned while the VMM (watched through its pidfd) still ran: the
-	// PID was its.
-	select {
-	case <-pv.vm.Done():
-		return nil, errors.New("the pool VM exited as its network namespace was pinned")
-	default:
-	}
-	f, err := os.Open(pinPath)
-	if err != nil {
-		return nil, fmt.Errorf("open network namespace %s: %w", pinPath, err)
-	}
-	return &netNS{f: f, created: pinPath}, nil
+		// Pinned while the VMM (watched through its pidfd) still ran:
+		// the PID was its.
+		select {
+		case <-pv.vm.Done():
+			return errors.New("the pool VM exited as its network namespace was pinned")
+		default:
+			return nil
+		}
+	})
 }
 
 // adoptSandbox makes a pooled VM the container's sandbox: its console
