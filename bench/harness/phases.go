@@ -159,6 +159,20 @@ func ReadShimPhases(r io.Reader, ids []string) (phases map[string]*ShimPhases, p
 // shimLogs are the wanted containers by id.
 type shimLogs map[string]*shimLog
 
+// steps are the *_ms fields of a msg line f of a wanted container, with
+// that container's log; nil when f is not a wanted container's.
+func (st shimLogs) steps(msg string, f map[string]string) (*shimLog, map[string]float64, error) {
+	s := st[f["container"]]
+	if s == nil {
+		return nil, nil, nil
+	}
+	ms, err := msFields(f)
+	if err != nil {
+		return nil, nil, fmt.Errorf("%q line of %s: %w", msg, f["container"], err)
+	}
+	return s, ms, nil
+}
+
 // line takes one log line.
 func (st shimLogs) line(line string) error {
 	var msg string
@@ -190,13 +204,9 @@ func (st shimLogs) line(line string) error {
 			}
 		}
 	case msgCreated:
-		s := st[f["container"]]
-		if s == nil {
-			return nil
-		}
-		ms, err := msFields(f)
-		if err != nil {
-			return fmt.Errorf("%q line of %s: %w", msg, f["container"], err)
+		s, ms, err := st.steps(msg, f)
+		if s == nil || err != nil {
+			return err
 		}
 		s.phases.Create = ms
 		s.open = false
@@ -224,13 +234,9 @@ func (st shimLogs) line(line string) error {
 		}
 		s.readies = nil
 	case msgStarted:
-		s := st[f["container"]]
-		if s == nil {
-			return nil
-		}
-		ms, err := msFields(f)
-		if err != nil {
-			return fmt.Errorf("%q line of %s: %w", msg, f["container"], err)
+		s, ms, err := st.steps(msg, f)
+		if s == nil || err != nil {
+			return err
 		}
 		s.phases.Start = ms
 	}
