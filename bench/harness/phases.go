@@ -198,6 +198,14 @@ func (st shimLogs) line(line string) error {
 			s.open, s.sawTask, s.readies = true, true, nil
 		}
 	case msgAgentReady:
+		// Lines that name their container (shims since d53df80) go to
+		// it; older ones to every container whose create is open.
+		if id, ok := f["container"]; ok {
+			if s := st[id]; s != nil && s.open {
+				s.readies = append(s.readies, f)
+			}
+			return nil
+		}
 		for _, s := range st {
 			if s.open {
 				s.readies = append(s.readies, f)

@@ -180,3 +180,26 @@ func TestCollectStartPhases(t *testing.T) {
 		t.Errorf("notes %v", s.Results.Notes)
 	}
 }
+
+// A "guest agent ready" line that names its container goes to it alone,
+// however many creates are open.
+func TestReadShimPhasesNamedReadyLine(t *testing.T) {
+	log := strings.Join([]string{
+		`time="t" level=debug msg="creating task" id=g runtime=io.containerd.gondolin.v1`,
+		`time="t" level=debug msg="creating task" id=h runtime=io.containerd.gondolin.v1`,
+		`time="t" level=info msg="guest agent ready" agent_info_ms=5 boot=pool container=h`,
+		`time="t" level=info msg="guest agent ready" agent_info_ms=7 boot=snapshot container=g`,
+		`time="t" level=info msg="guest agent ready" agent_info_ms=9 boot=snapshot container=gondolin-pool-warm-up`,
+		`time="t" level=debug msg="container created" boot_ms=20 container=g guest_create_ms=1`,
+		`time="t" level=debug msg="container started" container=g guest_start_ms=1`,
+		`time="t" level=debug msg="container created" boot_ms=10 container=h guest_create_ms=1`,
+		`time="t" level=debug msg="container started" container=h guest_start_ms=1`,
+	}, "\n")
+	got, _, err := ReadShimPhases(strings.NewReader(log), []string{"g", "h"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if g, h := got["g"], got["h"]; g.VM["agent_info"] != 7 || g.Boot != "snapshot" || h.VM["agent_info"] != 5 || h.Boot != "pool" || len(g.Missing)+len(h.Missing) != 0 {
+		t.Errorf("g: %+v; h: %+v", g, h)
+	}
+}
