@@ -252,3 +252,38 @@ func TestParseShape(t *testing.T) {
 		}
 	}
 }
+
+func TestShapesAreBounded(t *testing.T) {
+	f := &fakeStarter{t: t}
+	dir := t.TempDir()
+	l, release, err := Listen(filepath.Join(dir, "pool.sock"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer release()
+	srv := &Server{Dir: dir, Size: 1, Start: f.start, ShapeIdle: time.Hour, Exit: time.Hour, MaxShapes: 2}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(ctx, l) }()
+	defer func() {
+		cancel()
+		<-done
+	}()
+	socket := filepath.Join(dir, "pool.sock")
+	for i, mem := range []uint64{256, 512, 1024} {
+		if _, err := Claim(context.Background(), socket, Shape{MemoryMiB: mem, CPUs: 1}); err != nil {
+			t.Fatal(err)
+		}
+		waitFor(t, "a VM of each shape asked for", func() bool { return f.started.Load() == int32(i+1) })
+		time.Sleep(20 * time.Millisecond)
+	}
+	// The third shape dropped the first, asked for least recently.
+	waitFor(t, "the first shape's idle VM stopped", func() bool { return f.stopped.Load() == 1 })
+	srv.mu.Lock()
+	n := len(srv.shapes)
+	_, kept := srv.shapes[Shape{MemoryMiB: 256, CPUs: 1}.Key()]
+	srv.mu.Unlock()
+	if n != 2 || kept {
+		t.Fatalf("%d shapes kept (the first among them: %v); want 2, the first dropped", n, kept)
+	}
+}

@@ -46,12 +46,19 @@ type Server struct {
 	ShapeIdle time.Duration
 	// Exit ends Serve once no VM has been asked for within it.
 	Exit time.Duration
+	// MaxShapes bounds the shapes kept at once (every distinct memory
+	// limit is a shape): asking for one more drops the shape asked for
+	// least recently, and its idle VMs. 0 means DefaultMaxShapes.
+	MaxShapes int
 
 	mu        sync.Mutex
 	shapes    map[string]*shapeVMs
 	lastAsked time.Time
 	wg        sync.WaitGroup
 }
+
+// DefaultMaxShapes is Server.MaxShapes's default.
+const DefaultMaxShapes = 4
 
 // shapeVMs are the pool's VMs of one shape.
 type shapeVMs struct {
@@ -194,6 +201,7 @@ func (s *Server) take(ctx context.Context, shape Shape) *VM {
 	s.lastAsked = now
 	sv := s.shapes[shape.Key()]
 	if sv == nil {
+		s.dropLeastAskedLocked(ctx)
 		sv = &shapeVMs{shape: shape}
 		s.shapes[shape.Key()] = sv
 	}
@@ -208,6 +216,36 @@ func (s *Server) take(ctx context.Context, shape Shape) *VM {
 	}
 	s.refillLocked(ctx, sv)
 	return vm
+}
+
+// dropLeastAskedLocked makes room for one more shape: with MaxShapes kept,
+// the one asked for least recently goes, its idle VMs stopped.
+func (s *Server) dropLeastAskedLocked(ctx context.Context) {
+	limit := s.MaxShapes
+	if limit <= 0 {
+		limit = DefaultMaxShapes
+	}
+	if len(s.shapes) < limit {
+		return
+	}
+	var oldest string
+	for k, sv := range s.shapes {
+		if oldest == "" || sv.lastAsked.Before(s.shapes[oldest].lastAsked) {
+			oldest = k
+		}
+	}
+	sv := s.shapes[oldest]
+	// Not idle any more: their watchers leave them alone.
+	stop := sv.idle
+	sv.idle = nil
+	delete(s.shapes, oldest)
+	log.G(ctx).WithField("shape", oldest).Info("vm pool: too many shapes; dropping the one asked for least recently")
+	go func() {
+		for _, vm := range stop {
+			closeFiles(vm.Files)
+			vm.Stop(context.WithoutCancel(ctx))
+		}
+	}()
 }
 
 // refillLocked starts VMs of sv's shape until Size are idle or starting.
