@@ -238,10 +238,17 @@ func parseHostPattern(item string) (HostPattern, error) {
 	if host == "" || len(host) > 253 || strings.Contains(host, "*") {
 		return p, fmt.Errorf("%q is not a host name, *.domain or IP literal", item)
 	}
-	for _, label := range strings.Split(host, ".") {
+	labels := strings.Split(host, ".")
+	for _, label := range labels {
 		if !hostLabelRE.MatchString(label) {
 			return p, fmt.Errorf("%q: %q is not a valid DNS label", item, label)
 		}
+	}
+	// A name ending in a number is an IPv4 address to URL parsers (and
+	// "1.2.3.4." would otherwise be a host name that prints as the IP
+	// literal 1.2.3.4): no top-level domain is numeric.
+	if last := labels[len(labels)-1]; strings.Trim(last, "0123456789") == "" {
+		return p, fmt.Errorf("%q: a host name cannot end in a number; write an IP address without a trailing dot", item)
 	}
 	p.Host = host
 	return p, nil

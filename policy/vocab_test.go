@@ -35,7 +35,7 @@ func TestParseSecretHosts(t *testing.T) {
 			t.Errorf("%q: port %v, want %d", in, hosts, port)
 		}
 	}
-	for _, bad := range []string{"", "ftp://a.com", "https://", "http://a.com/x", "http://u:p@a.com", "a.com?q", "a.com#f", "http://http://a.com", "://a.com", "http:/a.com", "http//a.com:80"} {
+	for _, bad := range []string{"", "1.2.3.4.", "https://0.0.0.0.", "a.b.123", "ftp://a.com", "https://", "http://a.com/x", "http://u:p@a.com", "a.com?q", "a.com#f", "http://http://a.com", "://a.com", "http:/a.com", "http//a.com:80"} {
 		if _, err := ParseSecretHosts(bad); err == nil {
 			t.Errorf("%q accepted", bad)
 		}
