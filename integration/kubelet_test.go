@@ -703,6 +703,21 @@ func podInfo(t *testing.T, sandbox string) (uid, netns string) {
 // limit, and on gondolin the pod is one VM all along. Removing the
 // manifests removes the pods and leaves nothing: no VMM, file server,
 // mount, network namespace, state directory or pod cgroup.
+// serverToken is the token a web pod's server container wrote into its
+// index.html: its command writes it as it starts, which may be just after
+// the CRI reports the container running (a restarted server under load).
+func serverToken(t *testing.T, server string) string {
+	t.Helper()
+	var res result
+	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(500 * time.Millisecond) {
+		if res = crictl(t, "exec", server, "cat", "/www/index.html"); res.code == 0 {
+			return strings.TrimSpace(res.stdout)
+		}
+	}
+	t.Fatalf("the server %s wrote no /www/index.html within 30 s: %s", server, res)
+	return ""
+}
+
 func TestKubeletStaticPods(t *testing.T) {
 	node := startKubeletNode(t)
 	handlers := []string{"gondolin", "runc"}
@@ -723,7 +738,7 @@ func TestKubeletStaticPods(t *testing.T) {
 			client := running(t, m.sandbox, "client", 0)
 			containers[h] = append(containers[h], server, client)
 
-			token := crictlOK(t, "exec", server, "cat", "/www/index.html")
+			token := serverToken(t, server)
 			waitLog(t, client, "got: "+token)
 			t.Logf("pod %s: sandbox %s, server %s, client %s; the client got %q", p.name, m.sandbox, server, client, token)
 			if h == "gondolin" {
@@ -745,7 +760,7 @@ func TestKubeletStaticPods(t *testing.T) {
 			crictlOK(t, "exec", server, "rm", "/tmp/healthy")
 			restarted := running(t, m.sandbox, "server", 1)
 			containers[h] = append(containers[h], restarted)
-			token2 := crictlOK(t, "exec", restarted, "cat", "/www/index.html")
+			token2 := serverToken(t, restarted)
 			if token2 == token {
 				t.Errorf("the restarted server serves the old token %q", token)
 			}
