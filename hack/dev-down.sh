@@ -251,7 +251,9 @@ remove_new_empty_nft_tables() {
 		*) continue ;;
 		esac
 		# Anything but ":BUILTIN ACCEPT" chain lines and the framing is content.
-		if "$cmd-save" -t "$name" 2>/dev/null | grep -vE '^(#|\*|COMMIT$|:[A-Z]+ ACCEPT )' | grep -q .; then
+		# Read whole: with pipefail, a `| grep -q` that exits first fails the writer.
+		rules="$("$cmd-save" -t "$name" 2>/dev/null || true)"
+		if grep -vE '^(#|\*|COMMIT$|:[A-Z]+ ACCEPT )' <<<"$rules" | grep -q .; then
 			continue
 		fi
 		log "deleting the empty nf_tables table $family $name"
