@@ -253,7 +253,7 @@ remove_new_empty_nft_tables() {
 		# Anything but ":BUILTIN ACCEPT" chain lines and the framing is content.
 		# Read whole: with pipefail, a `| grep -q` that exits first fails the writer.
 		rules="$("$cmd-save" -t "$name" 2>/dev/null || true)"
-		if grep -vE '^(#|\*|COMMIT$|:[A-Z]+ ACCEPT )' <<<"$rules" | grep -q .; then
+		if [[ -n "$(grep -vE '^(#|\*|COMMIT$|:[A-Z]+ ACCEPT )' <<<"$rules" || true)" ]]; then
 			continue
 		fi
 		log "deleting the empty nf_tables table $family $name"
