@@ -39,37 +39,28 @@ func PidfdOpen(pid int) (*os.File, error) {
 	return os.NewFile(uintptr(fd), fmt.Sprintf("pidfd:%d", pid)), nil
 }
 
-// waitPidfd returns once the process of pidfd has exited (a pidfd polls
-// readable then, whoever reaps the process). It holds a thread while it
-// waits: one per adopted process.
-func waitPidfd(pidfd *os.File) {
-	fds := []unix.PollFd{{Fd: int32(pidfd.Fd()), Events: unix.POLLIN}}
-	for {
-		n, err := unix.Poll(fds, -1)
-		if errors.Is(err, unix.EINTR) {
-			continue
-		}
-		if err != nil || n > 0 {
-			return
-		}
-	}
-}
-
-// WaitPidfd closes done once the process of pidfd has exited.
+// WaitPidfd closes done once the process of pidfd has exited (a pidfd
+// polls readable then, whoever reaps the process). It holds a thread while
+// it waits: one per adopted process.
 func WaitPidfd(pidfd *os.File, done chan<- struct{}) {
 	go func() {
-		waitPidfd(pidfd)
-		close(done)
+		defer close(done)
+		fds := []unix.PollFd{{Fd: int32(pidfd.Fd()), Events: unix.POLLIN}}
+		for {
+			n, err := unix.Poll(fds, -1)
+			if errors.Is(err, unix.EINTR) {
+				continue
+			}
+			if err != nil || n > 0 {
+				return
+			}
+		}
 	}()
 }
 
 // PidfdSignal sends sig to the process of pidfd; a process already gone
 // is no error.
 func PidfdSignal(pidfd *os.File, sig syscall.Signal) error {
-	return pidfdSignal(pidfd, sig)
-}
-
-func pidfdSignal(pidfd *os.File, sig syscall.Signal) error {
 	err := unix.PidfdSendSignal(int(pidfd.Fd()), sig, nil, 0)
 	if errors.Is(err, unix.ESRCH) {
 		return nil

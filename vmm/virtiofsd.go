@@ -253,17 +253,14 @@ func (fs *FileServer) Pid() int { return fs.pid }
 // FileServer then owns), serving on socket.
 func AdoptFileServer(pid int, pidfd *os.File, socket string) *FileServer {
 	fs := &FileServer{pid: pid, pidfd: pidfd, socket: socket, done: make(chan struct{})}
-	go func() {
-		waitPidfd(pidfd)
-		close(fs.done)
-	}()
+	WaitPidfd(pidfd, fs.done)
 	return fs
 }
 
 // signal sends sig to the file server process.
 func (fs *FileServer) signal(sig syscall.Signal) error {
 	if fs.cmd == nil {
-		return pidfdSignal(fs.pidfd, sig)
+		return PidfdSignal(fs.pidfd, sig)
 	}
 	return fs.cmd.Process.Signal(sig)
 }

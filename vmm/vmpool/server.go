@@ -92,13 +92,11 @@ func (s *Server) Serve(ctx context.Context, l *net.UnixListener, prime ...Shape)
 	s.mu.Unlock()
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	s.mu.Lock()
 	for _, shape := range prime {
-		if vm := s.take(ctx, shape); vm != nil {
-			// None is idle yet: take only starts them.
-			closeFiles(vm.Files)
-			vm.Stop(ctx)
-		}
+		s.refillLocked(ctx, s.askLocked(ctx, shape))
 	}
+	s.mu.Unlock()
 	go s.expire(ctx, cancel)
 	go func() {
 		<-ctx.Done()
@@ -197,15 +195,7 @@ func (s *Server) serveConn(ctx context.Context, conn *net.UnixConn) {
 func (s *Server) take(ctx context.Context, shape Shape) *VM {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	now := time.Now()
-	s.lastAsked = now
-	sv := s.shapes[shape.Key()]
-	if sv == nil {
-		s.dropLeastAskedLocked(ctx)
-		sv = &shapeVMs{shape: shape}
-		s.shapes[shape.Key()] = sv
-	}
-	sv.lastAsked = now
+	sv := s.askLocked(ctx, shape)
 	var vm *VM
 	for len(sv.idle) > 0 && vm == nil {
 		vm, sv.idle = sv.idle[0], sv.idle[1:]
@@ -246,6 +236,21 @@ func (s *Server) dropLeastAskedLocked(ctx context.Context) {
 			vm.Stop(context.WithoutCancel(ctx))
 		}
 	}()
+}
+
+// askLocked records that shape was asked for, now, and returns its VMs
+// (a new shape's none).
+func (s *Server) askLocked(ctx context.Context, shape Shape) *shapeVMs {
+	now := time.Now()
+	s.lastAsked = now
+	sv := s.shapes[shape.Key()]
+	if sv == nil {
+		s.dropLeastAskedLocked(ctx)
+		sv = &shapeVMs{shape: shape}
+		s.shapes[shape.Key()] = sv
+	}
+	sv.lastAsked = now
+	return sv
 }
 
 // refillLocked starts VMs of sv's shape until Size are idle or starting.
