@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"math"
 	"net"
 	"net/http"
 	"os"
@@ -169,6 +170,136 @@ func TestIOFigures(t *testing.T) {
 	res.Lines = res.Lines[:3]
 	if _, err := ioFigures(res, 512<<20, 2101); err == nil || !strings.Contains(err.Error(), "@@tree") {
 		t.Errorf("a missing marker must be named, got %v", err)
+	}
+}
+
+func TestTreeFigures(t *testing.T) {
+	s := time.Second
+	res := &RunResult{Lines: lines(
+		1*s, "@@tree", 4*s, "@@untar", 4*s+250*time.Millisecond, "@@find 2101", 5*s, "@@rm")}
+	got, err := treeFigures(res, 2101)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := []float64{3, 0.25, 0.75}; !reflect.DeepEqual(got, want) {
+		t.Errorf("treeFigures = %v, want %v", got, want)
+	}
+	if _, err := treeFigures(res, 10101); err == nil || !strings.Contains(err.Error(), "want 10101") {
+		t.Errorf("wrong find count must fail, got %v", err)
+	}
+	res.Lines = res.Lines[:2]
+	if _, err := treeFigures(res, 2101); err == nil || !strings.Contains(err.Error(), "@@find") {
+		t.Errorf("a missing marker must be named, got %v", err)
+	}
+	// The file jobs' script ends with the same tree part, in the same
+	// order, so both read the tree's figures alike.
+	if !strings.HasSuffix(ioScript, treeScript) || !strings.HasSuffix(tmpfsScript, treeScript) {
+		t.Error("ioScript and tmpfsScript must end with treeScript")
+	}
+}
+
+func TestPipeFigure(t *testing.T) {
+	res := &RunResult{Lines: lines(time.Second, "@@go", 3*time.Second, "@@done")}
+	if v, err := pipeFigure(res, 256<<20); err != nil || v != 128 {
+		t.Errorf("pipeFigure = %v, %v; want 128", v, err)
+	}
+	res.Lines = res.Lines[:1]
+	if _, err := pipeFigure(res, 256<<20); err == nil || !strings.Contains(err.Error(), "@@done") {
+		t.Errorf("a missing @@done must be named, got %v", err)
+	}
+	res.Lines = lines(time.Second, "@@go", time.Second, "@@done")
+	if _, err := pipeFigure(res, 256<<20); err == nil {
+		t.Error("a zero duration must fail")
+	}
+}
+
+// TestRuncGoals: every gondolin runtime (not runc, not runsc) gets the
+// stdio ratios to runc (≥ 50 %, the pipe's for information) and runc's
+// tree times over its own (≥ 33 %, tmpfs for information), rendered so
+// that "runc / gondolin ≥ 33 %" is met when gondolin is within 3x.
+func TestRuncGoals(t *testing.T) {
+	runtimes := []*Runtime{
+		{Info: &report.Runtime{Name: "runc", RuntimeType: "io.containerd.runc.v2"}},
+		{Info: &report.Runtime{Name: "runsc", RuntimeType: "io.containerd.runc.v2"}},
+		{Info: &report.Runtime{Name: "gondolin", RuntimeType: GondolinRuntimeType}},
+		{Info: &report.Runtime{Name: "gondolin-nopool", RuntimeType: GondolinRuntimeType}},
+	}
+	s := NewSession(Options{})
+	s.runtimes = runtimes
+	for _, rt := range runtimes {
+		s.Results.Runtimes = append(s.Results.Runtimes, rt.Info)
+	}
+	samples := func(m *report.Metric, runc, gondolin, nopool float64) {
+		m.Results["runc"].Samples = []float64{runc}
+		m.Results["runsc"].Samples = []float64{runc}
+		m.Results["gondolin"].Samples = []float64{gondolin}
+		m.Results["gondolin-nopool"].Samples = []float64{nopool}
+	}
+	samples(s.metric("stdout_throughput", "stdio", "stdout throughput: …", "stdout throughput", "MiB/s", report.HigherIsBetter), 1000, 600, 400)
+	samples(s.metric("pipe_throughput", "stdio", "in-container pipe: …", "in-container pipe", "MiB/s", report.HigherIsBetter), 2000, 500, 500)
+	samples(s.metric("rootfs_untar", "rootfs", "rootfs: unpack …", "rootfs untar small files", "s", report.LowerIsBetter), 0.36, 1, 18)
+	samples(s.metric("tmpfs_untar", "tmpfs", "tmpfs: unpack …", "tmpfs untar small files", "s", report.LowerIsBetter), 0.36, 18, 18)
+	s.addGoals()
+	s.Results.Finalize()
+
+	type want struct {
+		title string
+		num   report.FigureRef
+		value float64
+		met   string // "met", "not met", "" (information)
+	}
+	var wants []want
+	for _, rt := range []string{"gondolin", "gondolin-nopool"} {
+		out, untar, met := 0.6, 0.36, "met"
+		if rt == "gondolin-nopool" {
+			out, untar, met = 0.4, 0.02, "not met"
+		}
+		wants = append(wants,
+			want{rt + ": stdout throughput / runc's", report.FigureRef{Metric: "stdout_throughput", Runtime: rt}, out, met},
+			want{rt + ": in-container pipe / runc's (no stdio transport: the floor for stdout and stdin)", report.FigureRef{Metric: "pipe_throughput", Runtime: rt}, 0.25, ""},
+			want{rt + ": runc's time / " + rt + "'s, rootfs untar small files (within 3x of runc)", report.FigureRef{Metric: "rootfs_untar", Runtime: "runc"}, untar, met},
+			want{rt + ": runc's time / " + rt + "'s, tmpfs untar small files (a tmpfs, no virtio-fs: the floor for the rootfs and bind-mount times)", report.FigureRef{Metric: "tmpfs_untar", Runtime: "runc"}, 0.02, ""},
+		)
+	}
+	if len(s.Results.Goals) != len(wants) {
+		for _, g := range s.Results.Goals {
+			t.Logf("goal %q", g.Title)
+		}
+		t.Fatalf("%d goals, want %d (no runc or runsc goals, none for metrics not measured)", len(s.Results.Goals), len(wants))
+	}
+	for i, w := range wants {
+		g := s.Results.Goals[i]
+		if g.Title != w.title || g.Num != w.num {
+			t.Errorf("goal %d: %q of %v, want %q of %v", i, g.Title, g.Num, w.title, w.num)
+		}
+		if g.Value == nil || math.Abs(*g.Value-w.value) > 1e-9 {
+			t.Errorf("%s: value %v, want %v", g.Title, g.Value, w.value)
+		}
+		switch {
+		case w.met == "" && g.Met != nil:
+			t.Errorf("%s: a verdict %v for information", g.Title, *g.Met)
+		case w.met != "" && (g.Met == nil || *g.Met != (w.met == "met")):
+			t.Errorf("%s: met %v, want %s", g.Title, g.Met, w.met)
+		}
+	}
+	md := s.Results.Markdown()
+	for _, line := range []string{
+		"- gondolin: runc's time / gondolin's, rootfs untar small files (within 3x of runc): **36 %** (goal ≥ 33 %: met) = rootfs untar small files, runc: 0.360 s / rootfs untar small files, gondolin: 1.00 s",
+		"- gondolin-nopool: runc's time / gondolin-nopool's, rootfs untar small files (within 3x of runc): **2 %** (goal ≥ 33 %: not met) = ",
+		"- gondolin: stdout throughput / runc's: **60 %** (goal ≥ 50 %: met) = stdout throughput, gondolin: 600 MiB/s / stdout throughput, runc: 1000 MiB/s",
+		"- gondolin: in-container pipe / runc's (no stdio transport: the floor for stdout and stdin): **25 %** = ",
+	} {
+		if !strings.Contains(md, line) {
+			t.Errorf("results.md lacks %q:\n%s", line, md)
+		}
+	}
+
+	// Without runc in the session there is nothing to take a ratio to.
+	s.Results.Goals = nil
+	s.Results.Runtimes = s.Results.Runtimes[1:]
+	s.addGoals()
+	if len(s.Results.Goals) != 0 {
+		t.Errorf("%d goals without runc in the session, want none", len(s.Results.Goals))
 	}
 }
 

@@ -56,7 +56,7 @@ type Options struct {
 }
 
 // AllWorkloads in the order they run.
-var AllWorkloads = []string{"start", "exec", "stdio", "rootfs", "bind", "https", "https-relay", "http", "memory", "pod"}
+var AllWorkloads = []string{"start", "exec", "stdio", "rootfs", "bind", "tmpfs", "https", "https-relay", "http", "memory", "pod"}
 
 // Session is one benchmark run.
 type Session struct {
@@ -141,6 +141,7 @@ func (s *Session) Run(ctx context.Context) error {
 		"start": s.workStart, "exec": s.workExec, "stdio": s.workStdio,
 		"rootfs":      func(ctx context.Context) error { return s.workIO(ctx, "rootfs") },
 		"bind":        func(ctx context.Context) error { return s.workIO(ctx, "bind") },
+		"tmpfs":       s.workTmpfs,
 		"https":       func(ctx context.Context) error { return s.workDownload(ctx, DownloadHTTPS) },
 		"https-relay": func(ctx context.Context) error { return s.workDownload(ctx, DownloadHTTPSRelay) },
 		"http":        func(ctx context.Context) error { return s.workDownload(ctx, DownloadHTTP) },
@@ -190,6 +191,7 @@ func (s *Session) addGoals() {
 			})
 		}
 	}
+	s.addRuncGoals()
 	https, relay, plain := downloadMetric(DownloadHTTPS), downloadMetric(DownloadHTTPSRelay), downloadMetric(DownloadHTTP)
 	for _, rt := range s.runtimes {
 		if !rt.Egress {
@@ -226,6 +228,73 @@ func (s *Session) addGoals() {
 			}
 		}
 	}
+}
+
+// addRuncGoals registers, for every gondolin runtime of the session, the
+// ratios to runc that issue 18 sets targets for, each beside the floor the
+// emulated CPU sets for it (for information: no target): stdout and stdin
+// throughput over runc's (≥ 50 %), beside the in-container pipe's over
+// runc's; and for the tree jobs in the rootfs and in a bind mount runc's
+// time over this runtime's (≥ 33 %: within 3x of runc), beside the same
+// jobs in a tmpfs. Time ratios are taken runc over gondolin so that every
+// ratio here reads "share of runc's speed".
+func (s *Session) addRuncGoals() {
+	if s.Results.Runtime(report.Baseline) == nil {
+		return
+	}
+	has := func(id string) bool { return s.Results.Metric(id) != nil }
+	for _, rt := range s.runtimes {
+		if !rt.Gondolin() {
+			continue
+		}
+		name := rt.Name()
+		for _, g := range []struct {
+			metric string
+			target float64
+			why    string
+		}{
+			{"stdout_throughput", 0.50, ""},
+			{"stdin_throughput", 0.50, ""},
+			{"pipe_throughput", 0, " (no stdio transport: the floor for stdout and stdin)"},
+		} {
+			if !has(g.metric) {
+				continue
+			}
+			s.Results.Goals = append(s.Results.Goals, &report.Goal{
+				Title:  fmt.Sprintf("%s: %s / runc's%s", name, short(s.Results.Metric(g.metric)), g.why),
+				Num:    report.FigureRef{Metric: g.metric, Runtime: name},
+				Den:    report.FigureRef{Metric: g.metric, Runtime: report.Baseline},
+				Target: g.target,
+			})
+		}
+		for _, kind := range []string{"rootfs", "bind", "tmpfs"} {
+			target, why := 1.0/3, " (within 3x of runc)"
+			if kind == "tmpfs" {
+				target, why = 0, " (a tmpfs, no virtio-fs: the floor for the rootfs and bind-mount times)"
+			}
+			for _, job := range []string{"untar", "find", "rm"} {
+				id := kind + "_" + job
+				if !has(id) {
+					continue
+				}
+				s.Results.Goals = append(s.Results.Goals, &report.Goal{
+					Title:  fmt.Sprintf("%s: runc's time / %s's, %s%s", name, name, short(s.Results.Metric(id)), why),
+					Num:    report.FigureRef{Metric: id, Runtime: report.Baseline},
+					Den:    report.FigureRef{Metric: id, Runtime: name},
+					Target: target,
+					Better: report.HigherIsBetter,
+				})
+			}
+		}
+	}
+}
+
+// short is a metric's short label, its title if it has none.
+func short(m *report.Metric) string {
+	if m.Short != "" {
+		return m.Short
+	}
+	return m.Title
 }
 
 // Finish computes the statistics and writes results.json, results.md and

@@ -159,6 +159,7 @@ func (s *Session) workStdio(ctx context.Context) error {
 	size := HumanBytes(n)
 	mOut := s.metric("stdout_throughput", "stdio", fmt.Sprintf("stdout throughput: %s from `dd` in the container to ctr", size), "stdout throughput", "MiB/s", report.HigherIsBetter)
 	mIn := s.metric("stdin_throughput", "stdio", fmt.Sprintf("stdin throughput: %s from ctr to `dd` in the container", size), "stdin throughput", "MiB/s", report.HigherIsBetter)
+	mPipe := s.metric("pipe_throughput", "stdio", fmt.Sprintf("in-container pipe: %s from `dd` to `cat` inside the container (no stdio transport: the floor for stdout/stdin)", size), "in-container pipe", "MiB/s", report.HigherIsBetter)
 	timeout := 5*time.Minute + time.Duration(n/mib)*time.Second
 	for i := 0; i < s.Opts.IORuns; i++ {
 		for _, rt := range rotate(s.runtimes, i) {
@@ -181,8 +182,45 @@ func (s *Session) workStdio(ctx context.Context) error {
 			v, err := s.stdinOnce(ctx, rt, i, n, timeout)
 			s.record(rt, []*report.Metric{mIn}, []float64{v}, err)
 		}
+		for _, rt := range rotate(s.runtimes, i) {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			if !try(mPipe, rt) {
+				continue
+			}
+			v, err := s.pipeOnce(ctx, rt, i, n, timeout)
+			s.record(rt, []*report.Metric{mPipe}, []float64{v}, err)
+		}
 	}
 	return nil
+}
+
+// pipeOnce: the container prints @@go, pipes n bytes from dd to cat within
+// itself and prints @@done; the clock runs between the two lines. The bytes
+// never leave the container, so under gondolin this is what the guest's
+// emulated CPU and kernel cost for moving them at all: stdout and stdin
+// cannot be faster than that.
+func (s *Session) pipeOnce(ctx context.Context, rt *Runtime, i int, n int64, timeout time.Duration) (float64, error) {
+	// pipefail: a dd that failed must not leave a @@done that times nothing.
+	script := fmt.Sprintf("set -e -o pipefail; echo @@go; dd if=/dev/zero bs=1M count=%d 2>/dev/null | cat >/dev/null; echo @@done", n/mib)
+	res, err := s.Ctr.Run(ctx, RunSpec{
+		ID: s.newID(rt.Name(), "pipe", i), Runtime: rt, Image: s.Image, Args: []string{"sh", "-c", script},
+		Timeout: timeout, Stall: 2 * time.Minute,
+	})
+	if err != nil {
+		return 0, err
+	}
+	return pipeFigure(res, n)
+}
+
+// pipeFigure is the MiB/s of n bytes between a run's @@go and @@done lines.
+func pipeFigure(res *RunResult, n int64) (float64, error) {
+	at, err := markerTimes(res, "go", "done")
+	if err != nil {
+		return 0, err
+	}
+	return mibPerSec(n, at["done"]-at["go"])
 }
 
 // stdoutOnce: the container prints @@ready, then n bytes; the clock runs from
@@ -276,6 +314,18 @@ func (s *Session) stdinOnce(ctx context.Context, rt *Runtime, i int, n int64, ti
 
 // --- rootfs and bind-mount I/O ----------------------------------------------------------
 
+// treeScript is the tree part of the file jobs, in directory $D (which it
+// deletes): unpack the small files, list them, delete them; a marker line
+// before and after each step (treeFigures reads them).
+const treeScript = `echo @@tree
+tar -xf ` + TreeTarPath + ` -C "$D"
+echo @@untar
+n=$(find "$D" | wc -l)
+echo "@@find $n"
+rm -rf "$D"
+echo @@rm
+`
+
 // ioScript runs the file jobs in directory $1, reading file $2 (cold), writing
 // $3 MiB; a marker line after each step.
 const ioScript = `set -e
@@ -288,14 +338,14 @@ dd if=/dev/zero of="$D/write.bin" bs=1M count="$MB" conv=fsync 2>/dev/null
 echo @@write
 rm -f "$D/write.bin"
 sync
-echo @@tree
-tar -xf ` + TreeTarPath + ` -C "$D"
-echo @@untar
-n=$(find "$D" | wc -l)
-echo "@@find $n"
-rm -rf "$D"
-echo @@rm
-`
+` + treeScript
+
+// tmpfsScript runs the tree part alone in directory $1, below the tmpfs
+// (the directory, not the mount point itself, which rm -rf cannot remove).
+const tmpfsScript = `set -e
+D=$1
+mkdir -p "$D"
+` + treeScript
 
 // dropFromPageCache evicts a file's pages from the host page cache
 // (posix_fadvise DONTNEED), so the next read comes from the disk, for the
@@ -347,10 +397,7 @@ func (s *Session) workIO(ctx context.Context, kind string) error {
 	}
 	mRead := s.metric(kind+"_seq_read", group, fmt.Sprintf("%s: sequential read of a %s file, cold host page cache", where, size), where+" seq. read", "MiB/s", report.HigherIsBetter)
 	mWrite := s.metric(kind+"_seq_write", group, fmt.Sprintf("%s: sequential write of a %s file (dd conv=fsync)", where, size), where+" seq. write", "MiB/s", report.HigherIsBetter)
-	mUntar := s.metric(kind+"_untar", group, fmt.Sprintf("%s: unpack a tree of %d small files (tar x)", where, s.Opts.TreeFiles), where+" untar small files", "s", report.LowerIsBetter)
-	mFind := s.metric(kind+"_find", group, fmt.Sprintf("%s: find over those %d files", where, s.Opts.TreeFiles), where+" find", "s", report.LowerIsBetter)
-	mRm := s.metric(kind+"_rm", group, fmt.Sprintf("%s: delete the tree (rm -rf)", where), where+" rm -rf tree", "s", report.LowerIsBetter)
-	ms := []*report.Metric{mRead, mWrite, mUntar, mFind, mRm}
+	ms := append([]*report.Metric{mRead, mWrite}, s.treeMetrics(kind, group, where)...)
 
 	bindDir := filepath.Join(s.Opts.WorkDir, "bind")
 	hostRead := filepath.Join(bindDir, "read.bin")
@@ -401,21 +448,26 @@ func (s *Session) workIO(ctx context.Context, kind string) error {
 	return nil
 }
 
+// treeMetrics registers the three figures of the tree job (untar, find,
+// rm -rf) of the file jobs of kind, in the order treeFigures returns them.
+func (s *Session) treeMetrics(kind, group, where string) []*report.Metric {
+	return []*report.Metric{
+		s.metric(kind+"_untar", group, fmt.Sprintf("%s: unpack a tree of %d small files (tar x)", where, s.Opts.TreeFiles), where+" untar small files", "s", report.LowerIsBetter),
+		s.metric(kind+"_find", group, fmt.Sprintf("%s: find over those %d files", where, s.Opts.TreeFiles), where+" find", "s", report.LowerIsBetter),
+		s.metric(kind+"_rm", group, fmt.Sprintf("%s: delete the tree (rm -rf)", where), where+" rm -rf tree", "s", report.LowerIsBetter),
+	}
+}
+
 // ioFigures turns the marker times of one ioScript run into read MiB/s,
 // write MiB/s, untar s, find s and rm s.
 func ioFigures(res *RunResult, fileBytes int64, wantEntries int) ([]float64, error) {
-	at := map[string]time.Duration{}
-	for _, name := range []string{"go", "read", "write", "tree", "untar", "find", "rm"} {
-		t, arg, err := res.Marker(name)
-		if err != nil {
-			return nil, err
-		}
-		at[name] = t
-		if name == "find" {
-			if n, err := strconv.Atoi(arg); err != nil || n != wantEntries {
-				return nil, fmt.Errorf("find listed %q entries, want %d", arg, wantEntries)
-			}
-		}
+	at, err := markerTimes(res, "go", "read", "write")
+	if err != nil {
+		return nil, err
+	}
+	tree, err := treeFigures(res, wantEntries)
+	if err != nil {
+		return nil, err
 	}
 	read, err := mibPerSec(fileBytes, at["read"]-at["go"])
 	if err != nil {
@@ -425,7 +477,72 @@ func ioFigures(res *RunResult, fileBytes int64, wantEntries int) ([]float64, err
 	if err != nil {
 		return nil, err
 	}
-	return []float64{read, write, (at["untar"] - at["tree"]).Seconds(), (at["find"] - at["untar"]).Seconds(), (at["rm"] - at["find"]).Seconds()}, nil
+	return append([]float64{read, write}, tree...), nil
+}
+
+// treeFigures turns the marker times of one treeScript run into untar s,
+// find s and rm s, checking that find listed wantEntries paths.
+func treeFigures(res *RunResult, wantEntries int) ([]float64, error) {
+	at, err := markerTimes(res, "tree", "untar", "find", "rm")
+	if err != nil {
+		return nil, err
+	}
+	_, arg, _ := res.Marker("find")
+	if n, err := strconv.Atoi(arg); err != nil || n != wantEntries {
+		return nil, fmt.Errorf("find listed %q entries, want %d", arg, wantEntries)
+	}
+	return []float64{(at["untar"] - at["tree"]).Seconds(), (at["find"] - at["untar"]).Seconds(), (at["rm"] - at["find"]).Seconds()}, nil
+}
+
+// markerTimes returns when each named marker line arrived, or the error
+// naming the first one missing.
+func markerTimes(res *RunResult, names ...string) (map[string]time.Duration, error) {
+	at := make(map[string]time.Duration, len(names))
+	for _, name := range names {
+		t, _, err := res.Marker(name)
+		if err != nil {
+			return nil, err
+		}
+		at[name] = t
+	}
+	return at, nil
+}
+
+// --- tmpfs I/O --------------------------------------------------------------------------
+
+// tmpfsSize bounds the tmpfs of the tmpfs workload: the full tree (10 000
+// files of at most 2 KiB, a page each) takes about 40 MiB.
+const tmpfsSize = "256m"
+
+// workTmpfs runs the tree job of the file jobs in a tmpfs mounted into the
+// container. For gondolin that tmpfs is the guest kernel's own memory, no
+// virtio-fs in the way: what is left is the emulated CPU running tar, find
+// and rm and the guest kernel under them, the floor no file sharing
+// transport can beat under TCG, beside the rootfs and bind-mount figures.
+func (s *Session) workTmpfs(ctx context.Context) error {
+	ms := s.treeMetrics("tmpfs", "tmpfs I/O (a tmpfs in the container: for gondolin the guest's own memory, no virtio-fs: the floor the emulated CPU sets for the same jobs)", "tmpfs")
+	flags := []string{"--mount", "type=tmpfs,src=tmpfs,dst=/data,options=size=" + tmpfsSize}
+	for i := 0; i < s.Opts.IORuns; i++ {
+		for _, rt := range rotate(s.runtimes, i) {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			if !try(ms[0], rt) {
+				continue
+			}
+			res, err := s.Ctr.Run(ctx, RunSpec{
+				ID: s.newID(rt.Name(), "tmpfs", i), Runtime: rt, Image: s.Image, Flags: flags,
+				Args:    []string{"sh", "-c", tmpfsScript, "sh", "/data/tree"},
+				Timeout: 30 * time.Minute, Stall: 10 * time.Minute,
+			})
+			vals := make([]float64, len(ms))
+			if err == nil {
+				vals, err = treeFigures(res, TreeEntries(s.Opts.TreeFiles))
+			}
+			s.record(rt, ms, vals, err)
+		}
+	}
+	return nil
 }
 
 // --- downloads --------------------------------------------------------------------------

@@ -286,7 +286,7 @@ func (r *Results) goalText(g *Goal) string {
 	}
 	if g.Target > 0 {
 		op := "≥"
-		if m := r.Metric(g.Num.Metric); m != nil && m.Better == LowerIsBetter {
+		if g.better(r.Metric(g.Num.Metric)) == LowerIsBetter {
 			op = "≤"
 		}
 		fmt.Fprintf(&b, " (goal %s %.0f %%", op, g.Target*100)

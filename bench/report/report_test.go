@@ -300,6 +300,43 @@ func TestGoals(t *testing.T) {
 	}
 }
 
+// TestGoalAgainstTheMetricsGrain: runc's time over gondolin's, a ratio of a
+// lower-is-better metric that is good high ("within 3x" is runc / gondolin
+// ≥ 33 %), and the same with the metric's own way for comparison.
+func TestGoalAgainstTheMetricsGrain(t *testing.T) {
+	r := sample()
+	r.Goals = []*Goal{
+		{Title: "runc's start / gondolin's", Num: FigureRef{"start_true", "runc"}, Den: FigureRef{"start_true", "gondolin"}, Target: 1.0 / 3, Better: HigherIsBetter},
+		{Title: "runc's start / gondolin's, a lower goal", Num: FigureRef{"start_true", "runc"}, Den: FigureRef{"start_true", "gondolin"}, Target: 0.05, Better: HigherIsBetter},
+		{Title: "gondolin's start / runc's", Num: FigureRef{"start_true", "gondolin"}, Den: FigureRef{"start_true", "runc"}, Target: 3},
+		{Title: "information", Num: FigureRef{"start_true", "runc"}, Den: FigureRef{"start_true", "gondolin"}, Better: HigherIsBetter},
+	}
+	r.Finalize()
+	if g := r.Goals[0]; g.Value == nil || *g.Value != 0.2/2.5 || g.Met == nil || *g.Met {
+		t.Errorf("runc/gondolin 8 %% against ≥ 33 %%: value %v met %v, want 0.08 not met", g.Value, g.Met)
+	}
+	if g := r.Goals[1]; g.Met == nil || !*g.Met {
+		t.Errorf("runc/gondolin 8 %% against ≥ 5 %%: met %v, want met", g.Met)
+	}
+	if g := r.Goals[2]; g.Met == nil || *g.Met {
+		t.Errorf("gondolin/runc 1250 %% against ≤ 300 %%: met %v, want not met", g.Met)
+	}
+	if g := r.Goals[3]; g.Value == nil || g.Met != nil {
+		t.Errorf("information: value %v met %v, want a value and no verdict", g.Value, g.Met)
+	}
+	md := r.Markdown()
+	for _, want := range []string{
+		"- runc's start / gondolin's: **8 %** (goal ≥ 33 %: not met) = start to exit of `true`, runc: 0.200 s / start to exit of `true`, gondolin: 2.50 s\n",
+		"- runc's start / gondolin's, a lower goal: **8 %** (goal ≥ 5 %: met) = ",
+		"- gondolin's start / runc's: **1250 %** (goal ≤ 300 %: not met) = ",
+		"- information: **8 %** = start to exit of `true`, runc",
+	} {
+		if !strings.Contains(md, want) {
+			t.Errorf("results.md lacks %q:\n%s", want, md)
+		}
+	}
+}
+
 func TestMarkdownFigureNotes(t *testing.T) {
 	r := sample()
 	r.Metrics = append(r.Metrics, &Metric{ID: "pod_mem", Title: "host memory of an idle pod", Short: "memory, idle pod", Group: "pods", Unit: "MiB", Better: LowerIsBetter,

@@ -60,7 +60,7 @@ type FigureRef struct {
 }
 
 // Goal is the ratio of two figures' medians (Num over Den) with the value
-// the project wants it to reach: at least Target when the metric is
+// the project wants it to reach: at least Target when the ratio is
 // higher-is-better, at most when lower-is-better; Target 0 is a ratio shown
 // for information.
 type Goal struct {
@@ -68,6 +68,11 @@ type Goal struct {
 	Num    FigureRef `json:"numerator"`
 	Den    FigureRef `json:"denominator"`
 	Target float64   `json:"target,omitempty"`
+	// Better is which way the ratio is good (HigherIsBetter or
+	// LowerIsBetter); empty: the numerator metric's way. A ratio taken
+	// against the metric's grain needs it: runc's time over this
+	// runtime's is a lower-is-better metric whose ratio is good high.
+	Better string `json:"better,omitempty"`
 	// Value and Met are set by Finalize when both figures have samples.
 	Value *float64 `json:"value,omitempty"`
 	Met   *bool    `json:"met,omitempty"`
@@ -247,12 +252,24 @@ func (r *Results) finalizeGoals() {
 		g.Value = &v
 		if g.Target > 0 {
 			met := v >= g.Target
-			if m.Better == LowerIsBetter {
+			if g.better(m) == LowerIsBetter {
 				met = v <= g.Target
 			}
 			g.Met = &met
 		}
 	}
+}
+
+// better is which way g's ratio is good: its own Better, else that of its
+// numerator's metric m (nil: higher).
+func (g *Goal) better(m *Metric) string {
+	if g.Better != "" {
+		return g.Better
+	}
+	if m != nil && m.Better == LowerIsBetter {
+		return LowerIsBetter
+	}
+	return HigherIsBetter
 }
 
 // Runtime returns the runtime named name, or nil.
