@@ -66,6 +66,11 @@ func TestSecureJoin(t *testing.T) {
 		"/slash/slash/dev":  "/dev",
 		"/usr/./lib/../bin": "/usr/bin",
 		"/":                 "/",
+		// Below a missing component nothing is looked up; back above
+		// it, symlinks resolve again.
+		"/missing/lib/modules":      "/missing/lib/modules",
+		"/missing/a/../../lib/x":    "/usr/lib/x",
+		"/missing/../escape/passwd": "/etc/passwd",
 	}
 	for in, want := range cases {
 		got, err := SecureJoin(root, in)
