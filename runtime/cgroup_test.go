@@ -164,6 +164,7 @@ func (v *fakeVM) Stop(context.Context, time.Duration) error {
 	v.once.Do(func() { close(v.done) })
 	return nil
 }
+func (v *fakeVM) Kill(ctx context.Context) error { return v.Stop(ctx, 0) }
 
 func testContainer(t *testing.T, timeout time.Duration) (*Container, *fakeVM) {
 	cfg := config.Default(t.TempDir())

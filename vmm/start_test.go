@@ -18,6 +18,7 @@ func (v *fakeVM) Pid() int                                  { return 4242 }
 func (v *fakeVM) Pause(context.Context) error               { return nil }
 func (v *fakeVM) Resume(context.Context) error              { return nil }
 func (v *fakeVM) Stop(context.Context, time.Duration) error { return nil }
+func (v *fakeVM) Kill(context.Context) error                { return nil }
 func (v *fakeVM) Done() <-chan struct{}                     { return v.done }
 func (v *fakeVM) ExitError() error                          { return nil }
 func (v *fakeVM) Release() error                            { return nil }

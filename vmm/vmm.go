@@ -114,6 +114,10 @@ type VM interface {
 	// Stop ends the VM: gracefully within the grace period if the backend
 	// can, then by force. It returns once the VMM process is gone.
 	Stop(ctx context.Context, grace time.Duration) error
+	// Kill ends the VMM process at once, without asking the guest or the
+	// VMM, and returns once it is gone (or ctx is done): for a VM with
+	// nothing left to lose, whose agent has synced and ended everything.
+	Kill(ctx context.Context) error
 	// Done is closed when the VMM process has exited.
 	Done() <-chan struct{}
 	// ExitError says how the VMM process ended, once Done is closed.

@@ -49,6 +49,7 @@ func (v *procVM) Stop(context.Context, time.Duration) error {
 	<-v.done
 	return nil
 }
+func (v *procVM) Kill(ctx context.Context) error { return v.Stop(ctx, 0) }
 
 // fakeStarter starts procVMs and counts starts and stops.
 type fakeStarter struct {
