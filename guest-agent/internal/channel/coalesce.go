@@ -34,10 +34,13 @@ func newCoalescingConn(c io.ReadWriteCloser) *coalescingConn {
 	return &coalescingConn{ReadWriteCloser: c, buf: make([]byte, 0, yamuxHeaderSize+MaxWrite)}
 }
 
-// MaxWrite is what a virtio-serial port takes in one write (the guest
-// driver splits longer ones): a frame body up to MaxWrite-yamuxHeaderSize
-// bytes goes out, header included, as one buffer.
-const MaxWrite = 32 * 1024
+// MaxWrite is what a virtio-serial port takes in one write: a frame body
+// up to MaxWrite-yamuxHeaderSize bytes goes out, header included, as one
+// buffer with one notification of the host. Gondolin's guest kernel takes
+// 256 KiB (images/kernel/patches/0003-virtio_console-large-writes.patch);
+// a stock kernel takes 32 KiB and returns a short write, which the writer
+// completes with more writes.
+const MaxWrite = 256 * 1024
 
 func (c *coalescingConn) Write(p []byte) (int, error) {
 	if c.held {

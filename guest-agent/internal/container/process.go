@@ -139,6 +139,8 @@ func (m *Manager) spawn(c *Container, p *Process, sp spawnSpec) (err error) {
 			child, parent := w, r
 			if childRead {
 				child, parent = r, w
+			} else {
+				setPipeSize(r, outputPipeSize)
 			}
 			childFiles = append(childFiles, child)
 			parentFiles = append(parentFiles, parent)
@@ -377,8 +379,10 @@ func (m *Manager) copyOut(p *Process, dst io.WriteCloser, src *os.File) {
 		case <-stop:
 		}
 	}()
-	// One read is one yamux frame is one virtio-serial buffer.
-	buf := make([]byte, channel.MaxFrameBody)
+	// One read is one yamux frame is one virtio-serial buffer. The buffer
+	// starts small and grows to the largest frame once a read fills it:
+	// most processes print little, and every stream holds its buffer.
+	buf := make([]byte, smallOutputBuffer)
 	broken := false
 	for {
 		n, err := src.Read(buf)
@@ -394,6 +398,9 @@ func (m *Manager) copyOut(p *Process, dst io.WriteCloser, src *os.File) {
 			if p.hasExited() {
 				_ = src.SetReadDeadline(drainDeadline())
 			}
+			if n == len(buf) && len(buf) < channel.MaxFrameBody {
+				buf = make([]byte, channel.MaxFrameBody)
+			}
 		}
 		if err != nil {
 			if errors.Is(err, os.ErrDeadlineExceeded) {
@@ -403,6 +410,15 @@ func (m *Manager) copyOut(p *Process, dst io.WriteCloser, src *os.File) {
 		}
 	}
 }
+
+// smallOutputBuffer is an output stream's first read buffer (see copyOut).
+const smallOutputBuffer = 32 * 1024
+
+// outputPipeSize is the size asked for the pipes of a process's stdout and
+// stderr: the 64 KiB default caps every read, and so every frame, at 64 KiB
+// (channel.MaxWrite). The pages are the guest's, taken only while the
+// process writes faster than its stream carries.
+const outputPipeSize = channel.MaxWrite
 
 // copyIn copies the host's stdin stream to the process; the stream's EOF
 // closes the process's stdin. It stops when the process exited.
@@ -444,4 +460,23 @@ func copyInTerminal(p *Process, dst *os.File, src net.Conn) {
 // and the reason: the host shows it to users as runc would.
 func startFailed(reason string) error {
 	return errdefs.ErrFailedPrecondition.WithMessage(api.ProcessStartFailed + ": " + reason)
+}
+
+// setPipeSize asks for a pipe of size bytes (F_SETPIPE_SZ) without making
+// f blocking (Fd would). A pipe that keeps its size (a lower
+// fs.pipe-max-size) only carries smaller frames, so a refusal is logged
+// and otherwise ignored.
+func setPipeSize(f *os.File, size int) {
+	raw, err := f.SyscallConn()
+	if err == nil {
+		cerr := raw.Control(func(fd uintptr) {
+			_, err = unix.FcntlInt(fd, unix.F_SETPIPE_SZ, size)
+		})
+		if cerr != nil {
+			err = cerr
+		}
+	}
+	if err != nil {
+		agentlog.Debugf("pipe size %d: %v", size, err)
+	}
 }
