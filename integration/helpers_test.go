@@ -627,16 +627,20 @@ func pidsOf(s string) []int {
 // shimPID finds the long-running shim serving container id.
 func shimPID(t *testing.T, id string) int {
 	t.Helper()
-	pid := findProcess(func(args []string) bool {
-		if filepath.Base(args[0]) != "containerd-shim-gondolin-v1" || args[len(args)-1] == "start" {
-			return false
-		}
-		return argValue(args, "-id") == id
-	})
+	pid := findProcess(isShimOf(id))
 	if pid == 0 {
 		t.Fatalf("no shim process for %s", id)
 	}
 	return pid
+}
+
+// isShimOf matches the arguments of the long-running shim serving
+// container id (not its `start` invocation).
+func isShimOf(id string) func(args []string) bool {
+	return func(args []string) bool {
+		return filepath.Base(args[0]) == "containerd-shim-gondolin-v1" && args[len(args)-1] != "start" &&
+			argValue(args, "-id") == id
+	}
 }
 
 // findProcess is the first process whose arguments match says yes to (0

@@ -11,7 +11,6 @@ import (
 	"io"
 	"math/rand/v2"
 	"os/exec"
-	"path/filepath"
 	"sync"
 	"testing"
 	"time"
@@ -104,10 +103,7 @@ func sampleShimPeak(id string, stop <-chan struct{}) int64 {
 	pid := 0
 	for {
 		if pid == 0 {
-			pid = findProcess(func(args []string) bool {
-				return filepath.Base(args[0]) == "containerd-shim-gondolin-v1" && args[len(args)-1] != "start" &&
-					argValue(args, "-id") == id
-			})
+			pid = findProcess(isShimOf(id))
 		}
 		if pid != 0 {
 			if st, err := procStatusKiB(pid); err == nil && st["VmHWM"]<<10 > peak {

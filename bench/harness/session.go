@@ -261,7 +261,7 @@ func (s *Session) addRuncGoals() {
 				continue
 			}
 			s.Results.Goals = append(s.Results.Goals, &report.Goal{
-				Title:  fmt.Sprintf("%s: %s / runc's%s", name, short(s.Results.Metric(g.metric)), g.why),
+				Title:  fmt.Sprintf("%s: %s / runc's%s", name, s.Results.Metric(g.metric).Label(), g.why),
 				Num:    report.FigureRef{Metric: g.metric, Runtime: name},
 				Den:    report.FigureRef{Metric: g.metric, Runtime: report.Baseline},
 				Target: g.target,
@@ -278,7 +278,7 @@ func (s *Session) addRuncGoals() {
 					continue
 				}
 				s.Results.Goals = append(s.Results.Goals, &report.Goal{
-					Title:  fmt.Sprintf("%s: runc's time / %s's, %s%s", name, name, short(s.Results.Metric(id)), why),
+					Title:  fmt.Sprintf("%s: runc's time / %s's, %s%s", name, name, s.Results.Metric(id).Label(), why),
 					Num:    report.FigureRef{Metric: id, Runtime: report.Baseline},
 					Den:    report.FigureRef{Metric: id, Runtime: name},
 					Target: target,
@@ -287,14 +287,6 @@ func (s *Session) addRuncGoals() {
 			}
 		}
 	}
-}
-
-// short is a metric's short label, its title if it has none.
-func short(m *report.Metric) string {
-	if m.Short != "" {
-		return m.Short
-	}
-	return m.Title
 }
 
 // Finish computes the statistics and writes results.json, results.md and

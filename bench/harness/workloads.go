@@ -161,36 +161,22 @@ func (s *Session) workStdio(ctx context.Context) error {
 	mIn := s.metric("stdin_throughput", "stdio", fmt.Sprintf("stdin throughput: %s from ctr to `dd` in the container", size), "stdin throughput", "MiB/s", report.HigherIsBetter)
 	mPipe := s.metric("pipe_throughput", "stdio", fmt.Sprintf("in-container pipe: %s from `dd` to `cat` inside the container (no stdio transport: the floor for stdout/stdin)", size), "in-container pipe", "MiB/s", report.HigherIsBetter)
 	timeout := 5*time.Minute + time.Duration(n/mib)*time.Second
+	jobs := []struct {
+		m    *report.Metric
+		once func(context.Context, *Runtime, int, int64, time.Duration) (float64, error)
+	}{{mOut, s.stdoutOnce}, {mIn, s.stdinOnce}, {mPipe, s.pipeOnce}}
 	for i := 0; i < s.Opts.IORuns; i++ {
-		for _, rt := range rotate(s.runtimes, i) {
-			if ctx.Err() != nil {
-				return ctx.Err()
+		for _, job := range jobs {
+			for _, rt := range rotate(s.runtimes, i) {
+				if ctx.Err() != nil {
+					return ctx.Err()
+				}
+				if !try(job.m, rt) {
+					continue
+				}
+				v, err := job.once(ctx, rt, i, n, timeout)
+				s.record(rt, []*report.Metric{job.m}, []float64{v}, err)
 			}
-			if !try(mOut, rt) {
-				continue
-			}
-			v, err := s.stdoutOnce(ctx, rt, i, n, timeout)
-			s.record(rt, []*report.Metric{mOut}, []float64{v}, err)
-		}
-		for _, rt := range rotate(s.runtimes, i) {
-			if ctx.Err() != nil {
-				return ctx.Err()
-			}
-			if !try(mIn, rt) {
-				continue
-			}
-			v, err := s.stdinOnce(ctx, rt, i, n, timeout)
-			s.record(rt, []*report.Metric{mIn}, []float64{v}, err)
-		}
-		for _, rt := range rotate(s.runtimes, i) {
-			if ctx.Err() != nil {
-				return ctx.Err()
-			}
-			if !try(mPipe, rt) {
-				continue
-			}
-			v, err := s.pipeOnce(ctx, rt, i, n, timeout)
-			s.record(rt, []*report.Metric{mPipe}, []float64{v}, err)
 		}
 	}
 	return nil

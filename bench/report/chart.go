@@ -75,10 +75,7 @@ func (r *Results) WriteChart(w io.Writer) error {
 	names := make([]string, n)
 	for i, m := range r.Metrics {
 		// The first metric goes at the top.
-		names[n-1-i] = m.Title
-		if m.Short != "" {
-			names[n-1-i] = m.Short
-		}
+		names[n-1-i] = m.Label()
 	}
 	groupWidth := vg.Points(16)
 	barWidth := groupWidth / vg.Length(max(len(others), 1))

@@ -218,7 +218,7 @@ func (r *Results) Markdown() string {
 	for _, m := range r.Metrics {
 		for _, rt := range r.Runtimes {
 			if f := m.Results[rt.Name]; f != nil && f.Stats != nil && f.Note != "" {
-				details = append(details, fmt.Sprintf("- %s, %s: %s", short(m), rt.Name, oneLine(f.Note)))
+				details = append(details, fmt.Sprintf("- %s, %s: %s", m.Label(), rt.Name, oneLine(f.Note)))
 			}
 		}
 	}
@@ -250,14 +250,6 @@ func (r *Results) Markdown() string {
 	return b.String()
 }
 
-// short is a metric's short label, its title if it has none.
-func short(m *Metric) string {
-	if m.Short != "" {
-		return m.Short
-	}
-	return m.Title
-}
-
 // goalText is a goal's value, target and the two figures it comes from.
 func (r *Results) goalText(g *Goal) string {
 	side := func(ref FigureRef) string {
@@ -271,7 +263,7 @@ func (r *Results) goalText(g *Goal) string {
 		}
 		what := ref.Metric
 		if m != nil {
-			what = short(m)
+			what = m.Label()
 		}
 		if f == nil || f.Stats == nil {
 			return fmt.Sprintf("%s, %s: no figure", what, who)

@@ -272,6 +272,14 @@ func (g *Goal) better(m *Metric) string {
 	return HigherIsBetter
 }
 
+// Label is the metric's short label, its title if it has none.
+func (m *Metric) Label() string {
+	if m.Short != "" {
+		return m.Short
+	}
+	return m.Title
+}
+
 // Runtime returns the runtime named name, or nil.
 func (r *Results) Runtime(name string) *Runtime {
 	for _, rt := range r.Runtimes {
